@@ -1,0 +1,95 @@
+// Command coapgw is a CoAP gateway for AWS IoT.
+//
+//	coapgw [serve] [flags]    run the gateway (the default)
+//	coapgw spool [flags]      print the records of a data dir, one JSON line each
+//	coapgw bench [flags]      run a fleet of virtual devices against a gateway
+//	coapgw version
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/coapgw/coapgw/internal/config"
+	"github.com/coapgw/coapgw/internal/gateway"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	cmd := "serve"
+	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "serve":
+		return serve(ctx, args, stdout, stderr)
+	case "spool":
+		return runSpool(ctx, args, stdout, stderr)
+	case "bench":
+		return runBench(ctx, args, stdout, stderr)
+	case "version":
+		fmt.Fprintln(stdout, gateway.Version)
+		return 0
+	case "help":
+		fmt.Fprintln(stdout, "usage: coapgw [serve|spool|bench|version] [flags]; coapgw serve -h lists the settings")
+		return 0
+	}
+	fmt.Fprintf(stderr, "coapgw: unknown command %q (serve, spool, bench, version)\n", cmd)
+	return 2
+}
+
+func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	l, err := config.Load("coapgw serve", args, os.Getenv, stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, "coapgw:", err)
+		return 2
+	}
+	if len(l.Args) > 0 {
+		fmt.Fprintf(stderr, "coapgw: unexpected arguments %q\n", l.Args)
+		return 2
+	}
+	cfg := l.Config
+	if err := cfg.Validate(); err != nil {
+		fmt.Fprintln(stderr, "coapgw: invalid configuration:\n"+err.Error())
+		return 2
+	}
+	if l.CheckOnly {
+		fmt.Fprintln(stdout, "# configuration is valid")
+		if err := cfg.WriteYAML(stdout); err != nil {
+			return 1
+		}
+		return 0
+	}
+	log := newLogger(cfg, stderr)
+	g, err := gateway.New(cfg, log)
+	if err != nil {
+		log.Error("start", "err", err)
+		return 1
+	}
+	if err := g.Serve(ctx); err != nil {
+		log.Error("serve", "err", err)
+		return 1
+	}
+	return 0
+}
+
+func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
+	var lvl slog.Level
+	_ = lvl.UnmarshalText([]byte(cfg.LogLevel))
+	opts := &slog.HandlerOptions{Level: lvl}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}

@@ -1,0 +1,442 @@
+package coapserver
+
+import (
+	"log/slog"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coapgw/coapgw/internal/coapmsg"
+)
+
+// Handler answers requests. It is shaped like net/http: ServeCoAP must call w.Respond exactly once,
+// either before it returns or, after calling w.Defer, later from any goroutine.
+type Handler interface {
+	ServeCoAP(w *ResponseWriter, r *Request)
+}
+
+// HandlerFunc adapts a function to Handler.
+type HandlerFunc func(w *ResponseWriter, r *Request)
+
+// ServeCoAP calls f(w, r).
+func (f HandlerFunc) ServeCoAP(w *ResponseWriter, r *Request) { f(w, r) }
+
+// Request is a CoAP request. Msg and the slices in it alias the datagram and are valid only until
+// ServeCoAP returns; copy what a deferred response needs.
+type Request struct {
+	Peer netip.AddrPort
+	Msg  *coapmsg.Message
+	// Received is when the datagram was read.
+	Received time.Time
+}
+
+// Sender takes datagrams from the exchange layer to the wire. Send must copy b before returning and
+// must not block for long; it may be called from any goroutine.
+type Sender interface {
+	Send(peer netip.AddrPort, b []byte)
+}
+
+// Options tune the exchange layer; zero values take RFC 7252 defaults.
+type Options struct {
+	ExchangeLifetime  time.Duration // CON dedup window, default 247 s
+	NonLifetime       time.Duration // NON dedup window, default 145 s
+	PiggybackDeadline time.Duration // empty ACK after this, default 1 s
+	AckTimeout        time.Duration // separate CON response retransmission, default 2 s
+	MaxRetransmit     int           // default 4
+	DedupGlobalCap    int           // default 1,000,000 entries
+	DedupPerPeerCap   int           // default 1024 entries
+	DedupShards       int           // default 64
+	MaxOutstanding    int           // separate CON responses awaiting ACK, default 10,000
+}
+
+func (o *Options) defaults() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&o.ExchangeLifetime, 247*time.Second)
+	def(&o.NonLifetime, 145*time.Second)
+	def(&o.PiggybackDeadline, time.Second)
+	def(&o.AckTimeout, 2*time.Second)
+	defi := func(d *int, v int) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	defi(&o.MaxRetransmit, 4)
+	defi(&o.DedupGlobalCap, 1_000_000)
+	defi(&o.DedupPerPeerCap, 1024)
+	defi(&o.DedupShards, 64)
+	defi(&o.MaxOutstanding, 10_000)
+}
+
+// Endpoint is the transport-agnostic RFC 7252 message layer: HandleDatagram takes a datagram from
+// a peer and the Sender gets the datagrams to send back. UDP feeds it today; DTLS can later.
+type Endpoint struct {
+	h      Handler
+	out    Sender
+	opts   Options
+	log    *slog.Logger
+	m      *Metrics
+	dedup  *dedup
+	msgs   sync.Pool
+	bufs   sync.Pool
+	mid    atomic.Uint32
+	clock  func() time.Time
+	epoch  time.Time
+	closed atomic.Bool
+
+	mu          sync.Mutex
+	pending     ring[*ResponseWriter]      // deferred CON exchanges, arrival order
+	outstanding map[outKey]*ResponseWriter // separate CON responses awaiting ACK
+	wg          sync.WaitGroup
+	stop        chan struct{}
+	stopOnce    sync.Once
+	inflight    atomic.Int64
+}
+
+type outKey struct {
+	peer peerKey
+	mid  uint16
+}
+
+// NewEndpoint builds the exchange layer. m may be nil.
+func NewEndpoint(h Handler, out Sender, opts Options, log *slog.Logger, m *Metrics) *Endpoint {
+	opts.defaults()
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if m == nil {
+		m = NewMetrics(nil)
+	}
+	e := &Endpoint{
+		h: h, out: out, opts: opts, log: log, m: m,
+		dedup:       newDedup(opts.DedupShards, opts.DedupGlobalCap, opts.DedupPerPeerCap, int64(opts.ExchangeLifetime), int64(opts.NonLifetime)),
+		clock:       time.Now,
+		outstanding: make(map[outKey]*ResponseWriter),
+		stop:        make(chan struct{}),
+	}
+	e.epoch = e.clock()
+	e.mid.Store(uint32(e.epoch.UnixNano()))
+	e.msgs.New = func() any { return new(coapmsg.Message) }
+	e.bufs.New = func() any { b := make([]byte, 0, 1280); return &b }
+	return e
+}
+
+// Start runs the timer goroutine that sends empty ACKs for slow exchanges and retransmits separate
+// responses. Stop ends it.
+func (e *Endpoint) Start() {
+	e.wg.Add(1)
+	go e.timers()
+}
+
+// Stop ends the timer goroutine; it is idempotent.
+func (e *Endpoint) Stop() {
+	e.stopOnce.Do(func() { close(e.stop) })
+	e.wg.Wait()
+}
+
+// Inflight is the number of requests handed to the handler and not yet answered.
+func (e *Endpoint) Inflight() int64 { return e.inflight.Load() }
+
+// DedupEntries is the number of (peer, MID) pairs remembered.
+func (e *Endpoint) DedupEntries() int { return e.dedup.len() }
+
+func (e *Endpoint) now() int64 { return int64(e.clock().Sub(e.epoch)) }
+
+func (e *Endpoint) nextMID() uint16 { return uint16(e.mid.Add(1)) }
+
+// HandleDatagram processes one datagram from peer. data is not retained after it returns.
+func (e *Endpoint) HandleDatagram(peer netip.AddrPort, data []byte) {
+	msg := e.msgs.Get().(*coapmsg.Message)
+	defer e.msgs.Put(msg)
+	err := msg.Decode(data)
+	if err != nil {
+		switch err {
+		case coapmsg.ErrShort:
+			e.m.disp(dispShort)
+		case coapmsg.ErrVersion:
+			e.m.disp(dispVersion)
+		default:
+			e.m.disp(dispFormat)
+			if t, _, mid, ok := coapmsg.Header(data); ok && t == coapmsg.Confirmable {
+				e.sendRST(peer, mid)
+			}
+		}
+		return
+	}
+	switch msg.Type {
+	case coapmsg.Acknowledgement, coapmsg.Reset:
+		e.m.disp(dispAckRst)
+		e.matchOutstanding(peer, msg)
+		return
+	}
+	con := msg.Type == coapmsg.Confirmable
+	switch {
+	case msg.Code == coapmsg.Empty:
+		if con {
+			e.m.disp(dispPing)
+			e.sendRST(peer, msg.MID)
+		} else {
+			e.m.disp(dispFormat) // an empty NON is not a valid message
+		}
+		return
+	case !msg.Code.IsRequest():
+		// A response we never asked for, or a reserved class (1.xx, 6.xx, 7.xx): reject (§4.2/§4.3).
+		e.m.disp(dispUnsolicited)
+		if con {
+			e.sendRST(peer, msg.MID)
+		}
+		return
+	}
+
+	k := dedupKey{peer: makePeerKey(peer), mid: msg.MID}
+	bp := e.bufs.Get().(*[]byte)
+	res, seq, buf := e.dedup.begin(k, con, e.now(), (*bp)[:0])
+	switch res {
+	case lookReplay:
+		if con {
+			e.m.disp(dispDuplicate)
+			if len(buf) > 1 && buf[1] != 0 {
+				e.m.resp(coapmsg.Code(buf[1]))
+			}
+			e.out.Send(peer, buf)
+		} else {
+			e.m.disp(dispDuplicate) // NON duplicates are ignored
+		}
+		*bp = buf[:0]
+		e.bufs.Put(bp)
+		return
+	case lookInflight:
+		e.m.disp(dispDuplicate)
+		e.bufs.Put(bp)
+		return
+	}
+	e.bufs.Put(bp)
+	e.m.disp(dispRequest)
+
+	w := &ResponseWriter{e: e, peer: peer, key: k, seq: seq, con: con, mid: msg.MID, arrived: e.now()}
+	w.tkl = uint8(copy(w.token[:], msg.Token))
+	e.inflight.Add(1)
+	req := Request{Peer: peer, Msg: msg, Received: e.clock()}
+	e.h.ServeCoAP(w, &req)
+	if w.state.Load() == wsNew && !w.deferred {
+		// A handler that forgot to answer: a 5.00 is better than a client retransmitting into the void.
+		e.log.Error("handler returned without responding", "peer", peer)
+		w.Respond(coapmsg.InternalServerError, nil)
+	}
+	if w.deferred && con && w.state.Load() == wsNew {
+		e.mu.Lock()
+		e.pending.push(w)
+		e.mu.Unlock()
+	}
+}
+
+func (e *Endpoint) sendRST(peer netip.AddrPort, mid uint16) {
+	b := [4]byte{1<<6 | byte(coapmsg.Reset)<<4, 0, byte(mid >> 8), byte(mid)}
+	e.m.rst.Inc()
+	e.out.Send(peer, b[:])
+}
+
+func (e *Endpoint) matchOutstanding(peer netip.AddrPort, msg *coapmsg.Message) {
+	if msg.Code != coapmsg.Empty && msg.Type == coapmsg.Reset {
+		return
+	}
+	k := outKey{peer: makePeerKey(peer), mid: msg.MID}
+	e.mu.Lock()
+	w := e.outstanding[k]
+	delete(e.outstanding, k)
+	e.mu.Unlock()
+	if w != nil {
+		e.m.separateAcked.Inc()
+	}
+}
+
+// ResponseWriter carries one exchange's response back to the peer.
+type ResponseWriter struct {
+	e        *Endpoint
+	peer     netip.AddrPort
+	key      dedupKey
+	seq      uint32
+	con      bool
+	deferred bool
+	mid      uint16
+	tkl      uint8
+	token    [coapmsg.MaxTokenLen]byte
+	arrived  int64
+	state    atomic.Uint32
+
+	nopt int
+	opts [4]coapmsg.Option
+	obuf [16]byte
+	used int
+
+	// separate CON response retransmission state, guarded by Endpoint.mu
+	sep      []byte
+	sepMID   uint16
+	sepTries int
+	sepNext  int64
+	sepWait  int64
+}
+
+const (
+	wsNew      = iota // no response yet
+	wsDone            // response sent (piggybacked, NON, or separate)
+	wsEmptyAck        // empty ACK sent; the response will follow as a separate CON
+)
+
+// Peer is the address the request came from.
+func (w *ResponseWriter) Peer() netip.AddrPort { return w.peer }
+
+// Defer tells the endpoint that Respond will be called after ServeCoAP returns.
+func (w *ResponseWriter) Defer() { w.deferred = true }
+
+// SetOption adds a response option (at most 4, values at most 16 bytes in all).
+func (w *ResponseWriter) SetOption(num uint16, val []byte) {
+	if w.nopt == len(w.opts) || w.used+len(val) > len(w.obuf) {
+		w.e.log.Error("response option dropped", "option", num)
+		return
+	}
+	n := copy(w.obuf[w.used:], val)
+	w.opts[w.nopt] = coapmsg.Option{Number: num, Value: w.obuf[w.used : w.used+n : w.used+n]}
+	w.used += n
+	w.nopt++
+}
+
+// SetUintOption adds a uint-valued option such as Content-Format, Max-Age or Size1.
+func (w *ResponseWriter) SetUintOption(num uint16, v uint32) {
+	var b [4]byte
+	w.SetOption(num, coapmsg.AppendUint(b[:0], v))
+}
+
+// Respond sends the response. Only the first call has an effect.
+func (w *ResponseWriter) Respond(code coapmsg.Code, payload []byte) {
+	e := w.e
+	for {
+		st := w.state.Load()
+		if st == wsDone {
+			return
+		}
+		if w.state.CompareAndSwap(st, wsDone) {
+			e.inflight.Add(-1)
+			e.m.resp(code)
+			if st == wsEmptyAck {
+				e.sendSeparate(w, code, payload)
+				return
+			}
+			break
+		}
+	}
+	// sort options (insertion sort over at most 4)
+	for i := 1; i < w.nopt; i++ {
+		for j := i; j > 0 && w.opts[j].Number < w.opts[j-1].Number; j-- {
+			w.opts[j], w.opts[j-1] = w.opts[j-1], w.opts[j]
+		}
+	}
+	m := coapmsg.Message{Code: code, Token: w.token[:w.tkl], Options: w.opts[:w.nopt], Payload: payload}
+	if w.con {
+		m.Type, m.MID = coapmsg.Acknowledgement, w.mid
+	} else {
+		m.Type, m.MID = coapmsg.NonConfirmable, e.nextMID()
+	}
+	bp := e.bufs.Get().(*[]byte)
+	b, err := m.Append((*bp)[:0])
+	if err != nil {
+		e.log.Error("encode response", "err", err)
+	}
+	e.dedup.finish(w.key, w.seq, stateDone, b)
+	e.out.Send(w.peer, b)
+	*bp = b[:0]
+	e.bufs.Put(bp)
+}
+
+// timers sends empty ACKs for deferred exchanges past the piggyback deadline and retransmits
+// separate CON responses until ACK, RST or MAX_RETRANSMIT.
+func (e *Endpoint) timers() {
+	defer e.wg.Done()
+	tick := time.NewTicker(e.opts.PiggybackDeadline / 4)
+	defer tick.Stop()
+	for {
+		select {
+		case <-e.stop:
+			return
+		case <-tick.C:
+		}
+		e.tick()
+	}
+}
+
+func (e *Endpoint) tick() {
+	now := e.now()
+	deadline := int64(e.opts.PiggybackDeadline)
+	var late []*ResponseWriter
+	e.mu.Lock()
+	for e.pending.len() > 0 {
+		w := e.pending.front()
+		if w.state.Load() != wsNew {
+			e.pending.pop()
+			continue
+		}
+		if now-w.arrived < deadline {
+			break
+		}
+		e.pending.pop()
+		late = append(late, w)
+	}
+	var resend []*ResponseWriter
+	for k, w := range e.outstanding { // only separate responses: rare, bounded by MaxOutstanding
+		if now < w.sepNext {
+			continue
+		}
+		if w.sepTries >= e.opts.MaxRetransmit {
+			delete(e.outstanding, k)
+			e.m.separateGaveUp.Inc()
+			continue
+		}
+		w.sepTries++
+		w.sepWait *= 2
+		w.sepNext = now + w.sepWait
+		resend = append(resend, w)
+	}
+	e.mu.Unlock()
+	for _, w := range late {
+		if w.state.CompareAndSwap(wsNew, wsEmptyAck) {
+			b := [4]byte{1<<6 | byte(coapmsg.Acknowledgement)<<4, 0, byte(w.mid >> 8), byte(w.mid)}
+			e.dedup.finish(w.key, w.seq, stateEmptyAck, b[:])
+			e.m.emptyAcks.Inc()
+			e.out.Send(w.peer, b[:])
+		}
+	}
+	for _, w := range resend {
+		e.m.separateRetransmits.Inc()
+		e.out.Send(w.peer, w.sep)
+	}
+}
+
+func (e *Endpoint) sendSeparate(w *ResponseWriter, code coapmsg.Code, payload []byte) {
+	for i := 1; i < w.nopt; i++ {
+		for j := i; j > 0 && w.opts[j].Number < w.opts[j-1].Number; j-- {
+			w.opts[j], w.opts[j-1] = w.opts[j-1], w.opts[j]
+		}
+	}
+	w.sepMID = e.nextMID()
+	m := coapmsg.Message{Type: coapmsg.Confirmable, Code: code, MID: w.sepMID, Token: w.token[:w.tkl], Options: w.opts[:w.nopt], Payload: payload}
+	b, err := m.Append(nil)
+	if err != nil {
+		e.log.Error("encode separate response", "err", err)
+		return
+	}
+	w.sep = b
+	// ACK_TIMEOUT × random factor in [1, 1.5)
+	w.sepWait = int64(e.opts.AckTimeout) + int64(e.opts.AckTimeout)/2*int64(w.sepMID%100)/100
+	w.sepNext = e.now() + w.sepWait
+	e.mu.Lock()
+	if len(e.outstanding) < e.opts.MaxOutstanding {
+		e.outstanding[outKey{peer: w.key.peer, mid: w.sepMID}] = w
+	}
+	e.mu.Unlock()
+	e.m.separate.Inc()
+	e.out.Send(w.peer, b)
+}

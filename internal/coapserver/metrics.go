@@ -1,0 +1,81 @@
+package coapserver
+
+import (
+	"github.com/coapgw/coapgw/internal/coapmsg"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+type disposition int
+
+const (
+	dispRequest     disposition = iota // a new request handed to the handler
+	dispDuplicate                      // a duplicate (peer, MID): cached response replayed or ignored
+	dispPing                           // empty CON answered with RST
+	dispAckRst                         // ACK or RST from a peer (never answered)
+	dispFormat                         // message format error (CON → RST, NON dropped)
+	dispUnsolicited                    // response or reserved code class (CON → RST, NON dropped)
+	dispShort                          // under 4 bytes: dropped
+	dispVersion                        // version other than 1: dropped
+	numDisp
+)
+
+var dispNames = [numDisp]string{"request", "duplicate", "ping", "ack_rst", "format_error", "unsolicited", "short", "bad_version"}
+
+// Metrics are the exchange layer's Prometheus metrics:
+//
+//	coapgw_coap_datagrams_total{disposition}      datagrams received, by what became of them
+//	coapgw_coap_responses_total{code}              responses sent, by code ("rst" for RST)
+//	coapgw_coap_empty_acks_total                   empty ACKs sent because the answer was late
+//	coapgw_coap_separate_responses_total           separate CON responses sent
+//	coapgw_coap_separate_retransmissions_total     their retransmissions
+//	coapgw_coap_separate_acked_total               separate responses the peer acknowledged
+//	coapgw_coap_separate_gave_up_total             separate responses given up after MAX_RETRANSMIT
+type Metrics struct {
+	disps               [numDisp]prometheus.Counter
+	codes               [256]prometheus.Counter
+	respVec             *prometheus.CounterVec
+	rst                 prometheus.Counter
+	emptyAcks           prometheus.Counter
+	separate            prometheus.Counter
+	separateRetransmits prometheus.Counter
+	separateAcked       prometheus.Counter
+	separateGaveUp      prometheus.Counter
+}
+
+// NewMetrics creates the metrics and registers them with reg (if not nil).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{}
+	d := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "coapgw_coap_datagrams_total", Help: "CoAP datagrams received, by disposition."}, []string{"disposition"})
+	for i, n := range dispNames {
+		m.disps[i] = d.WithLabelValues(n)
+	}
+	r := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "coapgw_coap_responses_total", Help: "CoAP responses sent, by code (rst for Reset messages; replays of cached responses included)."}, []string{"code"})
+	m.rst = r.WithLabelValues("rst")
+	for _, c := range []coapmsg.Code{coapmsg.Changed, coapmsg.Content, coapmsg.BadRequest, coapmsg.BadOption, coapmsg.NotFound,
+		coapmsg.MethodNotAllowed, coapmsg.RequestEntityTooLarge, coapmsg.UnsupportedFormat, coapmsg.InternalServerError, coapmsg.ServiceUnavailable} {
+		m.codes[c] = r.WithLabelValues(c.String())
+	}
+	m.respVec = r
+	c := func(name, help string) prometheus.Counter {
+		return prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help})
+	}
+	m.emptyAcks = c("coapgw_coap_empty_acks_total", "Empty ACKs sent because the response was not ready within the piggyback deadline.")
+	m.separate = c("coapgw_coap_separate_responses_total", "Separate CON responses sent.")
+	m.separateRetransmits = c("coapgw_coap_separate_retransmissions_total", "Retransmissions of separate CON responses.")
+	m.separateAcked = c("coapgw_coap_separate_acked_total", "Separate CON responses acknowledged by the peer.")
+	m.separateGaveUp = c("coapgw_coap_separate_gave_up_total", "Separate CON responses given up after MAX_RETRANSMIT.")
+	if reg != nil {
+		reg.MustRegister(d, r, m.emptyAcks, m.separate, m.separateRetransmits, m.separateAcked, m.separateGaveUp)
+	}
+	return m
+}
+
+func (m *Metrics) disp(d disposition) { m.disps[d].Inc() }
+
+func (m *Metrics) resp(c coapmsg.Code) {
+	if ctr := m.codes[c]; ctr != nil {
+		ctr.Inc()
+		return
+	}
+	m.respVec.WithLabelValues(c.String()).Inc()
+}

@@ -1,0 +1,181 @@
+// Package gateway wires the components of one coapgw process together (CoAP server, device API,
+// spool, operations HTTP server) and runs them with a shutdown in dependency order.
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	"github.com/coapgw/coapgw/internal/coapserver"
+	"github.com/coapgw/coapgw/internal/config"
+	"github.com/coapgw/coapgw/internal/ingest"
+	"github.com/coapgw/coapgw/internal/spool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Version is set at build time with -ldflags "-X .../gateway.Version=...".
+var Version = "dev"
+
+// Gateway is one running coapgw process.
+type Gateway struct {
+	cfg    config.Config
+	log    *slog.Logger
+	reg    *prometheus.Registry
+	spool  *spool.Disk
+	ingest *ingest.Handler
+	coap   *coapserver.Server
+	http   *http.Server
+	httpLn net.Listener
+	ready  atomic.Bool
+}
+
+// New opens the spool and binds the sockets, so LocalAddr and HTTPAddr work before Serve.
+func New(cfg config.Config, log *slog.Logger) (*Gateway, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	g := &Gateway{cfg: cfg, log: log, reg: prometheus.NewRegistry()}
+	g.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	sp, err := spool.Open(filepath.Join(cfg.DataDir, "spool"), spool.Options{
+		MaxBytes: cfg.SpoolMaxBytes, SegmentBytes: cfg.SpoolSegmentBytes,
+		Logger: log.With("component", "spool"), Registerer: g.reg,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open spool: %w", err)
+	}
+	g.spool = sp
+	g.ingest, err = ingest.New(ingest.Config{
+		GatewayID: cfg.GatewayID, MaxPayload: cfg.MaxPayload,
+		RetryAfter: int(cfg.RetryAfter / time.Second), Version: Version,
+	}, sp, log.With("component", "ingest"), g.reg)
+	if err != nil {
+		sp.Close()
+		return nil, err
+	}
+	g.coap, err = coapserver.New(coapserver.Config{
+		Addr: cfg.CoAPAddr, Sockets: cfg.CoAPSockets, SocketBytes: cfg.SocketBuffer,
+		MaxDatagram: max(16<<10, cfg.MaxPayload+2048),
+		Exchange: coapserver.Options{
+			PiggybackDeadline: cfg.PiggybackDeadline,
+			DedupGlobalCap:    cfg.DedupMaxEntries,
+			DedupPerPeerCap:   cfg.DedupPerPeer,
+		},
+	}, g.ingest, log.With("component", "coap"), g.reg)
+	if err == nil {
+		err = g.coap.Listen()
+	}
+	if err != nil {
+		sp.Close()
+		return nil, err
+	}
+	if cfg.HTTPAddr != "" {
+		ln, err := net.Listen("tcp", cfg.HTTPAddr)
+		if err != nil {
+			g.coap.Close()
+			sp.Close()
+			return nil, fmt.Errorf("listen http %s: %w", cfg.HTTPAddr, err)
+		}
+		g.httpLn = ln
+		g.http = &http.Server{Handler: g.routes(), ReadHeaderTimeout: 10 * time.Second}
+	}
+	return g, nil
+}
+
+// CoAPAddr is the bound UDP address.
+func (g *Gateway) CoAPAddr() netip.AddrPort { return g.coap.LocalAddr() }
+
+// HTTPAddr is the bound HTTP address, or "" if disabled.
+func (g *Gateway) HTTPAddr() string {
+	if g.httpLn == nil {
+		return ""
+	}
+	return g.httpLn.Addr().String()
+}
+
+// Registry is the gateway's Prometheus registry.
+func (g *Gateway) Registry() *prometheus.Registry { return g.reg }
+
+func (g *Gateway) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(g.reg, promhttp.HandlerOpts{Registry: g.reg}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintln(w, `{"status":"ok"}`)
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		if !g.ready.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintln(w, `{"status":"not ready"}`)
+			return
+		}
+		st := g.spool.Stats()
+		fmt.Fprintf(w, "{\"status\":\"ready\",\"spool_depth\":%d,\"spool_bytes\":%d}\n", st.Depth, st.Bytes)
+	})
+	return mux
+}
+
+// Serve runs until ctx ends, then shuts down in dependency order: new telemetry gets 5.03, the
+// requests already handed to the spool are answered, the CoAP sockets close, the spool is flushed
+// and closed, and the HTTP server stops last.
+func (g *Gateway) Serve(ctx context.Context) error {
+	errc := make(chan error, 2)
+	coapDone := make(chan struct{})
+	go func() {
+		defer close(coapDone)
+		if err := g.coap.Serve(context.Background()); err != nil {
+			errc <- fmt.Errorf("coap: %w", err)
+		}
+	}()
+	if g.http != nil {
+		go func() {
+			if err := g.http.Serve(g.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("http: %w", err)
+			}
+		}()
+	}
+	g.ready.Store(true)
+	g.log.Info("coapgw serving", "coap", g.CoAPAddr().String(), "http", g.HTTPAddr(), "data_dir", g.cfg.DataDir, "version", Version)
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errc:
+	}
+	g.shutdown()
+	<-coapDone
+	return runErr
+}
+
+func (g *Gateway) shutdown() {
+	g.log.Info("shutting down")
+	g.ready.Store(false)
+	g.ingest.Drain()
+	deadline := time.Now().Add(g.cfg.ShutdownTimeout)
+	for g.coap.Endpoint().Inflight() > 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := g.coap.Endpoint().Inflight(); n > 0 {
+		g.log.Warn("shutdown timeout with requests in flight; they were not acknowledged", "inflight", n)
+	}
+	g.coap.StopReading()
+	g.coap.Close()
+	if err := g.spool.Close(); err != nil {
+		g.log.Error("close spool", "err", err)
+	}
+	if g.http != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = g.http.Shutdown(ctx)
+	}
+	g.log.Info("stopped")
+}

@@ -1,0 +1,301 @@
+// Package ingest is the device API: it routes CoAP requests, validates telemetry and hands each
+// accepted record to the spool, answering 2.04 only once the spool says the record is durable.
+//
+// Resources:
+//
+//	POST|PUT /{type}/{id}      telemetry, a JSON object (Content-Format absent or 50)
+//	GET /.well-known/core      RFC 6690 link format, filterable by rt= and href=
+//	GET /health                2.05 JSON: status, spool depth, version
+//
+// Metrics: coapgw_ingest_records_total{result} (accepted, rejected, spool_full, spool_error,
+// draining).
+package ingest
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+
+	"github.com/coapgw/coapgw/internal/coapmsg"
+	"github.com/coapgw/coapgw/internal/coapserver"
+	"github.com/coapgw/coapgw/internal/record"
+	"github.com/coapgw/coapgw/internal/spool"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Spool is what ingest needs from the durable inbox.
+type Spool interface {
+	Append(data []byte, done func(seq uint64, err error)) error
+	Stats() spool.Stats
+}
+
+// Config configures the device API.
+type Config struct {
+	GatewayID  string // written into every record
+	MaxPayload int    // bytes; larger payloads get 4.13 (default 8192)
+	MaxDepth   int    // JSON nesting limit (default 6)
+	RetryAfter int    // Max-Age in seconds on 5.03 (default 5)
+	Version    string // reported by /health
+}
+
+// Handler implements coapserver.Handler.
+type Handler struct {
+	cfg      Config
+	spool    Spool
+	log      *slog.Logger
+	draining atomic.Bool
+	bufs     sync.Pool
+	results  [numResults]prometheus.Counter
+}
+
+var _ coapserver.Handler = (*Handler)(nil)
+
+type result int
+
+const (
+	resAccepted result = iota
+	resRejected
+	resFull
+	resError
+	resDraining
+	numResults
+)
+
+// New builds the handler; reg may be nil.
+func New(cfg Config, sp Spool, log *slog.Logger, reg prometheus.Registerer) (*Handler, error) {
+	if sp == nil {
+		return nil, errors.New("ingest: nil spool")
+	}
+	if cfg.MaxPayload <= 0 {
+		cfg.MaxPayload = 8192
+	}
+	if cfg.MaxDepth <= 0 {
+		cfg.MaxDepth = 6
+	}
+	if cfg.RetryAfter <= 0 {
+		cfg.RetryAfter = 5
+	}
+	if len(cfg.GatewayID) > 255 {
+		return nil, errors.New("ingest: gateway id longer than 255 bytes")
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	h := &Handler{cfg: cfg, spool: sp, log: log}
+	h.bufs.New = func() any { b := make([]byte, 0, 512); return &b }
+	vec := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "coapgw_ingest_records_total", Help: "Telemetry requests by result."}, []string{"result"})
+	for i, n := range []string{"accepted", "rejected", "spool_full", "spool_error", "draining"} {
+		h.results[i] = vec.WithLabelValues(n)
+	}
+	if reg != nil {
+		reg.MustRegister(vec)
+	}
+	return h, nil
+}
+
+// Drain makes every later telemetry request get 5.03 (used during shutdown).
+func (h *Handler) Drain() { h.draining.Store(true) }
+
+const maxSegments = 8
+
+// ServeCoAP handles one request.
+func (h *Handler) ServeCoAP(w *coapserver.ResponseWriter, r *coapserver.Request) {
+	m := r.Msg
+	var segs [maxSegments][]byte
+	nseg, tooMany := 0, false
+	var queries [4][]byte
+	nq := 0
+	cf, cfSeen := uint32(record.NoContentFormat), false
+	accept, acceptSeen := uint32(0), false
+	var hostSeen, portSeen bool
+	for _, o := range m.Options {
+		switch o.Number {
+		case coapmsg.URIPath:
+			if nseg == maxSegments {
+				tooMany = true
+				continue
+			}
+			segs[nseg] = o.Value
+			nseg++
+		case coapmsg.URIHost:
+			if hostSeen || len(o.Value) == 0 || len(o.Value) > 255 {
+				h.badOption(w, o.Number)
+				return
+			}
+			hostSeen = true
+		case coapmsg.URIPort:
+			if portSeen || len(o.Value) > 2 {
+				h.badOption(w, o.Number)
+				return
+			}
+			portSeen = true
+		case coapmsg.URIQuery:
+			if nq < len(queries) {
+				queries[nq] = o.Value
+				nq++
+			}
+		case coapmsg.ContentFormat:
+			// A repeated or over-long elective option is ignored (RFC 7252 §5.4.5).
+			if v, ok := coapmsg.Uint(o.Value); ok && len(o.Value) <= 2 && !cfSeen {
+				cf, cfSeen = v, true
+			}
+		case coapmsg.Accept:
+			v, ok := coapmsg.Uint(o.Value)
+			if acceptSeen || !ok || len(o.Value) > 2 {
+				h.badOption(w, o.Number)
+				return
+			}
+			accept, acceptSeen = v, true
+		case coapmsg.ProxyURI, coapmsg.ProxyScheme:
+			w.Respond(coapmsg.ProxyingNotSupported, nil)
+			return
+		default:
+			if coapmsg.Critical(o.Number) {
+				h.badOption(w, o.Number)
+				return
+			}
+		}
+	}
+	get := m.Code == coapmsg.GET
+	switch {
+	case !tooMany && nseg == 2 && string(segs[0]) == ".well-known" && string(segs[1]) == "core":
+		if !get {
+			w.Respond(coapmsg.MethodNotAllowed, nil)
+			return
+		}
+		if acceptSeen && accept != uint32(coapmsg.FormatLinkFormat) {
+			w.Respond(coapmsg.NotAcceptable, nil)
+			return
+		}
+		h.wellKnown(w, queries[:nq])
+		return
+	case !tooMany && nseg == 1 && string(segs[0]) == "health":
+		if !get {
+			w.Respond(coapmsg.MethodNotAllowed, nil)
+			return
+		}
+		if acceptSeen && accept != uint32(coapmsg.FormatJSON) {
+			w.Respond(coapmsg.NotAcceptable, nil)
+			return
+		}
+		h.health(w)
+		return
+	}
+	if m.Code != coapmsg.POST && m.Code != coapmsg.PUT {
+		if !tooMany && nseg == 2 && validName(segs[0]) && validName(segs[1]) {
+			w.Respond(coapmsg.MethodNotAllowed, nil)
+		} else {
+			w.Respond(coapmsg.NotFound, nil)
+		}
+		return
+	}
+	if tooMany || nseg != 2 {
+		h.reject(w, coapmsg.BadRequest, "path must be /{type}/{id}")
+		return
+	}
+	if !validName(segs[0]) {
+		h.reject(w, coapmsg.BadRequest, "type must match [a-zA-Z0-9:_-]{1,128}")
+		return
+	}
+	if !validName(segs[1]) {
+		h.reject(w, coapmsg.BadRequest, "id must match [a-zA-Z0-9:_-]{1,128}")
+		return
+	}
+	if cf != record.NoContentFormat && cf != uint32(coapmsg.FormatJSON) {
+		h.reject(w, coapmsg.UnsupportedFormat, "content-format must be 50 (JSON)")
+		return
+	}
+	if len(m.Payload) > h.cfg.MaxPayload {
+		w.SetUintOption(coapmsg.Size1, uint32(h.cfg.MaxPayload))
+		h.reject(w, coapmsg.RequestEntityTooLarge, "payload too large")
+		return
+	}
+	if len(m.Payload) == 0 {
+		h.reject(w, coapmsg.BadRequest, "empty payload: want a JSON object")
+		return
+	}
+	if err := checkJSONObject(m.Payload, h.cfg.MaxDepth); err != nil {
+		msg := err.Error()
+		if len(msg) > 64 {
+			msg = msg[:64]
+		}
+		h.reject(w, coapmsg.BadRequest, msg)
+		return
+	}
+	if h.draining.Load() {
+		h.results[resDraining].Inc()
+		h.unavailable(w)
+		return
+	}
+	bp := h.bufs.Get().(*[]byte)
+	b := record.AppendHeader((*bp)[:0], r.Received.UnixNano(), uint16(cf), h.cfg.GatewayID)
+	b = record.AppendField(b, segs[0])
+	b = record.AppendField(b, segs[1])
+	b = record.AppendPeer(b, r.Peer)
+	b = record.AppendPayload(b, m.Payload)
+	w.Defer()
+	err := h.spool.Append(b, func(_ uint64, err error) { h.done(w, err) })
+	*bp = b[:0]
+	h.bufs.Put(bp)
+	if err != nil {
+		h.done(w, err)
+	}
+}
+
+func (h *Handler) done(w *coapserver.ResponseWriter, err error) {
+	if err == nil {
+		h.results[resAccepted].Inc()
+		w.Respond(coapmsg.Changed, nil)
+		return
+	}
+	if errors.Is(err, spool.ErrFull) {
+		h.results[resFull].Inc()
+	} else {
+		h.results[resError].Inc()
+		h.log.Warn("spool append failed", "err", err)
+	}
+	h.unavailable(w)
+}
+
+func (h *Handler) unavailable(w *coapserver.ResponseWriter) {
+	w.SetUintOption(coapmsg.MaxAge, uint32(h.cfg.RetryAfter))
+	w.Respond(coapmsg.ServiceUnavailable, nil)
+}
+
+func (h *Handler) reject(w *coapserver.ResponseWriter, code coapmsg.Code, diag string) {
+	h.results[resRejected].Inc()
+	w.Respond(code, []byte(diag))
+}
+
+func (h *Handler) badOption(w *coapserver.ResponseWriter, num uint16) {
+	h.results[resRejected].Inc()
+	var b [40]byte
+	w.Respond(coapmsg.BadOption, strconv.AppendUint(append(b[:0], "unsupported critical option "...), uint64(num), 10))
+}
+
+func (h *Handler) health(w *coapserver.ResponseWriter) {
+	st := h.spool.Stats()
+	status := "ok"
+	if h.draining.Load() {
+		status = "draining"
+	}
+	body := fmt.Sprintf(`{"status":%q,"spool_depth":%d,"version":%q}`, status, st.Depth, h.cfg.Version)
+	w.SetUintOption(coapmsg.ContentFormat, uint32(coapmsg.FormatJSON))
+	w.Respond(coapmsg.Content, []byte(body))
+}
+
+// validName reports whether b is a valid AWS IoT thing or thing type name.
+func validName(b []byte) bool {
+	if len(b) == 0 || len(b) > 128 {
+		return false
+	}
+	for _, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == ':' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The whole test suite: installs its test peers (idempotently), then runs static checks and every
+# test with the race detector. Used by `make test` and by CI (.ci/run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v coap-client-notls >/dev/null 2>&1 || need_apt+=(libcoap3-bin)
+if ((${#need_apt[@]})); then
+  echo "== installing ${need_apt[*]}"
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+GOBIN_DIR="$(go env GOPATH)/bin"
+export PATH="$GOBIN_DIR:$PATH"
+if ! command -v staticcheck >/dev/null 2>&1; then
+  echo "== installing staticcheck"
+  go install honnef.co/go/tools/cmd/staticcheck@v0.8.2
+fi
+
+echo "== gofmt"
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+if [ -n "$unformatted" ]; then echo "gofmt would change: $unformatted"; exit 1; fi
+echo "== go vet"
+go vet ./...
+echo "== staticcheck"
+staticcheck ./...
+
+echo "== go test -race"
+# COAPGW_REQUIRE_PEERS turns a missing peer (coap-client) into a failure instead of a skip.
+COAPGW_REQUIRE_PEERS=1 go test -race -count=1 -timeout 20m ./...
