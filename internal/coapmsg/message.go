@@ -190,7 +190,9 @@ func (m *Message) Decode(data []byte) error {
 	m.Code = Code(data[1])
 	m.MID = binary.BigEndian.Uint16(data[2:4])
 	m.Token, m.Payload = nil, nil
-	if m.Options == nil {
+	if m.Options == nil || cap(m.Options) > 256 {
+		// Start from the inline array, and let a reused Message drop storage grown by a datagram
+		// with thousands of options.
 		m.Options = m.optBuf[:0]
 	}
 	m.Options = m.Options[:0]

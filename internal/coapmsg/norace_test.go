@@ -1,0 +1,5 @@
+//go:build !race
+
+package coapmsg
+
+const raceEnabled = false
