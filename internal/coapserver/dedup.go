@@ -58,9 +58,15 @@ type qitem struct {
 	exp int64
 }
 
+// pitem is a per-peer queue item: the peer is implied.
+type pitem struct {
+	mid uint16
+	seq uint32
+}
+
 type peerState struct {
 	live int
-	q    ring[qitem]
+	q    ring[pitem]
 }
 
 type dedupShard struct {
@@ -136,7 +142,7 @@ func (d *dedup) begin(k dedupKey, con bool, now int64, buf []byte) (lookupResult
 		s.peers[k.peer] = ps
 	}
 	for ps.live >= d.perPeer {
-		s.evictPeerOldest(ps)
+		s.evictPeerOldest(k.peer, ps)
 	}
 	for len(s.m) >= s.cap {
 		if !s.evictOldest() {
@@ -152,8 +158,8 @@ func (d *dedup) begin(k dedupKey, con bool, now int64, buf []byte) (lookupResult
 	it := qitem{k: k, seq: s.seq, exp: now + life}
 	s.m[k] = dedupEntry{exp: it.exp, seq: s.seq, state: statePending}
 	q.push(it)
-	s.pruneStale(ps)
-	ps.q.push(it)
+	s.pruneStale(k.peer, ps)
+	ps.q.push(pitem{mid: k.mid, seq: s.seq})
 	ps.live++
 	return lookNew, s.seq, buf
 }
@@ -260,14 +266,15 @@ func (s *dedupShard) evictOldest() bool {
 	}
 }
 
-func (s *dedupShard) evictPeerOldest(ps *peerState) {
+func (s *dedupShard) evictPeerOldest(peer peerKey, ps *peerState) {
 	for ps.q.len() > 0 {
-		it := ps.q.pop()
+		pi := ps.q.pop()
+		it := qitem{k: dedupKey{peer: peer, mid: pi.mid}, seq: pi.seq}
 		if s.live(it) {
-			// remove may delete ps from the map; the caller holds the pointer and re-inserts below.
+			// remove may delete ps from the map; the caller holds the pointer, so put it back.
 			s.remove(it.k)
 			if ps.live <= 0 {
-				s.peers[it.k.peer] = ps
+				s.peers[peer] = ps
 				ps.live = 0
 			}
 			return
@@ -278,8 +285,12 @@ func (s *dedupShard) evictPeerOldest(ps *peerState) {
 
 // pruneStale drops queue items of entries that no longer exist, from the front, so a peer's queue
 // stays proportional to its live entries.
-func (s *dedupShard) pruneStale(ps *peerState) {
-	for ps.q.len() > 0 && !s.live(ps.q.front()) {
+func (s *dedupShard) pruneStale(peer peerKey, ps *peerState) {
+	for ps.q.len() > 0 {
+		pi := ps.q.front()
+		if s.live(qitem{k: dedupKey{peer: peer, mid: pi.mid}, seq: pi.seq}) {
+			return
+		}
 		ps.q.pop()
 	}
 }

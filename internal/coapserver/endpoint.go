@@ -44,7 +44,7 @@ type Options struct {
 	PiggybackDeadline time.Duration // empty ACK after this, default 1 s
 	AckTimeout        time.Duration // separate CON response retransmission, default 2 s
 	MaxRetransmit     int           // default 4
-	DedupGlobalCap    int           // default 1,000,000 entries
+	DedupGlobalCap    int           // default 500,000 entries (~230 B each)
 	DedupPerPeerCap   int           // default 1024 entries
 	DedupShards       int           // default 64
 	MaxOutstanding    int           // separate CON responses awaiting ACK, default 10,000
@@ -66,7 +66,7 @@ func (o *Options) defaults() {
 		}
 	}
 	defi(&o.MaxRetransmit, 4)
-	defi(&o.DedupGlobalCap, 1_000_000)
+	defi(&o.DedupGlobalCap, 500_000)
 	defi(&o.DedupPerPeerCap, 1024)
 	defi(&o.DedupShards, 64)
 	defi(&o.MaxOutstanding, 10_000)

@@ -63,7 +63,7 @@ func Default() Config {
 		CoAPSockets:       1,
 		SocketBuffer:      8 << 20,
 		PiggybackDeadline: time.Second,
-		DedupMaxEntries:   1_000_000,
+		DedupMaxEntries:   500_000,
 		DedupPerPeer:      1024,
 	}
 }
