@@ -115,16 +115,11 @@ func Load(name string, args []string, getenv func(string) string, stderr io.Writ
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	// Flags are parsed into a scratch Config so that file and environment can be applied first.
-	var scratch Config
+	// The scratch copy starts from the defaults, so -h shows them.
+	scratch := Default()
 	opts := scratch.options()
 	for _, o := range opts {
-		help := o.help + " (env " + EnvName(o.name) + ")"
-		switch p := o.ptr.(type) {
-		case *string:
-			fs.StringVar(p, o.name, fieldString(&l.Config, o.name), help)
-		default:
-			fs.Var(&anyValue{p: p}, o.name, help+" (default "+fieldString(&l.Config, o.name)+")")
-		}
+		fs.Var(&anyValue{p: o.ptr}, o.name, o.help+" (env "+EnvName(o.name)+")")
 	}
 	fs.StringVar(&l.ConfigFile, "config", getenv("COAPGW_CONFIG"), "YAML config file (env COAPGW_CONFIG)")
 	fs.BoolVar(&l.CheckOnly, "check-config", false, "validate the configuration, print it and exit")
@@ -221,15 +216,6 @@ func (c *Config) WriteYAML(w io.Writer) error {
 	enc := yaml.NewEncoder(w)
 	defer enc.Close()
 	return enc.Encode(c)
-}
-
-func fieldString(c *Config, name string) string {
-	for _, o := range c.options() {
-		if o.name == name {
-			return (&anyValue{p: o.ptr}).String()
-		}
-	}
-	return ""
 }
 
 // anyValue adapts a typed field pointer to flag.Value.
