@@ -187,17 +187,6 @@ func (d *dedup) finish(k dedupKey, seq uint32, state entryState, resp []byte) {
 	s.m[k] = e
 }
 
-// forget removes an entry, so a retransmission is handled afresh (used when a request could not be
-// processed and left no side effect, e.g. the server is shutting down).
-func (d *dedup) forget(k dedupKey, seq uint32) {
-	s := d.shard(k.peer)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if e, ok := s.m[k]; ok && e.seq == seq {
-		s.remove(k)
-	}
-}
-
 func (d *dedup) len() int {
 	n := 0
 	for i := range d.shards {

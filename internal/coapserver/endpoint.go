@@ -75,18 +75,17 @@ func (o *Options) defaults() {
 // Endpoint is the transport-agnostic RFC 7252 message layer: HandleDatagram takes a datagram from
 // a peer and the Sender gets the datagrams to send back. UDP feeds it today; DTLS can later.
 type Endpoint struct {
-	h      Handler
-	out    Sender
-	opts   Options
-	log    *slog.Logger
-	m      *Metrics
-	dedup  *dedup
-	msgs   sync.Pool
-	bufs   sync.Pool
-	mid    atomic.Uint32
-	clock  func() time.Time
-	epoch  time.Time
-	closed atomic.Bool
+	h     Handler
+	out   Sender
+	opts  Options
+	log   *slog.Logger
+	m     *Metrics
+	dedup *dedup
+	msgs  sync.Pool
+	bufs  sync.Pool
+	mid   atomic.Uint32
+	clock func() time.Time
+	epoch time.Time
 
 	mu          sync.Mutex
 	pending     ring[*ResponseWriter]      // deferred CON exchanges, arrival order
