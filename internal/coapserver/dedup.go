@@ -158,7 +158,18 @@ func (d *dedup) begin(k dedupKey, con bool, now int64, buf []byte) (lookupResult
 	it := qitem{k: k, seq: s.seq, exp: now + life}
 	s.m[k] = dedupEntry{exp: it.exp, seq: s.seq, state: statePending}
 	q.push(it)
-	s.pruneStale(k.peer, ps)
+	if q.len() > 2*len(s.m)+1024 {
+		// Evicted entries leave stale items behind a live one at the front; when they are more
+		// than half the queue, drop them in one pass (amortised O(1) per insert).
+		q.filter(s.live)
+	}
+	if ps.q.len() > 2*ps.live+16 {
+		s.pruneStale(k.peer, ps)
+		if ps.q.len() > 2*ps.live+16 {
+			peer := k.peer
+			ps.q.filter(func(pi pitem) bool { return s.live(qitem{k: dedupKey{peer: peer, mid: pi.mid}, seq: pi.seq}) })
+		}
+	}
 	ps.q.push(pitem{mid: k.mid, seq: s.seq})
 	ps.live++
 	return lookNew, s.seq, buf
@@ -218,6 +229,9 @@ func (s *dedupShard) remove(k dedupKey) {
 
 func (s *dedupShard) expire(now int64, d *dedup) {
 	for _, q := range [2]*ring[qitem]{&s.con, &s.non} {
+		// Items are in insertion order with one lifetime per queue, so expiry times never
+		// decrease: stop at the first live one still in its window. Stale items (evicted
+		// entries) at the front are dropped on the way.
 		for q.len() > 0 {
 			it := q.front()
 			if s.live(it) {
@@ -307,6 +321,20 @@ func (r *ring[T]) push(v T) {
 	}
 	r.buf[(r.head+r.size)%len(r.buf)] = v
 	r.size++
+}
+
+// filter keeps, in order, the items for which keep is true.
+func (r *ring[T]) filter(keep func(T) bool) {
+	var nb []T
+	for i := 0; i < r.size; i++ {
+		if v := r.buf[(r.head+i)%len(r.buf)]; keep(v) {
+			nb = append(nb, v)
+		}
+	}
+	r.buf, r.head, r.size = nb, 0, len(nb)
+	if len(r.buf) == 0 {
+		r.buf = nil
+	}
 }
 
 func (r *ring[T]) pop() T {

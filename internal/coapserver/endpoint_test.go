@@ -389,3 +389,26 @@ func BenchmarkHandleDatagram(b *testing.B) {
 type discard struct{}
 
 func (discard) Send(netip.AddrPort, []byte) {}
+
+// TestDedupQueuesStayBounded: a quiet peer's entry at the head of the expiry queue must not let
+// the evicted entries of a busy peer pile up behind it until it expires.
+func TestDedupQueuesStayBounded(t *testing.T) {
+	e, s := newTestEndpoint(&countingHandler{}, Options{DedupGlobalCap: 100_000, DedupPerPeerCap: 16, DedupShards: 1})
+	e.HandleDatagram(peerB, enc(t, post(coapmsg.Confirmable, 1, "")))
+	for i := 0; i < 20_000; i++ {
+		e.HandleDatagram(peerA, enc(t, post(coapmsg.Confirmable, uint16(i), "")))
+		s.take()
+	}
+	sh := &e.dedup.shards[0]
+	if n := len(sh.m); n != 17 {
+		t.Fatalf("%d live entries, want 16 + 1", n)
+	}
+	if q := sh.con.len(); q > 2*len(sh.m)+1024+1 {
+		t.Fatalf("expiry queue holds %d items for %d live entries", q, len(sh.m))
+	}
+	for _, ps := range sh.peers {
+		if q := ps.q.len(); q > 2*ps.live+17 {
+			t.Fatalf("peer queue holds %d items for %d live entries", q, ps.live)
+		}
+	}
+}

@@ -40,6 +40,8 @@ type Config struct {
 	PiggybackDeadline time.Duration `yaml:"piggyback_deadline"`
 	DedupMaxEntries   int           `yaml:"dedup_max_entries"`
 	DedupPerPeer      int           `yaml:"dedup_per_peer"`
+
+	Pprof bool `yaml:"pprof"`
 }
 
 // Default returns the configuration used when nothing is set: local mode on :5683 and :8080.
@@ -71,7 +73,7 @@ func Default() Config {
 type option struct {
 	name string // flag name; the environment variable is COAPGW_ + upper snake case
 	help string
-	ptr  any // *string, *int, *int64, *time.Duration
+	ptr  any // *string, *int, *int64, *bool, *time.Duration
 }
 
 func (c *Config) options() []option {
@@ -92,6 +94,7 @@ func (c *Config) options() []option {
 		{"piggyback-deadline", "send an empty ACK and a separate response after this", &c.PiggybackDeadline},
 		{"dedup-max-entries", "global cap on remembered (peer, MID) pairs", &c.DedupMaxEntries},
 		{"dedup-per-peer", "per-peer cap on remembered (peer, MID) pairs", &c.DedupPerPeer},
+		{"pprof", "serve /debug/pprof/ on the HTTP address (for profiling; keep the port private)", &c.Pprof},
 	}
 }
 
@@ -232,11 +235,16 @@ func (v *anyValue) String() string {
 		return strconv.Itoa(*p)
 	case *int64:
 		return strconv.FormatInt(*p, 10)
+	case *bool:
+		return strconv.FormatBool(*p)
 	case *time.Duration:
 		return p.String()
 	}
 	return ""
 }
+
+// IsBoolFlag lets a boolean setting be given as a bare --flag.
+func (v *anyValue) IsBoolFlag() bool { _, ok := v.p.(*bool); return ok }
 
 func (v *anyValue) Set(s string) error { return set(v.p, s) }
 
@@ -256,6 +264,12 @@ func set(p any, s string) error {
 			return fmt.Errorf("%q is not a whole number", s)
 		}
 		*p = n
+	case *bool:
+		b, err := strconv.ParseBool(s)
+		if err != nil {
+			return fmt.Errorf("%q is not true or false", s)
+		}
+		*p = b
 	case *time.Duration:
 		d, err := time.ParseDuration(s)
 		if err != nil {
@@ -274,6 +288,8 @@ func copyValue(dst, src any) {
 		*d = *src.(*int)
 	case *int64:
 		*d = *src.(*int64)
+	case *bool:
+		*d = *src.(*bool)
 	case *time.Duration:
 		*d = *src.(*time.Duration)
 	}

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/netip"
 	"path/filepath"
 	"sync/atomic"
@@ -122,6 +123,12 @@ func (g *Gateway) routes() http.Handler {
 		st := g.spool.Stats()
 		fmt.Fprintf(w, "{\"status\":\"ready\",\"spool_depth\":%d,\"spool_bytes\":%d}\n", st.Depth, st.Bytes)
 	})
+	if g.cfg.Pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	return mux
 }
 
