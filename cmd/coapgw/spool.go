@@ -66,7 +66,8 @@ func runSpool(_ context.Context, args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	w.Flush()
-	fmt.Fprintf(stderr, "%+v\n", st)
+	fmt.Fprintf(stderr, "# %d records in %d segments (%d already forwarded, %d corrupt regions skipped); cursor at seq %d\n",
+		st.Entries, st.Segments, st.Delivered, st.Corrupt, st.CommittedSeq)
 	return 0
 }
 
