@@ -1,0 +1,269 @@
+package httpapi
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coapgw/coapgw/internal/registry"
+)
+
+// fakeStore is an in-memory Store that behaves like the registry's read API: things newest
+// LastSeen first, opaque cursors, AWS-shaped shadows with per-property metadata timestamps and a
+// numeric history per property.
+type fakeStore struct {
+	mu        sync.Mutex
+	types     map[string]time.Time
+	things    map[string]*fakeThing
+	setAsides []registry.SetAside // oldest first
+	messages  int64
+	err       error // returned by every call when set
+	lastThing registry.ThingQuery
+	lastHist  registry.HistoryQuery
+}
+
+type fakeThing struct {
+	registry.Thing
+	reported map[string]any
+	meta     map[string]any // mirrors reported, leaves {"timestamp": epochSeconds}
+	history  map[string][]registry.Point
+}
+
+func newFakeStore() *fakeStore {
+	return &fakeStore{types: map[string]time.Time{}, things: map[string]*fakeThing{}}
+}
+
+var _ Store = (*fakeStore)(nil)
+
+// report applies one telemetry record to the thing, creating it (and its type) if new.
+func (f *fakeStore) report(name, typ string, at time.Time, state map[string]any) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	at = at.UTC()
+	if _, ok := f.types[typ]; !ok {
+		f.types[typ] = at
+	}
+	t, ok := f.things[name]
+	if !ok {
+		t = &fakeThing{
+			Thing:    registry.Thing{Name: name, Type: typ, FirstSeen: at},
+			reported: map[string]any{}, meta: map[string]any{}, history: map[string][]registry.Point{},
+		}
+		f.things[name] = t
+	}
+	t.LastSeen = at
+	t.Messages++
+	t.Version++
+	f.messages++
+	merge(t.reported, t.meta, state, "", at, t.history)
+}
+
+func merge(dst, meta, src map[string]any, prefix string, at time.Time, hist map[string][]registry.Point) {
+	for k, v := range src {
+		path := k
+		if prefix != "" {
+			path = prefix + "." + k
+		}
+		if obj, ok := v.(map[string]any); ok {
+			d, _ := dst[k].(map[string]any)
+			m, _ := meta[k].(map[string]any)
+			if d == nil {
+				d, m = map[string]any{}, map[string]any{}
+				dst[k], meta[k] = d, m
+			}
+			merge(d, m, obj, path, at, hist)
+			continue
+		}
+		dst[k] = v
+		meta[k] = map[string]any{"timestamp": at.Unix()}
+		var num float64
+		switch n := v.(type) {
+		case float64:
+			num = n
+		case int:
+			num = float64(n)
+		default:
+			continue
+		}
+		hist[path] = append(hist[path], registry.Point{T: at, V: num})
+	}
+}
+
+func (f *fakeStore) setAside(r registry.SetAside) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.setAsides = append(f.setAsides, r)
+}
+
+func (f *fakeStore) fail(err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.err = err
+}
+
+func (f *fakeStore) ThingTypes(ctx context.Context) ([]registry.ThingType, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err != nil {
+		return nil, f.err
+	}
+	var out []registry.ThingType
+	for _, name := range slices.Sorted(maps.Keys(f.types)) {
+		tt := registry.ThingType{Name: name, CreatedAt: f.types[name]}
+		for _, t := range f.things {
+			if t.Type == name {
+				tt.Things++
+			}
+		}
+		out = append(out, tt)
+	}
+	return out, nil
+}
+
+func decodeCursor(c string) (int, error) {
+	if c == "" {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(strings.TrimPrefix(c, "o"))
+	if err != nil || !strings.HasPrefix(c, "o") {
+		return 0, fmt.Errorf("decode cursor %q: %w", c, registry.ErrInvalidCursor)
+	}
+	return n, nil
+}
+
+func (f *fakeStore) Things(ctx context.Context, q registry.ThingQuery) (registry.ThingPage, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.lastThing = q
+	if f.err != nil {
+		return registry.ThingPage{}, f.err
+	}
+	if q.Limit == 0 {
+		q.Limit = 100
+	}
+	off, err := decodeCursor(q.Cursor)
+	if err != nil {
+		return registry.ThingPage{}, err
+	}
+	var all []registry.Thing
+	for _, t := range f.things {
+		if (q.Type == "" || t.Type == q.Type) && strings.HasPrefix(t.Name, q.Prefix) {
+			all = append(all, t.Thing)
+		}
+	}
+	slices.SortFunc(all, func(a, b registry.Thing) int {
+		return cmp.Or(b.LastSeen.Compare(a.LastSeen), strings.Compare(a.Name, b.Name))
+	})
+	page := registry.ThingPage{Total: int64(len(all))}
+	if off < len(all) {
+		end := min(len(all), off+q.Limit)
+		page.Things = all[off:end]
+		if end < len(all) {
+			page.Next = "o" + strconv.Itoa(end)
+		}
+	}
+	return page, nil
+}
+
+func (f *fakeStore) Thing(ctx context.Context, name string) (registry.Thing, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err != nil {
+		return registry.Thing{}, f.err
+	}
+	t, ok := f.things[name]
+	if !ok {
+		return registry.Thing{}, registry.ErrNotFound
+	}
+	return t.Thing, nil
+}
+
+func (f *fakeStore) Shadow(ctx context.Context, name string) ([]byte, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err != nil {
+		return nil, f.err
+	}
+	t, ok := f.things[name]
+	if !ok {
+		return nil, registry.ErrNotFound
+	}
+	return json.Marshal(map[string]any{
+		"state":     map[string]any{"reported": t.reported},
+		"metadata":  map[string]any{"reported": t.meta},
+		"version":   t.Version,
+		"timestamp": t.LastSeen.Unix(),
+	})
+}
+
+func (f *fakeStore) History(ctx context.Context, name string, q registry.HistoryQuery) ([]registry.Series, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.lastHist = q
+	if f.err != nil {
+		return nil, f.err
+	}
+	t, ok := f.things[name]
+	if !ok {
+		return nil, nil // as the registry may: no history, no error
+	}
+	if q.Limit == 0 {
+		q.Limit = 1000
+	}
+	var out []registry.Series
+	for _, prop := range slices.Sorted(maps.Keys(t.history)) {
+		if q.Property != "" && prop != q.Property {
+			continue
+		}
+		var pts []registry.Point
+		for _, p := range t.history[prop] {
+			if !p.T.Before(q.Since) {
+				pts = append(pts, p)
+			}
+		}
+		if len(pts) > q.Limit {
+			pts = pts[len(pts)-q.Limit:]
+		}
+		out = append(out, registry.Series{Property: prop, Points: pts})
+	}
+	return out, nil
+}
+
+func (f *fakeStore) SetAsides(ctx context.Context, limit int, cursor string) (registry.SetAsidePage, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err != nil {
+		return registry.SetAsidePage{}, f.err
+	}
+	off, err := decodeCursor(cursor)
+	if err != nil {
+		return registry.SetAsidePage{}, err
+	}
+	page := registry.SetAsidePage{Total: int64(len(f.setAsides))}
+	for i := len(f.setAsides) - 1 - off; i >= 0 && len(page.Records) < limit; i-- {
+		page.Records = append(page.Records, f.setAsides[i])
+	}
+	if end := off + len(page.Records); end < len(f.setAsides) {
+		page.Next = "o" + strconv.Itoa(end)
+	}
+	return page, nil
+}
+
+func (f *fakeStore) Counts(ctx context.Context) (registry.Counts, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err != nil {
+		return registry.Counts{}, f.err
+	}
+	return registry.Counts{
+		ThingTypes: int64(len(f.types)), Things: int64(len(f.things)),
+		Messages: f.messages, SetAside: int64(len(f.setAsides)),
+	}, nil
+}

@@ -1,0 +1,169 @@
+package httpapi
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+const (
+	maxLimit       = 1000
+	maxCursorLen   = 1024
+	maxPropertyLen = 256
+)
+
+// validName reports whether s matches the AWS IoT thing (and thing type) name pattern
+// ^[a-zA-Z0-9:_-]{1,128}$.
+func validName(s string) bool {
+	return len(s) >= 1 && len(s) <= 128 && validNameChars(s)
+}
+
+func validNameChars(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == ':', c == '_', c == '-':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// quote shows a user's value in an error message, shortened so that a huge value is not echoed.
+func quote(s string) string {
+	const max = 64
+	if len(s) > max {
+		cut := max
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		return strconv.Quote(s[:cut]) + "…"
+	}
+	return strconv.Quote(s)
+}
+
+// query is a request's parsed query string: every key known, none repeated.
+type query url.Values
+
+func parseQuery(raw string, allowed ...string) (query, error) {
+	vals, err := url.ParseQuery(raw)
+	if err != nil {
+		return nil, errors.New("malformed query string")
+	}
+	keys := make([]string, 0, len(vals))
+	for k := range vals {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		if !slices.Contains(allowed, k) {
+			if len(allowed) == 0 {
+				return nil, fmt.Errorf("unknown parameter %s: this route takes none", quote(k))
+			}
+			return nil, fmt.Errorf("unknown parameter %s (allowed: %s)", quote(k), strings.Join(allowed, ", "))
+		}
+		if n := len(vals[k]); n > 1 {
+			return nil, fmt.Errorf("parameter %s given %d times", k, n)
+		}
+	}
+	return query(vals), nil
+}
+
+func (q query) get(k string) string { return url.Values(q).Get(k) }
+
+// limit returns the limit parameter, def when absent.
+func (q query) limit(def int) (int, error) {
+	s := q.get("limit")
+	if s == "" {
+		if _, present := q["limit"]; present {
+			return 0, fmt.Errorf("limit must be an integer from 1 to %d, got an empty value", maxLimit)
+		}
+		return def, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 || n > maxLimit {
+		return 0, fmt.Errorf("limit must be an integer from 1 to %d, got %s", maxLimit, quote(s))
+	}
+	return n, nil
+}
+
+// name returns an optional name-like parameter (thing type), "" when absent.
+func (q query) name(k string) (string, error) {
+	s := q.get(k)
+	if s == "" {
+		return "", nil
+	}
+	if !validName(s) {
+		return "", fmt.Errorf("%s must match ^[a-zA-Z0-9:_-]{1,128}$, got %s", k, quote(s))
+	}
+	return s, nil
+}
+
+// prefix returns the thing name prefix filter, "" when absent.
+func (q query) prefix() (string, error) {
+	s := q.get("prefix")
+	if len(s) > 128 || !validNameChars(s) {
+		return "", fmt.Errorf("prefix must match ^[a-zA-Z0-9:_-]{0,128}$, got %s", quote(s))
+	}
+	return s, nil
+}
+
+// cursor returns the opaque paging token, "" when absent.
+func (q query) cursor() (string, error) {
+	s := q.get("cursor")
+	if len(s) > maxCursorLen {
+		return "", fmt.Errorf("cursor is longer than %d bytes", maxCursorLen)
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] <= ' ' || s[i] > '~' {
+			return "", fmt.Errorf("cursor %s is not a token this API returned", quote(s))
+		}
+	}
+	return s, nil
+}
+
+// property returns the history property filter ("temp", "env.hum"), "" when absent.
+func (q query) property() (string, error) {
+	s := q.get("property")
+	if len(s) > maxPropertyLen || !utf8.ValidString(s) {
+		return "", fmt.Errorf("property must be valid UTF-8 of at most %d bytes", maxPropertyLen)
+	}
+	for _, r := range s {
+		if r < ' ' || r == 0x7f {
+			return "", fmt.Errorf("property %s contains a control character", quote(s))
+		}
+	}
+	return s, nil
+}
+
+// since returns the history start: an RFC 3339 time, or a positive Go duration meaning now−d.
+// The zero time when absent.
+func (q query) since(now time.Time) (time.Time, error) {
+	s := q.get("since")
+	if s == "" {
+		return time.Time{}, nil
+	}
+	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		return t.UTC(), nil
+	}
+	// A "+" of an offset that was not percent-encoded arrives as a space.
+	if strings.Contains(s, " ") {
+		if t, err := time.Parse(time.RFC3339Nano, strings.ReplaceAll(s, " ", "+")); err == nil {
+			return t.UTC(), nil
+		}
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("since must be an RFC 3339 time such as 2024-05-01T12:00:00Z or a duration such as 15m, got %s", quote(s))
+	}
+	if d <= 0 {
+		return time.Time{}, fmt.Errorf("since duration must be positive, got %s", quote(s))
+	}
+	return now.Add(-d).UTC(), nil
+}

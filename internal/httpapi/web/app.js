@@ -1,0 +1,806 @@
+// coapgw dashboard: vanilla ES module, no build step. Talks to /api/* of the same origin.
+// Live updates come from /api/events (Server-Sent Events); when the stream is down the views
+// poll every 2 s instead.
+
+const PAGE_SIZE = 50;
+const POLL_MS = 2000;
+const STATUS_MS = 2000;
+const REFRESH_MIN_MS = 1000; // at most one refresh of a view per second on events
+const SPARK_POINTS = 60;
+
+// ---------- small helpers ----------
+
+const $ = (sel, root = document) => root.querySelector(sel);
+
+// h builds an element: h('td', {class: 'x', onclick: fn}, 'text', child, ...).
+function h(tag, attrs, ...children) {
+  const el = document.createElement(tag);
+  if (attrs) {
+    for (const [k, v] of Object.entries(attrs)) {
+      if (v == null || v === false) continue;
+      if (k.startsWith('on')) el.addEventListener(k.slice(2), v);
+      else if (k === 'dataset') Object.assign(el.dataset, v);
+      else el.setAttribute(k, v === true ? '' : String(v));
+    }
+  }
+  for (const c of children.flat()) {
+    if (c == null || c === false) continue;
+    el.append(c instanceof Node ? c : String(c));
+  }
+  return el;
+}
+
+const nf = new Intl.NumberFormat();
+const nf1 = new Intl.NumberFormat(undefined, { maximumFractionDigits: 1 });
+const fmtInt = (n) => nf.format(Math.round(n || 0));
+
+function fmtRate(n) {
+  if (!n) return '0';
+  if (n < 10) return nf1.format(n);
+  return fmtInt(n);
+}
+
+function fmtBytes(n) {
+  if (!n) return '0 B';
+  const u = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let i = 0;
+  while (n >= 1024 && i < u.length - 1) { n /= 1024; i++; }
+  return `${i ? nf1.format(n) : n} ${u[i]}`;
+}
+
+function fmtDuration(s) {
+  if (s == null || isNaN(s)) return '–';
+  if (s < 1) return `${Math.round(s * 1000)} ms`;
+  if (s < 60) return `${nf1.format(s)} s`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ${Math.floor(s % 60)} s`;
+  if (s < 86400) return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
+  return `${Math.floor(s / 86400)} d ${Math.floor((s % 86400) / 3600)} h`;
+}
+
+function fmtValue(v) {
+  if (typeof v === 'number') {
+    if (Number.isInteger(v)) return nf.format(v);
+    return new Intl.NumberFormat(undefined, { maximumFractionDigits: 4 }).format(v);
+  }
+  if (typeof v === 'string') return v;
+  return JSON.stringify(v);
+}
+
+// The server's clock, so that "3 s ago" is right even when this machine's clock is off.
+let clockSkew = 0;
+const serverNow = () => Date.now() + clockSkew;
+
+function ago(ms) {
+  if (!ms) return 'never';
+  const s = Math.max(0, Math.round((serverNow() - ms) / 1000));
+  if (s === 0) return 'just now';
+  if (s < 60) return `${s} s ago`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ago`;
+  if (s < 86400) return `${Math.floor(s / 3600)} h ago`;
+  return `${Math.floor(s / 86400)} d ago`;
+}
+
+function freshness(ms) {
+  const s = (serverNow() - ms) / 1000;
+  if (s < 60) return 'fresh';
+  if (s < 3600) return 'recent';
+  return 'old';
+}
+
+const fullTime = (ms) => (ms ? new Date(ms).toLocaleString() : '');
+
+// relTime renders a self-updating "N s ago".
+function relTime(ms, withDot) {
+  const text = h('span', { class: 'rel', 'data-ts': ms, title: fullTime(ms) }, ago(ms));
+  if (!withDot) return text;
+  return h('span', { class: 'seen' }, h('i', { class: `dot ${freshness(ms)}`, 'data-dot': ms }), text);
+}
+
+function tickRelTimes() {
+  for (const el of document.querySelectorAll('[data-ts]')) {
+    const t = Number(el.dataset.ts);
+    const s = ago(t);
+    if (el.textContent !== s) el.textContent = s;
+  }
+  for (const el of document.querySelectorAll('[data-dot]')) {
+    el.className = `dot ${freshness(Number(el.dataset.dot))}`;
+  }
+}
+
+// ---------- API ----------
+
+class HTTPError extends Error {
+  constructor(status, message) { super(message); this.status = status; }
+}
+
+async function api(path, signal) {
+  let res;
+  try {
+    res = await fetch(path, { signal, headers: { Accept: 'application/json' } });
+  } catch (e) {
+    if (e.name === 'AbortError') throw e;
+    setOffline(true);
+    throw new HTTPError(0, 'gateway unreachable');
+  }
+  setOffline(false);
+  let body = null;
+  try {
+    body = await res.json();
+  } catch (e) {
+    if (e.name === 'AbortError') throw e;
+  }
+  if (!res.ok) throw new HTTPError(res.status, (body && body.error) || res.statusText);
+  if (body === null) throw new HTTPError(res.status, 'the gateway sent an answer that is not JSON');
+  return body;
+}
+
+const qs = (o) => {
+  const p = new URLSearchParams();
+  for (const [k, v] of Object.entries(o)) if (v !== '' && v != null) p.set(k, v);
+  const s = p.toString();
+  return s ? `?${s}` : '';
+};
+
+// ---------- connection state, live events ----------
+
+const conn = { es: null, started: false, live: false, offline: false, listeners: new Set(), pollTimer: 0 };
+
+function renderConn() {
+  const el = $('#conn');
+  const state = conn.offline ? 'offline' : conn.live ? 'live' : conn.started ? 'polling' : 'connecting';
+  el.dataset.state = state;
+  el.title = {
+    connecting: 'Connecting to the live stream…',
+    live: 'Live: updates are pushed by the gateway',
+    polling: 'Polling every 2 s (live stream unavailable)',
+    offline: 'The gateway does not answer; retrying',
+  }[state];
+  el.querySelector('span').textContent = state;
+  const banner = $('#banner');
+  banner.hidden = !conn.offline;
+  banner.textContent = conn.offline ? 'The gateway does not answer. Retrying…' : '';
+}
+
+function setOffline(off) {
+  if (conn.offline === off) return;
+  conn.offline = off;
+  renderConn();
+}
+
+// onChange registers fn(names|null) for thing changes; null means "reload everything".
+function onChange(fn) {
+  conn.listeners.add(fn);
+  return () => conn.listeners.delete(fn);
+}
+
+function emit(names) {
+  for (const fn of conn.listeners) fn(names);
+}
+
+function setLive(live) {
+  if (conn.live === live && conn.started) return;
+  conn.started = true;
+  conn.live = live;
+  renderConn();
+  if (live) {
+    clearInterval(conn.pollTimer);
+    conn.pollTimer = 0;
+  } else if (!conn.pollTimer) {
+    conn.pollTimer = setInterval(() => emit(null), POLL_MS);
+  }
+}
+
+function connectEvents() {
+  if (!('EventSource' in window)) { setLive(false); return; }
+  const es = new EventSource('api/events');
+  conn.es = es;
+  let wasOpen = false;
+  es.addEventListener('open', () => {
+    setLive(true);
+    // Something may have changed while the stream was down.
+    if (wasOpen) emit(null);
+    wasOpen = true;
+  });
+  es.addEventListener('thing', (ev) => {
+    let names = null;
+    try { names = JSON.parse(ev.data).names; } catch { /* resync below */ }
+    emit(Array.isArray(names) ? names : null);
+  });
+  es.addEventListener('resync', () => emit(null));
+  es.addEventListener('error', () => {
+    setLive(false);
+    if (es.readyState === EventSource.CLOSED) {
+      // The server refused the stream (e.g. too many clients or shutting down): poll, and try
+      // the stream again later.
+      conn.es = null;
+      setTimeout(connectEvents, 15000);
+    }
+  });
+}
+
+// throttled returns a function that runs fn at most once per REFRESH_MIN_MS, trailing.
+function throttled(fn) {
+  let last = 0, timer = 0, running = false, again = false, stopped = false;
+  const run = async () => {
+    timer = 0;
+    if (stopped) return;
+    if (running) { again = true; return; }
+    running = true;
+    last = Date.now();
+    try { await fn(); } finally {
+      running = false;
+      if (again) { again = false; schedule(); }
+    }
+  };
+  const schedule = () => {
+    if (timer || stopped) return;
+    timer = setTimeout(run, Math.max(0, last + REFRESH_MIN_MS - Date.now()));
+  };
+  schedule.cancel = () => { stopped = true; clearTimeout(timer); timer = 0; };
+  return schedule;
+}
+
+// ---------- status panel ----------
+
+const spark = [];
+
+function setStat(id, text) {
+  const el = document.getElementById(id);
+  if (el.textContent !== text) el.textContent = text;
+}
+
+function renderSpark() {
+  const svg = $('#st-spark');
+  if (spark.length < 2) return;
+  // Spread the samples we have over the width; scale to their range, padded so that noise on a
+  // steady rate stays small.
+  const hi = Math.max(...spark), lo = Math.min(...spark);
+  const pad = Math.max((hi - lo) * 0.6, hi * 0.1, 1);
+  const top = hi + pad * 0.3, bottom = Math.max(0, lo - pad);
+  const step = 120 / (spark.length - 1);
+  const y = (v) => (27 - ((v - bottom) / (top - bottom)) * 25).toFixed(1);
+  const pts = spark.map((v, i) => `${(i * step).toFixed(1)},${y(v)}`);
+  svg.querySelector('.spark-line').setAttribute('d', `M${pts.join('L')}`);
+  svg.querySelector('.spark-fill').setAttribute('d', `M0,28L${pts.join('L')}L120,28Z`);
+  svg.querySelector('title').textContent = `Last ${fmtDuration(((spark.length - 1) * STATUS_MS) / 1000)}, peak ${fmtRate(Math.max(...spark))} rec/s`;
+}
+
+// refreshStatus updates the status panel; a tick (every STATUS_MS) also adds a sparkline sample.
+async function refreshStatus(tick) {
+  let s;
+  try { s = await api('api/status'); } catch { return; }
+  if (s.time) clockSkew = Date.parse(s.time) - Date.now();
+  setStat('st-rate', fmtRate(s.acceptedPerSecond));
+  if (tick) {
+    spark.push(s.acceptedPerSecond || 0);
+    if (spark.length > SPARK_POINTS) spark.shift();
+    renderSpark();
+  }
+  setStat('st-spool', fmtInt(s.spoolDepth));
+  setStat('st-spool-bytes', s.spoolBytes ? `${fmtBytes(s.spoolBytes)} on disk` : '\u00a0');
+  const lag = s.processorLagSeconds || 0;
+  setStat('st-lag', fmtDuration(lag));
+  $('#st-lag').closest('.stat').classList.toggle('warn', lag >= 5);
+  setStat('st-lag-sub', lag < 1 ? 'caught up' : lag < 5 ? 'catching up' : 'behind');
+  setStat('st-things', fmtInt(s.things));
+  setStat('st-types', `${fmtInt(s.thingTypes)} type${s.thingTypes === 1 ? '' : 's'} · ${fmtInt(s.messages)} messages`);
+  setStat('st-errors', fmtInt(s.setAside));
+  $('#st-errors-card').classList.toggle('bad', s.setAside > 0);
+  const badge = $('#tab-errors');
+  badge.hidden = !s.setAside;
+  badge.textContent = fmtInt(s.setAside);
+  setStat('foot-version', `coapgw ${s.version || ''}`.trim());
+  setStat('foot-uptime', s.uptimeSeconds ? `up ${fmtDuration(s.uptimeSeconds)}` : '');
+}
+
+// ---------- views ----------
+
+// Each view is {el, dispose()}; the router keeps one at a time.
+let current = null;
+
+function parseHash() {
+  const raw = location.hash.replace(/^#/, '') || '/';
+  const [path, query = ''] = raw.split('?');
+  return { path, params: new URLSearchParams(query) };
+}
+
+function route() {
+  if (current) current.dispose();
+  const { path, params } = parseHash();
+  let m;
+  let tab = 'devices';
+  if ((m = path.match(/^\/things\/([^/]+)$/))) {
+    current = deviceView(decodeURIComponent(m[1]));
+  } else if (path === '/errors') {
+    tab = 'errors';
+    current = errorsView();
+  } else {
+    current = devicesView(params);
+  }
+  for (const a of document.querySelectorAll('.tabs a')) a.classList.toggle('active', a.dataset.tab === tab);
+  const view = $('#view');
+  view.replaceChildren(current.el);
+  window.scrollTo(0, 0);
+}
+
+function emptyRow(cols, title, text) {
+  return h('tr', null, h('td', { colspan: cols }, h('div', { class: 'empty' }, h('strong', null, title), text)));
+}
+
+function errorRow(cols, err) {
+  return emptyRow(cols, 'Could not load', err.message);
+}
+
+// --- Devices ---
+
+const searchIcon = () => {
+  const ns = 'http://www.w3.org/2000/svg';
+  const svg = document.createElementNS(ns, 'svg');
+  svg.setAttribute('viewBox', '0 0 16 16');
+  svg.setAttribute('fill', 'none');
+  svg.setAttribute('stroke-width', '1.8');
+  const c = document.createElementNS(ns, 'circle');
+  c.setAttribute('cx', '7'); c.setAttribute('cy', '7'); c.setAttribute('r', '5');
+  const l = document.createElementNS(ns, 'path');
+  l.setAttribute('d', 'M11 11l3.5 3.5');
+  l.setAttribute('stroke-linecap', 'round');
+  svg.append(c, l);
+  return svg;
+};
+
+function devicesView(params) {
+  const state = {
+    type: params.get('type') || '',
+    prefix: params.get('prefix') || '',
+    cursors: [''], // cursor of each page visited; the last is the current page
+    ctl: null,
+    shown: new Map(), // name -> lastSeen shown, to flash changed rows
+  };
+
+  const typeSel = h('select', { class: 'field', id: 'f-type', 'aria-label': 'Thing type' },
+    h('option', { value: '' }, 'All types'));
+  const prefixIn = h('input', {
+    class: 'field', id: 'f-prefix', type: 'search', placeholder: 'Name prefix…',
+    'aria-label': 'Thing name prefix', autocomplete: 'off', spellcheck: 'false', value: state.prefix,
+  });
+  const total = h('span', { class: 'muted num', id: 'things-total' });
+  const tbody = h('tbody');
+  const prev = h('button', { class: 'btn', id: 'pg-prev', disabled: true, 'aria-label': 'Previous page' }, '‹ Prev');
+  const next = h('button', { class: 'btn', id: 'pg-next', disabled: true, 'aria-label': 'Next page' }, 'Next ›');
+  const range = h('span', { class: 'num', id: 'pg-range' });
+
+  const el = h('div', { class: 'panel' },
+    h('div', { class: 'panel-head' },
+      h('h2', null, 'Devices'),
+      h('div', { class: 'toolbar' }, typeSel, h('label', { class: 'search' }, searchIcon(), prefixIn)),
+      total),
+    h('div', { class: 'table-wrap' },
+      h('table', { class: 'grid', id: 'things' },
+        h('thead', null, h('tr', null,
+          h('th', null, 'Device'),
+          h('th', { class: 'col-type' }, 'Type'),
+          h('th', null, 'Last seen'),
+          h('th', { class: 'r col-msgs' }, 'Messages'),
+          h('th', { class: 'col-first' }, 'First seen'))),
+        tbody)),
+    h('div', { class: 'pager' }, range, h('span', { class: 'spacer' }), prev, next));
+
+  const syncHash = () => {
+    const q = qs({ type: state.type, prefix: state.prefix });
+    const want = `#/${q}`;
+    if (location.hash !== want && !(location.hash === '' && want === '#/')) history.replaceState(null, '', want);
+  };
+
+  async function loadTypes() {
+    try {
+      const { thingTypes } = await api('api/thing-types');
+      const keep = state.type;
+      typeSel.replaceChildren(h('option', { value: '' }, 'All types'),
+        ...thingTypes.map((t) => h('option', { value: t.thingTypeName }, `${t.thingTypeName} (${fmtInt(t.things)})`)));
+      if (keep && !thingTypes.some((t) => t.thingTypeName === keep)) {
+        typeSel.append(h('option', { value: keep }, keep));
+      }
+      typeSel.value = keep;
+    } catch { /* the list still works without the type names */ }
+  }
+
+  function row(t, flash) {
+    const seen = Date.parse(t.lastSeen) || 0;
+    const href = `#/things/${encodeURIComponent(t.thingName)}`;
+    return h('tr', {
+      class: flash ? 'click flash' : 'click',
+      'data-name': t.thingName,
+      onclick: (ev) => { if (!ev.target.closest('a')) location.hash = href; },
+    },
+    h('td', null,
+      h('a', { class: 'thing-name', href }, t.thingName),
+      h('div', { class: 'thing-sub' }, t.thingTypeName)),
+    h('td', { class: 'col-type' }, h('span', { class: 'chip' }, t.thingTypeName)),
+    h('td', null, relTime(seen, true)),
+    h('td', { class: 'r num col-msgs' }, fmtInt(t.messages)),
+    h('td', { class: 'col-first muted' }, relTime(Date.parse(t.firstSeen) || 0)));
+  }
+
+  async function load() {
+    if (state.ctl) state.ctl.abort();
+    const ctl = new AbortController();
+    state.ctl = ctl;
+    const cursor = state.cursors[state.cursors.length - 1];
+    let page;
+    try {
+      page = await api(`api/things${qs({ type: state.type, prefix: state.prefix, limit: PAGE_SIZE, cursor })}`, ctl.signal);
+    } catch (e) {
+      if (e.name === 'AbortError') return;
+      if (!tbody.children.length || e.status) tbody.replaceChildren(errorRow(5, e));
+      return;
+    }
+    const first = state.shown.size === 0;
+    const seenBefore = state.shown;
+    state.shown = new Map();
+    const rows = page.things.map((t) => {
+      const changed = !first && seenBefore.get(t.thingName) !== t.lastSeen;
+      state.shown.set(t.thingName, t.lastSeen);
+      return row(t, changed);
+    });
+    if (rows.length) tbody.replaceChildren(...rows);
+    else if (state.type || state.prefix) tbody.replaceChildren(emptyRow(5, 'No matching devices', 'Try another type or prefix.'));
+    else tbody.replaceChildren(emptyRow(5, 'No devices yet', 'Devices appear here as soon as they send telemetry.'));
+    const start = (state.cursors.length - 1) * PAGE_SIZE;
+    total.textContent = `${fmtInt(page.total)} device${page.total === 1 ? '' : 's'}`;
+    range.textContent = page.things.length ? `${fmtInt(start + 1)}–${fmtInt(start + page.things.length)} of ${fmtInt(page.total)}` : '';
+    prev.disabled = state.cursors.length <= 1;
+    next.disabled = !page.nextToken;
+    next.dataset.token = page.nextToken || '';
+  }
+
+  const refresh = throttled(load);
+  const restart = () => {
+    state.cursors = [''];
+    state.shown = new Map();
+    syncHash();
+    load();
+  };
+
+  typeSel.addEventListener('change', () => { state.type = typeSel.value; restart(); });
+  let debounce = 0;
+  prefixIn.addEventListener('input', () => {
+    clearTimeout(debounce);
+    debounce = setTimeout(() => {
+      const v = prefixIn.value.trim();
+      if (v && !/^[a-zA-Z0-9:_-]{1,128}$/.test(v)) {
+        prefixIn.setCustomValidity('letters, digits, : _ - only');
+        prefixIn.reportValidity();
+        return;
+      }
+      prefixIn.setCustomValidity('');
+      if (v === state.prefix) return;
+      state.prefix = v;
+      restart();
+    }, 200);
+  });
+  next.addEventListener('click', () => {
+    if (!next.dataset.token) return;
+    state.cursors.push(next.dataset.token);
+    state.shown = new Map();
+    load();
+  });
+  prev.addEventListener('click', () => {
+    if (state.cursors.length <= 1) return;
+    state.cursors.pop();
+    state.shown = new Map();
+    load();
+  });
+
+  const off = onChange((names) => {
+    if (names === null) loadTypes();
+    refresh();
+  });
+  loadTypes();
+  load();
+
+  return {
+    el,
+    dispose() {
+      off();
+      refresh.cancel();
+      clearTimeout(debounce);
+      if (state.ctl) state.ctl.abort();
+    },
+  };
+}
+
+// --- Device ---
+
+// flatten walks reported state and its metadata into [{path, value, ts}], leaves only; arrays are
+// one value.
+function flatten(reported, meta, prefix = '', out = []) {
+  for (const [k, v] of Object.entries(reported || {})) {
+    const path = prefix ? `${prefix}.${k}` : k;
+    const m = meta ? meta[k] : undefined;
+    if (v && typeof v === 'object' && !Array.isArray(v)) {
+      flatten(v, m, path, out);
+    } else {
+      out.push({ path, value: v, ts: metaTime(m) });
+    }
+  }
+  return out;
+}
+
+// metaTime is the newest timestamp (epoch seconds) in a metadata subtree, in ms.
+function metaTime(m) {
+  if (!m || typeof m !== 'object') return 0;
+  if (typeof m.timestamp === 'number') return m.timestamp * 1000;
+  let best = 0;
+  for (const v of Object.values(m)) best = Math.max(best, metaTime(v));
+  return best;
+}
+
+const RANGES = [['15m', '15 min'], ['1h', '1 h'], ['24h', '24 h'], ['', 'All']];
+let chosenRange = '';
+
+function cssVar(name) {
+  return getComputedStyle(document.documentElement).getPropertyValue(name).trim();
+}
+
+function deviceView(name) {
+  const ctl = new AbortController();
+  const charts = new Map(); // property -> {card, u, latest, n}
+  const facts = h('div', { class: 'facts' });
+  const typeChip = h('span', { class: 'chip' });
+  const stateBody = h('tbody');
+  const rawPre = h('pre', { id: 'raw-shadow' });
+  const chartsBox = h('div', { class: 'charts', id: 'charts' });
+  const seg = h('div', { class: 'seg', role: 'group', 'aria-label': 'Time range' });
+  const head = h('div', { class: 'panel device-head' },
+    h('div', null, h('h1', { id: 'device-name' }, name), typeChip),
+    facts);
+  const stateCard = h('div', { class: 'panel', id: 'state' },
+    h('div', { class: 'panel-head' }, h('h2', null, 'Reported state'), h('span', { class: 'spacer' }),
+      h('span', { class: 'muted', id: 'shadow-version' })),
+    h('table', { class: 'grid state-table' }, stateBody),
+    h('details', { class: 'raw' }, h('summary', null, 'Shadow document (JSON)'), rawPre));
+  const el = h('div', null,
+    h('div', { class: 'crumbs' }, h('a', { href: '#/' }, 'Devices'), ' / ', h('span', { class: 'mono' }, name)),
+    head,
+    h('div', { class: 'device-grid' },
+      stateCard,
+      h('div', null,
+        h('div', { class: 'charts-head', style: 'margin-bottom:10px' }, h('h2', null, 'History'), h('span', { class: 'spacer' }), seg),
+        chartsBox)));
+
+  for (const [v, label] of RANGES) {
+    seg.append(h('button', {
+      type: 'button', class: v === chosenRange ? 'on' : null, 'data-range': v,
+      onclick: () => {
+        chosenRange = v;
+        for (const b of seg.children) b.classList.toggle('on', b.dataset.range === v);
+        loadHistory();
+      },
+    }, label));
+  }
+
+  function fact(k, v) { return h('div', { class: 'fact' }, h('div', { class: 'k' }, k), h('div', { class: 'v' }, v)); }
+
+  let missing = false;
+
+  async function loadThing() {
+    try {
+      const [t, shadow] = await Promise.all([
+        api(`api/things/${encodeURIComponent(name)}`, ctl.signal),
+        api(`api/things/${encodeURIComponent(name)}/shadow`, ctl.signal),
+      ]);
+      missing = false;
+      typeChip.textContent = t.thingTypeName;
+      facts.replaceChildren(
+        fact('Last seen', relTime(Date.parse(t.lastSeen) || 0, true)),
+        fact('First seen', relTime(Date.parse(t.firstSeen) || 0)),
+        fact('Messages', fmtInt(t.messages)),
+        fact('Version', fmtInt(t.version)));
+      const reported = (shadow.state && shadow.state.reported) || {};
+      const meta = (shadow.metadata && shadow.metadata.reported) || {};
+      const props = flatten(reported, meta);
+      $('#shadow-version', stateCard).textContent = shadow.version != null ? `version ${fmtInt(shadow.version)}` : '';
+      stateBody.replaceChildren(...(props.length ? props.map((p) => h('tr', { 'data-prop': p.path },
+        h('td', { class: 'prop' }, p.path),
+        h('td', { class: 'value' }, fmtValue(p.value)),
+        h('td', { class: 'when' }, p.ts ? relTime(p.ts) : ''))) : [emptyRow(3, 'Nothing reported yet', '')]));
+      rawPre.textContent = JSON.stringify(shadow, null, 2);
+    } catch (e) {
+      if (e.name === 'AbortError') return;
+      if (e.status === 404) {
+        missing = true;
+        head.replaceChildren(h('div', { class: 'empty', style: 'flex:1' },
+          h('strong', null, `No device named ${name}`),
+          'It may not have sent telemetry yet. This page updates when it does.'));
+        stateBody.replaceChildren();
+      } else if (e.status) {
+        stateBody.replaceChildren(errorRow(3, e));
+      }
+    }
+  }
+
+  function makeChart(prop) {
+    const plotEl = h('div', { class: 'chart' });
+    const latest = h('span', { class: 'latest' });
+    const n = h('span', { class: 'n' });
+    const card = h('div', { class: 'panel chart-card', 'data-prop': prop },
+      h('div', { class: 'chart-title' }, h('span', { class: 'prop' }, prop), n, latest), plotEl);
+    chartsBox.append(card);
+    const accent = cssVar('--accent') || '#2563eb';
+    const grid = cssVar('--border') || '#e2e7ee';
+    const text = cssVar('--muted') || '#5d6b7c';
+    const axis = { stroke: text, grid: { stroke: grid, width: 1 }, ticks: { stroke: grid, width: 1 }, font: '11px system-ui, sans-serif' };
+    const width = Math.max(240, plotEl.clientWidth || chartsBox.clientWidth || 600);
+    const u = new window.uPlot({
+      width,
+      height: 200,
+      cursor: { drag: { x: true, y: false } },
+      legend: { show: false },
+      scales: { x: { time: true } },
+      axes: [axis, { ...axis, size: 56 }],
+      series: [
+        {},
+        { label: prop, stroke: accent, width: 2, fill: accent.startsWith('#') ? `${accent}22` : undefined, points: { size: 4 } },
+      ],
+    }, [[], []], plotEl);
+    const c = { card, u, latest, n, plotEl };
+    charts.set(prop, c);
+    return c;
+  }
+
+  async function loadHistory() {
+    let body;
+    try {
+      body = await api(`api/things/${encodeURIComponent(name)}/history${qs({ since: chosenRange })}`, ctl.signal);
+    } catch (e) {
+      if (e.name === 'AbortError') return;
+      if (e.status === 404) chartsBox.replaceChildren(h('div', { class: 'panel empty' }, 'No history.'));
+      return;
+    }
+    const seen = new Set();
+    const series = body.series.filter((s) => s.points.length).sort((a, b) => a.property.localeCompare(b.property));
+    if (!series.length) {
+      for (const c of charts.values()) c.u.destroy();
+      charts.clear();
+      chartsBox.replaceChildren(h('div', { class: 'panel empty', id: 'no-history' },
+        h('strong', null, 'No numeric history'),
+        chosenRange ? 'Nothing in this time range.' : 'Numeric properties are charted once the device reports them.'));
+      return;
+    }
+    const placeholder = $('#no-history', chartsBox);
+    if (placeholder) placeholder.remove();
+    for (const s of series) {
+      seen.add(s.property);
+      const pts = s.points.map((p) => [Date.parse(p.t) / 1000, p.v]).sort((a, b) => a[0] - b[0]);
+      const data = [pts.map((p) => p[0]), pts.map((p) => p[1])];
+      const c = charts.get(s.property) || makeChart(s.property);
+      c.u.setData(data);
+      c.latest.textContent = fmtValue(pts[pts.length - 1][1]);
+      c.n.textContent = `${fmtInt(pts.length)} point${pts.length === 1 ? '' : 's'}`;
+    }
+    for (const [prop, c] of charts) {
+      if (!seen.has(prop)) { c.u.destroy(); c.card.remove(); charts.delete(prop); }
+    }
+  }
+
+  const resize = () => {
+    for (const c of charts.values()) {
+      const w = c.plotEl.clientWidth;
+      if (w && Math.abs(w - c.u.width) > 2) c.u.setSize({ width: w, height: 200 });
+    }
+  };
+  const ro = new ResizeObserver(() => requestAnimationFrame(resize));
+  ro.observe(chartsBox);
+
+  const refresh = throttled(async () => {
+    if (missing) {
+      // The page was built for an unknown device; build it again now that it may exist.
+      route();
+      return;
+    }
+    await Promise.all([loadThing(), loadHistory()]);
+  });
+  const off = onChange((names) => {
+    if (names === null || names.includes(name)) refresh();
+  });
+  loadThing().then(() => { if (!missing) loadHistory(); });
+
+  return {
+    el,
+    dispose() {
+      off();
+      refresh.cancel();
+      ctl.abort();
+      ro.disconnect();
+      for (const c of charts.values()) c.u.destroy();
+      charts.clear();
+    },
+  };
+}
+
+// --- Set-aside records ---
+
+function errorsView() {
+  const state = { cursors: [''], ctl: null };
+  const tbody = h('tbody');
+  const prev = h('button', { class: 'btn', disabled: true }, '‹ Prev');
+  const next = h('button', { class: 'btn', disabled: true }, 'Next ›');
+  const range = h('span', { class: 'num' });
+  const total = h('span', { class: 'muted num' });
+  const el = h('div', { class: 'panel' },
+    h('div', { class: 'panel-head' }, h('h2', null, 'Set-aside records'),
+      h('span', { class: 'muted' }, 'Records that failed permanently, newest first'), h('span', { class: 'spacer' }), total),
+    h('div', { class: 'table-wrap' },
+      h('table', { class: 'grid', id: 'errors' },
+        h('thead', null, h('tr', null,
+          h('th', null, 'Set aside'),
+          h('th', null, 'Device'),
+          h('th', null, 'Reason'),
+          h('th', { class: 'col-type' }, 'Payload'))),
+        tbody)),
+    h('div', { class: 'pager' }, range, h('span', { class: 'spacer' }), prev, next));
+
+  function payloadText(r) {
+    if (r.payload !== undefined) return JSON.stringify(r.payload);
+    if (r.payloadBase64) {
+      try { return atob(r.payloadBase64).replace(/[^\x20-\x7e]/g, '·'); } catch { return r.payloadBase64; }
+    }
+    return '';
+  }
+
+  async function load() {
+    if (state.ctl) state.ctl.abort();
+    const ctl = new AbortController();
+    state.ctl = ctl;
+    let page;
+    try {
+      page = await api(`api/errors${qs({ limit: PAGE_SIZE, cursor: state.cursors[state.cursors.length - 1] })}`, ctl.signal);
+    } catch (e) {
+      if (e.name !== 'AbortError' && e.status) tbody.replaceChildren(errorRow(4, e));
+      return;
+    }
+    tbody.replaceChildren(...(page.records.length ? page.records.map((r) => {
+      const at = Date.parse(r.setAsideAt) || 0;
+      const p = payloadText(r);
+      return h('tr', { 'data-seq': r.seq },
+        h('td', null, relTime(at), h('div', { class: 'muted mono', style: 'font-size:11.5px' }, `${r.gw} #${r.seq}`)),
+        h('td', null, r.thingName ? h('a', { class: 'thing-name', href: `#/things/${encodeURIComponent(r.thingName)}` }, r.thingName) : h('span', { class: 'muted' }, '—'),
+          h('div', { class: 'muted', style: 'font-size:12px' }, r.thingTypeName || '')),
+        h('td', { class: 'reason' }, r.reason),
+        h('td', { class: 'col-type' }, p ? h('details', { class: 'payload-full' }, h('summary', null, h('div', { class: 'payload' }, p))) : ''));
+    }) : [emptyRow(4, 'Nothing set aside', 'Every record so far was applied.')]));
+    const start = (state.cursors.length - 1) * PAGE_SIZE;
+    total.textContent = `${fmtInt(page.total)} record${page.total === 1 ? '' : 's'}`;
+    range.textContent = page.records.length ? `${fmtInt(start + 1)}–${fmtInt(start + page.records.length)} of ${fmtInt(page.total)}` : '';
+    prev.disabled = state.cursors.length <= 1;
+    next.disabled = !page.nextToken;
+    next.dataset.token = page.nextToken || '';
+  }
+  next.addEventListener('click', () => { if (next.dataset.token) { state.cursors.push(next.dataset.token); load(); } });
+  prev.addEventListener('click', () => { if (state.cursors.length > 1) { state.cursors.pop(); load(); } });
+
+  const refresh = throttled(load);
+  // Set-aside records come with the status count; reload when it may have changed.
+  const off = onChange(() => { if (state.cursors.length === 1) refresh(); });
+  load();
+  return { el, dispose() { off(); refresh.cancel(); if (state.ctl) state.ctl.abort(); } };
+}
+
+// ---------- start ----------
+
+function start() {
+  renderConn();
+  window.addEventListener('hashchange', route);
+  route();
+  refreshStatus(true);
+  setInterval(() => refreshStatus(true), STATUS_MS);
+  // Counts (things, set-aside records) follow changes sooner than the next tick.
+  const statusSoon = throttled(() => refreshStatus(false));
+  onChange(() => { if (conn.live) statusSoon(); });
+  setInterval(tickRelTimes, 1000);
+  connectEvents();
+  // Until the stream opens, poll.
+  if (!conn.live && !conn.pollTimer) conn.pollTimer = setInterval(() => emit(null), POLL_MS);
+}
+
+start();
