@@ -73,13 +73,15 @@ func freeTCPPort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// startGW starts the binary on free loopback ports with dataDir, and waits for /readyz.
+// startGW starts the binary on free loopback ports with dataDir, and waits for /readyz. The
+// processor is off (--process none) so the spool keeps every record for inspection; tests of
+// local mode pass --process local in extra.
 func startGW(t *testing.T, dataDir string, extra ...string) *gw {
 	t.Helper()
 	g := &gw{t: t, dataDir: dataDir, stderr: &bytes.Buffer{}, done: make(chan error, 1)}
 	g.coap = netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(freeUDPPort(t)))
 	g.http = fmt.Sprintf("127.0.0.1:%d", freeTCPPort(t))
-	args := append([]string{"serve", "--data-dir", dataDir, "--gateway-id", "gw-e2e"}, extra...)
+	args := append([]string{"serve", "--data-dir", dataDir, "--gateway-id", "gw-e2e", "--process", "none"}, extra...)
 	g.cmd = exec.Command(binPath, args...)
 	// Addresses go through the environment, as an operator's would.
 	g.cmd.Env = append(os.Environ(), "COAPGW_COAP_ADDR="+g.coap.String(), "COAPGW_HTTP_ADDR="+g.http)

@@ -41,7 +41,8 @@ type Config struct {
 	DedupMaxEntries   int           `yaml:"dedup_max_entries"`
 	DedupPerPeer      int           `yaml:"dedup_per_peer"`
 
-	Pprof bool `yaml:"pprof"`
+	Process string `yaml:"process"`
+	Pprof   bool   `yaml:"pprof"`
 }
 
 // Default returns the configuration used when nothing is set: local mode on :5683 and :8080.
@@ -67,6 +68,7 @@ func Default() Config {
 		PiggybackDeadline: time.Second,
 		DedupMaxEntries:   500_000,
 		DedupPerPeer:      1024,
+		Process:           "local",
 	}
 }
 
@@ -79,7 +81,7 @@ type option struct {
 func (c *Config) options() []option {
 	return []option{
 		{"coap-addr", "UDP address for CoAP", &c.CoAPAddr},
-		{"http-addr", "TCP address for /metrics, /healthz, /readyz (empty disables)", &c.HTTPAddr},
+		{"http-addr", "TCP address for the dashboard, /api, /metrics, /healthz, /readyz (empty disables)", &c.HTTPAddr},
 		{"data-dir", "directory for the spool", &c.DataDir},
 		{"gateway-id", "this gateway's name in every record (default: hostname)", &c.GatewayID},
 		{"log-level", "debug, info, warn or error", &c.LogLevel},
@@ -94,6 +96,7 @@ func (c *Config) options() []option {
 		{"piggyback-deadline", "send an empty ACK and a separate response after this", &c.PiggybackDeadline},
 		{"dedup-max-entries", "global cap on remembered (peer, MID) pairs", &c.DedupMaxEntries},
 		{"dedup-per-peer", "per-peer cap on remembered (peer, MID) pairs", &c.DedupPerPeer},
+		{"process", "local: apply records to the embedded registry and serve the dashboard; none: only ingest into the spool", &c.Process},
 		{"pprof", "serve /debug/pprof/ on the HTTP address (for profiling; keep the port private)", &c.Pprof},
 	}
 }
@@ -207,6 +210,9 @@ func (c *Config) Validate() error {
 	}
 	if c.PiggybackDeadline <= 0 || c.PiggybackDeadline >= 2*time.Second {
 		bad("piggyback-deadline %s: want more than 0 and less than ACK_TIMEOUT (2s)", c.PiggybackDeadline)
+	}
+	if c.Process != "local" && c.Process != "none" {
+		bad("process %q: want local or none", c.Process)
 	}
 	if c.DedupMaxEntries < 1 || c.DedupPerPeer < 1 {
 		bad("dedup-max-entries and dedup-per-peer must be positive")

@@ -38,6 +38,10 @@ type Gateway struct {
 	http   *http.Server
 	httpLn net.Listener
 	ready  atomic.Bool
+
+	local   *local // nil unless --process=local
+	started time.Time
+	rate    rate
 }
 
 // New opens the spool and binds the sockets, so LocalAddr and HTTPAddr work before Serve.
@@ -55,13 +59,25 @@ func New(cfg config.Config, log *slog.Logger) (*Gateway, error) {
 		return nil, fmt.Errorf("open spool: %w", err)
 	}
 	g.spool = sp
+	if cfg.Process == "local" {
+		if err := g.openLocal(); err != nil {
+			sp.Close()
+			return nil, err
+		}
+	}
+	fail := func(err error) (*Gateway, error) {
+		if g.local != nil {
+			g.local.stop(g)
+		}
+		sp.Close()
+		return nil, err
+	}
 	g.ingest, err = ingest.New(ingest.Config{
 		GatewayID: cfg.GatewayID, MaxPayload: cfg.MaxPayload,
 		RetryAfter: int(cfg.RetryAfter / time.Second), Version: Version,
 	}, sp, log.With("component", "ingest"), g.reg)
 	if err != nil {
-		sp.Close()
-		return nil, err
+		return fail(err)
 	}
 	g.coap, err = coapserver.New(coapserver.Config{
 		Addr: cfg.CoAPAddr, Sockets: cfg.CoAPSockets, SocketBytes: cfg.SocketBuffer,
@@ -76,18 +92,19 @@ func New(cfg config.Config, log *slog.Logger) (*Gateway, error) {
 		err = g.coap.Listen()
 	}
 	if err != nil {
-		sp.Close()
-		return nil, err
+		return fail(err)
 	}
 	if cfg.HTTPAddr != "" {
 		ln, err := net.Listen("tcp", cfg.HTTPAddr)
 		if err != nil {
 			g.coap.Close()
-			sp.Close()
-			return nil, fmt.Errorf("listen http %s: %w", cfg.HTTPAddr, err)
+			return fail(fmt.Errorf("listen http %s: %w", cfg.HTTPAddr, err))
 		}
 		g.httpLn = ln
 		g.http = &http.Server{Handler: g.routes(), ReadHeaderTimeout: 10 * time.Second}
+		if g.local != nil {
+			g.http.RegisterOnShutdown(g.local.api.Close)
+		}
 	}
 	return g, nil
 }
@@ -123,6 +140,9 @@ func (g *Gateway) routes() http.Handler {
 		st := g.spool.Stats()
 		fmt.Fprintf(w, "{\"status\":\"ready\",\"spool_depth\":%d,\"spool_bytes\":%d}\n", st.Depth, st.Bytes)
 	})
+	if g.local != nil {
+		g.local.api.Register(mux) // the dashboard at / and the JSON API under /api/
+	}
 	if g.cfg.Pprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
@@ -133,8 +153,9 @@ func (g *Gateway) routes() http.Handler {
 }
 
 // Serve runs until ctx ends, then shuts down in dependency order: new telemetry gets 5.03, the
-// requests already handed to the spool are answered, the CoAP sockets close, the spool is flushed
-// and closed, and the HTTP server stops last.
+// requests already handed to the spool are answered, the CoAP sockets close, the processor
+// finishes its batch and the registry closes, the spool is flushed and closed, and the HTTP
+// server stops last.
 func (g *Gateway) Serve(ctx context.Context) error {
 	errc := make(chan error, 2)
 	coapDone := make(chan struct{})
@@ -151,8 +172,12 @@ func (g *Gateway) Serve(ctx context.Context) error {
 			}
 		}()
 	}
+	g.started = time.Now()
+	if g.local != nil {
+		g.local.start(g)
+	}
 	g.ready.Store(true)
-	g.log.Info("coapgw serving", "coap", g.CoAPAddr().String(), "http", g.HTTPAddr(), "data_dir", g.cfg.DataDir, "version", Version)
+	g.log.Info("coapgw serving", "process", g.cfg.Process, "coap", g.CoAPAddr().String(), "http", g.HTTPAddr(), "data_dir", g.cfg.DataDir, "version", Version)
 	var runErr error
 	select {
 	case <-ctx.Done():
@@ -176,6 +201,9 @@ func (g *Gateway) shutdown() {
 	}
 	g.coap.StopReading()
 	g.coap.Close()
+	if g.local != nil {
+		g.local.stopProcessor()
+	}
 	if err := g.spool.Close(); err != nil {
 		g.log.Error("close spool", "err", err)
 	}
@@ -183,6 +211,9 @@ func (g *Gateway) shutdown() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		_ = g.http.Shutdown(ctx)
+	}
+	if g.local != nil {
+		g.local.stop(g)
 	}
 	g.log.Info("stopped")
 }

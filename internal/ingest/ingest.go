@@ -47,6 +47,7 @@ type Handler struct {
 	spool    Spool
 	log      *slog.Logger
 	draining atomic.Bool
+	accepted atomic.Uint64
 	bufs     sync.Pool
 	results  [numResults]prometheus.Counter
 }
@@ -95,6 +96,9 @@ func New(cfg Config, sp Spool, log *slog.Logger, reg prometheus.Registerer) (*Ha
 	}
 	return h, nil
 }
+
+// Accepted is how many records were stored and acknowledged since start.
+func (h *Handler) Accepted() uint64 { return h.accepted.Load() }
 
 // Drain makes every later telemetry request get 5.03 (used during shutdown).
 func (h *Handler) Drain() { h.draining.Store(true) }
@@ -247,6 +251,7 @@ func (h *Handler) ServeCoAP(w *coapserver.ResponseWriter, r *coapserver.Request)
 
 func (h *Handler) done(w *coapserver.ResponseWriter, err error) {
 	if err == nil {
+		h.accepted.Add(1)
 		h.results[resAccepted].Inc()
 		w.Respond(coapmsg.Changed, nil)
 		return

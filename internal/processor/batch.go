@@ -1,0 +1,183 @@
+package processor
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/coapgw/coapgw/internal/record"
+	"github.com/coapgw/coapgw/internal/spool"
+)
+
+// Batch is what a Sink applies: every record of the batch (Items, in the source's order) and one
+// Update per thing, coalescing that thing's records.
+type Batch struct {
+	Items   []Item
+	Updates []Update
+}
+
+// Item is one record of a batch.
+type Item struct {
+	Seq    uint64        // the source's sequence number; (Record.GW, Seq) identifies the record
+	Record record.Record // decoded; only GW may be set when Err says the record was undecodable
+	Raw    []byte        // the encoded record, kept only when it could not be decoded
+	Doc    *Doc          // the payload's properties, every leaf stamped with Record.ReceivedAt
+	Err    error         // set: the record failed permanently before the sink and must be set aside
+}
+
+// Update is the coalesced change of one thing: all the batch's valid records of (Type, Thing).
+type Update struct {
+	Type, Thing string
+	Items       []int // indexes into Batch.Items, by received_at, then seq
+	Doc         *Doc  // the Items' documents merged; shared with the Item when there is only one
+}
+
+// Result is what became of one record.
+type Result uint8
+
+// Results of a record.
+const (
+	Applied   Result = iota + 1 // its properties are reflected in the sink
+	Duplicate                   // the sink had already applied it (redelivery)
+	SetAside                    // it failed permanently; Outcome.Reason says why
+)
+
+func (r Result) String() string {
+	switch r {
+	case Applied:
+		return "applied"
+	case Duplicate:
+		return "duplicate"
+	case SetAside:
+		return "set_aside"
+	}
+	return fmt.Sprintf("Result(%d)", uint8(r))
+}
+
+// Outcome is the sink's verdict on one record.
+type Outcome struct {
+	Result Result
+	Reason string // for SetAside
+}
+
+type thingKey struct{ typ, thing string }
+
+// NewBatch decodes, validates and coalesces entries (encoded records, see package record). It
+// never fails: a record that cannot be used becomes an Item with Err set.
+func NewBatch(entries []spool.Entry, decoders Decoders) *Batch {
+	b := &Batch{Items: make([]Item, len(entries))}
+	index := make(map[thingKey]int)
+	for i, e := range entries {
+		it := &b.Items[i]
+		it.Seq = e.Seq
+		if err := record.Decode(e.Data, &it.Record); err != nil {
+			it.Record = record.Record{}
+			it.Raw = e.Data
+			it.Err = fmt.Errorf("undecodable record: %w", err)
+			continue
+		}
+		it.Record.Seq = e.Seq
+		it.Err = validate(&it.Record)
+		if it.Err == nil {
+			it.Doc, it.Err = decode(decoders, &it.Record)
+		}
+		if it.Err != nil {
+			continue
+		}
+		k := thingKey{it.Record.Type, it.Record.ID}
+		u, ok := index[k]
+		if !ok {
+			u = len(b.Updates)
+			index[k] = u
+			b.Updates = append(b.Updates, Update{Type: k.typ, Thing: k.thing})
+		}
+		b.Updates[u].Items = append(b.Updates[u].Items, i)
+	}
+	for i := range b.Updates {
+		u := &b.Updates[i]
+		u.Doc = b.Coalesce(u.Items)
+	}
+	return b
+}
+
+// Coalesce sorts items (indexes into b.Items, each with a Doc) by received_at then seq, and
+// returns their documents merged. A single item's document is returned as it is.
+func (b *Batch) Coalesce(items []int) *Doc {
+	slices.SortStableFunc(items, func(x, y int) int {
+		rx, ry := &b.Items[x].Record, &b.Items[y].Record
+		if c := rx.ReceivedAt.Compare(ry.ReceivedAt); c != 0 {
+			return c
+		}
+		return cmp.Compare(rx.Seq, ry.Seq)
+	})
+	if len(items) == 1 {
+		return b.Items[items[0]].Doc
+	}
+	d := NewDoc()
+	for _, i := range items {
+		d.Merge(b.Items[i].Doc)
+	}
+	return d
+}
+
+func validate(r *record.Record) error {
+	if !ValidName(r.Type) {
+		return fmt.Errorf("thing type name %q does not match %s", r.Type, namePattern)
+	}
+	if !ValidName(r.ID) {
+		return fmt.Errorf("thing name %q does not match %s", r.ID, namePattern)
+	}
+	return nil
+}
+
+func decode(decoders Decoders, r *record.Record) (*Doc, error) {
+	dec := decoders[r.ContentFormat]
+	if dec == nil {
+		if r.ContentFormat == record.NoContentFormat {
+			return nil, fmt.Errorf("payload without content format not supported")
+		}
+		return nil, fmt.Errorf("content format %d not supported", r.ContentFormat)
+	}
+	d, err := dec.Decode(r.Payload, r.ReceivedAt.UnixNano())
+	if err != nil {
+		return nil, err
+	}
+	if reason := d.CheckLimits(); reason != "" {
+		return nil, fmt.Errorf("payload alone: %s", reason)
+	}
+	return d, nil
+}
+
+const namePattern = "^[a-zA-Z0-9:_-]{1,128}$"
+
+// ValidName reports whether s is a valid AWS IoT thing or thing type name (^[a-zA-Z0-9:_-]{1,128}$).
+func ValidName(s string) bool {
+	if len(s) < 1 || len(s) > 128 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == ':' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// receivedRange returns the oldest and newest received_at of the batch's decodable records.
+func (b *Batch) receivedRange() (oldest, newest time.Time) {
+	for i := range b.Items {
+		t := b.Items[i].Record.ReceivedAt
+		if b.Items[i].Raw != nil || t.IsZero() {
+			continue
+		}
+		if oldest.IsZero() || t.Before(oldest) {
+			oldest = t
+		}
+		if t.After(newest) {
+			newest = t
+		}
+	}
+	return oldest, newest
+}

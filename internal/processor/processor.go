@@ -1,0 +1,315 @@
+// Package processor turns telemetry records into thing state: it decodes each record's payload
+// into properties, coalesces the records of one thing in a batch into one update, hands the batch
+// to a Sink (the local registry, later AWS IoT) and classifies what went wrong.
+//
+// The core is sink- and source-independent: Process takes a batch of encoded records
+// (spool.Entry: seq + record bytes) and returns one Outcome per record (Applied, Duplicate or
+// SetAside with a reason). Drivers move records in and acknowledge them: Run is the local one,
+// consuming a spool.Log (Next → Process → Commit, the cursor moving only after the sink
+// succeeded); an SQS consumer or a Lambda handler would call Process and delete messages or report
+// batchItemFailures from the outcomes.
+//
+// Errors. A record that can never be applied is set aside with its reason and never blocks the
+// records behind it: an undecodable record, a thing or type name outside ^[a-zA-Z0-9:_-]{1,128}$,
+// an unsupported content format, a payload that is not one JSON object or is nested deeper than
+// MaxShadowDepth, a payload whose own state exceeds MaxShadowBytes (found here), and what the sink
+// finds per record (a thing that exists with another type, a merged shadow over the limits). Any
+// error the Sink returns for the batch as a whole is transient (a database or network failure,
+// throttling): the batch is retried with exponential backoff and jitter, capped, until it succeeds
+// or the context ends, and the source is not acknowledged meanwhile.
+//
+// Idempotency and order are the Doc's rules: per-leaf last-writer-wins by received_at, so applying
+// a record twice, or an older record after a newer one, changes nothing it should not. Sinks that
+// count messages also need to know which records they already applied (see registry).
+//
+// Metrics (registered on the Registerer given to New):
+//
+//	coapgw_processor_records_total{result="applied|duplicate|set_aside"}  counter
+//	coapgw_processor_batches_total     counter   batches applied
+//	coapgw_processor_batch_seconds     histogram decode + apply (retries included) per batch
+//	coapgw_processor_retries_total     counter   failed sink calls that were retried
+//	coapgw_processor_lag_seconds       gauge     now − received_at of the oldest record not yet
+//	                                             applied (between batches: of the newest applied);
+//	                                             0 when idle and caught up
+//
+// Configuration (Config; the config keys are the ones internal/config is to expose):
+// BatchSize (processor_batch_size, default 5000), BackoffMin (processor_backoff_min, default
+// 100ms) and BackoffMax (processor_backoff_max, default 30s). Decoders, Sleep, Now and OnApplied
+// are for wiring and tests.
+package processor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coapgw/coapgw/internal/spool"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Sink applies batches. Apply must be atomic per batch as far as the caller can tell: either it
+// returns an error (transient: nothing was acknowledged, the same batch will be offered again) or
+// one Outcome per Batch.Items entry, in the same order. Items with Err set must come back as
+// SetAside (with Err's text as the reason, or the sink's own). A sink that can see a record for the
+// second time (redelivery after a crash) reports it as Duplicate and does not apply it again.
+type Sink interface {
+	Apply(ctx context.Context, b *Batch) ([]Outcome, error)
+}
+
+// Config configures a Processor. The zero value gives the defaults.
+type Config struct {
+	// BatchSize is the most records taken from the source at once (default 5000).
+	BatchSize int
+	// BackoffMin and BackoffMax bound the delay between retries of a failed batch: it doubles
+	// from BackoffMin up to BackoffMax, and each wait is drawn uniformly from [d/2, d].
+	BackoffMin, BackoffMax time.Duration
+	// Decoders by content format (default DefaultDecoders()).
+	Decoders Decoders
+	// Sleep waits for d or until ctx ends (returning ctx's error); default a timer. Tests fake it.
+	Sleep func(ctx context.Context, d time.Duration) error
+	// Now is the clock for lag and durations (default time.Now).
+	Now func() time.Time
+	// OnApplied, if set, is called after each applied batch with the names of the things that
+	// had a record applied (for the dashboard's live updates). It must not block.
+	OnApplied func(things []string)
+}
+
+func (c *Config) setDefaults() {
+	if c.BatchSize == 0 {
+		c.BatchSize = 5000
+	}
+	if c.BackoffMin == 0 {
+		c.BackoffMin = 100 * time.Millisecond
+	}
+	if c.BackoffMax == 0 {
+		c.BackoffMax = 30 * time.Second
+	}
+	if c.Decoders == nil {
+		c.Decoders = DefaultDecoders()
+	}
+	if c.Sleep == nil {
+		c.Sleep = sleep
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+}
+
+// Validate reports every problem with c at once.
+func (c Config) Validate() error {
+	var errs []error
+	if c.BatchSize < 0 {
+		errs = append(errs, fmt.Errorf("processor batch size %d must be positive", c.BatchSize))
+	}
+	if c.BackoffMin < 0 || c.BackoffMax < 0 {
+		errs = append(errs, errors.New("processor backoff must not be negative"))
+	}
+	if c.BackoffMin > 0 && c.BackoffMax > 0 && c.BackoffMax < c.BackoffMin {
+		errs = append(errs, fmt.Errorf("processor backoff max %v is below min %v", c.BackoffMax, c.BackoffMin))
+	}
+	return errors.Join(errs...)
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// Processor is the core. Process may be called from one goroutine at a time.
+type Processor struct {
+	cfg  Config
+	sink Sink
+	log  *slog.Logger
+	m    *metrics
+
+	// lagRef is the received_at (Unix ns) the lag is measured from: the oldest record of the
+	// batch being applied, or the newest applied; 0 = nothing applied yet.
+	lagRef   atomic.Int64
+	inflight atomic.Bool                   // a batch is being applied
+	depth    atomic.Pointer[depthReporter] // Run's source, if it reports its depth
+	retrying atomic.Bool
+
+	mu        sync.Mutex
+	lastError string
+}
+
+// New returns a processor applying to sink. It validates cfg and registers the metrics; it does
+// no I/O.
+func New(cfg Config, sink Sink, log *slog.Logger, reg prometheus.Registerer) (*Processor, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if sink == nil {
+		return nil, errors.New("processor: nil sink")
+	}
+	cfg.setDefaults()
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	p := &Processor{cfg: cfg, sink: sink, log: log}
+	m, err := newMetrics(reg, p.lagSeconds)
+	if err != nil {
+		return nil, fmt.Errorf("processor metrics: %w", err)
+	}
+	p.m = m
+	return p, nil
+}
+
+// Process decodes and coalesces entries, applies them to the sink, retrying transient failures
+// with backoff until the sink succeeds or ctx ends, and returns one outcome per entry. Its only
+// error is ctx's: the batch was abandoned and nothing of it may be acknowledged.
+func (p *Processor) Process(ctx context.Context, entries []spool.Entry) ([]Outcome, error) {
+	if len(entries) == 0 {
+		return nil, nil
+	}
+	start := p.cfg.Now()
+	b := NewBatch(entries, p.cfg.Decoders)
+	return p.process(ctx, b, p.cfg.Now().Sub(start))
+}
+
+// process applies a decoded batch; decoding it took decodeTime.
+func (p *Processor) process(ctx context.Context, b *Batch, decodeTime time.Duration) ([]Outcome, error) {
+	start := p.cfg.Now().Add(-decodeTime)
+	oldest, newest := b.receivedRange()
+	if !oldest.IsZero() {
+		p.lagRef.Store(oldest.UnixNano())
+	}
+	p.inflight.Store(true)
+	defer p.inflight.Store(false)
+	out, err := p.apply(ctx, b)
+	if err != nil {
+		return nil, err
+	}
+	var n [SetAside + 1]int
+	for i, o := range out {
+		if o.Result <= SetAside {
+			n[o.Result]++
+		}
+		if o.Result == SetAside {
+			it := &b.Items[i]
+			p.log.Info("record set aside", "gw", it.Record.GW, "seq", it.Seq, "thing", it.Record.ID, "reason", o.Reason)
+		}
+	}
+	p.m.applied.Add(float64(n[Applied]))
+	p.m.duplicate.Add(float64(n[Duplicate]))
+	p.m.setAside.Add(float64(n[SetAside]))
+	p.m.batches.Inc()
+	p.m.batchSeconds.Observe(p.cfg.Now().Sub(start).Seconds())
+	if !newest.IsZero() {
+		p.lagRef.Store(newest.UnixNano())
+	}
+	if p.cfg.OnApplied != nil && n[Applied] > 0 {
+		p.cfg.OnApplied(appliedThings(b, out))
+	}
+	return out, nil
+}
+
+func appliedThings(b *Batch, out []Outcome) []string {
+	var names []string
+	for _, u := range b.Updates {
+		for _, i := range u.Items {
+			if out[i].Result == Applied {
+				names = append(names, u.Thing)
+				break
+			}
+		}
+	}
+	return names
+}
+
+func (p *Processor) apply(ctx context.Context, b *Batch) ([]Outcome, error) {
+	defer p.retrying.Store(false)
+	for attempt := 0; ; attempt++ {
+		out, err := p.sink.Apply(ctx, b)
+		if err == nil && len(out) != len(b.Items) {
+			err = fmt.Errorf("sink returned %d outcomes for %d records", len(out), len(b.Items))
+		}
+		if err == nil {
+			return out, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		p.m.retries.Inc()
+		p.retrying.Store(true)
+		p.mu.Lock()
+		p.lastError = err.Error()
+		p.mu.Unlock()
+		d := p.backoff(attempt)
+		p.log.Warn("sink failed, retrying the batch", "err", err, "attempt", attempt+1, "wait", d, "records", len(b.Items))
+		if err := p.cfg.Sleep(ctx, d); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// backoff is the wait before retry attempt+1: BackoffMin·2^attempt capped at BackoffMax, with
+// jitter drawn uniformly from [d/2, d].
+func (p *Processor) backoff(attempt int) time.Duration {
+	d := p.cfg.BackoffMax
+	if attempt < 62 {
+		if e := p.cfg.BackoffMin << attempt; e > 0 && e < d {
+			d = e
+		}
+	}
+	return d/2 + rand.N(d/2+1)
+}
+
+// Lag is how far behind the processor is: now − received_at of the oldest record of the batch
+// being applied; between batches, while the source (Run's, if it reports its depth) still holds
+// records, now − received_at of the newest record applied; 0 when idle and caught up.
+func (p *Processor) Lag() time.Duration {
+	ref := p.lagRef.Load()
+	if ref == 0 {
+		return 0
+	}
+	if !p.inflight.Load() {
+		dr := p.depth.Load()
+		if dr == nil || (*dr).Stats().Depth == 0 {
+			return 0
+		}
+	}
+	return max(0, p.cfg.Now().Sub(time.Unix(0, ref)))
+}
+
+func (p *Processor) lagSeconds() float64 { return p.Lag().Seconds() }
+
+// Stats is a snapshot for the dashboard's status panel.
+type Stats struct {
+	Lag        time.Duration
+	Batches    int64
+	Applied    int64
+	Duplicates int64
+	SetAside   int64
+	Retries    int64
+	Retrying   bool   // the current batch failed and is waiting for its next attempt
+	LastError  string // the last sink error, "" if none yet
+}
+
+// Stats reports the processor's counters since New.
+func (p *Processor) Stats() Stats {
+	p.mu.Lock()
+	lastErr := p.lastError
+	p.mu.Unlock()
+	return Stats{
+		Lag:        p.Lag(),
+		Batches:    p.m.nBatches.Load(),
+		Applied:    p.m.nApplied.Load(),
+		Duplicates: p.m.nDuplicate.Load(),
+		SetAside:   p.m.nSetAside.Load(),
+		Retries:    p.m.nRetries.Load(),
+		Retrying:   p.retrying.Load(),
+		LastError:  lastErr,
+	}
+}

@@ -1,0 +1,105 @@
+package processor
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/coapgw/coapgw/internal/spool"
+)
+
+// Source is what Run consumes: a log of encoded records read in order and acknowledged up to a
+// sequence number. spool.Log (Disk and Memory) implements it. A source that also has
+// Stats() spool.Stats lets Run tell "caught up" (lag 0) from "between two batches".
+type Source interface {
+	// Next blocks until at least one entry after the last one returned exists and returns up to
+	// max of them in sequence order.
+	Next(ctx context.Context, max int) ([]spool.Entry, error)
+	// Commit acknowledges every entry with Seq <= seq.
+	Commit(seq uint64) error
+}
+
+var _ Source = spool.Log(nil)
+
+type depthReporter interface{ Stats() spool.Stats }
+
+// Run consumes src until ctx ends: Next → Process → Commit, reading and decoding the next batch
+// while the current one is applied. The source is acknowledged only after the sink applied the
+// batch; when ctx ends during a batch, the batch (and the one read ahead) is abandoned
+// unacknowledged (the sink's transaction is rolled back or never started) and Run returns nil
+// once its reader goroutine has stopped. Abandoned entries are delivered again when the source is
+// reopened (a spool replays from its cursor on Open), not by calling Run again on the same
+// source. A failed Commit is logged and left to the next one, which covers it; the sink
+// recognises the records if they come back. Run returns an error only if the source is closed
+// (spool.ErrClosed).
+func (p *Processor) Run(ctx context.Context, src Source) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if dr, ok := src.(depthReporter); ok {
+		p.depth.Store(&dr)
+		defer p.depth.Store(nil)
+	}
+	batches := make(chan prepared)
+	readErr := make(chan error, 1)
+	go func() { readErr <- p.read(ctx, src, batches) }()
+	defer func() {
+		cancel()
+		for range batches { // let the reader finish
+		}
+	}()
+	for {
+		pb, ok := <-batches
+		if !ok {
+			return <-readErr
+		}
+		if _, err := p.process(ctx, pb.b, pb.decodeTime); err != nil {
+			return nil // only ctx ends process: abandon the batch unacknowledged
+		}
+		if err := src.Commit(pb.last); err != nil {
+			p.log.Warn("acknowledge source", "seq", pb.last, "err", err)
+		}
+	}
+}
+
+type prepared struct {
+	b          *Batch
+	last       uint64 // the last entry's seq
+	decodeTime time.Duration
+}
+
+// read feeds Run with decoded batches, one ahead of the one being applied (out is unbuffered).
+// It returns nil when ctx ends and spool.ErrClosed when the source is closed; it closes out
+// either way.
+func (p *Processor) read(ctx context.Context, src Source, out chan<- prepared) error {
+	defer close(out)
+	failures := 0
+	for {
+		es, err := src.Next(ctx, p.cfg.BatchSize)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if errors.Is(err, spool.ErrClosed) {
+				return err
+			}
+			p.log.Error("read source", "err", err)
+			if p.cfg.Sleep(ctx, p.backoff(failures)) != nil {
+				return nil
+			}
+			failures++
+			continue
+		}
+		failures = 0
+		if len(es) == 0 {
+			continue
+		}
+		start := p.cfg.Now()
+		pb := prepared{last: es[len(es)-1].Seq, b: NewBatch(es, p.cfg.Decoders)}
+		pb.decodeTime = p.cfg.Now().Sub(start)
+		select {
+		case out <- pb:
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}

@@ -1,0 +1,600 @@
+package registry
+
+import (
+	"context"
+	"database/sql"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+
+	"github.com/coapgw/coapgw/internal/processor"
+)
+
+// writer is the state of the single writer: prepared statements and what it keeps in memory.
+// Everything here is guarded by Registry.mu.
+type writer struct {
+	opts *Options
+	st   stmts
+
+	types  map[string]int64 // thing type name → id
+	tnames map[int64]string
+	marks  map[string]uint64 // gw → highest seq processed
+	things map[string]*thingState
+	props  map[string]int64 // property path → id
+
+	recentRows  int           // rows in the recent table
+	pending     map[int64]int // thing id → history rows added since its history was last trimmed
+	pruneCursor int64         // round-robin position of the age pruning, a thing id
+	buf, vals   []byte
+}
+
+type thingState struct {
+	id                  int64
+	typeID              int64
+	firstSeen, lastSeen int64
+	messages, version   int64
+	doc                 *processor.Doc
+}
+
+type stmts struct {
+	selThing, selShadow, insType, incType, insThing, updThing, updThingMeta,
+	insProp, insRecent, nthSample, delSamples, nextThings,
+	insSetAside, upMark, upTotals *sql.Stmt
+}
+
+func (s *stmts) all() []**sql.Stmt {
+	return []**sql.Stmt{&s.selThing, &s.selShadow, &s.insType, &s.incType, &s.insThing, &s.updThing,
+		&s.updThingMeta, &s.insProp, &s.insRecent, &s.nthSample, &s.delSamples, &s.nextThings,
+		&s.insSetAside, &s.upMark, &s.upTotals}
+}
+
+var stmtSQL = map[string]string{
+	"selThing":     `SELECT id, type_id, first_seen, last_seen, messages, version, shadow FROM things WHERE name = ?`,
+	"selShadow":    `SELECT shadow FROM things WHERE id = ?`,
+	"insType":      `INSERT INTO thing_types (name, created_at) VALUES (?, ?)`,
+	"incType":      `UPDATE thing_types SET things = things + 1 WHERE id = ?`,
+	"insThing":     `INSERT INTO things (name, type_id, first_seen, last_seen, messages, version, shadow) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+	"updThing":     `UPDATE things SET first_seen = ?, last_seen = ?, messages = ?, version = ?, shadow = ? WHERE id = ?`,
+	"updThingMeta": `UPDATE things SET first_seen = ?, last_seen = ?, messages = ? WHERE id = ?`,
+	"insProp":      `INSERT INTO properties (path) VALUES (?)`,
+	"insRecent":    `INSERT INTO recent (thing_id, t, vals) VALUES (?, ?, ?)`,
+	"nthSample":    `SELECT t FROM samples WHERE thing_id = ? ORDER BY t DESC LIMIT 1 OFFSET ?`,
+	"delSamples":   `DELETE FROM samples WHERE thing_id = ? AND t < ?`,
+	"nextThings":   `SELECT id FROM things WHERE id > ? ORDER BY id LIMIT ?`,
+	"insSetAside": `INSERT OR IGNORE INTO set_asides (gw, seq, received_at, type, thing, reason, payload, at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+	"upMark":   `INSERT INTO applied (gw, seq) VALUES (?, ?) ON CONFLICT (gw) DO UPDATE SET seq = max(seq, excluded.seq)`,
+	"upTotals": `UPDATE totals SET things = things + ?, messages = messages + ?, set_aside = set_aside + ? WHERE id = 1`,
+}
+
+var stmtOrder = []string{"selThing", "selShadow", "insType", "incType", "insThing", "updThing",
+	"updThingMeta", "insProp", "insRecent", "nthSample", "delSamples", "nextThings",
+	"insSetAside", "upMark", "upTotals"}
+
+// init prepares the statements and loads thing types and high-water marks.
+func (w *writer) init(ctx context.Context, db *sql.DB, opts *Options) error {
+	w.opts = opts
+	w.types = map[string]int64{}
+	w.tnames = map[int64]string{}
+	w.marks = map[string]uint64{}
+	w.things = map[string]*thingState{}
+	w.props = map[string]int64{}
+	w.pending = map[int64]int{}
+	if err := db.QueryRowContext(ctx, `SELECT count(*) FROM recent`).Scan(&w.recentRows); err != nil {
+		return fmt.Errorf("count recent history: %w", err)
+	}
+	for i, p := range w.st.all() {
+		s, err := db.PrepareContext(ctx, stmtSQL[stmtOrder[i]])
+		if err != nil {
+			return fmt.Errorf("prepare %s: %w", stmtOrder[i], err)
+		}
+		*p = s
+	}
+	rows, err := db.QueryContext(ctx, `SELECT id, name FROM thing_types`)
+	if err != nil {
+		return fmt.Errorf("load thing types: %w", err)
+	}
+	for rows.Next() {
+		var id int64
+		var name string
+		if err := rows.Scan(&id, &name); err != nil {
+			rows.Close()
+			return fmt.Errorf("load thing types: %w", err)
+		}
+		w.types[name], w.tnames[id] = id, name
+	}
+	if err := rows.Close(); err != nil {
+		return fmt.Errorf("load thing types: %w", err)
+	}
+	rows, err = db.QueryContext(ctx, `SELECT id, path FROM properties`)
+	if err != nil {
+		return fmt.Errorf("load properties: %w", err)
+	}
+	for rows.Next() {
+		var id int64
+		var path string
+		if err := rows.Scan(&id, &path); err != nil {
+			rows.Close()
+			return fmt.Errorf("load properties: %w", err)
+		}
+		w.props[path] = id
+	}
+	if err := rows.Close(); err != nil {
+		return fmt.Errorf("load properties: %w", err)
+	}
+	rows, err = db.QueryContext(ctx, `SELECT gw, seq FROM applied`)
+	if err != nil {
+		return fmt.Errorf("load marks: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var gw string
+		var seq int64
+		if err := rows.Scan(&gw, &seq); err != nil {
+			return fmt.Errorf("load marks: %w", err)
+		}
+		w.marks[gw] = uint64(seq)
+	}
+	return rows.Err()
+}
+
+func (w *writer) close() {
+	for _, p := range w.st.all() {
+		if *p != nil {
+			(*p).Close()
+		}
+	}
+}
+
+// Apply applies a batch in one transaction: records at or below their gateway's high-water mark
+// are duplicates, records the processor failed are set aside, each update is merged into its
+// thing's shadow (or set aside), history points are added, the marks move. It implements
+// processor.Sink; an error means nothing was written.
+func (r *Registry) Apply(ctx context.Context, b *processor.Batch) ([]processor.Outcome, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return nil, errClosed
+	}
+	if r.w.opts == nil {
+		return nil, errors.New("registry opened read-only for migration tests")
+	}
+	return r.w.apply(ctx, r.wdb, b)
+}
+
+// applyTx is one Apply's transaction.
+type applyTx struct {
+	w   *writer
+	ctx context.Context
+	tx  *sql.Tx
+	st  stmts // tx-bound
+	now int64
+	out []processor.Outcome
+
+	marks                          map[string]uint64
+	recentRows                     int // before this transaction
+	newThings, messages, setAsides int64
+	touched                        []string
+	newProps                       []string
+	newTypes                       []string
+	live                           []int
+}
+
+func (w *writer) apply(ctx context.Context, db *sql.DB, b *processor.Batch) (_ []processor.Outcome, err error) {
+	w.evict()
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("registry: begin: %w", err)
+	}
+	a := &applyTx{
+		w: w, ctx: ctx, tx: tx,
+		now:        w.opts.Now().UnixNano(),
+		out:        make([]processor.Outcome, len(b.Items)),
+		marks:      map[string]uint64{},
+		recentRows: w.recentRows,
+	}
+	tp, wp := a.st.all(), w.st.all()
+	for i := range tp {
+		*tp[i] = tx.StmtContext(ctx, *wp[i])
+	}
+	defer func() {
+		if err != nil {
+			tx.Rollback()
+			a.undo()
+		}
+	}()
+	if err := a.run(b); err != nil {
+		return nil, fmt.Errorf("registry: apply: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, fmt.Errorf("registry: commit: %w", err)
+	}
+	for gw, seq := range a.marks {
+		w.marks[gw] = seq
+	}
+	return a.out, nil
+}
+
+// undo forgets what the failed transaction put into the writer's memory.
+func (a *applyTx) undo() {
+	a.w.recentRows = a.recentRows
+	for _, name := range a.touched {
+		delete(a.w.things, name)
+	}
+	for _, path := range a.newProps {
+		delete(a.w.props, path)
+	}
+	for _, name := range a.newTypes {
+		delete(a.w.tnames, a.w.types[name])
+		delete(a.w.types, name)
+	}
+}
+
+func (a *applyTx) run(b *processor.Batch) error {
+	for i := range b.Items {
+		it := &b.Items[i]
+		if it.Seq <= a.w.marks[it.Record.GW] {
+			a.out[i] = processor.Outcome{Result: processor.Duplicate}
+			continue
+		}
+		a.marks[it.Record.GW] = max(a.marks[it.Record.GW], it.Seq)
+	}
+	for i := range b.Items {
+		if it := &b.Items[i]; a.out[i].Result == 0 && it.Err != nil {
+			if err := a.setAside(it, i, it.Err.Error()); err != nil {
+				return err
+			}
+		}
+	}
+	for i := range b.Updates {
+		if err := a.update(b, &b.Updates[i]); err != nil {
+			return err
+		}
+	}
+	for gw, seq := range a.marks {
+		if _, err := a.st.upMark.ExecContext(a.ctx, gw, int64(seq)); err != nil {
+			return fmt.Errorf("high-water mark: %w", err)
+		}
+	}
+	if a.newThings != 0 || a.messages != 0 || a.setAsides != 0 {
+		if _, err := a.st.upTotals.ExecContext(a.ctx, a.newThings, a.messages, a.setAsides); err != nil {
+			return fmt.Errorf("totals: %w", err)
+		}
+	}
+	if a.w.recentRows >= a.w.opts.recentMax {
+		if err := a.compact(); err != nil {
+			return err
+		}
+	}
+	return a.pruneAge()
+}
+
+func (a *applyTx) setAside(it *processor.Item, i int, reason string) error {
+	a.out[i] = processor.Outcome{Result: processor.SetAside, Reason: reason}
+	payload := it.Record.Payload
+	if it.Raw != nil {
+		payload = it.Raw
+	}
+	res, err := a.st.insSetAside.ExecContext(a.ctx, it.Record.GW, int64(it.Seq),
+		it.Record.ReceivedAt.UnixNano(), it.Record.Type, it.Record.ID, reason, payload, a.now)
+	if err != nil {
+		return fmt.Errorf("set aside: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n > 0 {
+		a.setAsides++
+	}
+	return nil
+}
+
+func (a *applyTx) update(b *processor.Batch, u *processor.Update) error {
+	live := a.live[:0]
+	for _, i := range u.Items {
+		if a.out[i].Result == 0 {
+			live = append(live, i)
+		}
+	}
+	a.live = live
+	if len(live) == 0 {
+		return nil
+	}
+	patch := u.Doc
+	if len(live) != len(u.Items) {
+		patch = b.Coalesce(live)
+	}
+	th, err := a.thing(u.Thing)
+	if err != nil {
+		return err
+	}
+	isNew := th == nil
+	if isNew {
+		typeID, err := a.thingType(u.Type)
+		if err != nil {
+			return err
+		}
+		th = &thingState{typeID: typeID, doc: processor.NewDoc(), firstSeen: 1<<63 - 1}
+	} else if a.w.types[u.Type] != th.typeID {
+		reason := fmt.Sprintf("thing %s exists with type %s", u.Thing, a.w.tnames[th.typeID])
+		for _, i := range live {
+			if err := a.setAside(&b.Items[i], i, reason); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+
+	changed := th.doc.Merge(patch)
+	if changed && th.doc.CheckLimits() != "" {
+		// Find the records that do not fit, one by one, from the state before this batch.
+		if th.doc, err = a.storedDoc(th.id); err != nil {
+			return err
+		}
+		changed = false
+		for _, i := range live {
+			c := th.doc.Clone()
+			if !c.Merge(b.Items[i].Doc) {
+				continue
+			}
+			if reason := c.CheckLimits(); reason != "" {
+				if err := a.setAside(&b.Items[i], i, reason); err != nil {
+					return err
+				}
+				continue
+			}
+			th.doc, changed = c, true
+		}
+	}
+	var applied int64
+	for _, i := range live {
+		t := b.Items[i].Record.ReceivedAt.UnixNano()
+		th.firstSeen, th.lastSeen = min(th.firstSeen, t), max(th.lastSeen, t)
+		if a.out[i].Result == 0 {
+			a.out[i] = processor.Outcome{Result: processor.Applied}
+			applied++
+		}
+	}
+	th.messages += applied
+	a.messages += applied
+	if changed {
+		th.version++
+	}
+	if err := a.saveThing(u, th, isNew, changed); err != nil {
+		return err
+	}
+	for _, i := range live {
+		if a.out[i].Result == processor.Applied {
+			if err := a.history(th, &b.Items[i]); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (a *applyTx) saveThing(u *processor.Update, th *thingState, isNew, changed bool) error {
+	a.touched = append(a.touched, u.Thing)
+	if isNew {
+		a.w.buf = th.doc.AppendBinary(a.w.buf[:0])
+		res, err := a.st.insThing.ExecContext(a.ctx, u.Thing, th.typeID, th.firstSeen, th.lastSeen,
+			th.messages, th.version, a.w.buf)
+		if err != nil {
+			return fmt.Errorf("insert thing %s: %w", u.Thing, err)
+		}
+		if th.id, err = res.LastInsertId(); err != nil {
+			return fmt.Errorf("insert thing %s: %w", u.Thing, err)
+		}
+		if _, err := a.st.incType.ExecContext(a.ctx, th.typeID); err != nil {
+			return fmt.Errorf("count thing type: %w", err)
+		}
+		a.newThings++
+		a.w.things[u.Thing] = th
+		return nil
+	}
+	var err error
+	if changed {
+		a.w.buf = th.doc.AppendBinary(a.w.buf[:0])
+		_, err = a.st.updThing.ExecContext(a.ctx, th.firstSeen, th.lastSeen, th.messages, th.version, a.w.buf, th.id)
+	} else {
+		_, err = a.st.updThingMeta.ExecContext(a.ctx, th.firstSeen, th.lastSeen, th.messages, th.id)
+	}
+	if err != nil {
+		return fmt.Errorf("update thing %s: %w", u.Thing, err)
+	}
+	return nil
+}
+
+// thing returns the thing's state from memory or the database, nil if it does not exist.
+func (a *applyTx) thing(name string) (*thingState, error) {
+	if th := a.w.things[name]; th != nil {
+		return th, nil
+	}
+	th := &thingState{}
+	var blob []byte
+	err := a.st.selThing.QueryRowContext(a.ctx, name).Scan(&th.id, &th.typeID, &th.firstSeen, &th.lastSeen,
+		&th.messages, &th.version, &blob)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load thing %s: %w", name, err)
+	}
+	if th.doc, err = decodeShadow(blob); err != nil {
+		return nil, fmt.Errorf("load thing %s: %w", name, err)
+	}
+	a.w.things[name] = th
+	a.touched = append(a.touched, name)
+	return th, nil
+}
+
+// storedDoc reads a thing's shadow as committed before this transaction changed it.
+func (a *applyTx) storedDoc(id int64) (*processor.Doc, error) {
+	if id == 0 {
+		return processor.NewDoc(), nil
+	}
+	var blob []byte
+	if err := a.st.selShadow.QueryRowContext(a.ctx, id).Scan(&blob); err != nil {
+		return nil, fmt.Errorf("reload shadow: %w", err)
+	}
+	return decodeShadow(blob)
+}
+
+func decodeShadow(blob []byte) (*processor.Doc, error) {
+	d := processor.NewDoc()
+	if len(blob) == 0 {
+		return d, nil
+	}
+	if err := d.UnmarshalBinary(blob); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+func (a *applyTx) thingType(name string) (int64, error) {
+	if id, ok := a.w.types[name]; ok {
+		return id, nil
+	}
+	res, err := a.st.insType.ExecContext(a.ctx, name, a.now)
+	if err != nil {
+		return 0, fmt.Errorf("create thing type %s: %w", name, err)
+	}
+	id, err := res.LastInsertId()
+	if err != nil {
+		return 0, fmt.Errorf("create thing type %s: %w", name, err)
+	}
+	a.w.types[name], a.w.tnames[id] = id, name
+	a.newTypes = append(a.newTypes, name)
+	return id, nil
+}
+
+// history adds the numeric properties of an applied record as one history row.
+func (a *applyTx) history(th *thingState, it *processor.Item) error {
+	vals := a.w.vals[:0]
+	var err error
+	it.Doc.Numbers(func(path string, v float64) {
+		if err != nil {
+			return
+		}
+		var id int64
+		if id, err = a.property(path); err != nil {
+			return
+		}
+		vals = binary.AppendUvarint(vals, uint64(id))
+		vals = binary.LittleEndian.AppendUint64(vals, math.Float64bits(v))
+	})
+	a.w.vals = vals
+	if err != nil || len(vals) == 0 {
+		return err
+	}
+	if _, err := a.st.insRecent.ExecContext(a.ctx, th.id, it.Record.ReceivedAt.UnixNano(), vals); err != nil {
+		return fmt.Errorf("insert history: %w", err)
+	}
+	a.w.recentRows++
+	a.w.pending[th.id]++
+	return nil
+}
+
+// compact moves the recent history rows into samples, sorted by thing, and trims the things
+// that have received HistoryMaxPoints/10 rows since they were last trimmed. It runs in the
+// batch's transaction when recent holds recentMax rows: the clustered table then gets many rows
+// per thing at once instead of one random page write per record.
+func (a *applyTx) compact() error {
+	if _, err := a.tx.ExecContext(a.ctx, `INSERT OR IGNORE INTO samples (thing_id, t, vals)
+		SELECT thing_id, t, vals FROM recent ORDER BY thing_id, t`); err != nil {
+		return fmt.Errorf("compact history: %w", err)
+	}
+	if _, err := a.tx.ExecContext(a.ctx, `DELETE FROM recent`); err != nil {
+		return fmt.Errorf("compact history: %w", err)
+	}
+	a.w.recentRows = 0
+	every := max(1, a.w.opts.HistoryMaxPoints/10)
+	for id, n := range a.w.pending {
+		if n >= every {
+			if err := a.trim(id); err != nil {
+				return err
+			}
+			delete(a.w.pending, id)
+		}
+	}
+	return nil
+}
+
+func (a *applyTx) property(path string) (int64, error) {
+	if id, ok := a.w.props[path]; ok {
+		return id, nil
+	}
+	res, err := a.st.insProp.ExecContext(a.ctx, path)
+	if err != nil {
+		return 0, fmt.Errorf("property %s: %w", path, err)
+	}
+	id, err := res.LastInsertId()
+	if err != nil {
+		return 0, fmt.Errorf("property %s: %w", path, err)
+	}
+	a.w.props[path] = id
+	a.newProps = append(a.newProps, path)
+	return id, nil
+}
+
+// trim deletes a thing's history rows beyond the newest HistoryMaxPoints and older than
+// HistoryMaxAge: a range delete on the (thing_id, t) primary key.
+func (a *applyTx) trim(thing int64) error {
+	cutoff := a.now - a.w.opts.HistoryMaxAge.Nanoseconds()
+	var nth int64
+	err := a.st.nthSample.QueryRowContext(a.ctx, thing, a.w.opts.HistoryMaxPoints-1).Scan(&nth)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("trim history: %w", err)
+	}
+	if _, err := a.st.delSamples.ExecContext(a.ctx, thing, max(cutoff, nth)); err != nil {
+		return fmt.Errorf("trim history: %w", err)
+	}
+	return nil
+}
+
+// agedPerApply is how many things' history each Apply trims by age, round robin.
+const agedPerApply = 32
+
+// pruneAge trims the history of the next few things (by id, wrapping around) by age, so things
+// that stopped reporting still lose their old rows.
+func (a *applyTx) pruneAge() error {
+	rows, err := a.st.nextThings.QueryContext(a.ctx, a.w.pruneCursor, agedPerApply)
+	if err != nil {
+		return fmt.Errorf("age pruning: %w", err)
+	}
+	ids := make([]int64, 0, agedPerApply)
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return fmt.Errorf("age pruning: %w", err)
+		}
+		ids = append(ids, id)
+	}
+	if err := rows.Close(); err != nil {
+		return fmt.Errorf("age pruning: %w", err)
+	}
+	cutoff := a.now - a.w.opts.HistoryMaxAge.Nanoseconds()
+	for _, id := range ids {
+		if _, err := a.st.delSamples.ExecContext(a.ctx, id, cutoff); err != nil {
+			return fmt.Errorf("age pruning: %w", err)
+		}
+	}
+	if len(ids) < agedPerApply {
+		a.w.pruneCursor = 0
+	} else {
+		a.w.pruneCursor = ids[len(ids)-1]
+	}
+	return nil
+}
+
+// evict keeps the in-memory caches within their bounds (arbitrary entries go; they are reloaded
+// from the database when needed).
+func (w *writer) evict() {
+	if limit := w.opts.CacheThings; len(w.things) > limit {
+		for name := range w.things {
+			delete(w.things, name)
+			if len(w.things) <= limit*9/10 {
+				break
+			}
+		}
+	}
+}

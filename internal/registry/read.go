@@ -1,0 +1,355 @@
+package registry
+
+import (
+	"context"
+	"database/sql"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/coapgw/coapgw/internal/processor"
+)
+
+func fromNanos(ns int64) time.Time { return time.Unix(0, ns).UTC() }
+
+// ThingTypes returns every thing type, by name.
+func (r *Registry) ThingTypes(ctx context.Context) ([]ThingType, error) {
+	rows, err := r.rdb.QueryContext(ctx, `SELECT name, things, created_at FROM thing_types ORDER BY name`)
+	if err != nil {
+		return nil, fmt.Errorf("thing types: %w", err)
+	}
+	defer rows.Close()
+	var out []ThingType
+	for rows.Next() {
+		var t ThingType
+		var created int64
+		if err := rows.Scan(&t.Name, &t.Things, &created); err != nil {
+			return nil, fmt.Errorf("thing types: %w", err)
+		}
+		t.CreatedAt = fromNanos(created)
+		out = append(out, t)
+	}
+	return out, rows.Err()
+}
+
+const thingColumns = `t.id, t.name, tt.name, t.first_seen, t.last_seen, t.messages, t.version`
+
+func scanThing(sc interface{ Scan(...any) error }) (Thing, int64, error) {
+	var t Thing
+	var id, first, last int64
+	if err := sc.Scan(&id, &t.Name, &t.Type, &first, &last, &t.Messages, &t.Version); err != nil {
+		return t, 0, err
+	}
+	t.FirstSeen, t.LastSeen = fromNanos(first), fromNanos(last)
+	return t, id, nil
+}
+
+// Things returns a page of things, most recently seen first (ties: most recently created
+// first). Paging is by keyset on the (last_seen, id) index, so every page costs the same however
+// deep; a thing seen again between two pages moves to the front and is not repeated.
+func (r *Registry) Things(ctx context.Context, q ThingQuery) (ThingPage, error) {
+	limit := q.Limit
+	if limit <= 0 {
+		limit = 100
+	}
+	limit = min(limit, 1000)
+	var page ThingPage
+	var where []string
+	var args []any
+	if q.Type != "" {
+		var typeID int64
+		err := r.rdb.QueryRowContext(ctx, `SELECT id, things FROM thing_types WHERE name = ?`, q.Type).Scan(&typeID, &page.Total)
+		if errors.Is(err, sql.ErrNoRows) {
+			return page, nil
+		}
+		if err != nil {
+			return page, fmt.Errorf("things: %w", err)
+		}
+		where = append(where, "t.type_id = ?")
+		args = append(args, typeID)
+	}
+	if q.Prefix != "" {
+		where = append(where, "t.name >= ? AND t.name < ?")
+		args = append(args, q.Prefix, q.Prefix+"\xff")
+	}
+	filterArgs := slices.Clone(args)
+	if q.Cursor != "" {
+		ls, id, err := decodeThingCursor(q.Cursor)
+		if err != nil {
+			return page, err
+		}
+		where = append(where, "(t.last_seen, t.id) < (?, ?)")
+		args = append(args, ls, id)
+	}
+	query := `SELECT ` + thingColumns + ` FROM things t JOIN thing_types tt ON tt.id = t.type_id`
+	if len(where) > 0 {
+		query += " WHERE " + strings.Join(where, " AND ")
+	}
+	query += ` ORDER BY t.last_seen DESC, t.id DESC LIMIT ?`
+	args = append(args, limit+1)
+	rows, err := r.rdb.QueryContext(ctx, query, args...)
+	if err != nil {
+		return page, fmt.Errorf("things: %w", err)
+	}
+	defer rows.Close()
+	var lastID int64
+	for rows.Next() {
+		t, id, err := scanThing(rows)
+		if err != nil {
+			return page, fmt.Errorf("things: %w", err)
+		}
+		if len(page.Things) == limit {
+			last := page.Things[limit-1]
+			page.Next = encodeThingCursor(last.LastSeen.UnixNano(), lastID)
+			break
+		}
+		page.Things = append(page.Things, t)
+		lastID = id
+	}
+	if err := rows.Err(); err != nil {
+		return page, fmt.Errorf("things: %w", err)
+	}
+	switch {
+	case q.Prefix != "":
+		var conds []string
+		if q.Type != "" {
+			conds = append(conds, "t.type_id = ?")
+		}
+		conds = append(conds, "t.name >= ? AND t.name < ?")
+		err = r.rdb.QueryRowContext(ctx, `SELECT count(*) FROM things t WHERE `+strings.Join(conds, " AND "), filterArgs...).Scan(&page.Total)
+	case q.Type == "":
+		err = r.rdb.QueryRowContext(ctx, `SELECT things FROM totals WHERE id = 1`).Scan(&page.Total)
+	}
+	if err != nil {
+		return page, fmt.Errorf("things: count: %w", err)
+	}
+	return page, nil
+}
+
+func encodeThingCursor(lastSeen, id int64) string {
+	return base64.RawURLEncoding.EncodeToString(fmt.Appendf(nil, "t1.%d.%d", lastSeen, id))
+}
+
+func decodeThingCursor(c string) (lastSeen, id int64, err error) {
+	b, err := base64.RawURLEncoding.DecodeString(c)
+	if err != nil {
+		return 0, 0, ErrInvalidCursor
+	}
+	parts := strings.Split(string(b), ".")
+	if len(parts) != 3 || parts[0] != "t1" {
+		return 0, 0, ErrInvalidCursor
+	}
+	lastSeen, err1 := strconv.ParseInt(parts[1], 10, 64)
+	id, err2 := strconv.ParseInt(parts[2], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, 0, ErrInvalidCursor
+	}
+	return lastSeen, id, nil
+}
+
+// Thing returns one thing, or ErrNotFound.
+func (r *Registry) Thing(ctx context.Context, name string) (Thing, error) {
+	row := r.rdb.QueryRowContext(ctx, `SELECT `+thingColumns+` FROM things t JOIN thing_types tt ON tt.id = t.type_id WHERE t.name = ?`, name)
+	t, _, err := scanThing(row)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Thing{}, ErrNotFound
+	}
+	if err != nil {
+		return Thing{}, fmt.Errorf("thing %s: %w", name, err)
+	}
+	return t, nil
+}
+
+// Shadow returns the thing's shadow as AWS IoT's GetThingShadow does:
+// {"state":{"reported":{…}},"metadata":{"reported":{…}},"version":N,"timestamp":T}, T being the
+// time of the answer in Unix seconds. When every reported property has been deleted, state and
+// metadata are empty objects. A thing without a shadow (no record applied yet) or an unknown
+// thing gives ErrNotFound.
+func (r *Registry) Shadow(ctx context.Context, name string) ([]byte, error) {
+	var version int64
+	var blob []byte
+	err := r.rdb.QueryRowContext(ctx, `SELECT version, shadow FROM things WHERE name = ?`, name).Scan(&version, &blob)
+	if errors.Is(err, sql.ErrNoRows) || err == nil && version == 0 {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("shadow %s: %w", name, err)
+	}
+	doc, err := decodeShadow(blob)
+	if err != nil {
+		return nil, fmt.Errorf("shadow %s: %w", name, err)
+	}
+	return renderShadow(doc, version, r.opts.Now().Unix()), nil
+}
+
+func renderShadow(doc *processor.Doc, version, now int64) []byte {
+	b := make([]byte, 0, 2*doc.Size()+128)
+	if doc.Empty() {
+		b = append(b, `{"state":{},"metadata":{}`...)
+	} else {
+		b = append(b, `{"state":{"reported":`...)
+		b = doc.AppendState(b)
+		b = append(b, `},"metadata":{"reported":`...)
+		b = doc.AppendMetadata(b)
+		b = append(b, '}')
+	}
+	b = append(b, `,"version":`...)
+	b = strconv.AppendInt(b, version, 10)
+	b = append(b, `,"timestamp":`...)
+	b = strconv.AppendInt(b, now, 10)
+	return append(b, '}')
+}
+
+// History returns the retained numeric history of a thing: every property (by name) or one, the
+// newest q.Limit points of each since q.Since, oldest first. Properties without points in range
+// are left out. An unknown thing gives ErrNotFound.
+func (r *Registry) History(ctx context.Context, name string, q HistoryQuery) ([]Series, error) {
+	var thingID int64
+	err := r.rdb.QueryRowContext(ctx, `SELECT id FROM things WHERE name = ?`, name).Scan(&thingID)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("history %s: %w", name, err)
+	}
+	limit := q.Limit
+	if limit <= 0 {
+		limit = 1000
+	}
+	limit = min(limit, r.opts.HistoryMaxPoints)
+	since := r.opts.Now().Add(-r.opts.HistoryMaxAge).UnixNano()
+	if !q.Since.IsZero() {
+		since = max(since, q.Since.UnixNano())
+	}
+	only := int64(-1)
+	if q.Property != "" {
+		err := r.rdb.QueryRowContext(ctx, `SELECT id FROM properties WHERE path = ?`, q.Property).Scan(&only)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("history %s: %w", name, err)
+		}
+	}
+	// Rows are per record; at most HistoryMaxPoints are retained per thing.
+	rows, err := r.rdb.QueryContext(ctx, `SELECT t, vals FROM (
+			SELECT t, vals FROM samples WHERE thing_id = ?1 AND t >= ?2
+			UNION ALL
+			SELECT t, vals FROM recent WHERE thing_id = ?1 AND t >= ?2)
+		ORDER BY t DESC LIMIT ?3`, thingID, since, r.opts.HistoryMaxPoints)
+	if err != nil {
+		return nil, fmt.Errorf("history %s: %w", name, err)
+	}
+	byProp := map[int64][]Point{}
+	prev := int64(-1)
+	for rows.Next() {
+		var t int64
+		var vals []byte
+		if err := rows.Scan(&t, &vals); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("history %s: %w", name, err)
+		}
+		if t == prev { // two records of one thing received in the same nanosecond
+			continue
+		}
+		prev = t
+		for len(vals) > 0 {
+			id, k := binary.Uvarint(vals)
+			if k <= 0 || len(vals) < k+8 {
+				break
+			}
+			v := math.Float64frombits(binary.LittleEndian.Uint64(vals[k:]))
+			vals = vals[k+8:]
+			if only >= 0 && int64(id) != only || len(byProp[int64(id)]) >= limit {
+				continue
+			}
+			byProp[int64(id)] = append(byProp[int64(id)], Point{T: fromNanos(t), V: v})
+		}
+	}
+	if err := rows.Close(); err != nil {
+		return nil, fmt.Errorf("history %s: %w", name, err)
+	}
+	out := make([]Series, 0, len(byProp))
+	for id, pts := range byProp {
+		var path string
+		if err := r.rdb.QueryRowContext(ctx, `SELECT path FROM properties WHERE id = ?`, id).Scan(&path); err != nil {
+			return nil, fmt.Errorf("history %s: %w", name, err)
+		}
+		slices.Reverse(pts)
+		out = append(out, Series{Property: path, Points: pts})
+	}
+	slices.SortFunc(out, func(a, b Series) int { return strings.Compare(a.Property, b.Property) })
+	return out, nil
+}
+
+// SetAsides returns a page of the records set aside, newest first.
+func (r *Registry) SetAsides(ctx context.Context, limit int, cursor string) (SetAsidePage, error) {
+	if limit <= 0 {
+		limit = 100
+	}
+	limit = min(limit, 1000)
+	var page SetAsidePage
+	before := int64(1<<63 - 1)
+	if cursor != "" {
+		b, err := base64.RawURLEncoding.DecodeString(cursor)
+		s, ok := strings.CutPrefix(string(b), "s1.")
+		if err != nil || !ok {
+			return page, ErrInvalidCursor
+		}
+		if before, err = strconv.ParseInt(s, 10, 64); err != nil {
+			return page, ErrInvalidCursor
+		}
+	}
+	rows, err := r.rdb.QueryContext(ctx, `SELECT id, gw, seq, received_at, type, thing, reason, payload, at
+		FROM set_asides WHERE id < ? ORDER BY id DESC LIMIT ?`, before, limit+1)
+	if err != nil {
+		return page, fmt.Errorf("set-aside records: %w", err)
+	}
+	defer rows.Close()
+	var lastID int64
+	for rows.Next() {
+		var s SetAside
+		var id, seq, recv, at int64
+		var payload []byte
+		if err := rows.Scan(&id, &s.GW, &seq, &recv, &s.Type, &s.Thing, &s.Reason, &payload, &at); err != nil {
+			return page, fmt.Errorf("set-aside records: %w", err)
+		}
+		if len(page.Records) == limit {
+			page.Next = base64.RawURLEncoding.EncodeToString(fmt.Appendf(nil, "s1.%d", lastID))
+			break
+		}
+		s.Seq, s.ReceivedAt, s.At = uint64(seq), fromNanos(recv), fromNanos(at)
+		if len(payload) > 0 && json.Valid(payload) {
+			s.Payload = payload
+		} else if len(payload) > 0 {
+			s.PayloadB64 = payload
+		}
+		page.Records = append(page.Records, s)
+		lastID = id
+	}
+	if err := rows.Err(); err != nil {
+		return page, fmt.Errorf("set-aside records: %w", err)
+	}
+	if err := r.rdb.QueryRowContext(ctx, `SELECT set_aside FROM totals WHERE id = 1`).Scan(&page.Total); err != nil {
+		return page, fmt.Errorf("set-aside records: %w", err)
+	}
+	return page, nil
+}
+
+// Counts summarises the registry.
+func (r *Registry) Counts(ctx context.Context) (Counts, error) {
+	var c Counts
+	err := r.rdb.QueryRowContext(ctx, `SELECT things, messages, set_aside, (SELECT count(*) FROM thing_types)
+		FROM totals WHERE id = 1`).Scan(&c.Things, &c.Messages, &c.SetAside, &c.ThingTypes)
+	if err != nil {
+		return c, fmt.Errorf("counts: %w", err)
+	}
+	return c, nil
+}

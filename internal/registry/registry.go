@@ -1,0 +1,184 @@
+// Package registry is the local mode's thing registry: thing types, things, their shadows with
+// AWS IoT's semantics and limits, a bounded history of numeric telemetry and the records set
+// aside, in one SQLite file (modernc.org/sqlite, pure Go). *Registry is the processor's Sink in
+// local mode and serves the read API in types.go to the HTTP API and dashboard.
+//
+// Shadows. state.reported is merged per leaf, last writer (by received_at) wins; a JSON null
+// deletes (nested ones too); version increases by one for every batch that changes the document
+// and never for a redelivered or stale record; metadata.reported holds {"timestamp": <Unix s>}
+// per leaf, like AWS. Internally every leaf keeps its received_at in nanoseconds, and deletions
+// are remembered, so an older record never overwrites or resurrects what a newer one wrote. A
+// merged state over processor.MaxShadowBytes (8192 bytes of compact reported JSON, what AWS
+// counts) or processor.MaxShadowDepth (6 levels, the reported object being level 1) is
+// rejected: the records that cannot fit are set aside with the reason, the others are applied.
+// Shadow renders exactly what GetThingShadow returns: {"state":{"reported":…},
+// "metadata":{"reported":…},"version":N,"timestamp":<now, Unix s>}.
+//
+// Things. A thing is created with the type of its first record and keeps it: a later record for
+// the same thing name with another type is set aside with the reason "thing X exists with type
+// Y". FirstSeen and LastSeen span the thing's records that were applied or set aside for a
+// shadow limit; Messages counts applied records only.
+//
+// Exactly once. Apply runs in one transaction per batch, with synchronous=FULL in WAL mode, so a
+// batch is durable when Apply returns, and the spool cursor moves only after that. In the same
+// transaction the registry records, per gateway, the highest sequence number it has processed
+// (applied, duplicate or set aside). This assumes what the local spool guarantees: one consumer
+// sees each gateway's records in increasing seq order, so a record at or below the mark has been
+// processed and is reported as Duplicate without touching anything. (A spool directory deleted
+// while the registry is kept restarts seq at 1: its records would look like duplicates until
+// seq passes the old mark. Delete both or neither.)
+//
+// History. Every numeric leaf of every applied record is a point (property = keys joined with
+// "."). The points of one record are stored together, one row per (thing, received_at): history
+// inserts are most of the registry's write cost, and a row per point would triple it. Rows are
+// first appended to a small "recent" table (sequential pages) and moved into the table clustered
+// by thing 50,000 at a time, in the transaction of the batch that fills it, so the clustered table
+// gets several rows per thing per page write instead of one random page write per record.
+// Retention: HistoryMaxAge, and HistoryMaxPoints records with numeric properties per thing, which
+// is HistoryMaxPoints points per property for the usual device that sends all its properties in
+// every record (a property sent in only some records keeps fewer). Pruning never scans the whole
+// table on the hot path: when rows are moved, each thing that got HistoryMaxPoints/10 rows since
+// its last trim is trimmed to its newest HistoryMaxPoints (a range delete on its primary key), and
+// each Apply trims a few things (round robin) by age. Between trims a thing may hold more rows than
+// the limit; reads never return more than HistoryMaxPoints points per property, nor any older
+// than HistoryMaxAge.
+//
+// Concurrency. One writer connection (Apply, serialised) and a pool of read-only connections; in
+// WAL mode readers never wait for the writer and the writer never waits for readers.
+//
+// Configuration (Options; the config keys are the ones internal/config is to expose):
+// HistoryMaxAge (registry_history_max_age, default 7 days),
+// HistoryMaxPoints (registry_history_max_points, default 1000), CacheThings (default 100,000
+// things kept decoded in memory), ReadConns (default 4), BusyTimeout (default 5s). The registry
+// exports no metrics of its own; the processor's count what it applies.
+package registry
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coapgw/coapgw/internal/processor"
+	_ "modernc.org/sqlite" // database/sql driver "sqlite"
+)
+
+// ErrInvalidCursor is returned by Things and SetAsides for a cursor they did not produce.
+var ErrInvalidCursor = errors.New("invalid cursor")
+
+// Options configure a Registry. The zero value gives the defaults.
+type Options struct {
+	HistoryMaxAge    time.Duration // points older than this are dropped; default 7 days
+	HistoryMaxPoints int           // points kept per property per thing; default 1000
+	CacheThings      int           // things whose state is kept decoded in memory; default 100,000
+	ReadConns        int           // read-only connections; default 4
+	BusyTimeout      time.Duration // SQLite busy timeout; default 5s
+	Now              func() time.Time
+	Logger           *slog.Logger
+
+	schemaVersion int // tests: migrate only this far (0 = all)
+	recentMax     int // history rows in recent that trigger a compaction (default 50,000)
+}
+
+func (o *Options) setDefaults() {
+	if o.HistoryMaxAge <= 0 {
+		o.HistoryMaxAge = 7 * 24 * time.Hour
+	}
+	if o.HistoryMaxPoints <= 0 {
+		o.HistoryMaxPoints = 1000
+	}
+	if o.CacheThings <= 0 {
+		o.CacheThings = 100_000
+	}
+	if o.ReadConns <= 0 {
+		o.ReadConns = 4
+	}
+	if o.BusyTimeout <= 0 {
+		o.BusyTimeout = 5 * time.Second
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.recentMax <= 0 {
+		o.recentMax = 50_000
+	}
+	if o.schemaVersion <= 0 || o.schemaVersion > len(migrations) {
+		o.schemaVersion = len(migrations)
+	}
+}
+
+// Registry is the local registry. Its methods are safe for concurrent use.
+type Registry struct {
+	opts Options
+	log  *slog.Logger
+	wdb  *sql.DB // the single writer connection
+	rdb  *sql.DB // read-only pool
+
+	mu     sync.Mutex // serialises Apply and Close; guards everything below
+	closed bool
+	w      writer
+}
+
+var _ processor.Sink = (*Registry)(nil)
+
+// Open opens (creating if needed) the registry file at path, migrates its schema and loads what
+// the writer keeps in memory (thing types, high-water marks).
+func Open(path string, opts Options) (*Registry, error) {
+	opts.setDefaults()
+	busy := opts.BusyTimeout.Milliseconds()
+	base := "file:" + escapePath(path) + fmt.Sprintf("?_pragma=busy_timeout(%d)", busy)
+	wdb, err := sql.Open("sqlite", base+"&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=foreign_keys(ON)&_pragma=cache_size(-65536)&_txlock=immediate")
+	if err != nil {
+		return nil, fmt.Errorf("open registry %s: %w", path, err)
+	}
+	wdb.SetMaxOpenConns(1)
+	wdb.SetMaxIdleConns(1)
+	wdb.SetConnMaxLifetime(0)
+	wdb.SetConnMaxIdleTime(0)
+	ctx := context.Background()
+	if err := migrate(ctx, wdb, opts.schemaVersion); err != nil {
+		wdb.Close()
+		return nil, fmt.Errorf("open registry %s: %w", path, err)
+	}
+	rdb, err := sql.Open("sqlite", base+"&_pragma=query_only(1)")
+	if err != nil {
+		wdb.Close()
+		return nil, fmt.Errorf("open registry %s: %w", path, err)
+	}
+	rdb.SetMaxOpenConns(opts.ReadConns)
+	rdb.SetMaxIdleConns(opts.ReadConns)
+	r := &Registry{opts: opts, log: opts.Logger, wdb: wdb, rdb: rdb}
+	if opts.schemaVersion == len(migrations) {
+		if err := r.w.init(ctx, wdb, &r.opts); err != nil {
+			r.Close()
+			return nil, fmt.Errorf("open registry %s: %w", path, err)
+		}
+	}
+	return r, nil
+}
+
+// escapePath escapes what SQLite's URI filenames treat specially.
+func escapePath(p string) string {
+	return strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(p)
+}
+
+// Close waits for a running Apply and closes the database. Idempotent.
+func (r *Registry) Close() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return nil
+	}
+	r.closed = true
+	r.w.close()
+	return errors.Join(r.rdb.Close(), r.wdb.Close())
+}
+
+var errClosed = errors.New("registry closed")

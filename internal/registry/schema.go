@@ -1,0 +1,109 @@
+package registry
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+)
+
+// migrations are applied in order, each in its own transaction, and PRAGMA user_version records
+// how many have been applied. Never edit one that has shipped; append a new one.
+//
+// Times are Unix nanoseconds (UTC). Sequence numbers are stored as int64.
+var migrations = []string{
+	// 1: thing types, things with their shadow, the applied high-water marks, totals.
+	`CREATE TABLE thing_types (
+		id         INTEGER PRIMARY KEY,
+		name       TEXT NOT NULL UNIQUE,
+		created_at INTEGER NOT NULL,
+		things     INTEGER NOT NULL DEFAULT 0
+	);
+	CREATE TABLE things (
+		id         INTEGER PRIMARY KEY,
+		name       TEXT NOT NULL UNIQUE,
+		type_id    INTEGER NOT NULL REFERENCES thing_types(id),
+		first_seen INTEGER NOT NULL,
+		last_seen  INTEGER NOT NULL,
+		messages   INTEGER NOT NULL DEFAULT 0,
+		version    INTEGER NOT NULL DEFAULT 0,
+		shadow     BLOB
+	);
+	CREATE INDEX things_by_last_seen ON things(last_seen);
+	CREATE INDEX things_by_type ON things(type_id, last_seen);
+	CREATE TABLE applied (
+		gw  TEXT PRIMARY KEY,
+		seq INTEGER NOT NULL
+	) WITHOUT ROWID;
+	CREATE TABLE totals (
+		id       INTEGER PRIMARY KEY CHECK (id = 1),
+		things   INTEGER NOT NULL,
+		messages INTEGER NOT NULL
+	);
+	INSERT INTO totals (id, things, messages) VALUES (1, 0, 0);`,
+
+	// 2: telemetry history: one row per (thing, record) with all the record's numeric
+	// properties, values encoded as (uvarint property id, float64 little-endian) pairs. Rows are
+	// appended to recent (cheap: the end of a rowid table and a small index) and moved into
+	// samples, clustered by thing, in bulk.
+	`CREATE TABLE properties (
+		id   INTEGER PRIMARY KEY,
+		path TEXT NOT NULL UNIQUE
+	);
+	CREATE TABLE samples (
+		thing_id INTEGER NOT NULL,
+		t        INTEGER NOT NULL,
+		vals     BLOB NOT NULL,
+		PRIMARY KEY (thing_id, t)
+	) WITHOUT ROWID;
+	CREATE TABLE recent (
+		id       INTEGER PRIMARY KEY,
+		thing_id INTEGER NOT NULL,
+		t        INTEGER NOT NULL,
+		vals     BLOB NOT NULL
+	);
+	CREATE INDEX recent_by_thing ON recent(thing_id, t);`,
+
+	// 3: records set aside with their reason.
+	`CREATE TABLE set_asides (
+		id          INTEGER PRIMARY KEY,
+		gw          TEXT NOT NULL,
+		seq         INTEGER NOT NULL,
+		received_at INTEGER NOT NULL,
+		type        TEXT NOT NULL,
+		thing       TEXT NOT NULL,
+		reason      TEXT NOT NULL,
+		payload     BLOB,
+		at          INTEGER NOT NULL,
+		UNIQUE (gw, seq)
+	);
+	ALTER TABLE totals ADD COLUMN set_aside INTEGER NOT NULL DEFAULT 0;`,
+}
+
+// migrate brings the database to schema version upTo (len(migrations) in production).
+func migrate(ctx context.Context, db *sql.DB, upTo int) error {
+	var version int
+	if err := db.QueryRowContext(ctx, "PRAGMA user_version").Scan(&version); err != nil {
+		return fmt.Errorf("read schema version: %w", err)
+	}
+	if version > len(migrations) {
+		return fmt.Errorf("schema version %d is newer than this binary knows (%d)", version, len(migrations))
+	}
+	for v := version; v < upTo; v++ {
+		tx, err := db.BeginTx(ctx, nil)
+		if err != nil {
+			return fmt.Errorf("migration %d: %w", v+1, err)
+		}
+		if _, err := tx.ExecContext(ctx, migrations[v]); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("migration %d: %w", v+1, err)
+		}
+		if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", v+1)); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("migration %d: %w", v+1, err)
+		}
+		if err := tx.Commit(); err != nil {
+			return fmt.Errorf("migration %d: %w", v+1, err)
+		}
+	}
+	return nil
+}
