@@ -29,6 +29,9 @@ go vet ./...
 echo "== staticcheck"
 staticcheck ./...
 
-echo "== go test -race"
+# Browser tests keep their screenshots here.
+export COAPGW_ARTIFACTS="${COAPGW_ARTIFACTS:-$PWD/artifacts}"
+mkdir -p "$COAPGW_ARTIFACTS"
+echo "== go test -race (screenshots in $COAPGW_ARTIFACTS)"
 # COAPGW_REQUIRE_PEERS turns a missing peer (coap-client) into a failure instead of a skip.
 COAPGW_REQUIRE_PEERS=1 go test -race -count=1 -timeout 20m ./...

@@ -41,7 +41,10 @@ type Config struct {
 	DedupMaxEntries   int           `yaml:"dedup_max_entries"`
 	DedupPerPeer      int           `yaml:"dedup_per_peer"`
 
-	Process string `yaml:"process"`
+	Process          string        `yaml:"process"`
+	ProcessorBatch   int           `yaml:"processor_batch"`
+	HistoryMaxAge    time.Duration `yaml:"history_max_age"`
+	HistoryMaxPoints int           `yaml:"history_max_points"`
 	Pprof   bool   `yaml:"pprof"`
 }
 
@@ -69,6 +72,9 @@ func Default() Config {
 		DedupMaxEntries:   500_000,
 		DedupPerPeer:      1024,
 		Process:           "local",
+		ProcessorBatch:    5000,
+		HistoryMaxAge:     7 * 24 * time.Hour,
+		HistoryMaxPoints:  1000,
 	}
 }
 
@@ -97,6 +103,9 @@ func (c *Config) options() []option {
 		{"dedup-max-entries", "global cap on remembered (peer, MID) pairs", &c.DedupMaxEntries},
 		{"dedup-per-peer", "per-peer cap on remembered (peer, MID) pairs", &c.DedupPerPeer},
 		{"process", "local: apply records to the embedded registry and serve the dashboard; none: only ingest into the spool", &c.Process},
+		{"processor-batch", "most records the local processor applies in one transaction", &c.ProcessorBatch},
+		{"history-max-age", "telemetry history older than this is dropped", &c.HistoryMaxAge},
+		{"history-max-points", "telemetry history kept per thing (records with numeric properties)", &c.HistoryMaxPoints},
 		{"pprof", "serve /debug/pprof/ on the HTTP address (for profiling; keep the port private)", &c.Pprof},
 	}
 }
@@ -213,6 +222,15 @@ func (c *Config) Validate() error {
 	}
 	if c.Process != "local" && c.Process != "none" {
 		bad("process %q: want local or none", c.Process)
+	}
+	if c.ProcessorBatch < 1 || c.ProcessorBatch > 100_000 {
+		bad("processor-batch %d: want 1–100000", c.ProcessorBatch)
+	}
+	if c.HistoryMaxAge < time.Minute {
+		bad("history-max-age %s: want at least 1m", c.HistoryMaxAge)
+	}
+	if c.HistoryMaxPoints < 1 {
+		bad("history-max-points must be positive")
 	}
 	if c.DedupMaxEntries < 1 || c.DedupPerPeer < 1 {
 		bad("dedup-max-entries and dedup-per-peer must be positive")

@@ -24,13 +24,16 @@ type local struct {
 }
 
 func (g *Gateway) openLocal() error {
-	reg, err := registry.Open(filepath.Join(g.cfg.DataDir, "registry.db"), registry.Options{Logger: g.log.With("component", "registry")})
+	reg, err := registry.Open(filepath.Join(g.cfg.DataDir, "registry.db"), registry.Options{
+		HistoryMaxAge: g.cfg.HistoryMaxAge, HistoryMaxPoints: g.cfg.HistoryMaxPoints,
+		Logger: g.log.With("component", "registry"),
+	})
 	if err != nil {
 		return fmt.Errorf("open registry: %w", err)
 	}
 	l := &local{reg: reg}
 	l.api = httpapi.New(httpapi.Config{}, reg, g.status, g.log.With("component", "httpapi"))
-	l.proc, err = processor.New(processor.Config{OnApplied: func(things []string) { l.api.Notify(things...) }},
+	l.proc, err = processor.New(processor.Config{BatchSize: g.cfg.ProcessorBatch, OnApplied: func(things []string) { l.api.Notify(things...) }},
 		reg, g.log.With("component", "processor"), g.reg)
 	if err != nil {
 		reg.Close()
