@@ -45,7 +45,7 @@ type Config struct {
 	ProcessorBatch   int           `yaml:"processor_batch"`
 	HistoryMaxAge    time.Duration `yaml:"history_max_age"`
 	HistoryMaxPoints int           `yaml:"history_max_points"`
-	Pprof   bool   `yaml:"pprof"`
+	Pprof            bool          `yaml:"pprof"`
 }
 
 // Default returns the configuration used when nothing is set: local mode on :5683 and :8080.
