@@ -7,7 +7,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"unicode/utf8"
+
+	"github.com/coapgw/coapgw/internal/jsonscan"
 
 	"github.com/coapgw/coapgw/internal/record"
 )
@@ -44,97 +45,81 @@ func DefaultDecoders() Decoders {
 // DecodeJSON decodes a payload that must be one JSON object (RFC 8259, UTF-8) nested at most
 // MaxShadowDepth levels. Arrays are kept as values, compacted; null members become deletions.
 func DecodeJSON(payload []byte, ts int64) (*Doc, error) {
-	p := parser{b: payload, maxDepth: MaxShadowDepth}
-	p.ws()
-	if p.i >= len(p.b) || p.b[p.i] != '{' {
+	p := parser{Scanner: jsonscan.Scanner{B: payload}, maxDepth: MaxShadowDepth}
+	p.WS()
+	if p.I >= len(p.B) || p.B[p.I] != '{' {
 		return nil, errors.New("payload must be a JSON object")
 	}
 	d := &Doc{}
 	if err := p.object(&d.root, 0, ts); err != nil {
 		return nil, err
 	}
-	p.ws()
-	if p.i != len(p.b) {
-		return nil, p.errf("trailing data")
+	p.WS()
+	if p.I != len(p.B) {
+		return nil, p.Errf("trailing data")
 	}
 	return d, nil
 }
 
 // parser reads JSON; object builds a document, skip only validates.
 type parser struct {
-	b        []byte
-	i        int
+	jsonscan.Scanner
 	maxDepth int
-}
-
-func (p *parser) errf(format string, args ...any) error {
-	return fmt.Errorf("invalid JSON at byte %d: %s", p.i, fmt.Sprintf(format, args...))
 }
 
 func (p *parser) depthErr() error {
 	return fmt.Errorf("JSON nested deeper than %d levels", p.maxDepth)
 }
 
-func (p *parser) ws() {
-	for p.i < len(p.b) {
-		switch p.b[p.i] {
-		case ' ', '\t', '\n', '\r':
-			p.i++
-		default:
-			return
-		}
-	}
-}
-
-// object parses the object at p.i into n; depth is the level of the enclosing container.
+// object parses the object at p.I into n; depth is the level of the enclosing container.
 func (p *parser) object(n *node, depth int, ts int64) error {
 	if depth++; depth > p.maxDepth {
 		return p.depthErr()
 	}
 	n.kind = kindObject
-	p.i++ // '{'
-	p.ws()
-	if p.i < len(p.b) && p.b[p.i] == '}' {
-		p.i++
+	p.I++ // '{'
+	p.WS()
+	if p.I < len(p.B) && p.B[p.I] == '}' {
+		p.I++
 		return nil
 	}
 	sorted := true
 	for {
-		p.ws()
-		if p.i >= len(p.b) || p.b[p.i] != '"' {
-			return p.errf("object key must be a string")
+		p.WS()
+		if p.I >= len(p.B) || p.B[p.I] != '"' {
+			return p.Errf("object key must be a string")
 		}
 		key, err := p.key()
 		if err != nil {
 			return err
 		}
-		p.ws()
-		if p.i >= len(p.b) || p.b[p.i] != ':' {
-			return p.errf("missing ':'")
+		p.WS()
+		if p.I >= len(p.B) || p.B[p.I] != ':' {
+			return p.Errf("missing ':'")
 		}
-		p.i++
-		p.ws()
-		if p.i >= len(p.b) {
-			return p.errf("unexpected end")
+		p.I++
+		p.WS()
+		if p.I >= len(p.B) {
+			return p.Errf("unexpected end")
 		}
 		m := member{key: key}
-		switch c := p.b[p.i]; c {
+		switch c := p.B[p.I]; c {
 		case '{':
 			if err := p.object(&m.node, depth, ts); err != nil {
 				return err
 			}
 		case 'n':
-			if err := p.lit("null"); err != nil {
+			if err := p.Lit("null"); err != nil {
 				return err
 			}
 			m.node = node{kind: kindDeleted, ts: ts}
 		default:
-			start := p.i
+			start := p.I
 			d, err := p.skip(depth)
 			if err != nil {
 				return err
 			}
-			m.node = node{kind: kindValue, ts: ts, val: p.b[start:p.i:p.i]}
+			m.node = node{kind: kindValue, ts: ts, val: p.B[start:p.I:p.I]}
 			if c == '[' {
 				m.val = compact(m.val)
 				m.depth = uint8(d - depth)
@@ -144,21 +129,21 @@ func (p *parser) object(n *node, depth int, ts int64) error {
 			sorted = false
 		}
 		n.kids = append(n.kids, m)
-		p.ws()
-		if p.i >= len(p.b) {
-			return p.errf("unexpected end")
+		p.WS()
+		if p.I >= len(p.B) {
+			return p.Errf("unexpected end")
 		}
-		switch p.b[p.i] {
+		switch p.B[p.I] {
 		case ',':
-			p.i++
+			p.I++
 		case '}':
-			p.i++
+			p.I++
 			if !sorted {
 				n.kids = sortMembers(n.kids)
 			}
 			return nil
 		default:
-			return p.errf("unexpected %q", p.b[p.i])
+			return p.Errf("unexpected %q", p.B[p.I])
 		}
 	}
 }
@@ -176,27 +161,27 @@ func sortMembers(kids []member) []member {
 	return out
 }
 
-// skip validates the value at p.i and returns the deepest container level reached (depth for a
+// skip validates the value at p.I and returns the deepest container level reached (depth for a
 // scalar).
 func (p *parser) skip(depth int) (int, error) {
-	if p.i >= len(p.b) {
-		return 0, p.errf("unexpected end")
+	if p.I >= len(p.B) {
+		return 0, p.Errf("unexpected end")
 	}
-	switch c := p.b[p.i]; {
+	switch c := p.B[p.I]; {
 	case c == '{' || c == '[':
 		return p.container(depth+1, c)
 	case c == '"':
-		return depth, p.str()
+		return depth, p.Str()
 	case c == 't':
-		return depth, p.lit("true")
+		return depth, p.Lit("true")
 	case c == 'f':
-		return depth, p.lit("false")
+		return depth, p.Lit("false")
 	case c == 'n':
-		return depth, p.lit("null")
+		return depth, p.Lit("null")
 	case c == '-' || c >= '0' && c <= '9':
-		return depth, p.num()
+		return depth, p.Num()
 	}
-	return 0, p.errf("unexpected %q", p.b[p.i])
+	return 0, p.Errf("unexpected %q", p.B[p.I])
 }
 
 func (p *parser) container(depth int, open byte) (int, error) {
@@ -208,158 +193,63 @@ func (p *parser) container(depth int, open byte) (int, error) {
 		closeCh = ']'
 	}
 	deepest := depth
-	p.i++
-	p.ws()
-	if p.i < len(p.b) && p.b[p.i] == closeCh {
-		p.i++
+	p.I++
+	p.WS()
+	if p.I < len(p.B) && p.B[p.I] == closeCh {
+		p.I++
 		return deepest, nil
 	}
 	for {
-		p.ws()
+		p.WS()
 		if open == '{' {
-			if p.i >= len(p.b) || p.b[p.i] != '"' {
-				return 0, p.errf("object key must be a string")
+			if p.I >= len(p.B) || p.B[p.I] != '"' {
+				return 0, p.Errf("object key must be a string")
 			}
-			if err := p.str(); err != nil {
+			if err := p.Str(); err != nil {
 				return 0, err
 			}
-			p.ws()
-			if p.i >= len(p.b) || p.b[p.i] != ':' {
-				return 0, p.errf("missing ':'")
+			p.WS()
+			if p.I >= len(p.B) || p.B[p.I] != ':' {
+				return 0, p.Errf("missing ':'")
 			}
-			p.i++
-			p.ws()
+			p.I++
+			p.WS()
 		}
 		d, err := p.skip(depth)
 		if err != nil {
 			return 0, err
 		}
 		deepest = max(deepest, d)
-		p.ws()
-		if p.i >= len(p.b) {
-			return 0, p.errf("unexpected end")
+		p.WS()
+		if p.I >= len(p.B) {
+			return 0, p.Errf("unexpected end")
 		}
-		switch p.b[p.i] {
+		switch p.B[p.I] {
 		case ',':
-			p.i++
+			p.I++
 		case closeCh:
-			p.i++
+			p.I++
 			return deepest, nil
 		default:
-			return 0, p.errf("unexpected %q", p.b[p.i])
+			return 0, p.Errf("unexpected %q", p.B[p.I])
 		}
 	}
-}
-
-func (p *parser) lit(s string) error {
-	if len(p.b)-p.i < len(s) || string(p.b[p.i:p.i+len(s)]) != s {
-		return p.errf("bad literal")
-	}
-	p.i += len(s)
-	return nil
-}
-
-func (p *parser) digits() int {
-	n := 0
-	for p.i < len(p.b) && p.b[p.i] >= '0' && p.b[p.i] <= '9' {
-		p.i++
-		n++
-	}
-	return n
-}
-
-func (p *parser) num() error {
-	if p.b[p.i] == '-' {
-		p.i++
-	}
-	if p.i < len(p.b) && p.b[p.i] == '0' {
-		p.i++
-	} else if p.digits() == 0 {
-		return p.errf("bad number")
-	}
-	if p.i < len(p.b) && p.b[p.i] == '.' {
-		p.i++
-		if p.digits() == 0 {
-			return p.errf("bad number")
-		}
-	}
-	if p.i < len(p.b) && (p.b[p.i] == 'e' || p.b[p.i] == 'E') {
-		p.i++
-		if p.i < len(p.b) && (p.b[p.i] == '+' || p.b[p.i] == '-') {
-			p.i++
-		}
-		if p.digits() == 0 {
-			return p.errf("bad number")
-		}
-	}
-	return nil
-}
-
-// str validates the string at p.i and reports whether it contains an escape.
-func (p *parser) str() error {
-	_, err := p.strEsc()
-	return err
-}
-
-func (p *parser) strEsc() (escaped bool, err error) {
-	p.i++ // opening quote
-	for p.i < len(p.b) {
-		c := p.b[p.i]
-		switch {
-		case c == '"':
-			p.i++
-			return escaped, nil
-		case c == '\\':
-			escaped = true
-			p.i++
-			if p.i >= len(p.b) {
-				return false, p.errf("unterminated string")
-			}
-			switch p.b[p.i] {
-			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
-				p.i++
-			case 'u':
-				if len(p.b)-p.i < 5 {
-					return false, p.errf("bad \\u escape")
-				}
-				for _, h := range p.b[p.i+1 : p.i+5] {
-					if !(h >= '0' && h <= '9' || h >= 'a' && h <= 'f' || h >= 'A' && h <= 'F') {
-						return false, p.errf("bad \\u escape")
-					}
-				}
-				p.i += 5
-			default:
-				return false, p.errf("bad escape")
-			}
-		case c < 0x20:
-			return false, p.errf("control character in string")
-		case c < utf8.RuneSelf:
-			p.i++
-		default:
-			r, n := utf8.DecodeRune(p.b[p.i:])
-			if r == utf8.RuneError && n <= 1 {
-				return false, p.errf("invalid UTF-8")
-			}
-			p.i += n
-		}
-	}
-	return false, p.errf("unterminated string")
 }
 
 // key parses an object key and returns it unescaped.
 func (p *parser) key() (string, error) {
-	start := p.i
-	escaped, err := p.strEsc()
+	start := p.I
+	escaped, err := p.StrEsc()
 	if err != nil {
 		return "", err
 	}
-	raw := p.b[start:p.i]
+	raw := p.B[start:p.I]
 	if !escaped {
 		return string(raw[1 : len(raw)-1]), nil
 	}
 	var s string
 	if err := json.Unmarshal(raw, &s); err != nil {
-		return "", p.errf("bad key: %v", err)
+		return "", p.Errf("bad key: %v", err)
 	}
 	return strings.ToValidUTF8(s, "\uFFFD"), nil
 }

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/coapgw/coapgw/internal/jsonscan"
 )
 
 // Shadow limits, as AWS IoT enforces them on a thing's reported state.
@@ -306,24 +308,24 @@ func appendTimestamp(b []byte, sec int64) []byte {
 
 // appendValueMetadata appends the metadata of a compact JSON value inside an array.
 func appendValueMetadata(b []byte, v []byte, ts int64) []byte {
-	p := parser{b: v, maxDepth: 1 << 20}
+	p := parser{Scanner: jsonscan.Scanner{B: v}, maxDepth: 1 << 20}
 	var n node
 	switch v[0] {
 	case '[':
 		b = append(b, '[')
-		p.i = 1
-		for k := 0; p.i < len(v) && v[p.i] != ']'; k++ {
+		p.I = 1
+		for k := 0; p.I < len(v) && v[p.I] != ']'; k++ {
 			if k > 0 {
-				p.i++ // ','
+				p.I++ // ','
 			}
-			start := p.i
+			start := p.I
 			if _, err := p.skip(0); err != nil {
 				return b
 			}
 			if k > 0 {
 				b = append(b, ',')
 			}
-			b = appendValueMetadata(b, v[start:p.i], ts)
+			b = appendValueMetadata(b, v[start:p.I], ts)
 		}
 		return append(b, ']')
 	case '{':
