@@ -2,7 +2,8 @@
 # make test       the whole test suite, installing its peers (scripts/test.sh)
 # make bench      the gateway and the load generator on two pinned cores (scripts/bench.sh)
 # make bench-go   the Go micro-benchmarks of internal/...
-.PHONY: build test bench bench-go
+# make lambda-zip bin/lambda/coapgw-lambda.zip and coapgw-canary.zip (provided.al2023, arm64)
+.PHONY: build test bench bench-go lambda-zip
 
 build:
 	go build -o bin/coapgw ./cmd/coapgw
@@ -15,3 +16,16 @@ bench:
 
 bench-go:
 	go test -run='^$$' -bench=. -benchmem ./internal/...
+
+# Reproducible Lambda packages: fixed mtime, no extra attributes, so an unchanged build keeps the
+# same source_code_hash in Terraform. Uses zip(1) if present, else Python's zipfile.
+LAMBDA_GOFLAGS = GOOS=linux GOARCH=arm64 CGO_ENABLED=0
+lambda-zip:
+	@set -e; for f in coapgw-lambda coapgw-canary; do \
+		rm -rf bin/lambda/$$f && mkdir -p bin/lambda/$$f; \
+		$(LAMBDA_GOFLAGS) go build -trimpath -tags lambda.norpc -ldflags='-s -w' -o bin/lambda/$$f/bootstrap ./cmd/$$f; \
+		touch -t 202001010000 bin/lambda/$$f/bootstrap; rm -f bin/lambda/$$f.zip; \
+		if command -v zip >/dev/null; then (cd bin/lambda/$$f && zip -q -X ../$$f.zip bootstrap); \
+		else (cd bin/lambda/$$f && python3 -m zipfile -c ../$$f.zip bootstrap); fi; \
+		echo "bin/lambda/$$f.zip"; \
+	done

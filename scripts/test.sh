@@ -14,6 +14,11 @@ if ((${#need_apt[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
+if ! python3 -c "import moto.server" >/dev/null 2>&1; then
+  echo "== installing moto (AWS API emulator for the SQS/IoT tests)"
+  python3 -m pip install --quiet --disable-pip-version-check 'moto[server]==5.2.1'
+fi
+
 GOBIN_DIR="$(go env GOPATH)/bin"
 export PATH="$GOBIN_DIR:$PATH"
 if ! command -v staticcheck >/dev/null 2>&1; then
@@ -29,9 +34,12 @@ go vet ./...
 echo "== staticcheck"
 staticcheck ./...
 
+echo "== deploy checks (tofu fmt, checkov; the Terraform policy test runs with go test below)"
+DEPLOY_CHECKS="fmt validate checkov" scripts/deploy-checks.sh
+
 # Browser tests keep their screenshots here.
 export COAPGW_ARTIFACTS="${COAPGW_ARTIFACTS:-$PWD/artifacts}"
 mkdir -p "$COAPGW_ARTIFACTS"
 echo "== go test -race (screenshots in $COAPGW_ARTIFACTS)"
-# COAPGW_REQUIRE_PEERS turns a missing peer (coap-client) into a failure instead of a skip.
+# COAPGW_REQUIRE_PEERS turns a missing peer (coap-client, chromium, moto) into a failure instead of a skip.
 COAPGW_REQUIRE_PEERS=1 go test -race -count=1 -timeout 20m ./...

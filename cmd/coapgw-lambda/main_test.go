@@ -1,0 +1,61 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-lambda-go/events"
+
+	"github.com/coapgw/coapgw/internal/awstest"
+	"github.com/coapgw/coapgw/internal/envelope"
+	"github.com/coapgw/coapgw/internal/processortest"
+	"github.com/coapgw/coapgw/internal/sink/awsiot"
+)
+
+func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+func TestSinkConfig(t *testing.T) {
+	cfg, err := sinkConfig(env(map[string]string{"COAPGW_THING_CACHE_SIZE": "500", "COAPGW_IOT_CONCURRENCY": "8", "COAPGW_PUBLISH_TOPIC": "t/{thing}"}))
+	if err != nil || cfg.ThingCacheSize != 500 || cfg.Concurrency != 8 || cfg.PublishTopic != "t/{thing}" {
+		t.Fatalf("%+v %v", cfg, err)
+	}
+	for _, bad := range []map[string]string{
+		{"COAPGW_THING_CACHE_SIZE": "many"},
+		{"COAPGW_IOT_CONCURRENCY": "0"},
+		{"COAPGW_PUBLISH_TOPIC": "a/#"},
+	} {
+		if _, err := sinkConfig(env(bad)); err == nil {
+			t.Errorf("%v accepted", bad)
+		}
+	}
+}
+
+// TestHandlerFromEnvironment builds the function as the runtime would (SDK default chain, the
+// COAPGW_* variables) and invokes it with an SQS event against moto.
+func TestHandlerFromEnvironment(t *testing.T) {
+	m := awstest.Start(t)
+	t.Setenv("AWS_ACCESS_KEY_ID", "test")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "test")
+	t.Setenv("AWS_REGION", awstest.Region)
+	t.Setenv("AWS_CONFIG_FILE", "/dev/null")
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+	h, err := newHandler(t.Context(), env(map[string]string{"COAPGW_AWS_ENDPOINT": m.Endpoint()}), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := processortest.Rec("gw-1", "sensor", "dev-1", time.Unix(1_800_000_000, 0), `{"temp":21}`)
+	r.Seq = 1
+	body, _ := envelope.Encode(r)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	resp, err := h.HandleSQSEvent(ctx, events.SQSEvent{Records: []events.SQSMessage{{MessageId: "m-1", Body: body}, {MessageId: "m-2", Body: "junk"}}})
+	if err != nil || len(resp.BatchItemFailures) != 1 || resp.BatchItemFailures[0].ItemIdentifier != "m-2" {
+		t.Fatalf("%+v %v", resp, err)
+	}
+	reader, _ := awsiot.New(awsiot.Config{}, m.AWSConfig(t.Context()), nil, nil)
+	if s, _, err := reader.Shadow(t.Context(), "dev-1"); err != nil || s != `{"temp":21}` {
+		t.Fatalf("shadow %q %v", s, err)
+	}
+}

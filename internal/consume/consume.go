@@ -1,0 +1,74 @@
+// Package consume drives the processor core from Amazon SQS: Worker is the long-running consumer
+// (`coapgw process`), Handler the core of the Lambda function (cmd/coapgw-lambda). Both decode
+// each message body (internal/envelope) into a record, hand the records to the processor (which
+// coalesces them per thing and applies them to its sink, AWS IoT in production) and acknowledge
+// each message by what became of its record:
+//
+//   - applied or duplicate: the message is deleted (Worker: DeleteMessageBatch; Lambda: not
+//     reported as a failure, so the event source mapping deletes it) — only after the sink
+//     succeeded for it;
+//   - set aside (a permanent failure: undecodable body, invalid payload, thing/type conflict,
+//     shadow limits): the message is left in the queue, visible again at once (Worker:
+//     Config.SetAsideVisibility, default 0; Lambda: reported in batchItemFailures), so that the
+//     queue's redrive policy moves it to the dead-letter queue after maxReceiveCount receives.
+//     Nothing waits for it: the records behind it are applied and deleted meanwhile. The reason
+//     is logged (with the receive count) and counted;
+//   - not finished (the sink kept failing transiently until the batch's deadline, or the worker
+//     is stopping): Worker: ChangeMessageVisibility with exponential backoff by receive count
+//     (Config.BackoffMin·2^(n−1), capped at BackoffMax), or 0 when stopping so another worker
+//     takes it at once; Lambda: reported in batchItemFailures.
+//
+// Redelivery is harmless: the processor and its sink are idempotent and keep the newest value of
+// every property by received_at (docs/aws-processing.md).
+//
+// Worker metrics (registered on the Registerer given to New):
+//
+//	coapgw_consume_received_total                 messages received
+//	coapgw_consume_messages_total{result}         messages acknowledged, by result: deleted,
+//	                                              set_aside (left for the DLQ), retry (returned
+//	                                              with backoff after a transient failure),
+//	                                              released (returned at once on stop)
+//	coapgw_consume_sqs_errors_total{operation}    failed SQS calls or entries: ReceiveMessage,
+//	                                              DeleteMessageBatch, ChangeMessageVisibilityBatch
+//	coapgw_consume_batch_messages                 histogram of messages per processed batch
+//	coapgw_consume_inflight_messages              gauge: received, not yet acknowledged
+//
+// Configuration (Config; flags and COAPGW_* variables in `coapgw process`): QueueURL (--queue,
+// COAPGW_QUEUE), Pollers (--pollers, default 4), WaitTime (20s long polling), MaxMessages (10 per
+// receive), VisibilityTimeout (--visibility-timeout, default 60s, requested on every receive),
+// BatchSize (--batch-size, default 1000 messages per processor batch), BatchWait (--batch-wait,
+// default 250ms to gather a batch), BackoffMin/BackoffMax (1s/5m), SetAsideVisibility (0),
+// StopTimeout (--stop-timeout, default 15s for the current batch on stop).
+package consume
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/coapgw/coapgw/internal/envelope"
+	"github.com/coapgw/coapgw/internal/processor"
+	"github.com/coapgw/coapgw/internal/record"
+	"github.com/coapgw/coapgw/internal/spool"
+)
+
+// Processor is what the drivers need of the processor core; *processor.Processor implements
+// it. Process is called from one goroutine at a time.
+type Processor interface {
+	Process(ctx context.Context, entries []spool.Entry) ([]processor.Outcome, error)
+}
+
+var _ Processor = (*processor.Processor)(nil)
+
+// decodeBody turns an SQS message body into the processor's input: the record encoded as the
+// spool holds it, with its gateway sequence number.
+func decodeBody(body string) (spool.Entry, error) {
+	rec, err := envelope.Decode(body)
+	if err != nil {
+		return spool.Entry{}, err
+	}
+	data, err := record.Append(nil, &rec)
+	if err != nil {
+		return spool.Entry{}, fmt.Errorf("re-encode record: %w", err)
+	}
+	return spool.Entry{Seq: rec.Seq, Data: data}, nil
+}

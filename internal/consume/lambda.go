@@ -1,0 +1,96 @@
+package consume
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-lambda-go/events"
+
+	"github.com/coapgw/coapgw/internal/processor"
+	"github.com/coapgw/coapgw/internal/spool"
+)
+
+// Handler is the core of the Lambda function: an SQS event source mapping with
+// ReportBatchItemFailures calls HandleSQSEvent with a batch of messages.
+type Handler struct {
+	proc Processor
+	log  *slog.Logger
+	// Margin is how long before the invocation's deadline processing is abandoned, so that the
+	// handler can still answer with the unfinished records as failures (default 2s).
+	Margin time.Duration
+
+	mu sync.Mutex // Process is called from one goroutine at a time
+}
+
+// NewHandler returns a handler applying records with proc.
+func NewHandler(proc Processor, log *slog.Logger) (*Handler, error) {
+	if proc == nil {
+		return nil, errors.New("consume: nil processor")
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Handler{proc: proc, log: log, Margin: 2 * time.Second}, nil
+}
+
+// HandleSQSEvent processes the event's records and reports, in batchItemFailures, the messages
+// that must come back: the ones set aside (permanent failures, which the queue's redrive policy
+// moves to the DLQ after maxReceiveCount receives) and, if the sink kept failing transiently until
+// the deadline, every message not yet applied. It never returns an error, which would make the
+// whole batch come back.
+func (h *Handler) HandleSQSEvent(ctx context.Context, ev events.SQSEvent) (events.SQSEventResponse, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var (
+		resp    events.SQSEventResponse
+		entries = make([]spool.Entry, 0, len(ev.Records))
+		owners  = make([]*events.SQSMessage, 0, len(ev.Records))
+	)
+	fail := func(m *events.SQSMessage) {
+		resp.BatchItemFailures = append(resp.BatchItemFailures, events.SQSBatchItemFailure{ItemIdentifier: m.MessageId})
+	}
+	for i := range ev.Records {
+		m := &ev.Records[i]
+		e, err := decodeBody(m.Body)
+		if err != nil {
+			h.log.Warn("record set aside; the queue's redrive policy moves it to the DLQ after maxReceiveCount receives",
+				"message_id", m.MessageId, "receives", m.Attributes["ApproximateReceiveCount"], "reason", "undecodable message: "+err.Error())
+			fail(m)
+			continue
+		}
+		entries = append(entries, e)
+		owners = append(owners, m)
+	}
+	if len(entries) == 0 {
+		return resp, nil
+	}
+	pctx := ctx
+	if dl, ok := ctx.Deadline(); ok {
+		var cancel context.CancelFunc
+		pctx, cancel = context.WithDeadline(ctx, dl.Add(-h.Margin))
+		defer cancel()
+	}
+	out, err := h.proc.Process(pctx, entries)
+	if err == nil && len(out) != len(entries) {
+		err = errors.New("processor returned the wrong number of outcomes")
+	}
+	if err != nil {
+		h.log.Warn("batch not finished; its messages go back to the queue", "err", err, "messages", len(owners))
+		for _, m := range owners {
+			fail(m)
+		}
+		return resp, nil
+	}
+	for i, o := range out {
+		if o.Result == processor.SetAside {
+			m := owners[i]
+			h.log.Warn("record set aside; the queue's redrive policy moves it to the DLQ after maxReceiveCount receives",
+				"message_id", m.MessageId, "receives", m.Attributes["ApproximateReceiveCount"], "reason", o.Reason)
+			fail(m)
+		}
+	}
+	return resp, nil
+}

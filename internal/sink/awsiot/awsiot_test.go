@@ -1,0 +1,413 @@
+package awsiot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/iot/types"
+	"github.com/aws/smithy-go"
+
+	"github.com/coapgw/coapgw/internal/processor"
+	"github.com/coapgw/coapgw/internal/processortest"
+	"github.com/coapgw/coapgw/internal/record"
+)
+
+var t0 = time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
+
+func newTestSink(t testing.TB, f *fakeAWS, cfg Config) *Sink {
+	t.Helper()
+	s, err := newSink(cfg, f, f, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func rec(id string, sec float64, payload string) record.Record {
+	return processortest.Rec("gw-1", "sensor", id, t0.Add(time.Duration(sec*float64(time.Second))), payload)
+}
+
+func results(out []processor.Outcome) string {
+	var s []string
+	for _, o := range out {
+		s = append(s, o.Result.String())
+	}
+	return strings.Join(s, ",")
+}
+
+func apply(t testing.TB, s *Sink, recs ...record.Record) []processor.Outcome {
+	t.Helper()
+	out, err := s.Apply(context.Background(), processortest.Batch(t, recs...))
+	if err != nil {
+		t.Fatalf("apply: %v", err)
+	}
+	return out
+}
+
+// TestCoalescedUpdates: one UpdateThingShadow per thing per batch, control-plane calls only on
+// first sight (one CreateThingType per type, one CreateThing per thing), none afterwards.
+func TestCoalescedUpdates(t *testing.T) {
+	f := newFakeAWS()
+	s := newTestSink(t, f, Config{})
+	var recs []record.Record
+	for i := range 30 {
+		recs = append(recs, rec(fmt.Sprintf("dev-%d", i%3), float64(i), fmt.Sprintf(`{"temp":%d,"i%d":1}`, i, i%5)))
+	}
+	out := apply(t, s, recs...)
+	if strings.Contains(results(out), "set_aside") {
+		t.Fatalf("outcomes %s", results(out))
+	}
+	if got := f.count("UpdateThingShadow"); got != 3 {
+		t.Errorf("UpdateThingShadow %d, want 3 (one per thing)", got)
+	}
+	if ct, cth, d := f.count("CreateThingType"), f.count("CreateThing"), f.count("DescribeThing"); ct != 1 || cth != 3 || d != 0 {
+		t.Errorf("control plane: CreateThingType %d CreateThing %d DescribeThing %d, want 1 3 0", ct, cth, d)
+	}
+	if got := f.state("dev-2"); got != `{"i0":1,"i2":1,"i3":1,"i4":1,"i1":1,"temp":29}` && canon(t, got) != canon(t, `{"i0":1,"i1":1,"i2":1,"i3":1,"i4":1,"temp":29}`) {
+		t.Errorf("dev-2 state %s", got)
+	}
+	// Second batch for the same things: updates only.
+	cp, gets := f.controlPlane(), f.count("GetThingShadow")
+	apply(t, s, rec("dev-0", 100, `{"temp":1}`), rec("dev-1", 100, `{"temp":1}`), rec("dev-0", 101, `{"temp":2}`))
+	if f.controlPlane() != cp || f.count("GetThingShadow") != gets {
+		t.Errorf("calls for things already seen: %v", f)
+	}
+	if got := f.count("UpdateThingShadow"); got != 5 {
+		t.Errorf("UpdateThingShadow %d, want 5", got)
+	}
+}
+
+// TestRedeliveryAndOrder: the same record again, or an older one, changes nothing and costs no
+// call; an older record still sets properties the newer ones did not touch.
+func TestRedeliveryAndOrder(t *testing.T) {
+	f := newFakeAWS()
+	s := newTestSink(t, f, Config{})
+	newer := rec("dev", 10, `{"temp":22,"env":{"hum":40}}`)
+	apply(t, s, newer)
+	updates := f.count("UpdateThingShadow")
+	if out := apply(t, s, newer); results(out) != "duplicate" || f.count("UpdateThingShadow") != updates {
+		t.Fatalf("redelivery: %s, %d updates", results(out), f.count("UpdateThingShadow")-updates)
+	}
+	older := rec("dev", 5, `{"temp":11,"env":{"hum":99}}`)
+	older.Seq = 7
+	if out := apply(t, s, older); results(out) != "duplicate" || f.count("UpdateThingShadow") != updates {
+		t.Fatalf("older record: %s", results(out))
+	}
+	if got := f.state("dev"); canon(t, got) != canon(t, `{"env":{"hum":40},"temp":22}`) {
+		t.Fatalf("state went backwards: %s", got)
+	}
+	partly := rec("dev", 6, `{"temp":12,"batt":3.1}`)
+	if out := apply(t, s, partly); results(out) != "applied" {
+		t.Fatalf("older record with a new property: %s", results(out))
+	}
+	if got := f.state("dev"); canon(t, got) != canon(t, `{"batt":3.1,"env":{"hum":40},"temp":22}`) {
+		t.Fatalf("state %s", got)
+	}
+	// In one batch, newest wins whatever the order; each record newer than the shadow counts as
+	// applied, one older than the shadow as a duplicate.
+	out := apply(t, s, rec("dev", 30, `{"temp":30}`), rec("dev", 20, `{"temp":20}`), rec("dev", 8, `{"temp":8}`))
+	if results(out) != "applied,applied,duplicate" || !strings.Contains(f.state("dev"), `"temp":30`) {
+		t.Fatalf("batch out of order: %s, state %s", results(out), f.state("dev"))
+	}
+}
+
+// TestColdCacheKeepsOrder: a second worker (empty cache) rebuilds the document from the shadow:
+// older records still change nothing, no control-plane call is made (the type is in the
+// shadow), only GetThingShadow once.
+func TestColdCacheKeepsOrder(t *testing.T) {
+	f := newFakeAWS()
+	a := newTestSink(t, f, Config{})
+	apply(t, a, rec("dev", 10, `{"temp":22,"gone":1}`), rec("dev", 11, `{"gone":null}`))
+	cp := f.controlPlane()
+	b := newTestSink(t, f, Config{})
+	out := apply(t, b, rec("dev", 5, `{"temp":11}`), rec("dev", 6, `{"gone":5}`))
+	if results(out) != "duplicate,duplicate" {
+		t.Fatalf("older records on a cold worker: %s, state %s", results(out), f.state("dev"))
+	}
+	if f.controlPlane() != cp || f.count("GetThingShadow") != 2 {
+		t.Fatalf("calls: %v", f)
+	}
+	if got := f.state("dev"); got != `{"temp":22}` {
+		t.Fatalf("state %s", got)
+	}
+}
+
+// TestConcurrentWriters: two workers with stale caches; version conflicts make them re-read and
+// merge, so neither loses the other's newer properties.
+func TestConcurrentWriters(t *testing.T) {
+	f := newFakeAWS()
+	a, b := newTestSink(t, f, Config{}), newTestSink(t, f, Config{})
+	apply(t, a, rec("dev", 1, `{"x":1,"y":1}`))
+	apply(t, b, rec("dev", 2, `{"y":2}`)) // b reads the shadow (cold), writes
+	apply(t, a, rec("dev", 3, `{"x":3}`)) // a's cache is stale: conflict, re-read, merge
+	apply(t, b, rec("dev", 1.5, `{"x":0,"y":0,"z":0}`))
+	if got := f.state("dev"); canon(t, got) != canon(t, `{"x":3,"y":2,"z":0}`) {
+		t.Fatalf("state %s", got)
+	}
+	if a.m == nil || f.count("GetThingShadow") < 3 {
+		t.Fatalf("expected re-reads after conflicts: %v", f)
+	}
+	// A writer interleaving on every update: after ConflictRetries the batch fails transiently.
+	f.beforeUpdate = func(string) { f.setShadow("dev", `{"w":1}`) }
+	_, err := a.Apply(context.Background(), processortest.Batch(t, rec("dev", 9, `{"x":9}`)))
+	if err == nil || !strings.Contains(err.Error(), "conflict") {
+		t.Fatalf("persistent conflicts: err %v", err)
+	}
+}
+
+// TestTypeConflict: a thing that exists with another type is set aside with the reason, found
+// once; its next records cost no call.
+func TestTypeConflict(t *testing.T) {
+	f := newFakeAWS()
+	f.types["meter"], f.things["dev"] = true, "meter"
+	f.things["bare"] = ""
+	s := newTestSink(t, f, Config{})
+	out := apply(t, s, rec("dev", 1, `{"a":1}`), rec("ok", 1, `{"a":1}`), rec("bare", 1, `{"a":1}`))
+	if out[0].Result != processor.SetAside || out[0].Reason != "thing dev exists with type meter" {
+		t.Fatalf("outcome %+v", out[0])
+	}
+	if out[1].Result != processor.Applied || out[2].Reason != "thing bare exists without a thing type" {
+		t.Fatalf("outcomes %+v", out)
+	}
+	calls := f.String()
+	out = apply(t, s, rec("dev", 2, `{"a":2}`))
+	if out[0].Result != processor.SetAside || f.String() != calls {
+		t.Fatalf("second record: %+v, calls %v → %v", out[0], calls, f)
+	}
+	// A record with the thing's real type works.
+	r := processortest.Rec("gw-1", "meter", "dev", t0, `{"kwh":1}`)
+	if out := apply(t, s, r); out[0].Result != processor.Applied {
+		t.Fatalf("right type: %+v", out[0])
+	}
+	// A cold worker learns the conflict from the shadow's type and confirms it once.
+	s2 := newTestSink(t, f, Config{})
+	if out := apply(t, s2, rec("dev", 3, `{"a":3}`)); out[0].Reason != "thing dev exists with type meter" {
+		t.Fatalf("cold worker: %+v", out[0])
+	}
+}
+
+// TestSetAsideAndLimits: invalid records, the reserved key and records that would push the
+// shadow over 8 KB are set aside; the rest of the batch is applied.
+func TestSetAsideAndLimits(t *testing.T) {
+	f := newFakeAWS()
+	s := newTestSink(t, f, Config{})
+	big := fmt.Sprintf(`{"blob":"%s"}`, strings.Repeat("x", 5000))
+	big2 := fmt.Sprintf(`{"blob2":"%s"}`, strings.Repeat("y", 5000))
+	out := apply(t, s,
+		rec("dev", 1, `{"a":1}`),
+		rec("dev", 2, big),
+		rec("dev", 3, big2), // fits alone, not with blob
+		rec("dev", 4, `{"_coapgw":{"v":2}}`),
+		rec("dev", 5, `not json`),
+		rec("bad name!", 5, `{"a":1}`),
+	)
+	if got := results(out); got != "applied,applied,set_aside,set_aside,set_aside,set_aside" {
+		t.Fatalf("outcomes %s: %+v", got, out)
+	}
+	if !strings.Contains(out[2].Reason, "over the 8192-byte limit") || !strings.Contains(out[3].Reason, "reserved") {
+		t.Fatalf("reasons %q %q", out[2].Reason, out[3].Reason)
+	}
+	if f.count("UpdateThingShadow") != 1 {
+		t.Fatalf("updates %d", f.count("UpdateThingShadow"))
+	}
+	// A state that fits the processor's check but not with coapgw's key is refused too.
+	nearly := fmt.Sprintf(`{"n":"%s"}`, strings.Repeat("z", processor.MaxShadowBytes-8-20))
+	out = apply(t, s, rec("dev2", 1, nearly))
+	if out[0].Result != processor.SetAside || !strings.Contains(out[0].Reason, "coapgw") {
+		t.Fatalf("near the limit: %+v", out[0])
+	}
+}
+
+// TestClassification: which AWS errors fail the batch (transient: retried) and which set its
+// records aside (permanent).
+func TestClassification(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		err       error
+		permanent bool
+	}{
+		{"throttling", apiErr("ThrottlingException"), false},
+		{"service unavailable", apiErr("ServiceUnavailableException"), false},
+		{"internal failure", apiErr("InternalFailureException"), false},
+		{"unauthorized", apiErr("UnauthorizedException"), false},
+		{"access denied", apiErr("AccessDeniedException"), false},
+		{"network", &net.OpError{Op: "dial", Err: errors.New("connection refused")}, false},
+		{"deadline", context.DeadlineExceeded, false},
+		{"invalid request", apiErr("InvalidRequestException"), true},
+		{"too large", apiErr("RequestEntityTooLargeException"), true},
+		{"encoding", apiErr("UnsupportedDocumentEncodingException"), true},
+		{"typed invalid request", &smithy.OperationError{Err: &types.InvalidRequestException{Message: aws.String("bad")}}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var pe *permanentError
+			if got := errors.As(classify(tc.err), &pe); got != tc.permanent {
+				t.Fatalf("permanent = %v, want %v", got, tc.permanent)
+			}
+			// Through the sink: an update failing so.
+			f := newFakeAWS()
+			s := newTestSink(t, f, Config{})
+			f.fail = func(op, _ string) error {
+				if op == "UpdateThingShadow" {
+					return tc.err
+				}
+				return nil
+			}
+			out, err := s.Apply(context.Background(), processortest.Batch(t, rec("dev", 1, `{"a":1}`), rec("ok", 1, `[1]`)))
+			if tc.permanent {
+				if err != nil || out[0].Result != processor.SetAside || !strings.Contains(out[0].Reason, "rejected") {
+					t.Fatalf("permanent: err %v, out %+v", err, out)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("transient error not returned: %+v", out)
+			}
+			// The retry of the batch succeeds once AWS recovers.
+			f.fail = nil
+			out, err = s.Apply(context.Background(), processortest.Batch(t, rec("dev", 1, `{"a":1}`), rec("ok", 1, `[1]`)))
+			if err != nil || results(out) != "applied,set_aside" {
+				t.Fatalf("retry: %v %s", err, results(out))
+			}
+		})
+	}
+}
+
+// TestTransientPartialFailure: when one thing fails, the others are remembered, and the retry
+// of the batch only calls for the failed one.
+func TestTransientPartialFailure(t *testing.T) {
+	f := newFakeAWS()
+	s := newTestSink(t, f, Config{})
+	f.fail = func(op, thing string) error {
+		if op == "UpdateThingShadow" && thing == "dev-3" {
+			return apiErr("ThrottlingException")
+		}
+		return nil
+	}
+	var recs []record.Record
+	for i := range 8 {
+		recs = append(recs, rec(fmt.Sprintf("dev-%d", i), 1, `{"a":1}`))
+	}
+	b := processortest.Batch(t, recs...)
+	if _, err := s.Apply(context.Background(), b); err == nil {
+		t.Fatal("no error")
+	}
+	f.fail = nil
+	before := f.count("UpdateThingShadow")
+	out, err := s.Apply(context.Background(), b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := f.count("UpdateThingShadow") - before; got != 1 {
+		t.Fatalf("retry made %d updates, want 1", got)
+	}
+	if got := results(out); got != "duplicate,duplicate,duplicate,applied,duplicate,duplicate,duplicate,duplicate" {
+		t.Fatalf("outcomes %s", got)
+	}
+}
+
+// TestThingTypeCreatedOnce: things of one new type updated concurrently share one
+// CreateThingType; a type deleted behind the cache's back is recreated.
+func TestThingTypeCreatedOnce(t *testing.T) {
+	f := newFakeAWS()
+	s := newTestSink(t, f, Config{Concurrency: 16})
+	var recs []record.Record
+	for i := range 64 {
+		recs = append(recs, rec(fmt.Sprintf("dev-%d", i), 1, `{"a":1}`))
+	}
+	apply(t, s, recs...)
+	if got := f.count("CreateThingType"); got != 1 {
+		t.Fatalf("CreateThingType %d", got)
+	}
+	f.mu.Lock()
+	delete(f.types, "sensor")
+	f.mu.Unlock()
+	apply(t, s, rec("new-dev", 1, `{"a":1}`))
+	if got := f.count("CreateThingType"); got != 2 {
+		t.Fatalf("CreateThingType %d after the type vanished", got)
+	}
+}
+
+// TestCacheBounded: the thing cache holds at most ThingCacheSize things; an evicted thing costs
+// a GetThingShadow again but no control-plane call.
+func TestCacheBounded(t *testing.T) {
+	f := newFakeAWS()
+	s := newTestSink(t, f, Config{ThingCacheSize: 10})
+	for i := range 25 {
+		apply(t, s, rec(fmt.Sprintf("dev-%d", i), 1, `{"a":1}`))
+	}
+	if s.CachedThings() != 10 {
+		t.Fatalf("cached %d", s.CachedThings())
+	}
+	cp, gets := f.controlPlane(), f.count("GetThingShadow")
+	apply(t, s, rec("dev-0", 2, `{"a":2}`))
+	if f.controlPlane() != cp || f.count("GetThingShadow") != gets+1 {
+		t.Fatalf("evicted thing: %v", f)
+	}
+	c := newLRU[string, int](2)
+	c.Add("a", 1)
+	c.Add("b", 2)
+	c.Get("a")
+	c.Add("c", 3)
+	if _, ok := c.Get("b"); ok {
+		t.Fatal("least recently used key kept")
+	}
+	if v, ok := c.Get("a"); !ok || v != 1 {
+		t.Fatal("recently used key evicted")
+	}
+}
+
+// TestPublish: every valid record is published once, to the templated topic, even when the
+// batch is retried after a transient failure.
+func TestPublish(t *testing.T) {
+	f := newFakeAWS()
+	s := newTestSink(t, f, Config{PublishTopic: "$aws/rules/coapgw/{type}/{thing}"})
+	f.fail = func(op, thing string) error {
+		if op == "UpdateThingShadow" && thing == "b" {
+			return apiErr("ServiceUnavailableException")
+		}
+		return nil
+	}
+	b := processortest.Batch(t, rec("a", 1, `{"x":1}`), rec("a", 2, `{"x":2}`), rec("b", 1, `{"x":1}`), rec("c", 1, `bad`))
+	if _, err := s.Apply(context.Background(), b); err == nil {
+		t.Fatal("no error")
+	}
+	f.fail = nil
+	if _, err := s.Apply(context.Background(), b); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.count("Publish"); got != 3 {
+		t.Fatalf("published %d, want 3", got)
+	}
+	if f.count("topic:$aws/rules/coapgw/sensor/a") != 2 {
+		t.Fatalf("topics: %v", f)
+	}
+	if _, err := newSink(Config{PublishTopic: "a/+/b"}, f, f, nil, nil); err == nil {
+		t.Fatal("wildcard topic accepted")
+	}
+}
+
+// TestParseForeignShadow: a shadow written by someone else (no coapgw key) is taken as written
+// at its timestamp; the thing is then created with the record's type.
+func TestParseForeignShadow(t *testing.T) {
+	f := newFakeAWS()
+	f.setShadow("dev", `{"temp":5,"fw":"1.0"}`) // timestamp 1_800_000_001 s
+	s := newTestSink(t, f, Config{})
+	at := time.Unix(1_800_000_000, 0)
+	out := apply(t, s, processortest.Rec("gw", "sensor", "dev", at, `{"temp":1,"new":1}`))
+	if results(out) != "applied" || canon(t, f.state("dev")) != canon(t, `{"fw":"1.0","new":1,"temp":5}`) {
+		t.Fatalf("%s %s", results(out), f.state("dev"))
+	}
+	if f.count("CreateThing") != 1 {
+		t.Fatalf("calls %v", f)
+	}
+	out = apply(t, s, processortest.Rec("gw", "sensor", "dev", at.Add(time.Hour), `{"temp":9}`))
+	if results(out) != "applied" || !strings.Contains(f.state("dev"), `"temp":9`) {
+		t.Fatalf("%s %s", results(out), f.state("dev"))
+	}
+}
