@@ -42,6 +42,10 @@ type Config struct {
 	DedupPerPeer      int           `yaml:"dedup_per_peer"`
 
 	Process          string        `yaml:"process"`
+	Queue            string        `yaml:"queue"`
+	AckAfter         string        `yaml:"ack_after"`
+	QueueAckTimeout  time.Duration `yaml:"queue_ack_timeout"`
+	AWSEndpoint      string        `yaml:"aws_endpoint"`
 	ProcessorBatch   int           `yaml:"processor_batch"`
 	HistoryMaxAge    time.Duration `yaml:"history_max_age"`
 	HistoryMaxPoints int           `yaml:"history_max_points"`
@@ -72,6 +76,8 @@ func Default() Config {
 		DedupMaxEntries:   500_000,
 		DedupPerPeer:      1024,
 		Process:           "local",
+		AckAfter:          "spool",
+		QueueAckTimeout:   3 * time.Second,
 		ProcessorBatch:    5000,
 		HistoryMaxAge:     7 * 24 * time.Hour,
 		HistoryMaxPoints:  1000,
@@ -103,6 +109,10 @@ func (c *Config) options() []option {
 		{"dedup-max-entries", "global cap on remembered (peer, MID) pairs", &c.DedupMaxEntries},
 		{"dedup-per-peer", "per-peer cap on remembered (peer, MID) pairs", &c.DedupPerPeer},
 		{"process", "local: apply records to the embedded registry and serve the dashboard; none: only ingest into the spool", &c.Process},
+		{"queue", "SQS queue URL: forward the spool to it (the AWS pipeline) instead of processing locally", &c.Queue},
+		{"ack-after", "spool: 2.04 after the fsync; queue: 2.04 only after SQS accepted the record (needs --queue)", &c.AckAfter},
+		{"queue-ack-timeout", "with --ack-after=queue: answer 5.03 if SQS has not accepted a record by then", &c.QueueAckTimeout},
+		{"aws-endpoint", "base URL for the AWS APIs (tests against an emulator only)", &c.AWSEndpoint},
 		{"processor-batch", "most records the local processor applies in one transaction", &c.ProcessorBatch},
 		{"history-max-age", "telemetry history older than this is dropped", &c.HistoryMaxAge},
 		{"history-max-points", "telemetry history kept per thing (records with numeric properties)", &c.HistoryMaxPoints},
@@ -222,6 +232,18 @@ func (c *Config) Validate() error {
 	}
 	if c.Process != "local" && c.Process != "none" {
 		bad("process %q: want local or none", c.Process)
+	}
+	if c.AckAfter != "spool" && c.AckAfter != "queue" {
+		bad("ack-after %q: want spool or queue", c.AckAfter)
+	}
+	if c.QueueAckTimeout <= 0 {
+		bad("queue-ack-timeout must be positive")
+	}
+	if c.AckAfter == "queue" && c.Queue == "" {
+		bad("ack-after queue needs --queue")
+	}
+	if c.Queue != "" && !strings.HasPrefix(c.Queue, "https://") && !strings.HasPrefix(c.Queue, "http://") {
+		bad("queue %q: want the queue URL (https://sqs.<region>.amazonaws.com/<account>/<name>)", c.Queue)
 	}
 	if c.ProcessorBatch < 1 || c.ProcessorBatch > 100_000 {
 		bad("processor-batch %d: want 1–100000", c.ProcessorBatch)

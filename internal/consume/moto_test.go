@@ -451,7 +451,9 @@ func TestMotoLambda(t *testing.T) {
 				}
 			}
 		}
-		return e.depth(t, e.queue) == 0
+		// Visible depth alone is not enough: the poison record is invisible for a second after
+		// each failure. Done when the queue is empty and the DLQ has taken it.
+		return e.depth(t, e.queue) == 0 && e.depth(t, e.dlq) == 1
 	})
 	if failed != 2 || e.depth(t, e.dlq) != 1 {
 		t.Errorf("failures reported %d (want 2: the deep record, twice), DLQ %d", failed, e.depth(t, e.dlq))

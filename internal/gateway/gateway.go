@@ -12,6 +12,7 @@ import (
 	"net/http/pprof"
 	"net/netip"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -39,7 +40,8 @@ type Gateway struct {
 	httpLn net.Listener
 	ready  atomic.Bool
 
-	local   *local // nil unless --process=local
+	local   *local      // nil unless --process=local and no --queue
+	forward *forwarding // nil unless --queue
 	started time.Time
 	rate    rate
 }
@@ -59,7 +61,13 @@ func New(cfg config.Config, log *slog.Logger) (*Gateway, error) {
 		return nil, fmt.Errorf("open spool: %w", err)
 	}
 	g.spool = sp
-	if cfg.Process == "local" {
+	switch {
+	case cfg.Queue != "":
+		if err := g.openForward(); err != nil {
+			sp.Close()
+			return nil, err
+		}
+	case cfg.Process == "local":
 		if err := g.openLocal(); err != nil {
 			sp.Close()
 			return nil, err
@@ -75,6 +83,7 @@ func New(cfg config.Config, log *slog.Logger) (*Gateway, error) {
 	g.ingest, err = ingest.New(ingest.Config{
 		GatewayID: cfg.GatewayID, MaxPayload: cfg.MaxPayload,
 		RetryAfter: int(cfg.RetryAfter / time.Second), Version: Version,
+		AfterStored: g.afterStored(),
 	}, sp, log.With("component", "ingest"), g.reg)
 	if err != nil {
 		return fail(err)
@@ -107,6 +116,30 @@ func New(cfg config.Config, log *slog.Logger) (*Gateway, error) {
 		}
 	}
 	return g, nil
+}
+
+// errQueueTimeout answers 5.03 when SQS has not accepted a record within --queue-ack-timeout
+// (an outage or throttling); the record stays in the spool and is forwarded later, so a device
+// that retries may add a duplicate, which the processor's merge rules make harmless.
+var errQueueTimeout = errors.New("queue did not accept the record in time")
+
+// afterStored is ingest's hook for --ack-after=queue: the device's 2.04 waits until SQS accepted
+// the record, for at most --queue-ack-timeout.
+func (g *Gateway) afterStored() func(uint64, func(error)) error {
+	if g.cfg.AckAfter != "queue" || g.forward == nil {
+		return nil
+	}
+	return func(seq uint64, done func(error)) error {
+		var once sync.Once
+		finish := func(err error) { once.Do(func() { done(err) }) }
+		timer := time.AfterFunc(g.cfg.QueueAckTimeout, func() { finish(errQueueTimeout) })
+		if err := g.forward.fwd.OnAccepted(seq, func(err error) { timer.Stop(); finish(err) }); err != nil {
+			if timer.Stop() {
+				return err
+			}
+		}
+		return nil
+	}
 }
 
 // CoAPAddr is the bound UDP address.
@@ -176,8 +209,11 @@ func (g *Gateway) Serve(ctx context.Context) error {
 	if g.local != nil {
 		g.local.start(g)
 	}
+	if g.forward != nil {
+		g.forward.start(g)
+	}
 	g.ready.Store(true)
-	g.log.Info("coapgw serving", "process", g.cfg.Process, "coap", g.CoAPAddr().String(), "http", g.HTTPAddr(), "data_dir", g.cfg.DataDir, "version", Version)
+	g.log.Info("coapgw serving", "process", g.cfg.Process, "queue", g.cfg.Queue, "ack_after", g.cfg.AckAfter, "coap", g.CoAPAddr().String(), "http", g.HTTPAddr(), "data_dir", g.cfg.DataDir, "version", Version)
 	var runErr error
 	select {
 	case <-ctx.Done():
@@ -203,6 +239,9 @@ func (g *Gateway) shutdown() {
 	g.coap.Close()
 	if g.local != nil {
 		g.local.stopProcessor()
+	}
+	if g.forward != nil {
+		g.forward.stop()
 	}
 	if err := g.spool.Close(); err != nil {
 		g.log.Error("close spool", "err", err)

@@ -8,7 +8,7 @@
 //	GET /health                2.05 JSON: status, spool depth, version
 //
 // Metrics: coapgw_ingest_records_total{result} (accepted, rejected, spool_full, spool_error,
-// draining).
+// draining, queue_error).
 package ingest
 
 import (
@@ -39,6 +39,10 @@ type Config struct {
 	MaxDepth   int    // JSON nesting limit (default 6)
 	RetryAfter int    // Max-Age in seconds on 5.03 (default 5)
 	Version    string // reported by /health
+	// AfterStored, if set, is called once a record is durable in the spool; the device gets its
+	// answer only when done is called (--ack-after=queue: after SQS accepted it). It must not
+	// block. An error from it, or passed to done, answers 5.03.
+	AfterStored func(seq uint64, done func(error)) error
 }
 
 // Handler implements coapserver.Handler.
@@ -62,6 +66,7 @@ const (
 	resFull
 	resError
 	resDraining
+	resQueue
 	numResults
 )
 
@@ -88,7 +93,7 @@ func New(cfg Config, sp Spool, log *slog.Logger, reg prometheus.Registerer) (*Ha
 	h := &Handler{cfg: cfg, spool: sp, log: log}
 	h.bufs.New = func() any { b := make([]byte, 0, 512); return &b }
 	vec := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "coapgw_ingest_records_total", Help: "Telemetry requests by result."}, []string{"result"})
-	for i, n := range []string{"accepted", "rejected", "spool_full", "spool_error", "draining"} {
+	for i, n := range []string{"accepted", "rejected", "spool_full", "spool_error", "draining", "queue_error"} {
 		h.results[i] = vec.WithLabelValues(n)
 	}
 	if reg != nil {
@@ -241,7 +246,15 @@ func (h *Handler) ServeCoAP(w *coapserver.ResponseWriter, r *coapserver.Request)
 	b = record.AppendPeer(b, r.Peer)
 	b = record.AppendPayload(b, m.Payload)
 	w.Defer()
-	err := h.spool.Append(b, func(_ uint64, err error) { h.done(w, err) })
+	err := h.spool.Append(b, func(seq uint64, err error) {
+		if err != nil || h.cfg.AfterStored == nil {
+			h.done(w, err)
+			return
+		}
+		if err := h.cfg.AfterStored(seq, func(err error) { h.done(w, err) }); err != nil {
+			h.done(w, err)
+		}
+	})
 	*bp = b[:0]
 	h.bufs.Put(bp)
 	if err != nil {
@@ -258,6 +271,9 @@ func (h *Handler) done(w *coapserver.ResponseWriter, err error) {
 	}
 	if errors.Is(err, spool.ErrFull) {
 		h.results[resFull].Inc()
+	} else if h.cfg.AfterStored != nil && !errors.Is(err, spool.ErrUnavailable) && !errors.Is(err, spool.ErrClosed) {
+		h.results[resQueue].Inc()
+		h.log.Warn("queue did not accept a stored record", "err", err)
 	} else {
 		h.results[resError].Inc()
 		h.log.Warn("spool append failed", "err", err)
