@@ -7,10 +7,12 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -122,4 +124,102 @@ func TestAWSPipelineEndToEnd(t *testing.T) {
 		t.Fatalf("dev-outage has type %q, want aws", got)
 	}
 	stopWorker()
+}
+
+// TestAWSOutageUnderLoad: with --ack-after=spool, cutting the gateway off from SQS in the middle of
+// a load changes nothing for the devices (every request still gets 2.04) while the spool grows;
+// when the link is back everything drains, and every acknowledged record is in its shadow.
+func TestAWSOutageUnderLoad(t *testing.T) {
+	m := awstest.Start(t)
+	awsEnv(t)
+	queue := m.CreateQueue(t.Context(), "coapgw-outage", nil)
+	proxy := m.NewProxy(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	code := make(chan int, 1)
+	go func() {
+		code <- run(ctx, []string{"process", "--queue", queue, "--sink", "awsiot", "--aws-endpoint", m.Endpoint(),
+			"--http-addr", fmt.Sprintf("127.0.0.1:%d", freeTCPPort(t)), "--batch-wait", "50ms", "--wait-time", "1s"}, io.Discard, io.Discard)
+	}()
+	defer func() {
+		cancel()
+		<-code
+	}()
+	g := startGW(t, t.TempDir(), "--queue", queue, "--aws-endpoint", proxy.Endpoint())
+
+	const devices, perDevice = 12, 60
+	var mu sync.Mutex
+	acked := make([][]int, devices)
+	other := map[coapmsg.Code]int{}
+	var wg sync.WaitGroup
+	for d := 0; d < devices; d++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := coaptest.Dial(g.coap)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer c.Close()
+			for n := 0; n < perDevice; n++ {
+				resp, err := c.Post(fmt.Sprintf("/outage/od-%d", d), fmt.Sprintf(`{"r%d":1}`, n))
+				mu.Lock()
+				switch {
+				case err != nil:
+					other[0]++
+				case resp.Code == coapmsg.Changed:
+					acked[d] = append(acked[d], n)
+				default:
+					other[resp.Code]++
+				}
+				mu.Unlock()
+				time.Sleep(15 * time.Millisecond)
+			}
+		}()
+	}
+	time.Sleep(200 * time.Millisecond)
+	proxy.Cut()
+	time.Sleep(500 * time.Millisecond)
+	var rd struct {
+		Depth int64 `json:"spool_depth"`
+	}
+	getJSON(t, g, "/readyz", &rd)
+	proxy.Restore()
+	wg.Wait()
+	if len(other) > 0 {
+		t.Fatalf("devices got answers other than 2.04 during the outage: %v", other)
+	}
+	if rd.Depth == 0 {
+		t.Fatal("the spool did not grow while SQS was unreachable")
+	}
+	reader, err := awsiot.New(awsiot.Config{}, m.AWSConfig(t.Context()), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := 0
+	for d := 0; d < devices; d++ {
+		thing := fmt.Sprintf("od-%d", d)
+		var missing []int
+		for deadline := time.Now().Add(90 * time.Second); ; {
+			s, _, _ := reader.Shadow(t.Context(), thing)
+			var got map[string]any
+			_ = json.Unmarshal([]byte(s), &got)
+			missing = missing[:0]
+			for _, n := range acked[d] {
+				if _, ok := got[fmt.Sprintf("r%d", n)]; !ok {
+					missing = append(missing, n)
+				}
+			}
+			if len(missing) == 0 || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		if len(missing) > 0 {
+			t.Fatalf("%s: %d acknowledged records never reached the shadow: %v", thing, len(missing), missing)
+		}
+		total += len(acked[d])
+	}
+	t.Logf("%d records acknowledged (spool depth %d during the outage), lost 0", total, rd.Depth)
+	g.stop(syscall.SIGTERM)
 }
