@@ -34,7 +34,6 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	awsmiddleware "github.com/aws/aws-sdk-go-v2/aws/middleware"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
@@ -273,15 +272,15 @@ func CountCalls(cfg *aws.Config) *Calls {
 	cfg.APIOptions = append(cfg.APIOptions, func(st *middleware.Stack) error {
 		err := st.Initialize.Add(middleware.InitializeMiddlewareFunc("coapgwCountCalls",
 			func(ctx context.Context, in middleware.InitializeInput, next middleware.InitializeHandler) (middleware.InitializeOutput, middleware.Metadata, error) {
-				c.add(c.calls, awsmiddleware.GetOperationName(ctx))
+				c.add(c.calls, middleware.GetOperationName(ctx))
 				return next.HandleInitialize(ctx, in)
-			}), middleware.Before)
+			}), middleware.After) // at the end of the step: the operation name is set by then
 		if err != nil {
 			return err
 		}
 		return st.Finalize.Add(middleware.FinalizeMiddlewareFunc("coapgwCountAttempts",
 			func(ctx context.Context, in middleware.FinalizeInput, next middleware.FinalizeHandler) (middleware.FinalizeOutput, middleware.Metadata, error) {
-				c.add(c.attempts, awsmiddleware.GetOperationName(ctx))
+				c.add(c.attempts, middleware.GetOperationName(ctx))
 				return next.HandleFinalize(ctx, in)
 			}), middleware.After)
 	})
@@ -299,6 +298,24 @@ func (c *Calls) Count(op string) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.calls[op]
+}
+
+// Total is the number of calls of all the operations ops.
+func (c *Calls) Total(ops ...string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, op := range ops {
+		n += c.calls[op]
+	}
+	return n
+}
+
+// String lists the calls by operation, for test logs.
+func (c *Calls) String() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return fmt.Sprint(c.calls)
 }
 
 // Attempts is the number of HTTP attempts of operation op, retries included.

@@ -20,7 +20,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/iot"
 	awssqs "github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
-	"github.com/aws/smithy-go/middleware"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/coapgw/coapgw/internal/awstest"
@@ -31,51 +30,13 @@ import (
 	"github.com/coapgw/coapgw/internal/sink/awsiot"
 )
 
-// opCounter counts SDK operations by name (one per API call, retries not counted).
-type opCounter struct {
-	mu sync.Mutex
-	m  map[string]int
-}
-
-// countOps adds a counting middleware to cfg's APIOptions; clients made from cfg afterwards are
-// counted. It runs at the end of the Initialize step, where the operation name is known.
-func countOps(cfg *aws.Config) *opCounter {
-	c := &opCounter{m: map[string]int{}}
-	cfg.APIOptions = append(cfg.APIOptions, func(st *middleware.Stack) error {
-		return st.Initialize.Add(middleware.InitializeMiddlewareFunc("coapgwTestCount",
-			func(ctx context.Context, in middleware.InitializeInput, next middleware.InitializeHandler) (middleware.InitializeOutput, middleware.Metadata, error) {
-				c.mu.Lock()
-				c.m[middleware.GetOperationName(ctx)]++
-				c.mu.Unlock()
-				return next.HandleInitialize(ctx, in)
-			}), middleware.After)
-	})
-	return c
-}
-
-func (c *opCounter) n(ops ...string) int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	total := 0
-	for _, op := range ops {
-		total += c.m[op]
-	}
-	return total
-}
-
-func (c *opCounter) String() string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return fmt.Sprint(c.m)
-}
-
 var controlPlane = []string{"CreateThingType", "CreateThing", "DescribeThing", "DescribeEndpoint"}
 
 // motoEnv is moto with a queue whose redrive policy sends messages to a DLQ after two receives.
 type motoEnv struct {
 	moto       *awstest.Moto
 	cfg        aws.Config // counted
-	calls      *opCounter
+	calls      *awstest.Calls
 	sqs        *awssqs.Client // not counted
 	iot        *iot.Client    // not counted
 	reader     *awsiot.Sink   // not counted: reads shadows
@@ -95,7 +56,7 @@ func newMotoEnv(t *testing.T) *motoEnv {
 	redrive := fmt.Sprintf(`{"deadLetterTargetArn":%q,"maxReceiveCount":"2"}`, attrs.Attributes["QueueArn"])
 	e.queue = m.CreateQueue(ctx, "coapgw", map[string]string{"RedrivePolicy": redrive})
 	e.cfg = m.AWSConfig(ctx)
-	e.calls = countOps(&e.cfg)
+	e.calls = awstest.CountCalls(&e.cfg)
 	if e.reader, err = awsiot.New(awsiot.Config{}, m.AWSConfig(ctx), nil, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -237,16 +198,16 @@ func TestMotoWorker(t *testing.T) {
 	e.done(t, p, 60)
 	p.stop()
 
-	if got := e.calls.n("CreateThingType"); got != 2 {
+	if got := e.calls.Total("CreateThingType"); got != 2 {
 		t.Errorf("CreateThingType %d, want 2 (new types)", got)
 	}
-	if got := e.calls.n("CreateThing"); got != 6 {
+	if got := e.calls.Total("CreateThing"); got != 6 {
 		t.Errorf("CreateThing %d, want 6 (new things)", got)
 	}
-	if got := e.calls.n("DescribeThing", "DescribeEndpoint"); got != 0 {
+	if got := e.calls.Total("DescribeThing", "DescribeEndpoint"); got != 0 {
 		t.Errorf("DescribeThing/Endpoint %d, want 0", got)
 	}
-	if u, touched := e.calls.n("UpdateThingShadow"), p.touchedThings(); u > touched || u < 6 {
+	if u, touched := e.calls.Total("UpdateThingShadow"), p.touchedThings(); u > touched || u < 6 {
 		t.Errorf("UpdateThingShadow %d for %d (thing, batch) pairs", u, touched)
 	}
 	for i := range 6 {
@@ -270,7 +231,7 @@ func TestMotoWorker(t *testing.T) {
 	}
 
 	// A second worker with an empty cache: no control-plane call for things already seen.
-	cp, gets := e.calls.n(controlPlane...), e.calls.n("GetThingShadow")
+	cp, gets := e.calls.Total(controlPlane...), e.calls.Total("GetThingShadow")
 	var more []record.Record
 	for i := range 30 {
 		typ := "sensor"
@@ -279,18 +240,18 @@ func TestMotoWorker(t *testing.T) {
 		}
 		more = append(more, motoRec("gw-a", typ, fmt.Sprintf("dev-%d", i%6), uint64(100+i), 100+i, fmt.Sprintf(`{"n":%d}`, 100+i)))
 	}
-	updates := e.calls.n("UpdateThingShadow")
+	updates := e.calls.Total("UpdateThingShadow")
 	e.send(t, more...)
 	p2 := e.start(t, awsiot.Config{})
 	e.done(t, p2, 30)
 	p2.stop()
-	if got := e.calls.n(controlPlane...) - cp; got != 0 {
+	if got := e.calls.Total(controlPlane...) - cp; got != 0 {
 		t.Errorf("control-plane calls for things already seen: %d (%v)", got, e.calls)
 	}
-	if got := e.calls.n("GetThingShadow") - gets; got != 6 {
+	if got := e.calls.Total("GetThingShadow") - gets; got != 6 {
 		t.Errorf("GetThingShadow %d, want 6 (one per thing, cold cache)", got)
 	}
-	if u := e.calls.n("UpdateThingShadow") - updates; u > p2.touchedThings() {
+	if u := e.calls.Total("UpdateThingShadow") - updates; u > p2.touchedThings() {
 		t.Errorf("UpdateThingShadow %d for %d (thing, batch) pairs", u, p2.touchedThings())
 	}
 	if got, _ := e.shadow(t, "dev-5"); !strings.Contains(got, `"n":129`) {
@@ -357,7 +318,7 @@ func TestMotoRedeliveryAndOrder(t *testing.T) {
 	e.done(t, p, 3)
 	_, va := e.shadow(t, "a")
 	_, vb := e.shadow(t, "b")
-	updates := e.calls.n("UpdateThingShadow")
+	updates := e.calls.Total("UpdateThingShadow")
 
 	e.send(t, newer[0], newer[0]) // a: the same record twice more
 	e.send(t,
@@ -365,7 +326,7 @@ func TestMotoRedeliveryAndOrder(t *testing.T) {
 		motoRec("gw-c", "sensor", "c", 11, 50, `{"temp":6,"batt":3.3}`), // c: older, one new property
 	)
 	e.done(t, p, 7)
-	if got := e.calls.n("UpdateThingShadow") - updates; got != 1 {
+	if got := e.calls.Total("UpdateThingShadow") - updates; got != 1 {
 		t.Errorf("UpdateThingShadow %d after redelivered and older records, want 1 (c's new property)", got)
 	}
 	if got, v := e.shadow(t, "a"); got != `{"hum":40,"temp":21}` || v != va {
@@ -467,7 +428,7 @@ func TestMotoLambda(t *testing.T) {
 			t.Errorf("type %s", typ)
 		}
 	}
-	if got := e.calls.n("CreateThing"); got != 5 {
+	if got := e.calls.Total("CreateThing"); got != 5 {
 		t.Errorf("CreateThing %d, want 5", got)
 	}
 	t.Logf("%d invocations, calls %v", invocations, e.calls)

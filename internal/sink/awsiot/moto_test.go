@@ -8,49 +8,17 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/iot"
-	"github.com/aws/smithy-go/middleware"
 
 	"github.com/coapgw/coapgw/internal/awstest"
 	"github.com/coapgw/coapgw/internal/processor"
 	"github.com/coapgw/coapgw/internal/processortest"
 	"github.com/coapgw/coapgw/internal/record"
 )
-
-// opCounter counts SDK operations by name, at the end of the Initialize step (one per call).
-type opCounter struct {
-	mu sync.Mutex
-	m  map[string]int
-}
-
-func countOps(cfg *aws.Config) *opCounter {
-	c := &opCounter{m: map[string]int{}}
-	cfg.APIOptions = append(cfg.APIOptions, func(st *middleware.Stack) error {
-		return st.Initialize.Add(middleware.InitializeMiddlewareFunc("coapgwTestCount",
-			func(ctx context.Context, in middleware.InitializeInput, next middleware.InitializeHandler) (middleware.InitializeOutput, middleware.Metadata, error) {
-				c.mu.Lock()
-				c.m[middleware.GetOperationName(ctx)]++
-				c.mu.Unlock()
-				return next.HandleInitialize(ctx, in)
-			}), middleware.After)
-	})
-	return c
-}
-
-func (c *opCounter) n(ops ...string) int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	total := 0
-	for _, op := range ops {
-		total += c.m[op]
-	}
-	return total
-}
 
 var controlPlaneOps = []string{"CreateThingType", "CreateThing", "DescribeThing", "DescribeEndpoint"}
 
@@ -61,7 +29,7 @@ func TestMotoSink(t *testing.T) {
 	m := awstest.Start(t)
 	ctx := t.Context()
 	cfg := m.AWSConfig(ctx)
-	calls := countOps(&cfg)
+	calls := awstest.CountCalls(&cfg)
 	a, err := New(Config{PublishTopic: "coapgw/{type}/{thing}"}, cfg, nil, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -85,32 +53,32 @@ func TestMotoSink(t *testing.T) {
 	if got, v, err := b.Shadow(ctx, "dev-1"); err != nil || got != `{"pos":{"lon":2},"temp":22.5}` || v != 1 {
 		t.Fatalf("shadow %s v%d %v", got, v, err)
 	}
-	if calls.n("Publish") != 3 || calls.n("UpdateThingShadow") != 2 {
-		t.Fatalf("calls %v", calls.m)
+	if calls.Total("Publish") != 3 || calls.Total("UpdateThingShadow") != 2 {
+		t.Fatalf("calls %v", calls)
 	}
 	// b writes (cold: reads the shadow first), then a's cached version is stale: moto answers 409.
 	if out, err := b.Apply(ctx, processortest.Batch(t, rec("dev-1", 3, `{"hum":50}`))); err != nil || results(out) != "applied" {
 		t.Fatalf("%v %s", err, results(out))
 	}
-	gets := calls.n("GetThingShadow")
+	gets := calls.Total("GetThingShadow")
 	if out, err := a.Apply(ctx, processortest.Batch(t, rec("dev-1", 1.5, `{"temp":0,"fw":"1"}`))); err != nil || results(out) != "applied" {
 		t.Fatalf("%v %s", err, results(out))
 	}
-	if calls.n("GetThingShadow") != gets+1 {
-		t.Fatalf("no re-read after the conflict: %v", calls.m)
+	if calls.Total("GetThingShadow") != gets+1 {
+		t.Fatalf("no re-read after the conflict: %v", calls)
 	}
 	if got, _, _ := b.Shadow(ctx, "dev-1"); got != `{"fw":"1","hum":50,"pos":{"lon":2},"temp":22.5}` {
 		t.Fatalf("after conflict: %s", got)
 	}
 	// A third worker sees dev-1 with another type: the shadow says sensor, DescribeThing confirms.
 	c, _ := New(Config{}, cfg, nil, nil)
-	cp := calls.n(controlPlaneOps...)
+	cp := calls.Total(controlPlaneOps...)
 	out, err = c.Apply(ctx, processortest.Batch(t, processortest.Rec("gw-1", "meter", "dev-1", t0, `{"kwh":1}`)))
 	if err != nil || out[0].Reason != "thing dev-1 exists with type sensor" {
 		t.Fatalf("%v %+v", err, out)
 	}
-	if calls.n(controlPlaneOps...) != cp+1 || calls.n("DescribeThing") != 1 {
-		t.Fatalf("calls %v", calls.m)
+	if calls.Total(controlPlaneOps...) != cp+1 || calls.Total("DescribeThing") != 1 {
+		t.Fatalf("calls %v", calls)
 	}
 }
 
@@ -124,7 +92,7 @@ func BenchmarkMotoSink(b *testing.B) {
 	m := awstest.Start(b)
 	ctx := context.Background()
 	cfg := m.AWSConfig(ctx)
-	calls := countOps(&cfg)
+	calls := awstest.CountCalls(&cfg)
 	s, err := New(Config{}, cfg, nil, nil)
 	if err != nil {
 		b.Fatal(err)
@@ -142,12 +110,12 @@ func BenchmarkMotoSink(b *testing.B) {
 	if _, err := s.Apply(ctx, batch(0)); err != nil { // first sight: types and things created
 		b.Fatal(err)
 	}
-	newThingCP := calls.n(controlPlaneOps...)
+	newThingCP := calls.Total(controlPlaneOps...)
 	batches := make([]*processor.Batch, b.N)
 	for i := range batches {
 		batches[i] = batch(i + 1)
 	}
-	cp, updates := calls.n(controlPlaneOps...), calls.n("UpdateThingShadow")
+	cp, updates := calls.Total(controlPlaneOps...), calls.Total("UpdateThingShadow")
 	b.ResetTimer()
 	for i := range b.N {
 		out, err := s.Apply(ctx, batches[i])
@@ -159,8 +127,8 @@ func BenchmarkMotoSink(b *testing.B) {
 		}
 	}
 	b.StopTimer()
-	b.ReportMetric(float64(calls.n("UpdateThingShadow")-updates)/float64(b.N*things), "updates/thing/batch")
-	b.ReportMetric(float64(calls.n(controlPlaneOps...)-cp)/float64(b.N), "ctrl-calls/batch")
+	b.ReportMetric(float64(calls.Total("UpdateThingShadow")-updates)/float64(b.N*things), "updates/thing/batch")
+	b.ReportMetric(float64(calls.Total(controlPlaneOps...)-cp)/float64(b.N), "ctrl-calls/batch")
 	b.ReportMetric(float64(newThingCP)/things, "ctrl-calls/new-thing")
 	b.ReportMetric(float64(b.N*things*perThing)/b.Elapsed().Seconds(), "records/s")
 }
