@@ -32,6 +32,9 @@ const (
 // object deletes the leaves under it that are not newer than the deletion and remembers the time
 // as the object's floor. Arrays are leaf values, replaced as a whole, as AWS IoT does.
 //
+// Root gives read access to the tree (see Node), and SetFloor, SetValue, SetDeleted and SetObject
+// build one as told, for code that keeps documents in a form of its own.
+//
 // A Doc is not safe for concurrent use. Merge may keep references to the source's value bytes;
 // neither Doc may be modified afterwards except through this API.
 type Doc struct {

@@ -1,6 +1,7 @@
 package processor
 
 import (
+	"bytes"
 	"encoding/json"
 	"strings"
 	"testing"
@@ -214,6 +215,9 @@ func FuzzDecodeJSON(f *testing.F) {
 		}
 		if back.Merge(d) {
 			t.Fatal("merging a document into its own copy changed it")
+		}
+		if !bytes.Equal(rebuilt(t, d.Root()).AppendBinary(nil), d.AppendBinary(nil)) {
+			t.Fatal("the document rebuilt from its nodes differs")
 		}
 	})
 }

@@ -8,194 +8,42 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 
 	"github.com/coapgw/coapgw/internal/processor"
 )
 
-// tree is a processor.Doc opened up: the same object tree, every leaf with the time (Unix ns) it
-// was written, deletions and object floors included. It is read from and written to the Doc's
-// binary encoding (processor.Doc.AppendBinary / UnmarshalBinary, version 1, the encoding the
-// local registry stores), which is the only way the processor exposes per-leaf nanosecond times.
-// The sink needs them to compute the shadow patch and the stamps it keeps in the shadow.
-type tree struct {
-	kind  byte // kindObject, kindValue, kindDeleted (the processor's numbering)
-	depth uint8
-	ts    int64
-	val   []byte
-	kids  []member
-}
+// tree is a processor document as the sink hands it around: opened to read it (openDoc), rebuilt
+// from a shadow (rebuild), or the stamps read from a shadow (decodeStamps, a document whose
+// values are placeholders). Its tree — every leaf with the time (Unix ns) it was written,
+// deletions and object floors included — is read through processor.Node; the sink needs those
+// times to compute the shadow patch and the stamps it keeps in the shadow.
+type tree struct{ *processor.Doc }
 
-type member struct {
-	key string
-	tree
-}
-
-const (
-	kindObject  = 0
-	kindValue   = 1
-	kindDeleted = 2
-
-	docBinaryVersion = 1
-)
-
-var errDocEncoding = errors.New("awsiot: unexpected processor document encoding")
-
-// openDoc returns d's tree.
-func openDoc(d *processor.Doc) (*tree, error) {
-	b := d.AppendBinary(nil)
-	if len(b) < 1 || b[0] != docBinaryVersion {
-		return nil, errDocEncoding
-	}
-	t := &tree{}
-	rest, err := readTree(b[1:], t, 0)
-	if err != nil {
-		return nil, err
-	}
-	if len(rest) != 0 || t.kind != kindObject {
-		return nil, errDocEncoding
-	}
-	return t, nil
-}
-
-func readTree(p []byte, n *tree, depth int) ([]byte, error) {
-	if len(p) < 1 || depth > 64 {
-		return nil, errDocEncoding
-	}
-	n.kind = p[0]
-	ts, k := binary.Varint(p[1:])
-	if k <= 0 {
-		return nil, errDocEncoding
-	}
-	n.ts = ts
-	p = p[1+k:]
-	switch n.kind {
-	case kindValue:
-		if len(p) < 1 {
-			return nil, errDocEncoding
-		}
-		n.depth = p[0]
-		l, k := binary.Uvarint(p[1:])
-		if k <= 0 || l == 0 || l > uint64(len(p)-1-k) {
-			return nil, errDocEncoding
-		}
-		n.val = p[1+k : 1+k+int(l) : 1+k+int(l)]
-		return p[1+k+int(l):], nil
-	case kindDeleted:
-		return p, nil
-	case kindObject:
-		cnt, k := binary.Uvarint(p)
-		if k <= 0 || cnt > uint64(len(p)) {
-			return nil, errDocEncoding
-		}
-		p = p[k:]
-		n.kids = make([]member, cnt)
-		for i := range n.kids {
-			l, k := binary.Uvarint(p)
-			if k <= 0 || l > uint64(len(p)-k) {
-				return nil, errDocEncoding
-			}
-			n.kids[i].key = string(p[k : k+int(l)])
-			var err error
-			if p, err = readTree(p[k+int(l):], &n.kids[i].tree, depth+1); err != nil {
-				return nil, err
-			}
-		}
-		return p, nil
-	}
-	return nil, errDocEncoding
-}
+// openDoc returns d's tree; it shares d (nothing is copied) and does not fail.
+func openDoc(d *processor.Doc) (*tree, error) { return &tree{d}, nil }
 
 // doc returns the processor document of t.
-func (t *tree) doc() (*processor.Doc, error) {
-	b := appendTree([]byte{docBinaryVersion}, t)
-	d := processor.NewDoc()
-	if err := d.UnmarshalBinary(b); err != nil {
-		return nil, fmt.Errorf("awsiot: rebuild document: %w", err)
-	}
-	return d, nil
-}
+func (t *tree) doc() (*processor.Doc, error) { return t.Doc, nil }
 
-func appendTree(b []byte, n *tree) []byte {
-	b = append(b, n.kind)
-	b = binary.AppendVarint(b, n.ts)
-	switch n.kind {
-	case kindValue:
-		b = append(b, n.depth)
-		b = binary.AppendUvarint(b, uint64(len(n.val)))
-		b = append(b, n.val...)
-	case kindObject:
-		b = binary.AppendUvarint(b, uint64(len(n.kids)))
-		for i := range n.kids {
-			b = binary.AppendUvarint(b, uint64(len(n.kids[i].key)))
-			b = append(b, n.kids[i].key...)
-			b = appendTree(b, &n.kids[i].tree)
-		}
-	}
-	return b
-}
-
-// visible reports whether n shows in the rendered state (the processor's rule).
-func (n *tree) visible() bool {
-	switch n.kind {
-	case kindValue:
-		return true
-	case kindObject:
-		for i := range n.kids {
-			if n.kids[i].visible() {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-// find returns the kid with key, or nil.
-func (n *tree) find(key string) *tree {
-	i, ok := slices.BinarySearchFunc(n.kids, key, func(m member, k string) int { return strings.Compare(m.key, k) })
+// find returns the member of t's root object with key (a deletion included), or nil.
+func (t *tree) find(key string) *processor.Node {
+	n, ok := t.Root().Find(key)
 	if !ok {
 		return nil
 	}
-	return &n.kids[i].tree
-}
-
-// maxTS is the newest time anywhere in n.
-func (n *tree) maxTS() int64 {
-	t := n.ts
-	for i := range n.kids {
-		t = max(t, n.kids[i].maxTS())
-	}
-	return t
-}
-
-// appendState appends n rendered as compact JSON, as processor.Doc.AppendState does.
-func appendState(b []byte, n *tree) []byte {
-	if n.kind == kindValue {
-		return append(b, n.val...)
-	}
-	b = append(b, '{')
-	first := true
-	for i := range n.kids {
-		m := &n.kids[i]
-		if !m.visible() {
-			continue
-		}
-		if !first {
-			b = append(b, ',')
-		}
-		first = false
-		b = appendQuoted(b, m.key)
-		b = append(b, ':')
-		b = appendState(b, &m.tree)
-	}
-	return append(b, '}')
+	return &n
 }
 
 // appendPatch appends the members of a JSON merge patch (RFC 7386, the way AWS IoT merges a
-// shadow update into reported state) that turns the rendered state of the object old into that
-// of the object cur, without the enclosing braces; it reports whether it wrote any member. first
-// says whether the next member written is the first of its object.
+// shadow update into reported state) that turns the rendered state of old into that of cur,
+// without the enclosing braces; it reports whether it wrote any member. first says whether the
+// next member written is the first of its object.
 func appendPatch(b []byte, old, cur *tree, first bool) ([]byte, bool) {
+	return appendObjectPatch(b, old.Root(), cur.Root(), first)
+}
+
+// appendObjectPatch is appendPatch for the objects old and cur.
+func appendObjectPatch(b []byte, old, cur processor.Node, first bool) ([]byte, bool) {
 	wrote := false
 	emit := func(key string) {
 		if !first {
@@ -207,44 +55,49 @@ func appendPatch(b []byte, old, cur *tree, first bool) ([]byte, bool) {
 		b = append(b, ':')
 	}
 	i, j := 0, 0
-	for i < len(old.kids) || j < len(cur.kids) {
-		var o, c *member
+	for i < old.Len() || j < cur.Len() {
+		var o, c processor.Node // the zero Node where a side has no such key: not visible
+		if i < old.Len() {
+			o = old.Member(i)
+		}
+		if j < cur.Len() {
+			c = cur.Member(j)
+		}
 		switch {
-		case j >= len(cur.kids) || i < len(old.kids) && old.kids[i].key < cur.kids[j].key:
-			o = &old.kids[i]
+		case j >= cur.Len() || i < old.Len() && o.Key() < c.Key():
+			c = processor.Node{}
 			i++
-		case i >= len(old.kids) || cur.kids[j].key < old.kids[i].key:
-			c = &cur.kids[j]
+		case i >= old.Len() || c.Key() < o.Key():
+			o = processor.Node{}
 			j++
 		default:
-			o, c = &old.kids[i], &cur.kids[j]
 			i++
 			j++
 		}
-		ov, cv := o != nil && o.visible(), c != nil && c.visible()
+		ov, cv := o.Visible(), c.Visible()
 		switch {
 		case !cv && !ov:
 		case !cv:
-			emit(o.key)
+			emit(o.Key())
 			b = append(b, "null"...)
 		case !ov:
-			emit(c.key)
-			b = appendState(b, &c.tree)
-		case c.kind == kindObject && o.kind == kindObject:
+			emit(c.Key())
+			b = c.AppendState(b)
+		case c.Kind() == processor.ObjectNode && o.Kind() == processor.ObjectNode:
 			mark, wasFirst, wasWrote := len(b), first, wrote
-			emit(c.key)
+			emit(c.Key())
 			b = append(b, '{')
-			var any bool
-			b, any = appendPatch(b, &o.tree, &c.tree, true)
-			if !any { // nothing changed below: take the key back
+			var below bool
+			b, below = appendObjectPatch(b, o, c, true)
+			if !below { // nothing changed below: take the key back
 				b, first, wrote = b[:mark], wasFirst, wasWrote
 				continue
 			}
 			b = append(b, '}')
-		case c.kind == kindValue && o.kind == kindValue && bytes.Equal(c.val, o.val):
+		case c.Kind() == processor.ValueNode && o.Kind() == processor.ValueNode && bytes.Equal(c.Value(), o.Value()):
 		default:
-			emit(c.key)
-			b = appendState(b, &c.tree)
+			emit(c.Key())
+			b = c.AppendState(b)
 		}
 	}
 	return b, wrote
@@ -286,7 +139,7 @@ func appendQuoted(b []byte, s string) []byte {
 //	varint   base: the newest time in the document
 //	node     the root object
 //
-// node: a kind byte, then
+// node: a kind byte (stampObject, stampValue, stampDeleted), then
 //
 //	object:  uvarint floor (0 = none, else base−floor+1), uvarint n, n × (uvarint len, key, node)
 //	value:   uvarint base−ts
@@ -295,37 +148,53 @@ func appendQuoted(b []byte, s string) []byte {
 // Values are not repeated: they are the shadow's reported state.
 const stampsVersion = 1
 
+// The kind bytes of the stamps.
+const (
+	stampObject  = 0
+	stampValue   = 1
+	stampDeleted = 2
+)
+
+// stampsValue is the value of every value in the document decodeStamps returns: the stamps hold
+// only the times; the values are in the shadow's state.
+var stampsValue = []byte("0")
+
 func encodeStamps(t *tree) string {
-	base := t.maxTS()
+	base := t.Newest()
 	b := binary.AppendVarint(nil, base)
-	b = appendStamps(b, t, base)
+	b = appendStamps(b, t.Root(), base)
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
-func appendStamps(b []byte, n *tree, base int64) []byte {
-	b = append(b, n.kind)
-	switch n.kind {
-	case kindObject:
+func appendStamps(b []byte, n processor.Node, base int64) []byte {
+	switch n.Kind() {
+	case processor.ObjectNode:
+		b = append(b, stampObject)
 		var floor uint64
-		if n.ts != 0 {
-			floor = uint64(base-n.ts) + 1
+		if n.Time() != 0 {
+			floor = uint64(base-n.Time()) + 1
 		}
 		b = binary.AppendUvarint(b, floor)
-		b = binary.AppendUvarint(b, uint64(len(n.kids)))
-		for i := range n.kids {
-			b = binary.AppendUvarint(b, uint64(len(n.kids[i].key)))
-			b = append(b, n.kids[i].key...)
-			b = appendStamps(b, &n.kids[i].tree, base)
+		b = binary.AppendUvarint(b, uint64(n.Len()))
+		for i := range n.Len() {
+			m := n.Member(i)
+			b = binary.AppendUvarint(b, uint64(len(m.Key())))
+			b = append(b, m.Key()...)
+			b = appendStamps(b, m, base)
 		}
+		return b
+	case processor.ValueNode:
+		b = append(b, stampValue)
 	default:
-		b = binary.AppendUvarint(b, uint64(base-n.ts))
+		b = append(b, stampDeleted)
 	}
-	return b
+	return binary.AppendUvarint(b, uint64(base-n.Time()))
 }
 
 var errStamps = errors.New("awsiot: bad stamps")
 
-// decodeStamps returns the stamps tree: the document's shape with times, values empty.
+// decodeStamps returns the stamps as a document: the shadow's shape with its times, deletions and
+// floors, every value stampsValue.
 func decodeStamps(s string) (*tree, error) {
 	b, err := base64.RawURLEncoding.DecodeString(s)
 	if err != nil {
@@ -335,163 +204,174 @@ func decodeStamps(s string) (*tree, error) {
 	if k <= 0 {
 		return nil, errStamps
 	}
-	t := &tree{}
-	rest, err := readStamps(b[k:], t, base, 0)
-	if err != nil || len(rest) != 0 || t.kind != kindObject {
+	b = b[k:]
+	if len(b) < 1 || b[0] != stampObject {
 		return nil, errStamps
 	}
-	return t, nil
+	d := processor.NewDoc()
+	rest, err := readStamps(b[1:], d, base, 0)
+	if err != nil || len(rest) != 0 {
+		return nil, errStamps
+	}
+	return &tree{d}, nil
 }
 
-func readStamps(p []byte, n *tree, base int64, depth int) ([]byte, error) {
-	if len(p) < 1 || depth > 64 {
+// readStamps reads the stamps of an object at depth, after its kind byte, into d.
+func readStamps(p []byte, d *processor.Doc, base int64, depth int) ([]byte, error) {
+	floor, k := binary.Uvarint(p)
+	if k <= 0 {
 		return nil, errStamps
 	}
-	n.kind = p[0]
-	p = p[1:]
-	switch n.kind {
-	case kindObject:
-		floor, k := binary.Uvarint(p)
-		if k <= 0 {
+	if floor != 0 {
+		d.SetFloor(base - int64(floor-1))
+	}
+	p = p[k:]
+	cnt, k := binary.Uvarint(p)
+	if k <= 0 || cnt > uint64(len(p)) {
+		return nil, errStamps
+	}
+	p = p[k:]
+	var prev string
+	for i := range cnt {
+		l, k := binary.Uvarint(p)
+		if k <= 0 || l > uint64(len(p)-k) {
 			return nil, errStamps
 		}
-		if floor != 0 {
-			n.ts = base - int64(floor-1)
-		}
-		p = p[k:]
-		cnt, k := binary.Uvarint(p)
-		if k <= 0 || cnt > uint64(len(p)) {
+		key := string(p[k : k+int(l)])
+		if i > 0 && prev >= key {
 			return nil, errStamps
 		}
-		p = p[k:]
-		n.kids = make([]member, cnt)
-		for i := range n.kids {
-			l, k := binary.Uvarint(p)
-			if k <= 0 || l > uint64(len(p)-k) {
-				return nil, errStamps
-			}
-			n.kids[i].key = string(p[k : k+int(l)])
-			if i > 0 && n.kids[i-1].key >= n.kids[i].key {
-				return nil, errStamps
-			}
+		prev = key
+		p = p[k+int(l):]
+		if len(p) < 1 || depth >= 64 {
+			return nil, errStamps
+		}
+		kind := p[0]
+		p = p[1:]
+		switch kind {
+		case stampObject:
+			sub := processor.NewDoc()
 			var err error
-			if p, err = readStamps(p[k+int(l):], &n.kids[i].tree, base, depth+1); err != nil {
+			if p, err = readStamps(p, sub, base, depth+1); err != nil {
 				return nil, err
 			}
-		}
-		return p, nil
-	case kindValue, kindDeleted:
-		d, k := binary.Uvarint(p)
-		if k <= 0 {
+			d.SetObject(key, sub)
+		case stampValue, stampDeleted:
+			age, k := binary.Uvarint(p)
+			if k <= 0 {
+				return nil, errStamps
+			}
+			p = p[k:]
+			if kind == stampDeleted {
+				d.SetDeleted(key, base-int64(age))
+			} else if err := d.SetValue(key, base-int64(age), stampsValue); err != nil {
+				return nil, err
+			}
+		default:
 			return nil, errStamps
 		}
-		n.ts = base - int64(d)
-		return p[k:], nil
 	}
-	return nil, errStamps
+	return p, nil
 }
 
-// rebuild makes the document tree of a shadow's reported state (its members, without coapgw's
-// own key) from the stamps coapgw wrote with it (nil if none). What the stamps do not
-// explain — a property written or deleted by someone else, a shadow without stamps — is taken
-// as written at fallback (the shadow's last update time), so that older records do not
-// overwrite it while newer ones do.
+// rebuild makes the document of a shadow's reported state (its members, without coapgw's own
+// key) from the stamps coapgw wrote with it (nil if none). What the stamps do not explain — a
+// property written or deleted by someone else, a shadow without stamps — is taken as written at
+// fallback (the shadow's last update time), so that older records do not overwrite it while newer
+// ones do.
 func rebuild(stamps *tree, fields map[string]json.RawMessage, fallback int64) (*tree, error) {
-	t := &tree{kind: kindObject}
-	if stamps != nil && stamps.kind == kindObject {
-		t.ts = stamps.ts
+	var st processor.Node // the zero Node, an empty object, stands for no stamps
+	if stamps != nil {
+		st = stamps.Root()
 	}
+	// The document is cached: its values, compacted, share one buffer, which they fit in since
+	// none is longer than the member it comes from.
+	size := 0
+	for _, raw := range fields {
+		size += len(raw)
+	}
+	r := rebuilder{fallback: fallback}
+	r.vals.Grow(size)
+	d, err := r.object(st, fields)
+	if err != nil {
+		return nil, err
+	}
+	return &tree{d}, nil
+}
+
+type rebuilder struct {
+	fallback int64
+	vals     bytes.Buffer // the values of the document
+}
+
+// object rebuilds an object from its stamps (an object node) and its members.
+func (r *rebuilder) object(stamps processor.Node, fields map[string]json.RawMessage) (*processor.Doc, error) {
+	d := processor.NewDoc()
+	d.SetFloor(stamps.Time())
 	keys := make([]string, 0, len(fields))
 	for k := range fields {
 		keys = append(keys, k)
 	}
-	if stamps != nil {
-		for i := range stamps.kids {
-			if _, ok := fields[stamps.kids[i].key]; !ok {
-				keys = append(keys, stamps.kids[i].key)
-			}
+	for i := range stamps.Len() {
+		k := stamps.Member(i).Key()
+		if _, ok := fields[k]; !ok {
+			keys = append(keys, k)
 		}
 	}
 	slices.Sort(keys)
+	d.Grow(len(keys))
 	for _, key := range keys {
-		var st *tree
-		if stamps != nil {
-			st = stamps.find(key)
-		}
+		st, stamped := stamps.Find(key)
 		raw, ok := fields[key]
-		m := member{key: key}
 		switch {
 		case ok && len(raw) > 0 && raw[0] == '{':
-			var sub *tree
-			if st != nil && st.kind == kindObject {
+			var sub processor.Node
+			if stamped && st.Kind() == processor.ObjectNode {
 				sub = st
 			}
 			var sf map[string]json.RawMessage
 			if err := json.Unmarshal(raw, &sf); err != nil {
 				return nil, fmt.Errorf("awsiot: shadow reported state: %w", err)
 			}
-			o, err := rebuild(sub, sf, fallback)
-			if err != nil {
+			if err := r.setObject(d, key, sub, sf); err != nil {
 				return nil, err
 			}
-			if !o.visible() && o.maxTS() == 0 {
-				continue // an empty object: nothing to keep
-			}
-			m.tree = *o
 		case ok && string(raw) != "null":
-			var buf bytes.Buffer
-			if err := json.Compact(&buf, raw); err != nil {
+			start := r.vals.Len()
+			if err := json.Compact(&r.vals, raw); err != nil {
 				return nil, fmt.Errorf("awsiot: shadow reported state: %w", err)
 			}
-			ts := fallback
-			if st != nil && st.kind == kindValue {
-				ts = st.ts
+			end := r.vals.Len()
+			ts := r.fallback
+			if stamped && st.Kind() == processor.ValueNode {
+				ts = st.Time()
 			}
-			m.tree = tree{kind: kindValue, ts: ts, val: buf.Bytes(), depth: valueDepth(buf.Bytes())}
-		case st == nil:
-			continue
-		case st.kind == kindDeleted:
-			m.tree = tree{kind: kindDeleted, ts: st.ts}
-		case st.kind == kindObject:
-			o, err := rebuild(st, nil, fallback)
-			if err != nil {
+			if err := d.SetValue(key, ts, r.vals.Bytes()[start:end:end]); err != nil {
+				return nil, fmt.Errorf("awsiot: shadow reported state: %w", err)
+			}
+		case !stamped:
+		case st.Kind() == processor.DeletedNode:
+			d.SetDeleted(key, st.Time())
+		case st.Kind() == processor.ObjectNode:
+			if err := r.setObject(d, key, st, nil); err != nil {
 				return nil, err
 			}
-			if !o.visible() && o.maxTS() == 0 {
-				continue
-			}
-			m.tree = *o
 		default: // a value coapgw wrote that is gone: deleted by someone else since
-			m.tree = tree{kind: kindDeleted, ts: max(st.ts, fallback)}
+			d.SetDeleted(key, max(st.Time(), r.fallback))
 		}
-		t.kids = append(t.kids, m)
 	}
-	return t, nil
+	return d, nil
 }
 
-// valueDepth is the nesting depth of a compact JSON value as the processor counts it for an
-// array: 0 for a scalar, 1 for an array of scalars, one more for each level inside.
-func valueDepth(v []byte) uint8 {
-	depth, deepest := 0, 0
-	inStr, esc := false, false
-	for _, c := range v {
-		switch {
-		case inStr:
-			if esc {
-				esc = false
-			} else if c == '\\' {
-				esc = true
-			} else if c == '"' {
-				inStr = false
-			}
-		case c == '"':
-			inStr = true
-		case c == '[' || c == '{':
-			depth++
-			deepest = max(deepest, depth)
-		case c == ']' || c == '}':
-			depth--
-		}
+// setObject sets d's member key to the object rebuilt from stamps and fields, unless it is an
+// empty object: nothing to keep.
+func (r *rebuilder) setObject(d *processor.Doc, key string, stamps processor.Node, fields map[string]json.RawMessage) error {
+	o, err := r.object(stamps, fields)
+	if err != nil {
+		return err
 	}
-	return uint8(min(deepest, 255))
+	if !o.Empty() || o.Newest() != 0 {
+		d.SetObject(key, o)
+	}
+	return nil
 }

@@ -2,6 +2,7 @@ package awsiot
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
@@ -48,8 +49,26 @@ var treeCases = []struct {
 	{"old times", []step{{-5e18, `{"a":1}`}, {4e18, `{"b":2}`}}},
 }
 
-// TestDocTreeRoundTrip: the tree read from a Doc's binary encoding gives the same Doc back.
-func TestDocTreeRoundTrip(t *testing.T) {
+// sameStamps reports where the stamps document st differs from d's tree in shape, kinds, times,
+// deletions or floors ("" if nowhere).
+func sameStamps(st, d processor.Node, path string) string {
+	if st.Kind() != d.Kind() || st.Time() != d.Time() || st.Len() != d.Len() {
+		return fmt.Sprintf("%s: kind %d time %d members %d, want %d %d %d", path, st.Kind(), st.Time(), st.Len(), d.Kind(), d.Time(), d.Len())
+	}
+	for i := range d.Len() {
+		sm, dm := st.Member(i), d.Member(i)
+		if sm.Key() != dm.Key() {
+			return fmt.Sprintf("%s: key %q, want %q", path, sm.Key(), dm.Key())
+		}
+		if where := sameStamps(sm, dm, path+"."+dm.Key()); where != "" {
+			return where
+		}
+	}
+	return ""
+}
+
+// TestStampsRoundTrip: the stamps keep the document's shape and every time, deletion and floor.
+func TestStampsRoundTrip(t *testing.T) {
 	for _, tc := range treeCases {
 		t.Run(tc.name, func(t *testing.T) {
 			for _, d := range build(t, tc.steps...) {
@@ -57,15 +76,12 @@ func TestDocTreeRoundTrip(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				back, err := tr.doc()
+				st, err := decodeStamps(encodeStamps(tr))
 				if err != nil {
 					t.Fatal(err)
 				}
-				if !bytes.Equal(back.AppendBinary(nil), d.AppendBinary(nil)) {
-					t.Fatalf("round trip changed the document")
-				}
-				if got, want := string(appendState(nil, tr)), string(d.AppendState(nil)); got != want {
-					t.Fatalf("state %s, want %s", got, want)
+				if where := sameStamps(st.Root(), d.Root(), "$"); where != "" {
+					t.Fatalf("stamps differ at %s", where)
 				}
 			}
 		})
@@ -150,9 +166,44 @@ func TestRebuildWithoutStamps(t *testing.T) {
 }
 
 func TestDecodeStampsRejectsGarbage(t *testing.T) {
-	for _, s := range []string{"", "!!", "AA", encodeStamps(&tree{kind: kindObject}) + "AA"} {
+	for _, s := range []string{"", "!!", "AA", encodeStamps(&tree{processor.NewDoc()}) + "AA"} {
 		if _, err := decodeStamps(s); err == nil && s != "" {
 			t.Errorf("decodeStamps(%q) accepted", s)
+		}
+	}
+	// Hand-made stamps (base 10): keys must be strictly ascending, kinds known, nesting at most
+	// 64 levels below the root.
+	nested := func(levels int, leaf []byte) []byte {
+		b := []byte{20} // varint 10
+		for range levels {
+			b = append(b, stampObject, 0, 1, 1, 'k')
+		}
+		b = append(b, stampObject, 0, 1, 1, 'k')
+		return append(b, leaf...)
+	}
+	for name, tc := range map[string]struct {
+		b  []byte
+		ok bool
+	}{
+		"value":         {[]byte{20, stampObject, 0, 1, 1, 'a', stampValue, 3}, true},
+		"ascending":     {[]byte{20, stampObject, 2, 2, 1, 'a', stampValue, 3, 1, 'b', stampDeleted, 0}, true},
+		"duplicate key": {[]byte{20, stampObject, 0, 2, 1, 'a', stampValue, 3, 1, 'a', stampDeleted, 0}, false},
+		"descending":    {[]byte{20, stampObject, 0, 2, 1, 'b', stampValue, 3, 1, 'a', stampDeleted, 0}, false},
+		"unknown kind":  {[]byte{20, stampObject, 0, 1, 1, 'a', 3, 3}, false},
+		"root value":    {[]byte{20, stampValue, 3}, false},
+		"truncated":     {[]byte{20, stampObject, 0, 2, 1, 'a', stampValue, 3}, false},
+		"64 levels":     {nested(63, []byte{stampValue, 0}), true},
+		"65 levels":     {nested(64, []byte{stampValue, 0}), false},
+	} {
+		st, err := decodeStamps(base64.RawURLEncoding.EncodeToString(tc.b))
+		if (err == nil) != tc.ok {
+			t.Errorf("%s: decodeStamps: %v", name, err)
+		}
+		if name == "ascending" && err == nil {
+			a, _ := st.Root().Find("a")
+			if f := st.Root().Time(); f != 9 || a.Kind() != processor.ValueNode || a.Time() != 7 {
+				t.Errorf("ascending: floor %d, a %d at %d", f, a.Kind(), a.Time())
+			}
 		}
 	}
 }
@@ -269,19 +320,49 @@ func TestTreeRandom(t *testing.T) {
 	}
 }
 
-func TestValueDepth(t *testing.T) {
-	for v, want := range map[string]uint8{`1`: 0, `"[x]"`: 0, `[1]`: 1, `[[1],{"a":"]"}]`: 2, `[{"a":[1]}]`: 3} {
-		if got := valueDepth([]byte(v)); got != want {
-			t.Errorf("valueDepth(%s) = %d, want %d", v, got, want)
+// benchDocs is a typical thing's document before and after a batch.
+func benchDocs(b *testing.B) (old, cur *processor.Doc) {
+	docs := build(b,
+		step{1e18, `{"temp":21.5,"hum":40,"env":{"co2":400,"voc":12,"pm":{"p1":1,"p25":2,"p10":3}},"fw":"1.2.3","pos":[1.5,2.5]}`},
+		step{1e18 + 5, `{"env":{"pm":null},"bat":3.7}`},
+		step{1e18 + 9, `{"temp":22,"env":{"voc":13}}`},
+	)
+	return docs[2], docs[3]
+}
+
+// BenchmarkTreeUpdate is what the sink does with documents per shadow update: the patch and the
+// stamps of the new state.
+func BenchmarkTreeUpdate(b *testing.B) {
+	old, cur := benchDocs(b)
+	b.ReportAllocs()
+	for b.Loop() {
+		o, _ := openDoc(old)
+		c, _ := openDoc(cur)
+		p, _ := appendPatch(nil, o, c, true)
+		if len(p) == 0 || encodeStamps(c) == "" {
+			b.Fatal("empty")
 		}
 	}
-	// The processor's own count agrees.
-	d, err := processor.DecodeJSON([]byte(`{"x":[{"a":[1]}]}`), 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr, _ := openDoc(d)
-	if got := tr.find("x").depth; got != 3 {
-		t.Errorf("processor depth %d", got)
+}
+
+// BenchmarkTreeRebuild is what the sink does on a cache miss: the document from the shadow.
+func BenchmarkTreeRebuild(b *testing.B) {
+	_, cur := benchDocs(b)
+	fields, _ := shadowOf(b, cur)
+	tr, _ := openDoc(cur)
+	stamps := encodeStamps(tr)
+	b.ReportAllocs()
+	for b.Loop() {
+		st, err := decodeStamps(stamps)
+		if err != nil {
+			b.Fatal(err)
+		}
+		rb, err := rebuild(st, fields, 1)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := rb.doc(); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
