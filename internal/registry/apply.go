@@ -3,7 +3,6 @@ package registry
 import (
 	"context"
 	"database/sql"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -23,44 +22,51 @@ type writer struct {
 	things map[string]*thingState
 	props  map[string]int64 // property path → id
 
-	recentRows  int           // rows in the recent table
-	pending     map[int64]int // thing id → history rows added since its history was last trimmed
+	pending     map[int64]int // thing id → history entries added since its history was last trimmed
 	pruneCursor int64         // round-robin position of the age pruning, a thing id
 	buf, vals   []byte
+	tail        tail    // the committed history log, by thing
+	log         []byte  // this Apply's history_log row
+	logN        int     // entries in log
+	entries     []entry // compaction scratch
 }
 
 type thingState struct {
 	id                  int64
 	typeID              int64
 	firstSeen, lastSeen int64
+	seen                int64 // the stored seen column: lastSeen in whole seconds, when last written
 	messages, version   int64
 	doc                 *processor.Doc
 }
 
 type stmts struct {
-	selThing, selShadow, insType, incType, insThing, updThing, updThingMeta,
-	insProp, insRecent, nthSample, delSamples, nextThings,
+	selThing, selShadow, insType, incType, insThing, updThing, updThingMeta, updSeen,
+	insProp, insLog, insChunk, selChunks, delChunks, delAged, nextThings,
 	insSetAside, upMark, upTotals *sql.Stmt
 }
 
 func (s *stmts) all() []**sql.Stmt {
 	return []**sql.Stmt{&s.selThing, &s.selShadow, &s.insType, &s.incType, &s.insThing, &s.updThing,
-		&s.updThingMeta, &s.insProp, &s.insRecent, &s.nthSample, &s.delSamples, &s.nextThings,
-		&s.insSetAside, &s.upMark, &s.upTotals}
+		&s.updThingMeta, &s.updSeen, &s.insProp, &s.insLog, &s.insChunk, &s.selChunks, &s.delChunks,
+		&s.delAged, &s.nextThings, &s.insSetAside, &s.upMark, &s.upTotals}
 }
 
 var stmtSQL = map[string]string{
-	"selThing":     `SELECT id, type_id, first_seen, last_seen, messages, version, shadow FROM things WHERE name = ?`,
+	"selThing":     `SELECT id, type_id, first_seen, last_seen, seen, messages, version, shadow FROM things WHERE name = ?`,
 	"selShadow":    `SELECT shadow FROM things WHERE id = ?`,
 	"insType":      `INSERT INTO thing_types (name, created_at) VALUES (?, ?)`,
 	"incType":      `UPDATE thing_types SET things = things + 1 WHERE id = ?`,
-	"insThing":     `INSERT INTO things (name, type_id, first_seen, last_seen, messages, version, shadow) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+	"insThing":     `INSERT INTO things (name, type_id, first_seen, last_seen, seen, messages, version, shadow) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
 	"updThing":     `UPDATE things SET first_seen = ?, last_seen = ?, messages = ?, version = ?, shadow = ? WHERE id = ?`,
 	"updThingMeta": `UPDATE things SET first_seen = ?, last_seen = ?, messages = ? WHERE id = ?`,
+	"updSeen":      `UPDATE things SET seen = ? WHERE id = ?`,
 	"insProp":      `INSERT INTO properties (path) VALUES (?)`,
-	"insRecent":    `INSERT INTO recent (thing_id, t, vals) VALUES (?, ?, ?)`,
-	"nthSample":    `SELECT t FROM samples WHERE thing_id = ? ORDER BY t DESC LIMIT 1 OFFSET ?`,
-	"delSamples":   `DELETE FROM samples WHERE thing_id = ? AND t < ?`,
+	"insLog":       `INSERT INTO history_log (entries, data) VALUES (?, ?)`,
+	"insChunk":     insChunkSQL,
+	"selChunks":    chunksForRetention,
+	"delChunks":    `DELETE FROM history WHERE thing_id = ? AND t_first < ?`,
+	"delAged":      `DELETE FROM history WHERE thing_id = ? AND t_last < ?`,
 	"nextThings":   `SELECT id FROM things WHERE id > ? ORDER BY id LIMIT ?`,
 	"insSetAside": `INSERT OR IGNORE INTO set_asides (gw, seq, received_at, type, thing, reason, payload, at)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
@@ -69,8 +75,8 @@ var stmtSQL = map[string]string{
 }
 
 var stmtOrder = []string{"selThing", "selShadow", "insType", "incType", "insThing", "updThing",
-	"updThingMeta", "insProp", "insRecent", "nthSample", "delSamples", "nextThings",
-	"insSetAside", "upMark", "upTotals"}
+	"updThingMeta", "updSeen", "insProp", "insLog", "insChunk", "selChunks", "delChunks", "delAged",
+	"nextThings", "insSetAside", "upMark", "upTotals"}
 
 // init prepares the statements and loads thing types and high-water marks.
 func (w *writer) init(ctx context.Context, db *sql.DB, opts *Options) error {
@@ -81,9 +87,6 @@ func (w *writer) init(ctx context.Context, db *sql.DB, opts *Options) error {
 	w.things = map[string]*thingState{}
 	w.props = map[string]int64{}
 	w.pending = map[int64]int{}
-	if err := db.QueryRowContext(ctx, `SELECT count(*) FROM recent`).Scan(&w.recentRows); err != nil {
-		return fmt.Errorf("count recent history: %w", err)
-	}
 	for i, p := range w.st.all() {
 		s, err := db.PrepareContext(ctx, stmtSQL[stmtOrder[i]])
 		if err != nil {
@@ -91,52 +94,47 @@ func (w *writer) init(ctx context.Context, db *sql.DB, opts *Options) error {
 		}
 		*p = s
 	}
-	rows, err := db.QueryContext(ctx, `SELECT id, name FROM thing_types`)
-	if err != nil {
-		return fmt.Errorf("load thing types: %w", err)
-	}
-	for rows.Next() {
+	err := eachRow(db.QueryContext(ctx, `SELECT id, name FROM thing_types`))(func(rows *sql.Rows) error {
 		var id int64
 		var name string
-		if err := rows.Scan(&id, &name); err != nil {
-			rows.Close()
-			return fmt.Errorf("load thing types: %w", err)
-		}
+		err := rows.Scan(&id, &name)
 		w.types[name], w.tnames[id] = id, name
-	}
-	if err := rows.Close(); err != nil {
+		return err
+	})
+	if err != nil {
 		return fmt.Errorf("load thing types: %w", err)
 	}
-	rows, err = db.QueryContext(ctx, `SELECT id, path FROM properties`)
+	err = eachRow(db.QueryContext(ctx, `SELECT id, path FROM properties`))(func(rows *sql.Rows) error {
+		var id int64
+		var path string
+		err := rows.Scan(&id, &path)
+		w.props[path] = id
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("load properties: %w", err)
 	}
-	for rows.Next() {
-		var id int64
-		var path string
-		if err := rows.Scan(&id, &path); err != nil {
-			rows.Close()
-			return fmt.Errorf("load properties: %w", err)
+	err = eachRow(db.QueryContext(ctx, `SELECT data FROM history_log ORDER BY id`))(func(rows *sql.Rows) error {
+		var data []byte
+		if err := rows.Scan(&data); err != nil {
+			return err
 		}
-		w.props[path] = id
+		return w.tail.add(data)
+	})
+	if err != nil {
+		return fmt.Errorf("load history log: %w", err)
 	}
-	if err := rows.Close(); err != nil {
-		return fmt.Errorf("load properties: %w", err)
-	}
-	rows, err = db.QueryContext(ctx, `SELECT gw, seq FROM applied`)
+	err = eachRow(db.QueryContext(ctx, `SELECT gw, seq FROM applied`))(func(rows *sql.Rows) error {
+		var gw string
+		var seq int64
+		err := rows.Scan(&gw, &seq)
+		w.marks[gw] = uint64(seq)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("load marks: %w", err)
 	}
-	defer rows.Close()
-	for rows.Next() {
-		var gw string
-		var seq int64
-		if err := rows.Scan(&gw, &seq); err != nil {
-			return fmt.Errorf("load marks: %w", err)
-		}
-		w.marks[gw] = uint64(seq)
-	}
-	return rows.Err()
+	return nil
 }
 
 func (w *writer) close() {
@@ -173,7 +171,7 @@ type applyTx struct {
 	out []processor.Outcome
 
 	marks                          map[string]uint64
-	recentRows                     int // before this transaction
+	compacted                      bool // the history log was compacted: clear the tail on commit
 	newThings, messages, setAsides int64
 	touched                        []string
 	newProps                       []string
@@ -189,11 +187,11 @@ func (w *writer) apply(ctx context.Context, db *sql.DB, b *processor.Batch) (_ [
 	}
 	a := &applyTx{
 		w: w, ctx: ctx, tx: tx,
-		now:        w.opts.Now().UnixNano(),
-		out:        make([]processor.Outcome, len(b.Items)),
-		marks:      map[string]uint64{},
-		recentRows: w.recentRows,
+		now:   w.opts.Now().UnixNano(),
+		out:   make([]processor.Outcome, len(b.Items)),
+		marks: map[string]uint64{},
 	}
+	w.log, w.logN = w.log[:0], 0
 	tp, wp := a.st.all(), w.st.all()
 	for i := range tp {
 		*tp[i] = tx.StmtContext(ctx, *wp[i])
@@ -207,7 +205,7 @@ func (w *writer) apply(ctx context.Context, db *sql.DB, b *processor.Batch) (_ [
 	if err := a.run(b); err != nil {
 		return nil, fmt.Errorf("registry: apply: %w", err)
 	}
-	if err := tx.Commit(); err != nil {
+	if err := a.commit(); err != nil {
 		return nil, fmt.Errorf("registry: commit: %w", err)
 	}
 	for gw, seq := range a.marks {
@@ -216,9 +214,33 @@ func (w *writer) apply(ctx context.Context, db *sql.DB, b *processor.Batch) (_ [
 	return a.out, nil
 }
 
+// commit commits the transaction and moves the history tail in step: this Apply's log entries
+// are added to it, or, if it compacted the log, the tail is cleared, while readers are held off
+// (see tail).
+func (a *applyTx) commit() error {
+	w := a.w
+	if !a.compacted {
+		if err := a.tx.Commit(); err != nil {
+			return err
+		}
+		if w.logN > 0 {
+			if err := w.tail.add(w.log); err != nil { // cannot fail: the writer encoded it
+				panic(err)
+			}
+		}
+		return nil
+	}
+	w.tail.mu.Lock()
+	defer w.tail.mu.Unlock()
+	if err := a.tx.Commit(); err != nil {
+		return err
+	}
+	w.tail.clear()
+	return nil
+}
+
 // undo forgets what the failed transaction put into the writer's memory.
 func (a *applyTx) undo() {
-	a.w.recentRows = a.recentRows
 	for _, name := range a.touched {
 		delete(a.w.things, name)
 	}
@@ -262,7 +284,12 @@ func (a *applyTx) run(b *processor.Batch) error {
 			return fmt.Errorf("totals: %w", err)
 		}
 	}
-	if a.w.recentRows >= a.w.opts.recentMax {
+	if a.w.logN > 0 {
+		if _, err := a.st.insLog.ExecContext(a.ctx, a.w.logN, a.w.log); err != nil {
+			return fmt.Errorf("insert history: %w", err)
+		}
+	}
+	if a.w.tail.n+a.w.logN >= a.w.opts.logMax {
 		if err := a.compact(); err != nil {
 			return err
 		}
@@ -375,8 +402,9 @@ func (a *applyTx) saveThing(u *processor.Update, th *thingState, isNew, changed 
 	a.touched = append(a.touched, u.Thing)
 	if isNew {
 		a.w.buf = th.doc.AppendBinary(a.w.buf[:0])
+		th.seen = seenSecond(th.lastSeen)
 		res, err := a.st.insThing.ExecContext(a.ctx, u.Thing, th.typeID, th.firstSeen, th.lastSeen,
-			th.messages, th.version, a.w.buf)
+			th.seen, th.messages, th.version, a.w.buf)
 		if err != nil {
 			return fmt.Errorf("insert thing %s: %w", u.Thing, err)
 		}
@@ -400,8 +428,18 @@ func (a *applyTx) saveThing(u *processor.Update, th *thingState, isNew, changed 
 	if err != nil {
 		return fmt.Errorf("update thing %s: %w", u.Thing, err)
 	}
+	if s := seenSecond(th.lastSeen); s != th.seen {
+		if _, err := a.st.updSeen.ExecContext(a.ctx, s, th.id); err != nil {
+			return fmt.Errorf("update thing %s: %w", u.Thing, err)
+		}
+		th.seen = s
+	}
 	return nil
 }
+
+// seenSecond is the seen column for a last_seen: whole seconds. The things list is ordered by
+// it, so its indexes change at most once a second per thing, not with every record.
+func seenSecond(lastSeen int64) int64 { return lastSeen / 1e9 }
 
 // thing returns the thing's state from memory or the database, nil if it does not exist.
 func (a *applyTx) thing(name string) (*thingState, error) {
@@ -411,7 +449,7 @@ func (a *applyTx) thing(name string) (*thingState, error) {
 	th := &thingState{}
 	var blob []byte
 	err := a.st.selThing.QueryRowContext(a.ctx, name).Scan(&th.id, &th.typeID, &th.firstSeen, &th.lastSeen,
-		&th.messages, &th.version, &blob)
+		&th.seen, &th.messages, &th.version, &blob)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
 	}
@@ -466,7 +504,7 @@ func (a *applyTx) thingType(name string) (int64, error) {
 	return id, nil
 }
 
-// history adds the numeric properties of an applied record as one history row.
+// history adds the numeric properties of an applied record to this Apply's history_log row.
 func (a *applyTx) history(th *thingState, it *processor.Item) error {
 	vals := a.w.vals[:0]
 	var err error
@@ -478,34 +516,36 @@ func (a *applyTx) history(th *thingState, it *processor.Item) error {
 		if id, err = a.property(path); err != nil {
 			return
 		}
-		vals = binary.AppendUvarint(vals, uint64(id))
-		vals = binary.LittleEndian.AppendUint64(vals, math.Float64bits(v))
+		vals = appendValue(vals, id, v)
 	})
 	a.w.vals = vals
 	if err != nil || len(vals) == 0 {
 		return err
 	}
-	if _, err := a.st.insRecent.ExecContext(a.ctx, th.id, it.Record.ReceivedAt.UnixNano(), vals); err != nil {
-		return fmt.Errorf("insert history: %w", err)
-	}
-	a.w.recentRows++
+	a.w.log = appendLogEntry(a.w.log, th.id, it.Record.ReceivedAt.UnixNano(), vals)
+	a.w.logN++
 	a.w.pending[th.id]++
 	return nil
 }
 
-// compact moves the recent history rows into samples, sorted by thing, and trims the things
-// that have received HistoryMaxPoints/10 rows since they were last trimmed. It runs in the
-// batch's transaction when recent holds recentMax rows: the clustered table then gets many rows
-// per thing at once instead of one random page write per record.
+// compact moves the history log (the tail and this Apply's entries) into chunks, and trims the
+// things that have received HistoryMaxPoints/10 entries since they were last trimmed. It runs in
+// the transaction of the batch that fills the log to logMax entries.
 func (a *applyTx) compact() error {
-	if _, err := a.tx.ExecContext(a.ctx, `INSERT OR IGNORE INTO samples (thing_id, t, vals)
-		SELECT thing_id, t, vals FROM recent ORDER BY thing_id, t`); err != nil {
+	es, err := decodeLog(a.w.tail.all(a.w.entries[:0]), a.w.log)
+	if err != nil {
 		return fmt.Errorf("compact history: %w", err)
 	}
-	if _, err := a.tx.ExecContext(a.ctx, `DELETE FROM recent`); err != nil {
+	a.w.buf, err = writeChunks(a.ctx, a.st.insChunk, es, a.w.buf, a.w.chunkMax())
+	clear(es) // drop the references to the tail's bytes
+	a.w.entries = es[:0]
+	if err != nil {
+		return err
+	}
+	if _, err := a.tx.ExecContext(a.ctx, `DELETE FROM history_log`); err != nil {
 		return fmt.Errorf("compact history: %w", err)
 	}
-	a.w.recentRows = 0
+	a.compacted = true
 	every := max(1, a.w.opts.HistoryMaxPoints/10)
 	for id, n := range a.w.pending {
 		if n >= every {
@@ -517,6 +557,10 @@ func (a *applyTx) compact() error {
 	}
 	return nil
 }
+
+// chunkMax is the most entries a compaction puts in one chunk, so that retention, which deletes
+// whole chunks, keeps at most a quarter more than HistoryMaxPoints.
+func (w *writer) chunkMax() int { return max(1, w.opts.HistoryMaxPoints/4) }
 
 func (a *applyTx) property(path string) (int64, error) {
 	if id, ok := a.w.props[path]; ok {
@@ -535,16 +579,31 @@ func (a *applyTx) property(path string) (int64, error) {
 	return id, nil
 }
 
-// trim deletes a thing's history rows beyond the newest HistoryMaxPoints and older than
-// HistoryMaxAge: a range delete on the (thing_id, t) primary key.
+// trim deletes a thing's history chunks that are not needed for its newest HistoryMaxPoints
+// entries, and those older than HistoryMaxAge: range deletes on the (thing_id, t_first) key.
 func (a *applyTx) trim(thing int64) error {
-	cutoff := a.now - a.w.opts.HistoryMaxAge.Nanoseconds()
-	var nth int64
-	err := a.st.nthSample.QueryRowContext(a.ctx, thing, a.w.opts.HistoryMaxPoints-1).Scan(&nth)
-	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+	keep, total := int64(math.MinInt64), 0
+	err := eachRow(a.st.selChunks.QueryContext(a.ctx, thing))(func(rows *sql.Rows) error {
+		var first int64
+		var n int
+		if err := rows.Scan(&first, &n); err != nil {
+			return err
+		}
+		if total += n; total >= a.w.opts.HistoryMaxPoints {
+			keep = first
+			return errStopRows
+		}
+		return nil
+	})
+	if err != nil {
 		return fmt.Errorf("trim history: %w", err)
 	}
-	if _, err := a.st.delSamples.ExecContext(a.ctx, thing, max(cutoff, nth)); err != nil {
+	if keep != math.MinInt64 {
+		if _, err := a.st.delChunks.ExecContext(a.ctx, thing, keep); err != nil {
+			return fmt.Errorf("trim history: %w", err)
+		}
+	}
+	if _, err := a.st.delAged.ExecContext(a.ctx, thing, a.now-a.w.opts.HistoryMaxAge.Nanoseconds()); err != nil {
 		return fmt.Errorf("trim history: %w", err)
 	}
 	return nil
@@ -553,28 +612,22 @@ func (a *applyTx) trim(thing int64) error {
 // agedPerApply is how many things' history each Apply trims by age, round robin.
 const agedPerApply = 32
 
-// pruneAge trims the history of the next few things (by id, wrapping around) by age, so things
-// that stopped reporting still lose their old rows.
+// pruneAge deletes the chunks older than HistoryMaxAge of the next few things (by id, wrapping
+// around), so things that stopped reporting still lose their old history.
 func (a *applyTx) pruneAge() error {
-	rows, err := a.st.nextThings.QueryContext(a.ctx, a.w.pruneCursor, agedPerApply)
-	if err != nil {
-		return fmt.Errorf("age pruning: %w", err)
-	}
 	ids := make([]int64, 0, agedPerApply)
-	for rows.Next() {
+	err := eachRow(a.st.nextThings.QueryContext(a.ctx, a.w.pruneCursor, agedPerApply))(func(rows *sql.Rows) error {
 		var id int64
-		if err := rows.Scan(&id); err != nil {
-			rows.Close()
-			return fmt.Errorf("age pruning: %w", err)
-		}
+		err := rows.Scan(&id)
 		ids = append(ids, id)
-	}
-	if err := rows.Close(); err != nil {
+		return err
+	})
+	if err != nil {
 		return fmt.Errorf("age pruning: %w", err)
 	}
 	cutoff := a.now - a.w.opts.HistoryMaxAge.Nanoseconds()
 	for _, id := range ids {
-		if _, err := a.st.delSamples.ExecContext(a.ctx, id, cutoff); err != nil {
+		if _, err := a.st.delAged.ExecContext(a.ctx, id, cutoff); err != nil {
 			return fmt.Errorf("age pruning: %w", err)
 		}
 	}

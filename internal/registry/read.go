@@ -1,10 +1,11 @@
 package registry
 
 import (
+	"bytes"
+	"cmp"
 	"context"
 	"database/sql"
 	"encoding/base64"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -39,21 +40,23 @@ func (r *Registry) ThingTypes(ctx context.Context) ([]ThingType, error) {
 	return out, rows.Err()
 }
 
-const thingColumns = `t.id, t.name, tt.name, t.first_seen, t.last_seen, t.messages, t.version`
+const thingColumns = `t.id, t.seen, t.name, tt.name, t.first_seen, t.last_seen, t.messages, t.version`
 
-func scanThing(sc interface{ Scan(...any) error }) (Thing, int64, error) {
+// scanThing scans thingColumns: the thing, its id and its seen column.
+func scanThing(sc interface{ Scan(...any) error }) (Thing, int64, int64, error) {
 	var t Thing
-	var id, first, last int64
-	if err := sc.Scan(&id, &t.Name, &t.Type, &first, &last, &t.Messages, &t.Version); err != nil {
-		return t, 0, err
+	var id, seen, first, last int64
+	if err := sc.Scan(&id, &seen, &t.Name, &t.Type, &first, &last, &t.Messages, &t.Version); err != nil {
+		return t, 0, 0, err
 	}
 	t.FirstSeen, t.LastSeen = fromNanos(first), fromNanos(last)
-	return t, id, nil
+	return t, id, seen, nil
 }
 
-// Things returns a page of things, most recently seen first (ties: most recently created
-// first). Paging is by keyset on the (last_seen, id) index, so every page costs the same however
-// deep; a thing seen again between two pages moves to the front and is not repeated.
+// Things returns a page of things, most recently seen first to the second (within one second of
+// last_seen: most recently created first). Paging is by keyset on the (seen, id) index, so every
+// page costs the same however deep; a thing seen again between two pages moves to the front and
+// is not repeated.
 func (r *Registry) Things(ctx context.Context, q ThingQuery) (ThingPage, error) {
 	limit := q.Limit
 	if limit <= 0 {
@@ -85,33 +88,32 @@ func (r *Registry) Things(ctx context.Context, q ThingQuery) (ThingPage, error) 
 		if err != nil {
 			return page, err
 		}
-		where = append(where, "(t.last_seen, t.id) < (?, ?)")
+		where = append(where, "(t.seen, t.id) < (?, ?)")
 		args = append(args, ls, id)
 	}
 	query := `SELECT ` + thingColumns + ` FROM things t JOIN thing_types tt ON tt.id = t.type_id`
 	if len(where) > 0 {
 		query += " WHERE " + strings.Join(where, " AND ")
 	}
-	query += ` ORDER BY t.last_seen DESC, t.id DESC LIMIT ?`
+	query += ` ORDER BY t.seen DESC, t.id DESC LIMIT ?`
 	args = append(args, limit+1)
 	rows, err := r.rdb.QueryContext(ctx, query, args...)
 	if err != nil {
 		return page, fmt.Errorf("things: %w", err)
 	}
 	defer rows.Close()
-	var lastID int64
+	var lastID, lastSeen int64
 	for rows.Next() {
-		t, id, err := scanThing(rows)
+		t, id, seen, err := scanThing(rows)
 		if err != nil {
 			return page, fmt.Errorf("things: %w", err)
 		}
 		if len(page.Things) == limit {
-			last := page.Things[limit-1]
-			page.Next = encodeThingCursor(last.LastSeen.UnixNano(), lastID)
+			page.Next = encodeThingCursor(lastSeen, lastID)
 			break
 		}
 		page.Things = append(page.Things, t)
-		lastID = id
+		lastID, lastSeen = id, seen
 	}
 	if err := rows.Err(); err != nil {
 		return page, fmt.Errorf("things: %w", err)
@@ -133,31 +135,31 @@ func (r *Registry) Things(ctx context.Context, q ThingQuery) (ThingPage, error) 
 	return page, nil
 }
 
-func encodeThingCursor(lastSeen, id int64) string {
-	return base64.RawURLEncoding.EncodeToString(fmt.Appendf(nil, "t1.%d.%d", lastSeen, id))
+func encodeThingCursor(seen, id int64) string {
+	return base64.RawURLEncoding.EncodeToString(fmt.Appendf(nil, "t2.%d.%d", seen, id))
 }
 
-func decodeThingCursor(c string) (lastSeen, id int64, err error) {
+func decodeThingCursor(c string) (seen, id int64, err error) {
 	b, err := base64.RawURLEncoding.DecodeString(c)
 	if err != nil {
 		return 0, 0, ErrInvalidCursor
 	}
 	parts := strings.Split(string(b), ".")
-	if len(parts) != 3 || parts[0] != "t1" {
+	if len(parts) != 3 || parts[0] != "t2" {
 		return 0, 0, ErrInvalidCursor
 	}
-	lastSeen, err1 := strconv.ParseInt(parts[1], 10, 64)
+	seen, err1 := strconv.ParseInt(parts[1], 10, 64)
 	id, err2 := strconv.ParseInt(parts[2], 10, 64)
 	if err1 != nil || err2 != nil {
 		return 0, 0, ErrInvalidCursor
 	}
-	return lastSeen, id, nil
+	return seen, id, nil
 }
 
 // Thing returns one thing, or ErrNotFound.
 func (r *Registry) Thing(ctx context.Context, name string) (Thing, error) {
 	row := r.rdb.QueryRowContext(ctx, `SELECT `+thingColumns+` FROM things t JOIN thing_types tt ON tt.id = t.type_id WHERE t.name = ?`, name)
-	t, _, err := scanThing(row)
+	t, _, _, err := scanThing(row)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Thing{}, ErrNotFound
 	}
@@ -238,43 +240,28 @@ func (r *Registry) History(ctx context.Context, name string, q HistoryQuery) ([]
 			return nil, fmt.Errorf("history %s: %w", name, err)
 		}
 	}
-	// Rows are per record; at most HistoryMaxPoints are retained per thing.
-	rows, err := r.rdb.QueryContext(ctx, `SELECT t, vals FROM (
-			SELECT t, vals FROM samples WHERE thing_id = ?1 AND t >= ?2
-			UNION ALL
-			SELECT t, vals FROM recent WHERE thing_id = ?1 AND t >= ?2)
-		ORDER BY t DESC LIMIT ?3`, thingID, since, r.opts.HistoryMaxPoints)
+	es, err := r.historyEntries(ctx, thingID, since)
 	if err != nil {
 		return nil, fmt.Errorf("history %s: %w", name, err)
 	}
+	// Newest first; at most HistoryMaxPoints entries (records) count, as retention keeps.
+	slices.SortFunc(es, func(a, b entry) int { return cmp.Compare(b.t, a.t) })
 	byProp := map[int64][]Point{}
-	prev := int64(-1)
-	for rows.Next() {
-		var t int64
-		var vals []byte
-		if err := rows.Scan(&t, &vals); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("history %s: %w", name, err)
-		}
-		if t == prev { // two records of one thing received in the same nanosecond
+	prev, kept := int64(math.MinInt64), 0
+	for _, e := range es {
+		if e.t == prev { // two records of one thing received in the same nanosecond
 			continue
 		}
-		prev = t
-		for len(vals) > 0 {
-			id, k := binary.Uvarint(vals)
-			if k <= 0 || len(vals) < k+8 {
-				break
-			}
-			v := math.Float64frombits(binary.LittleEndian.Uint64(vals[k:]))
-			vals = vals[k+8:]
-			if only >= 0 && int64(id) != only || len(byProp[int64(id)]) >= limit {
-				continue
-			}
-			byProp[int64(id)] = append(byProp[int64(id)], Point{T: fromNanos(t), V: v})
+		if prev = e.t; kept == r.opts.HistoryMaxPoints {
+			break
 		}
-	}
-	if err := rows.Close(); err != nil {
-		return nil, fmt.Errorf("history %s: %w", name, err)
+		kept++
+		eachValue(e.vals, func(id int64, v float64) {
+			if only >= 0 && id != only || len(byProp[id]) >= limit {
+				return
+			}
+			byProp[id] = append(byProp[id], Point{T: fromNanos(e.t), V: v})
+		})
 	}
 	out := make([]Series, 0, len(byProp))
 	for id, pts := range byProp {
@@ -287,6 +274,35 @@ func (r *Registry) History(ctx context.Context, name string, q HistoryQuery) ([]
 	}
 	slices.SortFunc(out, func(a, b Series) int { return strings.Compare(a.Property, b.Property) })
 	return out, nil
+}
+
+// historyEntries returns a thing's history entries at or after since, from its chunks and the
+// writer's tail of the log, read under the tail's lock so that a compaction cannot hide or
+// double them.
+func (r *Registry) historyEntries(ctx context.Context, thing, since int64) ([]entry, error) {
+	tl := &r.w.tail
+	tl.mu.RLock()
+	defer tl.mu.RUnlock()
+	var es []entry
+	err := eachRow(r.rdb.QueryContext(ctx, `SELECT t_first, data FROM history WHERE thing_id = ? AND t_last >= ?`, thing, since))(func(rows *sql.Rows) error {
+		var first int64
+		var data []byte
+		if err := rows.Scan(&first, &data); err != nil {
+			return err
+		}
+		var err error
+		es, err = decodeChunk(es, thing, first, data)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	n := len(es)
+	es = tl.entries(es, thing)
+	for i := n; i < len(es); i++ {
+		es[i].vals = bytes.Clone(es[i].vals) // the tail changes once the lock is released
+	}
+	return slices.DeleteFunc(es, func(e entry) bool { return e.t < since }), nil
 }
 
 // SetAsides returns a page of the records set aside, newest first.

@@ -29,19 +29,22 @@
 // seq passes the old mark. Delete both or neither.)
 //
 // History. Every numeric leaf of every applied record is a point (property = keys joined with
-// "."). The points of one record are stored together, one row per (thing, received_at): history
-// inserts are most of the registry's write cost, and a row per point would triple it. Rows are
-// first appended to a small "recent" table (sequential pages) and moved into the table clustered
-// by thing 50,000 at a time, in the transaction of the batch that fills it, so the clustered table
-// gets several rows per thing per page write instead of one random page write per record.
+// "."). The points of one record are stored together as one history entry. An Apply writes all
+// its entries as one row of a log; when the log holds 50,000 entries, the batch that fills it
+// compacts it into one chunk row per thing (history.go), so the table clustered by thing gets
+// one insert per thing per compaction instead of one random page write per record.
 // Retention: HistoryMaxAge, and HistoryMaxPoints records with numeric properties per thing, which
 // is HistoryMaxPoints points per property for the usual device that sends all its properties in
-// every record (a property sent in only some records keeps fewer). Pruning never scans the whole
-// table on the hot path: when rows are moved, each thing that got HistoryMaxPoints/10 rows since
-// its last trim is trimmed to its newest HistoryMaxPoints (a range delete on its primary key), and
-// each Apply trims a few things (round robin) by age. Between trims a thing may hold more rows than
-// the limit; reads never return more than HistoryMaxPoints points per property, nor any older
-// than HistoryMaxAge.
+// every record (a property sent in only some records keeps fewer). Pruning deletes whole chunks
+// and never scans the whole table on the hot path: at a compaction, each thing that got
+// HistoryMaxPoints/10 entries since its last trim loses the chunks older than those holding its
+// newest HistoryMaxPoints (a range delete on its key), and each Apply drops the chunks older than
+// HistoryMaxAge of a few things (round robin). A thing may so hold more entries than the limit;
+// reads never return more than HistoryMaxPoints points per property, nor any older than
+// HistoryMaxAge.
+//
+// Things list. Things are listed by the seen column, last_seen in whole seconds, newest first:
+// its indexes are updated at most once a second per thing, not with every record.
 //
 // Concurrency. One writer connection (Apply, serialised) and a pool of read-only connections; in
 // WAL mode readers never wait for the writer and the writer never waits for readers.
@@ -81,7 +84,7 @@ type Options struct {
 	Logger           *slog.Logger
 
 	schemaVersion int // tests: migrate only this far (0 = all)
-	recentMax     int // history rows in recent that trigger a compaction (default 50,000)
+	logMax        int // history entries in the log that trigger a compaction (default 200,000)
 }
 
 func (o *Options) setDefaults() {
@@ -106,8 +109,8 @@ func (o *Options) setDefaults() {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	if o.recentMax <= 0 {
-		o.recentMax = 50_000
+	if o.logMax <= 0 {
+		o.logMax = 200_000
 	}
 	if o.schemaVersion <= 0 || o.schemaVersion > len(migrations) {
 		o.schemaVersion = len(migrations)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -25,7 +26,7 @@ func at(sec float64) time.Time { return t0.Add(time.Duration(sec * float64(time.
 
 // env is a registry under test with a fake clock and a record counter (gw1, seq 1, 2, ...).
 type env struct {
-	t    *testing.T
+	t    testing.TB
 	r    *Registry
 	path string
 	opts Options
@@ -34,7 +35,7 @@ type env struct {
 	mu   sync.Mutex
 }
 
-func newEnv(t *testing.T, opts Options) *env {
+func newEnv(t testing.TB, opts Options) *env {
 	e := &env{t: t, path: filepath.Join(t.TempDir(), "registry.db"), now: at(1000)}
 	opts.Now = e.clock
 	e.opts = opts
@@ -402,8 +403,8 @@ func TestThingsPaging(t *testing.T) {
 func TestThingsQueryPlan(t *testing.T) {
 	e := newEnv(t, Options{})
 	for _, q := range []string{
-		`SELECT t.id FROM things t JOIN thing_types tt ON tt.id = t.type_id WHERE (t.last_seen, t.id) < (1, 1) ORDER BY t.last_seen DESC, t.id DESC LIMIT 10`,
-		`SELECT t.id FROM things t JOIN thing_types tt ON tt.id = t.type_id WHERE t.type_id = 1 AND (t.last_seen, t.id) < (1, 1) ORDER BY t.last_seen DESC, t.id DESC LIMIT 10`,
+		`SELECT t.id FROM things t JOIN thing_types tt ON tt.id = t.type_id WHERE (t.seen, t.id) < (1, 1) ORDER BY t.seen DESC, t.id DESC LIMIT 10`,
+		`SELECT t.id FROM things t JOIN thing_types tt ON tt.id = t.type_id WHERE t.type_id = 1 AND (t.seen, t.id) < (1, 1) ORDER BY t.seen DESC, t.id DESC LIMIT 10`,
 	} {
 		rows, err := e.r.rdb.QueryContext(t.Context(), "EXPLAIN QUERY PLAN "+q)
 		if err != nil {
@@ -427,7 +428,7 @@ func TestThingsQueryPlan(t *testing.T) {
 }
 
 func TestHistoryRetention(t *testing.T) {
-	e := newEnv(t, Options{HistoryMaxPoints: 10, HistoryMaxAge: time.Hour, recentMax: 7})
+	e := newEnv(t, Options{HistoryMaxPoints: 10, HistoryMaxAge: time.Hour, logMax: 7})
 	for i := range 50 {
 		e.send(rec("sensor", "a", float64(i), fmt.Sprintf(`{"temp":%d,"env":{"hum":%d},"s":"x"}`, i, 100+i)))
 	}
@@ -446,10 +447,11 @@ func TestHistoryRetention(t *testing.T) {
 	if got := hist[1].Points[9].V; got != 49 {
 		t.Errorf("last temp %v", got)
 	}
+	// Kept: the chunks covering the newest 10 entries (whole chunks of up to 7) and the log.
 	var rows int
-	e.r.rdb.QueryRow(`SELECT (SELECT count(*) FROM samples) + (SELECT count(*) FROM recent)`).Scan(&rows)
-	if rows > 10+7+1 {
-		t.Errorf("%d history rows kept for a limit of 10", rows)
+	e.r.rdb.QueryRow(`SELECT (SELECT sum(n) FROM history) + (SELECT coalesce(sum(entries), 0) FROM history_log)`).Scan(&rows)
+	if rows < 10 || rows > 10+6+6 {
+		t.Errorf("%d history entries kept for a limit of 10", rows)
 	}
 	one, _ := e.r.History(t.Context(), "a", HistoryQuery{Property: "temp", Limit: 3, Since: at(47)})
 	if len(one) != 1 || len(one[0].Points) != 3 || one[0].Points[0].V != 47 {
@@ -463,7 +465,7 @@ func TestHistoryRetention(t *testing.T) {
 	for i := range 8 {
 		e.send(rec("sensor", "b", float64(5000+i), `{"x":1}`))
 	}
-	e.r.rdb.QueryRow(`SELECT count(*) FROM samples WHERE thing_id = (SELECT id FROM things WHERE name = 'a')`).Scan(&rows)
+	e.r.rdb.QueryRow(`SELECT count(*) FROM history WHERE thing_id = (SELECT id FROM things WHERE name = 'a')`).Scan(&rows)
 	if rows != 0 {
 		t.Errorf("%d expired rows of a still stored", rows)
 	}
@@ -659,5 +661,72 @@ func TestClosedRegistry(t *testing.T) {
 	}
 	if err := e.r.Close(); err != nil {
 		t.Errorf("second Close: %v", err)
+	}
+}
+
+// A file at schema version 3 (history as one row per record in samples and recent, things
+// ordered by last_seen) is migrated to chunks and the seen column, and keeps its history.
+func TestMigrationFromVersion3KeepsHistory(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "registry.db")
+	r, err := Open(path, Options{schemaVersion: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	vals := func(prop int64, v float64) []byte { return appendValue(nil, prop, v) }
+	if _, err := r.wdb.Exec(`INSERT INTO thing_types (id, name, created_at, things) VALUES (1, 'sensor', 1, 2);
+		INSERT INTO things (id, name, type_id, first_seen, last_seen, messages, version) VALUES
+			(1, 'a', 1, 5, ?, 3, 1), (2, 'b', 1, 5, ?, 1, 1);
+		INSERT INTO properties (id, path) VALUES (1, 'temp'), (2, 'hum');
+		UPDATE totals SET things = 2, messages = 4; INSERT INTO applied VALUES ('gw1', 4)`,
+		at(3).UnixNano(), at(9).UnixNano()); err != nil {
+		t.Fatal(err)
+	}
+	for _, row := range []struct {
+		table string
+		thing int64
+		sec   float64
+		vals  []byte
+	}{
+		{"samples", 1, 1, vals(1, 10)},
+		{"samples", 1, 2, append(vals(1, 11), vals(2, 50)...)},
+		{"recent", 1, 3, vals(1, 12)},
+		{"recent", 2, 9, vals(2, 60)},
+	} {
+		if _, err := r.wdb.Exec(`INSERT INTO `+row.table+` (thing_id, t, vals) VALUES (?, ?, ?)`,
+			row.thing, at(row.sec).UnixNano(), row.vals); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.Close()
+	r, err = Open(path, Options{Now: func() time.Time { return at(100) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	h, err := r.History(t.Context(), "a", HistoryQuery{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Series{
+		{Property: "hum", Points: []Point{{T: at(2), V: 50}}},
+		{Property: "temp", Points: []Point{{T: at(1), V: 10}, {T: at(2), V: 11}, {T: at(3), V: 12}}},
+	}
+	if !reflect.DeepEqual(h, want) {
+		t.Errorf("history of a after migration %+v, want %+v", h, want)
+	}
+	if h, _ := r.History(t.Context(), "b", HistoryQuery{}); len(h) != 1 || h[0].Points[0].V != 60 {
+		t.Errorf("history of b after migration %+v", h)
+	}
+	p, err := r.Things(t.Context(), ThingQuery{})
+	if err != nil || len(p.Things) != 2 || p.Things[0].Name != "b" {
+		t.Errorf("things after migration %+v, %v", p, err)
+	}
+	// New records go on top of the migrated history.
+	if _, err := r.Apply(t.Context(), processortest.Batch(t, withSeq(rec("sensor", "a", 20, `{"temp":13}`), 5))); err != nil {
+		t.Fatal(err)
+	}
+	h, _ = r.History(t.Context(), "a", HistoryQuery{Property: "temp"})
+	if len(h) != 1 || len(h[0].Points) != 4 || h[0].Points[3].V != 13 {
+		t.Errorf("history of a after a new record %+v", h)
 	}
 }

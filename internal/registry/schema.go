@@ -10,9 +10,9 @@ import (
 // how many have been applied. Never edit one that has shipped; append a new one.
 //
 // Times are Unix nanoseconds (UTC). Sequence numbers are stored as int64.
-var migrations = []string{
+var migrations = []migration{
 	// 1: thing types, things with their shadow, the applied high-water marks, totals.
-	`CREATE TABLE thing_types (
+	{sql: `CREATE TABLE thing_types (
 		id         INTEGER PRIMARY KEY,
 		name       TEXT NOT NULL UNIQUE,
 		created_at INTEGER NOT NULL,
@@ -39,13 +39,13 @@ var migrations = []string{
 		things   INTEGER NOT NULL,
 		messages INTEGER NOT NULL
 	);
-	INSERT INTO totals (id, things, messages) VALUES (1, 0, 0);`,
+	INSERT INTO totals (id, things, messages) VALUES (1, 0, 0);`},
 
 	// 2: telemetry history: one row per (thing, record) with all the record's numeric
 	// properties, values encoded as (uvarint property id, float64 little-endian) pairs. Rows are
 	// appended to recent (cheap: the end of a rowid table and a small index) and moved into
-	// samples, clustered by thing, in bulk.
-	`CREATE TABLE properties (
+	// samples, clustered by thing, in bulk. (Replaced by migration 4.)
+	{sql: `CREATE TABLE properties (
 		id   INTEGER PRIMARY KEY,
 		path TEXT NOT NULL UNIQUE
 	);
@@ -61,10 +61,10 @@ var migrations = []string{
 		t        INTEGER NOT NULL,
 		vals     BLOB NOT NULL
 	);
-	CREATE INDEX recent_by_thing ON recent(thing_id, t);`,
+	CREATE INDEX recent_by_thing ON recent(thing_id, t);`},
 
 	// 3: records set aside with their reason.
-	`CREATE TABLE set_asides (
+	{sql: `CREATE TABLE set_asides (
 		id          INTEGER PRIMARY KEY,
 		gw          TEXT NOT NULL,
 		seq         INTEGER NOT NULL,
@@ -76,7 +76,27 @@ var migrations = []string{
 		at          INTEGER NOT NULL,
 		UNIQUE (gw, seq)
 	);
-	ALTER TABLE totals ADD COLUMN set_aside INTEGER NOT NULL DEFAULT 0;`,
+	ALTER TABLE totals ADD COLUMN set_aside INTEGER NOT NULL DEFAULT 0;`},
+
+	// 4: the things list is ordered by seen, last_seen in whole seconds, so that its indexes
+	// change at most once a second per thing instead of with every record; history moves to a
+	// log of one row per applied batch (history_log) compacted into per-thing chunks of many
+	// records (history), see history.go.
+	{fn: migrateHistoryChunks},
+}
+
+// migration is one schema step: SQL, or a function for what SQL alone cannot do.
+type migration struct {
+	sql string
+	fn  func(ctx context.Context, tx *sql.Tx) error
+}
+
+func (m migration) apply(ctx context.Context, tx *sql.Tx) error {
+	if m.fn != nil {
+		return m.fn(ctx, tx)
+	}
+	_, err := tx.ExecContext(ctx, m.sql)
+	return err
 }
 
 // migrate brings the database to schema version upTo (len(migrations) in production).
@@ -93,7 +113,7 @@ func migrate(ctx context.Context, db *sql.DB, upTo int) error {
 		if err != nil {
 			return fmt.Errorf("migration %d: %w", v+1, err)
 		}
-		if _, err := tx.ExecContext(ctx, migrations[v]); err != nil {
+		if err := migrations[v].apply(ctx, tx); err != nil {
 			tx.Rollback()
 			return fmt.Errorf("migration %d: %w", v+1, err)
 		}
