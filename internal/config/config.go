@@ -78,7 +78,7 @@ func Default() Config {
 		Process:           "local",
 		AckAfter:          "spool",
 		QueueAckTimeout:   3 * time.Second,
-		ProcessorBatch:    5000,
+		ProcessorBatch:    20000,
 		HistoryMaxAge:     7 * 24 * time.Hour,
 		HistoryMaxPoints:  1000,
 	}

@@ -33,7 +33,7 @@
 //	                                             0 when idle and caught up
 //
 // Configuration (Config; the config keys are the ones internal/config is to expose):
-// BatchSize (processor_batch_size, default 5000), BackoffMin (processor_backoff_min, default
+// BatchSize (processor_batch_size, default 20000), BackoffMin (processor_backoff_min, default
 // 100ms) and BackoffMax (processor_backoff_max, default 30s). Decoders, Sleep, Now and OnApplied
 // are for wiring and tests.
 package processor
@@ -63,7 +63,7 @@ type Sink interface {
 
 // Config configures a Processor. The zero value gives the defaults.
 type Config struct {
-	// BatchSize is the most records taken from the source at once (default 5000).
+	// BatchSize is the most records taken from the source at once (default 20000).
 	BatchSize int
 	// BackoffMin and BackoffMax bound the delay between retries of a failed batch: it doubles
 	// from BackoffMin up to BackoffMax, and each wait is drawn uniformly from [d/2, d].
@@ -81,7 +81,7 @@ type Config struct {
 
 func (c *Config) setDefaults() {
 	if c.BatchSize == 0 {
-		c.BatchSize = 5000
+		c.BatchSize = 20000
 	}
 	if c.BackoffMin == 0 {
 		c.BackoffMin = 100 * time.Millisecond
