@@ -5,7 +5,9 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
+	"slices"
 
 	"github.com/coapgw/coapgw/internal/processor"
 )
@@ -26,6 +28,10 @@ type writer struct {
 	pruneCursor int64         // round-robin position of the age pruning, a thing id
 	buf, vals   []byte
 	tail        tail    // the committed history log, by thing
+	gen         int64   // generation of the log rows being written
+	frozenGen   int64   // generation being compacted, 0 = none
+	frozenIDs   []int64 // things of frozenGen not compacted yet, in id order
+	sliceSize   int     // things compacted per Apply
 	log         []byte  // this Apply's history_log row
 	logN        int     // entries in log
 	entries     []entry // compaction scratch
@@ -62,7 +68,7 @@ var stmtSQL = map[string]string{
 	"updThingMeta": `UPDATE things SET first_seen = ?, last_seen = ?, messages = ? WHERE id = ?`,
 	"updSeen":      `UPDATE things SET seen = ? WHERE id = ?`,
 	"insProp":      `INSERT INTO properties (path) VALUES (?)`,
-	"insLog":       `INSERT INTO history_log (entries, data) VALUES (?, ?)`,
+	"insLog":       `INSERT INTO history_log (gen, entries, data) VALUES (?, ?, ?)`,
 	"insChunk":     insChunkSQL,
 	"selChunks":    chunksForRetention,
 	"delChunks":    `DELETE FROM history WHERE thing_id = ? AND t_first < ?`,
@@ -114,14 +120,7 @@ func (w *writer) init(ctx context.Context, db *sql.DB, opts *Options) error {
 	if err != nil {
 		return fmt.Errorf("load properties: %w", err)
 	}
-	err = eachRow(db.QueryContext(ctx, `SELECT data FROM history_log ORDER BY id`))(func(rows *sql.Rows) error {
-		var data []byte
-		if err := rows.Scan(&data); err != nil {
-			return err
-		}
-		return w.tail.add(data)
-	})
-	if err != nil {
+	if err := w.loadLog(ctx, db); err != nil {
 		return fmt.Errorf("load history log: %w", err)
 	}
 	err = eachRow(db.QueryContext(ctx, `SELECT gw, seq FROM applied`))(func(rows *sql.Rows) error {
@@ -171,7 +170,8 @@ type applyTx struct {
 	out []processor.Outcome
 
 	marks                          map[string]uint64
-	compacted                      bool // the history log was compacted: clear the tail on commit
+	slice                          []int64 // things of the frozen generation compacted
+	frozenDone, freeze             bool    // the frozen generation is all compacted; the current one is frozen
 	newThings, messages, setAsides int64
 	touched                        []string
 	newProps                       []string
@@ -214,29 +214,47 @@ func (w *writer) apply(ctx context.Context, db *sql.DB, b *processor.Batch) (_ [
 	return a.out, nil
 }
 
-// commit commits the transaction and moves the history tail in step: this Apply's log entries
-// are added to it, or, if it compacted the log, the tail is cleared, while readers are held off
-// (see tail).
+// commit commits the transaction and moves the history tail in step (see tail): this Apply's
+// log entries are added to it, the things it compacted leave it, and if it froze the current
+// generation, that becomes the one to compact.
 func (a *applyTx) commit() error {
 	w := a.w
-	if !a.compacted {
-		if err := a.tx.Commit(); err != nil {
-			return err
-		}
-		if w.logN > 0 {
-			if err := w.tail.add(w.log); err != nil { // cannot fail: the writer encoded it
-				panic(err)
-			}
-		}
-		return nil
-	}
-	w.tail.mu.Lock()
-	defer w.tail.mu.Unlock()
+	tl := &w.tail
+	tl.mu.Lock()
+	defer tl.mu.Unlock()
 	if err := a.tx.Commit(); err != nil {
 		return err
 	}
-	w.tail.clear()
+	for _, id := range a.slice {
+		delete(tl.frozen, id)
+	}
+	w.frozenIDs = w.frozenIDs[len(a.slice):]
+	if a.frozenDone {
+		tl.frozen, w.frozenGen, w.frozenIDs = nil, 0, nil
+	}
+	if w.logN > 0 {
+		if tl.cur == nil {
+			tl.cur = map[int64][]byte{}
+		}
+		n, err := appendEntries(tl.cur, w.log, math.MinInt64)
+		if err != nil { // cannot happen: the writer encoded it
+			panic(err)
+		}
+		tl.curN += n
+	}
+	if a.freeze {
+		w.setFrozen(w.gen, tl.cur)
+		tl.cur, tl.curN = map[int64][]byte{}, 0
+		w.gen++
+	}
 	return nil
+}
+
+// setFrozen makes generation gen, whose entries m holds, the one being compacted.
+func (w *writer) setFrozen(gen int64, m map[int64][]byte) {
+	w.tail.frozen, w.frozenGen = m, gen
+	w.frozenIDs = slices.Sorted(maps.Keys(m))
+	w.sliceSize = max(1, (len(w.frozenIDs)+compactionSlices-1)/compactionSlices)
 }
 
 // undo forgets what the failed transaction put into the writer's memory.
@@ -285,14 +303,12 @@ func (a *applyTx) run(b *processor.Batch) error {
 		}
 	}
 	if a.w.logN > 0 {
-		if _, err := a.st.insLog.ExecContext(a.ctx, a.w.logN, a.w.log); err != nil {
+		if _, err := a.st.insLog.ExecContext(a.ctx, a.w.gen, a.w.logN, a.w.log); err != nil {
 			return fmt.Errorf("insert history: %w", err)
 		}
 	}
-	if a.w.tail.n+a.w.logN >= a.w.opts.logMax {
-		if err := a.compact(); err != nil {
-			return err
-		}
+	if err := a.compact(); err != nil {
+		return err
 	}
 	return a.pruneAge()
 }
@@ -528,32 +544,110 @@ func (a *applyTx) history(th *thingState, it *processor.Item) error {
 	return nil
 }
 
-// compact moves the history log (the tail and this Apply's entries) into chunks, and trims the
-// things that have received HistoryMaxPoints/10 entries since they were last trimmed. It runs in
-// the transaction of the batch that fills the log to logMax entries.
+// Compaction. The log's entries are written in generations. When the current generation holds
+// logMax entries, the Apply that fills it freezes it (history_compacting records which one) and
+// the next entries go to a new generation. The following Applies each compact a slice of the
+// frozen generation's things (an eighth, in id order; the cursor in history_compacting moves in
+// the same transaction), so that no single batch carries a whole compaction; the Apply that
+// compacts the last slice deletes the generation's log rows. On Open, the frozen generation's
+// entries of things at or below the cursor are already in chunks and are not loaded again.
+const compactionSlices = 8
+
+// compact does this Apply's share of the compaction.
 func (a *applyTx) compact() error {
-	es, err := decodeLog(a.w.tail.all(a.w.entries[:0]), a.w.log)
-	if err != nil {
-		return fmt.Errorf("compact history: %w", err)
+	w := a.w
+	full := w.tail.curN+w.logN >= w.opts.logMax
+	if w.frozenGen != 0 {
+		n := w.sliceSize
+		if full { // finish the frozen generation before freezing the next one
+			n = len(w.frozenIDs)
+		}
+		if err := a.compactSlice(w.frozenIDs[:min(n, len(w.frozenIDs))]); err != nil {
+			return err
+		}
 	}
-	a.w.buf, err = writeChunks(a.ctx, a.st.insChunk, es, a.w.buf, a.w.chunkMax())
+	if full && (w.frozenGen == 0 || a.frozenDone) {
+		if _, err := a.tx.ExecContext(a.ctx, `INSERT INTO history_compacting (id, gen, cursor) VALUES (1, ?, ?)
+			ON CONFLICT (id) DO UPDATE SET gen = excluded.gen, cursor = excluded.cursor`, w.gen, int64(math.MinInt64)); err != nil {
+			return fmt.Errorf("compact history: %w", err)
+		}
+		a.freeze = true
+	}
+	return nil
+}
+
+// compactSlice writes the frozen entries of the things ids as chunks and trims the things that
+// have received HistoryMaxPoints/10 entries since they were last trimmed.
+func (a *applyTx) compactSlice(ids []int64) error {
+	w := a.w
+	es := w.entries[:0]
+	for _, id := range ids {
+		es = thingEntries(es, w.tail.frozen, id)
+	}
+	var err error
+	w.buf, err = writeChunks(a.ctx, a.st.insChunk, es, w.buf, w.chunkMax())
 	clear(es) // drop the references to the tail's bytes
-	a.w.entries = es[:0]
+	w.entries = es[:0]
 	if err != nil {
 		return err
 	}
-	if _, err := a.tx.ExecContext(a.ctx, `DELETE FROM history_log`); err != nil {
-		return fmt.Errorf("compact history: %w", err)
-	}
-	a.compacted = true
-	every := max(1, a.w.opts.HistoryMaxPoints/10)
-	for id, n := range a.w.pending {
-		if n >= every {
+	every := max(1, w.opts.HistoryMaxPoints/10)
+	for _, id := range ids {
+		if w.pending[id] >= every {
 			if err := a.trim(id); err != nil {
 				return err
 			}
-			delete(a.w.pending, id)
+			delete(w.pending, id)
 		}
+	}
+	a.slice = ids
+	if len(ids) == len(w.frozenIDs) {
+		a.frozenDone = true
+		_, err = a.tx.ExecContext(a.ctx, `DELETE FROM history_log WHERE gen = ?; DELETE FROM history_compacting`, w.frozenGen)
+	} else {
+		_, err = a.tx.ExecContext(a.ctx, `UPDATE history_compacting SET cursor = ? WHERE id = 1`, ids[len(ids)-1])
+	}
+	if err != nil {
+		return fmt.Errorf("compact history: %w", err)
+	}
+	return nil
+}
+
+// loadLog loads the history log into the tail and the compaction's state.
+func (w *writer) loadLog(ctx context.Context, db *sql.DB) error {
+	var cgen, cursor, maxGen int64
+	err := db.QueryRowContext(ctx, `SELECT gen, cursor FROM history_compacting WHERE id = 1`).Scan(&cgen, &cursor)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return err
+	}
+	if err := db.QueryRowContext(ctx, `SELECT coalesce(max(gen), 0) FROM history_log`).Scan(&maxGen); err != nil {
+		return err
+	}
+	w.gen = max(maxGen, 1)
+	if cgen != 0 {
+		w.gen = max(maxGen, cgen+1)
+	}
+	cur, frozen := map[int64][]byte{}, map[int64][]byte{}
+	err = eachRow(db.QueryContext(ctx, `SELECT gen, data FROM history_log ORDER BY id`))(func(rows *sql.Rows) error {
+		var gen int64
+		var data []byte
+		if err := rows.Scan(&gen, &data); err != nil {
+			return err
+		}
+		if gen == cgen {
+			_, err := appendEntries(frozen, data, cursor)
+			return err
+		}
+		n, err := appendEntries(cur, data, math.MinInt64)
+		w.tail.curN += n
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	w.tail.cur = cur
+	if cgen != 0 {
+		w.setFrozen(cgen, frozen)
 	}
 	return nil
 }

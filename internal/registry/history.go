@@ -161,8 +161,14 @@ func migrateHistoryChunks(ctx context.Context, tx *sql.Tx) error {
 		CREATE INDEX things_by_type_seen ON things(type_id, seen);
 		CREATE TABLE history_log (
 			id      INTEGER PRIMARY KEY,
+			gen     INTEGER NOT NULL,
 			entries INTEGER NOT NULL,
 			data    BLOB NOT NULL
+		);
+		CREATE TABLE history_compacting (
+			id     INTEGER PRIMARY KEY CHECK (id = 1),
+			gen    INTEGER NOT NULL,
+			cursor INTEGER NOT NULL
 		);
 		CREATE TABLE history (
 			thing_id INTEGER NOT NULL,
@@ -197,40 +203,37 @@ func migrateHistoryChunks(ctx context.Context, tx *sql.Tx) error {
 }
 
 // tail is the history log in memory, by thing, so that a read needs only its thing's entries
-// and not a scan of the log rows. Only the writer changes it, holding mu; it reads it without
-// mu. Committed batches are appended after their commit; a compaction's commit and the clearing
-// of tail happen together under mu, and a reader holds mu (shared) while it reads its thing's
-// chunks and tail, so it sees each entry exactly once.
+// and not a scan of the log rows. It holds two generations: cur, the entries of the log rows
+// being written (generation gen), and frozen, those of the previous generation not yet compacted
+// (see compaction in apply.go). Only the writer changes it, holding mu; it reads it without mu.
+// A batch's entries are added after its commit; a compaction's commit and the removal of what
+// it compacted happen together under mu, and a reader holds mu (shared) while it reads its
+// thing's chunks and tail, so it sees each entry exactly once.
 type tail struct {
-	mu      sync.RWMutex
-	byThing map[int64][]byte // a thing's entries, log-encoded without the thing: varint t, uvarint len, vals
-	n       int              // entries
+	mu          sync.RWMutex
+	cur, frozen map[int64][]byte // a thing's entries, log-encoded without the thing: varint t, uvarint len, vals
+	curN        int              // entries in cur
 }
 
-// add appends the entries of a log row.
-func (tl *tail) add(log []byte) error {
+// appendEntries appends the entries of a log row of things above after to m and returns how
+// many there were; the caller holds mu if readers may be running.
+func appendEntries(m map[int64][]byte, log []byte, after int64) (int, error) {
 	es, err := decodeLog(nil, log)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	tl.mu.Lock()
-	defer tl.mu.Unlock()
-	if tl.byThing == nil {
-		tl.byThing = map[int64][]byte{}
-	}
+	es = slices.DeleteFunc(es, func(e entry) bool { return e.thing <= after })
 	for _, e := range es {
-		b := binary.AppendVarint(tl.byThing[e.thing], e.t)
+		b := binary.AppendVarint(m[e.thing], e.t)
 		b = binary.AppendUvarint(b, uint64(len(e.vals)))
-		tl.byThing[e.thing] = append(b, e.vals...)
+		m[e.thing] = append(b, e.vals...)
 	}
-	tl.n += len(es)
-	return nil
+	return len(es), nil
 }
 
-// entries appends a thing's entries in the tail to es (vals alias the tail: copy before
-// releasing mu if the tail may change).
-func (tl *tail) entries(es []entry, thing int64) []entry {
-	b := tl.byThing[thing]
+// thingEntries appends the entries of one thing held in m to es (vals alias m's bytes).
+func thingEntries(es []entry, m map[int64][]byte, thing int64) []entry {
+	b := m[thing]
 	for len(b) > 0 {
 		t, n1 := binary.Varint(b)
 		l, n2 := binary.Uvarint(b[n1:])
@@ -239,18 +242,4 @@ func (tl *tail) entries(es []entry, thing int64) []entry {
 		b = b[k+int(l):]
 	}
 	return es
-}
-
-// all appends every entry in the tail to es.
-func (tl *tail) all(es []entry) []entry {
-	for thing := range tl.byThing {
-		es = tl.entries(es, thing)
-	}
-	return es
-}
-
-// clear empties the tail; the caller holds mu.
-func (tl *tail) clear() {
-	clear(tl.byThing)
-	tl.n = 0
 }

@@ -298,7 +298,7 @@ func (r *Registry) historyEntries(ctx context.Context, thing, since int64) ([]en
 		return nil, err
 	}
 	n := len(es)
-	es = tl.entries(es, thing)
+	es = thingEntries(thingEntries(es, tl.frozen, thing), tl.cur, thing)
 	for i := n; i < len(es); i++ {
 		es[i].vals = bytes.Clone(es[i].vals) // the tail changes once the lock is released
 	}
