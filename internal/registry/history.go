@@ -18,12 +18,11 @@ import (
 // record's received_at and its values, encoded as (uvarint property id, float64 little-endian)
 // pairs. An Apply writes all its entries as one row of history_log (one insert per batch, not
 // one per record), and the writer keeps the log in memory too, by thing (tail), for readers.
-// When the log holds logMax entries, the batch that fills it also compacts it: the entries are
-// grouped by thing and sorted by time, and each thing gets one row in history (a chunk: thing_id,
-// t_first, t_last, n, data) holding its entries from the log (or more rows, of at most
-// HistoryMaxPoints/4 entries each). The history
-// table, clustered by (thing_id, t_first), so gets one insert per thing per compaction, and a
-// thing's chunks are a contiguous range of it. Retention deletes whole chunks: the oldest ones
+// When the log holds logMax entries it is compacted, a slice of things per batch (see
+// compactionSlices in apply.go): each thing's entries are sorted by time and written as one row
+// in history (a chunk: thing_id, t_first, t_last, n, data), or more rows of at most
+// HistoryMaxPoints/4 entries each. The history table, clustered by (thing_id, t_first), so gets
+// one insert per thing per compaction, and a thing's chunks are a contiguous range of it. Retention deletes whole chunks: the oldest ones
 // beyond the newest HistoryMaxPoints entries, and those whose newest entry is older than
 // HistoryMaxAge; readers filter what a kept chunk holds beyond the limits.
 //

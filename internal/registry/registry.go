@@ -30,9 +30,10 @@
 //
 // History. Every numeric leaf of every applied record is a point (property = keys joined with
 // "."). The points of one record are stored together as one history entry. An Apply writes all
-// its entries as one row of a log; when the log holds 50,000 entries, the batch that fills it
-// compacts it into one chunk row per thing (history.go), so the table clustered by thing gets
-// one insert per thing per compaction instead of one random page write per record.
+// its entries as one row of a log, which the writer also keeps in memory by thing for readers;
+// when the log holds 200,000 entries, they are compacted into one chunk row per thing
+// (history.go), an eighth of the things in each of the next eight batches, so the table clustered
+// by thing gets one insert per thing per compaction instead of one random page write per record.
 // Retention: HistoryMaxAge, and HistoryMaxPoints records with numeric properties per thing, which
 // is HistoryMaxPoints points per property for the usual device that sends all its properties in
 // every record (a property sent in only some records keeps fewer). Pruning deletes whole chunks
