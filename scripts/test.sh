@@ -19,6 +19,11 @@ if ! python3 -c "import moto.server" >/dev/null 2>&1; then
   python3 -m pip install --quiet --disable-pip-version-check 'moto[server]==5.2.1'
 fi
 
+if ! python3 -c "import aiocoap" >/dev/null 2>&1; then
+  echo "== installing aiocoap (CoAP client for the interop test)"
+  python3 -m pip install --quiet --disable-pip-version-check 'aiocoap==0.4.17'
+fi
+
 GOBIN_DIR="$(go env GOPATH)/bin"
 export PATH="$GOBIN_DIR:$PATH"
 if ! command -v staticcheck >/dev/null 2>&1; then
@@ -41,5 +46,5 @@ DEPLOY_CHECKS="fmt validate checkov" scripts/deploy-checks.sh
 export COAPGW_ARTIFACTS="${COAPGW_ARTIFACTS:-$PWD/artifacts}"
 mkdir -p "$COAPGW_ARTIFACTS"
 echo "== go test -race (screenshots in $COAPGW_ARTIFACTS)"
-# COAPGW_REQUIRE_PEERS turns a missing peer (coap-client, chromium, moto) into a failure instead of a skip.
+# COAPGW_REQUIRE_PEERS turns a missing peer (coap-client, aiocoap, chromium, moto) into a failure instead of a skip.
 COAPGW_REQUIRE_PEERS=1 go test -race -count=1 -timeout 20m ./...
