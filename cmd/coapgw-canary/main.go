@@ -153,7 +153,9 @@ func count(name string, v float64, dims []cwtypes.Dimension, t time.Time) cwtype
 		Unit: cwtypes.StandardUnitCount, Value: aws.Float64(v)}
 }
 
-// probe sends CON GET /health to target and waits for a 2.05 response.
+// probe sends CON GET /health to target and waits for a 2.05 response. A 4.01 with an Echo
+// option (the gateway verifying the canary's address before a larger answer, RFC 9175) is
+// followed by the same request carrying the Echo value, as a device would.
 func probe(ctx context.Context, target string, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -163,19 +165,37 @@ func probe(ctx context.Context, target string, timeout time.Duration) error {
 		return err
 	}
 	defer conn.Close()
-	deadline, _ := ctx.Deadline()
+	opts := []coapmsg.Option{{Number: coapmsg.URIPath, Value: []byte("health")}}
+	resp, err := exchange(ctx, conn, opts)
+	if err != nil {
+		return err
+	}
+	if echo, ok := resp.Option(coapmsg.Echo); ok && resp.Code == coapmsg.Unauthorized {
+		opts = append(opts, coapmsg.Option{Number: coapmsg.Echo, Value: echo})
+		if resp, err = exchange(ctx, conn, opts); err != nil {
+			return err
+		}
+	}
+	if resp.Code != coapmsg.Content {
+		return fmt.Errorf("gateway answered %v: %.200s", resp.Code, resp.Payload)
+	}
+	return nil
+}
 
+// exchange sends a CON GET with opts (sorted) and a fresh MID and token on conn and returns the
+// response, piggybacked or separate, or an error when ctx's deadline passes first.
+func exchange(ctx context.Context, conn net.Conn, opts []coapmsg.Option) (*coapmsg.Message, error) {
+	deadline, _ := ctx.Deadline()
 	var rnd [10]byte
 	if _, err := rand.Read(rnd[:]); err != nil {
-		return err
+		return nil, err
 	}
 	mid := binary.BigEndian.Uint16(rnd[:2])
 	token := rnd[2:]
-	req := coapmsg.Message{Type: coapmsg.Confirmable, Code: coapmsg.GET, MID: mid, Token: token,
-		Options: []coapmsg.Option{{Number: coapmsg.URIPath, Value: []byte("health")}}}
+	req := coapmsg.Message{Type: coapmsg.Confirmable, Code: coapmsg.GET, MID: mid, Token: token, Options: opts}
 	wire, err := req.Append(nil)
 	if err != nil {
-		return err
+		return nil, err
 	}
 
 	buf := make([]byte, 2048)
@@ -184,7 +204,7 @@ func probe(ctx context.Context, target string, timeout time.Duration) error {
 	for wait := time.Second; ; wait *= 2 {
 		if !acked {
 			if _, err := conn.Write(wire); err != nil {
-				return err
+				return nil, err
 			}
 		}
 		until := time.Now().Add(wait)
@@ -192,7 +212,7 @@ func probe(ctx context.Context, target string, timeout time.Duration) error {
 			until = deadline
 		}
 		if err := conn.SetReadDeadline(until); err != nil {
-			return err
+			return nil, err
 		}
 		for {
 			n, err := conn.Read(buf)
@@ -201,19 +221,19 @@ func probe(ctx context.Context, target string, timeout time.Duration) error {
 				if errors.As(err, &ne) && ne.Timeout() {
 					break
 				}
-				return err
+				return nil, err
 			}
-			var m coapmsg.Message
+			m := &coapmsg.Message{}
 			if m.Decode(buf[:n]) != nil {
 				continue
 			}
 			switch {
 			case m.Type == coapmsg.Reset && m.MID == mid:
-				return errors.New("gateway answered RST")
+				return nil, errors.New("gateway answered RST")
 			case m.Type == coapmsg.Acknowledgement && m.MID == mid && m.Code == coapmsg.Empty:
 				acked = true // separate response follows
 				if err := conn.SetReadDeadline(deadline); err != nil {
-					return err
+					return nil, err
 				}
 				continue
 			case string(m.Token) != string(token) || !m.Code.IsResponse():
@@ -225,13 +245,10 @@ func probe(ctx context.Context, target string, timeout time.Duration) error {
 					_, _ = conn.Write(b)
 				}
 			}
-			if m.Code != coapmsg.Content {
-				return fmt.Errorf("gateway answered %v: %.200s", m.Code, m.Payload)
-			}
-			return nil
+			return m, nil
 		}
 		if !time.Now().Before(deadline) {
-			return fmt.Errorf("no answer within %v", timeout)
+			return nil, errors.New("no answer within the probe timeout")
 		}
 	}
 }

@@ -70,6 +70,19 @@ func TestProbe(t *testing.T) {
 		send(t, conn, peer, coapmsg.Message{Type: coapmsg.Acknowledgement, Code: coapmsg.Content, MID: req.MID, Token: req.Token})
 	})
 	silent := fakeGateway(t, func(*coapmsg.Message, *net.UDPConn, *net.UDPAddr) {})
+	// The gateway verifies the address first (RFC 9175 Echo), then answers.
+	echo := fakeGateway(t, func(req *coapmsg.Message, conn *net.UDPConn, peer *net.UDPAddr) {
+		if v, ok := req.Option(coapmsg.Echo); ok && string(v) == "echo-value-1" {
+			send(t, conn, peer, coapmsg.Message{Type: coapmsg.Acknowledgement, Code: coapmsg.Content, MID: req.MID, Token: req.Token})
+			return
+		}
+		send(t, conn, peer, coapmsg.Message{Type: coapmsg.Acknowledgement, Code: coapmsg.Unauthorized, MID: req.MID, Token: req.Token,
+			Options: []coapmsg.Option{{Number: coapmsg.Echo, Value: []byte("echo-value-1")}}})
+	})
+	// A 4.01 without Echo is a failure, not a loop.
+	unauthorized := fakeGateway(t, func(req *coapmsg.Message, conn *net.UDPConn, peer *net.UDPAddr) {
+		send(t, conn, peer, coapmsg.Message{Type: coapmsg.Acknowledgement, Code: coapmsg.Unauthorized, MID: req.MID, Token: req.Token})
+	})
 
 	for _, tc := range []struct {
 		name, addr, wantErr string
@@ -79,6 +92,8 @@ func TestProbe(t *testing.T) {
 		{"retransmitted", lossy, ""},
 		{"5.03", unavailable, "5.03"},
 		{"silent", silent, "no answer"},
+		{"Echo", echo, ""},
+		{"4.01", unauthorized, "4.01"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := probe(context.Background(), tc.addr, 2500*time.Millisecond)

@@ -34,6 +34,7 @@ func TestAiocoapClient(t *testing.T) {
 		Type          string `json:"type"`
 		Payload       string `json:"payload"`
 		ContentFormat *int   `json:"content_format"`
+		Echoed        bool   `json:"echoed"`
 	}
 	got := map[string]answer{}
 	for line := range strings.Lines(string(out)) {
@@ -74,6 +75,12 @@ func TestAiocoapClient(t *testing.T) {
 		if a.Code != w.code || a.Type != w.typ || !strings.Contains(a.Payload, w.payload) || cf != w.cf {
 			t.Errorf("%s: %s %s cf %d %q, want %s %s cf %d containing %q", w.name, a.Code, a.Type, cf, a.Payload, w.code, w.typ, w.cf, w.payload)
 		}
+	}
+	// /health's answer is more than three times aiocoap's request: the gateway verified the
+	// client's address with an Echo round trip first (RFC 9175).
+	if !got["health"].Echoed || got["well-known"].Echoed || got["post"].Echoed {
+		t.Errorf("Echo round trips: health %v, well-known %v, post %v; want only health's",
+			got["health"].Echoed, got["well-known"].Echoed, got["post"].Echoed)
 	}
 	if err := g.stop(syscall.SIGTERM); err != nil {
 		t.Fatal(err)

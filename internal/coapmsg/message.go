@@ -106,6 +106,7 @@ const (
 	ProxyURI      uint16 = 35
 	ProxyScheme   uint16 = 39
 	Size1         uint16 = 60
+	Echo          uint16 = 252 // RFC 9175
 )
 
 // Critical reports whether an option number is critical (odd, RFC 7252 §5.4.1).

@@ -3,6 +3,7 @@ package coapserver
 import (
 	"log/slog"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -216,7 +217,7 @@ func (e *Endpoint) HandleDatagram(peer netip.AddrPort, data []byte) {
 	e.bufs.Put(bp)
 	e.m.disp(dispRequest)
 
-	w := &ResponseWriter{e: e, peer: peer, key: k, seq: seq, con: con, mid: msg.MID, arrived: e.now()}
+	w := &ResponseWriter{e: e, peer: peer, key: k, seq: seq, con: con, mid: msg.MID, arrived: e.now(), reqSize: len(data)}
 	w.tkl = uint8(copy(w.token[:], msg.Token))
 	e.inflight.Add(1)
 	req := Request{Peer: peer, Msg: msg, Received: e.clock()}
@@ -265,6 +266,7 @@ type ResponseWriter struct {
 	tkl      uint8
 	token    [coapmsg.MaxTokenLen]byte
 	arrived  int64
+	reqSize  int
 	state    atomic.Uint32
 
 	nopt int
@@ -285,6 +287,9 @@ const (
 	wsDone            // response sent (piggybacked, NON, or separate)
 	wsEmptyAck        // empty ACK sent; the response will follow as a separate CON
 )
+
+// RequestSize is the length of the request datagram in bytes.
+func (w *ResponseWriter) RequestSize() int { return w.reqSize }
 
 // Peer is the address the request came from.
 func (w *ResponseWriter) Peer() netip.AddrPort { return w.peer }
@@ -310,6 +315,33 @@ func (w *ResponseWriter) SetUintOption(num uint16, v uint32) {
 	w.SetOption(num, coapmsg.AppendUint(b[:0], v))
 }
 
+// sortOptions sorts the options set so far by number (insertion sort over at most 4), as the
+// encoding needs.
+func (w *ResponseWriter) sortOptions() {
+	for i := 1; i < w.nopt; i++ {
+		for j := i; j > 0 && w.opts[j].Number < w.opts[j-1].Number; j-- {
+			w.opts[j], w.opts[j-1] = w.opts[j-1], w.opts[j]
+		}
+	}
+}
+
+// Size is the length in bytes of the piggybacked or NON response Respond would send with the
+// options set so far, the extra ones and a payload of payloadLen bytes. Handlers compare it with
+// RequestSize to keep responses to unverified peers from amplifying their requests (RFC 7252
+// §11.3).
+func (w *ResponseWriter) Size(payloadLen int, extra ...coapmsg.Option) int {
+	var opts [8]coapmsg.Option
+	all := append(append(opts[:0], w.opts[:w.nopt]...), extra...)
+	slices.SortStableFunc(all, func(a, b coapmsg.Option) int { return int(a.Number) - int(b.Number) })
+	var buf [128]byte
+	m := coapmsg.Message{Type: coapmsg.Acknowledgement, Code: coapmsg.Content, Token: w.token[:w.tkl], Options: all}
+	b, _ := m.Append(buf[:0])
+	if payloadLen > 0 {
+		return len(b) + 1 + payloadLen
+	}
+	return len(b)
+}
+
 // Respond sends the response. Only the first call has an effect.
 func (w *ResponseWriter) Respond(code coapmsg.Code, payload []byte) {
 	e := w.e
@@ -328,12 +360,7 @@ func (w *ResponseWriter) Respond(code coapmsg.Code, payload []byte) {
 			break
 		}
 	}
-	// sort options (insertion sort over at most 4)
-	for i := 1; i < w.nopt; i++ {
-		for j := i; j > 0 && w.opts[j].Number < w.opts[j-1].Number; j-- {
-			w.opts[j], w.opts[j-1] = w.opts[j-1], w.opts[j]
-		}
-	}
+	w.sortOptions()
 	m := coapmsg.Message{Code: code, Token: w.token[:w.tkl], Options: w.opts[:w.nopt], Payload: payload}
 	if w.con {
 		m.Type, m.MID = coapmsg.Acknowledgement, w.mid

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -75,13 +76,23 @@ func (c *Client) Post(path, payload string) (*coapmsg.Message, error) {
 		coapmsg.Option{Number: coapmsg.ContentFormat, Value: []byte{50}}))
 }
 
-// Get sends a CON GET.
+// Get sends a CON GET, and repeats it with the Echo value if the server answers 4.01 with one.
 func (c *Client) Get(path string, query ...string) (*coapmsg.Message, error) {
 	var opts []coapmsg.Option
 	for _, q := range query {
 		opts = append(opts, coapmsg.Option{Number: coapmsg.URIQuery, Value: []byte(q)})
 	}
-	return c.Do(c.Request(coapmsg.Confirmable, coapmsg.GET, path, nil, opts...))
+	resp, err := c.Do(c.Request(coapmsg.Confirmable, coapmsg.GET, path, nil, opts...))
+	if err != nil {
+		return resp, err
+	}
+	// The server verifies our address before a larger answer (RFC 9175 Echo): repeat the
+	// request with the Echo value, as libcoap's client does.
+	if echo, ok := resp.Option(coapmsg.Echo); ok && resp.Code == coapmsg.Unauthorized {
+		opts = append(opts, coapmsg.Option{Number: coapmsg.Echo, Value: slices.Clone(echo)})
+		return c.Do(c.Request(coapmsg.Confirmable, coapmsg.GET, path, nil, opts...))
+	}
+	return resp, nil
 }
 
 // ErrTimeout means no response came in time.

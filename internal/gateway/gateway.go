@@ -83,7 +83,7 @@ func New(cfg config.Config, log *slog.Logger) (*Gateway, error) {
 	g.ingest, err = ingest.New(ingest.Config{
 		GatewayID: cfg.GatewayID, MaxPayload: cfg.MaxPayload,
 		RetryAfter: int(cfg.RetryAfter / time.Second), Version: Version,
-		AfterStored: g.afterStored(),
+		AfterStored: g.afterStored(), Lag: g.lag,
 	}, sp, log.With("component", "ingest"), g.reg)
 	if err != nil {
 		return fail(err)
@@ -116,6 +116,17 @@ func New(cfg config.Config, log *slog.Logger) (*Gateway, error) {
 		}
 	}
 	return g, nil
+}
+
+// lag is how far behind the stage after the spool is: the forwarder's, or the local processor's.
+func (g *Gateway) lag() time.Duration {
+	switch {
+	case g.forward != nil:
+		return g.forward.fwd.Stats().Lag
+	case g.local != nil:
+		return g.local.proc.Lag()
+	}
+	return 0
 }
 
 // errQueueTimeout answers 5.03 when SQS has not accepted a record within --queue-ack-timeout

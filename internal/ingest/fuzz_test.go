@@ -55,5 +55,9 @@ func FuzzServe(f *testing.F) {
 		if (resp.Code == coapmsg.Changed) != (stored == 1) || stored > 1 {
 			t.Fatalf("answer %v with %d records stored", resp.Code, stored)
 		}
+		// No Echo value can be valid here (a fresh key): the answer must not amplify.
+		if len(out[0]) > maxAmplification*len(data) {
+			t.Fatalf("answer of %d bytes to a request of %d", len(out[0]), len(data))
+		}
 	})
 }

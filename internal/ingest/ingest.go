@@ -5,10 +5,13 @@
 //
 //	POST|PUT /{type}/{id}      telemetry, a JSON object (Content-Format absent or 50)
 //	GET /.well-known/core      RFC 6690 link format, filterable by rt= and href=
-//	GET /health                2.05 JSON: status, spool depth, version
+//	GET /health                2.05 JSON: status, spool depth, lag, version
+//
+// No response to an unverified address is more than three times the size of its request
+// (amplification.go).
 //
 // Metrics: coapgw_ingest_records_total{result} (accepted, rejected, spool_full, spool_error,
-// draining, queue_error).
+// draining, queue_error), coapgw_ingest_echo_challenges_total.
 package ingest
 
 import (
@@ -18,6 +21,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/coapgw/coapgw/internal/coapmsg"
 	"github.com/coapgw/coapgw/internal/coapserver"
@@ -39,6 +43,9 @@ type Config struct {
 	MaxDepth   int    // JSON nesting limit (default 6)
 	RetryAfter int    // Max-Age in seconds on 5.03 (default 5)
 	Version    string // reported by /health
+	// Lag, if set, is reported by /health as lag_seconds: how far behind the stage after the
+	// spool is (the forwarder to SQS, or the local processor).
+	Lag func() time.Duration
 	// AfterStored, if set, is called once a record is durable in the spool; the device gets its
 	// answer only when done is called (--ack-after=queue: after SQS accepted it). It must not
 	// block. An error from it, or passed to done, answers 5.03.
@@ -54,6 +61,9 @@ type Handler struct {
 	accepted atomic.Uint64
 	bufs     sync.Pool
 	results  [numResults]prometheus.Counter
+	echoKey  [32]byte // see amplification.go
+
+	echoChallenges prometheus.Counter
 }
 
 var _ coapserver.Handler = (*Handler)(nil)
@@ -90,14 +100,16 @@ func New(cfg Config, sp Spool, log *slog.Logger, reg prometheus.Registerer) (*Ha
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	h := &Handler{cfg: cfg, spool: sp, log: log}
+	h := &Handler{cfg: cfg, spool: sp, log: log, echoKey: newEchoKey()}
+	h.echoChallenges = prometheus.NewCounter(prometheus.CounterOpts{Name: "coapgw_ingest_echo_challenges_total",
+		Help: "4.01 Unauthorized answers with an Echo option: an answer would have amplified a request from an unverified address."})
 	h.bufs.New = func() any { b := make([]byte, 0, 512); return &b }
 	vec := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "coapgw_ingest_records_total", Help: "Telemetry requests by result."}, []string{"result"})
 	for i, n := range []string{"accepted", "rejected", "spool_full", "spool_error", "draining", "queue_error"} {
 		h.results[i] = vec.WithLabelValues(n)
 	}
 	if reg != nil {
-		reg.MustRegister(vec)
+		reg.MustRegister(vec, h.echoChallenges)
 	}
 	return h, nil
 }
@@ -120,6 +132,7 @@ func (h *Handler) ServeCoAP(w *coapserver.ResponseWriter, r *coapserver.Request)
 	cf, cfSeen := uint32(record.NoContentFormat), false
 	accept, acceptSeen := uint32(0), false
 	var hostSeen, portSeen bool
+	var echo []byte
 	for _, o := range m.Options {
 		switch o.Number {
 		case coapmsg.URIPath:
@@ -158,6 +171,8 @@ func (h *Handler) ServeCoAP(w *coapserver.ResponseWriter, r *coapserver.Request)
 				return
 			}
 			accept, acceptSeen = v, true
+		case coapmsg.Echo:
+			echo = o.Value
 		case coapmsg.ProxyURI, coapmsg.ProxyScheme:
 			w.Respond(coapmsg.ProxyingNotSupported, nil)
 			return
@@ -179,7 +194,7 @@ func (h *Handler) ServeCoAP(w *coapserver.ResponseWriter, r *coapserver.Request)
 			w.Respond(coapmsg.NotAcceptable, nil)
 			return
 		}
-		h.wellKnown(w, queries[:nq])
+		h.wellKnown(w, queries[:nq], echo, r.Received)
 		return
 	case !tooMany && nseg == 1 && string(segs[0]) == "health":
 		if !get {
@@ -190,7 +205,7 @@ func (h *Handler) ServeCoAP(w *coapserver.ResponseWriter, r *coapserver.Request)
 			w.Respond(coapmsg.NotAcceptable, nil)
 			return
 		}
-		h.health(w)
+		h.health(w, echo, r.Received)
 		return
 	}
 	if m.Code != coapmsg.POST && m.Code != coapmsg.PUT {
@@ -288,22 +303,29 @@ func (h *Handler) unavailable(w *coapserver.ResponseWriter) {
 
 func (h *Handler) reject(w *coapserver.ResponseWriter, code coapmsg.Code, diag string) {
 	h.results[resRejected].Inc()
-	w.Respond(code, []byte(diag))
+	w.Respond(code, diagnostic(w, []byte(diag)))
 }
 
 func (h *Handler) badOption(w *coapserver.ResponseWriter, num uint16) {
 	h.results[resRejected].Inc()
 	var b [40]byte
-	w.Respond(coapmsg.BadOption, strconv.AppendUint(append(b[:0], "unsupported critical option "...), uint64(num), 10))
+	w.Respond(coapmsg.BadOption, diagnostic(w, strconv.AppendUint(append(b[:0], "unsupported critical option "...), uint64(num), 10)))
 }
 
-func (h *Handler) health(w *coapserver.ResponseWriter) {
+func (h *Handler) health(w *coapserver.ResponseWriter, echo []byte, now time.Time) {
 	st := h.spool.Stats()
 	status := "ok"
 	if h.draining.Load() {
 		status = "draining"
 	}
-	body := fmt.Sprintf(`{"status":%q,"spool_depth":%d,"version":%q}`, status, st.Depth, h.cfg.Version)
+	var lag time.Duration
+	if h.cfg.Lag != nil {
+		lag = h.cfg.Lag()
+	}
+	body := fmt.Sprintf(`{"status":%q,"spool_depth":%d,"lag_seconds":%.3f,"version":%q}`, status, st.Depth, lag.Seconds(), h.cfg.Version)
+	if !h.verified(w, echo, now, len(body), coapmsg.FormatJSON) {
+		return
+	}
 	w.SetUintOption(coapmsg.ContentFormat, uint32(coapmsg.FormatJSON))
 	w.Respond(coapmsg.Content, []byte(body))
 }

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/coapgw/coapgw/internal/coapmsg"
 	"github.com/coapgw/coapgw/internal/coapserver"
@@ -61,8 +63,12 @@ type rig struct {
 }
 
 func newRig(t *testing.T) *rig {
+	return newRigWith(t, Config{GatewayID: "gw-test", Version: "v-test"})
+}
+
+func newRigWith(t *testing.T, cfg Config) *rig {
 	sp := &fakeSpool{}
-	h, err := New(Config{GatewayID: "gw-test", Version: "v-test"}, sp, nil, nil)
+	h, err := New(cfg, sp, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -204,7 +210,12 @@ func TestRejectedBeforeSpooling(t *testing.T) {
 				t.Fatalf("spooled %d records for a rejected request", len(r.sp.data))
 			}
 			if c.want == coapmsg.BadRequest && len(resp.Payload) == 0 {
-				t.Fatal("4.00 without a diagnostic payload")
+				// Dropped only because it would amplify a tiny request: with a request of a
+				// realistic size (a Uri-Host, as clients send for a host name) it is there.
+				host := opt(coapmsg.URIHost, "coapgw.example.com")
+				if resp := r.do(c.code, append(slices.Clone(c.opts), host), c.payload); len(resp.Payload) == 0 {
+					t.Fatal("4.00 without a diagnostic payload")
+				}
 			}
 		})
 	}
@@ -264,10 +275,16 @@ func TestSpoolFailuresGet503(t *testing.T) {
 }
 
 func TestHealth(t *testing.T) {
-	r := newRig(t)
+	r := newRigWith(t, Config{GatewayID: "gw-test", Version: "v-test", Lag: func() time.Duration { return 250 * time.Millisecond }})
 	r.do(coapmsg.POST, pathOpts("a", "b"), `{}`)
+	// The answer is more than three times the request: an Echo round trip first (amplification.go).
 	resp := r.do(coapmsg.GET, pathOpts("health"), "")
-	if resp.Code != coapmsg.Content || string(resp.Payload) != `{"status":"ok","spool_depth":1,"version":"v-test"}` {
+	echo, ok := resp.Option(coapmsg.Echo)
+	if resp.Code != coapmsg.Unauthorized || !ok {
+		t.Fatalf("health without Echo: %v", resp.Code)
+	}
+	resp = r.do(coapmsg.GET, append(pathOpts("health"), opt(coapmsg.Echo, string(echo))), "")
+	if resp.Code != coapmsg.Content || string(resp.Payload) != `{"status":"ok","spool_depth":1,"lag_seconds":0.250,"version":"v-test"}` {
 		t.Fatalf("health: %v %s", resp.Code, resp.Payload)
 	}
 	if v, _ := resp.Option(coapmsg.ContentFormat); len(v) != 1 || v[0] != 50 {

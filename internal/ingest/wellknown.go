@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"bytes"
+	"time"
 
 	"github.com/coapgw/coapgw/internal/coapmsg"
 	"github.com/coapgw/coapgw/internal/coapserver"
@@ -19,7 +20,7 @@ var links = []link{
 
 // wellKnown serves RFC 6690 link format with query filtering (RFC 6690 §4.1): one filter
 // attribute=value, where the value may end in '*' to match a prefix.
-func (h *Handler) wellKnown(w *coapserver.ResponseWriter, queries [][]byte) {
+func (h *Handler) wellKnown(w *coapserver.ResponseWriter, queries [][]byte, echo []byte, now time.Time) {
 	var out []byte
 	for _, l := range links {
 		if !matches(l, queries) {
@@ -46,6 +47,9 @@ func (h *Handler) wellKnown(w *coapserver.ResponseWriter, queries [][]byte) {
 	}
 	if len(out) == 0 {
 		w.Respond(coapmsg.NotFound, nil)
+		return
+	}
+	if !h.verified(w, echo, now, len(out), coapmsg.FormatLinkFormat) {
 		return
 	}
 	w.SetUintOption(coapmsg.ContentFormat, uint32(coapmsg.FormatLinkFormat))

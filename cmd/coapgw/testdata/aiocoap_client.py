@@ -15,11 +15,23 @@ async def main(hostport):
     out = []
 
     async def req(name, code, path, payload=b"", cf=None, tuning=Reliable):
-        m = Message(code=code, uri=f"coap://{hostport}{path}", payload=payload, transport_tuning=tuning)
-        if cf is not None:
-            m.opt.content_format = cf
-        r = await asyncio.wait_for(ctx.request(m).response, 20)
+        def message():
+            m = Message(code=code, uri=f"coap://{hostport}{path}", payload=payload, transport_tuning=tuning)
+            if cf is not None:
+                m.opt.content_format = cf
+            return m
+
+        r = await asyncio.wait_for(ctx.request(message()).response, 20)
+        echoed = False
+        if r.code.dotted == "4.01" and r.opt.echo is not None:
+            # RFC 9175 §2.4: the server verifies the client's address before a larger answer;
+            # repeat the request with the Echo value.
+            m = message()
+            m.opt.echo = r.opt.echo
+            r = await asyncio.wait_for(ctx.request(m).response, 20)
+            echoed = True
         out.append({
+            "echoed": echoed,
             "name": name,
             "code": r.code.dotted,
             "type": str(r.mtype),
