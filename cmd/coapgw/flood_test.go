@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -178,4 +179,75 @@ func vmHWM(t *testing.T, pid int) int64 {
 	}
 	t.Fatal("no VmHWM")
 	return 0
+}
+
+// TestDeviceRateLimit: one device posting far over --device-rate (TESTPLAN C18) gets 5.03 with
+// Max-Age once its burst is spent, while devices within their rate keep getting 2.04; the spool
+// holds exactly what was acknowledged.
+func TestDeviceRateLimit(t *testing.T) {
+	dir := t.TempDir()
+	g := startGW(t, dir, "--device-rate", "60", "--device-burst", "5") // one a second, bursts of 5
+	noisy, err := coaptest.Dial(g.coap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer noisy.Close()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	quietCodes := map[coapmsg.Code]int{}
+	for d := range 20 {
+		wg.Go(func() {
+			c, err := coaptest.Dial(g.coap)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer c.Close()
+			for n := range 3 {
+				resp, err := c.Post(fmt.Sprintf("/sensor/quiet-%d", d), fmt.Sprintf(`{"n":%d}`, n))
+				mu.Lock()
+				if err != nil {
+					quietCodes[0]++
+				} else {
+					quietCodes[resp.Code]++
+				}
+				mu.Unlock()
+				time.Sleep(1100 * time.Millisecond)
+			}
+		})
+	}
+	start := time.Now()
+	noisyCodes := map[coapmsg.Code]int{}
+	for time.Since(start) < 3*time.Second {
+		resp, err := noisy.Post("/sensor/noisy", `{"v":1}`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		noisyCodes[resp.Code]++
+		if resp.Code == coapmsg.ServiceUnavailable {
+			v, _ := resp.Option(coapmsg.MaxAge)
+			if age, ok := coapmsg.Uint(v); !ok || age != 1 {
+				t.Fatalf("5.03 Max-Age %d, want 1 (s until the next token)", age)
+			}
+		}
+	}
+	elapsed := time.Since(start)
+	wg.Wait()
+	sent := noisyCodes[coapmsg.Changed] + noisyCodes[coapmsg.ServiceUnavailable]
+	t.Logf("noisy device: %d requests in %v: %v; quiet devices: %v", sent, elapsed.Round(time.Millisecond), noisyCodes, quietCodes)
+	if sent < 10*(5+3) {
+		t.Fatalf("the noisy device sent only %d requests: not 10× its quota", sent)
+	}
+	if max := 5 + int(elapsed.Seconds()) + 1; noisyCodes[coapmsg.Changed] > max || noisyCodes[coapmsg.Changed] < 5 {
+		t.Errorf("noisy device got %d 2.04, want 5–%d", noisyCodes[coapmsg.Changed], max)
+	}
+	if quietCodes[coapmsg.Changed] != 60 {
+		t.Errorf("quiet devices: %v, want 60 × 2.04", quietCodes)
+	}
+	if err := g.stop(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := len(spoolRecords(t, dir)), noisyCodes[coapmsg.Changed]+quietCodes[coapmsg.Changed]; got != want {
+		t.Errorf("spool holds %d records, %d were acknowledged", got, want)
+	}
 }

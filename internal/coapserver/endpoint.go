@@ -294,6 +294,23 @@ func (w *ResponseWriter) RequestSize() int { return w.reqSize }
 // Peer is the address the request came from.
 func (w *ResponseWriter) Peer() netip.AddrPort { return w.peer }
 
+// Confirmable reports whether the request is a CON (false: a NON).
+func (w *ResponseWriter) Confirmable() bool { return w.con }
+
+// Drop ends a NON exchange without a response (RFC 7252 §5.2.3 lets a server leave a NON
+// unanswered); its duplicates are ignored as usual. It must not be used for a CON, which always
+// gets an answer: Drop answers a CON with 5.03.
+func (w *ResponseWriter) Drop() {
+	if w.con {
+		w.Respond(coapmsg.ServiceUnavailable, nil)
+		return
+	}
+	if w.state.CompareAndSwap(wsNew, wsDone) {
+		w.e.inflight.Add(-1)
+		w.e.dedup.finish(w.key, w.seq, stateDone, nil)
+	}
+}
+
 // Defer tells the endpoint that Respond will be called after ServeCoAP returns.
 func (w *ResponseWriter) Defer() { w.deferred = true }
 

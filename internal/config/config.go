@@ -40,6 +40,8 @@ type Config struct {
 	PiggybackDeadline time.Duration `yaml:"piggyback_deadline"`
 	DedupMaxEntries   int           `yaml:"dedup_max_entries"`
 	DedupPerPeer      int           `yaml:"dedup_per_peer"`
+	DeviceRate        int           `yaml:"device_rate"`
+	DeviceBurst       int           `yaml:"device_burst"`
 
 	Process          string        `yaml:"process"`
 	Queue            string        `yaml:"queue"`
@@ -75,6 +77,7 @@ func Default() Config {
 		PiggybackDeadline: time.Second,
 		DedupMaxEntries:   500_000,
 		DedupPerPeer:      1024,
+		DeviceBurst:       10,
 		Process:           "local",
 		AckAfter:          "spool",
 		QueueAckTimeout:   3 * time.Second,
@@ -108,6 +111,8 @@ func (c *Config) options() []option {
 		{"piggyback-deadline", "send an empty ACK and a separate response after this", &c.PiggybackDeadline},
 		{"dedup-max-entries", "global cap on remembered (peer, MID) pairs", &c.DedupMaxEntries},
 		{"dedup-per-peer", "per-peer cap on remembered (peer, MID) pairs", &c.DedupPerPeer},
+		{"device-rate", "records a minute each device (type/id) may send; beyond: 5.03 + Max-Age (CON), dropped (NON); 0 = no limit", &c.DeviceRate},
+		{"device-burst", "records a device may send at once above its --device-rate", &c.DeviceBurst},
 		{"process", "local: apply records to the embedded registry and serve the dashboard; none: only ingest into the spool", &c.Process},
 		{"queue", "SQS queue URL: forward the spool to it (the AWS pipeline) instead of processing locally", &c.Queue},
 		{"ack-after", "spool: 2.04 after the fsync; queue: 2.04 only after SQS accepted the record (needs --queue)", &c.AckAfter},
@@ -244,6 +249,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Queue != "" && !strings.HasPrefix(c.Queue, "https://") && !strings.HasPrefix(c.Queue, "http://") {
 		bad("queue %q: want the queue URL (https://sqs.<region>.amazonaws.com/<account>/<name>)", c.Queue)
+	}
+	if c.DeviceRate < 0 || c.DeviceRate > 1_000_000 {
+		bad("device-rate %d: want 0 (no limit) to 1000000 records a minute", c.DeviceRate)
+	}
+	if c.DeviceBurst < 1 || c.DeviceBurst > 1_000_000 {
+		bad("device-burst %d: want 1–1000000", c.DeviceBurst)
 	}
 	if c.ProcessorBatch < 1 || c.ProcessorBatch > 100_000 {
 		bad("processor-batch %d: want 1–100000", c.ProcessorBatch)

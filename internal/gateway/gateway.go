@@ -84,6 +84,7 @@ func New(cfg config.Config, log *slog.Logger) (*Gateway, error) {
 		GatewayID: cfg.GatewayID, MaxPayload: cfg.MaxPayload,
 		RetryAfter: int(cfg.RetryAfter / time.Second), Version: Version,
 		AfterStored: g.afterStored(), Lag: g.lag,
+		DeviceRate: cfg.DeviceRate, DeviceBurst: cfg.DeviceBurst,
 	}, sp, log.With("component", "ingest"), g.reg)
 	if err != nil {
 		return fail(err)

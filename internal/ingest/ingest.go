@@ -11,7 +11,7 @@
 // (amplification.go).
 //
 // Metrics: coapgw_ingest_records_total{result} (accepted, rejected, spool_full, spool_error,
-// draining, queue_error), coapgw_ingest_echo_challenges_total.
+// draining, queue_error, rate_limited), coapgw_ingest_echo_challenges_total.
 package ingest
 
 import (
@@ -43,6 +43,11 @@ type Config struct {
 	MaxDepth   int    // JSON nesting limit (default 6)
 	RetryAfter int    // Max-Age in seconds on 5.03 (default 5)
 	Version    string // reported by /health
+	// DeviceRate limits each device (type/id) to this many records a minute, with bursts of
+	// DeviceBurst (default 10); beyond it a CON gets 5.03 with Max-Age (seconds until the device
+	// may send again) and a NON is dropped. 0 = no limit. DeviceLimitEntries bounds the devices
+	// tracked (default 1,000,000, about 40 MB).
+	DeviceRate, DeviceBurst, DeviceLimitEntries int
 	// Lag, if set, is reported by /health as lag_seconds: how far behind the stage after the
 	// spool is (the forwarder to SQS, or the local processor).
 	Lag func() time.Duration
@@ -62,6 +67,7 @@ type Handler struct {
 	bufs     sync.Pool
 	results  [numResults]prometheus.Counter
 	echoKey  [32]byte // see amplification.go
+	limit    *limiter // nil: no --device-rate
 
 	echoChallenges prometheus.Counter
 }
@@ -77,6 +83,7 @@ const (
 	resError
 	resDraining
 	resQueue
+	resLimited
 	numResults
 )
 
@@ -100,12 +107,19 @@ func New(cfg Config, sp Spool, log *slog.Logger, reg prometheus.Registerer) (*Ha
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	h := &Handler{cfg: cfg, spool: sp, log: log, echoKey: newEchoKey()}
+	if cfg.DeviceBurst <= 0 {
+		cfg.DeviceBurst = 10
+	}
+	if cfg.DeviceLimitEntries <= 0 {
+		cfg.DeviceLimitEntries = 1_000_000
+	}
+	h := &Handler{cfg: cfg, spool: sp, log: log, echoKey: newEchoKey(),
+		limit: newLimiter(cfg.DeviceRate, cfg.DeviceBurst, cfg.DeviceLimitEntries)}
 	h.echoChallenges = prometheus.NewCounter(prometheus.CounterOpts{Name: "coapgw_ingest_echo_challenges_total",
 		Help: "4.01 Unauthorized answers with an Echo option: an answer would have amplified a request from an unverified address."})
 	h.bufs.New = func() any { b := make([]byte, 0, 512); return &b }
 	vec := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "coapgw_ingest_records_total", Help: "Telemetry requests by result."}, []string{"result"})
-	for i, n := range []string{"accepted", "rejected", "spool_full", "spool_error", "draining", "queue_error"} {
+	for i, n := range []string{"accepted", "rejected", "spool_full", "spool_error", "draining", "queue_error", "rate_limited"} {
 		h.results[i] = vec.WithLabelValues(n)
 	}
 	if reg != nil {
@@ -254,6 +268,12 @@ func (h *Handler) ServeCoAP(w *coapserver.ResponseWriter, r *coapserver.Request)
 		h.unavailable(w)
 		return
 	}
+	if h.limit != nil {
+		if ok, wait := h.limit.allow(segs[0], segs[1], r.Received.UnixNano()); !ok {
+			h.limited(w, wait)
+			return
+		}
+	}
 	bp := h.bufs.Get().(*[]byte)
 	b := record.AppendHeader((*bp)[:0], r.Received.UnixNano(), uint16(cf), h.cfg.GatewayID)
 	b = record.AppendField(b, segs[0])
@@ -299,6 +319,18 @@ func (h *Handler) done(w *coapserver.ResponseWriter, err error) {
 func (h *Handler) unavailable(w *coapserver.ResponseWriter) {
 	w.SetUintOption(coapmsg.MaxAge, uint32(h.cfg.RetryAfter))
 	w.Respond(coapmsg.ServiceUnavailable, nil)
+}
+
+// limited answers a device over its --device-rate: 5.03 with Max-Age, the whole seconds until it
+// may send again, for a CON; nothing for a NON.
+func (h *Handler) limited(w *coapserver.ResponseWriter, wait time.Duration) {
+	h.results[resLimited].Inc()
+	if !w.Confirmable() {
+		w.Drop()
+		return
+	}
+	w.SetUintOption(coapmsg.MaxAge, uint32(max(1, (wait+time.Second-1)/time.Second)))
+	w.Respond(coapmsg.ServiceUnavailable, diagnostic(w, []byte("device over its rate limit")))
 }
 
 func (h *Handler) reject(w *coapserver.ResponseWriter, code coapmsg.Code, diag string) {
