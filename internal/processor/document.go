@@ -265,7 +265,7 @@ func appendState(b []byte, n *node) []byte {
 			b = append(b, ',')
 		}
 		first = false
-		b = appendQuoted(b, m.key)
+		b = jsonscan.AppendQuoted(b, m.key)
 		b = append(b, ':')
 		b = appendState(b, &m.node)
 	}
@@ -296,7 +296,7 @@ func appendMetadata(b []byte, n *node) []byte {
 			b = append(b, ',')
 		}
 		first = false
-		b = appendQuoted(b, m.key)
+		b = jsonscan.AppendQuoted(b, m.key)
 		b = append(b, ':')
 		b = appendMetadata(b, &m.node)
 	}
@@ -357,7 +357,7 @@ func stateSize(n *node) int {
 			size++
 		}
 		k++
-		size += quotedLen(m.key) + 1 + stateSize(&m.node)
+		size += jsonscan.QuotedLen(m.key) + 1 + stateSize(&m.node)
 	}
 	return size
 }
@@ -513,47 +513,4 @@ func readNode(p []byte, n *node, depth int) ([]byte, error) {
 		return p, nil
 	}
 	return nil, errBadBinary
-}
-
-// appendQuoted appends s as a JSON string, escaping what RFC 8259 requires (and nothing else).
-func appendQuoted(b []byte, s string) []byte {
-	b = append(b, '"')
-	start := 0
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c >= 0x20 && c != '"' && c != '\\' {
-			continue
-		}
-		b = append(b, s[start:i]...)
-		switch c {
-		case '"', '\\':
-			b = append(b, '\\', c)
-		case '\n':
-			b = append(b, '\\', 'n')
-		case '\r':
-			b = append(b, '\\', 'r')
-		case '\t':
-			b = append(b, '\\', 't')
-		default:
-			b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xF])
-		}
-		start = i + 1
-	}
-	b = append(b, s[start:]...)
-	return append(b, '"')
-}
-
-const hexDigits = "0123456789abcdef"
-
-func quotedLen(s string) int {
-	n := 2 + len(s)
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; {
-		case c == '"' || c == '\\' || c == '\n' || c == '\r' || c == '\t':
-			n++
-		case c < 0x20:
-			n += 5
-		}
-	}
-	return n
 }

@@ -59,6 +59,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/coapgw/coapgw/internal/jsonscan"
 	"log/slog"
 	"strings"
 	"sync"
@@ -450,10 +451,7 @@ func (s *Sink) write(ctx context.Context, b *processor.Batch, u *processor.Updat
 	if err := s.publish(ctx, b, live, pub); err != nil {
 		return false, err
 	}
-	body, err := s.updateBody(th, next)
-	if err != nil {
-		return false, err
-	}
+	body := s.updateBody(th, next)
 	resp, err := s.data.UpdateThingShadow(ctx, &UpdateThingShadowInput{ThingName: u.Thing, Payload: body})
 	s.m.call("UpdateThingShadow", err)
 	if err != nil {
@@ -501,40 +499,33 @@ type meta struct {
 	Stamps string `json:"t"`
 }
 
-func metaJSON(typ string, t *tree) []byte {
+// metaJSON is the value of the reserved key for a thing of type typ whose state is d.
+func metaJSON(typ string, d *processor.Doc) []byte {
 	b := fmt.Appendf(nil, `{"v":%d,"type":`, stampsVersion)
-	b = appendQuoted(b, typ)
+	b = jsonscan.AppendQuoted(b, typ)
 	b = append(b, `,"t":"`...)
-	b = append(b, encodeStamps(t)...)
+	b = append(b, encodeStamps(d)...)
 	return append(b, `"}`...)
 }
 
 // updateBody is the UpdateThingShadow document turning th's state into next: the merge patch,
 // the reserved key, and th's version when the shadow exists.
-func (s *Sink) updateBody(th *thingState, next *processor.Doc) ([]byte, error) {
-	old, err := openDoc(th.doc)
-	if err != nil {
-		return nil, err
-	}
-	cur, err := openDoc(next)
-	if err != nil {
-		return nil, err
-	}
+func (s *Sink) updateBody(th *thingState, next *processor.Doc) []byte {
 	b := make([]byte, 0, 256+next.Size())
 	b = append(b, `{"state":{"reported":{`...)
-	b, wrote := appendPatch(b, old, cur, true)
+	b, wrote := appendPatch(b, th.doc, next, true)
 	if wrote {
 		b = append(b, ',')
 	}
-	b = appendQuoted(b, ReservedKey)
+	b = jsonscan.AppendQuoted(b, ReservedKey)
 	b = append(b, ':')
-	b = append(b, metaJSON(th.typ, cur)...)
+	b = append(b, metaJSON(th.typ, next)...)
 	b = append(b, "}}"...)
 	if th.version > 0 {
 		b = append(b, `,"version":`...)
 		b = fmt.Appendf(b, "%d", th.version)
 	}
-	return append(b, '}'), nil
+	return append(b, '}')
 }
 
 // limits checks a thing's state against the shadow limits, the reserved key included (AWS
@@ -543,11 +534,7 @@ func (s *Sink) limits(d *processor.Doc, typ string) string {
 	if reason := d.CheckLimits(); reason != "" {
 		return reason
 	}
-	t, err := openDoc(d)
-	if err != nil {
-		return "" // cannot happen; the update would fail loudly instead
-	}
-	size := d.Size() + len(ReservedKey) + 3 + len(metaJSON(typ, t)) // "key":meta
+	size := d.Size() + len(ReservedKey) + 3 + len(metaJSON(typ, d)) // "key":meta
 	if !d.Empty() {
 		size++ // the comma
 	}
@@ -562,8 +549,8 @@ func reserved(d *processor.Doc) bool {
 	if d == nil {
 		return false
 	}
-	t, err := openDoc(d)
-	return err == nil && t.find(ReservedKey) != nil
+	_, ok := d.Root().Find(ReservedKey)
+	return ok
 }
 
 // thing returns what the sink knows of a thing, making sure it exists with type typ: from the
@@ -650,7 +637,7 @@ func (s *Sink) parseShadow(payload []byte) (*thingState, error) {
 		return nil, err
 	}
 	th := &thingState{version: doc.Version}
-	var stamps *tree
+	var stamps *processor.Doc
 	if raw, ok := doc.State.Reported[ReservedKey]; ok {
 		delete(doc.State.Reported, ReservedKey)
 		var m meta
@@ -666,13 +653,11 @@ func (s *Sink) parseShadow(payload []byte) (*thingState, error) {
 	if fallback == 0 {
 		fallback = s.now().UnixNano()
 	}
-	t, err := rebuild(stamps, doc.State.Reported, fallback)
+	d, err := rebuild(stamps, doc.State.Reported, fallback)
 	if err != nil {
 		return nil, err
 	}
-	if th.doc, err = t.doc(); err != nil {
-		return nil, err
-	}
+	th.doc = d
 	return th, nil
 }
 

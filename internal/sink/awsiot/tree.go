@@ -7,38 +7,23 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/coapgw/coapgw/internal/jsonscan"
 	"slices"
 
 	"github.com/coapgw/coapgw/internal/processor"
 )
 
-// tree is a processor document as the sink hands it around: opened to read it (openDoc), rebuilt
-// from a shadow (rebuild), or the stamps read from a shadow (decodeStamps, a document whose
-// values are placeholders). Its tree — every leaf with the time (Unix ns) it was written,
-// deletions and object floors included — is read through processor.Node; the sink needs those
-// times to compute the shadow patch and the stamps it keeps in the shadow.
-type tree struct{ *processor.Doc }
-
-// openDoc returns d's tree; it shares d (nothing is copied) and does not fail.
-func openDoc(d *processor.Doc) (*tree, error) { return &tree{d}, nil }
-
-// doc returns the processor document of t.
-func (t *tree) doc() (*processor.Doc, error) { return t.Doc, nil }
-
-// find returns the member of t's root object with key (a deletion included), or nil.
-func (t *tree) find(key string) *processor.Node {
-	n, ok := t.Root().Find(key)
-	if !ok {
-		return nil
-	}
-	return &n
-}
+// The sink reads a processor document's tree through processor.Node — every leaf with the time
+// (Unix ns) it was written, deletions and object floors included — to compute the shadow patch
+// (appendPatch) and the stamps it keeps in the shadow (encodeStamps), and builds documents back
+// with Doc's setters: the stamps read from a shadow (decodeStamps, a document whose values are
+// placeholders) and the document rebuilt from a shadow (rebuild).
 
 // appendPatch appends the members of a JSON merge patch (RFC 7386, the way AWS IoT merges a
 // shadow update into reported state) that turns the rendered state of old into that of cur,
 // without the enclosing braces; it reports whether it wrote any member. first says whether the
 // next member written is the first of its object.
-func appendPatch(b []byte, old, cur *tree, first bool) ([]byte, bool) {
+func appendPatch(b []byte, old, cur *processor.Doc, first bool) ([]byte, bool) {
 	return appendObjectPatch(b, old.Root(), cur.Root(), first)
 }
 
@@ -51,7 +36,7 @@ func appendObjectPatch(b []byte, old, cur processor.Node, first bool) ([]byte, b
 		}
 		first = false
 		wrote = true
-		b = appendQuoted(b, key)
+		b = jsonscan.AppendQuoted(b, key)
 		b = append(b, ':')
 	}
 	i, j := 0, 0
@@ -103,35 +88,6 @@ func appendObjectPatch(b []byte, old, cur processor.Node, first bool) ([]byte, b
 	return b, wrote
 }
 
-// appendQuoted appends s as a JSON string.
-func appendQuoted(b []byte, s string) []byte {
-	const hex = "0123456789abcdef"
-	b = append(b, '"')
-	start := 0
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c >= 0x20 && c != '"' && c != '\\' {
-			continue
-		}
-		b = append(b, s[start:i]...)
-		switch c {
-		case '"', '\\':
-			b = append(b, '\\', c)
-		case '\n':
-			b = append(b, '\\', 'n')
-		case '\r':
-			b = append(b, '\\', 'r')
-		case '\t':
-			b = append(b, '\\', 't')
-		default:
-			b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xF])
-		}
-		start = i + 1
-	}
-	b = append(b, s[start:]...)
-	return append(b, '"')
-}
-
 // Stamps: what coapgw keeps in the shadow next to the properties so that a worker with an empty
 // cache can rebuild the exact document (per-leaf received_at in nanoseconds, deletions, object
 // floors) from GetThingShadow alone. Encoding, version 1, base64url without padding of:
@@ -159,10 +115,11 @@ const (
 // only the times; the values are in the shadow's state.
 var stampsValue = []byte("0")
 
-func encodeStamps(t *tree) string {
-	base := t.Newest()
+// encodeStamps returns the stamps of d.
+func encodeStamps(d *processor.Doc) string {
+	base := d.Newest()
 	b := binary.AppendVarint(nil, base)
-	b = appendStamps(b, t.Root(), base)
+	b = appendStamps(b, d.Root(), base)
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
@@ -195,7 +152,7 @@ var errStamps = errors.New("awsiot: bad stamps")
 
 // decodeStamps returns the stamps as a document: the shadow's shape with its times, deletions and
 // floors, every value stampsValue.
-func decodeStamps(s string) (*tree, error) {
+func decodeStamps(s string) (*processor.Doc, error) {
 	b, err := base64.RawURLEncoding.DecodeString(s)
 	if err != nil {
 		return nil, errStamps
@@ -213,7 +170,7 @@ func decodeStamps(s string) (*tree, error) {
 	if err != nil || len(rest) != 0 {
 		return nil, errStamps
 	}
-	return &tree{d}, nil
+	return d, nil
 }
 
 // readStamps reads the stamps of an object at depth, after its kind byte, into d.
@@ -279,7 +236,7 @@ func readStamps(p []byte, d *processor.Doc, base int64, depth int) ([]byte, erro
 // property written or deleted by someone else, a shadow without stamps — is taken as written at
 // fallback (the shadow's last update time), so that older records do not overwrite it while newer
 // ones do.
-func rebuild(stamps *tree, fields map[string]json.RawMessage, fallback int64) (*tree, error) {
+func rebuild(stamps *processor.Doc, fields map[string]json.RawMessage, fallback int64) (*processor.Doc, error) {
 	var st processor.Node // the zero Node, an empty object, stands for no stamps
 	if stamps != nil {
 		st = stamps.Root()
@@ -292,11 +249,7 @@ func rebuild(stamps *tree, fields map[string]json.RawMessage, fallback int64) (*
 	}
 	r := rebuilder{fallback: fallback}
 	r.vals.Grow(size)
-	d, err := r.object(st, fields)
-	if err != nil {
-		return nil, err
-	}
-	return &tree{d}, nil
+	return r.object(st, fields)
 }
 
 type rebuilder struct {

@@ -72,11 +72,7 @@ func TestStampsRoundTrip(t *testing.T) {
 	for _, tc := range treeCases {
 		t.Run(tc.name, func(t *testing.T) {
 			for _, d := range build(t, tc.steps...) {
-				tr, err := openDoc(d)
-				if err != nil {
-					t.Fatal(err)
-				}
-				st, err := decodeStamps(encodeStamps(tr))
+				st, err := decodeStamps(encodeStamps(d))
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -89,17 +85,13 @@ func TestStampsRoundTrip(t *testing.T) {
 }
 
 // shadowOf is what the shadow holds for d: its state and the stamps.
-func shadowOf(t testing.TB, d *processor.Doc) (map[string]json.RawMessage, *tree) {
+func shadowOf(t testing.TB, d *processor.Doc) (map[string]json.RawMessage, *processor.Doc) {
 	t.Helper()
-	tr, err := openDoc(d)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var fields map[string]json.RawMessage
 	if err := json.Unmarshal(d.AppendState(nil), &fields); err != nil {
 		t.Fatal(err)
 	}
-	st, err := decodeStamps(encodeStamps(tr))
+	st, err := decodeStamps(encodeStamps(d))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,11 +105,7 @@ func TestStampsRebuildExact(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			for _, d := range build(t, tc.steps...) {
 				fields, st := shadowOf(t, d)
-				tr, err := rebuild(st, fields, 999)
-				if err != nil {
-					t.Fatal(err)
-				}
-				got, err := tr.doc()
+				got, err := rebuild(st, fields, 999)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -133,11 +121,7 @@ func TestStampsRebuildExact(t *testing.T) {
 // shadow's last update: older records leave them, newer ones replace them.
 func TestRebuildWithoutStamps(t *testing.T) {
 	fields := map[string]json.RawMessage{"temp": json.RawMessage(`20`), "env": json.RawMessage(`{"h": [1, 2]}`)}
-	tr, err := rebuild(nil, fields, 100)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, err := tr.doc()
+	d, err := rebuild(nil, fields, 100)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,11 +138,10 @@ func TestRebuildWithoutStamps(t *testing.T) {
 	// A value coapgw wrote that someone else deleted is a deletion at the shadow's time.
 	d0 := build(t, step{50, `{"a":1,"b":2}`})[1]
 	_, st := shadowOf(t, d0)
-	tr, err = rebuild(st, map[string]json.RawMessage{"b": json.RawMessage(`2`)}, 100)
+	d, err = rebuild(st, map[string]json.RawMessage{"b": json.RawMessage(`2`)}, 100)
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, _ = tr.doc()
 	late, _ := processor.DecodeJSON([]byte(`{"a":7}`), 80)
 	if d.Merge(late) {
 		t.Fatalf("a record older than the foreign deletion brought the property back: %s", d.AppendState(nil))
@@ -166,7 +149,7 @@ func TestRebuildWithoutStamps(t *testing.T) {
 }
 
 func TestDecodeStampsRejectsGarbage(t *testing.T) {
-	for _, s := range []string{"", "!!", "AA", encodeStamps(&tree{processor.NewDoc()}) + "AA"} {
+	for _, s := range []string{"", "!!", "AA", encodeStamps(processor.NewDoc()) + "AA"} {
 		if _, err := decodeStamps(s); err == nil && s != "" {
 			t.Errorf("decodeStamps(%q) accepted", s)
 		}
@@ -248,9 +231,7 @@ func TestPatch(t *testing.T) {
 		{nil, []step{{2, `{"a":{"b":[1,2]}}`}}, `"a":{"b":[1,2]}`},
 	} {
 		old, cur := build(t, tc.old...), build(t, tc.cur...)
-		o, _ := openDoc(old[len(old)-1])
-		c, _ := openDoc(cur[len(cur)-1])
-		got, wrote := appendPatch(nil, o, c, true)
+		got, wrote := appendPatch(nil, old[len(old)-1], cur[len(cur)-1], true)
 		if string(got) != tc.want || wrote != (tc.want != "") {
 			t.Errorf("patch %q (wrote %v), want %q", got, wrote, tc.want)
 		}
@@ -292,16 +273,8 @@ func TestTreeRandom(t *testing.T) {
 		}
 		docs := build(t, steps...)
 		for k, d := range docs {
-			tr, err := openDoc(d)
-			if err != nil {
-				t.Fatal(err)
-			}
 			fields, st := shadowOf(t, d)
-			rb, err := rebuild(st, fields, 1)
-			if err != nil {
-				t.Fatal(err)
-			}
-			got, err := rb.doc()
+			got, err := rebuild(st, fields, 1)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -311,8 +284,7 @@ func TestTreeRandom(t *testing.T) {
 			if k == 0 {
 				continue
 			}
-			prev, _ := openDoc(docs[k-1])
-			patch, _ := appendPatch(nil, prev, tr, true)
+			patch, _ := appendPatch(nil, docs[k-1], d, true)
 			if got, want := applyPatch(t, string(docs[k-1].AppendState(nil)), patch), canon(t, string(d.AppendState(nil))); got != want {
 				t.Fatalf("iter %d %v: patch %s gives %s, want %s", iter, steps[:k+1], patch, got, want)
 			}
@@ -336,10 +308,8 @@ func BenchmarkTreeUpdate(b *testing.B) {
 	old, cur := benchDocs(b)
 	b.ReportAllocs()
 	for b.Loop() {
-		o, _ := openDoc(old)
-		c, _ := openDoc(cur)
-		p, _ := appendPatch(nil, o, c, true)
-		if len(p) == 0 || encodeStamps(c) == "" {
+		p, _ := appendPatch(nil, old, cur, true)
+		if len(p) == 0 || encodeStamps(cur) == "" {
 			b.Fatal("empty")
 		}
 	}
@@ -349,19 +319,14 @@ func BenchmarkTreeUpdate(b *testing.B) {
 func BenchmarkTreeRebuild(b *testing.B) {
 	_, cur := benchDocs(b)
 	fields, _ := shadowOf(b, cur)
-	tr, _ := openDoc(cur)
-	stamps := encodeStamps(tr)
+	stamps := encodeStamps(cur)
 	b.ReportAllocs()
 	for b.Loop() {
 		st, err := decodeStamps(stamps)
 		if err != nil {
 			b.Fatal(err)
 		}
-		rb, err := rebuild(st, fields, 1)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if _, err := rb.doc(); err != nil {
+		if _, err := rebuild(st, fields, 1); err != nil {
 			b.Fatal(err)
 		}
 	}
