@@ -27,6 +27,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/coapgw/coapgw/internal/jsonscan"
 	"io"
 	"strconv"
 	"strings"
@@ -170,41 +171,15 @@ const hexDigits = "0123456789abcdef"
 func appendString(b []byte, s string) []byte {
 	b = append(b, '"')
 	start := 0
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' {
-				i++
-				continue
-			}
-			b = append(b, s[start:i]...)
-			switch c {
-			case '"', '\\':
-				b = append(b, '\\', c)
-			case '\n':
-				b = append(b, '\\', 'n')
-			case '\r':
-				b = append(b, '\\', 'r')
-			case '\t':
-				b = append(b, '\\', 't')
-			default:
-				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xF])
-			}
-			i++
-			start = i
+	for i, r := range s {
+		if r < utf8.RuneSelf || allowedRune(r) {
 			continue
 		}
-		r, n := utf8.DecodeRuneInString(s[i:])
-		if allowedRune(r) {
-			i += n
-			continue
-		}
-		b = append(b, s[start:i]...)
+		b = jsonscan.AppendEscaped(b, s[start:i])
 		b = append(b, '\\', 'u', hexDigits[r>>12&0xF], hexDigits[r>>8&0xF], hexDigits[r>>4&0xF], hexDigits[r&0xF])
-		i += n
-		start = i
+		start = i + utf8.RuneLen(r)
 	}
-	b = append(b, s[start:]...)
+	b = jsonscan.AppendEscaped(b, s[start:])
 	return append(b, '"')
 }
 

@@ -7,6 +7,13 @@ package jsonscan
 // beyond growing b.
 func AppendQuoted(b []byte, s string) []byte {
 	b = append(b, '"')
+	b = AppendEscaped(b, s)
+	return append(b, '"')
+}
+
+// AppendEscaped appends s escaped as AppendQuoted does, without the quotes: for callers that
+// escape more (the SQS envelope) and build a string from pieces.
+func AppendEscaped(b []byte, s string) []byte {
 	start := 0
 	for i := 0; i < len(s); i++ {
 		c := s[i]
@@ -28,8 +35,7 @@ func AppendQuoted(b []byte, s string) []byte {
 		}
 		start = i + 1
 	}
-	b = append(b, s[start:]...)
-	return append(b, '"')
+	return append(b, s[start:]...)
 }
 
 const hexDigits = "0123456789abcdef"
