@@ -10,8 +10,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -136,9 +138,11 @@ func TestAWSOutageUnderLoad(t *testing.T) {
 	proxy := m.NewProxy(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	code := make(chan int, 1)
+	procLog := &syncBuffer{}
+	procHTTP := fmt.Sprintf("127.0.0.1:%d", freeTCPPort(t))
 	go func() {
 		code <- run(ctx, []string{"process", "--queue", queue, "--sink", "awsiot", "--aws-endpoint", m.Endpoint(),
-			"--http-addr", fmt.Sprintf("127.0.0.1:%d", freeTCPPort(t)), "--batch-wait", "50ms", "--wait-time", "1s"}, io.Discard, io.Discard)
+			"--http-addr", procHTTP, "--batch-wait", "50ms", "--wait-time", "1s"}, io.Discard, procLog)
 	}()
 	defer func() {
 		cancel()
@@ -216,7 +220,19 @@ func TestAWSOutageUnderLoad(t *testing.T) {
 			time.Sleep(200 * time.Millisecond)
 		}
 		if len(missing) > 0 {
-			t.Fatalf("%s: %d acknowledged records never reached the shadow: %v", thing, len(missing), missing)
+			s, v, err := reader.Shadow(t.Context(), thing)
+			var metrics string
+			if resp, err := http.Get("http://" + procHTTP + "/metrics"); err == nil {
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				for line := range strings.Lines(string(b)) {
+					if strings.HasPrefix(line, "coapgw_") {
+						metrics += line
+					}
+				}
+			}
+			t.Fatalf("%s: %d acknowledged records never reached the shadow: %v\nshadow v%d %v: %s\nprocess log:\n%s\nprocess metrics:\n%s",
+				thing, len(missing), missing, v, err, s, procLog, metrics)
 		}
 		total += len(acked[d])
 	}

@@ -2,9 +2,10 @@
 // tests, and builds AWS SDK configurations that talk to it.
 //
 // Start installs moto if needed (`python3 -m pip install --quiet 'moto[server]'`, once per test
-// binary, only when `python3 -c "import moto.server"` fails), starts `python3 -m moto.server -H
-// 127.0.0.1 -p <free port>` and waits until it answers. If moto cannot be installed or started the
-// test is skipped, or fails when COAPGW_REQUIRE_PEERS is set (as the test command sets it), so CI
+// binary, only when `python3 -c "import moto.server"` fails), starts moto's server on 127.0.0.1
+// and a free port (moto_server.py: `python3 -m moto.server` with shadow updates made atomic, as
+// AWS IoT's are) and waits until it answers. If moto cannot be installed or started the test is
+// skipped, or fails when COAPGW_REQUIRE_PEERS is set (as the test command sets it), so CI
 // never passes by skipping.
 //
 // Stop and Restart simulate an outage: Restart brings moto back on the same port, so SDK clients
@@ -20,6 +21,7 @@ package awstest
 import (
 	"bytes"
 	"context"
+	_ "embed"
 	"errors"
 	"fmt"
 	"net"
@@ -42,6 +44,11 @@ import (
 
 // Region is the region of every config AWSConfig returns.
 const Region = "us-east-1"
+
+// motoServer is moto's server with AWS IoT's atomic versioned shadow updates (see the script).
+//
+//go:embed moto_server.py
+var motoServer string
 
 // Moto is one moto server process for a test.
 type Moto struct {
@@ -148,7 +155,7 @@ func (m *Moto) start() error {
 		if err != nil {
 			return err
 		}
-		cmd := exec.Command("python3", "-m", "moto.server", "-H", "127.0.0.1", "-p", strconv.Itoa(m.port))
+		cmd := exec.Command("python3", "-c", motoServer, "-H", "127.0.0.1", "-p", strconv.Itoa(m.port))
 		cmd.Stdout, cmd.Stderr = logf, logf
 		cmd.Env = append(os.Environ(), "PYTHONUNBUFFERED=1")
 		if err := cmd.Start(); err != nil {

@@ -60,6 +60,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/coapgw/coapgw/internal/jsonscan"
+	"hash/maphash"
 	"log/slog"
 	"strings"
 	"sync"
@@ -179,7 +180,18 @@ type Sink struct {
 	pubBatch *processor.Batch // the batch published records belong to (retries reuse the batch)
 	pubDone  []bool
 
+	// thingLocks serialise the updates of one thing across concurrent Apply calls (the worker's
+	// pollers): two of them writing the same shadow against the same version would make one get
+	// ConflictException and re-read it. Striped by a hash of the name; a goroutine holds one at a
+	// time.
+	thingLocks [256]sync.Mutex
+	lockSeed   maphash.Seed
+
 	now func() time.Time
+}
+
+func (s *Sink) thingLock(name string) *sync.Mutex {
+	return &s.thingLocks[maphash.String(s.lockSeed, name)%uint64(len(s.thingLocks))]
 }
 
 // thingState is what the sink knows of a thing; immutable once cached.
@@ -233,10 +245,11 @@ func newSink(cfg Config, iotc iotAPI, data iotDataAPI, log *slog.Logger, reg pro
 	}
 	return &Sink{
 		cfg: cfg, iot: iotc, data: data, log: log, m: m,
-		things:  newLRU[string, *thingState](cfg.ThingCacheSize),
-		types:   newLRU[string, struct{}](cfg.TypeCacheSize),
-		flights: make(map[string]*flight),
-		now:     time.Now,
+		things:   newLRU[string, *thingState](cfg.ThingCacheSize),
+		types:    newLRU[string, struct{}](cfg.TypeCacheSize),
+		flights:  make(map[string]*flight),
+		lockSeed: maphash.MakeSeed(),
+		now:      time.Now,
 	}, nil
 }
 
@@ -315,6 +328,9 @@ func (s *Sink) Apply(ctx context.Context, b *processor.Batch) ([]processor.Outco
 		sem   = make(chan struct{}, s.cfg.Concurrency)
 	)
 	run := func(name string) {
+		l := s.thingLock(name)
+		l.Lock()
+		defer l.Unlock()
 		for _, ui := range groups[name] {
 			if err := s.update(ctx, b, &b.Updates[ui], out, pub); err != nil {
 				mu.Lock()

@@ -2,10 +2,13 @@ package awsiot
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -409,5 +412,45 @@ func TestParseForeignShadow(t *testing.T) {
 	out = apply(t, s, processortest.Rec("gw", "sensor", "dev", at.Add(time.Hour), `{"temp":9}`))
 	if results(out) != "applied" || !strings.Contains(f.state("dev"), `"temp":9`) {
 		t.Fatalf("%s %s", results(out), f.state("dev"))
+	}
+}
+
+// Concurrent Apply calls (the worker's pollers) never write one thing's shadow at the same time:
+// no update overlaps another of the same thing, so none conflicts, and every record is in.
+func TestConcurrentApplySerialisesAThing(t *testing.T) {
+	f := newFakeAWS()
+	var inflight, overlaps atomic.Int32
+	f.beforeUpdate = func(string) {
+		if inflight.Add(1) > 1 {
+			overlaps.Add(1)
+		}
+		time.Sleep(2 * time.Millisecond) // a round trip, for others to arrive
+		inflight.Add(-1)
+	}
+	s := newTestSink(t, f, Config{})
+	apply(t, s, rec("dev-1", 0, `{"k0":1}`)) // the thing exists and is cached
+	reads := f.count("GetThingShadow")
+	var wg sync.WaitGroup
+	for p := range 8 {
+		wg.Go(func() {
+			for n := range 5 {
+				k := 1 + p*5 + n
+				out, err := s.Apply(context.Background(), processortest.Batch(t, rec("dev-1", float64(k), fmt.Sprintf(`{"k%d":1}`, k))))
+				if err != nil || results(out) != "applied" {
+					t.Errorf("poller %d: %v %v", p, err, out)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if overlaps.Load() != 0 || f.count("GetThingShadow") != reads {
+		t.Errorf("%d overlapping updates, %d re-reads after conflicts", overlaps.Load(), f.count("GetThingShadow")-reads)
+	}
+	var got map[string]any
+	json.Unmarshal([]byte(f.state("dev-1")), &got)
+	for k := range 41 {
+		if _, ok := got[fmt.Sprintf("k%d", k)]; !ok {
+			t.Errorf("k%d missing from %s", k, f.state("dev-1"))
+		}
 	}
 }
