@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # bench.sh — measure the gateway on two pinned cores (make bench; docs/benchmarks.md).
 #
-# Builds bin/coapgw, starts `coapgw serve` pinned to one core (fsync on, the default) with a
-# fresh data dir, waits for /readyz, runs `coapgw bench` pinned to the other core — a CON run,
+# Builds bin/coapgw, starts `coapgw serve --process none` pinned to one core (fsync on, the
+# default) with a fresh data dir — the gateway core: CoAP, ingest and the spool; in local mode the
+# processor would share that one core (scripts/bench-local.sh measures the whole pipeline) — waits for /readyz, runs `coapgw bench` pinned to the other core — a CON run,
 # then a NON run — with the gateway's pid and port so the load generator also reports the
 # gateway's CPU per delivered message, peak RSS and UDP drops, then stops the gateway with
 # SIGTERM and reports how it exited. Every command is printed before it runs, so each figure
@@ -10,7 +11,7 @@
 #
 # Settings (environment): DURATION (20s), WARMUP (1s), DEVICES (256), INFLIGHT (2),
 # PAYLOAD_SIZE (64), COAP_PORT (25683), HTTP_PORT (28080), GW_CPU (0), LG_CPU (1),
-# GW_ARGS (extra flags for serve), BENCH_ARGS (extra flags for bench), OUT_DIR (results;
+# GW_ARGS (flags for serve, default --process none), BENCH_ARGS (extra flags for bench), OUT_DIR (results;
 # default a new directory under /tmp), SKIP_BUILD=1 (use the existing bin/coapgw), SKIP_NON=1.
 set -euo pipefail
 
@@ -25,7 +26,7 @@ COAP_PORT=${COAP_PORT:-25683}
 HTTP_PORT=${HTTP_PORT:-28080}
 GW_CPU=${GW_CPU:-0}
 LG_CPU=${LG_CPU:-1}
-GW_ARGS=${GW_ARGS:-}
+GW_ARGS=${GW_ARGS---process none}
 BENCH_ARGS=${BENCH_ARGS:-}
 BIN=bin/coapgw
 
