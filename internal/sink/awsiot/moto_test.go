@@ -135,8 +135,8 @@ func BenchmarkMotoSink(b *testing.B) {
 }
 
 // TestMotoShadowVersionIsAtomic checks the emulator, not the sink: like AWS IoT, of several
-// UpdateThingShadow calls made at once against the same version exactly one succeeds and the
-// others get ConflictException, and the shadow holds the winner's write. The sink's handling of
+// UpdateThingShadow calls made at once against the same version exactly one is applied and the
+// others get ConflictException. The sink's handling of
 // conflicts is only tested if moto honours versions this way. moto itself checks the version and
 // stores the shadow without a lock, so two such updates could both succeed, the second
 // overwriting the first; internal/awstest's moto_server.py makes the update atomic. (This test
@@ -179,9 +179,18 @@ func TestMotoShadowVersionIsAtomic(t *testing.T) {
 				t.Fatalf("round %d: writer %d: %v", round, w, err)
 			}
 		}
+		// Exactly one write is in. It is the one that reported success, if one did: under load the
+		// SDK may retry an update whose first attempt was applied but whose answer was lost, and
+		// the retry then gets ConflictException (the sink re-reads the shadow on a conflict).
 		got, v, err := s.Shadow(ctx, thing)
-		if won < 0 || err != nil || v != 2 || !strings.Contains(got, fmt.Sprintf(`"w%d":1`, won)) {
-			t.Fatalf("round %d: winner %d, shadow %s v%d %v", round, won, got, v, err)
+		var in []int
+		for w := range writers {
+			if strings.Contains(got, fmt.Sprintf(`"w%d":1`, w)) {
+				in = append(in, w)
+			}
+		}
+		if err != nil || v != 2 || len(in) != 1 || won >= 0 && in[0] != won {
+			t.Fatalf("round %d: reported winner %d, writes in the shadow %v: %s v%d %v", round, won, in, got, v, err)
 		}
 	}
 }
