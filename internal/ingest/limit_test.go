@@ -59,11 +59,22 @@ func TestLimiterBounded(t *testing.T) {
 	if l.untracked.Load() == 0 {
 		t.Fatal("nothing untracked with a full table of busy devices")
 	}
-	// A second on, every bucket has refilled: sweeping makes room for new devices again.
+	// A second on, every bucket has refilled: sweeping makes room for new devices again. One new
+	// device per shard (names picked by their hash; the seed is random), so that the test does not
+	// depend on how names spread: five in one shard would rightly overflow its four places.
 	later := now + int64(2*time.Second)
 	before := l.untracked.Load()
-	for i := range 64 {
-		l.allow([]byte("s"), fmt.Appendf(nil, "new%d", i), later)
+	var placed [len(l.shards)]bool
+	for i, n := 0, 0; n < len(placed); i++ {
+		id := fmt.Appendf(nil, "new%d", i)
+		if sh := l.key([]byte("s"), id) % uint64(len(placed)); !placed[sh] {
+			placed[sh] = true
+			n++
+			l.allow([]byte("s"), id, later)
+		}
+	}
+	if n := l.entries(); n != 64 {
+		t.Fatalf("%d devices tracked after the sweep, want the 64 new ones (the old had refilled)", n)
 	}
 	if l.untracked.Load() != before {
 		t.Fatalf("%d new devices untracked after the old buckets refilled", l.untracked.Load()-before)
