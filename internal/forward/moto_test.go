@@ -177,11 +177,16 @@ func (c *consumer) received() (distinct, dups int) {
 	return len(c.got), dups
 }
 
+// consumerVisibility is the consumers' visibility timeout, in seconds. A message whose delete
+// failed, or whose receive answer was lost (moto under load), is in flight until it expires and is
+// then received again; waiting for an empty queue must allow for that.
+const consumerVisibility = 30
+
 // poll does one ReceiveMessage + DeleteMessageBatch round; it returns how many messages came.
 func (c *consumer) poll(ctx context.Context, wait int32) (int, error) {
 	out, err := c.client.ReceiveMessage(ctx, &awssqs.ReceiveMessageInput{
 		QueueUrl: &c.url, MaxNumberOfMessages: 10, WaitTimeSeconds: wait,
-		MessageAttributeNames: []string{"All"}, VisibilityTimeout: 60,
+		MessageAttributeNames: []string{"All"}, VisibilityTimeout: consumerVisibility,
 	})
 	if err != nil {
 		return 0, err
@@ -303,7 +308,7 @@ func TestMotoForwardsEveryRecordExactlyOnce(t *testing.T) {
 		t.Errorf("spool depth %d after forwarding everything", st.Depth)
 	}
 	waitUntil(t, "every record received", 120*time.Second, func() bool { d, _ := c.received(); return d == n })
-	waitUntil(t, "the queue empty", 30*time.Second, func() bool {
+	waitUntil(t, "the queue empty", (2*consumerVisibility+10)*time.Second, func() bool {
 		empty, err := queueEmpty(ctx, c.client, url)
 		return err == nil && empty
 	})
@@ -536,7 +541,7 @@ func TestMotoOutage(t *testing.T) {
 		d, _ := c.received()
 		return d == total
 	})
-	waitUntil(t, "the queue empty (the last deletes done)", 30*time.Second, func() bool {
+	waitUntil(t, "the queue empty (the last deletes done)", (2*consumerVisibility+10)*time.Second, func() bool {
 		empty, err := queueEmpty(ctx, c.client, url)
 		return err == nil && empty
 	})
