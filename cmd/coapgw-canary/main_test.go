@@ -1,11 +1,15 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"log/slog"
 	"net"
-	"os"
+	"net/http"
+	"os/exec"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -160,14 +164,67 @@ func TestFromEnvRejects(t *testing.T) {
 	}
 }
 
-// TestProbeRealGateway probes a running gateway when COAPGW_CANARY_TEST_TARGET names one
-// (e.g. 127.0.0.1:5683 after `go run ./cmd/coapgw`).
+// TestProbeRealGateway probes the real gateway, built from ../coapgw and run in its default
+// local mode: its /health answer is bigger than three times the request, so the probe must go
+// through the Echo round trip (RFC 9175) as well. A stopped gateway fails the probe.
 func TestProbeRealGateway(t *testing.T) {
-	target := os.Getenv("COAPGW_CANARY_TEST_TARGET")
-	if target == "" {
-		t.Skip("COAPGW_CANARY_TEST_TARGET not set")
+	if testing.Short() {
+		t.Skip("builds and runs the gateway")
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "coapgw")
+	if out, err := exec.Command("go", "build", "-o", bin, "../coapgw").CombinedOutput(); err != nil {
+		t.Fatalf("build coapgw: %v\n%s", err, out)
+	}
+	ln, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := ln.LocalAddr().String()
+	ln.Close()
+	hl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	httpAddr := hl.Addr().String()
+	hl.Close()
+	var stderr bytes.Buffer
+	cmd := exec.Command(bin, "--data-dir", filepath.Join(dir, "data"), "--coap-addr", target, "--http-addr", httpAddr)
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	stopped := false
+	t.Cleanup(func() {
+		if !stopped {
+			cmd.Process.Kill()
+			<-exited
+		}
+	})
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		resp, err := http.Get("http://" + httpAddr + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("gateway not ready: %v\n%s", err, stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	if err := probe(context.Background(), target, 5*time.Second); err != nil {
-		t.Fatal(err)
+		t.Fatalf("probe of the running gateway: %v\n%s", err, stderr.String())
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	stopped = true
+	if err := <-exited; err != nil {
+		t.Fatalf("gateway exit: %v\n%s", err, stderr.String())
+	}
+	if err := probe(context.Background(), target, 3*time.Second); err == nil {
+		t.Fatal("probe of a stopped gateway succeeded")
 	}
 }
