@@ -322,6 +322,7 @@ func TestDashboardEndToEnd(t *testing.T) {
 	  for (let i = 0; i < d.length; i += 4) if (d[i+3] > 200 && d[i+2] > 150 && d[i+2] > d[i] + 60) line++;
 	  return line > 50;
 	})()`)
+	poll("the status panel's counts", `document.querySelector('#st-things').textContent === '1' && document.querySelector('#st-types').textContent === '1 type · 4 messages'`)
 	httpapitest.Screenshot(t, ctx, "e2e-device.png")
 	console.Check(t)
 	g.stop(syscall.SIGTERM)

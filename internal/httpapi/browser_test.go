@@ -142,7 +142,7 @@ func TestBrowserDashboard(t *testing.T) {
 	poll(t, ctx, "the device list", `document.querySelectorAll('#things tbody tr[data-name]').length === 30`)
 	poll(t, ctx, "the first paint entry", `performance.getEntriesByName('first-contentful-paint').length > 0`)
 	poll(t, ctx, "the live stream", `document.querySelector('#conn').dataset.state === 'live'`)
-	poll(t, ctx, "the status panel", `document.querySelector('#st-things').textContent === '30' && document.querySelector('#st-errors').textContent === '2'`)
+	poll(t, ctx, "the status panel", `document.querySelector('#st-things').textContent === '30' && document.querySelector('#st-errors').textContent === '2' && document.querySelector('#st-types').textContent === '3 types · 1,800 messages'`)
 
 	// A new device appears without a reload.
 	eval[bool](t, ctx, `window.__noReload = true`)

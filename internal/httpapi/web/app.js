@@ -283,7 +283,7 @@ async function refreshStatus(tick) {
   $('#st-lag').closest('.stat').classList.toggle('warn', lag >= 5);
   setStat('st-lag-sub', lag < 1 ? 'caught up' : lag < 5 ? 'catching up' : 'behind');
   setStat('st-things', fmtInt(s.things));
-  setStat('st-types', `${fmtInt(s.thingTypes)} type${s.thingTypes === 1 ? '' : 's'} · ${fmtInt(s.messages)} messages`);
+  setStat('st-types', `${fmtInt(s.thingTypes)} type${s.thingTypes === 1 ? '' : 's'} · ${fmtInt(s.messages)} message${s.messages === 1 ? '' : 's'}`);
   setStat('st-errors', fmtInt(s.setAside));
   $('#st-errors-card').classList.toggle('bad', s.setAside > 0);
   const badge = $('#tab-errors');
