@@ -136,18 +136,7 @@ func TestAWSOutageUnderLoad(t *testing.T) {
 	awsEnv(t)
 	queue := m.CreateQueue(t.Context(), "coapgw-outage", nil)
 	proxy := m.NewProxy(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	code := make(chan int, 1)
-	procLog := &syncBuffer{}
-	procHTTP := fmt.Sprintf("127.0.0.1:%d", freeTCPPort(t))
-	go func() {
-		code <- run(ctx, []string{"process", "--queue", queue, "--sink", "awsiot", "--aws-endpoint", m.Endpoint(),
-			"--http-addr", procHTTP, "--batch-wait", "50ms", "--wait-time", "1s"}, io.Discard, procLog)
-	}()
-	defer func() {
-		cancel()
-		<-code
-	}()
+	w := startProcess(t, m, queue)
 	g := startGW(t, t.TempDir(), "--queue", queue, "--aws-endpoint", proxy.Endpoint())
 
 	const devices, perDevice = 12, 60
@@ -196,46 +185,173 @@ func TestAWSOutageUnderLoad(t *testing.T) {
 	if rd.Depth == 0 {
 		t.Fatal("the spool did not grow while SQS was unreachable")
 	}
-	reader, err := awsiot.New(awsiot.Config{}, m.AWSConfig(t.Context()), nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
 	total := 0
 	for d := 0; d < devices; d++ {
-		thing := fmt.Sprintf("od-%d", d)
-		var missing []int
-		for deadline := time.Now().Add(90 * time.Second); ; {
-			s, _, _ := reader.Shadow(t.Context(), thing)
-			var got map[string]any
-			_ = json.Unmarshal([]byte(s), &got)
-			missing = missing[:0]
-			for _, n := range acked[d] {
-				if _, ok := got[fmt.Sprintf("r%d", n)]; !ok {
-					missing = append(missing, n)
-				}
-			}
-			if len(missing) == 0 || time.Now().After(deadline) {
-				break
-			}
-			time.Sleep(200 * time.Millisecond)
+		keys := make([]string, len(acked[d]))
+		for i, n := range acked[d] {
+			keys[i] = fmt.Sprintf("r%d", n)
 		}
-		if len(missing) > 0 {
-			s, v, err := reader.Shadow(t.Context(), thing)
-			var metrics string
-			if resp, err := http.Get("http://" + procHTTP + "/metrics"); err == nil {
-				b, _ := io.ReadAll(resp.Body)
-				resp.Body.Close()
-				for line := range strings.Lines(string(b)) {
-					if strings.HasPrefix(line, "coapgw_") {
-						metrics += line
-					}
-				}
-			}
-			t.Fatalf("%s: %d acknowledged records never reached the shadow: %v\nshadow v%d %v: %s\nprocess log:\n%s\nprocess metrics:\n%s",
-				thing, len(missing), missing, v, err, s, procLog, metrics)
-		}
+		w.waitKeys(fmt.Sprintf("od-%d", d), keys)
 		total += len(acked[d])
 	}
 	t.Logf("%d records acknowledged (spool depth %d during the outage), lost 0", total, rd.Depth)
+	g.stop(syscall.SIGTERM)
+}
+
+// processWorker is `coapgw process` applying a moto queue to moto's AWS IoT, in this process.
+type processWorker struct {
+	t      *testing.T
+	http   string
+	log    *syncBuffer
+	reader *awsiot.Sink
+}
+
+// startProcess runs `coapgw process` on queue until the test ends.
+func startProcess(t *testing.T, m *awstest.Moto, queue string) *processWorker {
+	t.Helper()
+	w := &processWorker{t: t, http: fmt.Sprintf("127.0.0.1:%d", freeTCPPort(t)), log: &syncBuffer{}}
+	ctx, cancel := context.WithCancel(context.Background())
+	code := make(chan int, 1)
+	go func() {
+		code <- run(ctx, []string{"process", "--queue", queue, "--sink", "awsiot", "--aws-endpoint", m.Endpoint(),
+			"--http-addr", w.http, "--batch-wait", "50ms", "--wait-time", "1s"}, io.Discard, w.log)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-code
+	})
+	var err error
+	if w.reader, err = awsiot.New(awsiot.Config{}, m.AWSConfig(t.Context()), nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+// waitKeys waits up to 90 s for thing's reported state to hold every key (one per acknowledged
+// record); it fails the test with the shadow, the worker's log and metrics if some never come.
+func (w *processWorker) waitKeys(thing string, keys []string) map[string]any {
+	t := w.t
+	t.Helper()
+	var missing []string
+	var got map[string]any
+	for deadline := time.Now().Add(90 * time.Second); ; {
+		s, _, _ := w.reader.Shadow(t.Context(), thing)
+		got = nil
+		_ = json.Unmarshal([]byte(s), &got)
+		missing = missing[:0]
+		for _, k := range keys {
+			if _, ok := got[k]; !ok {
+				missing = append(missing, k)
+			}
+		}
+		if len(missing) == 0 {
+			return got
+		}
+		if time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	s, v, err := w.reader.Shadow(t.Context(), thing)
+	var metrics string
+	if resp, err := http.Get("http://" + w.http + "/metrics"); err == nil {
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		for line := range strings.Lines(string(b)) {
+			if strings.HasPrefix(line, "coapgw_") {
+				metrics += line
+			}
+		}
+	}
+	t.Fatalf("%s: %d acknowledged records never reached the shadow: %v\nshadow v%d %v: %s\nprocess log:\n%s\nprocess metrics:\n%s",
+		thing, len(missing), missing, v, err, s, w.log, metrics)
+	return nil
+}
+
+// TestAWSOutageFillsSpool (TESTPLAN E24): while SQS is unreachable the spool absorbs records up to
+// its cap, every one acknowledged; then devices get 5.03 with Max-Age and nothing is stored for
+// them. When the link is back the spool drains, the gateway acknowledges again without a restart,
+// every acknowledged record reaches its shadow, and the refused ones never do.
+func TestAWSOutageFillsSpool(t *testing.T) {
+	m := awstest.Start(t)
+	awsEnv(t)
+	queue := m.CreateQueue(t.Context(), "coapgw-fill", nil)
+	proxy := m.NewProxy(t)
+	w := startProcess(t, m, queue)
+	g := startGW(t, t.TempDir(), "--queue", queue, "--aws-endpoint", proxy.Endpoint(),
+		"--spool-max-bytes", "131072", "--spool-segment-bytes", "65536")
+	c, err := coaptest.Dial(g.coap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	const devices = 3
+	pad := strings.Repeat("x", 900)
+	acked := make([][]string, devices)
+	post := func(n int) coapmsg.Code {
+		t.Helper()
+		key := fmt.Sprintf("r%d", n)
+		resp, err := c.Post(fmt.Sprintf("/fill/fd-%d", n%devices), fmt.Sprintf(`{%q:1,"pad":%q}`, key, pad))
+		if err != nil {
+			t.Fatalf("post %d: %v", n, err)
+		}
+		if resp.Code == coapmsg.Changed {
+			acked[n%devices] = append(acked[n%devices], key)
+		}
+		return resp.Code
+	}
+
+	proxy.Cut()
+	refused := -1
+	for n := 0; n < 400 && refused < 0; n++ {
+		switch code := post(n); code {
+		case coapmsg.Changed:
+		case coapmsg.ServiceUnavailable:
+			refused = n
+		default:
+			t.Fatalf("post %d during the outage: %v, want 2.04 until the spool is full, then 5.03", n, code)
+		}
+	}
+	if refused < 0 {
+		t.Fatal("a 128 KiB spool never filled while SQS was unreachable")
+	}
+	// Still full (the cap is in bytes: a smaller record might still fit, one as large does not).
+	resp, err := c.Post("/fill/fd-0", fmt.Sprintf(`{"late":1,"pad":%q}`, pad))
+	if err != nil || resp.Code != coapmsg.ServiceUnavailable {
+		t.Fatalf("post to a full spool: %v %+v", err, resp)
+	}
+	if v, ok := resp.Option(coapmsg.MaxAge); !ok || len(v) == 0 {
+		t.Fatal("5.03 without Max-Age")
+	}
+	t.Logf("%d records acknowledged during the outage, the next refused", refused)
+
+	proxy.Restore()
+	var rd struct {
+		Depth int64 `json:"spool_depth"`
+	}
+	for deadline := time.Now().Add(60 * time.Second); ; {
+		if getJSON(t, g, "/readyz", &rd); rd.Depth == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("spool depth %d a minute after SQS came back", rd.Depth)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// Room again, without a restart.
+	for n := refused + 1; n < refused+1+devices; n++ {
+		if code := post(n); code != coapmsg.Changed {
+			t.Fatalf("post %d after the spool drained: %v", n, code)
+		}
+	}
+	for d := range devices {
+		got := w.waitKeys(fmt.Sprintf("fd-%d", d), acked[d])
+		if _, ok := got[fmt.Sprintf("r%d", refused)]; ok {
+			t.Errorf("fd-%d holds r%d, which was refused with 5.03", d, refused)
+		}
+		if _, ok := got["late"]; ok {
+			t.Errorf("fd-%d holds a record refused with 5.03", d)
+		}
+	}
 	g.stop(syscall.SIGTERM)
 }
