@@ -249,7 +249,11 @@ func (e *Endpoint) matchOutstanding(peer netip.AddrPort, msg *coapmsg.Message) {
 	w := e.outstanding[k]
 	delete(e.outstanding, k)
 	e.mu.Unlock()
-	if w != nil {
+	switch {
+	case w == nil:
+	case msg.Type == coapmsg.Reset:
+		e.m.separateRejected.Inc()
+	default:
 		e.m.separateAcked.Inc()
 	}
 }

@@ -28,7 +28,8 @@ var dispNames = [numDisp]string{"request", "duplicate", "ping", "ack_rst", "form
 //	coapgw_coap_empty_acks_total                   empty ACKs sent because the answer was late
 //	coapgw_coap_separate_responses_total           separate CON responses sent
 //	coapgw_coap_separate_retransmissions_total     their retransmissions
-//	coapgw_coap_separate_acked_total               separate responses the peer acknowledged
+//	coapgw_coap_separate_acked_total               separate responses the peer acknowledged (ACK)
+//	coapgw_coap_separate_rejected_total            separate responses the peer rejected (RST)
 //	coapgw_coap_separate_gave_up_total             separate responses given up after MAX_RETRANSMIT
 type Metrics struct {
 	disps               [numDisp]prometheus.Counter
@@ -39,6 +40,7 @@ type Metrics struct {
 	separate            prometheus.Counter
 	separateRetransmits prometheus.Counter
 	separateAcked       prometheus.Counter
+	separateRejected    prometheus.Counter
 	separateGaveUp      prometheus.Counter
 }
 
@@ -62,10 +64,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m.emptyAcks = c("coapgw_coap_empty_acks_total", "Empty ACKs sent because the response was not ready within the piggyback deadline.")
 	m.separate = c("coapgw_coap_separate_responses_total", "Separate CON responses sent.")
 	m.separateRetransmits = c("coapgw_coap_separate_retransmissions_total", "Retransmissions of separate CON responses.")
-	m.separateAcked = c("coapgw_coap_separate_acked_total", "Separate CON responses acknowledged by the peer.")
+	m.separateAcked = c("coapgw_coap_separate_acked_total", "Separate CON responses acknowledged by the peer (ACK).")
+	m.separateRejected = c("coapgw_coap_separate_rejected_total", "Separate CON responses the peer rejected with a Reset (it no longer had the exchange).")
 	m.separateGaveUp = c("coapgw_coap_separate_gave_up_total", "Separate CON responses given up after MAX_RETRANSMIT.")
 	if reg != nil {
-		reg.MustRegister(d, r, m.emptyAcks, m.separate, m.separateRetransmits, m.separateAcked, m.separateGaveUp)
+		reg.MustRegister(d, r, m.emptyAcks, m.separate, m.separateRetransmits, m.separateAcked, m.separateRejected, m.separateGaveUp)
 	}
 	return m
 }
