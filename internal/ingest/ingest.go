@@ -338,8 +338,15 @@ func (h *Handler) reject(w *coapserver.ResponseWriter, code coapmsg.Code, diag s
 	w.Respond(code, diagnostic(w, []byte(diag)))
 }
 
+// badOption answers a request with an unrecognised critical option (or a critical one of illegal
+// length, or repeated): 4.02 for a CON; a NON is rejected, i.e. silently ignored (RFC 7252
+// §5.4.1, §4.3).
 func (h *Handler) badOption(w *coapserver.ResponseWriter, num uint16) {
 	h.results[resRejected].Inc()
+	if !w.Confirmable() {
+		w.Drop()
+		return
+	}
 	var b [40]byte
 	w.Respond(coapmsg.BadOption, diagnostic(w, strconv.AppendUint(append(b[:0], "unsupported critical option "...), uint64(num), 10)))
 }

@@ -23,6 +23,9 @@ type fakeSpool struct {
 	data [][]byte
 	err  error // returned from Append
 	fail error // passed to done
+	// slow, if set, makes the durable write asynchronous: it completes when a value is sent on
+	// slow (nil: stored, else: failed with that error), like a slow fsync.
+	slow chan error
 }
 
 func (f *fakeSpool) Append(b []byte, done func(uint64, error)) error {
@@ -35,12 +38,34 @@ func (f *fakeSpool) Append(b []byte, done func(uint64, error)) error {
 		done(0, f.fail)
 		return nil
 	}
+	if f.slow != nil {
+		b := append([]byte(nil), b...) // the caller reuses its buffer
+		go func(slow chan error) {
+			err := <-slow
+			var seq uint64
+			if err == nil {
+				f.mu.Lock()
+				f.data = append(f.data, b)
+				seq = uint64(len(f.data))
+				f.mu.Unlock()
+			}
+			done(seq, err)
+		}(f.slow)
+		return nil
+	}
 	f.data = append(f.data, append([]byte(nil), b...))
 	done(uint64(len(f.data)), nil)
 	return nil
 }
 
-func (f *fakeSpool) Stats() spool.Stats { return spool.Stats{Depth: int64(len(f.data))} }
+// stored is the number of records stored.
+func (f *fakeSpool) stored() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.data)
+}
+
+func (f *fakeSpool) Stats() spool.Stats { return spool.Stats{Depth: int64(f.stored())} }
 
 type capture struct {
 	mu  sync.Mutex
@@ -67,13 +92,24 @@ func newRig(t *testing.T) *rig {
 }
 
 func newRigWith(t *testing.T, cfg Config) *rig {
+	return newRigOpts(t, cfg, coapserver.Options{})
+}
+
+// newRigOpts is newRigWith with exchange-layer options. If they set a PiggybackDeadline, the
+// endpoint's timers (empty ACKs, separate responses) run until the test ends.
+func newRigOpts(t *testing.T, cfg Config, opts coapserver.Options) *rig {
 	sp := &fakeSpool{}
 	h, err := New(cfg, sp, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	c := &capture{}
-	return &rig{t: t, sp: sp, h: h, cap: c, ep: coapserver.NewEndpoint(h, c, coapserver.Options{}, nil, nil)}
+	ep := coapserver.NewEndpoint(h, c, opts, nil, nil)
+	if opts.PiggybackDeadline > 0 {
+		ep.Start()
+		t.Cleanup(ep.Stop)
+	}
+	return &rig{t: t, sp: sp, h: h, cap: c, ep: ep}
 }
 
 var peer = netip.MustParseAddrPort("127.0.0.1:40000")
@@ -91,22 +127,7 @@ func pathOpts(segs ...string) []coapmsg.Option {
 // do sends one CON request and returns the single response.
 func (r *rig) do(code coapmsg.Code, opts []coapmsg.Option, payload string) *coapmsg.Message {
 	r.t.Helper()
-	r.mid++
-	for i := 1; i < len(opts); i++ {
-		for j := i; j > 0 && opts[j].Number < opts[j-1].Number; j-- {
-			opts[j], opts[j-1] = opts[j-1], opts[j]
-		}
-	}
-	m := coapmsg.Message{Type: coapmsg.Confirmable, Code: code, MID: r.mid, Token: []byte{1, 2}, Options: opts, Payload: []byte(payload)}
-	b, err := m.Append(nil)
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	r.ep.HandleDatagram(peer, b)
-	r.cap.mu.Lock()
-	out := r.cap.out
-	r.cap.out = nil
-	r.cap.mu.Unlock()
+	_, out := r.send(coapmsg.Confirmable, code, []byte{1, 2}, opts, payload)
 	if len(out) != 1 {
 		r.t.Fatalf("%d responses, want 1", len(out))
 	}
@@ -118,6 +139,39 @@ func (r *rig) do(code coapmsg.Code, opts []coapmsg.Option, payload string) *coap
 		r.t.Fatalf("response MID/token %d %x do not echo the request", resp.MID, resp.Token)
 	}
 	return &resp
+}
+
+// send sends one request of type typ with the next MID and returns the datagram and every
+// datagram sent back while it was handled.
+func (r *rig) send(typ coapmsg.Type, code coapmsg.Code, token []byte, opts []coapmsg.Option, payload string) ([]byte, [][]byte) {
+	r.t.Helper()
+	r.mid++
+	for i := 1; i < len(opts); i++ {
+		for j := i; j > 0 && opts[j].Number < opts[j-1].Number; j-- {
+			opts[j], opts[j-1] = opts[j-1], opts[j]
+		}
+	}
+	m := coapmsg.Message{Type: typ, Code: code, MID: r.mid, Token: token, Options: opts, Payload: []byte(payload)}
+	b, err := m.Append(nil)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return b, r.raw(b)
+}
+
+// raw hands datagram b to the endpoint and returns every datagram sent back while it was handled.
+func (r *rig) raw(b []byte) [][]byte {
+	r.ep.HandleDatagram(peer, b)
+	return r.take()
+}
+
+// take returns and forgets the datagrams sent so far.
+func (r *rig) take() [][]byte {
+	r.cap.mu.Lock()
+	defer r.cap.mu.Unlock()
+	out := r.cap.out
+	r.cap.out = nil
+	return out
 }
 
 func cf(n byte) coapmsg.Option {

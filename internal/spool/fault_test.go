@@ -4,8 +4,14 @@ import (
 	"errors"
 	"os"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
+)
+
+var (
+	errEROFS  = syscall.EROFS
+	errEACCES = syscall.EACCES
 )
 
 // failedBatch appends datas while a fault is active and checks that every callback reports an error
@@ -56,6 +62,24 @@ func TestDiskFaults(t *testing.T) {
 			name:   "new segment cannot be created",
 			fault:  func(f *faultFS) { f.createErr = errENOSPC },
 			causes: []error{errENOSPC},
+		},
+		{
+			// The filesystem was remounted read-only (ext4 errors=remount-ro): every write, fsync,
+			// truncation and file creation fails with EROFS, so the failed batch cannot even be
+			// truncated away until the fault clears; a second batch during the fault fails too.
+			name: "read-only filesystem (EROFS)",
+			fault: func(f *faultFS) {
+				f.writeErr, f.syncErr, f.truncErr, f.createErr = errEROFS, errEROFS, errEROFS, errEROFS
+			},
+			causes:  []error{errEROFS},
+			partial: func(f *faultFS) {}, // still read-only
+		},
+		{
+			// Permissions taken away (EACCES): writes and new files (segments, the cursor) fail,
+			// while truncating the open segment still works.
+			name:   "permission denied (EACCES)",
+			fault:  func(f *faultFS) { f.writeErr, f.createErr = errEACCES, errEACCES },
+			causes: []error{errEACCES},
 		},
 	}
 	for _, tc := range tests {
