@@ -44,6 +44,7 @@ package consume
 import (
 	"context"
 	"fmt"
+	"log/slog"
 
 	"github.com/coapgw/coapgw/internal/envelope"
 	"github.com/coapgw/coapgw/internal/processor"
@@ -71,4 +72,11 @@ func decodeBody(body string) (spool.Entry, error) {
 		return spool.Entry{}, fmt.Errorf("re-encode record: %w", err)
 	}
 	return spool.Entry{Seq: rec.Seq, Data: data}, nil
+}
+
+// logSetAside tells the operator why a record was set aside: the worker and the Lambda handler
+// log the same line, with receives as a number in both.
+func logSetAside(log *slog.Logger, messageID string, receives int, reason string) {
+	log.Warn("record set aside; the queue's redrive policy moves it to the DLQ after maxReceiveCount receives",
+		"message_id", messageID, "receives", receives, "reason", reason)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strconv"
 	"sync"
 	"time"
 
@@ -56,8 +57,7 @@ func (h *Handler) HandleSQSEvent(ctx context.Context, ev events.SQSEvent) (event
 		m := &ev.Records[i]
 		e, err := decodeBody(m.Body)
 		if err != nil {
-			h.log.Warn("record set aside; the queue's redrive policy moves it to the DLQ after maxReceiveCount receives",
-				"message_id", m.MessageId, "receives", m.Attributes["ApproximateReceiveCount"], "reason", "undecodable message: "+err.Error())
+			logSetAside(h.log, m.MessageId, lambdaReceives(m), "undecodable message: "+err.Error())
 			fail(m)
 			continue
 		}
@@ -87,10 +87,15 @@ func (h *Handler) HandleSQSEvent(ctx context.Context, ev events.SQSEvent) (event
 	for i, o := range out {
 		if o.Result == processor.SetAside {
 			m := owners[i]
-			h.log.Warn("record set aside; the queue's redrive policy moves it to the DLQ after maxReceiveCount receives",
-				"message_id", m.MessageId, "receives", m.Attributes["ApproximateReceiveCount"], "reason", o.Reason)
+			logSetAside(h.log, m.MessageId, lambdaReceives(m), o.Reason)
 			fail(m)
 		}
 	}
 	return resp, nil
+}
+
+// lambdaReceives is the message's ApproximateReceiveCount (0 if absent or not a number).
+func lambdaReceives(m *events.SQSMessage) int {
+	n, _ := strconv.Atoi(m.Attributes["ApproximateReceiveCount"])
+	return n
 }

@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strconv"
 	"strings"
@@ -41,6 +42,7 @@ type motoEnv struct {
 	iot        *iot.Client    // not counted
 	reader     *awsiot.Sink   // not counted: reads shadows
 	queue, dlq string
+	log        *slog.Logger // the workers' logger (nil: discard)
 }
 
 func newMotoEnv(t *testing.T) *motoEnv {
@@ -150,7 +152,7 @@ func (e *motoEnv) start(t *testing.T, scfg awsiot.Config) *pipeline {
 		t.Fatal(err)
 	}
 	w, err := New(Config{QueueURL: e.queue, WaitTime: time.Second, BatchWait: 100 * time.Millisecond, VisibilityTimeout: 30 * time.Second},
-		e.cfg, p.proc, nil, prometheus.NewRegistry())
+		e.cfg, p.proc, e.log, prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -264,6 +266,8 @@ func TestMotoWorker(t *testing.T) {
 // and nothing waits for them.
 func TestMotoPoisonToDLQ(t *testing.T) {
 	e := newMotoEnv(t)
+	var logs *logBuf
+	e.log, logs = newTestLogger()
 	p := e.start(t, awsiot.Config{})
 	e.send(t, motoRec("gw-b", "other", "clash", 1, 1, `{"a":1}`))
 	e.done(t, p, 1)
@@ -292,14 +296,31 @@ func TestMotoPoisonToDLQ(t *testing.T) {
 		t.Fatal(err)
 	}
 	var seqs []string
+	logged := logs.setAsideByID(t)
 	for _, m := range out.Messages {
 		var env struct{ Seq string }
 		json.Unmarshal([]byte(aws.ToString(m.Body)), &env)
 		seqs = append(seqs, env.Seq)
+		// The operator can tell why each message went to the DLQ: the worker logged its reason
+		// on each of its two receives, by message id (TESTPLAN 26).
+		want := map[string]string{"3": "payload", "4": "thing clash exists with type other", "6": "undecodable message: envelope: "}[env.Seq]
+		l := logged[aws.ToString(m.MessageId)]
+		if l == nil || strings.Join(l.receives, ",") != "1,2" {
+			t.Errorf("seq %s (%s): set-aside logged %+v, want at receives 1,2", env.Seq, aws.ToString(m.MessageId), l)
+			continue
+		}
+		for _, r := range l.reasons {
+			if !strings.Contains(r, want) {
+				t.Errorf("seq %s: logged reason %q, want it to say %q", env.Seq, r, want)
+			}
+		}
 	}
 	slices.Sort(seqs)
 	if strings.Join(seqs, ",") != "3,4,6" {
 		t.Errorf("DLQ holds seqs %v, want 3,4,6", seqs)
+	}
+	if len(logged) != 3 {
+		t.Errorf("set-aside logged for %d messages, want 3", len(logged))
 	}
 }
 
@@ -371,7 +392,8 @@ func TestMotoLambda(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := NewHandler(proc, nil)
+	log, logs := newTestLogger()
+	h, err := NewHandler(proc, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -418,6 +440,22 @@ func TestMotoLambda(t *testing.T) {
 	})
 	if failed != 2 || e.depth(t, e.dlq) != 1 {
 		t.Errorf("failures reported %d (want 2: the deep record, twice), DLQ %d", failed, e.depth(t, e.dlq))
+	}
+	// Each failure was logged with the message id, its receive count and why (TESTPLAN 26).
+	logged := logs.setAsideByID(t)
+	if len(logged) != 1 {
+		t.Errorf("set-aside logged for %d messages, want 1 (the deep record)", len(logged))
+	}
+	for id, l := range logged {
+		if strings.Join(l.receives, ",") != "1,2" {
+			t.Errorf("%s: set-aside logged at receives %v, want 1,2", id, l.receives)
+		}
+		for _, r := range l.reasons {
+			if !strings.Contains(r, "nested") {
+				t.Errorf("%s: logged reason %q, want the nesting limit", id, r)
+			}
+		}
+		t.Logf("%s set aside: %s", id, l.reasons[0])
 	}
 	for i := range 5 {
 		got, _ := e.shadow(t, fmt.Sprintf("trk-%d", i))

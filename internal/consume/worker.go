@@ -364,8 +364,7 @@ func (w *Worker) handle(ctx context.Context, batch []*message) {
 	}
 	if len(setAside) > 0 {
 		for _, m := range setAside {
-			w.log.Warn("record set aside; the queue's redrive policy moves it to the DLQ after maxReceiveCount receives",
-				"message_id", m.id, "receives", m.receives, "reason", reasons[m])
+			logSetAside(w.log, m.id, m.receives, reasons[m])
 		}
 		run(func() {
 			w.changeVisibility(ctx, setAside, func(*message) time.Duration { return w.cfg.SetAsideVisibility }, "set_aside")

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -111,12 +113,37 @@ func TestWorkerPoisonToDLQ(t *testing.T) {
 	q.send(body(t, 2, "conflict", 2, `{"x":1}`))
 	q.send(body(t, 3, "b", 3, `{"x":1}`))
 	sink := &rejectSink{thing: "conflict"}
-	w, err := newWorker(testConfig(), q, newProcessor(t, sink), nil, prometheus.NewRegistry())
+	log, logs := newTestLogger()
+	w, err := newWorker(testConfig(), q, newProcessor(t, sink), log, prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}
 	start(t, w)
 	waitFor(t, 10*time.Second, "poison in the DLQ", func() bool { n, d := q.sizes(); return n == 0 && d == 2 })
+	// The reason reaches the operator: one WARN per set-aside receive, with the message id, the
+	// receive count and why (TESTPLAN 26). m-2 is the undecodable body, m-3 the conflict.
+	got := logs.setAsideByID(t)
+	if len(got) != 2 || got["m-2"] == nil || got["m-3"] == nil {
+		t.Fatalf("set-aside log lines for %v, want m-2 and m-3 only", slices.Collect(maps.Keys(got)))
+	}
+	for id, l := range got {
+		if strings.Join(l.receives, ",") != "1,2" {
+			t.Errorf("%s: set-aside logged at receives %v, want 1,2", id, l.receives)
+		}
+		for _, r := range l.reasons {
+			switch id {
+			case "m-2":
+				if !strings.HasPrefix(r, "undecodable message: ") || len(r) <= len("undecodable message: ") {
+					t.Errorf("m-2 reason %q, want the decoding error", r)
+				}
+			case "m-3":
+				if r != "thing conflict exists with type other" {
+					t.Errorf("m-3 reason %q, want the sink's", r)
+				}
+			}
+		}
+	}
+	t.Logf("m-2 reason: %s", got["m-2"].reasons[0])
 	if sink.State("a") == "" || sink.State("b") == "" {
 		t.Fatal("records around the poison were not applied")
 	}
@@ -279,7 +306,8 @@ func TestHandlerBatchItemFailures(t *testing.T) {
 		}
 		return ""
 	}}
-	h, err := NewHandler(newProcessor(t, sink), nil)
+	log, logs := newTestLogger()
+	h, err := NewHandler(newProcessor(t, sink), log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -291,6 +319,30 @@ func TestHandlerBatchItemFailures(t *testing.T) {
 	}
 	if got := failures(resp); got != "m-1,m-2,m-3" {
 		t.Fatalf("failures %q", got)
+	}
+	// Every reported failure is logged with its reason (TESTPLAN 26), and nothing else is.
+	logged := logs.setAsideByID(t)
+	if len(logged) != 3 {
+		t.Errorf("set-aside log lines for %v, want m-1, m-2, m-3", slices.Collect(maps.Keys(logged)))
+	}
+	for id, check := range map[string]func(string) bool{
+		"m-1": func(r string) bool {
+			return strings.HasPrefix(r, "undecodable message: ") && len(r) > len("undecodable message: ")
+		},
+		"m-2": func(r string) bool { return r == "thing conflict exists with type other" },
+		"m-3": func(r string) bool { return strings.Contains(r, "payload") }, // "payload must be a JSON object"
+	} {
+		l := logged[id]
+		if l == nil || len(l.reasons) != 1 {
+			t.Errorf("%s: set-aside logged %+v, want once", id, l)
+			continue
+		}
+		if !check(l.reasons[0]) || l.receives[0] != "1" {
+			t.Errorf("%s: logged reason %q at receives %s", id, l.reasons[0], l.receives[0])
+		}
+	}
+	if l := logged["m-3"]; l != nil {
+		t.Logf("m-3 reason: %s", l.reasons[0])
 	}
 	if got := sink.State("a"); got != `{"x":1,"y":2}` {
 		t.Fatalf("state %s", got)
