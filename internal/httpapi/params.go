@@ -3,6 +3,7 @@ package httpapi
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net/url"
 	"slices"
 	"strconv"
@@ -145,6 +146,30 @@ func (q query) property() (string, error) {
 // since returns the history start: an RFC 3339 time, or a positive Go duration meaning now−d.
 // The zero time when absent.
 func (q query) since(now time.Time) (time.Time, error) {
+	t, err := q.sinceTime(now)
+	return clampSince(t), err
+}
+
+// The store compares times in Unix nanoseconds, which hold 1678-09-21 to 2262-04-11 only.
+var (
+	minSince = time.Unix(0, math.MinInt64).UTC()
+	maxSince = time.Unix(0, math.MaxInt64).UTC()
+)
+
+// clampSince brings a since outside what Unix nanoseconds hold within them without changing
+// the answer: an earlier one is the zero time (everything retained), a later one the latest
+// time they hold (nothing).
+func clampSince(t time.Time) time.Time {
+	switch {
+	case t.Before(minSince):
+		return time.Time{}
+	case t.After(maxSince):
+		return maxSince
+	}
+	return t
+}
+
+func (q query) sinceTime(now time.Time) (time.Time, error) {
 	s := q.get("since")
 	if s == "" {
 		return time.Time{}, nil

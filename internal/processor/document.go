@@ -323,7 +323,7 @@ func appendValueMetadata(b []byte, v []byte, ts int64) []byte {
 			}
 			start := p.I
 			if _, err := p.skip(0); err != nil {
-				return b
+				return append(b, ']') // a corrupt element: the metadata so far, still valid JSON
 			}
 			if k > 0 {
 				b = append(b, ',')

@@ -221,3 +221,17 @@ func FuzzDecodeJSON(f *testing.F) {
 		}
 	})
 }
+
+// A corrupt array value (only a damaged stored document can hold one) still gives valid JSON
+// metadata: the elements before the damage, and the array closed.
+func TestArrayMetadataOfCorruptValue(t *testing.T) {
+	for _, v := range []string{`[1,{"a":2},`, `[1,"x`, `[[1,2],[3`} {
+		got := appendValueMetadata(nil, []byte(v), 7)
+		if !json.Valid(got) {
+			t.Errorf("metadata of %s: %s is not JSON", v, got)
+		}
+	}
+	if got := string(appendValueMetadata(nil, []byte(`[1,{"a":2}]`), 7)); got != `[{"timestamp":7},{"a":{"timestamp":7}}]` {
+		t.Errorf("metadata of a sound array: %s", got)
+	}
+}
