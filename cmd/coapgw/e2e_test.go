@@ -443,6 +443,48 @@ func TestSpoolFullAnswers503(t *testing.T) {
 	}
 }
 
+// TestOversizedOverUDP (TESTPLAN A8): payloads over --max-payload, in datagrams the gateway reads
+// whole and in ones longer than it reads at all, get 4.13 with Size1 over real UDP, and nothing of
+// them is stored; a NON that is too long gets no answer.
+func TestOversizedOverUDP(t *testing.T) {
+	dir := t.TempDir()
+	g := startGW(t, dir)
+	c, err := coaptest.Dial(g.coap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for _, size := range []int{8193, 9000, 20_000, 60_000} { // the read buffer is 16 KiB + 1
+		resp, err := c.Post("/big/dev-1", `{"pad":"`+strings.Repeat("x", size-10)+`"}`)
+		if err != nil {
+			t.Fatalf("%d-byte payload: %v", size, err)
+		}
+		v, _ := resp.Option(coapmsg.Size1)
+		if size1, _ := coapmsg.Uint(v); resp.Code != coapmsg.RequestEntityTooLarge || size1 != 8192 {
+			t.Fatalf("%d-byte payload: %v with Size1 %d, want 4.13 with Size1 8192", size, resp.Code, size1)
+		}
+	}
+	non := c.Request(coapmsg.NonConfirmable, coapmsg.POST, "/big/dev-1", bytes.Repeat([]byte{' '}, 30_000))
+	b, _ := non.Append(nil)
+	if err := c.Send(b); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := c.Read(500 * time.Millisecond); err == nil {
+		t.Fatalf("an oversized NON got an answer: %+v", m)
+	}
+	if resp, err := c.Post("/big/dev-1", `{"ok":1}`); err != nil || resp.Code != coapmsg.Changed {
+		t.Fatalf("a small post after: %v %+v", err, resp)
+	}
+	m := scrape(t, g)
+	if n := metricValue(t, m, `coapgw_coap_datagrams_total{disposition="oversized"}`); n != 3 {
+		t.Errorf("%v datagrams counted oversized, want 3 (the 20,000- and 60,000-byte CONs, the NON)", n)
+	}
+	g.stop(syscall.SIGTERM)
+	if recs := spoolRecords(t, dir); len(recs) != 1 || string(recs[0].Payload) != `{"ok":1}` {
+		t.Fatalf("spool holds %d records, want only the small one", len(recs))
+	}
+}
+
 func TestCheckConfig(t *testing.T) {
 	out, err := exec.Command(binPath, "--check-config", "--coap-addr", "127.0.0.1:0").CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "coap_addr: 127.0.0.1:0") {

@@ -49,6 +49,9 @@ type Options struct {
 	DedupPerPeerCap   int           // default 1024 entries
 	DedupShards       int           // default 64
 	MaxOutstanding    int           // separate CON responses awaiting ACK, default 10,000
+	// MaxRequestBody, if set, is the Size1 of the 4.13 answering an oversized datagram: the
+	// largest payload the handler takes (RFC 7252 §5.10.9).
+	MaxRequestBody int
 }
 
 func (o *Options) defaults() {
@@ -232,6 +235,34 @@ func (e *Endpoint) HandleDatagram(peer netip.AddrPort, data []byte) {
 		e.pending.push(w)
 		e.mu.Unlock()
 	}
+}
+
+// HandleOversized takes a datagram longer than the transport reads whole: data is its first
+// bytes, the rest is lost, so nothing of it reaches the handler (a cut payload must never be
+// stored as if whole). A CON request is answered 4.13 Request Entity Too Large (RFC 7252
+// §5.9.2.9) in a piggybacked ACK with its token, and Size1 when Options.MaxRequestBody is set;
+// anything else is dropped.
+func (e *Endpoint) HandleOversized(peer netip.AddrPort, data []byte) {
+	e.m.disp(dispOversized)
+	t, code, mid, ok := coapmsg.Header(data)
+	if !ok || t != coapmsg.Confirmable || !code.IsRequest() {
+		return
+	}
+	tkl := int(data[0] & 0x0f)
+	if tkl > 8 || len(data) < 4+tkl {
+		e.sendRST(peer, mid) // a format error (§3): a CON gets RST
+		return
+	}
+	resp := coapmsg.Message{Type: coapmsg.Acknowledgement, Code: coapmsg.RequestEntityTooLarge, MID: mid, Token: data[4 : 4+tkl]}
+	if e.opts.MaxRequestBody > 0 {
+		resp.Options = []coapmsg.Option{{Number: coapmsg.Size1, Value: coapmsg.AppendUint(nil, uint32(e.opts.MaxRequestBody))}}
+	}
+	b, err := resp.Append(nil)
+	if err != nil {
+		return
+	}
+	e.m.resp(coapmsg.RequestEntityTooLarge)
+	e.out.Send(peer, b)
 }
 
 func (e *Endpoint) sendRST(peer netip.AddrPort, mid uint16) {

@@ -171,6 +171,7 @@ coapgw_coap_datagrams_total{disposition="ack_rst"} 3
 coapgw_coap_datagrams_total{disposition="bad_version"} 4
 coapgw_coap_datagrams_total{disposition="duplicate"} 0
 coapgw_coap_datagrams_total{disposition="format_error"} 13
+coapgw_coap_datagrams_total{disposition="oversized"} 0
 coapgw_coap_datagrams_total{disposition="ping"} 0
 coapgw_coap_datagrams_total{disposition="request"} 0
 coapgw_coap_datagrams_total{disposition="short"} 3

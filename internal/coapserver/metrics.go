@@ -16,10 +16,11 @@ const (
 	dispUnsolicited                    // response or reserved code class (CON → RST, NON dropped)
 	dispShort                          // under 4 bytes: dropped
 	dispVersion                        // version other than 1: dropped
+	dispOversized                      // longer than the read buffer: CON request → 4.13, else dropped
 	numDisp
 )
 
-var dispNames = [numDisp]string{"request", "duplicate", "ping", "ack_rst", "format_error", "unsolicited", "short", "bad_version"}
+var dispNames = [numDisp]string{"request", "duplicate", "ping", "ack_rst", "format_error", "unsolicited", "short", "bad_version", "oversized"}
 
 // Metrics are the exchange layer's Prometheus metrics:
 //

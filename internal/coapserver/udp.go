@@ -21,7 +21,7 @@ type Config struct {
 	Sockets     int    // SO_REUSEPORT sockets, each with its own reader; default 1
 	SocketBytes int    // SO_RCVBUF and SO_SNDBUF; default 8 MiB
 	Batch       int    // datagrams per recvmmsg/sendmmsg; default 64
-	MaxDatagram int    // read buffer per datagram; longer datagrams are truncated; default 16 KiB
+	MaxDatagram int    // the longest datagram taken; a longer CON request gets 4.13; default 16 KiB
 	Exchange    Options
 }
 
@@ -184,11 +184,17 @@ func (s *Server) closeConns() {
 }
 
 func (s *Server) read(c *net.UDPConn) {
-	r := newBatchReader(c, s.cfg.Batch, s.cfg.MaxDatagram)
+	// One byte more than MaxDatagram per slot: a datagram that fills it was longer than we take,
+	// and is handed over as oversized rather than cut short and read as if whole.
+	r := newBatchReader(c, s.cfg.Batch, s.cfg.MaxDatagram+1)
 	for {
 		n, err := r.read()
 		for i := 0; i < n; i++ {
 			peer, data := r.datagram(i)
+			if len(data) > s.cfg.MaxDatagram {
+				s.ep.HandleOversized(peer, data)
+				continue
+			}
 			s.ep.HandleDatagram(peer, data)
 		}
 		if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -122,5 +123,85 @@ func TestUDPReusePortSockets(t *testing.T) {
 		if err != nil || string(resp.Payload) != "hi" {
 			t.Fatalf("client %d: %v %+v", i, err, resp)
 		}
+	}
+}
+
+// countHandler answers 2.04 and counts the requests it saw.
+type countHandler struct{ n *atomic.Int64 }
+
+func (h countHandler) ServeCoAP(w *ResponseWriter, r *Request) {
+	h.n.Add(1)
+	w.Respond(coapmsg.Changed, nil)
+}
+
+// TestUDPOversizedDatagram: a datagram longer than MaxDatagram is not cut short and handled as if
+// whole (its payload would be stored truncated): a CON request gets 4.13 with Size1 and its token,
+// a NON or a non-request nothing, and the handler never sees any of them. One of exactly
+// MaxDatagram bytes is handled normally.
+func TestUDPOversizedDatagram(t *testing.T) {
+	const maxDatagram = 1024
+	var n atomic.Int64
+	s := startUDP(t, countHandler{&n}, Config{MaxDatagram: maxDatagram, Exchange: Options{MaxRequestBody: 900}})
+	c, err := coaptest.Dial(s.LocalAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// sized returns a request whose datagram is size bytes long.
+	sized := func(typ coapmsg.Type, code coapmsg.Code, size int) (*coapmsg.Message, []byte) {
+		m := c.Request(typ, code, "/a/b", nil)
+		b, _ := m.Append(nil)
+		m.Payload = make([]byte, size-len(b)-1) // -1: the payload marker
+		for i := range m.Payload {
+			m.Payload[i] = 'x'
+		}
+		b, _ = m.Append(nil)
+		if len(b) != size {
+			t.Fatalf("built %d bytes, want %d", len(b), size)
+		}
+		return m, b
+	}
+	for _, size := range []int{maxDatagram + 1, 4000, 60000} {
+		req, b := sized(coapmsg.Confirmable, coapmsg.POST, size)
+		if err := c.Send(b); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := c.Read(2 * time.Second)
+		if err != nil {
+			t.Fatalf("%d-byte CON: %v", size, err)
+		}
+		if resp.Type != coapmsg.Acknowledgement || resp.MID != req.MID || resp.Code != coapmsg.RequestEntityTooLarge ||
+			string(resp.Token) != string(req.Token) {
+			t.Fatalf("%d-byte CON: %v %v MID %d token %x, want a 4.13 ACK for MID %d token %x", size, resp.Type, resp.Code, resp.MID, resp.Token, req.MID, req.Token)
+		}
+		v, _ := resp.Option(coapmsg.Size1)
+		if size1, ok := coapmsg.Uint(v); !ok || size1 != 900 {
+			t.Fatalf("%d-byte CON: Size1 %v (%x), want 900", size, size1, v)
+		}
+	}
+	for _, typ := range []coapmsg.Type{coapmsg.NonConfirmable, coapmsg.Acknowledgement} {
+		code := coapmsg.POST
+		if typ == coapmsg.Acknowledgement {
+			code = coapmsg.Content
+		}
+		_, b := sized(typ, code, 2000)
+		if err := c.Send(b); err != nil {
+			t.Fatal(err)
+		}
+		if m, err := c.Read(300 * time.Millisecond); err == nil {
+			t.Fatalf("an oversized %v got an answer: %+v", typ, m)
+		}
+	}
+	if got := n.Load(); got != 0 {
+		t.Fatalf("the handler saw %d oversized requests", got)
+	}
+	// Exactly MaxDatagram bytes: taken.
+	req, b := sized(coapmsg.Confirmable, coapmsg.POST, maxDatagram)
+	if err := c.Send(b); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := c.Read(2 * time.Second)
+	if err != nil || resp.Code != coapmsg.Changed || resp.MID != req.MID || n.Load() != 1 {
+		t.Fatalf("a %d-byte datagram: %v %+v (handler calls %d), want 2.04", maxDatagram, err, resp, n.Load())
 	}
 }

@@ -96,6 +96,7 @@ func New(cfg config.Config, log *slog.Logger) (*Gateway, error) {
 			PiggybackDeadline: cfg.PiggybackDeadline,
 			DedupGlobalCap:    cfg.DedupMaxEntries,
 			DedupPerPeerCap:   cfg.DedupPerPeer,
+			MaxRequestBody:    cfg.MaxPayload,
 		},
 	}, g.ingest, log.With("component", "coap"), g.reg)
 	if err == nil {
