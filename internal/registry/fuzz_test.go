@@ -121,7 +121,7 @@ func fuzzEntries() [][]entry {
 		{{thing: 1, t: 1_700_000_000_000_000_000, vals: v(1, 21.5, 2, 40)}},
 		{{thing: 7, t: -5, vals: v(1, 1.5)}, {thing: 1 << 40, t: 1 << 60, vals: v(2, -3, 300, 4)}, {thing: 3, t: 0}},
 		{{thing: 2, t: 100, vals: v(1, 1)}, {thing: 2, t: 100, vals: v(1, 2)}, {thing: 2, t: 5000, vals: v(2, math.NaN(), 3, math.Inf(-1))}},
-		{{thing: 9, t: math.MinInt64, vals: v(math.MaxInt32, 0)}, {thing: 9, t: math.MaxInt64, vals: v(0, -0.0)}},
+		{{thing: 9, t: math.MinInt64, vals: v(math.MaxInt32, 0)}, {thing: 9, t: math.MaxInt64, vals: v(0, math.Copysign(0, -1))}},
 	}
 }
 
