@@ -265,7 +265,7 @@ func (h *Handler) ServeCoAP(w *coapserver.ResponseWriter, r *coapserver.Request)
 	}
 	if h.draining.Load() {
 		h.results[resDraining].Inc()
-		h.unavailable(w)
+		h.unavailable(w, "gateway shutting down")
 		return
 	}
 	if h.limit != nil {
@@ -304,21 +304,27 @@ func (h *Handler) done(w *coapserver.ResponseWriter, err error) {
 		w.Respond(coapmsg.Changed, nil)
 		return
 	}
+	var diag string
 	if errors.Is(err, spool.ErrFull) {
 		h.results[resFull].Inc()
+		diag = "spool full"
 	} else if h.cfg.AfterStored != nil && !errors.Is(err, spool.ErrUnavailable) && !errors.Is(err, spool.ErrClosed) {
 		h.results[resQueue].Inc()
 		h.log.Warn("queue did not accept a stored record", "err", err)
+		diag = "queue unavailable"
 	} else {
 		h.results[resError].Inc()
 		h.log.Warn("spool append failed", "err", err)
+		diag = "storage unavailable"
 	}
-	h.unavailable(w)
+	h.unavailable(w, diag)
 }
 
-func (h *Handler) unavailable(w *coapserver.ResponseWriter) {
+// unavailable answers 5.03 with Max-Age (--retry-after) and a short diagnostic: nothing was
+// stored, the device should send again later.
+func (h *Handler) unavailable(w *coapserver.ResponseWriter, diag string) {
 	w.SetUintOption(coapmsg.MaxAge, uint32(h.cfg.RetryAfter))
-	w.Respond(coapmsg.ServiceUnavailable, nil)
+	w.Respond(coapmsg.ServiceUnavailable, diagnostic(w, []byte(diag)))
 }
 
 // limited answers a device over its --device-rate: 5.03 with Max-Age, the whole seconds until it

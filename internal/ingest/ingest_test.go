@@ -304,10 +304,11 @@ func TestSpoolFailuresGet503(t *testing.T) {
 	for _, c := range []struct {
 		name      string
 		err, fail error
+		diag      string
 	}{
-		{"full", spool.ErrFull, nil},
-		{"closed", spool.ErrClosed, nil},
-		{"fsync failed", nil, fmt.Errorf("fsync: %w", errors.New("EIO"))},
+		{"full", spool.ErrFull, nil, "spool full"},
+		{"closed", spool.ErrClosed, nil, "storage unavailable"},
+		{"fsync failed", nil, fmt.Errorf("fsync: %w", errors.New("EIO")), "storage unavailable"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			r := newRig(t)
@@ -319,12 +320,16 @@ func TestSpoolFailuresGet503(t *testing.T) {
 			if v, ok := resp.Option(coapmsg.MaxAge); !ok || len(v) == 0 {
 				t.Fatal("5.03 without Max-Age")
 			}
+			if string(resp.Payload) != c.diag {
+				t.Fatalf("diagnostic %q, want %q", resp.Payload, c.diag)
+			}
 		})
 	}
 	r := newRig(t)
 	r.h.Drain()
-	if resp := r.do(coapmsg.POST, pathOpts("a", "b"), `{}`); resp.Code != coapmsg.ServiceUnavailable || len(r.sp.data) != 0 {
-		t.Fatalf("draining: code %v, %d spooled", resp.Code, len(r.sp.data))
+	if resp := r.do(coapmsg.POST, pathOpts("a", "b"), `{}`); resp.Code != coapmsg.ServiceUnavailable || len(r.sp.data) != 0 ||
+		string(resp.Payload) != "gateway shutting down" {
+		t.Fatalf("draining: code %v %q, %d spooled", resp.Code, resp.Payload, len(r.sp.data))
 	}
 }
 
