@@ -51,7 +51,7 @@ type gw struct {
 	dataDir string
 	coap    netip.AddrPort
 	http    string
-	stderr  *bytes.Buffer
+	stderr  *syncBuffer
 	done    chan error
 }
 
@@ -78,14 +78,14 @@ func freeTCPPort(t *testing.T) int {
 // local mode pass --process local in extra.
 func startGW(t *testing.T, dataDir string, extra ...string) *gw {
 	t.Helper()
-	g := &gw{t: t, dataDir: dataDir, stderr: &bytes.Buffer{}, done: make(chan error, 1)}
+	g := &gw{t: t, dataDir: dataDir, stderr: &syncBuffer{}, done: make(chan error, 1)}
 	g.coap = netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(freeUDPPort(t)))
 	g.http = fmt.Sprintf("127.0.0.1:%d", freeTCPPort(t))
 	args := append([]string{"serve", "--data-dir", dataDir, "--gateway-id", "gw-e2e", "--process", "none"}, extra...)
 	g.cmd = exec.Command(binPath, args...)
 	// Addresses go through the environment, as an operator's would.
 	g.cmd.Env = append(os.Environ(), "COAPGW_COAP_ADDR="+g.coap.String(), "COAPGW_HTTP_ADDR="+g.http)
-	g.cmd.Stderr = &syncWriter{w: g.stderr}
+	g.cmd.Stderr = g.stderr
 	if err := g.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -110,17 +110,6 @@ func startGW(t *testing.T, dataDir string, extra ...string) *gw {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-type syncWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (s *syncWriter) Write(b []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.w.Write(b)
 }
 
 func (g *gw) stop(sig syscall.Signal) error {

@@ -38,11 +38,7 @@ func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return 
 // SDK default chain) against moto until it is stopped, as SIGTERM would.
 func TestProcessCommand(t *testing.T) {
 	m := awstest.Start(t)
-	t.Setenv("AWS_ACCESS_KEY_ID", "test")
-	t.Setenv("AWS_SECRET_ACCESS_KEY", "test")
-	t.Setenv("AWS_REGION", awstest.Region)
-	t.Setenv("AWS_CONFIG_FILE", "/dev/null")
-	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+	awsEnv(t)
 	queue := m.CreateQueue(t.Context(), "coapgw", nil)
 	t.Setenv("COAPGW_QUEUE", queue)
 	t.Setenv("COAPGW_POLLERS", "2")
