@@ -139,7 +139,13 @@ func TestFloodOfSources(t *testing.T) {
 
 func scrape(t *testing.T, g *gw) string {
 	t.Helper()
-	resp, err := http.Get("http://" + g.http + "/metrics")
+	return scrapeAddr(t, g.http)
+}
+
+// scrapeAddr returns the Prometheus text of the /metrics on the HTTP address addr.
+func scrapeAddr(t *testing.T, addr string) string {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

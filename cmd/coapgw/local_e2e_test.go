@@ -171,21 +171,88 @@ func TestLocalModeLibcoapToAPI(t *testing.T) {
 // never sent. Each record carries a unique n, and the history of n tells which records were applied.
 func TestLocalModeKill9(t *testing.T) {
 	dir := t.TempDir()
-	const devices, perRound, rounds = 12, 200, 4
-	acked := make([]map[int]bool, devices)
-	sent := make([]map[int]bool, devices)
+	const devices, rounds = 12, 4
+	g, acked, sent := killLoad{devices: devices, perRound: 200, rounds: rounds,
+		path:    func(d int) string { return fmt.Sprintf("/load/k9-%d", d) },
+		payload: func(n int) string { return fmt.Sprintf(`{"n":%d}`, n) },
+	}.run(t, func() *gw { return startGW(t, dir, "--process", "local") })
+	// Let the processor drain the spool, then check.
+	var st struct {
+		SpoolDepth int64   `json:"spoolDepth"`
+		Lag        float64 `json:"processorLagSeconds"`
+	}
+	waitFor(t, "the spool to drain", func() bool { getJSON(t, g, "/api/status", &st); return st.SpoolDepth == 0 })
+	totalAcked := 0
+	for d := 0; d < devices; d++ {
+		name := fmt.Sprintf("k9-%d", d)
+		var th apiThing
+		var h struct {
+			Series []apiSeries `json:"series"`
+		}
+		if getJSON(t, g, "/api/things/"+name, &th) != 200 {
+			if len(acked[d]) > 0 {
+				t.Fatalf("%s: %d acknowledged records, thing missing", name, len(acked[d]))
+			}
+			continue
+		}
+		getJSON(t, g, "/api/things/"+name+"/history?property=n&limit=1000", &h)
+		hist := h.Series
+		seen := map[int]int{}
+		if len(hist) == 1 {
+			for _, p := range hist[0].Points {
+				seen[int(p.V)]++
+			}
+		}
+		for n, c := range seen {
+			if c > 1 {
+				t.Errorf("%s: record n=%d applied %d times", name, n, c)
+			}
+			if !sent[d][n] {
+				t.Errorf("%s: record n=%d applied but never sent", name, n)
+			}
+		}
+		for n := range acked[d] {
+			if seen[n] == 0 {
+				t.Errorf("%s: acknowledged record n=%d not in the registry", name, n)
+			}
+		}
+		if th.Messages != int64(len(seen)) {
+			t.Errorf("%s: message count %d, but %d distinct records applied", name, th.Messages, len(seen))
+		}
+		totalAcked += len(acked[d])
+	}
+	if totalAcked == 0 {
+		t.Fatal("nothing acknowledged")
+	}
+	t.Logf("%d rounds, %d records acknowledged, all reflected exactly once", rounds, totalAcked)
+	g.stop(syscall.SIGTERM)
+}
+
+// killLoad is a load of devices posting numbered records to gateways that are killed with SIGKILL
+// and restarted, rounds times: every round but the last ends with the kill at a random moment
+// (50–350 ms in); the last runs to the end and its gateway is left running.
+type killLoad struct {
+	devices, perRound, rounds int
+	path                      func(device int) string // the device's URI path
+	payload                   func(n int) string      // record n of a device
+	pause                     time.Duration           // between a device's posts
+}
+
+// run returns the gateway of the last round and, per device, the records (by n) acknowledged
+// with 2.04 and those sent at all.
+func (k killLoad) run(t *testing.T, start func() *gw) (g *gw, acked, sent []map[int]bool) {
+	t.Helper()
+	acked, sent = make([]map[int]bool, k.devices), make([]map[int]bool, k.devices)
 	for d := range acked {
 		acked[d], sent[d] = map[int]bool{}, map[int]bool{}
 	}
-	next := make([]int, devices)
-	for round := 0; round < rounds; round++ {
-		g := startGW(t, dir, "--process", "local")
+	next := make([]int, k.devices)
+	for round := range k.rounds {
+		g = start()
 		var wg sync.WaitGroup
 		var mu sync.Mutex
-		for d := 0; d < devices; d++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
+		for d := range k.devices {
+			wg.Go(func() {
 				c, err := coaptest.Dial(g.coap)
 				if err != nil {
 					t.Error(err)
@@ -193,13 +260,13 @@ func TestLocalModeKill9(t *testing.T) {
 				}
 				defer c.Close()
 				c.Timeout = 500 * time.Millisecond
-				for i := 0; i < perRound; i++ {
+				for range k.perRound {
 					mu.Lock()
 					n := next[d]
 					next[d]++
 					sent[d][n] = true
 					mu.Unlock()
-					resp, err := c.Post(fmt.Sprintf("/load/k9-%d", d), fmt.Sprintf(`{"n":%d}`, n))
+					resp, err := c.Post(k.path(d), k.payload(n))
 					if err != nil {
 						return // the gateway is gone
 					}
@@ -208,68 +275,18 @@ func TestLocalModeKill9(t *testing.T) {
 						acked[d][n] = true
 						mu.Unlock()
 					}
+					time.Sleep(k.pause)
 				}
-			}()
+			})
 		}
-		time.Sleep(time.Duration(50+rand.IntN(250)) * time.Millisecond)
-		if round < rounds-1 {
+		if round < k.rounds-1 {
+			time.Sleep(time.Duration(50+rand.IntN(300)) * time.Millisecond)
 			g.cmd.Process.Signal(syscall.SIGKILL)
 			<-g.done
-			wg.Wait()
-			continue
 		}
 		wg.Wait()
-		// Last round: let the processor drain the spool, then check.
-		var st struct {
-			SpoolDepth int64   `json:"spoolDepth"`
-			Lag        float64 `json:"processorLagSeconds"`
-		}
-		waitFor(t, "the spool to drain", func() bool { getJSON(t, g, "/api/status", &st); return st.SpoolDepth == 0 })
-		totalAcked := 0
-		for d := 0; d < devices; d++ {
-			name := fmt.Sprintf("k9-%d", d)
-			var th apiThing
-			var h struct {
-				Series []apiSeries `json:"series"`
-			}
-			if getJSON(t, g, "/api/things/"+name, &th) != 200 {
-				if len(acked[d]) > 0 {
-					t.Fatalf("%s: %d acknowledged records, thing missing", name, len(acked[d]))
-				}
-				continue
-			}
-			getJSON(t, g, "/api/things/"+name+"/history?property=n&limit=1000", &h)
-			hist := h.Series
-			seen := map[int]int{}
-			if len(hist) == 1 {
-				for _, p := range hist[0].Points {
-					seen[int(p.V)]++
-				}
-			}
-			for n, c := range seen {
-				if c > 1 {
-					t.Errorf("%s: record n=%d applied %d times", name, n, c)
-				}
-				if !sent[d][n] {
-					t.Errorf("%s: record n=%d applied but never sent", name, n)
-				}
-			}
-			for n := range acked[d] {
-				if seen[n] == 0 {
-					t.Errorf("%s: acknowledged record n=%d not in the registry", name, n)
-				}
-			}
-			if th.Messages != int64(len(seen)) {
-				t.Errorf("%s: message count %d, but %d distinct records applied", name, th.Messages, len(seen))
-			}
-			totalAcked += len(acked[d])
-		}
-		if totalAcked == 0 {
-			t.Fatal("nothing acknowledged")
-		}
-		t.Logf("%d rounds, %d records acknowledged, all reflected exactly once", rounds, totalAcked)
-		g.stop(syscall.SIGTERM)
 	}
+	return g, acked, sent
 }
 
 // TestDashboardEndToEnd: a device posts over CoAP to the real gateway and shows up on the

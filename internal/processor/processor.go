@@ -191,6 +191,7 @@ func (p *Processor) process(ctx context.Context, b *Batch, decodeTime time.Durat
 	if err != nil {
 		return nil, err
 	}
+	markRepeats(b, out)
 	var n [SetAside + 1]int
 	for i, o := range out {
 		if o.Result <= SetAside {
@@ -213,6 +214,42 @@ func (p *Processor) process(ctx context.Context, b *Batch, decodeTime time.Durat
 		p.cfg.OnApplied(appliedThings(b, out))
 	}
 	return out, nil
+}
+
+// markRepeats reports as Duplicate every Applied record whose (gw, seq) already came earlier in
+// the same batch. A queue can hold one record twice at once (a gateway killed before it saved its
+// cursor sends again what SQS had accepted; SQS itself delivers at least once), and a sink that
+// compares each record with the state before the batch sees both copies change it: the effect is
+// the same, but the count of applied records must not double. The spool, the local source, has
+// one gateway and rising sequence numbers, which a single pass recognises without a map.
+func markRepeats(b *Batch, out []Outcome) {
+	rising := true
+	for i := 1; i < len(b.Items) && rising; i++ {
+		x, y := &b.Items[i-1], &b.Items[i]
+		rising = y.Seq > x.Seq && y.Record.GW == x.Record.GW
+	}
+	if rising {
+		return
+	}
+	type id struct {
+		gw  string
+		seq uint64
+	}
+	seen := make(map[id]struct{}, len(b.Items))
+	for i := range b.Items {
+		it := &b.Items[i]
+		if it.Err != nil {
+			continue
+		}
+		k := id{it.Record.GW, it.Seq}
+		if _, again := seen[k]; again {
+			if out[i].Result == Applied {
+				out[i] = Outcome{Result: Duplicate}
+			}
+			continue
+		}
+		seen[k] = struct{}{}
+	}
 }
 
 func appliedThings(b *Batch, out []Outcome) []string {

@@ -294,6 +294,53 @@ func TestDuplicatesCounted(t *testing.T) {
 	}
 }
 
+// applyAll is a sink that reports every valid record Applied, as a sink comparing each record
+// with the state before the batch does when one record comes twice in a batch.
+type applyAll struct{}
+
+func (applyAll) Apply(_ context.Context, b *processor.Batch) ([]processor.Outcome, error) {
+	out := make([]processor.Outcome, len(b.Items))
+	for i, it := range b.Items {
+		out[i] = processor.Outcome{Result: processor.Applied}
+		if it.Err != nil {
+			out[i] = processor.Outcome{Result: processor.SetAside, Reason: it.Err.Error()}
+		}
+	}
+	return out, nil
+}
+
+// One record twice in a batch (as SQS can hand over: a gateway resent it after a crash) is
+// applied once and counted once; the second copy is a duplicate whatever the sink said.
+func TestRepeatInBatchIsDuplicate(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	p := newProcessor(t, processor.Config{}, applyAll{}, reg)
+	a1, b1, a2 := rec("a", 1, `{"v":1}`), rec("b", 2, `{"v":2}`), rec("a", 3, `{"v":3}`)
+	a1.Seq, b1.Seq, a2.Seq = 7, 8, 9
+	other := a1
+	other.GW = "gw-other" // the same seq from another gateway is another record
+	out, err := p.Process(t.Context(), processortest.Entries(t, a1, b1, a1, a2, other, b1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []processor.Result{processor.Applied, processor.Applied, processor.Duplicate, processor.Applied, processor.Applied, processor.Duplicate}
+	for i, o := range out {
+		if o.Result != want[i] {
+			t.Fatalf("outcome %d = %v, want %v (all: %v)", i, o.Result, want[i], out)
+		}
+	}
+	if got := metricValue(t, reg, "coapgw_processor_records_total", "applied"); got != 4 {
+		t.Errorf("applied = %v, want 4", got)
+	}
+	if got := metricValue(t, reg, "coapgw_processor_records_total", "duplicate"); got != 2 {
+		t.Errorf("duplicate = %v, want 2", got)
+	}
+	// Rising sequence numbers of one gateway (the spool): nothing to mark.
+	out, err = p.Process(t.Context(), processortest.Entries(t, rec("c", 1, `{"v":1}`), rec("c", 2, `{"v":2}`)))
+	if err != nil || out[0].Result != processor.Applied || out[1].Result != processor.Applied {
+		t.Fatalf("rising batch: %v %v", out, err)
+	}
+}
+
 // Stopping Run while the sink is working abandons the batch: nothing is committed, Run returns,
 // no goroutine is left (goleak in TestMain).
 func TestGracefulStop(t *testing.T) {
