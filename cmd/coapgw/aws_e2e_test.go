@@ -387,22 +387,25 @@ func TestAWSKill9(t *testing.T) {
 	if totalAcked == 0 {
 		t.Fatal("nothing acknowledged")
 	}
-	// Every record that reached a shadow was applied once; the rest of what came was duplicates.
-	// (A record sent but not acknowledged may have been stored before the kill: it counts too.)
+	// Every record that reached a shadow was applied once, never twice; the rest of what came was
+	// duplicates. (A record sent but not acknowledged may have been stored before the kill: it
+	// counts too.) Applied may fall short of the keys only where an update's answer was lost and
+	// the SDK's retry found the write already there (a duplicate by the sink's rules), so the
+	// check is: no more applied than keys, and every key accounted for.
 	var applied, dups float64
 	for deadline := time.Now().Add(30 * time.Second); ; {
 		metrics := scrapeAddr(t, w.http)
 		applied = metricValue(t, metrics, `coapgw_processor_records_total{result="applied"}`)
 		dups = metricValue(t, metrics, `coapgw_processor_records_total{result="duplicate"}`)
-		if int(applied) == keys || time.Now().After(deadline) {
+		if int(applied+dups) >= keys || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
 	t.Logf("%d rounds (%d kills): %d acknowledged, %d in the shadows, applied %v, duplicates %v",
 		rounds, rounds-1, totalAcked, keys, applied, dups)
-	if int(applied) != keys {
-		t.Errorf("the worker applied %v records, but the shadows hold %d distinct ones", applied, keys)
+	if int(applied) > keys || int(applied+dups) < keys {
+		t.Errorf("the worker applied %v records and found %v duplicates, but the shadows hold %d distinct ones", applied, dups, keys)
 	}
 	g.stop(syscall.SIGTERM)
 }

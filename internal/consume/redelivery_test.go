@@ -131,7 +131,16 @@ func TestMotoRedeliveryAfterLostDelete(t *testing.T) {
 	began := time.Now()
 	stop := start(t, w)
 
-	waitFor(t, 60*time.Second, "every record applied once", func() bool { return proc.Stats().Applied >= n })
+	// Every record applied once: every shadow holds both of its records. (Not Stats().Applied: see
+	// retriedUpdates below.)
+	waitFor(t, 60*time.Second, "every record applied once", func() bool {
+		for i := range things {
+			if s, _, err := e.reader.Shadow(t.Context(), fmt.Sprintf("rd-%d", i)); err != nil || s != fmt.Sprintf(`{"a":%d,"b":%d}`, i, i) {
+				return false
+			}
+		}
+		return true
+	})
 	updates := e.calls.Total("UpdateThingShadow")
 	type shadow struct {
 		doc string
@@ -167,11 +176,15 @@ func TestMotoRedeliveryAfterLostDelete(t *testing.T) {
 	if redeliveries < int64(len(lost)) {
 		t.Errorf("%d redeliveries, want at least the %d messages whose delete was lost", redeliveries, len(lost))
 	}
-	if st.Applied != n {
-		t.Errorf("applied %d, want %d: a redelivered record was applied again", st.Applied, n)
+	// An UpdateThingShadow that moto applied but whose answer was lost (seen under load) is retried
+	// by the SDK, gets 409, and the re-read finds the write: its records count as duplicates,
+	// though this worker wrote them. Only such a retry excuses fewer than n applied.
+	retriedUpdates := e.calls.Attempts("UpdateThingShadow") - e.calls.Total("UpdateThingShadow")
+	if st.Applied > n || st.Applied < n && retriedUpdates == 0 {
+		t.Errorf("applied %d, want %d (a redelivered record must not be applied again; %d retried updates)", st.Applied, n, retriedUpdates)
 	}
-	if st.Duplicates != redeliveries {
-		t.Errorf("duplicates %d, want %d (one per redelivery)", st.Duplicates, redeliveries)
+	if st.Applied+st.Duplicates != int64(received) {
+		t.Errorf("applied %d + duplicates %d, want one outcome per receive (%d)", st.Applied, st.Duplicates, received)
 	}
 	if st.SetAside != 0 {
 		t.Errorf("set aside %d", st.SetAside)
