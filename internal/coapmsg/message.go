@@ -52,31 +52,31 @@ func (c Code) Detail() uint8 { return uint8(c) & 0x1f }
 func (c Code) String() string { return fmt.Sprintf("%d.%02d", c.Class(), c.Detail()) }
 
 // Request methods and the response codes coapgw uses.
-var (
-	Empty  = MakeCode(0, 0)
-	GET    = MakeCode(0, 1)
-	POST   = MakeCode(0, 2)
-	PUT    = MakeCode(0, 3)
-	DELETE = MakeCode(0, 4)
+const (
+	Empty  Code = 0<<5 | 0 // 0.00
+	GET    Code = 0<<5 | 1 // 0.01
+	POST   Code = 0<<5 | 2 // 0.02
+	PUT    Code = 0<<5 | 3 // 0.03
+	DELETE Code = 0<<5 | 4 // 0.04
 
-	Created               = MakeCode(2, 1)
-	Deleted               = MakeCode(2, 2)
-	Valid                 = MakeCode(2, 3)
-	Changed               = MakeCode(2, 4)
-	Content               = MakeCode(2, 5)
-	BadRequest            = MakeCode(4, 0)
-	Unauthorized          = MakeCode(4, 1)
-	BadOption             = MakeCode(4, 2)
-	Forbidden             = MakeCode(4, 3)
-	NotFound              = MakeCode(4, 4)
-	MethodNotAllowed      = MakeCode(4, 5)
-	NotAcceptable         = MakeCode(4, 6)
-	RequestEntityTooLarge = MakeCode(4, 13)
-	UnsupportedFormat     = MakeCode(4, 15)
-	InternalServerError   = MakeCode(5, 0)
-	NotImplemented        = MakeCode(5, 1)
-	ServiceUnavailable    = MakeCode(5, 3)
-	ProxyingNotSupported  = MakeCode(5, 5)
+	Created               Code = 2<<5 | 1  // 2.01
+	Deleted               Code = 2<<5 | 2  // 2.02
+	Valid                 Code = 2<<5 | 3  // 2.03
+	Changed               Code = 2<<5 | 4  // 2.04
+	Content               Code = 2<<5 | 5  // 2.05
+	BadRequest            Code = 4<<5 | 0  // 4.00
+	Unauthorized          Code = 4<<5 | 1  // 4.01
+	BadOption             Code = 4<<5 | 2  // 4.02
+	Forbidden             Code = 4<<5 | 3  // 4.03
+	NotFound              Code = 4<<5 | 4  // 4.04
+	MethodNotAllowed      Code = 4<<5 | 5  // 4.05
+	NotAcceptable         Code = 4<<5 | 6  // 4.06
+	RequestEntityTooLarge Code = 4<<5 | 13 // 4.13
+	UnsupportedFormat     Code = 4<<5 | 15 // 4.15
+	InternalServerError   Code = 5<<5 | 0  // 5.00
+	NotImplemented        Code = 5<<5 | 1  // 5.01
+	ServiceUnavailable    Code = 5<<5 | 3  // 5.03
+	ProxyingNotSupported  Code = 5<<5 | 5  // 5.05
 )
 
 // IsRequest reports whether c is a method code (0.01–0.31).
