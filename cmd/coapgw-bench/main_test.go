@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"github.com/coapgw/coapgw/internal/coapmsg"
 )
 
@@ -23,7 +25,7 @@ func TestMain(m *testing.M) {
 	if os.Getenv("COAPGW_BENCH_MAIN") == "1" {
 		main()
 	}
-	os.Exit(m.Run())
+	goleak.VerifyTestMain(m)
 }
 
 // responder is a small real CoAP server on 127.0.0.1:0: it answers every CON request with a
@@ -187,21 +189,24 @@ func TestNoResponses(t *testing.T) {
 
 func TestUsage(t *testing.T) {
 	for _, c := range []struct {
+		name   string
 		args   []string
 		code   int
 		stderr string
 	}{
-		{[]string{"-h"}, 0, "usage: coapgw-bench [flags]"},
-		{[]string{"--help"}, 0, "--method"},
-		{[]string{"--no-such-flag"}, 2, "flag provided but not defined"},
-		{[]string{"extra"}, 2, `coapgw-bench: unexpected arguments ["extra"]`},
-		{[]string{"--devices", "0"}, 2, "devices must be at least 1"},
-		{[]string{"--method", "get"}, 2, "method"},
+		{"help", []string{"-h"}, 0, "usage: coapgw-bench [flags]"},
+		{"help lists flags", []string{"--help"}, 0, "--method"},
+		{"unknown flag", []string{"--no-such-flag"}, 2, "flag provided but not defined"},
+		{"argument", []string{"extra"}, 2, `coapgw-bench: unexpected arguments ["extra"]`},
+		{"invalid value", []string{"--devices", "0"}, 2, "devices must be at least 1"},
+		{"invalid method", []string{"--method", "get"}, 2, "method"},
 	} {
-		code, out, stderr := runCmd(t, c.args...)
-		if code != c.code || !strings.Contains(stderr, c.stderr) || out != "" {
-			t.Errorf("%q: exit %d, stdout %q, stderr %q; want %d and %q", c.args, code, out, stderr, c.code, c.stderr)
-		}
+		t.Run(c.name, func(t *testing.T) {
+			code, out, stderr := runCmd(t, c.args...)
+			if code != c.code || !strings.Contains(stderr, c.stderr) || out != "" {
+				t.Errorf("%q: exit %d, stdout %q, stderr %q; want %d and %q", c.args, code, out, stderr, c.code, c.stderr)
+			}
+		})
 	}
 }
 
