@@ -57,14 +57,13 @@ ncpu=$(nproc)
 if [ "$ncpu" -lt 2 ] || [ "$GW_CPU" = "$LG_CPU" ]; then
 	die "needs two cores (nproc=$ncpu, GW_CPU=$GW_CPU, LG_CPU=$LG_CPU): the gateway and the load generator each get one"
 fi
-libcoap=1
+libcoap=1 skipped=
 if [ "${SKIP_LIBCOAP:-}" = 1 ]; then
-	libcoap=
-	log "SKIP_LIBCOAP=1: no libcoap comparison"
+	libcoap= skipped="SKIP_LIBCOAP=1: no libcoap comparison"
 elif ! command -v "$LIBCOAP_BIN" >/dev/null; then
-	libcoap=
-	log "$LIBCOAP_BIN not found (Debian package libcoap3-bin): skipping the libcoap comparison"
+	libcoap= skipped="$LIBCOAP_BIN not found (Debian package libcoap3-bin): skipping the libcoap comparison"
 fi
+[ -z "$skipped" ] || log "$skipped"
 [ -z "$(ss -Hlun "sport = :$COAP_PORT")" ] || die "UDP port $COAP_PORT is in use; set COAP_PORT"
 [ -z "$(ss -Hltn "sport = :$HTTP_PORT")" ] || die "TCP port $HTTP_PORT is in use; set HTTP_PORT"
 if [ -n "$libcoap" ]; then
@@ -262,5 +261,6 @@ if [ -n "$libcoap" ]; then
 	if grep -q '^warning: libcoap .* did not answer 2.04' "$OUT_DIR/summary.txt"; then status=1; fi
 fi
 
+[ -z "$skipped" ] || echo "$skipped" | tee -a "$OUT_DIR/summary.txt"
 log "results in $OUT_DIR (machine.txt, con.txt, non.txt, gateway.log${libcoap:+, libcoap-con.txt, libcoap-non.txt, libcoap.log}, summary.txt)"
 exit $status
