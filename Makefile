@@ -1,12 +1,17 @@
 # make build      bin/coapgw
+# make build-bench bin/coapgw-bench, the load generator (not part of the gateway binary)
 # make test       the whole test suite, installing its peers (scripts/test.sh)
-# make bench      the gateway and the load generator on two pinned cores (scripts/bench.sh)
+# make bench      the gateway and the load generator on two pinned cores, then libcoap's
+#                 coap-server-notls on the gateway's core under the same load (scripts/bench.sh)
 # make bench-go   the Go micro-benchmarks of internal/...
 # make lambda-zip bin/lambda/coapgw-lambda.zip and coapgw-canary.zip (provided.al2023, arm64)
-.PHONY: build test bench bench-go lambda-zip
+.PHONY: build build-bench test bench bench-go lambda-zip
 
 build:
 	go build -o bin/coapgw ./cmd/coapgw
+
+build-bench:
+	go build -o bin/coapgw-bench ./cmd/coapgw-bench
 
 test:
 	scripts/test.sh

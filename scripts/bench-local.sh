@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 DEVICES=${1:-256}; INFLIGHT=${2:-2}; SECS=${3:-10}
 COAP_PORT=${COAP_PORT:-25683}; HTTP_PORT=${HTTP_PORT:-28080}
 go build -o bin/coapgw ./cmd/coapgw
+go build -o bin/coapgw-bench ./cmd/coapgw-bench
 data=$(mktemp -d /tmp/coapgw-bench-local.XXXXXX)
 echo "\$ bin/coapgw serve --coap-addr 127.0.0.1:$COAP_PORT --http-addr 127.0.0.1:$HTTP_PORT --data-dir $data"
 bin/coapgw serve --coap-addr 127.0.0.1:$COAP_PORT --http-addr 127.0.0.1:$HTTP_PORT --data-dir "$data" 2>"$data.log" &
@@ -17,8 +18,8 @@ for _ in $(seq 1 100); do curl -sf "127.0.0.1:$HTTP_PORT/readyz" >/dev/null && b
 status() {
   curl -s "127.0.0.1:$HTTP_PORT/api/status" | python3 -c 'import json,sys; d=json.load(sys.stdin); print("accepted/s %7.0f  spool depth %7d  processor lag %6.2f s  messages %d" % (d["acceptedPerSecond"], d["spoolDepth"], d["processorLagSeconds"], d["messages"]))'
 }
-echo "\$ bin/coapgw bench --target 127.0.0.1:$COAP_PORT --devices $DEVICES --inflight $INFLIGHT --duration ${SECS}s --warmup 0s"
-bin/coapgw bench --target 127.0.0.1:$COAP_PORT --devices "$DEVICES" --inflight "$INFLIGHT" --duration "${SECS}s" --warmup 0s >"$data.bench" &
+echo "\$ bin/coapgw-bench --target 127.0.0.1:$COAP_PORT --devices $DEVICES --inflight $INFLIGHT --duration ${SECS}s --warmup 0s"
+bin/coapgw-bench --target 127.0.0.1:$COAP_PORT --devices "$DEVICES" --inflight "$INFLIGHT" --duration "${SECS}s" --warmup 0s >"$data.bench" &
 lg=$!
 while kill -0 $lg 2>/dev/null; do sleep 1; status; done
 wait $lg || true

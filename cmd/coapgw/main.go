@@ -2,7 +2,6 @@
 //
 //	coapgw [serve] [flags]    run the gateway (the default)
 //	coapgw spool [flags]      print the records of a data dir, one JSON line each
-//	coapgw bench [flags]      run a fleet of virtual devices against a gateway
 //	coapgw process [flags]    apply records from an SQS queue to AWS IoT (the worker)
 //	coapgw version
 package main
@@ -39,18 +38,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return serve(ctx, args, stdout, stderr)
 	case "spool":
 		return runSpool(ctx, args, stdout, stderr)
-	case "bench":
-		return runBench(ctx, args, stdout, stderr)
 	case "process":
 		return runProcess(ctx, args, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, gateway.Version)
 		return 0
 	case "help":
-		fmt.Fprintln(stdout, "usage: coapgw [serve|spool|bench|process|version] [flags]; coapgw serve -h lists the settings")
+		fmt.Fprintln(stdout, "usage: coapgw [serve|spool|process|version] [flags]; coapgw serve -h lists the settings")
 		return 0
 	}
-	fmt.Fprintf(stderr, "coapgw: unknown command %q (serve, spool, bench, process, version)\n", cmd)
+	fmt.Fprintf(stderr, "coapgw: unknown command %q (serve, spool, process, version)\n", cmd)
 	return 2
 }
 

@@ -7,7 +7,10 @@ import (
 	"net"
 	"regexp"
 	"runtime"
+	"strings"
 	"time"
+
+	"github.com/coapgw/coapgw/internal/coapmsg"
 )
 
 // RFC 7252 §4.8 transmission parameters.
@@ -28,8 +31,10 @@ type Config struct {
 	Warmup      time.Duration // traffic before the measured window, not counted
 	Ramp        time.Duration // devices start evenly spread over this span
 	NON         bool          // send NON requests instead of CON
-	Type        string        // first Uri-Path segment
-	IDPrefix    string        // device n uses second segment IDPrefix+n
+	Method      string        // "post" (the default) or "put"
+	Path        string        // if set, every device sends to this path (e.g. /example_data), not /{Type}/{IDPrefix}{n}
+	Type        string        // first Uri-Path segment (when Path is empty)
+	IDPrefix    string        // device n uses second segment IDPrefix+n (when Path is empty)
 	TokenLen    int           // token bytes, 1..8, random per request
 	JSON        bool          // print the result as JSON (used by the command, not by Run)
 	Workers     int           // goroutines, each owning an epoll set of devices
@@ -55,6 +60,7 @@ func DefaultConfig() Config {
 		Duration:        10 * time.Second,
 		Warmup:          time.Second,
 		Ramp:            100 * time.Millisecond,
+		Method:          "post",
 		Type:            "bench",
 		IDPrefix:        "dev-",
 		TokenLen:        4,
@@ -77,8 +83,10 @@ func (c *Config) Flags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.Warmup, "warmup", c.Warmup, "traffic before the measured window, not counted")
 	fs.DurationVar(&c.Ramp, "ramp", c.Ramp, "spread device start-up over this span")
 	fs.BoolVar(&c.NON, "non", c.NON, "send NON requests and count NON responses")
-	fs.StringVar(&c.Type, "type", c.Type, "thing type: first Uri-Path segment")
-	fs.StringVar(&c.IDPrefix, "id-prefix", c.IDPrefix, "device id prefix: second Uri-Path segment is prefix+n")
+	fs.StringVar(&c.Method, "method", c.Method, "request method: post or put")
+	fs.StringVar(&c.Path, "path", c.Path, "send every request to this `path` (e.g. /example_data) instead of /{type}/{id-prefix}{n}")
+	fs.StringVar(&c.Type, "type", c.Type, "thing type: first Uri-Path segment (without --path)")
+	fs.StringVar(&c.IDPrefix, "id-prefix", c.IDPrefix, "device id prefix: second Uri-Path segment is prefix+n (without --path)")
 	fs.IntVar(&c.TokenLen, "token-len", c.TokenLen, "token length in bytes (1-8)")
 	fs.BoolVar(&c.JSON, "json", c.JSON, "print the result as JSON")
 	fs.IntVar(&c.Workers, "workers", c.Workers, "event-loop goroutines (default GOMAXPROCS)")
@@ -118,6 +126,12 @@ func (c *Config) Validate() error {
 	if c.Ramp < 0 {
 		bad("ramp must not be negative, got %v", c.Ramp)
 	}
+	if _, err := c.code(); err != nil {
+		bad("%v", err)
+	}
+	if _, err := c.pathSegments(); err != nil {
+		bad("%v", err)
+	}
 	if !uriSegment.MatchString(c.Type) {
 		bad("type %q must match %s", c.Type, uriSegment)
 	}
@@ -149,6 +163,34 @@ func (c *Config) Validate() error {
 		bad("gateway-port must be 0-65535, got %d", c.GatewayPort)
 	}
 	return errors.Join(errs...)
+}
+
+// code is the request's CoAP method.
+func (c *Config) code() (coapmsg.Code, error) {
+	switch strings.ToLower(c.Method) {
+	case "post":
+		return coapmsg.POST, nil
+	case "put":
+		return coapmsg.PUT, nil
+	}
+	return 0, fmt.Errorf("method %q must be post or put", c.Method)
+}
+
+// pathSegments splits Path into its Uri-Path segments; nil when Path is empty.
+func (c *Config) pathSegments() ([]string, error) {
+	if c.Path == "" {
+		return nil, nil
+	}
+	if !strings.HasPrefix(c.Path, "/") {
+		return nil, fmt.Errorf("path %q must start with /", c.Path)
+	}
+	segs := strings.Split(c.Path[1:], "/")
+	for _, s := range segs {
+		if !uriSegment.MatchString(s) {
+			return nil, fmt.Errorf("path %q: segment %q must match %s", c.Path, s, uriSegment)
+		}
+	}
+	return segs, nil
 }
 
 // maxTransmitSpan is how long a CON exchange may take before the sender gives up: the initial

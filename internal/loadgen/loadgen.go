@@ -1,9 +1,12 @@
-// Package loadgen simulates a fleet of CoAP devices to measure a CoAP server, as `coapgw bench`.
+// Package loadgen simulates a fleet of CoAP devices to measure a CoAP server, as the command
+// coapgw-bench (cmd/coapgw-bench; not linked into the gateway).
 //
 // Every virtual device has its own UDP socket (so its own source port, as the server sees a real
 // fleet), its own MID space starting at a random value, and a random token per request. Each
 // keeps Config.Inflight POST /{type}/{id} requests outstanding, with a JSON payload
-// (Content-Format 50) padded to Config.PayloadSize. In CON mode requests are retransmitted as
+// (Content-Format 50) padded to Config.PayloadSize. Config.Method and Config.Path change the
+// method (PUT) and send every device's requests to one fixed path instead, so other servers can
+// be measured the same way (make bench drives libcoap's example server with PUT /example_data). In CON mode requests are retransmitted as
 // RFC 7252 §4.2 says (ACK_TIMEOUT, ACK_RANDOM_FACTOR, MAX_RETRANSMIT, doubling); piggybacked
 // responses are matched by MID and token, an empty ACK is followed by a separate response
 // matched by token, and a CON separate response is answered with an empty ACK. In NON mode
@@ -25,6 +28,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,7 +39,8 @@ import (
 // Result is what a run measured. Counts cover the measured window only.
 type Result struct {
 	Target      string  `json:"target"`
-	Mode        string  `json:"mode"` // "CON" or "NON"
+	Mode        string  `json:"mode"`              // "CON" or "NON"
+	Request     string  `json:"request,omitempty"` // method and path when not the default POST /{type}/{id}, e.g. "PUT /example_data"
 	Devices     int     `json:"devices"`
 	Inflight    int     `json:"inflight"`
 	PayloadSize int     `json:"payload_size"`
@@ -172,6 +177,13 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	if cfg.NON {
 		res.Mode = "NON"
+	}
+	if code, _ := cfg.code(); code != coapmsg.POST || cfg.Path != "" {
+		path := cfg.Path
+		if path == "" {
+			path = "/" + cfg.Type + "/" + cfg.IDPrefix + "{n}"
+		}
+		res.Request = strings.ToUpper(cfg.Method) + " " + path
 	}
 	wait := func(until time.Time) error {
 		t := time.NewTimer(time.Until(until))

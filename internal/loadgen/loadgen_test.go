@@ -90,6 +90,9 @@ func TestPiggybacked(t *testing.T) {
 	if res.LatencyAll.Count != res.Latency.Count {
 		t.Errorf("latency samples: all %d, 2.04 %d", res.LatencyAll.Count, res.Latency.Count)
 	}
+	if res.Request != "" {
+		t.Errorf("request %q: the default POST /{type}/{id} is not named", res.Request)
+	}
 
 	_, _, _, transmits, types, paths, midGaps, bad := r.stats()
 	if len(bad) > 0 {
@@ -113,6 +116,48 @@ func TestPiggybacked(t *testing.T) {
 	}
 	if types[coapmsg.Confirmable] == 0 || types[coapmsg.NonConfirmable] != 0 {
 		t.Errorf("message types %v, want CON only", types)
+	}
+}
+
+// TestPutFixedPath: --method put --path /example_data (how make bench drives libcoap's example
+// server) sends PUT to that one path from every device, each with its own socket.
+func TestPutFixedPath(t *testing.T) {
+	r := startResponderExpect(t, respPiggyback, expect{code: coapmsg.PUT, path: []string{"example_data"}})
+	cfg := testConfig(r.addr())
+	cfg.Method, cfg.Path = "put", "/example_data"
+	res := run(t, cfg)
+	if res.Delivered < 100 || res.Codes["2.04"] != res.Delivered || len(res.Codes) != 1 {
+		t.Fatalf("delivered %d, codes %v; want at least 100, 2.04 only", res.Delivered, res.Codes)
+	}
+	var text bytes.Buffer
+	res.WriteText(&text)
+	if res.Request != "PUT /example_data" || !strings.Contains(text.String(), "CON PUT /example_data, 8 devices") {
+		t.Errorf("request %q; the text output should name it:\n%s", res.Request, text.String())
+	}
+	requests, _, _, transmits, _, _, _, bad := r.stats()
+	if len(bad) > 0 {
+		t.Errorf("malformed requests: %q", bad)
+	}
+	if requests == 0 {
+		t.Fatal("the responder saw no request")
+	}
+	ports := map[uint16]bool{}
+	for k := range transmits {
+		ports[k.peer.Port()] = true
+	}
+	if len(ports) != cfg.Devices {
+		t.Errorf("requests came from %d source ports, want %d", len(ports), cfg.Devices)
+	}
+
+	// A path of several segments becomes that many Uri-Path options.
+	r2 := startResponderExpect(t, respPiggyback, expect{code: coapmsg.POST, path: []string{"a", "b-2", "c"}})
+	cfg = testConfig(r2.addr())
+	cfg.Path = "/a/b-2/c"
+	if res := run(t, cfg); res.Delivered == 0 {
+		t.Fatal("nothing delivered to /a/b-2/c")
+	}
+	if _, _, _, _, _, _, _, bad := r2.stats(); len(bad) > 0 {
+		t.Errorf("malformed requests: %q", bad)
 	}
 }
 
@@ -362,5 +407,27 @@ func TestValidate(t *testing.T) {
 	}
 	if _, err := Run(t.Context(), cfg); err == nil {
 		t.Error("Run accepted an invalid config")
+	}
+
+	for _, c := range []struct{ method, path, want string }{
+		{"get", "", "method"},
+		{"", "", "method"},
+		{"post", "example_data", "must start with /"},
+		{"put", "/", "segment"},
+		{"put", "/a//b", "segment"},
+		{"put", "/a/b c", "segment"},
+	} {
+		cfg := DefaultConfig()
+		cfg.Method, cfg.Path = c.method, c.path
+		if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("method %q path %q: error %v, want one mentioning %q", c.method, c.path, err, c.want)
+		}
+	}
+	for _, c := range []struct{ method, path string }{{"PUT", "/example_data"}, {"post", "/a/b"}, {"put", ""}} {
+		cfg := DefaultConfig()
+		cfg.Method, cfg.Path = c.method, c.path
+		if err := cfg.Validate(); err != nil {
+			t.Errorf("method %q path %q: %v", c.method, c.path, err)
+		}
 	}
 }

@@ -26,7 +26,7 @@ import (
 var (
 	responderAddr = flag.String("responder", "", "TestManualResponder: answer CoAP requests on this address with piggybacked 2.04")
 	responderFor  = flag.Duration("responder-for", time.Minute, "TestManualResponder: how long to serve")
-	benchArgs     = flag.String("bench-args", "", "TestManualBench: load generator flags, as for coapgw bench")
+	benchArgs     = flag.String("bench-args", "", "TestManualBench: load generator flags, as for coapgw-bench")
 )
 
 // TestManualResponder is a minimal fast CoAP responder: one socket, recvmmsg/sendmmsg in batches
@@ -143,7 +143,7 @@ func serveFast(ctx context.Context, fd int, until time.Time) (uint64, error) {
 	return total, nil
 }
 
-// TestManualBench runs the load generator with command-line flags, as coapgw bench does, and
+// TestManualBench runs the load generator with command-line flags, as coapgw-bench does, and
 // prints the result.
 func TestManualBench(t *testing.T) {
 	if *benchArgs == "" {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"testing"
 
@@ -34,6 +35,7 @@ type responder struct {
 	t    *testing.T
 	conn *net.UDPConn
 	mode respMode
+	want expect
 	done chan struct{}
 
 	mu           sync.Mutex
@@ -49,14 +51,25 @@ type responder struct {
 	acksReceived int              // empty ACKs that acknowledged one of conSent
 }
 
+// expect is what the responder checks every first transmission against.
+type expect struct {
+	code coapmsg.Code
+	path []string // nil: /bench/{id}, ids recorded in paths
+}
+
 func startResponder(t *testing.T, mode respMode) *responder {
+	t.Helper()
+	return startResponderExpect(t, mode, expect{code: coapmsg.POST})
+}
+
+func startResponderExpect(t *testing.T, mode respMode, want expect) *responder {
 	t.Helper()
 	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	r := &responder{
-		t: t, conn: conn, mode: mode, done: make(chan struct{}),
+		t: t, conn: conn, mode: mode, want: want, done: make(chan struct{}),
 		transmits: map[peerMID]int{}, lastMID: map[netip.AddrPort]uint16{},
 		types: map[coapmsg.Type]int{}, paths: map[string]bool{}, conSent: map[peerMID]bool{},
 	}
@@ -154,11 +167,16 @@ func (r *responder) answer(peer netip.AddrPort, m *coapmsg.Message, out *coapmsg
 
 // check verifies a first transmission looks like what the load generator promises.
 func (r *responder) check(m *coapmsg.Message) {
-	if m.Code != coapmsg.POST {
-		r.badRequests = append(r.badRequests, "code "+m.Code.String())
+	add := func(s string) { // the first few are enough to read
+		if len(r.badRequests) < 10 {
+			r.badRequests = append(r.badRequests, s)
+		}
+	}
+	if m.Code != r.want.code {
+		add("code " + m.Code.String())
 	}
 	if len(m.Token) != 4 {
-		r.badRequests = append(r.badRequests, fmt.Sprintf("token length %d", len(m.Token)))
+		add(fmt.Sprintf("token length %d", len(m.Token)))
 	}
 	var segs []string
 	for _, o := range m.Options {
@@ -166,13 +184,18 @@ func (r *responder) check(m *coapmsg.Message) {
 			segs = append(segs, string(o.Value))
 		}
 	}
-	if len(segs) != 2 || segs[0] != "bench" {
-		r.badRequests = append(r.badRequests, fmt.Sprintf("path %q", segs))
-	} else {
+	switch {
+	case r.want.path != nil:
+		if !slices.Equal(segs, r.want.path) {
+			add(fmt.Sprintf("path %q, want %q", segs, r.want.path))
+		}
+	case len(segs) != 2 || segs[0] != "bench":
+		add(fmt.Sprintf("path %q", segs))
+	default:
 		r.paths[segs[1]] = true
 	}
 	if cf, ok := m.Option(coapmsg.ContentFormat); !ok || len(cf) != 1 || cf[0] != 50 {
-		r.badRequests = append(r.badRequests, fmt.Sprintf("content-format %v %v", cf, ok))
+		add(fmt.Sprintf("content-format %v %v", cf, ok))
 	}
 	var body struct {
 		Temp float64 `json:"temp"`
@@ -180,10 +203,10 @@ func (r *responder) check(m *coapmsg.Message) {
 		Pad  string  `json:"pad"`
 	}
 	if err := json.Unmarshal(m.Payload, &body); err != nil || body.Seq < 1 {
-		r.badRequests = append(r.badRequests, fmt.Sprintf("payload %q: %v", m.Payload, err))
+		add(fmt.Sprintf("payload %q: %v", m.Payload, err))
 	}
 	if len(m.Payload) != 64 {
-		r.badRequests = append(r.badRequests, fmt.Sprintf("payload length %d", len(m.Payload)))
+		add(fmt.Sprintf("payload length %d", len(m.Payload)))
 	}
 }
 

@@ -18,8 +18,12 @@ func (r *Result) WriteJSON(w io.Writer) error {
 // WriteText writes r for a human.
 func (r *Result) WriteText(w io.Writer) {
 	p := func(format string, a ...any) { fmt.Fprintf(w, format+"\n", a...) }
-	p("coapgw bench: %s, %d devices × %d in flight → %s, %d-byte payload, %d worker(s), GOMAXPROCS=%d",
-		r.Mode, r.Devices, r.Inflight, r.Target, r.PayloadSize, r.Workers, r.GOMAXPROCS)
+	mode := r.Mode
+	if r.Request != "" {
+		mode += " " + r.Request
+	}
+	p("coapgw-bench: %s, %d devices × %d in flight → %s, %d-byte payload, %d worker(s), GOMAXPROCS=%d",
+		mode, r.Devices, r.Inflight, r.Target, r.PayloadSize, r.Workers, r.GOMAXPROCS)
 	note := ""
 	if r.Interrupted {
 		note = " (interrupted)"

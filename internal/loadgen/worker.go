@@ -40,7 +40,7 @@ type device struct {
 	mid     uint16
 	seq     uint64 // requests sent, the payload's "seq"
 	startAt int64
-	opts    [3]coapmsg.Option
+	opts    []coapmsg.Option // Uri-Path segments and Content-Format
 }
 
 // counters are a worker's tallies inside the measured window.
@@ -105,6 +105,7 @@ type worker struct {
 
 	rng       rand.PCG
 	msgType   coapmsg.Type
+	code      coapmsg.Code // the request method
 	enc       coapmsg.Message
 	dec       coapmsg.Message
 	ackMsg    coapmsg.Message // empty ACK for CON responses
@@ -139,6 +140,15 @@ func newWorker(cfg *Config, raddr *net.UDPAddr, first, stride int, base time.Tim
 		ack:      make([]byte, 0, 16),
 	}
 	w.ackMsg.Type, w.ackMsg.Code = coapmsg.Acknowledgement, coapmsg.Empty
+	code, err := cfg.code()
+	if err != nil {
+		return nil, err
+	}
+	segs, err := cfg.pathSegments()
+	if err != nil {
+		return nil, err
+	}
+	w.code = code
 	if cfg.NON {
 		w.msgType = coapmsg.NonConfirmable
 	}
@@ -155,7 +165,6 @@ func newWorker(cfg *Config, raddr *net.UDPAddr, first, stride int, base time.Tim
 	}
 	w.nextTimer = winEnd
 
-	var err error
 	if w.epfd, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
 		return nil, fmt.Errorf("epoll_create1: %w", err)
 	}
@@ -165,13 +174,25 @@ func newWorker(cfg *Config, raddr *net.UDPAddr, first, stride int, base time.Tim
 	}
 	w.devs = make([]device, 0, n)
 	w.slots = make([]slot, n*cfg.Inflight)
-	pktCap := 32 + len(cfg.Type) + len(cfg.IDPrefix) + 20 + cfg.PayloadSize + 64
+	pathLen := len(cfg.Type) + len(cfg.IDPrefix) + 20
+	if segs != nil {
+		pathLen = len(cfg.Path) + 3*len(segs)
+	}
+	pktCap := 32 + pathLen + cfg.PayloadSize + 64
 	arena := make([]byte, len(w.slots)*pktCap)
 	for i := range w.slots {
 		w.slots[i].pkt = arena[i*pktCap : i*pktCap : (i+1)*pktCap]
 	}
 	cf := coapmsg.AppendUint(nil, uint32(coapmsg.FormatJSON))
 	typ := []byte(cfg.Type)
+	// With a fixed path every device shares one option list; encoding only reads it.
+	var fixed []coapmsg.Option
+	if segs != nil {
+		for _, sg := range segs {
+			fixed = append(fixed, coapmsg.Option{Number: coapmsg.URIPath, Value: []byte(sg)})
+		}
+		fixed = append(fixed, coapmsg.Option{Number: coapmsg.ContentFormat, Value: cf})
+	}
 	for g := first; g < cfg.Devices; g += stride {
 		fd, port, err := dial(raddr)
 		if err != nil {
@@ -181,17 +202,21 @@ func newWorker(cfg *Config, raddr *net.UDPAddr, first, stride int, base time.Tim
 			}
 			return nil, fmt.Errorf("device %d: %w", g, err)
 		}
+		opts := fixed
+		if opts == nil {
+			opts = []coapmsg.Option{
+				{Number: coapmsg.URIPath, Value: typ},
+				{Number: coapmsg.URIPath, Value: []byte(cfg.IDPrefix + strconv.Itoa(g))},
+				{Number: coapmsg.ContentFormat, Value: cf},
+			}
+		}
 		i := len(w.devs)
 		w.devs = append(w.devs, device{
 			fd:      fd,
 			port:    port,
 			mid:     uint16(w.rng.Uint64()),
 			startAt: int64(cfg.Ramp) * int64(g) / int64(cfg.Devices),
-			opts: [3]coapmsg.Option{
-				{Number: coapmsg.URIPath, Value: typ},
-				{Number: coapmsg.URIPath, Value: []byte(cfg.IDPrefix + strconv.Itoa(g))},
-				{Number: coapmsg.ContentFormat, Value: cf},
-			},
+			opts:    opts,
 		})
 		ev := unix.EpollEvent{Events: unix.EPOLLIN}
 		ev.Fd = int32(i)
@@ -324,10 +349,10 @@ func (w *worker) send(d *device, s *slot, now int64) {
 	w.pay = append(w.pay, `"}`...)
 
 	w.enc.Type = w.msgType
-	w.enc.Code = coapmsg.POST
+	w.enc.Code = w.code
 	w.enc.MID = s.mid
 	w.enc.Token = s.token[:tl]
-	w.enc.Options = d.opts[:]
+	w.enc.Options = d.opts
 	w.enc.Payload = w.pay
 	s.pkt, _ = w.enc.Append(s.pkt[:0]) // cannot fail: token ≤ 8, options in order
 
