@@ -96,7 +96,16 @@ DATA_DIR=$(mktemp -d /tmp/coapgw-bench-data.XXXXXX)
 GW_PID=
 LC_PID=
 
+restore_bufs() {
+	if [ -n "${old_rmem:-}" ]; then
+		echo "$old_rmem" >/proc/sys/net/core/rmem_default
+		echo "$old_wmem" >/proc/sys/net/core/wmem_default
+		old_rmem=
+	fi
+}
+
 cleanup() {
+	restore_bufs
 	for pid in "$GW_PID" "$LC_PID"; do
 		if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
 			kill -KILL "$pid" 2>/dev/null || true
@@ -203,6 +212,18 @@ if [ -n "$libcoap" ]; then
 	# shellcheck disable=SC2206
 	lc_cmd+=($LIBCOAP_ARGS)
 	log "start libcoap's example server"
+	# libcoap's example server keeps the kernel's default socket buffers, the gateway asks for
+	# 8 MiB (--socket-buffer): give libcoap's socket the same by raising the defaults while it
+	# binds (root only), so that neither server loses datagrams the other would have kept.
+	lc_buf=$((8 << 20)) old_rmem= old_wmem=
+	if [ -w /proc/sys/net/core/rmem_default ] && [ -w /proc/sys/net/core/wmem_default ]; then
+		old_rmem=$(cat /proc/sys/net/core/rmem_default) old_wmem=$(cat /proc/sys/net/core/wmem_default)
+		echo "$lc_buf" >/proc/sys/net/core/rmem_default
+		echo "$lc_buf" >/proc/sys/net/core/wmem_default
+		echo "libcoap socket buffers: $lc_buf bytes (kernel defaults raised while it binds)" | tee -a "$OUT_DIR/machine.txt"
+	else
+		echo "libcoap socket buffers: the kernel's defaults (not root: cannot raise them to $lc_buf)" | tee -a "$OUT_DIR/machine.txt"
+	fi
 	show "${lc_cmd[@]}"
 	"${lc_cmd[@]}" >"$OUT_DIR/libcoap.log" 2>&1 &
 	LC_PID=$!
@@ -216,6 +237,7 @@ if [ -n "$libcoap" ]; then
 		sleep 0.1
 	done
 	[ -n "$ready" ] || die "coap-server-notls not listening on UDP port $LIBCOAP_PORT after 10 s"
+	restore_bufs
 	log "libcoap pid $LC_PID listening"
 	bench libcoap-con "$LC_PID" "$LIBCOAP_PORT" --method put --path /example_data
 	if [ "${SKIP_NON:-}" != 1 ]; then
