@@ -40,11 +40,7 @@ func (a *applyTx) property(path string) (int64, error) {
 	if id, ok := a.w.props[path]; ok {
 		return id, nil
 	}
-	res, err := a.st.insProp.ExecContext(a.ctx, path)
-	if err != nil {
-		return 0, fmt.Errorf("property %s: %w", path, err)
-	}
-	id, err := res.LastInsertId()
+	id, err := a.insertID(a.st.insProp, path)
 	if err != nil {
 		return 0, fmt.Errorf("property %s: %w", path, err)
 	}

@@ -22,12 +22,10 @@ func (a *applyTx) saveThing(u *processor.Update, th *thingState, isNew, changed 
 	if isNew {
 		a.w.buf = th.doc.AppendBinary(a.w.buf[:0])
 		th.seen = seenSecond(th.lastSeen)
-		res, err := a.st.insThing.ExecContext(a.ctx, u.Thing, th.typeID, th.firstSeen, th.lastSeen,
+		var err error
+		th.id, err = a.insertID(a.st.insThing, u.Thing, th.typeID, th.firstSeen, th.lastSeen,
 			th.seen, th.messages, th.version, a.w.buf)
 		if err != nil {
-			return fmt.Errorf("insert thing %s: %w", u.Thing, err)
-		}
-		if th.id, err = res.LastInsertId(); err != nil {
 			return fmt.Errorf("insert thing %s: %w", u.Thing, err)
 		}
 		if _, err := a.st.incType.ExecContext(a.ctx, th.typeID); err != nil {
@@ -87,15 +85,20 @@ func (a *applyTx) thingType(name string) (int64, error) {
 	if id, ok := a.w.types[name]; ok {
 		return id, nil
 	}
-	res, err := a.st.insType.ExecContext(a.ctx, name, a.now)
-	if err != nil {
-		return 0, fmt.Errorf("create thing type %s: %w", name, err)
-	}
-	id, err := res.LastInsertId()
+	id, err := a.insertID(a.st.insType, name, a.now)
 	if err != nil {
 		return 0, fmt.Errorf("create thing type %s: %w", name, err)
 	}
 	a.w.types[name], a.w.tnames[id] = id, name
 	a.newTypes = append(a.newTypes, name)
 	return id, nil
+}
+
+// insertID runs an INSERT statement of the transaction and returns the id of the row it added.
+func (a *applyTx) insertID(st *sql.Stmt, args ...any) (int64, error) {
+	res, err := st.ExecContext(a.ctx, args...)
+	if err != nil {
+		return 0, err
+	}
+	return res.LastInsertId()
 }
