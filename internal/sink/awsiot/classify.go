@@ -3,6 +3,7 @@ package awsiot
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"github.com/aws/smithy-go"
 )
@@ -43,6 +44,18 @@ func classify(err error) error {
 		return &permanentError{reason: reason, label: "rejected", err: err}
 	}
 	return err
+}
+
+// rejected returns the error for the failed control-plane call named what: a *permanentError
+// (label "rejected") whose reason starts with what if retrying cannot help, else err wrapped
+// with what.
+func rejected(what string, err error) error {
+	err = classify(err)
+	var pe *permanentError
+	if errors.As(err, &pe) {
+		return &permanentError{reason: what + ": " + pe.reason, label: "rejected"}
+	}
+	return fmt.Errorf("%s: %w", what, err)
 }
 
 func hasCode(err error, code string) bool {

@@ -2,7 +2,6 @@ package awsiot
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -110,11 +109,7 @@ func (s *Sink) ensureType(ctx context.Context, typ string) error {
 	case err == nil, hasCode(err, "ResourceAlreadyExistsException"):
 		s.types.Add(typ, struct{}{})
 	default:
-		f.err = fmt.Errorf("create thing type %s: %w", typ, classify(err))
-		var pe *permanentError
-		if errors.As(f.err, &pe) {
-			f.err = &permanentError{reason: "create thing type " + typ + ": " + pe.reason, label: "rejected"}
-		}
+		f.err = rejected("create thing type "+typ, err)
 	}
 	s.flightMu.Lock()
 	delete(s.flights, typ)
@@ -147,12 +142,7 @@ func (s *Sink) createThing(ctx context.Context, name, typ string) (string, error
 				return "", err
 			}
 		default:
-			err = classify(err)
-			var pe *permanentError
-			if errors.As(err, &pe) {
-				return "", &permanentError{reason: "create thing " + name + ": " + pe.reason, label: "rejected"}
-			}
-			return "", fmt.Errorf("create thing %s: %w", name, err)
+			return "", rejected("create thing "+name, err)
 		}
 	}
 }
