@@ -14,17 +14,17 @@ import (
 
 // History storage (schema version 4).
 //
-// Every applied record with numeric properties is one history entry: the thing's id, the
-// record's received_at and its values, encoded as (uvarint property id, float64 little-endian)
-// pairs. An Apply writes all its entries as one row of history_log (one insert per batch, not
-// one per record), and the writer keeps the log in memory too, by thing (tail), for readers.
-// When the log holds logMax entries it is compacted, a slice of things per batch (see
-// compactionSlices in apply.go): each thing's entries are sorted by time and written as one row
-// in history (a chunk: thing_id, t_first, t_last, n, data), or more rows of at most
-// HistoryMaxPoints/4 entries each. The history table, clustered by (thing_id, t_first), so gets
-// one insert per thing per compaction, and a thing's chunks are a contiguous range of it. Retention deletes whole chunks: the oldest ones
-// beyond the newest HistoryMaxPoints entries, and those whose newest entry is older than
-// HistoryMaxAge; readers filter what a kept chunk holds beyond the limits.
+// Every applied record with numeric properties is one history entry: the thing's id, the record's
+// received_at and its values, encoded as (uvarint property id, float64 little-endian) pairs. An
+// Apply writes all its entries as one row of history_log (one insert per batch, not one per
+// record), and the writer keeps the log in memory too, by thing (tail), for readers. When the log
+// holds logMax entries it is compacted, a slice of things per batch (see compactionSlices in
+// history_write.go): each thing's entries are sorted by time and written as one row in history (a
+// chunk: thing_id, t_first, t_last, n, data), or more rows of at most HistoryMaxPoints/4 entries
+// each. The history table, clustered by (thing_id, t_first), so gets one insert per thing per
+// compaction, and a thing's chunks are a contiguous range of it. Retention deletes whole chunks:
+// the oldest ones beyond the newest HistoryMaxPoints entries, and those whose newest entry is older
+// than HistoryMaxAge; readers filter what a kept chunk holds beyond the limits.
 //
 // Encodings. A log row is a sequence of entries:
 //
@@ -201,13 +201,13 @@ func migrateHistoryChunks(ctx context.Context, tx *sql.Tx) error {
 	return err
 }
 
-// tail is the history log in memory, by thing, so that a read needs only its thing's entries
-// and not a scan of the log rows. It holds two generations: cur, the entries of the log rows
-// being written (generation gen), and frozen, those of the previous generation not yet compacted
-// (see compaction in apply.go). Only the writer changes it, holding mu; it reads it without mu.
-// A batch's entries are added after its commit; a compaction's commit and the removal of what
-// it compacted happen together under mu, and a reader holds mu (shared) while it reads its
-// thing's chunks and tail, so it sees each entry exactly once.
+// tail is the history log in memory, by thing, so that a read needs only its thing's entries and
+// not a scan of the log rows. It holds two generations: cur, the entries of the log rows being
+// written (generation gen), and frozen, those of the previous generation not yet compacted (see
+// compaction in history_write.go). Only the writer changes it, holding mu; it reads it without mu.
+// A batch's entries are added after its commit; a compaction's commit and the removal of what it
+// compacted happen together under mu, and a reader holds mu (shared) while it reads its thing's
+// chunks and tail, so it sees each entry exactly once.
 type tail struct {
 	mu          sync.RWMutex
 	cur, frozen map[int64][]byte // a thing's entries, log-encoded without the thing: varint t, uvarint len, vals

@@ -20,6 +20,15 @@ import (
 
 func fromNanos(ns int64) time.Time { return time.Unix(0, ns).UTC() }
 
+// pageSize is the number of rows a page of Things or SetAsides holds for a requested limit:
+// 100 if it is 0 or less, at most 1000.
+func pageSize(limit int) int {
+	if limit <= 0 {
+		return 100
+	}
+	return min(limit, 1000)
+}
+
 // ThingTypes returns every thing type, by name.
 func (r *Registry) ThingTypes(ctx context.Context) ([]ThingType, error) {
 	rows, err := r.rdb.QueryContext(ctx, `SELECT name, things, created_at FROM thing_types ORDER BY name`)
@@ -58,11 +67,7 @@ func scanThing(sc interface{ Scan(...any) error }) (Thing, int64, int64, error) 
 // page costs the same however deep; a thing seen again between two pages moves to the front and
 // is not repeated.
 func (r *Registry) Things(ctx context.Context, q ThingQuery) (ThingPage, error) {
-	limit := q.Limit
-	if limit <= 0 {
-		limit = 100
-	}
-	limit = min(limit, 1000)
+	limit := pageSize(q.Limit)
 	var page ThingPage
 	var where []string
 	var args []any
@@ -307,10 +312,7 @@ func (r *Registry) historyEntries(ctx context.Context, thing, since int64) ([]en
 
 // SetAsides returns a page of the records set aside, newest first.
 func (r *Registry) SetAsides(ctx context.Context, limit int, cursor string) (SetAsidePage, error) {
-	if limit <= 0 {
-		limit = 100
-	}
-	limit = min(limit, 1000)
+	limit = pageSize(limit)
 	var page SetAsidePage
 	before := int64(1<<63 - 1)
 	if cursor != "" {
