@@ -436,3 +436,77 @@ func TestOnApplied(t *testing.T) {
 		t.Errorf("OnApplied got %v, want [a c]", got)
 	}
 }
+
+// stepSource hands out one batch, then blocks in Next until ctx ends; Depth says how many records
+// it still holds.
+type stepSource struct {
+	mu        sync.Mutex
+	batch     []processor.Input
+	committed uint64
+}
+
+func (s *stepSource) Next(ctx context.Context, max int) ([]processor.Input, error) {
+	s.mu.Lock()
+	b := s.batch
+	s.batch = nil
+	s.mu.Unlock()
+	if b != nil {
+		return b, nil
+	}
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+func (s *stepSource) Commit(seq uint64) error {
+	s.mu.Lock()
+	s.committed = seq
+	s.mu.Unlock()
+	return nil
+}
+
+func (s *stepSource) lastCommit() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.committed
+}
+
+type depthSource struct {
+	*stepSource
+	depth int64
+}
+
+func (s depthSource) Depth() int64 { return s.depth }
+
+// Between batches, the lag is now − received_at of the newest record applied while the source
+// (through Depth) still holds records, and 0 once it holds none or cannot tell.
+func TestLagBetweenBatches(t *testing.T) {
+	now := at(100)
+	for _, tc := range []struct {
+		name string
+		src  func(*stepSource) processor.Source
+		want time.Duration
+	}{
+		{"records left", func(s *stepSource) processor.Source { return depthSource{s, 7} }, 5 * time.Second},
+		{"caught up", func(s *stepSource) processor.Source { return depthSource{s, 0} }, 0},
+		{"no depth", func(s *stepSource) processor.Source { return s }, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := newProcessor(t, processor.Config{Now: func() time.Time { return now }}, &processortest.Sink{}, nil)
+			s := &stepSource{batch: processortest.Inputs(rec("a", 90, `{"v":1}`), rec("a", 95, `{"v":2}`))}
+			ctx, cancel := context.WithCancel(t.Context())
+			done := make(chan error, 1)
+			go func() { done <- p.Run(ctx, tc.src(s)) }()
+			for s.lastCommit() != 2 {
+				time.Sleep(time.Millisecond)
+			}
+			got := p.Lag()
+			cancel()
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			if got != tc.want {
+				t.Errorf("lag between batches = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}

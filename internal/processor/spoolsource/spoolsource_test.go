@@ -29,6 +29,7 @@ func TestSource(t *testing.T) {
 	}
 	src := spoolsource.New(sp)
 	var _ processor.Source = src
+	var _ interface{ Depth() int64 } = src // what processor.Run looks for to tell "caught up"
 	var in []processor.Input
 	for len(in) < 3 {
 		got, err := src.Next(t.Context(), 10)
