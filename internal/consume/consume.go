@@ -43,35 +43,29 @@ package consume
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 
 	"github.com/coapgw/coapgw/internal/envelope"
 	"github.com/coapgw/coapgw/internal/processor"
-	"github.com/coapgw/coapgw/internal/record"
-	"github.com/coapgw/coapgw/internal/spool"
 )
 
 // Processor is what the drivers need of the processor core; *processor.Processor implements
 // it. Process is called from one goroutine at a time.
 type Processor interface {
-	Process(ctx context.Context, entries []spool.Entry) ([]processor.Outcome, error)
+	Process(ctx context.Context, inputs []processor.Input) ([]processor.Outcome, error)
 }
 
 var _ Processor = (*processor.Processor)(nil)
 
-// decodeBody turns an SQS message body into the processor's input: the record encoded as the
-// spool holds it, with its gateway sequence number.
-func decodeBody(body string) (spool.Entry, error) {
+// decodeBody turns an SQS message body into the processor's input: the record, decoded once
+// from the envelope, with its gateway sequence number. A body that is not an envelope is an
+// error: the message is set aside here, without reaching the processor.
+func decodeBody(body string) (processor.Input, error) {
 	rec, err := envelope.Decode(body)
 	if err != nil {
-		return spool.Entry{}, err
+		return processor.Input{}, err
 	}
-	data, err := record.Append(nil, &rec)
-	if err != nil {
-		return spool.Entry{}, fmt.Errorf("re-encode record: %w", err)
-	}
-	return spool.Entry{Seq: rec.Seq, Data: data}, nil
+	return processor.Input{Record: rec}, nil
 }
 
 // logSetAside tells the operator why a record was set aside: the worker and the Lambda handler

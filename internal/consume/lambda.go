@@ -11,7 +11,6 @@ import (
 	"github.com/aws/aws-lambda-go/events"
 
 	"github.com/coapgw/coapgw/internal/processor"
-	"github.com/coapgw/coapgw/internal/spool"
 )
 
 // Handler is the core of the Lambda function: an SQS event source mapping with
@@ -46,25 +45,25 @@ func (h *Handler) HandleSQSEvent(ctx context.Context, ev events.SQSEvent) (event
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	var (
-		resp    events.SQSEventResponse
-		entries = make([]spool.Entry, 0, len(ev.Records))
-		owners  = make([]*events.SQSMessage, 0, len(ev.Records))
+		resp   events.SQSEventResponse
+		inputs = make([]processor.Input, 0, len(ev.Records))
+		owners = make([]*events.SQSMessage, 0, len(ev.Records))
 	)
 	fail := func(m *events.SQSMessage) {
 		resp.BatchItemFailures = append(resp.BatchItemFailures, events.SQSBatchItemFailure{ItemIdentifier: m.MessageId})
 	}
 	for i := range ev.Records {
 		m := &ev.Records[i]
-		e, err := decodeBody(m.Body)
+		in, err := decodeBody(m.Body)
 		if err != nil {
 			logSetAside(h.log, m.MessageId, lambdaReceives(m), "undecodable message: "+err.Error())
 			fail(m)
 			continue
 		}
-		entries = append(entries, e)
+		inputs = append(inputs, in)
 		owners = append(owners, m)
 	}
-	if len(entries) == 0 {
+	if len(inputs) == 0 {
 		return resp, nil
 	}
 	pctx := ctx
@@ -73,8 +72,8 @@ func (h *Handler) HandleSQSEvent(ctx context.Context, ev events.SQSEvent) (event
 		pctx, cancel = context.WithDeadline(ctx, dl.Add(-h.Margin))
 		defer cancel()
 	}
-	out, err := h.proc.Process(pctx, entries)
-	if err == nil && len(out) != len(entries) {
+	out, err := h.proc.Process(pctx, inputs)
+	if err == nil && len(out) != len(inputs) {
 		err = errors.New("processor returned the wrong number of outcomes")
 	}
 	if err != nil {

@@ -18,7 +18,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/coapgw/coapgw/internal/processor"
-	"github.com/coapgw/coapgw/internal/spool"
 )
 
 // sqsAPI is the part of the SQS client the worker uses.
@@ -169,7 +168,7 @@ type message struct {
 	id, receipt string
 	receives    int       // ApproximateReceiveCount, this receive included
 	received    time.Time // when this worker received it
-	entry       spool.Entry
+	input       processor.Input
 	err         error // the body is not a record: the message is set aside
 }
 
@@ -248,7 +247,7 @@ func (w *Worker) poll(stop, ctx context.Context, ch chan<- []*message) {
 			if n, err := strconv.Atoi(sm.Attributes[string(types.MessageSystemAttributeNameApproximateReceiveCount)]); err == nil && n > 0 {
 				m.receives = n
 			}
-			m.entry, m.err = decodeBody(aws.ToString(sm.Body))
+			m.input, m.err = decodeBody(aws.ToString(sm.Body))
 			ms[i] = m
 		}
 		w.m.received.Add(float64(len(ms)))
@@ -290,7 +289,7 @@ func (w *Worker) collect(ctx context.Context, ch <-chan []*message) []*message {
 func (w *Worker) handle(ctx context.Context, batch []*message) {
 	w.m.batchMessages.Observe(float64(len(batch)))
 	var (
-		entries  []spool.Entry
+		inputs   []processor.Input
 		owners   []*message
 		setAside []*message
 		reasons  = make(map[*message]string)
@@ -303,14 +302,14 @@ func (w *Worker) handle(ctx context.Context, batch []*message) {
 			reasons[m] = "undecodable message: " + m.err.Error()
 			continue
 		}
-		entries = append(entries, m.entry)
+		inputs = append(inputs, m.input)
 		owners = append(owners, m)
 	}
 	var (
 		deletes []*message
 		retry   []*message
 	)
-	if len(entries) > 0 {
+	if len(inputs) > 0 {
 		// The batch must be done before its messages become visible again; on stop it gets
 		// StopTimeout more, then it is abandoned.
 		deadline := oldest.Add(w.cfg.VisibilityTimeout - w.cfg.VisibilityTimeout/6)
@@ -324,7 +323,7 @@ func (w *Worker) handle(ctx context.Context, batch []*message) {
 			timer = time.AfterFunc(w.cfg.StopTimeout, cancel)
 			tmu.Unlock()
 		})
-		out, err := w.proc.Process(pctx, entries)
+		out, err := w.proc.Process(pctx, inputs)
 		stopAfter()
 		tmu.Lock()
 		if timer != nil {
@@ -336,9 +335,9 @@ func (w *Worker) handle(ctx context.Context, batch []*message) {
 		case err != nil:
 			retry = owners
 			w.log.Warn("batch not finished; its messages go back to the queue", "err", err, "messages", len(owners))
-		case len(out) != len(entries):
+		case len(out) != len(inputs):
 			retry = owners
-			w.log.Error("processor returned the wrong number of outcomes", "outcomes", len(out), "records", len(entries))
+			w.log.Error("processor returned the wrong number of outcomes", "outcomes", len(out), "records", len(inputs))
 		default:
 			for i, o := range out {
 				m := owners[i]

@@ -19,7 +19,6 @@ import (
 	"github.com/coapgw/coapgw/internal/envelope"
 	"github.com/coapgw/coapgw/internal/processor"
 	"github.com/coapgw/coapgw/internal/processortest"
-	"github.com/coapgw/coapgw/internal/record"
 )
 
 var t0 = time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
@@ -381,13 +380,12 @@ func TestDecodeBody(t *testing.T) {
 	r := processortest.Rec("gw-9", "t", "i", t0, `{"a":1}`)
 	r.Seq = 42
 	b, _ := envelope.Encode(r)
-	e, err := decodeBody(b)
+	in, err := decodeBody(b)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var got record.Record
-	if err := record.Decode(e.Data, &got); err != nil || e.Seq != 42 || got.GW != "gw-9" || string(got.Payload) != `{"a":1}` {
-		t.Fatalf("%+v %+v %v", e, got, err)
+	if got := in.Record; got.Seq != 42 || got.GW != "gw-9" || string(got.Payload) != `{"a":1}` || in.Err != nil || in.Raw != nil {
+		t.Fatalf("%+v", in)
 	}
 	if _, err := decodeBody(`{"v":9}`); !errors.Is(err, envelope.ErrVersion) {
 		t.Fatalf("unknown version: %v", err)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/coapgw/coapgw/internal/httpapi"
 	"github.com/coapgw/coapgw/internal/processor"
+	"github.com/coapgw/coapgw/internal/processor/spoolsource"
 	"github.com/coapgw/coapgw/internal/registry"
 )
 
@@ -48,7 +49,7 @@ func (l *local) start(g *Gateway) {
 	l.cancel, l.done = cancel, make(chan struct{})
 	go func() {
 		defer close(l.done)
-		if err := l.proc.Run(ctx, g.spool); err != nil {
+		if err := l.proc.Run(ctx, spoolsource.New(g.spool)); err != nil {
 			g.log.Error("processor stopped", "err", err)
 		}
 	}()

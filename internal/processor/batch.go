@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/coapgw/coapgw/internal/record"
-	"github.com/coapgw/coapgw/internal/spool"
 )
 
 // Batch is what a Sink applies: every record of the batch (Items, in the source's order) and one
@@ -20,7 +19,7 @@ type Batch struct {
 // Item is one record of a batch.
 type Item struct {
 	Seq    uint64        // the source's sequence number; (Record.GW, Seq) identifies the record
-	Record record.Record // decoded; only GW may be set when Err says the record was undecodable
+	Record record.Record // decoded; of an undecodable record (see Input) only what the source knew
 	Raw    []byte        // the encoded record, kept only when it could not be decoded
 	Doc    *Doc          // the payload's properties, every leaf stamped with Record.ReceivedAt
 	Err    error         // set: the record failed permanently before the sink and must be set aside
@@ -63,21 +62,20 @@ type Outcome struct {
 
 type thingKey struct{ typ, thing string }
 
-// NewBatch decodes, validates and coalesces entries (encoded records, see package record). It
-// never fails: a record that cannot be used becomes an Item with Err set.
-func NewBatch(entries []spool.Entry, decoders Decoders) *Batch {
-	b := &Batch{Items: make([]Item, len(entries))}
+// NewBatch validates, decodes the payloads of and coalesces inputs (records, see Input). It never
+// fails: a record that cannot be used becomes an Item with Err set.
+func NewBatch(inputs []Input, decoders Decoders) *Batch {
+	b := &Batch{Items: make([]Item, len(inputs))}
 	index := make(map[thingKey]int)
-	for i, e := range entries {
-		it := &b.Items[i]
-		it.Seq = e.Seq
-		if err := record.Decode(e.Data, &it.Record); err != nil {
-			it.Record = record.Record{}
-			it.Raw = e.Data
-			it.Err = fmt.Errorf("undecodable record: %w", err)
+	for i := range inputs {
+		in, it := &inputs[i], &b.Items[i]
+		it.Seq = in.Record.Seq
+		it.Record = in.Record
+		if in.Err != nil {
+			it.Raw = in.Raw
+			it.Err = fmt.Errorf("undecodable record: %w", in.Err)
 			continue
 		}
-		it.Record.Seq = e.Seq
 		it.Err = validate(&it.Record)
 		if it.Err == nil {
 			it.Doc, it.Err = decode(decoders, &it.Record)

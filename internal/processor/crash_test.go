@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/coapgw/coapgw/internal/processor"
+	"github.com/coapgw/coapgw/internal/processor/spoolsource"
 	"github.com/coapgw/coapgw/internal/processortest"
 	"github.com/coapgw/coapgw/internal/registry"
 	"github.com/coapgw/coapgw/internal/spool"
@@ -49,7 +50,7 @@ func crashChild(dir string) {
 		fmt.Println("drained")
 		os.Exit(0)
 	}()
-	if err := p.Run(context.Background(), sp); err != nil {
+	if err := p.Run(context.Background(), spoolsource.New(sp)); err != nil {
 		fail("run", err)
 	}
 }

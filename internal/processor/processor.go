@@ -2,12 +2,13 @@
 // into properties, coalesces the records of one thing in a batch into one update, hands the batch
 // to a Sink (the local registry, later AWS IoT) and classifies what went wrong.
 //
-// The core is sink- and source-independent: Process takes a batch of encoded records
-// (spool.Entry: seq + record bytes) and returns one Outcome per record (Applied, Duplicate or
-// SetAside with a reason). Drivers move records in and acknowledge them: Run is the local one,
-// consuming a spool.Log (Next → Process → Commit, the cursor moving only after the sink
-// succeeded); an SQS consumer or a Lambda handler would call Process and delete messages or report
-// batchItemFailures from the outcomes.
+// The core is sink- and source-independent: Process takes a batch of records (Input: a record
+// its driver decoded once, or the raw bytes of one it could not decode, with the reason) and
+// returns one Outcome per record (Applied, Duplicate or SetAside with a reason). Drivers move
+// records in and acknowledge them: Run is the local one, consuming a Source (Next → Process →
+// Commit, the source acknowledged only after the sink succeeded; package spoolsource adapts the
+// spool to it); the SQS consumer and the Lambda handler (package consume) call Process and delete
+// messages or report batchItemFailures from the outcomes.
 //
 // Errors. A record that can never be applied is set aside with its reason and never blocks the
 // records behind it: an undecodable record, a thing or type name outside ^[a-zA-Z0-9:_-]{1,128}$,
@@ -26,16 +27,17 @@
 //
 //	coapgw_processor_records_total{result="applied|duplicate|set_aside"}  counter
 //	coapgw_processor_batches_total     counter   batches applied
-//	coapgw_processor_batch_seconds     histogram decode + apply (retries included) per batch
+//	coapgw_processor_batch_seconds     histogram payload decoding + apply (retries included)
+//	                                             per batch
 //	coapgw_processor_retries_total     counter   failed sink calls that were retried
 //	coapgw_processor_lag_seconds       gauge     now − received_at of the oldest record not yet
 //	                                             applied (between batches: of the newest applied);
 //	                                             0 when idle and caught up
 //
-// Configuration (Config; the config keys are the ones internal/config is to expose):
-// BatchSize (processor_batch_size, default 20000), BackoffMin (processor_backoff_min, default
-// 100ms) and BackoffMax (processor_backoff_max, default 30s). Decoders, Sleep, Now and OnApplied
-// are for wiring and tests.
+// Configuration (Config): BatchSize, the most records Run takes from its source at once, is
+// --processor-batch (COAPGW_PROCESSOR_BATCH, default 20000); BackoffMin and BackoffMax (default
+// 100ms and 30s) bound the waits between retries of a failed batch (--processor-backoff-min and
+// --processor-backoff-max). Decoders, Sleep, Now and OnApplied are for wiring and tests.
 package processor
 
 import (
@@ -48,7 +50,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/coapgw/coapgw/internal/spool"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -166,15 +167,16 @@ func New(cfg Config, sink Sink, log *slog.Logger, reg prometheus.Registerer) (*P
 	return p, nil
 }
 
-// Process decodes and coalesces entries, applies them to the sink, retrying transient failures
-// with backoff until the sink succeeds or ctx ends, and returns one outcome per entry. Its only
-// error is ctx's: the batch was abandoned and nothing of it may be acknowledged.
-func (p *Processor) Process(ctx context.Context, entries []spool.Entry) ([]Outcome, error) {
-	if len(entries) == 0 {
+// Process decodes the payloads of inputs and coalesces them, applies them to the sink, retrying
+// transient failures with backoff until the sink succeeds or ctx ends, and returns one outcome
+// per input. Its only error is ctx's: the batch was abandoned and nothing of it may be
+// acknowledged.
+func (p *Processor) Process(ctx context.Context, inputs []Input) ([]Outcome, error) {
+	if len(inputs) == 0 {
 		return nil, nil
 	}
 	start := p.cfg.Now()
-	b := NewBatch(entries, p.cfg.Decoders)
+	b := NewBatch(inputs, p.cfg.Decoders)
 	return p.process(ctx, b, p.cfg.Now().Sub(start))
 }
 
@@ -313,7 +315,7 @@ func (p *Processor) Lag() time.Duration {
 	}
 	if !p.inflight.Load() {
 		dr := p.depth.Load()
-		if dr == nil || (*dr).Stats().Depth == 0 {
+		if dr == nil || (*dr).Depth() == 0 {
 			return 0
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/coapgw/coapgw/internal/processor"
+	"github.com/coapgw/coapgw/internal/processor/spoolsource"
 	"github.com/coapgw/coapgw/internal/processortest"
 	"github.com/coapgw/coapgw/internal/record"
 	"github.com/coapgw/coapgw/internal/spool"
@@ -136,7 +137,7 @@ func TestNewValidates(t *testing.T) {
 func TestCoalescing(t *testing.T) {
 	sink := &processortest.Sink{}
 	p := newProcessor(t, processor.Config{}, sink, nil)
-	es := processortest.Entries(t,
+	es := processortest.Inputs(
 		rec("a", 3, `{"temp":23,"hum":1}`),
 		rec("b", 1, `{"x":1}`),
 		rec("a", 1, `{"temp":21,"bat":3}`), // older than the first, delivered later
@@ -185,7 +186,7 @@ func TestTransientRetry(t *testing.T) {
 	fs := &fakeSleep{}
 	reg := prometheus.NewRegistry()
 	p := newProcessor(t, processor.Config{BackoffMin: time.Second, BackoffMax: 5 * time.Second, Sleep: fs.Sleep}, sink, reg)
-	if err := runUntil(t, p, sp, func() bool { return sp.Stats().CommittedSeq == last }); err != nil {
+	if err := runUntil(t, p, spoolsource.New(sp), func() bool { return sp.Stats().CommittedSeq == last }); err != nil {
 		t.Fatal(err)
 	}
 	for i, c := range committedWhileFailing {
@@ -227,7 +228,7 @@ func TestPermanentSetAside(t *testing.T) {
 	bad.ContentFormat = 60
 	noCF := rec("a", 4, `{"v":9}`)
 	noCF.ContentFormat = record.NoContentFormat
-	es := processortest.Entries(t,
+	es := processortest.Inputs(
 		rec("a", 1, `{"v":1}`),
 		rec("a", 2, `[1,2]`),
 		rec("a", 2, `{"v":`),
@@ -239,7 +240,7 @@ func TestPermanentSetAside(t *testing.T) {
 		rec("a", 3, `{"v":3}`),
 		noCF,
 	)
-	es = append(es, spool.Entry{Seq: 99, Data: []byte{7, 1, 2}}) // not a record at all
+	es = append(es, spoolsource.Decode([]spool.Entry{{Seq: 99, Data: []byte{7, 1, 2}}})...) // not a record at all
 	out, err := p.Process(t.Context(), es)
 	if err != nil {
 		t.Fatal(err)
@@ -280,7 +281,7 @@ func TestDuplicatesCounted(t *testing.T) {
 	sink := &processortest.Sink{}
 	reg := prometheus.NewRegistry()
 	p := newProcessor(t, processor.Config{}, sink, reg)
-	es := processortest.Entries(t, rec("a", 1, `{"v":1}`), rec("a", 2, `{"v":2}`))
+	es := processortest.Inputs(rec("a", 1, `{"v":1}`), rec("a", 2, `{"v":2}`))
 	for range 2 {
 		if _, err := p.Process(t.Context(), es); err != nil {
 			t.Fatal(err)
@@ -318,7 +319,7 @@ func TestRepeatInBatchIsDuplicate(t *testing.T) {
 	a1.Seq, b1.Seq, a2.Seq = 7, 8, 9
 	other := a1
 	other.GW = "gw-other" // the same seq from another gateway is another record
-	out, err := p.Process(t.Context(), processortest.Entries(t, a1, b1, a1, a2, other, b1))
+	out, err := p.Process(t.Context(), processortest.Inputs(a1, b1, a1, a2, other, b1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -335,7 +336,7 @@ func TestRepeatInBatchIsDuplicate(t *testing.T) {
 		t.Errorf("duplicate = %v, want 2", got)
 	}
 	// Rising sequence numbers of one gateway (the spool): nothing to mark.
-	out, err = p.Process(t.Context(), processortest.Entries(t, rec("c", 1, `{"v":1}`), rec("c", 2, `{"v":2}`)))
+	out, err = p.Process(t.Context(), processortest.Inputs(rec("c", 1, `{"v":1}`), rec("c", 2, `{"v":2}`)))
 	if err != nil || out[0].Result != processor.Applied || out[1].Result != processor.Applied {
 		t.Fatalf("rising batch: %v %v", out, err)
 	}
@@ -356,7 +357,7 @@ func TestGracefulStop(t *testing.T) {
 	p := newProcessor(t, processor.Config{}, sink, nil)
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx, sp) }()
+	go func() { done <- p.Run(ctx, spoolsource.New(sp)) }()
 	<-started
 	cancel()
 	select {
@@ -379,7 +380,7 @@ func TestRunReturnsWhenSourceCloses(t *testing.T) {
 	sp := spool.NewMemory(spool.Options{})
 	p := newProcessor(t, processor.Config{}, &processortest.Sink{}, nil)
 	done := make(chan error, 1)
-	go func() { done <- p.Run(t.Context(), sp) }()
+	go func() { done <- p.Run(t.Context(), spoolsource.New(sp)) }()
 	sp.Close()
 	select {
 	case err := <-done:
@@ -410,7 +411,7 @@ func TestLag(t *testing.T) {
 	if p.Lag() != 0 {
 		t.Errorf("lag before anything = %v", p.Lag())
 	}
-	if err := runUntil(t, p, sp, func() bool { return sp.Stats().CommittedSeq == last }); err != nil {
+	if err := runUntil(t, p, spoolsource.New(sp), func() bool { return sp.Stats().CommittedSeq == last }); err != nil {
 		t.Fatal(err)
 	}
 	if got := <-inSink; got != 10*time.Second {
@@ -427,11 +428,85 @@ func TestLag(t *testing.T) {
 func TestOnApplied(t *testing.T) {
 	var got []string
 	p := newProcessor(t, processor.Config{OnApplied: func(things []string) { got = append(got, things...) }}, &processortest.Sink{}, nil)
-	es := processortest.Entries(t, rec("a", 1, `{"v":1}`), rec("b", 1, `[]`), rec("c", 1, `{"v":1}`))
+	es := processortest.Inputs(rec("a", 1, `{"v":1}`), rec("b", 1, `[]`), rec("c", 1, `{"v":1}`))
 	if _, err := p.Process(t.Context(), es); err != nil {
 		t.Fatal(err)
 	}
 	if !slices.Equal(got, []string{"a", "c"}) {
 		t.Errorf("OnApplied got %v, want [a c]", got)
+	}
+}
+
+// stepSource hands out one batch, then blocks in Next until ctx ends; Depth says how many records
+// it still holds.
+type stepSource struct {
+	mu        sync.Mutex
+	batch     []processor.Input
+	committed uint64
+}
+
+func (s *stepSource) Next(ctx context.Context, max int) ([]processor.Input, error) {
+	s.mu.Lock()
+	b := s.batch
+	s.batch = nil
+	s.mu.Unlock()
+	if b != nil {
+		return b, nil
+	}
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+func (s *stepSource) Commit(seq uint64) error {
+	s.mu.Lock()
+	s.committed = seq
+	s.mu.Unlock()
+	return nil
+}
+
+func (s *stepSource) lastCommit() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.committed
+}
+
+type depthSource struct {
+	*stepSource
+	depth int64
+}
+
+func (s depthSource) Depth() int64 { return s.depth }
+
+// Between batches, the lag is now − received_at of the newest record applied while the source
+// (through Depth) still holds records, and 0 once it holds none or cannot tell.
+func TestLagBetweenBatches(t *testing.T) {
+	now := at(100)
+	for _, tc := range []struct {
+		name string
+		src  func(*stepSource) processor.Source
+		want time.Duration
+	}{
+		{"records left", func(s *stepSource) processor.Source { return depthSource{s, 7} }, 5 * time.Second},
+		{"caught up", func(s *stepSource) processor.Source { return depthSource{s, 0} }, 0},
+		{"no depth", func(s *stepSource) processor.Source { return s }, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := newProcessor(t, processor.Config{Now: func() time.Time { return now }}, &processortest.Sink{}, nil)
+			s := &stepSource{batch: processortest.Inputs(rec("a", 90, `{"v":1}`), rec("a", 95, `{"v":2}`))}
+			ctx, cancel := context.WithCancel(t.Context())
+			done := make(chan error, 1)
+			go func() { done <- p.Run(ctx, tc.src(s)) }()
+			for s.lastCommit() != 2 {
+				time.Sleep(time.Millisecond)
+			}
+			got := p.Lag()
+			cancel()
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			if got != tc.want {
+				t.Errorf("lag between batches = %v, want %v", got, tc.want)
+			}
+		})
 	}
 }

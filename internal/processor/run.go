@@ -4,24 +4,25 @@ import (
 	"context"
 	"errors"
 	"time"
-
-	"github.com/coapgw/coapgw/internal/spool"
 )
 
-// Source is what Run consumes: a log of encoded records read in order and acknowledged up to a
-// sequence number. spool.Log (Disk and Memory) implements it. A source that also has
-// Stats() spool.Stats lets Run tell "caught up" (lag 0) from "between two batches".
+// Source is what Run consumes: a log of records read in order and acknowledged up to a sequence
+// number. Package spoolsource adapts the spool (spool.Log, Disk and Memory) to it. A source that
+// also has Depth() int64 (records not yet acknowledged) lets Run tell "caught up" (lag 0) from
+// "between two batches".
 type Source interface {
-	// Next blocks until at least one entry after the last one returned exists and returns up to
-	// max of them in sequence order.
-	Next(ctx context.Context, max int) ([]spool.Entry, error)
-	// Commit acknowledges every entry with Seq <= seq.
+	// Next blocks until at least one record after the last one returned exists and returns up to
+	// max of them in sequence order (Input.Record.Seq). An error wrapping ErrSourceClosed ends Run;
+	// any other is logged and Next is called again after a backoff.
+	Next(ctx context.Context, max int) ([]Input, error)
+	// Commit acknowledges every record with Seq <= seq.
 	Commit(seq uint64) error
 }
 
-var _ Source = spool.Log(nil)
+// ErrSourceClosed is wrapped by the error of a Source's Next when the source is closed for good.
+var ErrSourceClosed = errors.New("source closed")
 
-type depthReporter interface{ Stats() spool.Stats }
+type depthReporter interface{ Depth() int64 }
 
 // Run consumes src until ctx ends: Next → Process → Commit, reading and decoding the next batch
 // while the current one is applied. The source is acknowledged only after the sink applied the
@@ -31,7 +32,7 @@ type depthReporter interface{ Stats() spool.Stats }
 // reopened (a spool replays from its cursor on Open), not by calling Run again on the same
 // source. A failed Commit is logged and left to the next one, which covers it; the sink
 // recognises the records if they come back. Run returns an error only if the source is closed
-// (spool.ErrClosed).
+// (Next's error, wrapping ErrSourceClosed).
 func (p *Processor) Run(ctx context.Context, src Source) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -63,23 +64,23 @@ func (p *Processor) Run(ctx context.Context, src Source) error {
 
 type prepared struct {
 	b          *Batch
-	last       uint64 // the last entry's seq
+	last       uint64 // the last record's seq
 	decodeTime time.Duration
 }
 
 // read feeds Run with decoded batches, one ahead of the one being applied (out is unbuffered).
-// It returns nil when ctx ends and spool.ErrClosed when the source is closed; it closes out
-// either way.
+// It returns nil when ctx ends and Next's error when the source is closed (ErrSourceClosed); it
+// closes out either way.
 func (p *Processor) read(ctx context.Context, src Source, out chan<- prepared) error {
 	defer close(out)
 	failures := 0
 	for {
-		es, err := src.Next(ctx, p.cfg.BatchSize)
+		in, err := src.Next(ctx, p.cfg.BatchSize)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
-			if errors.Is(err, spool.ErrClosed) {
+			if errors.Is(err, ErrSourceClosed) {
 				return err
 			}
 			p.log.Error("read source", "err", err)
@@ -90,11 +91,11 @@ func (p *Processor) read(ctx context.Context, src Source, out chan<- prepared) e
 			continue
 		}
 		failures = 0
-		if len(es) == 0 {
+		if len(in) == 0 {
 			continue
 		}
 		start := p.cfg.Now()
-		pb := prepared{last: es[len(es)-1].Seq, b: NewBatch(es, p.cfg.Decoders)}
+		pb := prepared{last: in[len(in)-1].Record.Seq, b: NewBatch(in, p.cfg.Decoders)}
 		pb.decodeTime = p.cfg.Now().Sub(start)
 		select {
 		case out <- pb:

@@ -1,5 +1,6 @@
-// Package processortest has helpers for tests of the processor and of its sinks: records encoded
-// as the spool holds them, batches built from records, and a fake Sink.
+// Package processortest has helpers for tests of the processor and of its sinks: records as the
+// processor takes them (Inputs) or encoded as the spool holds them (Entries), batches built from
+// records, a fake Sink, and RunSinkConformance, the behaviour every Sink must show.
 package processortest
 
 import (
@@ -48,11 +49,27 @@ func Entries(t testing.TB, recs ...record.Record) []spool.Entry {
 	return es
 }
 
+// Inputs returns recs as the processor takes them, numbered as Entries does.
+func Inputs(recs ...record.Record) []processor.Input {
+	in := make([]processor.Input, len(recs))
+	var seq uint64
+	for i, r := range recs {
+		if r.Seq != 0 {
+			seq = r.Seq
+		} else {
+			seq++
+		}
+		in[i].Record = r
+		in[i].Record.Seq = seq
+	}
+	return in
+}
+
 // Batch builds the batch the processor would hand to its sink for recs (numbered as Entries
 // does), with the default decoders.
 func Batch(t testing.TB, recs ...record.Record) *processor.Batch {
 	t.Helper()
-	return processor.NewBatch(Entries(t, recs...), processor.DefaultDecoders())
+	return processor.NewBatch(Inputs(recs...), processor.DefaultDecoders())
 }
 
 // Sink is a fake processor.Sink keeping each thing's merged state in memory. It recognises

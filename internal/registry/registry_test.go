@@ -13,8 +13,10 @@ import (
 	"time"
 
 	"github.com/coapgw/coapgw/internal/processor"
+	"github.com/coapgw/coapgw/internal/processor/spoolsource"
 	"github.com/coapgw/coapgw/internal/processortest"
 	"github.com/coapgw/coapgw/internal/record"
+	"github.com/coapgw/coapgw/internal/spool"
 	"go.uber.org/goleak"
 )
 
@@ -186,82 +188,31 @@ func TestNullDeletion(t *testing.T) {
 	}
 }
 
-// Applying the same batch twice (a redelivery after a crash) changes nothing and counts nothing.
-func TestRedeliveryIsIdempotent(t *testing.T) {
-	e := newEnv(t, Options{})
-	b := e.batch(rec("sensor", "a", 1, `{"v":1}`), rec("sensor", "b", 1, `{"v":1}`), rec("sensor", "a", 2, `{"v":2,"w":[1]}`),
-		rec("sensor", "c", 1, `not json`))
-	e.apply(b)
-	counts1, _ := e.r.Counts(t.Context())
-	_, shadow1 := e.shadow("a")
-	hist1, _ := e.r.History(t.Context(), "a", HistoryQuery{})
-	b2 := processortest.Batch(t, rec("sensor", "a", 1, `{"v":1}`), rec("sensor", "b", 1, `{"v":1}`),
-		rec("sensor", "a", 2, `{"v":2,"w":[1]}`), rec("sensor", "c", 1, `not json`))
-	for i, o := range e.apply(b2) {
-		if o.Result != processor.Duplicate {
-			t.Errorf("redelivered record %d: %v", i, o.Result)
-		}
-	}
-	counts2, _ := e.r.Counts(t.Context())
-	_, shadow2 := e.shadow("a")
-	hist2, _ := e.r.History(t.Context(), "a", HistoryQuery{})
-	if counts1 != counts2 {
-		t.Errorf("counts changed: %+v → %+v", counts1, counts2)
-	}
-	if shadow1 != shadow2 {
-		t.Errorf("shadow changed:\n%s\n%s", shadow1, shadow2)
-	}
-	if fmt.Sprint(hist1) != fmt.Sprint(hist2) {
-		t.Errorf("history changed")
-	}
-	if counts2.Messages != 3 || counts2.SetAside != 1 || counts2.Things != 2 {
-		t.Errorf("counts %+v", counts2)
-	}
-	// A batch that straddles the mark: the old records are duplicates, the new one applied.
-	out := e.apply(processortest.Batch(t, withSeq(rec("sensor", "a", 2, `{"v":2,"w":[1]}`), 3), withSeq(rec("sensor", "a", 5, `{"v":5}`), 5)))
-	if out[0].Result != processor.Duplicate || out[1].Result != processor.Applied {
-		t.Errorf("straddling batch: %+v", out)
-	}
-	if th := e.thing("a"); th.Messages != 3 || th.Version != 2 {
-		t.Errorf("thing a: messages %d version %d, want 3 and 2", th.Messages, th.Version)
-	}
-}
-
 func withSeq(r record.Record, seq uint64) record.Record {
 	r.Seq = seq
 	return r
 }
 
-func TestOutOfOrder(t *testing.T) {
+// The registry-specific part of out-of-order delivery (the rest is in the sink conformance
+// suite): the metadata timestamp of a property is its newest record's, and first/last seen span
+// every record applied, a stale one included.
+func TestOutOfOrderTimes(t *testing.T) {
 	e := newEnv(t, Options{})
 	e.send(rec("sensor", "a", 20, `{"temp":22}`))
 	e.send(rec("sensor", "a", 10, `{"temp":11,"hum":50}`)) // older, later
-	if got, want := e.reported("a"), `{"hum":50,"temp":22}`; got != want {
-		t.Errorf("reported %s, want %s", got, want)
-	}
 	d, _ := e.shadow("a")
 	md := d.Metadata.Reported
 	if ts := md["temp"].(map[string]any)["timestamp"].(float64); int64(ts) != at(20).Unix() {
 		t.Errorf("temp timestamp %v, want the newer record's", ts)
 	}
+	if ts := md["hum"].(map[string]any)["timestamp"].(float64); int64(ts) != at(10).Unix() {
+		t.Errorf("hum timestamp %v, want its only record's", ts)
+	}
 	e.send(rec("sensor", "a", 30, `{"hum":null}`))
-	v := e.thing("a").Version
 	e.send(rec("sensor", "a", 15, `{"hum":60,"temp":1}`)) // older than both: changes nothing
-	if got, want := e.reported("a"), `{"temp":22}`; got != want {
-		t.Errorf("reported %s, want %s (no resurrection, no overwrite)", got, want)
-	}
 	th := e.thing("a")
-	if th.Version != v || th.Messages != 4 {
-		t.Errorf("stale record: version %d (was %d), messages %d (want 4)", th.Version, v, th.Messages)
-	}
 	if !th.LastSeen.Equal(at(30)) || !th.FirstSeen.Equal(at(10)) {
 		t.Errorf("seen %v – %v", th.FirstSeen, th.LastSeen)
-	}
-	// Survives a restart: the deletion time is kept.
-	e.reopen()
-	e.send(rec("sensor", "a", 26, `{"hum":61}`))
-	if got, want := e.reported("a"), `{"temp":22}`; got != want {
-		t.Errorf("after reopen: reported %s, want %s", got, want)
 	}
 }
 
@@ -300,18 +251,15 @@ func TestShadowLimits(t *testing.T) {
 	}
 }
 
-func TestThingTypeConflict(t *testing.T) {
+// What the registry keeps of a record set aside for a type conflict (the conflict itself is in
+// the sink conformance suite): its type and payload, and no thing type of its own; an
+// undecodable payload is kept as bytes (base64 in JSON).
+func TestSetAsideKept(t *testing.T) {
 	e := newEnv(t, Options{})
 	e.send(rec("sensor", "a", 1, `{"v":1}`))
 	out := e.apply(e.batch(rec("meter", "a", 2, `{"v":2}`), rec("sensor", "a", 3, `{"v":3}`)))
-	if out[0].Result != processor.SetAside || out[0].Reason != "thing a exists with type sensor" {
-		t.Errorf("conflicting record: %+v", out[0])
-	}
-	if out[1].Result != processor.Applied {
-		t.Errorf("next record: %+v", out[1])
-	}
-	if th := e.thing("a"); th.Type != "sensor" || th.Messages != 2 {
-		t.Errorf("thing %+v", th)
+	if out[0].Result != processor.SetAside || out[1].Result != processor.Applied {
+		t.Fatalf("outcomes %+v", out)
 	}
 	page, _ := e.r.SetAsides(t.Context(), 10, "")
 	if len(page.Records) != 1 || page.Records[0].Type != "meter" || string(page.Records[0].Payload) != `{"v":2}` {
@@ -327,6 +275,93 @@ func TestThingTypeConflict(t *testing.T) {
 	if string(page.Records[0].PayloadB64) != "\xff\xfe" || page.Records[0].Payload != nil {
 		t.Errorf("binary payload %+v", page.Records[0])
 	}
+}
+
+// A spool entry that is not a record reaches the registry through the processor and is kept in
+// the set-aside table with its raw bytes and the reason.
+func TestUndecodableRecordKept(t *testing.T) {
+	e := newEnv(t, Options{})
+	raw := []byte{7, 1, 2, 0xff}
+	b := processor.NewBatch(spoolsource.Decode([]spool.Entry{{Seq: 7, Data: raw}}), processor.DefaultDecoders())
+	out := e.apply(b)
+	if out[0].Result != processor.SetAside || !strings.Contains(out[0].Reason, "undecodable record") {
+		t.Fatalf("outcome %+v", out[0])
+	}
+	page, err := e.r.SetAsides(t.Context(), 10, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(page.Records) != 1 || page.Records[0].Seq != 7 || string(page.Records[0].PayloadB64) != string(raw) ||
+		!strings.Contains(page.Records[0].Reason, "undecodable record") {
+		t.Errorf("set aside %+v", page.Records)
+	}
+}
+
+// TestSinkConformance runs the behaviour every sink shares (processortest) against the registry:
+// it counts every new record as a message (a stale one too) and remembers the sequence numbers
+// it processed (a redelivered record set aside before is a duplicate); Restart closes and
+// reopens the file.
+func TestSinkConformance(t *testing.T) {
+	processortest.RunSinkConformance(t, func(t *testing.T) *processortest.SinkHarness {
+		e := newEnv(t, Options{})
+		ctx := t.Context()
+		thing := func(name string) (Thing, bool) {
+			t.Helper()
+			th, err := e.r.Thing(ctx, name)
+			if errors.Is(err, ErrNotFound) {
+				return Thing{}, false
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			return th, true
+		}
+		counts := func() Counts {
+			t.Helper()
+			c, err := e.r.Counts(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return c
+		}
+		return &processortest.SinkHarness{
+			Sink:    e.r,
+			Restart: func() processor.Sink { e.reopen(); return e.r },
+			Reported: func(name string) string {
+				if _, ok := thing(name); !ok {
+					return ""
+				}
+				return e.reported(name)
+			},
+			ThingType: func(name string) string { th, _ := thing(name); return th.Type },
+			Version:   func(name string) int64 { th, _ := thing(name); return th.Version },
+			Snapshot: func(names ...string) string {
+				var b strings.Builder
+				fmt.Fprintf(&b, "%+v\n", counts())
+				for _, n := range names {
+					th, ok := thing(n)
+					if !ok {
+						fmt.Fprintf(&b, "%s: none\n", n)
+						continue
+					}
+					_, sh := e.shadow(n)
+					h, err := e.r.History(ctx, n, HistoryQuery{})
+					if err != nil {
+						t.Fatal(err)
+					}
+					fmt.Fprintf(&b, "%s: %+v\n%s\n%v\n", n, th, sh, h)
+				}
+				return b.String()
+			},
+			Stale:               processor.Applied,
+			RedeliveredSetAside: processor.Duplicate,
+			Messages:            func(name string) int64 { th, _ := thing(name); return th.Messages },
+			Totals: func() processortest.Totals {
+				c := counts()
+				return processortest.Totals{Things: c.Things, Messages: c.Messages, SetAside: c.SetAside}
+			},
+		}
+	})
 }
 
 func TestThingsPaging(t *testing.T) {

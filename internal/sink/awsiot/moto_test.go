@@ -79,6 +79,72 @@ func TestMotoSink(t *testing.T) {
 	}
 }
 
+// TestMotoSinkConformance runs the behaviour every sink shares (processortest) against the sink
+// over moto, with the real SDK: as over the fake, plus moto's own version handling. One moto
+// serves every case (the cases use thing names of their own); each case gets a sink whose calls
+// are counted and a second client, not counted, to read the shadows and things back. Restart is
+// a new worker with cold caches.
+func TestMotoSinkConformance(t *testing.T) {
+	m := awstest.Start(t)
+	processortest.RunSinkConformance(t, func(t *testing.T) *processortest.SinkHarness {
+		ctx := t.Context()
+		cfg := m.AWSConfig(ctx)
+		calls := awstest.CountCalls(&cfg)
+		newWorker := func() processor.Sink {
+			s, err := New(Config{}, cfg, nil, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s
+		}
+		reader, err := New(Config{}, m.AWSConfig(ctx), nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		iotc := iot.NewFromConfig(m.AWSConfig(ctx))
+		shadow := func(thing string) (string, int64) {
+			t.Helper()
+			st, v, err := reader.Shadow(ctx, thing)
+			if err != nil {
+				t.Fatalf("read the shadow of %s: %v", thing, err)
+			}
+			return st, v
+		}
+		thingType := func(thing string) string {
+			t.Helper()
+			out, err := iotc.DescribeThing(ctx, &iot.DescribeThingInput{ThingName: aws.String(thing)})
+			if hasCode(err, "ResourceNotFoundException") {
+				return ""
+			}
+			if err != nil {
+				t.Fatalf("describe %s: %v", thing, err)
+			}
+			return aws.ToString(out.ThingTypeName)
+		}
+		return &processortest.SinkHarness{
+			Sink:      newWorker(),
+			Restart:   newWorker,
+			Reported:  func(thing string) string { st, _ := shadow(thing); return st },
+			ThingType: thingType,
+			Version:   func(thing string) int64 { _, v := shadow(thing); return v },
+			Snapshot: func(things ...string) string {
+				var b strings.Builder
+				fmt.Fprintf(&b, "control plane %d, updates %d, publishes %d\n",
+					calls.Total(controlPlaneOps...), calls.Total("UpdateThingShadow"), calls.Total("Publish"))
+				for _, th := range things {
+					st, v := shadow(th)
+					fmt.Fprintf(&b, "%s (type %q): %s v%d\n", th, thingType(th), st, v)
+				}
+				return b.String()
+			},
+			Stale:               processor.Duplicate,
+			RedeliveredSetAside: processor.SetAside,
+			Calls:               calls.String,
+			Retried:             func() int { return calls.Attempts("UpdateThingShadow") - calls.Count("UpdateThingShadow") },
+		}
+	})
+}
+
 // BenchmarkMotoSink applies batches of records for things already seen, against moto, and
 // reports UpdateThingShadow calls per thing per batch and control-plane calls per batch (both
 // should be 1 and 0), with the sink's throughput against the emulator.

@@ -298,7 +298,7 @@ func TestMotoThrottling(t *testing.T) {
 				recs = append(recs, processortest.Rec("gw-2", tc.typ, tc.thing, t0.Add(time.Duration(i)*time.Second), payload))
 			}
 			proxy.arm(tc.k, 2)
-			out, err := p.Process(ctx, processortest.Entries(t, recs...))
+			out, err := p.Process(ctx, processortest.Inputs(recs...))
 			if err != nil {
 				t.Fatalf("Process: %v", err)
 			}
