@@ -12,7 +12,8 @@ import (
 )
 
 // Handler answers requests. It is shaped like net/http: ServeCoAP must call w.Respond exactly once,
-// either before it returns or, after calling w.Defer, later from any goroutine.
+// either before it returns or, after calling w.Defer, later from any goroutine. r is valid only
+// until ServeCoAP returns.
 type Handler interface {
 	ServeCoAP(w *ResponseWriter, r *Request)
 }
@@ -22,15 +23,6 @@ type HandlerFunc func(w *ResponseWriter, r *Request)
 
 // ServeCoAP calls f(w, r).
 func (f HandlerFunc) ServeCoAP(w *ResponseWriter, r *Request) { f(w, r) }
-
-// Request is a CoAP request. Msg and the slices in it alias the datagram and are valid only until
-// ServeCoAP returns; copy what a deferred response needs.
-type Request struct {
-	Peer netip.AddrPort
-	Msg  *coapmsg.Message
-	// Received is when the datagram was read.
-	Received time.Time
-}
 
 // Sender takes datagrams from the exchange layer to the wire. Send must copy b before returning and
 // must not block for long; it may be called from any goroutine.
@@ -52,6 +44,10 @@ type Options struct {
 	// MaxRequestBody, if set, is the Size1 of the 4.13 answering an oversized datagram: the
 	// largest payload the handler takes (RFC 7252 §5.10.9).
 	MaxRequestBody int
+	// BlockWise says the handler implements block-wise transfer (RFC 7959): requests with Block1
+	// or Block2 reach it, parsed (Request.Block1, Block2). Without it they are answered 4.02 as
+	// any unrecognised critical option is.
+	BlockWise bool
 }
 
 func (o *Options) defaults() {
@@ -80,6 +76,7 @@ func (o *Options) defaults() {
 // a peer and the Sender gets the datagrams to send back. UDP feeds it today; DTLS can later.
 type Endpoint struct {
 	h     Handler
+	obs   RejectObserver // h, if it is one
 	out   Sender
 	opts  Options
 	log   *slog.Logger
@@ -121,6 +118,7 @@ func NewEndpoint(h Handler, out Sender, opts Options, log *slog.Logger, m *Metri
 		outstanding: make(map[outKey]*ResponseWriter),
 		stop:        make(chan struct{}),
 	}
+	e.obs, _ = h.(RejectObserver)
 	e.epoch = e.clock()
 	e.mid.Store(uint32(e.epoch.UnixNano()))
 	e.msgs.New = func() any { return new(coapmsg.Message) }
@@ -195,9 +193,11 @@ func (e *Endpoint) HandleDatagram(peer netip.AddrPort, data []byte) {
 		return
 	}
 
+	now := e.clock()
+	rel := int64(now.Sub(e.epoch))
 	k := dedupKey{peer: makePeerKey(peer), mid: msg.MID}
 	bp := e.bufs.Get().(*[]byte)
-	res, seq, buf := e.dedup.begin(k, con, e.now(), (*bp)[:0])
+	res, seq, buf := e.dedup.begin(k, con, rel, (*bp)[:0])
 	switch res {
 	case lookReplay:
 		if con {
@@ -220,11 +220,19 @@ func (e *Endpoint) HandleDatagram(peer netip.AddrPort, data []byte) {
 	e.bufs.Put(bp)
 	e.m.disp(dispRequest)
 
-	w := &ResponseWriter{e: e, peer: peer, key: k, seq: seq, con: con, mid: msg.MID, arrived: e.now(), reqSize: len(data)}
+	// The Request lives in the ResponseWriter (one allocation for the exchange) and is cleared
+	// when ServeCoAP returns: it aliases the datagram, which the caller reuses.
+	w := &ResponseWriter{e: e, peer: peer, key: k, seq: seq, con: con, mid: msg.MID, arrived: rel, reqSize: len(data)}
 	w.tkl = uint8(copy(w.token[:], msg.Token))
 	e.inflight.Add(1)
-	req := Request{Peer: peer, Msg: msg, Received: e.clock()}
-	e.h.ServeCoAP(w, &req)
+	r := &w.req
+	r.Peer, r.Received = peer, now
+	if code, num := r.parse(msg, e.opts.BlockWise); code != 0 {
+		e.rejectOptions(w, r, code, num)
+	} else {
+		e.h.ServeCoAP(w, r)
+	}
+	w.req = Request{}
 	if w.state.Load() == wsNew && !w.deferred {
 		// A handler that forgot to answer: a 5.00 is better than a client retransmitting into the void.
 		e.log.Error("handler returned without responding", "peer", peer)
@@ -303,6 +311,7 @@ type ResponseWriter struct {
 	arrived  int64
 	reqSize  int
 	state    atomic.Uint32
+	req      Request // valid during ServeCoAP only
 
 	nopt int
 	opts [4]coapmsg.Option
@@ -323,7 +332,8 @@ const (
 	wsEmptyAck        // empty ACK sent; the response will follow as a separate CON
 )
 
-// RequestSize is the length of the request datagram in bytes.
+// RequestSize is the length of the request datagram in bytes: what a response to an unverified
+// peer is measured against (MaxAmplification).
 func (w *ResponseWriter) RequestSize() int { return w.reqSize }
 
 // Peer is the address the request came from.
