@@ -61,7 +61,9 @@
 // it returns or, after w.Defer, later from any goroutine (the gateway answers once the spool has
 // made the record durable). A handler that returns without either gets 5.00 sent for it. Drop
 // ends a NON exchange without an answer (a CON gets 5.03 instead). SetOption and SetUintOption
-// add up to 4 response options of 16 bytes in all. The token is echoed byte for byte.
+// add up to 4 response options of 16 bytes in all. The token is echoed byte for byte. A
+// Middleware wraps a Handler in another; the application assembles its chain in one place (the
+// gateway's is in package ingest, pipeline.go).
 //
 // Amplification (RFC 7252 §11.3): over UDP a request's source address is unverified, so no
 // response should be longer than MaxAmplification (3) times the request. w.RequestSize is the

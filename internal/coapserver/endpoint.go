@@ -24,6 +24,10 @@ type HandlerFunc func(w *ResponseWriter, r *Request)
 // ServeCoAP calls f(w, r).
 func (f HandlerFunc) ServeCoAP(w *ResponseWriter, r *Request) { f(w, r) }
 
+// Middleware wraps a Handler, as net/http middleware does: the Handler it returns answers a
+// request itself or passes it on to the one it wrapped.
+type Middleware func(Handler) Handler
+
 // Sender takes datagrams from the exchange layer to the wire. Send must copy b before returning and
 // must not block for long; it may be called from any goroutine.
 type Sender interface {

@@ -6,9 +6,6 @@ import (
 	"github.com/coapgw/coapgw/internal/record"
 )
 
-// Middleware wraps a handler, as in net/http: it answers a request itself or passes it on.
-type Middleware func(coapserver.Handler) coapserver.Handler
-
 // pipeline assembles the device API, and is the one place that says in which order a request
 // meets its parts. Every step either answers the request or hands it to the next.
 //
@@ -31,7 +28,7 @@ func (h *Handler) pipeline() coapserver.Handler {
 }
 
 // chain wraps h in mw, mw[0] outermost: a request meets mw[0] first and h last.
-func chain(h coapserver.Handler, mw ...Middleware) coapserver.Handler {
+func chain(h coapserver.Handler, mw ...coapserver.Middleware) coapserver.Handler {
 	for i := len(mw) - 1; i >= 0; i-- {
 		h = mw[i](h)
 	}
