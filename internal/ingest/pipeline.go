@@ -7,11 +7,21 @@ import (
 )
 
 // pipeline assembles the device API, and is the one place that says in which order a request
-// meets its parts. Every step either answers the request or hands it to the next.
+// meets its parts. Every step either answers the request or hands it to the next:
+//
+//	(coapserver: option checks, 4.02 and 5.05, before any of this)
+//	router       /.well-known/core, /health: GET only, acceptable Accept, then the resource;
+//	             POST and PUT: telemetry; else 4.05 or 4.04
+//	telemetry:
+//	  validate   /{type}/{id}, names, Content-Format, size, JSON object: 4.00, 4.13, 4.15
+//	  (identity binding, when DTLS comes)
+//	  drain      5.03 once Drain was called
+//	  rateLimit  5.03 with Max-Age beyond --device-rate
+//	  store      record to the spool; 2.04, or 5.03, once the spool has answered
 //
 // Telemetry is validated first, so that a malformed request gets its 4.xx whatever state the
 // gateway is in and costs its device nothing; the middleware after it sees only well-formed
-// telemetry for a valid /{type}/{id}, outermost first.
+// telemetry for a valid /{type}/{id}.
 func (h *Handler) pipeline() coapserver.Handler {
 	telemetry := chain(coapserver.HandlerFunc(h.store),
 		h.validate, // path, names, Content-Format, size, JSON object: 4.00, 4.13, 4.15
