@@ -10,9 +10,9 @@ import (
 
 // Request is one CoAP request as a handler sees it: where it came from, and a view of its options
 // parsed once by the endpoint, which has already answered every request whose options it does not
-// accept (see parse). Nothing in it is allocated for the request: the slices it returns alias the
-// datagram, and the whole Request is valid only until ServeCoAP returns. A handler that answers
-// later (ResponseWriter.Defer) copies what it needs first.
+// accept (see parse). Building it allocates nothing (it lives in the exchange's ResponseWriter),
+// the slices it returns alias the datagram, and the whole Request is valid only until ServeCoAP
+// returns. A handler that answers later (ResponseWriter.Defer) copies what it needs first.
 type Request struct {
 	// Peer is the address the request came from.
 	Peer netip.AddrPort
