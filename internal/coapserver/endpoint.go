@@ -317,10 +317,10 @@ type ResponseWriter struct {
 	state    atomic.Uint32
 	req      Request // valid during ServeCoAP only
 
-	nopt int
-	opts [4]coapmsg.Option
+	nopt uint8
+	used uint8
+	opts [maxRespOpts]respOpt // the options set so far, their values in obuf
 	obuf [16]byte
-	used int
 
 	// separate CON response retransmission state, guarded by Endpoint.mu
 	sep      []byte
@@ -328,6 +328,16 @@ type ResponseWriter struct {
 	sepTries int
 	sepNext  int64
 	sepWait  int64
+}
+
+// maxRespOpts is how many options a response can carry.
+const maxRespOpts = 4
+
+// respOpt is a response option whose value is w.obuf[off:off+n]: 4 bytes instead of an Option's
+// 32, as every exchange carries room for maxRespOpts of them.
+type respOpt struct {
+	num    uint16
+	off, n uint8
 }
 
 const (
@@ -365,13 +375,13 @@ func (w *ResponseWriter) Defer() { w.deferred = true }
 
 // SetOption adds a response option (at most 4, values at most 16 bytes in all).
 func (w *ResponseWriter) SetOption(num uint16, val []byte) {
-	if w.nopt == len(w.opts) || w.used+len(val) > len(w.obuf) {
+	if int(w.nopt) == len(w.opts) || int(w.used)+len(val) > len(w.obuf) {
 		w.e.log.Error("response option dropped", "option", num)
 		return
 	}
 	n := copy(w.obuf[w.used:], val)
-	w.opts[w.nopt] = coapmsg.Option{Number: num, Value: w.obuf[w.used : w.used+n : w.used+n]}
-	w.used += n
+	w.opts[w.nopt] = respOpt{num: num, off: w.used, n: uint8(n)}
+	w.used += uint8(n)
 	w.nopt++
 }
 
@@ -381,14 +391,19 @@ func (w *ResponseWriter) SetUintOption(num uint16, v uint32) {
 	w.SetOption(num, coapmsg.AppendUint(b[:0], v))
 }
 
-// sortOptions sorts the options set so far by number (insertion sort over at most 4), as the
-// encoding needs.
-func (w *ResponseWriter) sortOptions() {
-	for i := 1; i < w.nopt; i++ {
-		for j := i; j > 0 && w.opts[j].Number < w.opts[j-1].Number; j-- {
+// options sorts the options set so far by number (a stable insertion sort over at most 4), as
+// the encoding needs, and returns them as Options in dst, their values aliasing w.obuf.
+func (w *ResponseWriter) options(dst *[maxRespOpts]coapmsg.Option) []coapmsg.Option {
+	for i := 1; i < int(w.nopt); i++ {
+		for j := i; j > 0 && w.opts[j].num < w.opts[j-1].num; j-- {
 			w.opts[j], w.opts[j-1] = w.opts[j-1], w.opts[j]
 		}
 	}
+	for i, o := range w.opts[:w.nopt] {
+		end := int(o.off) + int(o.n)
+		dst[i] = coapmsg.Option{Number: o.num, Value: w.obuf[o.off:end:end]}
+	}
+	return dst[:w.nopt]
 }
 
 // Size is the length in bytes of the piggybacked or NON response Respond would send with the
@@ -396,8 +411,9 @@ func (w *ResponseWriter) sortOptions() {
 // RequestSize to keep responses to unverified peers from amplifying their requests (RFC 7252
 // §11.3).
 func (w *ResponseWriter) Size(payloadLen int, extra ...coapmsg.Option) int {
+	var own [maxRespOpts]coapmsg.Option
 	var opts [8]coapmsg.Option
-	all := append(append(opts[:0], w.opts[:w.nopt]...), extra...)
+	all := append(append(opts[:0], w.options(&own)...), extra...)
 	slices.SortStableFunc(all, func(a, b coapmsg.Option) int { return int(a.Number) - int(b.Number) })
 	var buf [128]byte
 	m := coapmsg.Message{Type: coapmsg.Acknowledgement, Code: coapmsg.Content, Token: w.token[:w.tkl], Options: all}
@@ -426,8 +442,8 @@ func (w *ResponseWriter) Respond(code coapmsg.Code, payload []byte) {
 			break
 		}
 	}
-	w.sortOptions()
-	m := coapmsg.Message{Code: code, Token: w.token[:w.tkl], Options: w.opts[:w.nopt], Payload: payload}
+	var opts [maxRespOpts]coapmsg.Option
+	m := coapmsg.Message{Code: code, Token: w.token[:w.tkl], Options: w.options(&opts), Payload: payload}
 	if w.con {
 		m.Type, m.MID = coapmsg.Acknowledgement, w.mid
 	} else {
@@ -508,13 +524,9 @@ func (e *Endpoint) tick() {
 }
 
 func (e *Endpoint) sendSeparate(w *ResponseWriter, code coapmsg.Code, payload []byte) {
-	for i := 1; i < w.nopt; i++ {
-		for j := i; j > 0 && w.opts[j].Number < w.opts[j-1].Number; j-- {
-			w.opts[j], w.opts[j-1] = w.opts[j-1], w.opts[j]
-		}
-	}
 	w.sepMID = e.nextMID()
-	m := coapmsg.Message{Type: coapmsg.Confirmable, Code: code, MID: w.sepMID, Token: w.token[:w.tkl], Options: w.opts[:w.nopt], Payload: payload}
+	var opts [maxRespOpts]coapmsg.Option
+	m := coapmsg.Message{Type: coapmsg.Confirmable, Code: code, MID: w.sepMID, Token: w.token[:w.tkl], Options: w.options(&opts), Payload: payload}
 	b, err := m.Append(nil)
 	if err != nil {
 		e.log.Error("encode separate response", "err", err)
