@@ -12,7 +12,8 @@ import (
 )
 
 // Handler answers requests. It is shaped like net/http: ServeCoAP must call w.Respond exactly once,
-// either before it returns or, after calling w.Defer, later from any goroutine.
+// either before it returns or, after calling w.Defer, later from any goroutine. r is valid only
+// until ServeCoAP returns.
 type Handler interface {
 	ServeCoAP(w *ResponseWriter, r *Request)
 }
@@ -23,14 +24,9 @@ type HandlerFunc func(w *ResponseWriter, r *Request)
 // ServeCoAP calls f(w, r).
 func (f HandlerFunc) ServeCoAP(w *ResponseWriter, r *Request) { f(w, r) }
 
-// Request is a CoAP request. Msg and the slices in it alias the datagram and are valid only until
-// ServeCoAP returns; copy what a deferred response needs.
-type Request struct {
-	Peer netip.AddrPort
-	Msg  *coapmsg.Message
-	// Received is when the datagram was read.
-	Received time.Time
-}
+// Middleware wraps a Handler, as net/http middleware does: the Handler it returns answers a
+// request itself or passes it on to the one it wrapped.
+type Middleware func(Handler) Handler
 
 // Sender takes datagrams from the exchange layer to the wire. Send must copy b before returning and
 // must not block for long; it may be called from any goroutine.
@@ -52,6 +48,10 @@ type Options struct {
 	// MaxRequestBody, if set, is the Size1 of the 4.13 answering an oversized datagram: the
 	// largest payload the handler takes (RFC 7252 §5.10.9).
 	MaxRequestBody int
+	// BlockWise says the handler implements block-wise transfer (RFC 7959): requests with Block1
+	// or Block2 reach it, parsed (Request.Block1, Block2). Without it they are answered 4.02 as
+	// any unrecognised critical option is.
+	BlockWise bool
 }
 
 func (o *Options) defaults() {
@@ -80,6 +80,7 @@ func (o *Options) defaults() {
 // a peer and the Sender gets the datagrams to send back. UDP feeds it today; DTLS can later.
 type Endpoint struct {
 	h     Handler
+	obs   RejectObserver // h, if it is one
 	out   Sender
 	opts  Options
 	log   *slog.Logger
@@ -121,6 +122,7 @@ func NewEndpoint(h Handler, out Sender, opts Options, log *slog.Logger, m *Metri
 		outstanding: make(map[outKey]*ResponseWriter),
 		stop:        make(chan struct{}),
 	}
+	e.obs, _ = h.(RejectObserver)
 	e.epoch = e.clock()
 	e.mid.Store(uint32(e.epoch.UnixNano()))
 	e.msgs.New = func() any { return new(coapmsg.Message) }
@@ -195,9 +197,11 @@ func (e *Endpoint) HandleDatagram(peer netip.AddrPort, data []byte) {
 		return
 	}
 
+	now := e.clock()
+	rel := int64(now.Sub(e.epoch))
 	k := dedupKey{peer: makePeerKey(peer), mid: msg.MID}
 	bp := e.bufs.Get().(*[]byte)
-	res, seq, buf := e.dedup.begin(k, con, e.now(), (*bp)[:0])
+	res, seq, buf := e.dedup.begin(k, con, rel, (*bp)[:0])
 	switch res {
 	case lookReplay:
 		if con {
@@ -220,11 +224,19 @@ func (e *Endpoint) HandleDatagram(peer netip.AddrPort, data []byte) {
 	e.bufs.Put(bp)
 	e.m.disp(dispRequest)
 
-	w := &ResponseWriter{e: e, peer: peer, key: k, seq: seq, con: con, mid: msg.MID, arrived: e.now(), reqSize: len(data)}
+	// The Request lives in the ResponseWriter (one allocation for the exchange) and is cleared
+	// when ServeCoAP returns: it aliases the datagram, which the caller reuses.
+	w := &ResponseWriter{e: e, peer: peer, key: k, seq: seq, con: con, mid: msg.MID, arrived: rel, reqSize: len(data)}
 	w.tkl = uint8(copy(w.token[:], msg.Token))
 	e.inflight.Add(1)
-	req := Request{Peer: peer, Msg: msg, Received: e.clock()}
-	e.h.ServeCoAP(w, &req)
+	r := &w.req
+	r.Peer, r.Received = peer, now
+	if code, num := r.parse(msg, e.opts.BlockWise); code != 0 {
+		e.rejectOptions(w, r, code, num)
+	} else {
+		e.h.ServeCoAP(w, r)
+	}
+	w.req = Request{}
 	if w.state.Load() == wsNew && !w.deferred {
 		// A handler that forgot to answer: a 5.00 is better than a client retransmitting into the void.
 		e.log.Error("handler returned without responding", "peer", peer)
@@ -303,11 +315,12 @@ type ResponseWriter struct {
 	arrived  int64
 	reqSize  int
 	state    atomic.Uint32
+	req      Request // valid during ServeCoAP only
 
-	nopt int
-	opts [4]coapmsg.Option
+	nopt uint8
+	used uint8
+	opts [maxRespOpts]respOpt // the options set so far, their values in obuf
 	obuf [16]byte
-	used int
 
 	// separate CON response retransmission state, guarded by Endpoint.mu
 	sep      []byte
@@ -317,13 +330,24 @@ type ResponseWriter struct {
 	sepWait  int64
 }
 
+// maxRespOpts is how many options a response can carry.
+const maxRespOpts = 4
+
+// respOpt is a response option whose value is w.obuf[off:off+n]: 4 bytes instead of an Option's
+// 32, as every exchange carries room for maxRespOpts of them.
+type respOpt struct {
+	num    uint16
+	off, n uint8
+}
+
 const (
 	wsNew      = iota // no response yet
 	wsDone            // response sent (piggybacked, NON, or separate)
 	wsEmptyAck        // empty ACK sent; the response will follow as a separate CON
 )
 
-// RequestSize is the length of the request datagram in bytes.
+// RequestSize is the length of the request datagram in bytes: what a response to an unverified
+// peer is measured against (MaxAmplification).
 func (w *ResponseWriter) RequestSize() int { return w.reqSize }
 
 // Peer is the address the request came from.
@@ -351,13 +375,13 @@ func (w *ResponseWriter) Defer() { w.deferred = true }
 
 // SetOption adds a response option (at most 4, values at most 16 bytes in all).
 func (w *ResponseWriter) SetOption(num uint16, val []byte) {
-	if w.nopt == len(w.opts) || w.used+len(val) > len(w.obuf) {
+	if int(w.nopt) == len(w.opts) || int(w.used)+len(val) > len(w.obuf) {
 		w.e.log.Error("response option dropped", "option", num)
 		return
 	}
 	n := copy(w.obuf[w.used:], val)
-	w.opts[w.nopt] = coapmsg.Option{Number: num, Value: w.obuf[w.used : w.used+n : w.used+n]}
-	w.used += n
+	w.opts[w.nopt] = respOpt{num: num, off: w.used, n: uint8(n)}
+	w.used += uint8(n)
 	w.nopt++
 }
 
@@ -367,14 +391,19 @@ func (w *ResponseWriter) SetUintOption(num uint16, v uint32) {
 	w.SetOption(num, coapmsg.AppendUint(b[:0], v))
 }
 
-// sortOptions sorts the options set so far by number (insertion sort over at most 4), as the
-// encoding needs.
-func (w *ResponseWriter) sortOptions() {
-	for i := 1; i < w.nopt; i++ {
-		for j := i; j > 0 && w.opts[j].Number < w.opts[j-1].Number; j-- {
+// options sorts the options set so far by number (a stable insertion sort over at most 4), as
+// the encoding needs, and returns them as Options in dst, their values aliasing w.obuf.
+func (w *ResponseWriter) options(dst *[maxRespOpts]coapmsg.Option) []coapmsg.Option {
+	for i := 1; i < int(w.nopt); i++ {
+		for j := i; j > 0 && w.opts[j].num < w.opts[j-1].num; j-- {
 			w.opts[j], w.opts[j-1] = w.opts[j-1], w.opts[j]
 		}
 	}
+	for i, o := range w.opts[:w.nopt] {
+		end := int(o.off) + int(o.n)
+		dst[i] = coapmsg.Option{Number: o.num, Value: w.obuf[o.off:end:end]}
+	}
+	return dst[:w.nopt]
 }
 
 // Size is the length in bytes of the piggybacked or NON response Respond would send with the
@@ -382,8 +411,9 @@ func (w *ResponseWriter) sortOptions() {
 // RequestSize to keep responses to unverified peers from amplifying their requests (RFC 7252
 // §11.3).
 func (w *ResponseWriter) Size(payloadLen int, extra ...coapmsg.Option) int {
+	var own [maxRespOpts]coapmsg.Option
 	var opts [8]coapmsg.Option
-	all := append(append(opts[:0], w.opts[:w.nopt]...), extra...)
+	all := append(append(opts[:0], w.options(&own)...), extra...)
 	slices.SortStableFunc(all, func(a, b coapmsg.Option) int { return int(a.Number) - int(b.Number) })
 	var buf [128]byte
 	m := coapmsg.Message{Type: coapmsg.Acknowledgement, Code: coapmsg.Content, Token: w.token[:w.tkl], Options: all}
@@ -412,8 +442,8 @@ func (w *ResponseWriter) Respond(code coapmsg.Code, payload []byte) {
 			break
 		}
 	}
-	w.sortOptions()
-	m := coapmsg.Message{Code: code, Token: w.token[:w.tkl], Options: w.opts[:w.nopt], Payload: payload}
+	var opts [maxRespOpts]coapmsg.Option
+	m := coapmsg.Message{Code: code, Token: w.token[:w.tkl], Options: w.options(&opts), Payload: payload}
 	if w.con {
 		m.Type, m.MID = coapmsg.Acknowledgement, w.mid
 	} else {
@@ -494,13 +524,9 @@ func (e *Endpoint) tick() {
 }
 
 func (e *Endpoint) sendSeparate(w *ResponseWriter, code coapmsg.Code, payload []byte) {
-	for i := 1; i < w.nopt; i++ {
-		for j := i; j > 0 && w.opts[j].Number < w.opts[j-1].Number; j-- {
-			w.opts[j], w.opts[j-1] = w.opts[j-1], w.opts[j]
-		}
-	}
 	w.sepMID = e.nextMID()
-	m := coapmsg.Message{Type: coapmsg.Confirmable, Code: code, MID: w.sepMID, Token: w.token[:w.tkl], Options: w.opts[:w.nopt], Payload: payload}
+	var opts [maxRespOpts]coapmsg.Option
+	m := coapmsg.Message{Type: coapmsg.Confirmable, Code: code, MID: w.sepMID, Token: w.token[:w.tkl], Options: w.options(&opts), Payload: payload}
 	b, err := m.Append(nil)
 	if err != nil {
 		e.log.Error("encode separate response", "err", err)

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/coapgw/coapgw/internal/record"
 )
 
 const (
@@ -18,23 +20,12 @@ const (
 	maxPropertyLen = 256
 )
 
-// validName reports whether s matches the AWS IoT thing (and thing type) name pattern
-// ^[a-zA-Z0-9:_-]{1,128}$.
-func validName(s string) bool {
-	return len(s) >= 1 && len(s) <= 128 && validNameChars(s)
-}
+// validName reports whether s is a valid thing (or thing type) name, record.NamePattern.
+func validName(s string) bool { return record.ValidName(s) }
 
-func validNameChars(s string) bool {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == ':', c == '_', c == '-':
-		default:
-			return false
-		}
-	}
-	return true
-}
+// validNameChars reports whether s is a valid name prefix: empty, or the start of a valid name
+// (^[a-zA-Z0-9:_-]{0,128}$; a prefix is never longer than a name).
+func validNameChars(s string) bool { return s == "" || record.ValidName(s) }
 
 // quote shows a user's value in an error message, shortened so that a huge value is not echoed.
 func quote(s string) string {

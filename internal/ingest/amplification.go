@@ -15,10 +15,10 @@ import (
 // Amplification (RFC 7252 §11.3). Over UDP anyone can send a request with a victim's address as
 // its source; a server answering with more bytes than it received amplifies the attack. The
 // gateway keeps every response to a peer whose address it has not verified within
-// maxAmplification times the request datagram's size:
+// maxAmplification (coapserver.MaxAmplification) times the request datagram's size:
 //
 //   - an error response drops its diagnostic payload if the payload would exceed that (RFC 7252
-//     §5.5.2 makes it optional; the response code stays);
+//     §5.5.2 makes it optional; the response code stays): ResponseWriter.Diagnostic;
 //   - GET /health and GET /.well-known/core, whose answers can exceed it, first answer 4.01
 //     Unauthorized with an Echo option (RFC 9175 §2.4): a client that repeats the request with
 //     the Echo value has shown that it receives at its address and gets the full answer
@@ -29,7 +29,7 @@ import (
 // time and the peer's address, with a key drawn when the handler is made; a value is good for
 // echoLifetime.
 const (
-	maxAmplification = 3
+	maxAmplification = coapserver.MaxAmplification
 	echoLifetime     = 60 * time.Second
 	echoLen          = 12
 )
@@ -71,25 +71,17 @@ func (h *Handler) validEcho(v []byte, peer netip.AddrPort, now time.Time) bool {
 	return hmac.Equal(v[4:], h.echoMAC(ts, peer))
 }
 
-// verified decides whether a 2.05 of payloadLen bytes with Content-Format cf may go to the peer:
-// it fits within maxAmplification times the request, or the request carries a valid Echo. If
-// not, it answers 4.01 with a fresh Echo value and returns false.
-func (h *Handler) verified(w *coapserver.ResponseWriter, echo []byte, now time.Time, payloadLen int, cf uint16) bool {
+// verified decides whether a 2.05 of payloadLen bytes with Content-Format cf may answer r: it
+// fits within maxAmplification times the request, or the request carries a valid Echo. If not, it
+// answers 4.01 with a fresh Echo value and returns false.
+func (h *Handler) verified(w *coapserver.ResponseWriter, r *coapserver.Request, payloadLen int, cf uint16) bool {
 	var v [2]byte
 	opt := coapmsg.Option{Number: coapmsg.ContentFormat, Value: coapmsg.AppendUint(v[:0], uint32(cf))}
-	if w.Size(payloadLen, opt) <= maxAmplification*w.RequestSize() || h.validEcho(echo, w.Peer(), now) {
+	if w.Size(payloadLen, opt) <= maxAmplification*w.RequestSize() || h.validEcho(r.Echo(), r.Peer, r.Received) {
 		return true
 	}
 	h.echoChallenges.Inc()
-	w.SetOption(coapmsg.Echo, h.makeEcho(w.Peer(), now))
+	w.SetOption(coapmsg.Echo, h.makeEcho(r.Peer, r.Received))
 	w.Respond(coapmsg.Unauthorized, nil)
 	return false
-}
-
-// diagnostic returns diag, or nil if a response carrying it would amplify the request.
-func diagnostic(w *coapserver.ResponseWriter, diag []byte) []byte {
-	if w.Size(len(diag)) > maxAmplification*w.RequestSize() {
-		return nil
-	}
-	return diag
 }

@@ -7,6 +7,11 @@
 //	GET /.well-known/core      RFC 6690 link format, filterable by rt= and href=
 //	GET /health                2.05 JSON: status, spool depth, lag, version
 //
+// The exchange layer (coapserver) has already answered every request with an option it does not
+// accept (4.02, 5.05). The rest goes through the pipeline assembled in pipeline.go, in the order
+// stated there: the router (router.go), then, for telemetry, validation, the middleware (draining,
+// the per-device rate limit) and the spool append (telemetry.go).
+//
 // No response to an unverified address is more than three times the size of its request
 // (amplification.go).
 //
@@ -16,16 +21,13 @@ package ingest
 
 import (
 	"errors"
-	"fmt"
 	"log/slog"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/coapgw/coapgw/internal/coapmsg"
 	"github.com/coapgw/coapgw/internal/coapserver"
-	"github.com/coapgw/coapgw/internal/record"
 	"github.com/coapgw/coapgw/internal/spool"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -57,14 +59,16 @@ type Config struct {
 	AfterStored func(seq uint64, done func(error)) error
 }
 
-// Handler implements coapserver.Handler.
+// Handler is the device API, a coapserver.Handler.
 type Handler struct {
 	cfg      Config
 	spool    Spool
 	log      *slog.Logger
+	serve    coapserver.Handler // the pipeline (pipeline.go)
 	draining atomic.Bool
 	accepted atomic.Uint64
-	bufs     sync.Pool
+	bufs     sync.Pool // record encoding buffers
+	waits    sync.Pool // *waiting (telemetry.go)
 	results  [numResults]prometheus.Counter
 	echoKey  [32]byte // see amplification.go
 	limit    *limiter // nil: no --device-rate
@@ -72,7 +76,10 @@ type Handler struct {
 	echoChallenges prometheus.Counter
 }
 
-var _ coapserver.Handler = (*Handler)(nil)
+var (
+	_ coapserver.Handler        = (*Handler)(nil)
+	_ coapserver.RejectObserver = (*Handler)(nil)
+)
 
 type result int
 
@@ -118,6 +125,7 @@ func New(cfg Config, sp Spool, log *slog.Logger, reg prometheus.Registerer) (*Ha
 	h.echoChallenges = prometheus.NewCounter(prometheus.CounterOpts{Name: "coapgw_ingest_echo_challenges_total",
 		Help: "4.01 Unauthorized answers with an Echo option: an answer would have amplified a request from an unverified address."})
 	h.bufs.New = func() any { b := make([]byte, 0, 512); return &b }
+	h.waits.New = func() any { return h.newWaiting() }
 	vec := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "coapgw_ingest_records_total", Help: "Telemetry requests by result."}, []string{"result"})
 	for i, n := range []string{"accepted", "rejected", "spool_full", "spool_error", "draining", "queue_error", "rate_limited"} {
 		h.results[i] = vec.WithLabelValues(n)
@@ -125,6 +133,7 @@ func New(cfg Config, sp Spool, log *slog.Logger, reg prometheus.Registerer) (*Ha
 	if reg != nil {
 		reg.MustRegister(vec, h.echoChallenges)
 	}
+	h.serve = h.pipeline()
 	return h, nil
 }
 
@@ -134,256 +143,15 @@ func (h *Handler) Accepted() uint64 { return h.accepted.Load() }
 // Drain makes every later telemetry request get 5.03 (used during shutdown).
 func (h *Handler) Drain() { h.draining.Store(true) }
 
-const maxSegments = 8
-
 // ServeCoAP handles one request.
 func (h *Handler) ServeCoAP(w *coapserver.ResponseWriter, r *coapserver.Request) {
-	m := r.Msg
-	var segs [maxSegments][]byte
-	nseg, tooMany := 0, false
-	var queries [4][]byte
-	nq := 0
-	cf, cfSeen := uint32(record.NoContentFormat), false
-	accept, acceptSeen := uint32(0), false
-	var hostSeen, portSeen bool
-	var echo []byte
-	for _, o := range m.Options {
-		switch o.Number {
-		case coapmsg.URIPath:
-			if nseg == maxSegments {
-				tooMany = true
-				continue
-			}
-			segs[nseg] = o.Value
-			nseg++
-		case coapmsg.URIHost:
-			if hostSeen || len(o.Value) == 0 || len(o.Value) > 255 {
-				h.badOption(w, o.Number)
-				return
-			}
-			hostSeen = true
-		case coapmsg.URIPort:
-			if portSeen || len(o.Value) > 2 {
-				h.badOption(w, o.Number)
-				return
-			}
-			portSeen = true
-		case coapmsg.URIQuery:
-			if nq < len(queries) {
-				queries[nq] = o.Value
-				nq++
-			}
-		case coapmsg.ContentFormat:
-			// A repeated or over-long elective option is ignored (RFC 7252 §5.4.5).
-			if v, ok := coapmsg.Uint(o.Value); ok && len(o.Value) <= 2 && !cfSeen {
-				cf, cfSeen = v, true
-			}
-		case coapmsg.Accept:
-			v, ok := coapmsg.Uint(o.Value)
-			if acceptSeen || !ok || len(o.Value) > 2 {
-				h.badOption(w, o.Number)
-				return
-			}
-			accept, acceptSeen = v, true
-		case coapmsg.Echo:
-			echo = o.Value
-		case coapmsg.ProxyURI, coapmsg.ProxyScheme:
-			w.Respond(coapmsg.ProxyingNotSupported, nil)
-			return
-		default:
-			if coapmsg.Critical(o.Number) {
-				h.badOption(w, o.Number)
-				return
-			}
-		}
-	}
-	get := m.Code == coapmsg.GET
-	switch {
-	case !tooMany && nseg == 2 && string(segs[0]) == ".well-known" && string(segs[1]) == "core":
-		if !get {
-			w.Respond(coapmsg.MethodNotAllowed, nil)
-			return
-		}
-		if acceptSeen && accept != uint32(coapmsg.FormatLinkFormat) {
-			w.Respond(coapmsg.NotAcceptable, nil)
-			return
-		}
-		h.wellKnown(w, queries[:nq], echo, r.Received)
-		return
-	case !tooMany && nseg == 1 && string(segs[0]) == "health":
-		if !get {
-			w.Respond(coapmsg.MethodNotAllowed, nil)
-			return
-		}
-		if acceptSeen && accept != uint32(coapmsg.FormatJSON) {
-			w.Respond(coapmsg.NotAcceptable, nil)
-			return
-		}
-		h.health(w, echo, r.Received)
-		return
-	}
-	if m.Code != coapmsg.POST && m.Code != coapmsg.PUT {
-		if !tooMany && nseg == 2 && validName(segs[0]) && validName(segs[1]) {
-			w.Respond(coapmsg.MethodNotAllowed, nil)
-		} else {
-			w.Respond(coapmsg.NotFound, nil)
-		}
-		return
-	}
-	if tooMany || nseg != 2 {
-		h.reject(w, coapmsg.BadRequest, "path must be /{type}/{id}")
-		return
-	}
-	if !validName(segs[0]) {
-		h.reject(w, coapmsg.BadRequest, "type must match [a-zA-Z0-9:_-]{1,128}")
-		return
-	}
-	if !validName(segs[1]) {
-		h.reject(w, coapmsg.BadRequest, "id must match [a-zA-Z0-9:_-]{1,128}")
-		return
-	}
-	if cf != record.NoContentFormat && cf != uint32(coapmsg.FormatJSON) {
-		h.reject(w, coapmsg.UnsupportedFormat, "content-format must be 50 (JSON)")
-		return
-	}
-	if len(m.Payload) > h.cfg.MaxPayload {
-		w.SetUintOption(coapmsg.Size1, uint32(h.cfg.MaxPayload))
-		h.reject(w, coapmsg.RequestEntityTooLarge, "payload too large")
-		return
-	}
-	if len(m.Payload) == 0 {
-		h.reject(w, coapmsg.BadRequest, "empty payload: want a JSON object")
-		return
-	}
-	if err := checkJSONObject(m.Payload, h.cfg.MaxDepth); err != nil {
-		msg := err.Error()
-		if len(msg) > 64 {
-			msg = msg[:64]
-		}
-		h.reject(w, coapmsg.BadRequest, msg)
-		return
-	}
-	if h.draining.Load() {
-		h.results[resDraining].Inc()
-		h.unavailable(w, "gateway shutting down")
-		return
-	}
-	if h.limit != nil {
-		if ok, wait := h.limit.allow(segs[0], segs[1], r.Received.UnixNano()); !ok {
-			h.limited(w, wait)
-			return
-		}
-	}
-	bp := h.bufs.Get().(*[]byte)
-	b := record.AppendHeader((*bp)[:0], r.Received.UnixNano(), uint16(cf), h.cfg.GatewayID)
-	b = record.AppendField(b, segs[0])
-	b = record.AppendField(b, segs[1])
-	b = record.AppendPeer(b, r.Peer)
-	b = record.AppendPayload(b, m.Payload)
-	w.Defer()
-	err := h.spool.Append(b, func(seq uint64, err error) {
-		if err != nil || h.cfg.AfterStored == nil {
-			h.done(w, err)
-			return
-		}
-		if err := h.cfg.AfterStored(seq, func(err error) { h.done(w, err) }); err != nil {
-			h.done(w, err)
-		}
-	})
-	*bp = b[:0]
-	h.bufs.Put(bp)
-	if err != nil {
-		h.done(w, err)
-	}
+	h.serve.ServeCoAP(w, r)
 }
 
-func (h *Handler) done(w *coapserver.ResponseWriter, err error) {
-	if err == nil {
-		h.accepted.Add(1)
-		h.results[resAccepted].Inc()
-		w.Respond(coapmsg.Changed, nil)
-		return
+// Rejected counts a request the exchange layer refused for a bad critical option (4.02, or
+// nothing for a NON) as a rejected one, like any other request the device API refuses.
+func (h *Handler) Rejected(_ *coapserver.Request, code coapmsg.Code) {
+	if code == coapmsg.BadOption {
+		h.results[resRejected].Inc()
 	}
-	var diag string
-	if errors.Is(err, spool.ErrFull) {
-		h.results[resFull].Inc()
-		diag = "spool full"
-	} else if h.cfg.AfterStored != nil && !errors.Is(err, spool.ErrUnavailable) && !errors.Is(err, spool.ErrClosed) {
-		h.results[resQueue].Inc()
-		h.log.Warn("queue did not accept a stored record", "err", err)
-		diag = "queue unavailable"
-	} else {
-		h.results[resError].Inc()
-		h.log.Warn("spool append failed", "err", err)
-		diag = "storage unavailable"
-	}
-	h.unavailable(w, diag)
-}
-
-// unavailable answers 5.03 with Max-Age (--retry-after) and a short diagnostic: nothing was
-// stored, the device should send again later.
-func (h *Handler) unavailable(w *coapserver.ResponseWriter, diag string) {
-	w.SetUintOption(coapmsg.MaxAge, uint32(h.cfg.RetryAfter))
-	w.Respond(coapmsg.ServiceUnavailable, diagnostic(w, []byte(diag)))
-}
-
-// limited answers a device over its --device-rate: 5.03 with Max-Age, the whole seconds until it
-// may send again, for a CON; nothing for a NON.
-func (h *Handler) limited(w *coapserver.ResponseWriter, wait time.Duration) {
-	h.results[resLimited].Inc()
-	if !w.Confirmable() {
-		w.Drop()
-		return
-	}
-	w.SetUintOption(coapmsg.MaxAge, uint32(max(1, (wait+time.Second-1)/time.Second)))
-	w.Respond(coapmsg.ServiceUnavailable, diagnostic(w, []byte("device over its rate limit")))
-}
-
-func (h *Handler) reject(w *coapserver.ResponseWriter, code coapmsg.Code, diag string) {
-	h.results[resRejected].Inc()
-	w.Respond(code, diagnostic(w, []byte(diag)))
-}
-
-// badOption answers a request with an unrecognised critical option (or a critical one of illegal
-// length, or repeated): 4.02 for a CON; a NON is rejected, i.e. silently ignored (RFC 7252
-// §5.4.1, §4.3).
-func (h *Handler) badOption(w *coapserver.ResponseWriter, num uint16) {
-	h.results[resRejected].Inc()
-	if !w.Confirmable() {
-		w.Drop()
-		return
-	}
-	var b [40]byte
-	w.Respond(coapmsg.BadOption, diagnostic(w, strconv.AppendUint(append(b[:0], "unsupported critical option "...), uint64(num), 10)))
-}
-
-func (h *Handler) health(w *coapserver.ResponseWriter, echo []byte, now time.Time) {
-	st := h.spool.Stats()
-	status := "ok"
-	if h.draining.Load() {
-		status = "draining"
-	}
-	var lag time.Duration
-	if h.cfg.Lag != nil {
-		lag = h.cfg.Lag()
-	}
-	body := fmt.Sprintf(`{"status":%q,"spool_depth":%d,"lag_seconds":%.3f,"version":%q}`, status, st.Depth, lag.Seconds(), h.cfg.Version)
-	if !h.verified(w, echo, now, len(body), coapmsg.FormatJSON) {
-		return
-	}
-	w.SetUintOption(coapmsg.ContentFormat, uint32(coapmsg.FormatJSON))
-	w.Respond(coapmsg.Content, []byte(body))
-}
-
-// validName reports whether b is a valid AWS IoT thing or thing type name.
-func validName(b []byte) bool {
-	if len(b) == 0 || len(b) > 128 {
-		return false
-	}
-	for _, c := range b {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == ':' || c == '_' || c == '-') {
-			return false
-		}
-	}
-	return true
 }

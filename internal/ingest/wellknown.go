@@ -2,7 +2,6 @@ package ingest
 
 import (
 	"bytes"
-	"time"
 
 	"github.com/coapgw/coapgw/internal/coapmsg"
 	"github.com/coapgw/coapgw/internal/coapserver"
@@ -18,12 +17,16 @@ var links = []link{
 	{href: "/health", attrs: [][2]string{{"rt", "coapgw.health"}, {"ct", "50"}}},
 }
 
+// maxFilters is how many Uri-Query filters of a /.well-known/core request count; more are
+// ignored.
+const maxFilters = 4
+
 // wellKnown serves RFC 6690 link format with query filtering (RFC 6690 §4.1): one filter
 // attribute=value, where the value may end in '*' to match a prefix.
-func (h *Handler) wellKnown(w *coapserver.ResponseWriter, queries [][]byte, echo []byte, now time.Time) {
+func (h *Handler) wellKnown(w *coapserver.ResponseWriter, r *coapserver.Request) {
 	var out []byte
 	for _, l := range links {
-		if !matches(l, queries) {
+		if !matches(l, r) {
 			continue
 		}
 		if len(out) > 0 {
@@ -49,15 +52,17 @@ func (h *Handler) wellKnown(w *coapserver.ResponseWriter, queries [][]byte, echo
 		w.Respond(coapmsg.NotFound, nil)
 		return
 	}
-	if !h.verified(w, echo, now, len(out), coapmsg.FormatLinkFormat) {
+	if !h.verified(w, r, len(out), coapmsg.FormatLinkFormat) {
 		return
 	}
 	w.SetUintOption(coapmsg.ContentFormat, uint32(coapmsg.FormatLinkFormat))
 	w.Respond(coapmsg.Content, out)
 }
 
-func matches(l link, queries [][]byte) bool {
-	for _, q := range queries {
+// matches reports whether l passes every filter of r (the first maxFilters).
+func matches(l link, r *coapserver.Request) bool {
+	for i := range min(r.NumQuery(), maxFilters) {
+		q := r.Query(i)
 		name, val, ok := bytes.Cut(q, []byte("="))
 		if !ok {
 			return false

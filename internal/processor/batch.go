@@ -120,11 +120,11 @@ func (b *Batch) Coalesce(items []int) *Doc {
 }
 
 func validate(r *record.Record) error {
-	if !ValidName(r.Type) {
-		return fmt.Errorf("thing type name %q does not match %s", r.Type, namePattern)
+	if !record.ValidName(r.Type) {
+		return fmt.Errorf("thing type name %q does not match %s", r.Type, record.NamePattern)
 	}
-	if !ValidName(r.ID) {
-		return fmt.Errorf("thing name %q does not match %s", r.ID, namePattern)
+	if !record.ValidName(r.ID) {
+		return fmt.Errorf("thing name %q does not match %s", r.ID, record.NamePattern)
 	}
 	return nil
 }
@@ -145,22 +145,6 @@ func decode(decoders Decoders, r *record.Record) (*Doc, error) {
 		return nil, fmt.Errorf("payload alone: %s", reason)
 	}
 	return d, nil
-}
-
-const namePattern = "^[a-zA-Z0-9:_-]{1,128}$"
-
-// ValidName reports whether s is a valid AWS IoT thing or thing type name (^[a-zA-Z0-9:_-]{1,128}$).
-func ValidName(s string) bool {
-	if len(s) < 1 || len(s) > 128 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == ':' || c == '_' || c == '-') {
-			return false
-		}
-	}
-	return true
 }
 
 // receivedRange returns the oldest and newest received_at of the batch's decodable records.

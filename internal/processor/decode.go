@@ -13,9 +13,6 @@ import (
 	"github.com/coapgw/coapgw/internal/record"
 )
 
-// ContentFormatJSON is CoAP's Content-Format number for application/json.
-const ContentFormatJSON = 50
-
 // A Decoder turns a record's payload into properties. Every leaf of the returned document gets the
 // time ts (the record's received_at, Unix nanoseconds). An error means the payload can never be
 // decoded: the record is set aside with the error as its reason.
@@ -37,7 +34,7 @@ type Decoders map[uint16]Decoder
 // (110, 112) will be added here.
 func DefaultDecoders() Decoders {
 	return Decoders{
-		ContentFormatJSON:      DecoderFunc(DecodeJSON),
+		record.FormatJSON:      DecoderFunc(DecodeJSON),
 		record.NoContentFormat: DecoderFunc(DecodeJSON),
 	}
 }

@@ -17,7 +17,7 @@ import (
 // Rec returns a JSON record of thing id (type typ) from gateway gw, received at at.
 func Rec(gw, typ, id string, at time.Time, payload string) record.Record {
 	return record.Record{
-		GW: gw, Type: typ, ID: id, ReceivedAt: at, ContentFormat: processor.ContentFormatJSON,
+		GW: gw, Type: typ, ID: id, ReceivedAt: at, ContentFormat: record.FormatJSON,
 		Payload: []byte(payload), Peer: "192.0.2.1:5683",
 	}
 }

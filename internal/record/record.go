@@ -1,5 +1,6 @@
 // Package record defines the unit of telemetry that travels from the gateway's spool to the queue
-// and the processor, and its versioned, binary-safe encoding.
+// and the processor, its versioned, binary-safe encoding, and the rules its fields follow: the
+// AWS IoT name rule for type and id (ValidName) and the Content-Format numbers it carries.
 //
 // Encoding, version 1 (all integers big-endian):
 //
@@ -29,6 +30,10 @@ const Version = 1
 
 // NoContentFormat marks a request that carried no Content-Format option.
 const NoContentFormat = 0xFFFF
+
+// FormatJSON is the CoAP Content-Format number (RFC 7252 §12.3) of application/json, the payload
+// format a record carries today; CBOR (60) and SenML (110, 112) will join it.
+const FormatJSON = 50
 
 // Record is one accepted telemetry message.
 type Record struct {

@@ -1,0 +1,113 @@
+// Package coapserver is the gateway's CoAP messaging layer (RFC 7252): the exchange layer that
+// turns datagrams from peers into requests for a Handler and its answers back into datagrams
+// (Endpoint), and the UDP transport that feeds it (Server). It uses no goroutine per peer or per
+// message: a fixed set of readers, one sender, one timer goroutine.
+//
+// # Exchange layer
+//
+// Endpoint.HandleDatagram(peer, datagram) is the transport-agnostic entry: the endpoint never sees
+// a socket, only (peer, datagram) pairs in and datagrams for a Sender out. UDP feeds it today;
+// DTLS will feed it decrypted records later and fill Request.Identity with the session's PSK
+// identity. For each datagram it decides, and counts by disposition:
+//
+//   - shorter than 4 bytes, or not version 1: dropped;
+//   - a message format error (RFC 7252 §3): RST for a CON whose header parses, else dropped;
+//   - ACK or RST: never answered; matched against the separate responses awaiting an ACK;
+//   - an empty CON (a ping): RST. An empty NON, a response code, a reserved code class: RST for a
+//     CON, dropped for a NON;
+//   - a duplicate (same peer and Message ID): see below;
+//   - otherwise a request: its options are checked, and a valid one goes to the Handler.
+//
+// Deduplication (RFC 7252 §4.5) remembers (peer, MID) for EXCHANGE_LIFETIME (247 s) after a CON
+// and NON_LIFETIME (145 s) after a NON, with the response sent. A retransmitted CON gets that
+// response again (or the empty ACK, if that is what went out) and reaches the handler once; a
+// duplicate still being handled is dropped; a duplicate NON is ignored. Memory is bounded: at
+// most DedupPerPeerCap (1024) entries per peer and DedupGlobalCap (500,000, ~230 bytes each)
+// in all, split over DedupShards (64) shards chosen by a hash of the peer, each with its own lock;
+// the oldest entries go first. Expiry and eviction pop insertion-ordered queues, so the hot path
+// never scans. Short responses are cached inside the entry.
+//
+// A CON request answered within PiggybackDeadline (1 s, below ACK_TIMEOUT) gets its response
+// piggybacked in the ACK. Past it the timer goroutine sends an empty ACK (which stops the
+// client's retransmissions), and the response goes later as a separate CON with a new MID,
+// retransmitted after AckTimeout (2 s) times a factor in [1, 1.5), doubling each time, up to
+// MaxRetransmit (4) times, until the peer ACKs it or answers RST (it no longer has the exchange).
+// At most MaxOutstanding (10,000) separate responses are tracked. A NON request gets a NON
+// response with a new MID, or, if the handler calls Drop, none (RFC 7252 §5.2.3).
+//
+// HandleOversized takes a datagram longer than the transport reads: nothing of it reaches the
+// handler; a CON request gets 4.13 with Size1 = MaxRequestBody, anything else is dropped.
+//
+// # Options and the Request view
+//
+// Before a handler sees a request, the endpoint parses its options once (Request.parse in
+// request.go) and answers itself, in option order so that the first offending option decides:
+// Proxy-Uri or Proxy-Scheme get 5.05 (the gateway is no proxy); an unrecognised critical option,
+// or a recognised one repeated or of illegal length (Uri-Host, Uri-Port, Accept), gets 4.02 with
+// a diagnostic naming it for a CON and nothing for a NON (RFC 7252 §5.4.1, §5.4.3, §5.4.5).
+// Block1 and Block2 are unrecognised, hence 4.02, until Options.BlockWise says the handler
+// implements block-wise transfer (RFC 7959). Unrecognised elective options are ignored. A Handler
+// that also implements RejectObserver is told of each such request, to count it.
+//
+// The Request a handler gets is a view of the message, built without allocating: method, Uri-Path
+// segments, Uri-Query values, Content-Format and Accept (each with a flag for absent), Echo,
+// Block1/Block2 (number, more, size exponent), the peer, its Identity (empty for plain CoAP), the
+// time the datagram was read, and Msg for raw access. Its slices alias the datagram, which the
+// transport reuses: the Request is valid only until ServeCoAP returns, and is cleared then.
+//
+// # Handler and ResponseWriter
+//
+// A Handler is shaped like net/http's: ServeCoAP(w, r) must call w.Respond exactly once, before
+// it returns or, after w.Defer, later from any goroutine (the gateway answers once the spool has
+// made the record durable). A handler that returns without either gets 5.00 sent for it. Drop
+// ends a NON exchange without an answer (a CON gets 5.03 instead). SetOption and SetUintOption
+// add up to 4 response options of 16 bytes in all. The token is echoed byte for byte. A
+// Middleware wraps a Handler in another; the application assembles its chain in one place (the
+// gateway's is in package ingest, pipeline.go).
+//
+// Amplification (RFC 7252 §11.3): over UDP a request's source address is unverified, so no
+// response should be longer than MaxAmplification (3) times the request. w.RequestSize is the
+// request datagram's length and w.Size what a response would measure; w.Diagnostic drops a
+// diagnostic payload that would break the bound (the endpoint's own 4.02 uses it). Handlers with
+// larger answers challenge with an Echo option first (see package ingest).
+//
+// Endpoint.Inflight is the number of requests handed to the handler and not yet answered.
+//
+// # UDP transport
+//
+// Server (udp.go) binds Config.Addr with Sockets sockets (default 1; more share the port with
+// SO_REUSEPORT, and the kernel spreads peers over them), each with SO_RCVBUF and SO_SNDBUF of
+// SocketBytes (default 8 MiB, forced past the sysctl limit when allowed), and one reader
+// goroutine per socket that takes up to Batch (64) datagrams per recvmmsg(2) into fixed buffers
+// and hands each to the Endpoint. A datagram longer than MaxDatagram (default 16 KiB) goes to
+// HandleOversized. Responses are copied into a queue (bounded at 65,536 datagrams; beyond that
+// they are dropped, as a congested network would) that one sender goroutine writes with
+// sendmmsg(2). Elsewhere than Linux, one datagram per system call. New does no I/O; Listen
+// binds; Serve runs until its context ends; StopReading and Close stop it.
+//
+// The gateway's flags and config keys for this package: coap-addr (Addr), coap-sockets
+// (Sockets), socket-buffer (SocketBytes), piggyback-deadline, dedup-max-entries (DedupGlobalCap),
+// dedup-per-peer (DedupPerPeerCap); max-payload sets MaxRequestBody and MaxDatagram.
+//
+// # Metrics
+//
+// The exchange layer (metrics.go):
+//
+//	coapgw_coap_datagrams_total{disposition}      datagrams received: request, duplicate, ping,
+//	                                               ack_rst, format_error, unsolicited, short,
+//	                                               bad_version, oversized
+//	coapgw_coap_responses_total{code}              responses sent, by code ("rst" for RST;
+//	                                               replayed responses included)
+//	coapgw_coap_empty_acks_total                   empty ACKs sent because the answer was late
+//	coapgw_coap_separate_responses_total           separate CON responses sent
+//	coapgw_coap_separate_retransmissions_total     their retransmissions
+//	coapgw_coap_separate_acked_total               separate responses the peer acknowledged
+//	coapgw_coap_separate_rejected_total            separate responses the peer rejected (RST)
+//	coapgw_coap_separate_gave_up_total             separate responses given up after MAX_RETRANSMIT
+//
+// The UDP server (udp.go):
+//
+//	coapgw_udp_receive_buffer_drops_total          datagrams the kernel dropped, receive buffers full
+//	coapgw_coap_dedup_entries                      (peer, MID) pairs remembered
+//	coapgw_coap_inflight_requests                  requests handed to the handler, not yet answered
+package coapserver

@@ -1,0 +1,5 @@
+//go:build !race
+
+package coapserver
+
+const raceEnabled = false

@@ -1,0 +1,152 @@
+package ingest
+
+import (
+	"errors"
+	"time"
+
+	"github.com/coapgw/coapgw/internal/coapmsg"
+	"github.com/coapgw/coapgw/internal/coapserver"
+	"github.com/coapgw/coapgw/internal/record"
+	"github.com/coapgw/coapgw/internal/spool"
+)
+
+// validate is the first step of telemetry (pipeline.go): it answers 4.00, 4.13 or 4.15 to a
+// POST or PUT that is not a JSON object for a valid /{type}/{id}, and passes the rest on.
+func (h *Handler) validate(next coapserver.Handler) coapserver.Handler {
+	return coapserver.HandlerFunc(func(w *coapserver.ResponseWriter, r *coapserver.Request) {
+		switch {
+		case r.NumPath() != 2:
+			h.reject(w, coapmsg.BadRequest, "path must be /{type}/{id}")
+		case !record.ValidName(r.Path(0)):
+			h.reject(w, coapmsg.BadRequest, "type must match [a-zA-Z0-9:_-]{1,128}")
+		case !record.ValidName(r.Path(1)):
+			h.reject(w, coapmsg.BadRequest, "id must match [a-zA-Z0-9:_-]{1,128}")
+		case contentFormat(r) != record.NoContentFormat && contentFormat(r) != record.FormatJSON:
+			h.reject(w, coapmsg.UnsupportedFormat, "content-format must be 50 (JSON)")
+		case len(r.Payload()) > h.cfg.MaxPayload:
+			w.SetUintOption(coapmsg.Size1, uint32(h.cfg.MaxPayload))
+			h.reject(w, coapmsg.RequestEntityTooLarge, "payload too large")
+		case len(r.Payload()) == 0:
+			h.reject(w, coapmsg.BadRequest, "empty payload: want a JSON object")
+		default:
+			if err := checkJSONObject(r.Payload(), h.cfg.MaxDepth); err != nil {
+				msg := err.Error()
+				if len(msg) > 64 {
+					msg = msg[:64]
+				}
+				h.reject(w, coapmsg.BadRequest, msg)
+				return
+			}
+			next.ServeCoAP(w, r)
+		}
+	})
+}
+
+// contentFormat is the request's Content-Format as the record stores it: record.NoContentFormat
+// when it had none (so a request claiming 65535, which the record cannot tell from none, is
+// taken as one without).
+func contentFormat(r *coapserver.Request) uint16 {
+	if cf, ok := r.ContentFormat(); ok {
+		return cf
+	}
+	return record.NoContentFormat
+}
+
+// store is the last step of telemetry: it encodes the record and appends it to the spool. The
+// answer goes out when the spool (and AfterStored) says how it went, usually after ServeCoAP
+// returned.
+func (h *Handler) store(w *coapserver.ResponseWriter, r *coapserver.Request) {
+	bp := h.bufs.Get().(*[]byte)
+	b := record.AppendHeader((*bp)[:0], r.Received.UnixNano(), contentFormat(r), h.cfg.GatewayID)
+	b = record.AppendField(b, r.Path(0))
+	b = record.AppendField(b, r.Path(1))
+	b = record.AppendPeer(b, r.Peer)
+	b = record.AppendPayload(b, r.Payload())
+	w.Defer()
+	wt := h.waits.Get().(*waiting)
+	wt.w = w
+	err := h.spool.Append(b, wt.stored)
+	*bp = b[:0]
+	h.bufs.Put(bp)
+	if err != nil { // the spool will not call wt.stored
+		wt.w = nil
+		h.waits.Put(wt)
+		h.done(w, err)
+	}
+}
+
+// waiting is one request waiting for the spool to call back. They are pooled with their callback
+// bound, so that the wait allocates nothing.
+type waiting struct {
+	h      *Handler
+	w      *coapserver.ResponseWriter
+	stored func(seq uint64, err error) // the spool's done callback: onStored
+}
+
+func (h *Handler) newWaiting() *waiting {
+	wt := &waiting{h: h}
+	wt.stored = wt.onStored
+	return wt
+}
+
+// onStored is called by the spool exactly once per Append that returned nil.
+func (wt *waiting) onStored(seq uint64, err error) {
+	h, w := wt.h, wt.w
+	wt.w = nil
+	h.waits.Put(wt)
+	if err != nil || h.cfg.AfterStored == nil {
+		h.done(w, err)
+		return
+	}
+	if err := h.cfg.AfterStored(seq, func(err error) { h.done(w, err) }); err != nil {
+		h.done(w, err)
+	}
+}
+
+// done answers a request whose record was stored (err nil) or could not be.
+func (h *Handler) done(w *coapserver.ResponseWriter, err error) {
+	if err == nil {
+		h.accepted.Add(1)
+		h.results[resAccepted].Inc()
+		w.Respond(coapmsg.Changed, nil)
+		return
+	}
+	var diag string
+	if errors.Is(err, spool.ErrFull) {
+		h.results[resFull].Inc()
+		diag = "spool full"
+	} else if h.cfg.AfterStored != nil && !errors.Is(err, spool.ErrUnavailable) && !errors.Is(err, spool.ErrClosed) {
+		h.results[resQueue].Inc()
+		h.log.Warn("queue did not accept a stored record", "err", err)
+		diag = "queue unavailable"
+	} else {
+		h.results[resError].Inc()
+		h.log.Warn("spool append failed", "err", err)
+		diag = "storage unavailable"
+	}
+	h.unavailable(w, diag)
+}
+
+// unavailable answers 5.03 with Max-Age (--retry-after) and a short diagnostic: nothing was
+// stored, the device should send again later.
+func (h *Handler) unavailable(w *coapserver.ResponseWriter, diag string) {
+	w.SetUintOption(coapmsg.MaxAge, uint32(h.cfg.RetryAfter))
+	w.Respond(coapmsg.ServiceUnavailable, w.Diagnostic([]byte(diag)))
+}
+
+// limited answers a device over its --device-rate: 5.03 with Max-Age, the whole seconds until it
+// may send again, for a CON; nothing for a NON.
+func (h *Handler) limited(w *coapserver.ResponseWriter, wait time.Duration) {
+	h.results[resLimited].Inc()
+	if !w.Confirmable() {
+		w.Drop()
+		return
+	}
+	w.SetUintOption(coapmsg.MaxAge, uint32(max(1, (wait+time.Second-1)/time.Second)))
+	w.Respond(coapmsg.ServiceUnavailable, w.Diagnostic([]byte("device over its rate limit")))
+}
+
+func (h *Handler) reject(w *coapserver.ResponseWriter, code coapmsg.Code, diag string) {
+	h.results[resRejected].Inc()
+	w.Respond(code, w.Diagnostic([]byte(diag)))
+}
