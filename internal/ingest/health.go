@@ -25,6 +25,6 @@ func (h *Handler) health(w *coapserver.ResponseWriter, r *coapserver.Request) {
 	if !h.verified(w, r, len(body), record.FormatJSON) {
 		return
 	}
-	w.SetUintOption(coapmsg.ContentFormat, record.FormatJSON)
+	w.SetUintOption(coapmsg.ContentFormat, uint32(record.FormatJSON))
 	w.Respond(coapmsg.Content, []byte(body))
 }

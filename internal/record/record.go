@@ -23,6 +23,8 @@ import (
 	"fmt"
 	"net/netip"
 	"time"
+
+	"github.com/coapgw/coapgw/internal/coapmsg"
 )
 
 // Version is the encoding version written by Append.
@@ -32,8 +34,9 @@ const Version = 1
 const NoContentFormat = 0xFFFF
 
 // FormatJSON is the CoAP Content-Format number (RFC 7252 §12.3) of application/json, the payload
-// format a record carries today; CBOR (60) and SenML (110, 112) will join it.
-const FormatJSON = 50
+// format a record carries today; CBOR (60) and SenML (110, 112) will join it. The numbers are
+// coapmsg's registry, named here for what a record carries.
+const FormatJSON = coapmsg.FormatJSON
 
 // Record is one accepted telemetry message.
 type Record struct {
