@@ -53,7 +53,7 @@ func (c Code) String() string { return fmt.Sprintf("%d.%02d", c.Class(), c.Detai
 
 // Request methods and the response codes coapgw uses.
 const (
-	Empty  Code = 0<<5 | 0 // 0.00
+	Empty  Code = 0        // 0.00
 	GET    Code = 0<<5 | 1 // 0.01
 	POST   Code = 0<<5 | 2 // 0.02
 	PUT    Code = 0<<5 | 3 // 0.03
@@ -64,7 +64,7 @@ const (
 	Valid                 Code = 2<<5 | 3  // 2.03
 	Changed               Code = 2<<5 | 4  // 2.04
 	Content               Code = 2<<5 | 5  // 2.05
-	BadRequest            Code = 4<<5 | 0  // 4.00
+	BadRequest            Code = 4 << 5    // 4.00
 	Unauthorized          Code = 4<<5 | 1  // 4.01
 	BadOption             Code = 4<<5 | 2  // 4.02
 	Forbidden             Code = 4<<5 | 3  // 4.03
@@ -73,7 +73,7 @@ const (
 	NotAcceptable         Code = 4<<5 | 6  // 4.06
 	RequestEntityTooLarge Code = 4<<5 | 13 // 4.13
 	UnsupportedFormat     Code = 4<<5 | 15 // 4.15
-	InternalServerError   Code = 5<<5 | 0  // 5.00
+	InternalServerError   Code = 5 << 5    // 5.00
 	NotImplemented        Code = 5<<5 | 1  // 5.01
 	ServiceUnavailable    Code = 5<<5 | 3  // 5.03
 	ProxyingNotSupported  Code = 5<<5 | 5  // 5.05
