@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -17,17 +18,29 @@ import (
 func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
 
 func TestSinkConfig(t *testing.T) {
-	cfg, err := sinkConfig(env(map[string]string{"COAPGW_THING_CACHE_SIZE": "500", "COAPGW_IOT_CONCURRENCY": "8", "COAPGW_PUBLISH_TOPIC": "t/{thing}"}))
+	c, err := loadConfig(env(map[string]string{"COAPGW_THING_CACHE_SIZE": "500", "COAPGW_IOT_CONCURRENCY": "8", "COAPGW_PUBLISH_TOPIC": "t/{thing}"}))
+	cfg := sinkConfig(c.IoT)
 	if err != nil || cfg.ThingCacheSize != 500 || cfg.Concurrency != 8 || cfg.PublishTopic != "t/{thing}" {
 		t.Fatalf("%+v %v", cfg, err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
 	}
 	for _, bad := range []map[string]string{
 		{"COAPGW_THING_CACHE_SIZE": "many"},
 		{"COAPGW_IOT_CONCURRENCY": "0"},
 		{"COAPGW_PUBLISH_TOPIC": "a/#"},
+		{"COAPGW_LOG_LEVEL": "loud"},
 	} {
-		if _, err := sinkConfig(env(bad)); err == nil {
+		if _, err := loadConfig(env(bad)); err == nil {
 			t.Errorf("%v accepted", bad)
+		}
+	}
+	// Every problem at once.
+	_, err = loadConfig(env(map[string]string{"COAPGW_IOT_CONCURRENCY": "0", "COAPGW_PUBLISH_TOPIC": "a/#", "COAPGW_LOG_LEVEL": "loud"}))
+	for _, want := range []string{"iot-concurrency", "publish-topic", "log-level"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s not reported: %v", want, err)
 		}
 	}
 }
@@ -41,7 +54,11 @@ func TestHandlerFromEnvironment(t *testing.T) {
 	t.Setenv("AWS_REGION", awstest.Region)
 	t.Setenv("AWS_CONFIG_FILE", "/dev/null")
 	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-	h, err := newHandler(t.Context(), env(map[string]string{"COAPGW_AWS_ENDPOINT": m.Endpoint()}), slog.New(slog.DiscardHandler))
+	cfg, err := loadConfig(env(map[string]string{"COAPGW_AWS_ENDPOINT": m.Endpoint()}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := newHandler(t.Context(), cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

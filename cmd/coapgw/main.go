@@ -2,7 +2,6 @@
 //
 //	coapgw [serve] [flags]    run the gateway (the default)
 //	coapgw spool [flags]      print the records of a data dir, one JSON line each
-//	coapgw bench [flags]      run a fleet of virtual devices against a gateway
 //	coapgw process [flags]    apply records from an SQS queue to AWS IoT (the worker)
 //	coapgw version
 package main
@@ -39,23 +38,21 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return serve(ctx, args, stdout, stderr)
 	case "spool":
 		return runSpool(ctx, args, stdout, stderr)
-	case "bench":
-		return runBench(ctx, args, stdout, stderr)
 	case "process":
 		return runProcess(ctx, args, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, gateway.Version)
 		return 0
 	case "help":
-		fmt.Fprintln(stdout, "usage: coapgw [serve|spool|bench|process|version] [flags]; coapgw serve -h lists the settings")
+		fmt.Fprintln(stdout, "usage: coapgw [serve|spool|process|version] [flags]; coapgw serve -h lists the settings")
 		return 0
 	}
-	fmt.Fprintf(stderr, "coapgw: unknown command %q (serve, spool, bench, process, version)\n", cmd)
+	fmt.Fprintf(stderr, "coapgw: unknown command %q (serve, spool, process, version)\n", cmd)
 	return 2
 }
 
 func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	l, err := config.Load("coapgw serve", args, os.Getenv, stderr)
+	l, err := config.Load(config.Serve, "coapgw serve", "", args, os.Getenv, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
 	}
@@ -68,13 +65,13 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	cfg := l.Config
-	if err := cfg.Validate(); err != nil {
+	if err := cfg.Validate(config.Serve); err != nil {
 		fmt.Fprintln(stderr, "coapgw: invalid configuration:\n"+err.Error())
 		return 2
 	}
 	if l.CheckOnly {
 		fmt.Fprintln(stdout, "# configuration is valid")
-		if err := cfg.WriteYAML(stdout); err != nil {
+		if err := cfg.WriteYAML(stdout, config.Serve); err != nil {
 			return 1
 		}
 		return 0
@@ -94,9 +91,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
 	var lvl slog.Level
-	_ = lvl.UnmarshalText([]byte(cfg.LogLevel))
+	_ = lvl.UnmarshalText([]byte(cfg.Log.Level))
 	opts := &slog.HandlerOptions{Level: lvl}
-	if cfg.LogFormat == "json" {
+	if cfg.Log.Format == "json" {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+	"github.com/coapgw/coapgw/internal/config"
 	"github.com/coapgw/coapgw/internal/forward"
 	"github.com/coapgw/coapgw/internal/queue/sqs"
 )
@@ -23,21 +24,34 @@ func (g *Gateway) openForward() error {
 		return fmt.Errorf("load AWS config: %w", err)
 	}
 	if awsCfg.Region == "" {
-		awsCfg.Region = sqs.RegionFromURL(g.cfg.Queue)
+		awsCfg.Region = sqs.RegionFromURL(g.cfg.AWS.Queue)
 	}
-	if g.cfg.AWSEndpoint != "" {
-		awsCfg.BaseEndpoint = &g.cfg.AWSEndpoint
+	if g.cfg.AWS.Endpoint != "" {
+		awsCfg.BaseEndpoint = &g.cfg.AWS.Endpoint
 	}
-	pub, err := sqs.New(sqs.Config{QueueURL: g.cfg.Queue}, awsCfg)
+	pub, err := sqs.New(sqs.Config{QueueURL: g.cfg.AWS.Queue}, awsCfg)
 	if err != nil {
 		return err
 	}
-	fwd, err := forward.New(forward.Config{}, g.spool, pub, g.log.With("component", "forward"), g.reg)
+	fwd, err := forward.New(forwardConfig(g.cfg.Forward), g.spool, pub, g.log.With("component", "forward"), g.reg)
 	if err != nil {
 		return err
 	}
 	g.forward = &forwarding{fwd: fwd}
 	return nil
+}
+
+// forwardConfig passes the forwarder's settings on. A zero --forward-linger means partial batches
+// go out at once (the forwarder's "never waits"), not its default.
+func forwardConfig(c config.Forward) forward.Config {
+	if c.Linger == 0 {
+		c.Linger = -1
+	}
+	return forward.Config{
+		Concurrency: c.Concurrency, MaxPending: c.MaxPending, Linger: c.Linger,
+		BackoffBase: c.BackoffBase, BackoffMax: c.BackoffMax, MaxRejects: c.MaxRejects,
+		CommitInterval: c.CommitInterval, ShutdownGrace: c.ShutdownGrace, MaxWaiters: c.MaxWaiters,
+	}
 }
 
 func (f *forwarding) start(g *Gateway) {

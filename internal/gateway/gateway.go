@@ -48,13 +48,13 @@ type Gateway struct {
 
 // New opens the spool and binds the sockets, so LocalAddr and HTTPAddr work before Serve.
 func New(cfg config.Config, log *slog.Logger) (*Gateway, error) {
-	if err := cfg.Validate(); err != nil {
+	if err := cfg.Validate(config.Serve); err != nil {
 		return nil, err
 	}
 	g := &Gateway{cfg: cfg, log: log, reg: prometheus.NewRegistry()}
 	g.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	sp, err := spool.Open(filepath.Join(cfg.DataDir, "spool"), spool.Options{
-		MaxBytes: cfg.SpoolMaxBytes, SegmentBytes: cfg.SpoolSegmentBytes,
+	sp, err := spool.Open(filepath.Join(cfg.Spool.DataDir, "spool"), spool.Options{
+		MaxBytes: int64(cfg.Spool.MaxBytes), SegmentBytes: int64(cfg.Spool.SegmentBytes),
 		Logger: log.With("component", "spool"), Registerer: g.reg,
 	})
 	if err != nil {
@@ -62,12 +62,12 @@ func New(cfg config.Config, log *slog.Logger) (*Gateway, error) {
 	}
 	g.spool = sp
 	switch {
-	case cfg.Queue != "":
+	case cfg.AWS.Queue != "":
 		if err := g.openForward(); err != nil {
 			sp.Close()
 			return nil, err
 		}
-	case cfg.Process == "local":
+	case cfg.Local.Process == "local":
 		if err := g.openLocal(); err != nil {
 			sp.Close()
 			return nil, err
@@ -81,22 +81,22 @@ func New(cfg config.Config, log *slog.Logger) (*Gateway, error) {
 		return nil, err
 	}
 	g.ingest, err = ingest.New(ingest.Config{
-		GatewayID: cfg.GatewayID, MaxPayload: cfg.MaxPayload,
-		RetryAfter: int(cfg.RetryAfter / time.Second), Version: Version,
+		GatewayID: cfg.Ingest.GatewayID, MaxPayload: int(cfg.Ingest.MaxPayload),
+		RetryAfter: int(cfg.Ingest.RetryAfter / time.Second), Version: Version,
 		AfterStored: g.afterStored(), Lag: g.lag,
-		DeviceRate: cfg.DeviceRate, DeviceBurst: cfg.DeviceBurst,
+		DeviceRate: cfg.Ingest.DeviceRate, DeviceBurst: cfg.Ingest.DeviceBurst,
 	}, sp, log.With("component", "ingest"), g.reg)
 	if err != nil {
 		return fail(err)
 	}
 	g.coap, err = coapserver.New(coapserver.Config{
-		Addr: cfg.CoAPAddr, Sockets: cfg.CoAPSockets, SocketBytes: cfg.SocketBuffer,
-		MaxDatagram: max(16<<10, cfg.MaxPayload+2048),
+		Addr: cfg.CoAP.Addr, Sockets: cfg.CoAP.Sockets, SocketBytes: int(cfg.CoAP.SocketBuffer),
+		MaxDatagram: max(16<<10, int(cfg.Ingest.MaxPayload)+2048),
 		Exchange: coapserver.Options{
-			PiggybackDeadline: cfg.PiggybackDeadline,
-			DedupGlobalCap:    cfg.DedupMaxEntries,
-			DedupPerPeerCap:   cfg.DedupPerPeer,
-			MaxRequestBody:    cfg.MaxPayload,
+			PiggybackDeadline: cfg.CoAP.PiggybackDeadline,
+			DedupGlobalCap:    cfg.CoAP.DedupMaxEntries,
+			DedupPerPeerCap:   cfg.CoAP.DedupPerPeer,
+			MaxRequestBody:    int(cfg.Ingest.MaxPayload),
 		},
 	}, g.ingest, log.With("component", "coap"), g.reg)
 	if err == nil {
@@ -105,11 +105,11 @@ func New(cfg config.Config, log *slog.Logger) (*Gateway, error) {
 	if err != nil {
 		return fail(err)
 	}
-	if cfg.HTTPAddr != "" {
-		ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if cfg.HTTP.Addr != "" {
+		ln, err := net.Listen("tcp", cfg.HTTP.Addr)
 		if err != nil {
 			g.coap.Close()
-			return fail(fmt.Errorf("listen http %s: %w", cfg.HTTPAddr, err))
+			return fail(fmt.Errorf("listen http %s: %w", cfg.HTTP.Addr, err))
 		}
 		g.httpLn = ln
 		g.http = &http.Server{Handler: g.routes(), ReadHeaderTimeout: 10 * time.Second}
@@ -139,13 +139,13 @@ var errQueueTimeout = errors.New("queue did not accept the record in time")
 // afterStored is ingest's hook for --ack-after=queue: the device's 2.04 waits until SQS accepted
 // the record, for at most --queue-ack-timeout.
 func (g *Gateway) afterStored() func(uint64, func(error)) error {
-	if g.cfg.AckAfter != "queue" || g.forward == nil {
+	if g.cfg.Forward.AckAfter != "queue" || g.forward == nil {
 		return nil
 	}
 	return func(seq uint64, done func(error)) error {
 		var once sync.Once
 		finish := func(err error) { once.Do(func() { done(err) }) }
-		timer := time.AfterFunc(g.cfg.QueueAckTimeout, func() { finish(errQueueTimeout) })
+		timer := time.AfterFunc(g.cfg.Forward.QueueAckTimeout, func() { finish(errQueueTimeout) })
 		if err := g.forward.fwd.OnAccepted(seq, func(err error) { timer.Stop(); finish(err) }); err != nil {
 			if timer.Stop() {
 				return err
@@ -189,7 +189,7 @@ func (g *Gateway) routes() http.Handler {
 	if g.local != nil {
 		g.local.api.Register(mux) // the dashboard at / and the JSON API under /api/
 	}
-	if g.cfg.Pprof {
+	if g.cfg.HTTP.Pprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
@@ -226,7 +226,7 @@ func (g *Gateway) Serve(ctx context.Context) error {
 		g.forward.start(g)
 	}
 	g.ready.Store(true)
-	g.log.Info("coapgw serving", "process", g.cfg.Process, "queue", g.cfg.Queue, "ack_after", g.cfg.AckAfter, "coap", g.CoAPAddr().String(), "http", g.HTTPAddr(), "data_dir", g.cfg.DataDir, "version", Version)
+	g.log.Info("coapgw serving", "process", g.cfg.Local.Process, "queue", g.cfg.AWS.Queue, "ack_after", g.cfg.Forward.AckAfter, "coap", g.CoAPAddr().String(), "http", g.HTTPAddr(), "data_dir", g.cfg.Spool.DataDir, "version", Version)
 	var runErr error
 	select {
 	case <-ctx.Done():
@@ -241,7 +241,7 @@ func (g *Gateway) shutdown() {
 	g.log.Info("shutting down")
 	g.ready.Store(false)
 	g.ingest.Drain()
-	deadline := time.Now().Add(g.cfg.ShutdownTimeout)
+	deadline := time.Now().Add(g.cfg.CoAP.ShutdownTimeout)
 	for g.coap.Endpoint().Inflight() > 0 && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 	}

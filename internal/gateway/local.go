@@ -24,8 +24,8 @@ type local struct {
 }
 
 func (g *Gateway) openLocal() error {
-	reg, err := registry.Open(filepath.Join(g.cfg.DataDir, "registry.db"), registry.Options{
-		HistoryMaxAge: g.cfg.HistoryMaxAge, HistoryMaxPoints: g.cfg.HistoryMaxPoints,
+	reg, err := registry.Open(filepath.Join(g.cfg.Spool.DataDir, "registry.db"), registry.Options{
+		HistoryMaxAge: g.cfg.Local.HistoryMaxAge, HistoryMaxPoints: g.cfg.Local.HistoryMaxPoints,
 		Logger: g.log.With("component", "registry"),
 	})
 	if err != nil {
@@ -33,7 +33,10 @@ func (g *Gateway) openLocal() error {
 	}
 	l := &local{reg: reg}
 	l.api = httpapi.New(httpapi.Config{}, reg, g.status, g.log.With("component", "httpapi"))
-	l.proc, err = processor.New(processor.Config{BatchSize: g.cfg.ProcessorBatch, OnApplied: func(things []string) { l.api.Notify(things...) }},
+	l.proc, err = processor.New(processor.Config{
+		BatchSize: g.cfg.Local.Batch, BackoffMin: g.cfg.Local.BackoffMin, BackoffMax: g.cfg.Local.BackoffMax,
+		OnApplied: func(things []string) { l.api.Notify(things...) },
+	},
 		reg, g.log.With("component", "processor"), g.reg)
 	if err != nil {
 		reg.Close()
