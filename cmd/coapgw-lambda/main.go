@@ -30,6 +30,7 @@ import (
 
 	"github.com/coapgw/coapgw/internal/config"
 	"github.com/coapgw/coapgw/internal/consume"
+	"github.com/coapgw/coapgw/internal/ops"
 	"github.com/coapgw/coapgw/internal/processor"
 	"github.com/coapgw/coapgw/internal/sink/awsiot"
 )
@@ -40,19 +41,17 @@ func main() {
 		fmt.Fprintln(os.Stderr, "coapgw-lambda: invalid configuration:\n"+err.Error())
 		os.Exit(2)
 	}
-	log := newLogger(cfg.Log.Level)
+	log, err := ops.NewLogger(os.Stderr, cfg.Log.Level, "json") // Lambda logs are JSON
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "coapgw-lambda:", err)
+		os.Exit(2)
+	}
 	h, err := newHandler(context.Background(), cfg, log)
 	if err != nil {
 		log.Error("start", "err", err)
 		os.Exit(1)
 	}
 	lambda.Start(h.HandleSQSEvent)
-}
-
-func newLogger(level string) *slog.Logger {
-	var lvl slog.Level
-	_ = lvl.UnmarshalText([]byte(level)) // validated by loadConfig
-	return slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
 }
 
 // loadConfig reads the function's settings from the COAPGW_* environment (the same variables as

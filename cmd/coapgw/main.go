@@ -12,13 +12,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
 
 	"github.com/coapgw/coapgw/internal/config"
 	"github.com/coapgw/coapgw/internal/gateway"
+	"github.com/coapgw/coapgw/internal/ops"
 )
 
 func main() {
@@ -76,7 +76,11 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		return 0
 	}
-	log := newLogger(cfg, stderr)
+	log, err := ops.NewLogger(stderr, cfg.Log.Level, cfg.Log.Format)
+	if err != nil { // Validate checked both
+		fmt.Fprintln(stderr, "coapgw:", err)
+		return 2
+	}
 	g, err := gateway.New(cfg, log)
 	if err != nil {
 		log.Error("start", "err", err)
@@ -87,14 +91,4 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
-}
-
-func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
-	var lvl slog.Level
-	_ = lvl.UnmarshalText([]byte(cfg.Log.Level))
-	opts := &slog.HandlerOptions{Level: lvl}
-	if cfg.Log.Format == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
-	}
-	return slog.New(slog.NewTextHandler(w, opts))
 }

@@ -6,21 +6,17 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
-	"net"
-	"net/http"
 	"os"
-	"strings"
-	"sync"
+	"sync/atomic"
 	"time"
 
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/coapgw/coapgw/internal/config"
 	"github.com/coapgw/coapgw/internal/consume"
+	"github.com/coapgw/coapgw/internal/ops"
 	"github.com/coapgw/coapgw/internal/processor"
 	"github.com/coapgw/coapgw/internal/sink/awsiot"
 )
@@ -80,7 +76,7 @@ func runProcess(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		}
 		return 0
 	}
-	log, err := processLogger(cfg.Log.Level, cfg.Log.Format, stderr)
+	log, err := ops.NewLogger(stderr, cfg.Log.Level, cfg.Log.Format)
 	if err != nil {
 		fmt.Fprintf(stderr, "coapgw process: %v\n", err)
 		return 2
@@ -112,50 +108,36 @@ func runProcess(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		return 1
 	}
 
-	var wg sync.WaitGroup
+	var serving atomic.Bool // /readyz: ready while the worker consumes
+	ready := func() error {
+		if !serving.Load() {
+			return errors.New("starting or shutting down")
+		}
+		return nil
+	}
 	if cfg.HTTP.Addr != "" {
-		ln, err := net.Listen("tcp", cfg.HTTP.Addr)
-		if err != nil {
-			log.Error("listen", "addr", cfg.HTTP.Addr, "err", err)
+		srv := ops.New(ops.Config{Addr: cfg.HTTP.Addr, Pprof: cfg.HTTP.Pprof, Ready: ready}, reg, log.With("component", "http"))
+		if err := srv.Listen(); err != nil {
+			log.Error("start", "err", err)
 			return 1
 		}
-		mux := http.NewServeMux()
-		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
-		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-		log.Info("serving metrics", "addr", ln.Addr().String())
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				log.Error("http", "err", err)
-			}
-		}()
+		served := make(chan error, 1)
+		go func() { served <- srv.Serve() }()
 		defer func() {
 			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 			defer cancel()
 			srv.Shutdown(sctx)
-			wg.Wait()
+			if err := <-served; err != nil {
+				log.Error("http", "err", err)
+			}
 		}()
 	}
-	if err := w.Serve(ctx); err != nil {
+	serving.Store(true)
+	err = w.Serve(ctx)
+	serving.Store(false)
+	if err != nil {
 		log.Error("consume", "err", err)
 		return 1
 	}
 	return 0
-}
-
-func processLogger(level, format string, w io.Writer) (*slog.Logger, error) {
-	var lvl slog.Level
-	if err := lvl.UnmarshalText([]byte(strings.ToLower(level))); err != nil {
-		return nil, fmt.Errorf("log-level %q: want debug, info, warn or error", level)
-	}
-	opts := &slog.HandlerOptions{Level: lvl}
-	switch format {
-	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
-	case "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
-	}
-	return nil, fmt.Errorf("log-format %q: want text or json", format)
 }

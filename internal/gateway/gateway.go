@@ -7,9 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
-	"net/http/pprof"
 	"net/netip"
 	"path/filepath"
 	"sync"
@@ -19,10 +16,10 @@ import (
 	"github.com/coapgw/coapgw/internal/coapserver"
 	"github.com/coapgw/coapgw/internal/config"
 	"github.com/coapgw/coapgw/internal/ingest"
+	"github.com/coapgw/coapgw/internal/ops"
 	"github.com/coapgw/coapgw/internal/spool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // Version is set at build time with -ldflags "-X .../gateway.Version=...".
@@ -36,8 +33,7 @@ type Gateway struct {
 	spool  *spool.Disk
 	ingest *ingest.Handler
 	coap   *coapserver.Server
-	http   *http.Server
-	httpLn net.Listener
+	ops    *ops.Server // nil when --http-addr is empty
 	ready  atomic.Bool
 
 	local   *local      // nil unless --process=local and no --queue
@@ -106,15 +102,15 @@ func New(cfg config.Config, log *slog.Logger) (*Gateway, error) {
 		return fail(err)
 	}
 	if cfg.HTTP.Addr != "" {
-		ln, err := net.Listen("tcp", cfg.HTTP.Addr)
-		if err != nil {
-			g.coap.Close()
-			return fail(fmt.Errorf("listen http %s: %w", cfg.HTTP.Addr, err))
-		}
-		g.httpLn = ln
-		g.http = &http.Server{Handler: g.routes(), ReadHeaderTimeout: 10 * time.Second}
+		g.ops = ops.New(ops.Config{Addr: cfg.HTTP.Addr, Pprof: cfg.HTTP.Pprof, Ready: g.readiness, Details: g.readyDetails},
+			g.reg, log.With("component", "http"))
 		if g.local != nil {
-			g.http.RegisterOnShutdown(g.local.api.Close)
+			g.local.api.Register(g.ops.Mux()) // the dashboard at / and the JSON API under /api/
+			g.ops.RegisterOnShutdown(g.local.api.Close)
+		}
+		if err := g.ops.Listen(); err != nil {
+			g.coap.Close()
+			return fail(err)
 		}
 	}
 	return g, nil
@@ -160,42 +156,30 @@ func (g *Gateway) CoAPAddr() netip.AddrPort { return g.coap.LocalAddr() }
 
 // HTTPAddr is the bound HTTP address, or "" if disabled.
 func (g *Gateway) HTTPAddr() string {
-	if g.httpLn == nil {
+	if g.ops == nil {
 		return ""
 	}
-	return g.httpLn.Addr().String()
+	return g.ops.Addr()
 }
 
 // Registry is the gateway's Prometheus registry.
 func (g *Gateway) Registry() *prometheus.Registry { return g.reg }
 
-func (g *Gateway) routes() http.Handler {
-	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(g.reg, promhttp.HandlerOpts{Registry: g.reg}))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		fmt.Fprintln(w, `{"status":"ok"}`)
-	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		if !g.ready.Load() {
-			w.WriteHeader(http.StatusServiceUnavailable)
-			fmt.Fprintln(w, `{"status":"not ready"}`)
-			return
-		}
-		st := g.spool.Stats()
-		fmt.Fprintf(w, "{\"status\":\"ready\",\"spool_depth\":%d,\"spool_bytes\":%d}\n", st.Depth, st.Bytes)
-	})
-	if g.local != nil {
-		g.local.api.Register(mux) // the dashboard at / and the JSON API under /api/
+// errNotReady is /readyz's reason while the gateway starts or stops.
+var errNotReady = errors.New("starting or shutting down")
+
+// readiness is /readyz's check.
+func (g *Gateway) readiness() error {
+	if !g.ready.Load() {
+		return errNotReady
 	}
-	if g.cfg.HTTP.Pprof {
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	}
-	return mux
+	return nil
+}
+
+// readyDetails are the fields of a ready /readyz answer.
+func (g *Gateway) readyDetails() map[string]any {
+	st := g.spool.Stats()
+	return map[string]any{"spool_depth": st.Depth, "spool_bytes": st.Bytes}
 }
 
 // Serve runs until ctx ends, then shuts down in dependency order: new telemetry gets 5.03, the
@@ -211,10 +195,10 @@ func (g *Gateway) Serve(ctx context.Context) error {
 			errc <- fmt.Errorf("coap: %w", err)
 		}
 	}()
-	if g.http != nil {
+	if g.ops != nil {
 		go func() {
-			if err := g.http.Serve(g.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				errc <- fmt.Errorf("http: %w", err)
+			if err := g.ops.Serve(); err != nil {
+				errc <- err
 			}
 		}()
 	}
@@ -259,10 +243,10 @@ func (g *Gateway) shutdown() {
 	if err := g.spool.Close(); err != nil {
 		g.log.Error("close spool", "err", err)
 	}
-	if g.http != nil {
+	if g.ops != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
-		_ = g.http.Shutdown(ctx)
+		_ = g.ops.Shutdown(ctx)
 	}
 	if g.local != nil {
 		g.local.stop(g)
