@@ -75,6 +75,7 @@ type CoAP struct {
 	DedupMaxEntries   int           // dedup-max-entries
 	DedupPerPeer      int           // dedup-per-peer
 	ShutdownTimeout   time.Duration // shutdown-timeout: how long a stop waits for in-flight requests
+	FailLinger        time.Duration // fail-linger: 5.03 and /readyz 503 after a component died, before the exit
 }
 
 // Ingest configures the device API (internal/ingest).
@@ -166,6 +167,7 @@ func Default() Config {
 		CoAP: CoAP{
 			Addr: ":5683", Sockets: 1, SocketBuffer: 8 * MiB, PiggybackDeadline: time.Second,
 			DedupMaxEntries: 500_000, DedupPerPeer: 1024, ShutdownTimeout: 10 * time.Second,
+			FailLinger: 5 * time.Second,
 		},
 		Ingest: Ingest{GatewayID: host, MaxPayload: 8192, RetryAfter: 5 * time.Second, DeviceBurst: 10},
 		Spool:  Spool{DataDir: "./data", MaxBytes: GiB, SegmentBytes: 64 * MiB},

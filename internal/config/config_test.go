@@ -83,7 +83,7 @@ func TestEveryDocumentedSettingLoads(t *testing.T) {
 	serve := map[string]string{
 		"coap-addr": "127.0.0.1:7", "http-addr": "127.0.0.1:8", "data-dir": "/d", "gateway-id": "gw-9",
 		"max-payload": "1000", "retry-after": "9s", "spool-max-bytes": "2GiB", "spool-segment-bytes": "1MiB",
-		"shutdown-timeout": "3s", "piggyback-deadline": "500ms", "dedup-max-entries": "7", "dedup-per-peer": "3",
+		"shutdown-timeout": "3s", "fail-linger": "1s", "piggyback-deadline": "500ms", "dedup-max-entries": "7", "dedup-per-peer": "3",
 		"device-rate": "60", "device-burst": "4", "process": "none", "processor-batch": "10",
 		"history-max-age": "1h", "history-max-points": "5", "queue": "https://sqs.eu-west-1.amazonaws.com/1/q",
 		"ack-after": "queue", "queue-ack-timeout": "2s", "coap-sockets": "2", "socket-buffer": "1MiB",

@@ -39,6 +39,7 @@ func (c *Config) options(role Role) []option {
 		{name: "max-payload", roles: sp, help: "largest telemetry payload (bytes, or with a unit: 8KiB); larger gets 4.13", ptr: &c.Ingest.MaxPayload},
 		{name: "retry-after", roles: sp, help: "Max-Age sent with 5.03 (whole seconds)", ptr: &c.Ingest.RetryAfter},
 		{name: "shutdown-timeout", roles: sp, help: "how long SIGTERM waits for in-flight requests", ptr: &c.CoAP.ShutdownTimeout},
+		{name: "fail-linger", roles: sp, help: "when a component dies (the local processor's store, the forwarder): how long /readyz answers 503 and devices 5.03 before the gateway shuts down and exits 1 (0: at once)", ptr: &c.CoAP.FailLinger},
 		{name: "spool-max-bytes", roles: sp, help: "spool size cap (1GiB, 512MiB, bytes); when full, devices get 5.03", ptr: &c.Spool.MaxBytes},
 		{name: "spool-segment-bytes", roles: sp, help: "spool segment file size (64MiB, bytes)", ptr: &c.Spool.SegmentBytes},
 		{name: "coap-sockets", roles: sp, help: "SO_REUSEPORT sockets (one reader each)", ptr: &c.CoAP.Sockets},

@@ -131,6 +131,9 @@ func (c *Config) validateServe(v *validator) {
 		v.bad("retry-after %s: want 1s–1h", r)
 	}
 	v.positive("shutdown-timeout", c.CoAP.ShutdownTimeout)
+	if d := c.CoAP.FailLinger; d < 0 || d > 10*time.Minute {
+		v.bad("fail-linger %s: want 0–10m", d)
+	}
 	if c.Spool.SegmentBytes < 64*KiB {
 		v.bad("spool-segment-bytes %s: want at least 64KiB", c.Spool.SegmentBytes)
 	}

@@ -12,9 +12,7 @@ import (
 
 // forwarding is the AWS pipeline's half of the gateway: the spool's records go to SQS.
 type forwarding struct {
-	fwd    *forward.Forwarder
-	cancel context.CancelFunc
-	done   chan struct{}
+	fwd *forward.Forwarder // runs as an actor: its Run returns only when stopped or the spool failed
 }
 
 func (g *Gateway) openForward() error {
@@ -51,26 +49,5 @@ func forwardConfig(c config.Forward) forward.Config {
 		Concurrency: c.Concurrency, MaxPending: c.MaxPending, Linger: c.Linger,
 		BackoffBase: c.BackoffBase, BackoffMax: c.BackoffMax, MaxRejects: c.MaxRejects,
 		CommitInterval: c.CommitInterval, ShutdownGrace: c.ShutdownGrace, MaxWaiters: c.MaxWaiters,
-	}
-}
-
-func (f *forwarding) start(g *Gateway) {
-	ctx, cancel := context.WithCancel(context.Background())
-	f.cancel, f.done = cancel, make(chan struct{})
-	go func() {
-		defer close(f.done)
-		if err := f.fwd.Run(ctx); err != nil {
-			g.log.Error("forwarder stopped", "err", err)
-		}
-	}()
-}
-
-// stop lets calls in flight finish (within the forwarder's grace period) and commits what SQS
-// accepted; the rest stays in the spool for the next start.
-func (f *forwarding) stop() {
-	if f.cancel != nil {
-		f.cancel()
-		<-f.done
-		f.cancel = nil
 	}
 }

@@ -1,9 +1,15 @@
 // Package gateway wires the components of one coapgw process together (CoAP server, device API,
-// spool, operations HTTP server) and runs them with a shutdown in dependency order.
+// spool, the local processor or the forwarder, the operations HTTP server) and runs them as a
+// run group (run.go): a component that dies makes the gateway not ready, answer 5.03 and exit
+// with an error, and a stop shuts everything down in dependency order.
+//
+// Configuration: config.Config, role config.Serve; every section goes to its component. The
+// gateway's own keys are shutdown_timeout (how long a stop waits for requests in flight) and
+// fail_linger (how long a failed gateway answers 5.03 and /readyz 503 before it exits). Metrics:
+// the components' own, plus the Go and process collectors.
 package gateway
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -35,6 +41,8 @@ type Gateway struct {
 	coap   *coapserver.Server
 	ops    *ops.Server // nil when --http-addr is empty
 	ready  atomic.Bool
+	// failure is the error of a component that died, once one did.
+	failure atomic.Pointer[error]
 
 	local   *local      // nil unless --process=local and no --queue
 	forward *forwarding // nil unless --queue
@@ -71,7 +79,7 @@ func New(cfg config.Config, log *slog.Logger) (*Gateway, error) {
 	}
 	fail := func(err error) (*Gateway, error) {
 		if g.local != nil {
-			g.local.stop(g)
+			g.local.close(g)
 		}
 		sp.Close()
 		return nil, err
@@ -170,6 +178,9 @@ var errNotReady = errors.New("starting or shutting down")
 
 // readiness is /readyz's check.
 func (g *Gateway) readiness() error {
+	if err := g.failure.Load(); err != nil {
+		return *err
+	}
 	if !g.ready.Load() {
 		return errNotReady
 	}
@@ -180,76 +191,4 @@ func (g *Gateway) readiness() error {
 func (g *Gateway) readyDetails() map[string]any {
 	st := g.spool.Stats()
 	return map[string]any{"spool_depth": st.Depth, "spool_bytes": st.Bytes}
-}
-
-// Serve runs until ctx ends, then shuts down in dependency order: new telemetry gets 5.03, the
-// requests already handed to the spool are answered, the CoAP sockets close, the processor
-// finishes its batch and the registry closes, the spool is flushed and closed, and the HTTP
-// server stops last.
-func (g *Gateway) Serve(ctx context.Context) error {
-	errc := make(chan error, 2)
-	coapDone := make(chan struct{})
-	go func() {
-		defer close(coapDone)
-		if err := g.coap.Serve(context.Background()); err != nil {
-			errc <- fmt.Errorf("coap: %w", err)
-		}
-	}()
-	if g.ops != nil {
-		go func() {
-			if err := g.ops.Serve(); err != nil {
-				errc <- err
-			}
-		}()
-	}
-	g.started = time.Now()
-	if g.local != nil {
-		g.local.start(g)
-	}
-	if g.forward != nil {
-		g.forward.start(g)
-	}
-	g.ready.Store(true)
-	g.log.Info("coapgw serving", "process", g.cfg.Local.Process, "queue", g.cfg.AWS.Queue, "ack_after", g.cfg.Forward.AckAfter, "coap", g.CoAPAddr().String(), "http", g.HTTPAddr(), "data_dir", g.cfg.Spool.DataDir, "version", Version)
-	var runErr error
-	select {
-	case <-ctx.Done():
-	case runErr = <-errc:
-	}
-	g.shutdown()
-	<-coapDone
-	return runErr
-}
-
-func (g *Gateway) shutdown() {
-	g.log.Info("shutting down")
-	g.ready.Store(false)
-	g.ingest.Drain()
-	deadline := time.Now().Add(g.cfg.CoAP.ShutdownTimeout)
-	for g.coap.Endpoint().Inflight() > 0 && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
-	if n := g.coap.Endpoint().Inflight(); n > 0 {
-		g.log.Warn("shutdown timeout with requests in flight; they were not acknowledged", "inflight", n)
-	}
-	g.coap.StopReading()
-	g.coap.Close()
-	if g.local != nil {
-		g.local.stopProcessor()
-	}
-	if g.forward != nil {
-		g.forward.stop()
-	}
-	if err := g.spool.Close(); err != nil {
-		g.log.Error("close spool", "err", err)
-	}
-	if g.ops != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		_ = g.ops.Shutdown(ctx)
-	}
-	if g.local != nil {
-		g.local.stop(g)
-	}
-	g.log.Info("stopped")
 }
