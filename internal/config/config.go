@@ -118,6 +118,8 @@ type Forward struct {
 	CommitInterval  time.Duration // forward-commit-interval
 	ShutdownGrace   time.Duration // forward-shutdown-grace
 	MaxWaiters      int           // forward-max-waiters
+	QueueFIFO       bool          // queue-fifo: treat the queue as FIFO even without ".fifo"
+	QueueMaxBatch   Size          // queue-max-batch-bytes: bytes per SendMessageBatch request
 }
 
 // Consume configures `coapgw process`'s SQS worker (internal/consume).
@@ -180,6 +182,7 @@ func Default() Config {
 			Concurrency: 4, MaxPending: 1024, Linger: 10 * time.Millisecond,
 			BackoffBase: 100 * time.Millisecond, BackoffMax: 30 * time.Second, MaxRejects: 3,
 			CommitInterval: 100 * time.Millisecond, ShutdownGrace: 5 * time.Second, MaxWaiters: 65536,
+			QueueMaxBatch: MiB,
 		},
 		Consume: Consume{
 			Sink: "awsiot", Pollers: 4, BatchSize: 1000, VisibilityTimeout: 60 * time.Second,

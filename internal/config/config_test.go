@@ -91,7 +91,7 @@ func TestEveryDocumentedSettingLoads(t *testing.T) {
 		"processor-backoff-min": "1s", "processor-backoff-max": "2s",
 		"forward-concurrency": "2", "forward-max-pending": "100", "forward-linger": "-1ms", "forward-backoff-base": "1s",
 		"forward-backoff-max": "5s", "forward-max-rejects": "2", "forward-commit-interval": "1s",
-		"forward-shutdown-grace": "1s", "forward-max-waiters": "10",
+		"forward-shutdown-grace": "1s", "forward-max-waiters": "10", "queue-fifo": "true", "queue-max-batch-bytes": "256KiB",
 	}
 	process := map[string]string{
 		"queue": "https://sqs.eu-west-1.amazonaws.com/1/q", "sink": "awsiot", "publish-topic": "t/{thing}",

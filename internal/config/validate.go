@@ -201,6 +201,9 @@ func (c *Config) validateServe(v *validator) {
 	}
 	v.positive("forward-commit-interval", f.CommitInterval)
 	v.positive("forward-shutdown-grace", f.ShutdownGrace)
+	if b := f.QueueMaxBatch; b < 256*KiB || b > MiB {
+		v.bad("queue-max-batch-bytes %s: want 256KiB–1MiB (a record must fit)", b)
+	}
 	if f.MaxWaiters < 1 {
 		v.bad("forward-max-waiters must be positive")
 	}

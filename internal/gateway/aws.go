@@ -27,7 +27,9 @@ func (g *Gateway) openForward() error {
 	if g.cfg.AWS.Endpoint != "" {
 		awsCfg.BaseEndpoint = &g.cfg.AWS.Endpoint
 	}
-	pub, err := sqs.New(sqs.Config{QueueURL: g.cfg.AWS.Queue}, awsCfg)
+	pub, err := sqs.New(sqs.Config{
+		QueueURL: g.cfg.AWS.Queue, FIFO: g.cfg.Forward.QueueFIFO, MaxBatchBytes: int(g.cfg.Forward.QueueMaxBatch),
+	}, awsCfg)
 	if err != nil {
 		return err
 	}
