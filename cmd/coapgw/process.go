@@ -115,26 +115,41 @@ func runProcess(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		}
 		return nil
 	}
+	// Two actors: the worker and the operations server. Either ending by itself stops the other
+	// and makes the exit status 1.
+	wctx, stopWorker := context.WithCancel(ctx)
+	defer stopWorker()
+	httpErr := make(chan error, 1)
 	if cfg.HTTP.Addr != "" {
 		srv := ops.New(ops.Config{Addr: cfg.HTTP.Addr, Pprof: cfg.HTTP.Pprof, Ready: ready}, reg, log.With("component", "http"))
 		if err := srv.Listen(); err != nil {
 			log.Error("start", "err", err)
 			return 1
 		}
-		served := make(chan error, 1)
-		go func() { served <- srv.Serve() }()
+		served := make(chan struct{})
+		go func() {
+			defer close(served)
+			if err := srv.Serve(); err != nil {
+				httpErr <- err
+				stopWorker()
+			}
+		}()
 		defer func() {
 			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 			defer cancel()
 			srv.Shutdown(sctx)
-			if err := <-served; err != nil {
-				log.Error("http", "err", err)
-			}
+			<-served
 		}()
 	}
 	serving.Store(true)
-	err = w.Serve(ctx)
+	err = w.Serve(wctx)
 	serving.Store(false)
+	select {
+	case herr := <-httpErr:
+		log.Error("operations server failed; stopped the worker", "err", herr)
+		return 1
+	default:
+	}
 	if err != nil {
 		log.Error("consume", "err", err)
 		return 1
