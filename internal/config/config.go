@@ -223,7 +223,19 @@ func Load(role Role, name, usage string, args []string, getenv func(string) stri
 	scratch := Default()
 	opts := scratch.options(role)
 	for _, o := range opts {
-		fs.Var(&value{p: o.ptr}, o.name, o.helpFor(role)+" (env "+EnvName(o.name)+")")
+		help := o.helpFor(role) + " (env " + EnvName(o.name) + ")"
+		switch p := o.ptr.(type) { // the flag package's own types, so that -h names them
+		case *string:
+			fs.StringVar(p, o.name, *p, help)
+		case *int:
+			fs.IntVar(p, o.name, *p, help)
+		case *bool:
+			fs.BoolVar(p, o.name, *p, help)
+		case *time.Duration:
+			fs.DurationVar(p, o.name, *p, help)
+		default:
+			fs.Var(&value{p: o.ptr}, o.name, strings.Replace(help, " (env ", ", a `size` in bytes or with a unit (env ", 1))
+		}
 	}
 	fs.StringVar(&l.ConfigFile, "config", getenv("COAPGW_CONFIG"), "YAML config file, flat snake_case keys (env COAPGW_CONFIG)")
 	fs.BoolVar(&l.CheckOnly, "check-config", false, "validate the configuration, print every problem or the effective settings, and exit")
