@@ -21,6 +21,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -58,10 +59,7 @@ func main() {
 // `coapgw process`) and validates them, every problem at once.
 func loadConfig(getenv func(string) string) (config.Config, error) {
 	cfg, err := config.FromEnv(config.Lambda, getenv)
-	if err != nil {
-		return cfg, err
-	}
-	return cfg, cfg.Validate(config.Lambda)
+	return cfg, errors.Join(err, cfg.Validate(config.Lambda))
 }
 
 // sinkConfig is the AWS IoT sink's part of the settings.

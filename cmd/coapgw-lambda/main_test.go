@@ -37,8 +37,8 @@ func TestSinkConfig(t *testing.T) {
 		}
 	}
 	// Every problem at once.
-	_, err = loadConfig(env(map[string]string{"COAPGW_IOT_CONCURRENCY": "0", "COAPGW_PUBLISH_TOPIC": "a/#", "COAPGW_LOG_LEVEL": "loud"}))
-	for _, want := range []string{"iot-concurrency", "publish-topic", "log-level"} {
+	_, err = loadConfig(env(map[string]string{"COAPGW_IOT_CONCURRENCY": "0", "COAPGW_PUBLISH_TOPIC": "a/#", "COAPGW_LOG_LEVEL": "loud", "COAPGW_THING_CACHE_SIZE": "many"}))
+	for _, want := range []string{"iot-concurrency", "publish-topic", "log-level", "COAPGW_THING_CACHE_SIZE"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%s not reported: %v", want, err)
 		}

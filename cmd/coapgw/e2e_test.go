@@ -495,8 +495,8 @@ func TestCheckConfig(t *testing.T) {
 		file string
 		want []string
 	}{
-		{[]string{"--check-config"}, "coap_addr: ':99999'\npiggyback_deadline: 1ns\nspool_max_bytes: 1KiB\n",
-			[]string{`coap-addr ":99999": port 99999 is out of range`, "piggyback-deadline 1ns", "spool-max-bytes 1KiB"}},
+		{[]string{"--check-config"}, "coap_addr: ':99999'\npiggyback_deadline: 1ns\nspool_max_bytes: 1KiB\nmax_payload: lots\n",
+			[]string{`coap-addr ":99999": port 99999 is out of range`, "piggyback-deadline 1ns", "spool-max-bytes 1KiB", `max_payload: "lots" is not a size`}},
 		{[]string{"process", "--check-config"}, "queue: https://sqs.eu-west-1.amazonaws.com/1/q\nhttp_addr: nosuchhost.invalid:8080\npollers: 0\nvisibility_timeout: 1s\n",
 			[]string{`host "nosuchhost.invalid" does not resolve`, "pollers 0", "visibility-timeout 1s"}},
 	} {

@@ -56,7 +56,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
 	}
-	if err != nil {
+	if l == nil {
 		fmt.Fprintln(stderr, "coapgw:", err)
 		return 2
 	}
@@ -65,7 +65,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	cfg := l.Config
-	if err := cfg.Validate(config.Serve); err != nil {
+	if err := errors.Join(err, cfg.Validate(config.Serve)); err != nil {
 		fmt.Fprintln(stderr, "coapgw: invalid configuration:\n"+err.Error())
 		return 2
 	}

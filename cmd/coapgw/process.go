@@ -56,7 +56,7 @@ func runProcess(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
 	}
-	if err != nil {
+	if l == nil {
 		fmt.Fprintf(stderr, "coapgw process: %v\n", err)
 		return 2
 	}
@@ -65,7 +65,7 @@ func runProcess(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		return 2
 	}
 	cfg := l.Config
-	if err := cfg.Validate(config.Process); err != nil {
+	if err := errors.Join(err, cfg.Validate(config.Process)); err != nil {
 		fmt.Fprintf(stderr, "coapgw process: invalid configuration:\n%v\n", err)
 		return 2
 	}

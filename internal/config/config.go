@@ -213,7 +213,9 @@ type Loaded struct {
 // Load builds role's configuration from the defaults, the optional file (--config or
 // COAPGW_CONFIG), the environment and the flags in args, in that order of precedence (flags
 // win). name is the command's name for messages and usage its description for -h (may be
-// empty). It reports every malformed value at once; Validate checks the result.
+// empty). It reports every malformed value at once, and then still returns the configuration
+// (those settings keep their earlier value) so that Validate can add its problems to the list;
+// only a command line it cannot parse (or -h: flag.ErrHelp) returns a nil *Loaded.
 func Load(role Role, name, usage string, args []string, getenv func(string) string, stderr io.Writer) (*Loaded, error) {
 	l := &Loaded{Config: Default()}
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
@@ -264,10 +266,7 @@ func Load(role Role, name, usage string, args []string, getenv func(string) stri
 			}
 		}
 	})
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
-	}
-	return l, nil
+	return l, errors.Join(errs...)
 }
 
 // FromEnv builds role's configuration from the defaults and the COAPGW_* environment only (the

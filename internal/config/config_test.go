@@ -208,6 +208,11 @@ func TestBadValues(t *testing.T) {
 			t.Errorf("load does not report %s: %v", want, err)
 		}
 	}
+	// What could be read is still returned, for Validate to add its problems.
+	l, err := load(t, Serve, []string{"--config", writeFile(t, "max_payload: big\ncoap_addr: ':99999'\n")}, nil)
+	if err == nil || l == nil || l.Config.CoAP.Addr != ":99999" || l.Config.Ingest.MaxPayload != 8192 {
+		t.Fatalf("partial load: %v %+v", err, l)
+	}
 	c := Default()
 	c.Ingest.MaxPayload, c.Log.Level, c.CoAP.PiggybackDeadline = 0, "loud", 3*time.Second
 	err = c.Validate(Serve)
