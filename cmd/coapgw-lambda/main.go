@@ -8,6 +8,9 @@
 //
 //	GOOS=linux GOARCH=arm64 go build -tags lambda.norpc -o bootstrap ./cmd/coapgw-lambda
 //
+// `bootstrap --check-config` validates the environment, reports every problem at once and prints
+// the effective settings.
+//
 // Environment (all optional; the same COAPGW_* variables as `coapgw process`, read by
 // internal/config, every problem reported at once):
 //
@@ -23,6 +26,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 
@@ -37,6 +41,9 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 1 {
+		os.Exit(checkConfig(os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
+	}
 	cfg, err := loadConfig(os.Getenv)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "coapgw-lambda: invalid configuration:\n"+err.Error())
@@ -53,6 +60,26 @@ func main() {
 		os.Exit(1)
 	}
 	lambda.Start(h.HandleSQSEvent)
+}
+
+// checkConfig implements `bootstrap --check-config` (the runtime starts the function without
+// arguments): it validates the environment as the function would, prints every problem or the
+// effective settings, and returns the exit status.
+func checkConfig(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	if len(args) != 1 || (args[0] != "--check-config" && args[0] != "-check-config") {
+		fmt.Fprintln(stderr, "usage: coapgw-lambda [--check-config]; settings come from COAPGW_* variables")
+		return 2
+	}
+	cfg, err := loadConfig(getenv)
+	if err != nil {
+		fmt.Fprintln(stderr, "coapgw-lambda: invalid configuration:\n"+err.Error())
+		return 2
+	}
+	fmt.Fprintln(stdout, "# configuration is valid")
+	if err := cfg.WriteYAML(stdout, config.Lambda); err != nil {
+		return 1
+	}
+	return 0
 }
 
 // loadConfig reads the function's settings from the COAPGW_* environment (the same variables as

@@ -45,6 +45,27 @@ func TestSinkConfig(t *testing.T) {
 	}
 }
 
+func TestCheckConfig(t *testing.T) {
+	var out, errb strings.Builder
+	bad := env(map[string]string{"COAPGW_IOT_CONCURRENCY": "0", "COAPGW_PUBLISH_TOPIC": "a/#", "COAPGW_THING_CACHE_SIZE": "many"})
+	if code := checkConfig([]string{"--check-config"}, bad, &out, &errb); code != 2 {
+		t.Fatalf("bad environment: exit %d", code)
+	}
+	for _, want := range []string{"iot-concurrency 0", "publish-topic", "COAPGW_THING_CACHE_SIZE"} {
+		if !strings.Contains(errb.String(), want) {
+			t.Errorf("%s not reported:\n%s", want, errb.String())
+		}
+	}
+	out.Reset()
+	if code := checkConfig([]string{"--check-config"}, env(map[string]string{"COAPGW_THING_CACHE_SIZE": "500"}), &out, &errb); code != 0 ||
+		!strings.Contains(out.String(), "thing_cache_size: 500\n") || strings.Contains(out.String(), "coap_addr") {
+		t.Fatalf("exit %d\n%s", code, out.String())
+	}
+	if code := checkConfig([]string{"serve"}, env(nil), &out, &errb); code != 2 {
+		t.Fatalf("unknown argument: exit %d", code)
+	}
+}
+
 // TestHandlerFromEnvironment builds the function as the runtime would (SDK default chain, the
 // COAPGW_* variables) and invokes it with an SQS event against moto.
 func TestHandlerFromEnvironment(t *testing.T) {
