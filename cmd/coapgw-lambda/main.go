@@ -8,7 +8,11 @@
 //
 //	GOOS=linux GOARCH=arm64 go build -tags lambda.norpc -o bootstrap ./cmd/coapgw-lambda
 //
-// Environment (all optional):
+// `bootstrap --check-config` validates the environment, reports every problem at once and prints
+// the effective settings.
+//
+// Environment (all optional; the same COAPGW_* variables as `coapgw process`, read by
+// internal/config, every problem reported at once):
 //
 //	COAPGW_PUBLISH_TOPIC       also publish every record to this MQTT topic ({type}, {thing})
 //	COAPGW_IOT_DATA_ENDPOINT   the account's iot:Data-ATS endpoint (else DescribeEndpoint, once)
@@ -22,26 +26,35 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
-	"strconv"
-	"strings"
 
 	"github.com/aws/aws-lambda-go/lambda"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 
+	"github.com/coapgw/coapgw/internal/config"
 	"github.com/coapgw/coapgw/internal/consume"
+	"github.com/coapgw/coapgw/internal/ops"
 	"github.com/coapgw/coapgw/internal/processor"
 	"github.com/coapgw/coapgw/internal/sink/awsiot"
 )
 
 func main() {
-	log, err := newLogger(os.Getenv("COAPGW_LOG_LEVEL"))
+	if len(os.Args) > 1 {
+		os.Exit(checkConfig(os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
+	}
+	cfg, err := loadConfig(os.Getenv)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "coapgw-lambda: invalid configuration:\n"+err.Error())
+		os.Exit(2)
+	}
+	log, err := ops.NewLogger(os.Stderr, cfg.Log.Level, "json") // Lambda logs are JSON
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "coapgw-lambda:", err)
 		os.Exit(2)
 	}
-	h, err := newHandler(context.Background(), os.Getenv, log)
+	h, err := newHandler(context.Background(), cfg, log)
 	if err != nil {
 		log.Error("start", "err", err)
 		os.Exit(1)
@@ -49,54 +62,49 @@ func main() {
 	lambda.Start(h.HandleSQSEvent)
 }
 
-func newLogger(level string) (*slog.Logger, error) {
-	var lvl slog.Level
-	if level != "" {
-		if err := lvl.UnmarshalText([]byte(strings.ToLower(level))); err != nil {
-			return nil, fmt.Errorf("COAPGW_LOG_LEVEL %q: want debug, info, warn or error", level)
-		}
+// checkConfig implements `bootstrap --check-config` (the runtime starts the function without
+// arguments): it validates the environment as the function would, prints every problem or the
+// effective settings, and returns the exit status.
+func checkConfig(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	if len(args) != 1 || (args[0] != "--check-config" && args[0] != "-check-config") {
+		fmt.Fprintln(stderr, "usage: coapgw-lambda [--check-config]; settings come from COAPGW_* variables")
+		return 2
 	}
-	return slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: lvl})), nil
-}
-
-// sinkConfig reads the sink's settings from the environment.
-func sinkConfig(getenv func(string) string) (awsiot.Config, error) {
-	cfg := awsiot.Config{PublishTopic: getenv("COAPGW_PUBLISH_TOPIC"), DataEndpoint: getenv("COAPGW_IOT_DATA_ENDPOINT")}
-	var errs []error
-	for _, v := range []struct {
-		name string
-		p    *int
-	}{{"COAPGW_THING_CACHE_SIZE", &cfg.ThingCacheSize}, {"COAPGW_IOT_CONCURRENCY", &cfg.Concurrency}} {
-		if s := getenv(v.name); s != "" {
-			n, err := strconv.Atoi(s)
-			if err != nil || n < 1 {
-				errs = append(errs, fmt.Errorf("%s=%q: want a positive integer", v.name, s))
-				continue
-			}
-			*v.p = n
-		}
-	}
-	if err := errors.Join(errs...); err != nil {
-		return cfg, err
-	}
-	return cfg, cfg.Validate()
-}
-
-// newHandler builds the processor on the AWS IoT sink, configured from the environment, with
-// credentials and region from the SDK default chain.
-func newHandler(ctx context.Context, getenv func(string) string, log *slog.Logger) (*consume.Handler, error) {
-	scfg, err := sinkConfig(getenv)
+	cfg, err := loadConfig(getenv)
 	if err != nil {
-		return nil, err
+		fmt.Fprintln(stderr, "coapgw-lambda: invalid configuration:\n"+err.Error())
+		return 2
 	}
+	fmt.Fprintln(stdout, "# configuration is valid")
+	if err := cfg.WriteYAML(stdout, config.Lambda); err != nil {
+		return 1
+	}
+	return 0
+}
+
+// loadConfig reads the function's settings from the COAPGW_* environment (the same variables as
+// `coapgw process`) and validates them, every problem at once.
+func loadConfig(getenv func(string) string) (config.Config, error) {
+	cfg, err := config.FromEnv(config.Lambda, getenv)
+	return cfg, errors.Join(err, cfg.Validate(config.Lambda))
+}
+
+// sinkConfig is the AWS IoT sink's part of the settings.
+func sinkConfig(c config.IoT) awsiot.Config {
+	return awsiot.Config{PublishTopic: c.PublishTopic, DataEndpoint: c.DataEndpoint, ThingCacheSize: c.ThingCacheSize, Concurrency: c.Concurrency}
+}
+
+// newHandler builds the processor on the AWS IoT sink, with credentials and region from the SDK
+// default chain.
+func newHandler(ctx context.Context, cfg config.Config, log *slog.Logger) (*consume.Handler, error) {
 	awsCfg, err := awsconfig.LoadDefaultConfig(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("load AWS configuration: %w", err)
 	}
-	if ep := getenv("COAPGW_AWS_ENDPOINT"); ep != "" {
+	if ep := cfg.AWS.Endpoint; ep != "" {
 		awsCfg.BaseEndpoint = &ep
 	}
-	sink, err := awsiot.New(scfg, awsCfg, log, nil)
+	sink, err := awsiot.New(sinkConfig(cfg.IoT), awsCfg, log, nil)
 	if err != nil {
 		return nil, err
 	}

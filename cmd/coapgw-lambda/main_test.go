@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -17,18 +18,51 @@ import (
 func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
 
 func TestSinkConfig(t *testing.T) {
-	cfg, err := sinkConfig(env(map[string]string{"COAPGW_THING_CACHE_SIZE": "500", "COAPGW_IOT_CONCURRENCY": "8", "COAPGW_PUBLISH_TOPIC": "t/{thing}"}))
+	c, err := loadConfig(env(map[string]string{"COAPGW_THING_CACHE_SIZE": "500", "COAPGW_IOT_CONCURRENCY": "8", "COAPGW_PUBLISH_TOPIC": "t/{thing}"}))
+	cfg := sinkConfig(c.IoT)
 	if err != nil || cfg.ThingCacheSize != 500 || cfg.Concurrency != 8 || cfg.PublishTopic != "t/{thing}" {
 		t.Fatalf("%+v %v", cfg, err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
 	}
 	for _, bad := range []map[string]string{
 		{"COAPGW_THING_CACHE_SIZE": "many"},
 		{"COAPGW_IOT_CONCURRENCY": "0"},
 		{"COAPGW_PUBLISH_TOPIC": "a/#"},
+		{"COAPGW_LOG_LEVEL": "loud"},
 	} {
-		if _, err := sinkConfig(env(bad)); err == nil {
+		if _, err := loadConfig(env(bad)); err == nil {
 			t.Errorf("%v accepted", bad)
 		}
+	}
+	// Every problem at once.
+	_, err = loadConfig(env(map[string]string{"COAPGW_IOT_CONCURRENCY": "0", "COAPGW_PUBLISH_TOPIC": "a/#", "COAPGW_LOG_LEVEL": "loud", "COAPGW_THING_CACHE_SIZE": "many"}))
+	for _, want := range []string{"iot-concurrency", "publish-topic", "log-level", "COAPGW_THING_CACHE_SIZE"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s not reported: %v", want, err)
+		}
+	}
+}
+
+func TestCheckConfig(t *testing.T) {
+	var out, errb strings.Builder
+	bad := env(map[string]string{"COAPGW_IOT_CONCURRENCY": "0", "COAPGW_PUBLISH_TOPIC": "a/#", "COAPGW_THING_CACHE_SIZE": "many"})
+	if code := checkConfig([]string{"--check-config"}, bad, &out, &errb); code != 2 {
+		t.Fatalf("bad environment: exit %d", code)
+	}
+	for _, want := range []string{"iot-concurrency 0", "publish-topic", "COAPGW_THING_CACHE_SIZE"} {
+		if !strings.Contains(errb.String(), want) {
+			t.Errorf("%s not reported:\n%s", want, errb.String())
+		}
+	}
+	out.Reset()
+	if code := checkConfig([]string{"--check-config"}, env(map[string]string{"COAPGW_THING_CACHE_SIZE": "500"}), &out, &errb); code != 0 ||
+		!strings.Contains(out.String(), "thing_cache_size: 500\n") || strings.Contains(out.String(), "coap_addr") {
+		t.Fatalf("exit %d\n%s", code, out.String())
+	}
+	if code := checkConfig([]string{"serve"}, env(nil), &out, &errb); code != 2 {
+		t.Fatalf("unknown argument: exit %d", code)
 	}
 }
 
@@ -41,7 +75,11 @@ func TestHandlerFromEnvironment(t *testing.T) {
 	t.Setenv("AWS_REGION", awstest.Region)
 	t.Setenv("AWS_CONFIG_FILE", "/dev/null")
 	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-	h, err := newHandler(t.Context(), env(map[string]string{"COAPGW_AWS_ENDPOINT": m.Endpoint()}), slog.New(slog.DiscardHandler))
+	cfg, err := loadConfig(env(map[string]string{"COAPGW_AWS_ENDPOINT": m.Endpoint()}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := newHandler(t.Context(), cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -489,6 +489,47 @@ func TestCheckConfig(t *testing.T) {
 	if out, err = exec.Command(binPath, "--check-config", "--config", cfg).CombinedOutput(); err == nil {
 		t.Fatalf("unknown key accepted:\n%s", out)
 	}
+	// Three bad values, each of another kind: all three are reported, for each role.
+	for _, tc := range []struct {
+		args []string
+		file string
+		want []string
+	}{
+		{[]string{"--check-config"}, "coap_addr: ':99999'\npiggyback_deadline: 1ns\nspool_max_bytes: 1KiB\nmax_payload: lots\n",
+			[]string{`coap-addr ":99999": port 99999 is out of range`, "piggyback-deadline 1ns", "spool-max-bytes 1KiB", `max_payload: "lots" is not a size`}},
+		{[]string{"process", "--check-config"}, "queue: https://sqs.eu-west-1.amazonaws.com/1/q\nhttp_addr: nosuchhost.invalid:8080\npollers: 0\nvisibility_timeout: 1s\n",
+			[]string{`host "nosuchhost.invalid" does not resolve`, "pollers 0", "visibility-timeout 1s"}},
+	} {
+		os.WriteFile(cfg, []byte(tc.file), 0o644)
+		out, err := exec.Command(binPath, append(tc.args, "--config", cfg)...).CombinedOutput()
+		if code := exitCode(err); code != 2 {
+			t.Errorf("%v: exit %d, want 2\n%s", tc.args, code, out)
+		}
+		for _, want := range tc.want {
+			if !strings.Contains(string(out), want) {
+				t.Errorf("%v: %q not reported:\n%s", tc.args, want, out)
+			}
+		}
+	}
+	// Sizes with units, as the README writes them, and the process role's valid settings.
+	out, err = exec.Command(binPath, "--check-config", "--spool-max-bytes", "1GiB", "--spool-segment-bytes", "64MiB", "--socket-buffer", "8MiB").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "spool_max_bytes: 1GiB") {
+		t.Fatalf("sizes with units: %v\n%s", err, out)
+	}
+	out, err = exec.Command(binPath, "process", "--check-config", "--queue", "https://sqs.eu-west-1.amazonaws.com/1/q").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "queue: https://sqs.eu-west-1.amazonaws.com/1/q") || strings.Contains(string(out), "coap_addr") {
+		t.Fatalf("process --check-config: %v\n%s", err, out)
+	}
+}
+
+func exitCode(err error) int {
+	if err == nil {
+		return 0
+	}
+	if ee, ok := err.(*exec.ExitError); ok {
+		return ee.ExitCode()
+	}
+	return -1
 }
 
 var _ = context.Background

@@ -12,13 +12,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
 
 	"github.com/coapgw/coapgw/internal/config"
 	"github.com/coapgw/coapgw/internal/gateway"
+	"github.com/coapgw/coapgw/internal/ops"
 )
 
 func main() {
@@ -52,11 +52,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 }
 
 func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	l, err := config.Load("coapgw serve", args, os.Getenv, stderr)
+	l, err := config.Load(config.Serve, "coapgw serve", "", args, os.Getenv, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
 	}
-	if err != nil {
+	if l == nil {
 		fmt.Fprintln(stderr, "coapgw:", err)
 		return 2
 	}
@@ -65,18 +65,22 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	cfg := l.Config
-	if err := cfg.Validate(); err != nil {
+	if err := errors.Join(err, cfg.Validate(config.Serve)); err != nil {
 		fmt.Fprintln(stderr, "coapgw: invalid configuration:\n"+err.Error())
 		return 2
 	}
 	if l.CheckOnly {
 		fmt.Fprintln(stdout, "# configuration is valid")
-		if err := cfg.WriteYAML(stdout); err != nil {
+		if err := cfg.WriteYAML(stdout, config.Serve); err != nil {
 			return 1
 		}
 		return 0
 	}
-	log := newLogger(cfg, stderr)
+	log, err := ops.NewLogger(stderr, cfg.Log.Level, cfg.Log.Format)
+	if err != nil { // Validate checked both
+		fmt.Fprintln(stderr, "coapgw:", err)
+		return 2
+	}
 	g, err := gateway.New(cfg, log)
 	if err != nil {
 		log.Error("start", "err", err)
@@ -87,14 +91,4 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
-}
-
-func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
-	var lvl slog.Level
-	_ = lvl.UnmarshalText([]byte(cfg.LogLevel))
-	opts := &slog.HandlerOptions{Level: lvl}
-	if cfg.LogFormat == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
-	}
-	return slog.New(slog.NewTextHandler(w, opts))
 }

@@ -83,6 +83,18 @@ func TestProcessCommand(t *testing.T) {
 	if !strings.Contains(string(metrics), `coapgw_consume_messages_total{result="deleted"}`) {
 		t.Fatalf("metrics:\n%s", metrics)
 	}
+	// The same operations server as the gateway's: liveness and readiness.
+	for _, path := range []string{"/healthz", "/readyz"} {
+		resp, err := http.Get("http://" + addr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.Contains(string(body), `"status":`) {
+			t.Fatalf("%s: %d %s", path, resp.StatusCode, body)
+		}
+	}
 	cancel()
 	select {
 	case c := <-code:

@@ -98,7 +98,7 @@ type Endpoint struct {
 	wg          sync.WaitGroup
 	stop        chan struct{}
 	stopOnce    sync.Once
-	inflight    atomic.Int64
+	inflight    inflightCounter
 }
 
 type outKey struct {

@@ -49,7 +49,8 @@ type Server struct {
 	conns []*net.UDPConn
 	out   *outQueue
 
-	wg       sync.WaitGroup
+	wg       sync.WaitGroup // the sender
+	readers  sync.WaitGroup
 	mu       sync.Mutex
 	started  bool
 	closed   bool
@@ -119,7 +120,8 @@ func (s *Server) LocalAddr() netip.AddrPort {
 	return s.conns[0].LocalAddr().(*net.UDPAddr).AddrPort()
 }
 
-// Serve runs the readers and the sender until ctx ends or Shutdown is called.
+// Serve runs the readers and the sender. It returns when ctx ends or Shutdown or Close is
+// called and the readers have stopped; responses still go out until Close.
 func (s *Server) Serve(ctx context.Context) error {
 	s.mu.Lock()
 	if s.started || len(s.conns) == 0 {
@@ -131,22 +133,20 @@ func (s *Server) Serve(ctx context.Context) error {
 	s.ep.Start()
 	s.wg.Add(1)
 	go func() { defer s.wg.Done(); s.out.run(s.log) }()
-	var rwg sync.WaitGroup
 	for _, c := range s.conns {
-		rwg.Add(1)
-		go func() { defer rwg.Done(); s.read(c) }()
+		s.readers.Go(func() { s.read(c) })
 	}
 	select {
 	case <-ctx.Done():
-		s.StopReading()
+		s.stopReading()
 	case <-s.stopRead:
 	}
-	rwg.Wait()
+	s.readers.Wait()
 	return nil
 }
 
-// StopReading stops taking datagrams; responses still go out until Close.
-func (s *Server) StopReading() {
+// stopReading stops taking datagrams; responses still go out until Close.
+func (s *Server) stopReading() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	select {
@@ -160,9 +160,10 @@ func (s *Server) StopReading() {
 	}
 }
 
-// Close stops reading, sends what is queued, stops the timers and closes the sockets. Idempotent.
+// Close stops reading, sends what is queued, stops the timers and closes the sockets, without
+// waiting for requests in flight (Shutdown does). Idempotent.
 func (s *Server) Close() error {
-	s.StopReading()
+	s.stopReading()
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()

@@ -1,8 +1,18 @@
-// Package config holds coapgw's settings: one typed struct with defaults, filled from an optional
-// YAML file, then COAPGW_* environment variables, then command-line flags (later wins), and
-// validated all at once.
+// Package config holds the settings of every coapgw role — the gateway (`coapgw serve`), the SQS
+// worker (`coapgw process`) and the Lambda handler (cmd/coapgw-lambda) — as one typed struct
+// with one section per component, filled from defaults, an optional YAML file, COAPGW_*
+// environment variables and command-line flags (later wins), and validated all at once.
 //
-// Every setting has a flag and an environment variable; the table in options() is the single list.
+// One table (options.go) lists every setting once: its flag name, which roles have it, its help
+// and the field it sets. The environment variable is COAPGW_ followed by the flag name in upper
+// snake case (--spool-max-bytes: COAPGW_SPOOL_MAX_BYTES) and the YAML key is the flag name in
+// snake case (spool_max_bytes); YAML files are flat (one key per setting, as --check-config
+// prints them) and unknown keys are an error. Sizes take units (1GiB, 64MiB, 8KiB, 8KB, or
+// plain bytes); durations are Go durations (250ms, 5s, 168h).
+//
+// Validate reports every problem at once, including addresses that cannot be bound (a port out
+// of range, a host that does not resolve) and durations the components cannot work with; each
+// role's --check-config prints the problems, or the effective settings as YAML.
 package config
 
 import (
@@ -12,46 +22,141 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strconv"
 	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
 )
 
-// Config is every setting of the gateway.
+// Role is a program reading the configuration; options name the roles they belong to.
+type Role uint8
+
+const (
+	// Serve is the gateway: CoAP ingest, spool, and the local processor or the forwarder.
+	Serve Role = 1 << iota
+	// Process is `coapgw process`, the worker applying an SQS queue to AWS IoT.
+	Process
+	// Lambda is cmd/coapgw-lambda: the same processor as a Lambda function (environment only).
+	Lambda
+)
+
+func (r Role) String() string {
+	switch r {
+	case Serve:
+		return "serve"
+	case Process:
+		return "process"
+	case Lambda:
+		return "lambda"
+	}
+	return fmt.Sprintf("Role(%d)", uint8(r))
+}
+
+// Config is every setting of every role, one section per component.
 type Config struct {
-	CoAPAddr  string `yaml:"coap_addr"`
-	HTTPAddr  string `yaml:"http_addr"`
-	DataDir   string `yaml:"data_dir"`
-	GatewayID string `yaml:"gateway_id"`
-	LogLevel  string `yaml:"log_level"`
-	LogFormat string `yaml:"log_format"`
+	CoAP    CoAP
+	Ingest  Ingest
+	Spool   Spool
+	Local   Local
+	Forward Forward
+	Consume Consume
+	IoT     IoT
+	AWS     AWS
+	HTTP    HTTP
+	Log     Log
+}
 
-	MaxPayload      int           `yaml:"max_payload"`
-	RetryAfter      time.Duration `yaml:"retry_after"`
-	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+// CoAP configures the UDP server and its exchange layer (internal/coapserver).
+type CoAP struct {
+	Addr              string        // coap-addr
+	Sockets           int           // coap-sockets
+	SocketBuffer      Size          // socket-buffer
+	PiggybackDeadline time.Duration // piggyback-deadline
+	DedupMaxEntries   int           // dedup-max-entries
+	DedupPerPeer      int           // dedup-per-peer
+	ShutdownTimeout   time.Duration // shutdown-timeout: how long a stop waits for in-flight requests
+	FailLinger        time.Duration // fail-linger: 5.03 and /readyz 503 after a component died, before the exit
+}
 
-	SpoolMaxBytes     int64 `yaml:"spool_max_bytes"`
-	SpoolSegmentBytes int64 `yaml:"spool_segment_bytes"`
+// Ingest configures the device API (internal/ingest).
+type Ingest struct {
+	GatewayID   string        // gateway-id
+	MaxPayload  Size          // max-payload
+	RetryAfter  time.Duration // retry-after
+	DeviceRate  int           // device-rate
+	DeviceBurst int           // device-burst
+}
 
-	CoAPSockets       int           `yaml:"coap_sockets"`
-	SocketBuffer      int           `yaml:"socket_buffer"`
-	PiggybackDeadline time.Duration `yaml:"piggyback_deadline"`
-	DedupMaxEntries   int           `yaml:"dedup_max_entries"`
-	DedupPerPeer      int           `yaml:"dedup_per_peer"`
-	DeviceRate        int           `yaml:"device_rate"`
-	DeviceBurst       int           `yaml:"device_burst"`
+// Spool configures the gateway's durable inbox (internal/spool).
+type Spool struct {
+	DataDir      string // data-dir
+	MaxBytes     Size   // spool-max-bytes
+	SegmentBytes Size   // spool-segment-bytes
+}
 
-	Process          string        `yaml:"process"`
-	Queue            string        `yaml:"queue"`
-	AckAfter         string        `yaml:"ack_after"`
-	QueueAckTimeout  time.Duration `yaml:"queue_ack_timeout"`
-	AWSEndpoint      string        `yaml:"aws_endpoint"`
-	ProcessorBatch   int           `yaml:"processor_batch"`
-	HistoryMaxAge    time.Duration `yaml:"history_max_age"`
-	HistoryMaxPoints int           `yaml:"history_max_points"`
-	Pprof            bool          `yaml:"pprof"`
+// Local configures local mode: the processor applying the spool to the embedded registry
+// (internal/processor, internal/registry).
+type Local struct {
+	Process          string        // process: local or none
+	Batch            int           // processor-batch
+	BackoffMin       time.Duration // processor-backoff-min
+	BackoffMax       time.Duration // processor-backoff-max
+	HistoryMaxAge    time.Duration // history-max-age
+	HistoryMaxPoints int           // history-max-points
+}
+
+// Forward configures the AWS pipeline's forwarder from the spool to SQS (internal/forward).
+type Forward struct {
+	AckAfter        string        // ack-after: spool or queue
+	QueueAckTimeout time.Duration // queue-ack-timeout
+	Concurrency     int           // forward-concurrency
+	MaxPending      int           // forward-max-pending
+	Linger          time.Duration // forward-linger (negative: never wait)
+	BackoffBase     time.Duration // forward-backoff-base
+	BackoffMax      time.Duration // forward-backoff-max
+	MaxRejects      int           // forward-max-rejects
+	CommitInterval  time.Duration // forward-commit-interval
+	ShutdownGrace   time.Duration // forward-shutdown-grace
+	MaxWaiters      int           // forward-max-waiters
+	QueueFIFO       bool          // queue-fifo: treat the queue as FIFO even without ".fifo"
+	QueueMaxBatch   Size          // queue-max-batch-bytes: bytes per SendMessageBatch request
+}
+
+// Consume configures `coapgw process`'s SQS worker (internal/consume).
+type Consume struct {
+	Sink              string        // sink: awsiot
+	Pollers           int           // pollers
+	BatchSize         int           // batch-size
+	VisibilityTimeout time.Duration // visibility-timeout
+	WaitTime          time.Duration // wait-time
+	BatchWait         time.Duration // batch-wait
+	StopTimeout       time.Duration // stop-timeout
+}
+
+// IoT configures the AWS IoT sink (internal/sink/awsiot) of `coapgw process` and the Lambda.
+type IoT struct {
+	PublishTopic   string // publish-topic
+	DataEndpoint   string // iot-data-endpoint
+	ThingCacheSize int    // thing-cache-size
+	Concurrency    int    // iot-concurrency
+}
+
+// AWS holds what every AWS client shares.
+type AWS struct {
+	Queue    string // queue: the SQS queue URL (serve forwards to it, process consumes it)
+	Endpoint string // aws-endpoint: base URL of every AWS API (emulators only)
+}
+
+// HTTP configures the operations server (internal/ops).
+type HTTP struct {
+	Addr  string // http-addr; empty disables
+	Pprof bool   // pprof
+}
+
+// Log configures the logger.
+type Log struct {
+	Level  string // log-level: debug, info, warn or error
+	Format string // log-format: text or json
 }
 
 // Default returns the configuration used when nothing is set: local mode on :5683 and :8080.
@@ -61,67 +166,31 @@ func Default() Config {
 		host = "coapgw"
 	}
 	return Config{
-		CoAPAddr:          ":5683",
-		HTTPAddr:          ":8080",
-		DataDir:           "./data",
-		GatewayID:         host,
-		LogLevel:          "info",
-		LogFormat:         "text",
-		MaxPayload:        8192,
-		RetryAfter:        5 * time.Second,
-		ShutdownTimeout:   10 * time.Second,
-		SpoolMaxBytes:     1 << 30,
-		SpoolSegmentBytes: 64 << 20,
-		CoAPSockets:       1,
-		SocketBuffer:      8 << 20,
-		PiggybackDeadline: time.Second,
-		DedupMaxEntries:   500_000,
-		DedupPerPeer:      1024,
-		DeviceBurst:       10,
-		Process:           "local",
-		AckAfter:          "spool",
-		QueueAckTimeout:   3 * time.Second,
-		ProcessorBatch:    20000,
-		HistoryMaxAge:     7 * 24 * time.Hour,
-		HistoryMaxPoints:  1000,
-	}
-}
-
-type option struct {
-	name string // flag name; the environment variable is COAPGW_ + upper snake case
-	help string
-	ptr  any // *string, *int, *int64, *bool, *time.Duration
-}
-
-func (c *Config) options() []option {
-	return []option{
-		{"coap-addr", "UDP address for CoAP", &c.CoAPAddr},
-		{"http-addr", "TCP address for the dashboard, /api, /metrics, /healthz, /readyz (empty disables)", &c.HTTPAddr},
-		{"data-dir", "directory for the spool", &c.DataDir},
-		{"gateway-id", "this gateway's name in every record (default: hostname)", &c.GatewayID},
-		{"log-level", "debug, info, warn or error", &c.LogLevel},
-		{"log-format", "text or json", &c.LogFormat},
-		{"max-payload", "largest telemetry payload in bytes; larger gets 4.13", &c.MaxPayload},
-		{"retry-after", "Max-Age sent with 5.03 (whole seconds)", &c.RetryAfter},
-		{"shutdown-timeout", "how long SIGTERM waits for in-flight requests", &c.ShutdownTimeout},
-		{"spool-max-bytes", "spool size cap; when full, devices get 5.03", &c.SpoolMaxBytes},
-		{"spool-segment-bytes", "spool segment file size", &c.SpoolSegmentBytes},
-		{"coap-sockets", "SO_REUSEPORT sockets (one reader each)", &c.CoAPSockets},
-		{"socket-buffer", "SO_RCVBUF/SO_SNDBUF bytes", &c.SocketBuffer},
-		{"piggyback-deadline", "send an empty ACK and a separate response after this", &c.PiggybackDeadline},
-		{"dedup-max-entries", "global cap on remembered (peer, MID) pairs", &c.DedupMaxEntries},
-		{"dedup-per-peer", "per-peer cap on remembered (peer, MID) pairs", &c.DedupPerPeer},
-		{"device-rate", "records a minute each device (type/id) may send; beyond: 5.03 + Max-Age (CON), dropped (NON); 0 = no limit", &c.DeviceRate},
-		{"device-burst", "records a device may send at once above its --device-rate", &c.DeviceBurst},
-		{"process", "local: apply records to the embedded registry and serve the dashboard; none: only ingest into the spool", &c.Process},
-		{"queue", "SQS queue URL: forward the spool to it (the AWS pipeline) instead of processing locally", &c.Queue},
-		{"ack-after", "spool: 2.04 after the fsync; queue: 2.04 only after SQS accepted the record (needs --queue)", &c.AckAfter},
-		{"queue-ack-timeout", "with --ack-after=queue: answer 5.03 if SQS has not accepted a record by then", &c.QueueAckTimeout},
-		{"aws-endpoint", "base URL for the AWS APIs (tests against an emulator only)", &c.AWSEndpoint},
-		{"processor-batch", "most records the local processor applies in one transaction", &c.ProcessorBatch},
-		{"history-max-age", "telemetry history older than this is dropped", &c.HistoryMaxAge},
-		{"history-max-points", "telemetry history kept per thing (records with numeric properties)", &c.HistoryMaxPoints},
-		{"pprof", "serve /debug/pprof/ on the HTTP address (for profiling; keep the port private)", &c.Pprof},
+		CoAP: CoAP{
+			Addr: ":5683", Sockets: 1, SocketBuffer: 8 * MiB, PiggybackDeadline: time.Second,
+			DedupMaxEntries: 500_000, DedupPerPeer: 1024, ShutdownTimeout: 10 * time.Second,
+			FailLinger: 5 * time.Second,
+		},
+		Ingest: Ingest{GatewayID: host, MaxPayload: 8192, RetryAfter: 5 * time.Second, DeviceBurst: 10},
+		Spool:  Spool{DataDir: "./data", MaxBytes: GiB, SegmentBytes: 64 * MiB},
+		Local: Local{
+			Process: "local", Batch: 20000, BackoffMin: 100 * time.Millisecond, BackoffMax: 30 * time.Second,
+			HistoryMaxAge: 7 * 24 * time.Hour, HistoryMaxPoints: 1000,
+		},
+		Forward: Forward{
+			AckAfter: "spool", QueueAckTimeout: 3 * time.Second,
+			Concurrency: 4, MaxPending: 1024, Linger: 10 * time.Millisecond,
+			BackoffBase: 100 * time.Millisecond, BackoffMax: 30 * time.Second, MaxRejects: 3,
+			CommitInterval: 100 * time.Millisecond, ShutdownGrace: 5 * time.Second, MaxWaiters: 65536,
+			QueueMaxBatch: MiB,
+		},
+		Consume: Consume{
+			Sink: "awsiot", Pollers: 4, BatchSize: 1000, VisibilityTimeout: 60 * time.Second,
+			WaitTime: 20 * time.Second, BatchWait: 250 * time.Millisecond, StopTimeout: 15 * time.Second,
+		},
+		IoT:  IoT{ThingCacheSize: 100_000, Concurrency: 32},
+		HTTP: HTTP{Addr: ":8080"},
+		Log:  Log{Level: "info", Format: "text"},
 	}
 }
 
@@ -129,6 +198,9 @@ func (c *Config) options() []option {
 func EnvName(flagName string) string {
 	return "COAPGW_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
 }
+
+// yamlKey is the config file key for a flag name.
+func yamlKey(flagName string) string { return strings.ReplaceAll(flagName, "-", "_") }
 
 // Loaded is the result of parsing a command line.
 type Loaded struct {
@@ -138,45 +210,55 @@ type Loaded struct {
 	Args       []string
 }
 
-// Load builds the configuration from defaults, the optional file (--config or COAPGW_CONFIG),
-// the environment and the flags in args, in that order of precedence (flags win).
-func Load(name string, args []string, getenv func(string) string, stderr io.Writer) (*Loaded, error) {
+// Load builds role's configuration from the defaults, the optional file (--config or
+// COAPGW_CONFIG), the environment and the flags in args, in that order of precedence (flags
+// win). name is the command's name for messages and usage its description for -h (may be
+// empty). It reports every malformed value at once, and then still returns the configuration
+// (those settings keep their earlier value) so that Validate can add its problems to the list;
+// only a command line it cannot parse (or -h: flag.ErrHelp) returns a nil *Loaded.
+func Load(role Role, name, usage string, args []string, getenv func(string) string, stderr io.Writer) (*Loaded, error) {
 	l := &Loaded{Config: Default()}
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	// Flags are parsed into a scratch Config so that file and environment can be applied first.
 	// The scratch copy starts from the defaults, so -h shows them.
 	scratch := Default()
-	opts := scratch.options()
+	opts := scratch.options(role)
 	for _, o := range opts {
-		fs.Var(&anyValue{p: o.ptr}, o.name, o.help+" (env "+EnvName(o.name)+")")
+		help := o.helpFor(role) + " (env " + EnvName(o.name) + ")"
+		switch p := o.ptr.(type) { // the flag package's own types, so that -h names them
+		case *string:
+			fs.StringVar(p, o.name, *p, help)
+		case *int:
+			fs.IntVar(p, o.name, *p, help)
+		case *bool:
+			fs.BoolVar(p, o.name, *p, help)
+		case *time.Duration:
+			fs.DurationVar(p, o.name, *p, help)
+		default:
+			fs.Var(&value{p: o.ptr}, o.name, strings.Replace(help, " (env ", ", a `size` in bytes or with a unit (env ", 1))
+		}
 	}
-	fs.StringVar(&l.ConfigFile, "config", getenv("COAPGW_CONFIG"), "YAML config file (env COAPGW_CONFIG)")
-	fs.BoolVar(&l.CheckOnly, "check-config", false, "validate the configuration, print it and exit")
+	fs.StringVar(&l.ConfigFile, "config", getenv("COAPGW_CONFIG"), "YAML config file, flat snake_case keys (env COAPGW_CONFIG)")
+	fs.BoolVar(&l.CheckOnly, "check-config", false, "validate the configuration, print every problem or the effective settings, and exit")
+	if usage != "" {
+		fs.Usage = func() {
+			fmt.Fprint(stderr, usage)
+			fs.PrintDefaults()
+		}
+	}
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
 	l.Args = fs.Args()
-	if l.ConfigFile != "" {
-		data, err := os.ReadFile(l.ConfigFile)
-		if err != nil {
-			return nil, fmt.Errorf("read config: %w", err)
-		}
-		dec := yaml.NewDecoder(bytes.NewReader(data))
-		dec.KnownFields(true)
-		if err := dec.Decode(&l.Config); err != nil && !errors.Is(err, io.EOF) {
-			return nil, fmt.Errorf("config %s: %w", l.ConfigFile, err)
-		}
-	}
-	target := l.Config.options()
+	target := l.Config.options(role)
 	var errs []error
-	for i, o := range opts {
-		if v := getenv(EnvName(o.name)); v != "" {
-			if err := set(target[i].ptr, v); err != nil {
-				errs = append(errs, fmt.Errorf("%s: %w", EnvName(o.name), err))
-			}
+	if l.ConfigFile != "" {
+		if err := l.Config.loadFile(l.ConfigFile, target); err != nil {
+			errs = append(errs, err)
 		}
 	}
+	errs = append(errs, applyEnv(target, getenv)...)
 	fs.Visit(func(f *flag.Flag) {
 		for i, o := range opts {
 			if o.name == f.Name {
@@ -184,170 +266,95 @@ func Load(name string, args []string, getenv func(string) string, stderr io.Writ
 			}
 		}
 	})
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
-	}
-	return l, nil
+	return l, errors.Join(errs...)
 }
 
-// Validate reports every problem at once.
-func (c *Config) Validate() error {
+// FromEnv builds role's configuration from the defaults and the COAPGW_* environment only (the
+// Lambda has no command line). Validate checks the result.
+func FromEnv(role Role, getenv func(string) string) (Config, error) {
+	c := Default()
+	return c, errors.Join(applyEnv(c.options(role), getenv)...)
+}
+
+func applyEnv(opts []option, getenv func(string) string) []error {
 	var errs []error
-	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
-	if c.CoAPAddr == "" {
-		bad("coap-addr must not be empty")
+	for _, o := range opts {
+		if v := getenv(EnvName(o.name)); v != "" {
+			if err := set(o.ptr, v); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", EnvName(o.name), err))
+			}
+		}
 	}
-	if c.DataDir == "" {
-		bad("data-dir must not be empty")
+	return errs
+}
+
+// loadFile applies a flat YAML file: one key per option (the flag name in snake_case). Unknown
+// keys and malformed values are reported all together.
+func (c *Config) loadFile(path string, opts []option) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("read config: %w", err)
 	}
-	if c.GatewayID == "" || len(c.GatewayID) > 128 {
-		bad("gateway-id must be 1–128 bytes")
+	var doc yaml.Node
+	if err := yaml.NewDecoder(bytes.NewReader(data)).Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		return fmt.Errorf("config %s: %w", path, err)
 	}
-	switch c.LogLevel {
-	case "debug", "info", "warn", "error":
-	default:
-		bad("log-level %q: want debug, info, warn or error", c.LogLevel)
+	if len(doc.Content) == 0 {
+		return nil
 	}
-	if c.LogFormat != "text" && c.LogFormat != "json" {
-		bad("log-format %q: want text or json", c.LogFormat)
+	m := doc.Content[0]
+	if m.Kind == yaml.ScalarNode && m.Tag == "!!null" {
+		return nil
 	}
-	if c.MaxPayload < 1 || c.MaxPayload > 60000 {
-		bad("max-payload %d: want 1–60000 bytes", c.MaxPayload)
+	if m.Kind != yaml.MappingNode {
+		return fmt.Errorf("config %s: want a mapping of settings", path)
 	}
-	if c.RetryAfter < time.Second || c.RetryAfter > time.Hour {
-		bad("retry-after %s: want 1s–1h", c.RetryAfter)
+	byKey := make(map[string]option, len(opts))
+	for _, o := range opts {
+		byKey[yamlKey(o.name)] = o
 	}
-	if c.ShutdownTimeout <= 0 {
-		bad("shutdown-timeout must be positive")
-	}
-	if c.SpoolSegmentBytes < 1<<16 {
-		bad("spool-segment-bytes %d: want at least 64 KiB", c.SpoolSegmentBytes)
-	}
-	if c.SpoolMaxBytes < c.SpoolSegmentBytes {
-		bad("spool-max-bytes %d: want at least spool-segment-bytes", c.SpoolMaxBytes)
-	}
-	if c.CoAPSockets < 1 || c.CoAPSockets > 64 {
-		bad("coap-sockets %d: want 1–64", c.CoAPSockets)
-	}
-	if c.SocketBuffer < 1<<16 {
-		bad("socket-buffer %d: want at least 64 KiB", c.SocketBuffer)
-	}
-	if c.PiggybackDeadline <= 0 || c.PiggybackDeadline >= 2*time.Second {
-		bad("piggyback-deadline %s: want more than 0 and less than ACK_TIMEOUT (2s)", c.PiggybackDeadline)
-	}
-	if c.Process != "local" && c.Process != "none" {
-		bad("process %q: want local or none", c.Process)
-	}
-	if c.AckAfter != "spool" && c.AckAfter != "queue" {
-		bad("ack-after %q: want spool or queue", c.AckAfter)
-	}
-	if c.QueueAckTimeout <= 0 {
-		bad("queue-ack-timeout must be positive")
-	}
-	if c.AckAfter == "queue" && c.Queue == "" {
-		bad("ack-after queue needs --queue")
-	}
-	if c.Queue != "" && !strings.HasPrefix(c.Queue, "https://") && !strings.HasPrefix(c.Queue, "http://") {
-		bad("queue %q: want the queue URL (https://sqs.<region>.amazonaws.com/<account>/<name>)", c.Queue)
-	}
-	if c.DeviceRate < 0 || c.DeviceRate > 1_000_000 {
-		bad("device-rate %d: want 0 (no limit) to 1000000 records a minute", c.DeviceRate)
-	}
-	if c.DeviceBurst < 1 || c.DeviceBurst > 1_000_000 {
-		bad("device-burst %d: want 1–1000000", c.DeviceBurst)
-	}
-	if c.ProcessorBatch < 1 || c.ProcessorBatch > 100_000 {
-		bad("processor-batch %d: want 1–100000", c.ProcessorBatch)
-	}
-	if c.HistoryMaxAge < time.Minute {
-		bad("history-max-age %s: want at least 1m", c.HistoryMaxAge)
-	}
-	if c.HistoryMaxPoints < 1 {
-		bad("history-max-points must be positive")
-	}
-	if c.DedupMaxEntries < 1 || c.DedupPerPeer < 1 {
-		bad("dedup-max-entries and dedup-per-peer must be positive")
+	var errs []error
+	seen := map[string]bool{}
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		k, v := m.Content[i], m.Content[i+1]
+		o, ok := byKey[k.Value]
+		switch {
+		case !ok:
+			errs = append(errs, fmt.Errorf("config %s line %d: unknown key %q", path, k.Line, k.Value))
+			continue
+		case seen[k.Value]:
+			errs = append(errs, fmt.Errorf("config %s line %d: %s given twice", path, k.Line, k.Value))
+			continue
+		case v.Kind != yaml.ScalarNode:
+			errs = append(errs, fmt.Errorf("config %s line %d: %s: want a single value", path, k.Line, k.Value))
+			continue
+		}
+		seen[k.Value] = true
+		if v.Tag == "!!null" {
+			continue // `key:` with nothing keeps the default
+		}
+		if err := set(o.ptr, v.Value); err != nil {
+			errs = append(errs, fmt.Errorf("config %s line %d: %s: %w", path, k.Line, k.Value, err))
+		}
 	}
 	return errors.Join(errs...)
 }
 
-// WriteYAML prints the effective configuration.
-func (c *Config) WriteYAML(w io.Writer) error {
+// WriteYAML prints role's effective settings as a flat YAML file that Load reads back.
+func (c *Config) WriteYAML(w io.Writer, role Role) error {
+	m := &yaml.Node{Kind: yaml.MappingNode}
+	for _, o := range c.options(role) {
+		v := (&value{p: o.ptr}).String()
+		n := &yaml.Node{Kind: yaml.ScalarNode, Value: v}
+		if _, isString := o.ptr.(*string); isString {
+			n.Tag = "!!str" // keeps "" and "on" strings
+		}
+		m.Content = append(m.Content, &yaml.Node{Kind: yaml.ScalarNode, Value: yamlKey(o.name)}, n)
+	}
 	enc := yaml.NewEncoder(w)
 	defer enc.Close()
-	return enc.Encode(c)
-}
-
-// anyValue adapts a typed field pointer to flag.Value.
-type anyValue struct{ p any }
-
-func (v *anyValue) String() string {
-	if v == nil || v.p == nil {
-		return ""
-	}
-	switch p := v.p.(type) {
-	case *string:
-		return *p
-	case *int:
-		return strconv.Itoa(*p)
-	case *int64:
-		return strconv.FormatInt(*p, 10)
-	case *bool:
-		return strconv.FormatBool(*p)
-	case *time.Duration:
-		return p.String()
-	}
-	return ""
-}
-
-// IsBoolFlag lets a boolean setting be given as a bare --flag.
-func (v *anyValue) IsBoolFlag() bool { _, ok := v.p.(*bool); return ok }
-
-func (v *anyValue) Set(s string) error { return set(v.p, s) }
-
-func set(p any, s string) error {
-	switch p := p.(type) {
-	case *string:
-		*p = s
-	case *int:
-		n, err := strconv.Atoi(s)
-		if err != nil {
-			return fmt.Errorf("%q is not a whole number", s)
-		}
-		*p = n
-	case *int64:
-		n, err := strconv.ParseInt(s, 10, 64)
-		if err != nil {
-			return fmt.Errorf("%q is not a whole number", s)
-		}
-		*p = n
-	case *bool:
-		b, err := strconv.ParseBool(s)
-		if err != nil {
-			return fmt.Errorf("%q is not true or false", s)
-		}
-		*p = b
-	case *time.Duration:
-		d, err := time.ParseDuration(s)
-		if err != nil {
-			return fmt.Errorf("%q is not a duration like 5s", s)
-		}
-		*p = d
-	}
-	return nil
-}
-
-func copyValue(dst, src any) {
-	switch d := dst.(type) {
-	case *string:
-		*d = *src.(*string)
-	case *int:
-		*d = *src.(*int)
-	case *int64:
-		*d = *src.(*int64)
-	case *bool:
-		*d = *src.(*bool)
-	case *time.Duration:
-		*d = *src.(*time.Duration)
-	}
+	return enc.Encode(m)
 }

@@ -43,11 +43,12 @@
 //	coapgw_forward_pending_records          gauge     records read from the spool and not yet acknowledged
 //	coapgw_forward_backoff_seconds_total    counter   time spent waiting before retries
 //
-// Configuration (Config; suggested config keys in parentheses): Concurrency (forward_concurrency,
-// default 4), MaxPending (forward_max_pending, 1024), Linger (forward_linger, 10ms), BackoffBase
-// (forward_backoff_base, 100ms), BackoffMax (forward_backoff_max, 30s), MaxRejects
-// (forward_max_rejects, 3), CommitInterval (forward_commit_interval, 100ms), ShutdownGrace
-// (forward_shutdown_grace, 5s), MaxWaiters (forward_max_waiters, 65536).
+// Configuration (Config; the config keys of `coapgw serve` in parentheses, each also a flag
+// --forward-… and a COAPGW_FORWARD_… variable): Concurrency (forward_concurrency, default 4),
+// MaxPending (forward_max_pending, 1024), Linger (forward_linger, 10ms; the key's 0 means never
+// wait), BackoffBase (forward_backoff_base, 100ms), BackoffMax (forward_backoff_max, 30s),
+// MaxRejects (forward_max_rejects, 3), CommitInterval (forward_commit_interval, 100ms),
+// ShutdownGrace (forward_shutdown_grace, 5s), MaxWaiters (forward_max_waiters, 65536).
 package forward
 
 import (

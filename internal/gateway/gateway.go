@@ -1,15 +1,18 @@
 // Package gateway wires the components of one coapgw process together (CoAP server, device API,
-// spool, operations HTTP server) and runs them with a shutdown in dependency order.
+// spool, the local processor or the forwarder, the operations HTTP server) and runs them as a
+// run group (run.go): a component that dies makes the gateway not ready, answer 5.03 and exit
+// with an error, and a stop shuts everything down in dependency order.
+//
+// Configuration: config.Config, role config.Serve; every section goes to its component. The
+// gateway's own keys are shutdown_timeout (how long a stop waits for requests in flight) and
+// fail_linger (how long a failed gateway answers 5.03 and /readyz 503 before it exits). Metrics:
+// the components' own, plus the Go and process collectors.
 package gateway
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
-	"net/http/pprof"
 	"net/netip"
 	"path/filepath"
 	"sync"
@@ -19,10 +22,10 @@ import (
 	"github.com/coapgw/coapgw/internal/coapserver"
 	"github.com/coapgw/coapgw/internal/config"
 	"github.com/coapgw/coapgw/internal/ingest"
+	"github.com/coapgw/coapgw/internal/ops"
 	"github.com/coapgw/coapgw/internal/spool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // Version is set at build time with -ldflags "-X .../gateway.Version=...".
@@ -36,9 +39,10 @@ type Gateway struct {
 	spool  *spool.Disk
 	ingest *ingest.Handler
 	coap   *coapserver.Server
-	http   *http.Server
-	httpLn net.Listener
+	ops    *ops.Server // nil when --http-addr is empty
 	ready  atomic.Bool
+	// failure is the error of a component that died, once one did.
+	failure atomic.Pointer[error]
 
 	local   *local      // nil unless --process=local and no --queue
 	forward *forwarding // nil unless --queue
@@ -48,13 +52,13 @@ type Gateway struct {
 
 // New opens the spool and binds the sockets, so LocalAddr and HTTPAddr work before Serve.
 func New(cfg config.Config, log *slog.Logger) (*Gateway, error) {
-	if err := cfg.Validate(); err != nil {
+	if err := cfg.Validate(config.Serve); err != nil {
 		return nil, err
 	}
 	g := &Gateway{cfg: cfg, log: log, reg: prometheus.NewRegistry()}
 	g.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	sp, err := spool.Open(filepath.Join(cfg.DataDir, "spool"), spool.Options{
-		MaxBytes: cfg.SpoolMaxBytes, SegmentBytes: cfg.SpoolSegmentBytes,
+	sp, err := spool.Open(filepath.Join(cfg.Spool.DataDir, "spool"), spool.Options{
+		MaxBytes: int64(cfg.Spool.MaxBytes), SegmentBytes: int64(cfg.Spool.SegmentBytes),
 		Logger: log.With("component", "spool"), Registerer: g.reg,
 	})
 	if err != nil {
@@ -62,12 +66,12 @@ func New(cfg config.Config, log *slog.Logger) (*Gateway, error) {
 	}
 	g.spool = sp
 	switch {
-	case cfg.Queue != "":
+	case cfg.AWS.Queue != "":
 		if err := g.openForward(); err != nil {
 			sp.Close()
 			return nil, err
 		}
-	case cfg.Process == "local":
+	case cfg.Local.Process == "local":
 		if err := g.openLocal(); err != nil {
 			sp.Close()
 			return nil, err
@@ -75,28 +79,28 @@ func New(cfg config.Config, log *slog.Logger) (*Gateway, error) {
 	}
 	fail := func(err error) (*Gateway, error) {
 		if g.local != nil {
-			g.local.stop(g)
+			g.local.close(g)
 		}
 		sp.Close()
 		return nil, err
 	}
 	g.ingest, err = ingest.New(ingest.Config{
-		GatewayID: cfg.GatewayID, MaxPayload: cfg.MaxPayload,
-		RetryAfter: int(cfg.RetryAfter / time.Second), Version: Version,
+		GatewayID: cfg.Ingest.GatewayID, MaxPayload: int(cfg.Ingest.MaxPayload),
+		RetryAfter: int(cfg.Ingest.RetryAfter / time.Second), Version: Version,
 		AfterStored: g.afterStored(), Lag: g.lag,
-		DeviceRate: cfg.DeviceRate, DeviceBurst: cfg.DeviceBurst,
+		DeviceRate: cfg.Ingest.DeviceRate, DeviceBurst: cfg.Ingest.DeviceBurst,
 	}, sp, log.With("component", "ingest"), g.reg)
 	if err != nil {
 		return fail(err)
 	}
 	g.coap, err = coapserver.New(coapserver.Config{
-		Addr: cfg.CoAPAddr, Sockets: cfg.CoAPSockets, SocketBytes: cfg.SocketBuffer,
-		MaxDatagram: max(16<<10, cfg.MaxPayload+2048),
+		Addr: cfg.CoAP.Addr, Sockets: cfg.CoAP.Sockets, SocketBytes: int(cfg.CoAP.SocketBuffer),
+		MaxDatagram: max(16<<10, int(cfg.Ingest.MaxPayload)+2048),
 		Exchange: coapserver.Options{
-			PiggybackDeadline: cfg.PiggybackDeadline,
-			DedupGlobalCap:    cfg.DedupMaxEntries,
-			DedupPerPeerCap:   cfg.DedupPerPeer,
-			MaxRequestBody:    cfg.MaxPayload,
+			PiggybackDeadline: cfg.CoAP.PiggybackDeadline,
+			DedupGlobalCap:    cfg.CoAP.DedupMaxEntries,
+			DedupPerPeerCap:   cfg.CoAP.DedupPerPeer,
+			MaxRequestBody:    int(cfg.Ingest.MaxPayload),
 		},
 	}, g.ingest, log.With("component", "coap"), g.reg)
 	if err == nil {
@@ -105,16 +109,16 @@ func New(cfg config.Config, log *slog.Logger) (*Gateway, error) {
 	if err != nil {
 		return fail(err)
 	}
-	if cfg.HTTPAddr != "" {
-		ln, err := net.Listen("tcp", cfg.HTTPAddr)
-		if err != nil {
-			g.coap.Close()
-			return fail(fmt.Errorf("listen http %s: %w", cfg.HTTPAddr, err))
-		}
-		g.httpLn = ln
-		g.http = &http.Server{Handler: g.routes(), ReadHeaderTimeout: 10 * time.Second}
+	if cfg.HTTP.Addr != "" {
+		g.ops = ops.New(ops.Config{Addr: cfg.HTTP.Addr, Pprof: cfg.HTTP.Pprof, Ready: g.readiness, Details: g.readyDetails},
+			g.reg, log.With("component", "http"))
 		if g.local != nil {
-			g.http.RegisterOnShutdown(g.local.api.Close)
+			g.local.api.Register(g.ops.Mux()) // the dashboard at / and the JSON API under /api/
+			g.ops.RegisterOnShutdown(g.local.api.Close)
+		}
+		if err := g.ops.Listen(); err != nil {
+			g.coap.Close()
+			return fail(err)
 		}
 	}
 	return g, nil
@@ -139,13 +143,13 @@ var errQueueTimeout = errors.New("queue did not accept the record in time")
 // afterStored is ingest's hook for --ack-after=queue: the device's 2.04 waits until SQS accepted
 // the record, for at most --queue-ack-timeout.
 func (g *Gateway) afterStored() func(uint64, func(error)) error {
-	if g.cfg.AckAfter != "queue" || g.forward == nil {
+	if g.cfg.Forward.AckAfter != "queue" || g.forward == nil {
 		return nil
 	}
 	return func(seq uint64, done func(error)) error {
 		var once sync.Once
 		finish := func(err error) { once.Do(func() { done(err) }) }
-		timer := time.AfterFunc(g.cfg.QueueAckTimeout, func() { finish(errQueueTimeout) })
+		timer := time.AfterFunc(g.cfg.Forward.QueueAckTimeout, func() { finish(errQueueTimeout) })
 		if err := g.forward.fwd.OnAccepted(seq, func(err error) { timer.Stop(); finish(err) }); err != nil {
 			if timer.Stop() {
 				return err
@@ -160,112 +164,31 @@ func (g *Gateway) CoAPAddr() netip.AddrPort { return g.coap.LocalAddr() }
 
 // HTTPAddr is the bound HTTP address, or "" if disabled.
 func (g *Gateway) HTTPAddr() string {
-	if g.httpLn == nil {
+	if g.ops == nil {
 		return ""
 	}
-	return g.httpLn.Addr().String()
+	return g.ops.Addr()
 }
 
 // Registry is the gateway's Prometheus registry.
 func (g *Gateway) Registry() *prometheus.Registry { return g.reg }
 
-func (g *Gateway) routes() http.Handler {
-	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(g.reg, promhttp.HandlerOpts{Registry: g.reg}))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		fmt.Fprintln(w, `{"status":"ok"}`)
-	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		if !g.ready.Load() {
-			w.WriteHeader(http.StatusServiceUnavailable)
-			fmt.Fprintln(w, `{"status":"not ready"}`)
-			return
-		}
-		st := g.spool.Stats()
-		fmt.Fprintf(w, "{\"status\":\"ready\",\"spool_depth\":%d,\"spool_bytes\":%d}\n", st.Depth, st.Bytes)
-	})
-	if g.local != nil {
-		g.local.api.Register(mux) // the dashboard at / and the JSON API under /api/
+// errNotReady is /readyz's reason while the gateway starts or stops.
+var errNotReady = errors.New("starting or shutting down")
+
+// readiness is /readyz's check.
+func (g *Gateway) readiness() error {
+	if err := g.failure.Load(); err != nil {
+		return *err
 	}
-	if g.cfg.Pprof {
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	if !g.ready.Load() {
+		return errNotReady
 	}
-	return mux
+	return nil
 }
 
-// Serve runs until ctx ends, then shuts down in dependency order: new telemetry gets 5.03, the
-// requests already handed to the spool are answered, the CoAP sockets close, the processor
-// finishes its batch and the registry closes, the spool is flushed and closed, and the HTTP
-// server stops last.
-func (g *Gateway) Serve(ctx context.Context) error {
-	errc := make(chan error, 2)
-	coapDone := make(chan struct{})
-	go func() {
-		defer close(coapDone)
-		if err := g.coap.Serve(context.Background()); err != nil {
-			errc <- fmt.Errorf("coap: %w", err)
-		}
-	}()
-	if g.http != nil {
-		go func() {
-			if err := g.http.Serve(g.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				errc <- fmt.Errorf("http: %w", err)
-			}
-		}()
-	}
-	g.started = time.Now()
-	if g.local != nil {
-		g.local.start(g)
-	}
-	if g.forward != nil {
-		g.forward.start(g)
-	}
-	g.ready.Store(true)
-	g.log.Info("coapgw serving", "process", g.cfg.Process, "queue", g.cfg.Queue, "ack_after", g.cfg.AckAfter, "coap", g.CoAPAddr().String(), "http", g.HTTPAddr(), "data_dir", g.cfg.DataDir, "version", Version)
-	var runErr error
-	select {
-	case <-ctx.Done():
-	case runErr = <-errc:
-	}
-	g.shutdown()
-	<-coapDone
-	return runErr
-}
-
-func (g *Gateway) shutdown() {
-	g.log.Info("shutting down")
-	g.ready.Store(false)
-	g.ingest.Drain()
-	deadline := time.Now().Add(g.cfg.ShutdownTimeout)
-	for g.coap.Endpoint().Inflight() > 0 && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
-	if n := g.coap.Endpoint().Inflight(); n > 0 {
-		g.log.Warn("shutdown timeout with requests in flight; they were not acknowledged", "inflight", n)
-	}
-	g.coap.StopReading()
-	g.coap.Close()
-	if g.local != nil {
-		g.local.stopProcessor()
-	}
-	if g.forward != nil {
-		g.forward.stop()
-	}
-	if err := g.spool.Close(); err != nil {
-		g.log.Error("close spool", "err", err)
-	}
-	if g.http != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		_ = g.http.Shutdown(ctx)
-	}
-	if g.local != nil {
-		g.local.stop(g)
-	}
-	g.log.Info("stopped")
+// readyDetails are the fields of a ready /readyz answer.
+func (g *Gateway) readyDetails() map[string]any {
+	st := g.spool.Stats()
+	return map[string]any{"spool_depth": st.Depth, "spool_bytes": st.Bytes}
 }

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"sync"
@@ -9,33 +10,34 @@ import (
 
 	"github.com/coapgw/coapgw/internal/httpapi"
 	"github.com/coapgw/coapgw/internal/processor"
-	"github.com/coapgw/coapgw/internal/processor/spoolsource"
 	"github.com/coapgw/coapgw/internal/registry"
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
 )
 
 // local is local mode's half of the pipeline: the processor applies spool records to the embedded
 // registry, and the HTTP API and dashboard read it.
 type local struct {
-	reg  *registry.Registry
-	proc *processor.Processor
-	api  *httpapi.API
-
-	cancel context.CancelFunc
-	done   chan struct{}
+	reg   *registry.Registry
+	guard *storeGuard
+	proc  *processor.Processor
+	api   *httpapi.API
 }
 
 func (g *Gateway) openLocal() error {
-	reg, err := registry.Open(filepath.Join(g.cfg.DataDir, "registry.db"), registry.Options{
-		HistoryMaxAge: g.cfg.HistoryMaxAge, HistoryMaxPoints: g.cfg.HistoryMaxPoints,
+	reg, err := registry.Open(filepath.Join(g.cfg.Spool.DataDir, "registry.db"), registry.Options{
+		HistoryMaxAge: g.cfg.Local.HistoryMaxAge, HistoryMaxPoints: g.cfg.Local.HistoryMaxPoints,
 		Logger: g.log.With("component", "registry"),
 	})
 	if err != nil {
 		return fmt.Errorf("open registry: %w", err)
 	}
-	l := &local{reg: reg}
+	l := &local{reg: reg, guard: &storeGuard{sink: reg}}
 	l.api = httpapi.New(httpapi.Config{}, reg, g.status, g.log.With("component", "httpapi"))
-	l.proc, err = processor.New(processor.Config{BatchSize: g.cfg.ProcessorBatch, OnApplied: func(things []string) { l.api.Notify(things...) }},
-		reg, g.log.With("component", "processor"), g.reg)
+	l.proc, err = processor.New(processor.Config{
+		BatchSize: g.cfg.Local.Batch, BackoffMin: g.cfg.Local.BackoffMin, BackoffMax: g.cfg.Local.BackoffMax,
+		OnApplied: func(things []string) { l.api.Notify(things...) },
+	}, l.guard, g.log.With("component", "processor"), g.reg)
 	if err != nil {
 		reg.Close()
 		return err
@@ -44,34 +46,90 @@ func (g *Gateway) openLocal() error {
 	return nil
 }
 
-func (l *local) start(g *Gateway) {
-	ctx, cancel := context.WithCancel(context.Background())
-	l.cancel, l.done = cancel, make(chan struct{})
-	go func() {
-		defer close(l.done)
-		if err := l.proc.Run(ctx, spoolsource.New(g.spool)); err != nil {
-			g.log.Error("processor stopped", "err", err)
-		}
-	}()
-}
-
-// stopProcessor ends the processor after its current batch (an unfinished batch stays in the
-// spool and is applied after the next start).
-func (l *local) stopProcessor() {
-	if l.cancel != nil {
-		l.cancel()
-		<-l.done
-		l.cancel = nil
+// run is the processor as an actor: it applies the spool until ctx ends (the batch being
+// applied stays in the spool and is applied after the next start) and returns nil then. It
+// returns an error when the processor stops by itself (the spool closed) or the registry failed
+// in a way retrying cannot fix.
+func (l *local) run(ctx context.Context, src processor.Source) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	l.guard.arm(cancel)
+	err := l.proc.Run(ctx, src)
+	if fatal := l.guard.fatal(); fatal != nil {
+		return fatal
 	}
+	if err != nil {
+		return fmt.Errorf("processor: %w", err)
+	}
+	if ctx.Err() == nil {
+		return errors.New("processor returned while running")
+	}
+	return nil
 }
 
-// stop stops the processor and closes the event streams and the registry.
-func (l *local) stop(g *Gateway) {
-	l.stopProcessor()
+// close closes the event streams and the registry (after run has returned).
+func (l *local) close(g *Gateway) {
 	l.api.Close()
 	if err := l.reg.Close(); err != nil {
 		g.log.Error("close registry", "err", err)
 	}
+}
+
+// storeGuard is the processor's Sink in local mode: the registry, watched for store errors that
+// retrying cannot fix. The processor retries every sink error (a transient one heals: a busy
+// database, a full disk that gets space); on a permanent one the guard ends the processor's run
+// with that error, so the gateway stops taking records nothing would apply.
+type storeGuard struct {
+	sink   processor.Sink
+	mu     sync.Mutex
+	cancel context.CancelCauseFunc
+	err    error
+}
+
+var _ processor.Sink = (*storeGuard)(nil)
+
+func (s *storeGuard) arm(cancel context.CancelCauseFunc) {
+	s.mu.Lock()
+	s.cancel = cancel
+	s.mu.Unlock()
+}
+
+func (s *storeGuard) fatal() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}
+
+// Apply applies b; a permanent store error also ends the run.
+func (s *storeGuard) Apply(ctx context.Context, b *processor.Batch) ([]processor.Outcome, error) {
+	out, err := s.sink.Apply(ctx, b)
+	if err != nil && permanentStoreError(err) {
+		s.mu.Lock()
+		if s.err == nil {
+			s.err = fmt.Errorf("registry failed for good: %w", err)
+		}
+		if s.cancel != nil {
+			s.cancel(s.err)
+		}
+		s.mu.Unlock()
+	}
+	return out, err
+}
+
+// permanentStoreError reports whether err is an SQLite error no retry can fix: the database is
+// corrupt (SQLITE_CORRUPT), not a database (SQLITE_NOTADB) or cannot be written (SQLITE_READONLY,
+// which includes a database file moved or deleted under the process). Busy, locked, full-disk and
+// I/O errors are left to the processor's retries.
+func permanentStoreError(err error) bool {
+	var se *sqlite.Error
+	if !errors.As(err, &se) {
+		return false
+	}
+	switch se.Code() & 0xff {
+	case sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_READONLY:
+		return true
+	}
+	return false
 }
 
 // rate turns the accepted-records counter into records per second between status calls.

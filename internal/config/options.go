@@ -1,0 +1,102 @@
+package config
+
+// option is one setting: its flag name (the environment variable and the YAML key derive from
+// it), the roles that have it, its help and the field it sets.
+type option struct {
+	name  string
+	roles Role
+	help  string
+	// roleHelp, if set, replaces help for roles where the setting means something more specific.
+	roleHelp map[Role]string
+	ptr      any // *string, *int, *bool, *time.Duration, *Size
+}
+
+func (o option) helpFor(r Role) string {
+	if h, ok := o.roleHelp[r]; ok {
+		return h
+	}
+	return o.help
+}
+
+const (
+	sp  = Serve
+	pr  = Process
+	all = Serve | Process | Lambda
+)
+
+// options is the table of every setting, in the order -h and --check-config list them, bound to
+// c's fields; only those of role are returned.
+func (c *Config) options(role Role) []option {
+	table := []option{
+		// CoAP server
+		{name: "coap-addr", roles: sp, help: "UDP address for CoAP", ptr: &c.CoAP.Addr},
+		{name: "http-addr", roles: sp | pr, help: "TCP address for the operations server: /metrics, /healthz, /readyz (empty disables)",
+			roleHelp: map[Role]string{Serve: "TCP address for the dashboard, /api, /metrics, /healthz, /readyz (empty disables)"}, ptr: &c.HTTP.Addr},
+		{name: "data-dir", roles: sp, help: "directory for the spool (and the local registry)", ptr: &c.Spool.DataDir},
+		{name: "gateway-id", roles: sp, help: "this gateway's name in every record (default: hostname)", ptr: &c.Ingest.GatewayID},
+		{name: "log-level", roles: all, help: "debug, info, warn or error", ptr: &c.Log.Level},
+		{name: "log-format", roles: sp | pr, help: "text or json", ptr: &c.Log.Format},
+		{name: "max-payload", roles: sp, help: "largest telemetry payload; larger gets 4.13", ptr: &c.Ingest.MaxPayload},
+		{name: "retry-after", roles: sp, help: "Max-Age sent with 5.03 (whole seconds)", ptr: &c.Ingest.RetryAfter},
+		{name: "shutdown-timeout", roles: sp, help: "how long SIGTERM waits for in-flight requests", ptr: &c.CoAP.ShutdownTimeout},
+		{name: "fail-linger", roles: sp, help: "when a component dies (the local processor's store, the forwarder): how long /readyz answers 503 and devices 5.03 before the gateway shuts down and exits 1 (0: at once)", ptr: &c.CoAP.FailLinger},
+		{name: "spool-max-bytes", roles: sp, help: "spool size cap; when full, devices get 5.03", ptr: &c.Spool.MaxBytes},
+		{name: "spool-segment-bytes", roles: sp, help: "spool segment file size", ptr: &c.Spool.SegmentBytes},
+		{name: "coap-sockets", roles: sp, help: "SO_REUSEPORT sockets (one reader each)", ptr: &c.CoAP.Sockets},
+		{name: "socket-buffer", roles: sp, help: "SO_RCVBUF/SO_SNDBUF size", ptr: &c.CoAP.SocketBuffer},
+		{name: "piggyback-deadline", roles: sp, help: "send an empty ACK and a separate response after this (1ms–2s)", ptr: &c.CoAP.PiggybackDeadline},
+		{name: "dedup-max-entries", roles: sp, help: "global cap on remembered (peer, MID) pairs", ptr: &c.CoAP.DedupMaxEntries},
+		{name: "dedup-per-peer", roles: sp, help: "per-peer cap on remembered (peer, MID) pairs", ptr: &c.CoAP.DedupPerPeer},
+		{name: "device-rate", roles: sp, help: "records a minute each device (type/id) may send; beyond: 5.03 + Max-Age (CON), dropped (NON); 0 = no limit", ptr: &c.Ingest.DeviceRate},
+		{name: "device-burst", roles: sp, help: "records a device may send at once above its --device-rate", ptr: &c.Ingest.DeviceBurst},
+
+		// Local mode
+		{name: "process", roles: sp, help: "local: apply records to the embedded registry and serve the dashboard; none: only ingest into the spool", ptr: &c.Local.Process},
+		{name: "processor-batch", roles: sp, help: "most records the local processor applies in one transaction", ptr: &c.Local.Batch},
+		{name: "processor-backoff-min", roles: sp, help: "first wait before the local processor retries a failed batch (doubling up to --processor-backoff-max)", ptr: &c.Local.BackoffMin},
+		{name: "processor-backoff-max", roles: sp, help: "longest wait between the local processor's retries of a failed batch", ptr: &c.Local.BackoffMax},
+		{name: "history-max-age", roles: sp, help: "telemetry history older than this is dropped", ptr: &c.Local.HistoryMaxAge},
+		{name: "history-max-points", roles: sp, help: "telemetry history kept per thing (records with numeric properties)", ptr: &c.Local.HistoryMaxPoints},
+		{name: "pprof", roles: sp | pr, help: "serve /debug/pprof/ on the HTTP address (for profiling; keep the port private)", ptr: &c.HTTP.Pprof},
+
+		// AWS
+		{name: "queue", roles: sp | pr, help: "SQS queue URL: forward the spool to it (the AWS pipeline) instead of processing locally",
+			roleHelp: map[Role]string{Process: "URL of the SQS queue the gateways forward to (required)"}, ptr: &c.AWS.Queue},
+		{name: "ack-after", roles: sp, help: "spool: 2.04 after the fsync; queue: 2.04 only after SQS accepted the record (needs --queue)", ptr: &c.Forward.AckAfter},
+		{name: "queue-ack-timeout", roles: sp, help: "with --ack-after=queue: answer 5.03 if SQS has not accepted a record by then", ptr: &c.Forward.QueueAckTimeout},
+		{name: "queue-fifo", roles: sp, help: "treat the queue as FIFO (per-thing message groups, deduplication ids) even if its URL does not end in .fifo", ptr: &c.Forward.QueueFIFO},
+		{name: "queue-max-batch-bytes", roles: sp, help: "bytes per SQS SendMessageBatch request (256KiB–1MiB)", ptr: &c.Forward.QueueMaxBatch},
+		{name: "aws-endpoint", roles: all, help: "base URL for every AWS API (tests against an emulator only)", ptr: &c.AWS.Endpoint},
+
+		// Forwarder (serve with --queue)
+		{name: "forward-concurrency", roles: sp, help: "SQS calls in flight at once", ptr: &c.Forward.Concurrency},
+		{name: "forward-max-pending", roles: sp, help: "records read from the spool and not yet accepted by SQS (memory bound)", ptr: &c.Forward.MaxPending},
+		{name: "forward-linger", roles: sp, help: "how long a partial batch waits to fill up (0: never waits)", ptr: &c.Forward.Linger},
+		{name: "forward-backoff-base", roles: sp, help: "first retry after a failed SQS call waits up to this", ptr: &c.Forward.BackoffBase},
+		{name: "forward-backoff-max", roles: sp, help: "no retry of a failed SQS call waits longer than this", ptr: &c.Forward.BackoffMax},
+		{name: "forward-max-rejects", roles: sp, help: "times a record SQS rejects is tried alone before it is dropped", ptr: &c.Forward.MaxRejects},
+		{name: "forward-commit-interval", roles: sp, help: "least time between two spool cursor writes (each an fsync)", ptr: &c.Forward.CommitInterval},
+		{name: "forward-shutdown-grace", roles: sp, help: "on stop, how long SQS calls in flight may still take", ptr: &c.Forward.ShutdownGrace},
+		{name: "forward-max-waiters", roles: sp, help: "with --ack-after=queue: records waiting for SQS at once; beyond, devices get 5.03", ptr: &c.Forward.MaxWaiters},
+
+		// `coapgw process`
+		{name: "sink", roles: pr, help: "where records go: awsiot (thing types, things, shadows in AWS IoT)", ptr: &c.Consume.Sink},
+		{name: "publish-topic", roles: pr | Lambda, help: "also publish every record (envelope JSON) to this MQTT topic; {type} and {thing} are replaced; a Basic Ingest topic $aws/rules/<rule> works (empty: off)", ptr: &c.IoT.PublishTopic},
+		{name: "iot-data-endpoint", roles: pr | Lambda, help: "the account's iot:Data-ATS endpoint (empty: looked up with DescribeEndpoint)", ptr: &c.IoT.DataEndpoint},
+		{name: "pollers", roles: pr, help: "concurrent SQS long polls", ptr: &c.Consume.Pollers},
+		{name: "batch-size", roles: pr, help: "most messages applied as one batch (one shadow update per thing per batch)", ptr: &c.Consume.BatchSize},
+		{name: "thing-cache-size", roles: pr | Lambda, help: "things remembered (type, shadow version and state)", ptr: &c.IoT.ThingCacheSize},
+		{name: "iot-concurrency", roles: pr | Lambda, help: "things updated at once within a batch", ptr: &c.IoT.Concurrency},
+		{name: "visibility-timeout", roles: pr, help: "visibility timeout requested on receive; a batch must finish within 5/6 of it", ptr: &c.Consume.VisibilityTimeout},
+		{name: "wait-time", roles: pr, help: "long-polling wait of each receive (at most 20s); a stop waits for the polls in flight", ptr: &c.Consume.WaitTime},
+		{name: "batch-wait", roles: pr, help: "how long a batch gathers messages after its first", ptr: &c.Consume.BatchWait},
+		{name: "stop-timeout", roles: pr, help: "on SIGTERM, how long the current batch may still take", ptr: &c.Consume.StopTimeout},
+	}
+	out := table[:0]
+	for _, o := range table {
+		if o.roles&role != 0 {
+			out = append(out, o)
+		}
+	}
+	return out
+}

@@ -1,0 +1,167 @@
+// Package ops is the operations side every coapgw role shares: one logger constructor (level and
+// format → *slog.Logger) and one HTTP server for operators and load balancers, used by
+// `coapgw serve`, `coapgw process` (and, for the logger, the Lambda handler).
+//
+// Endpoints:
+//
+//	GET /metrics        the role's Prometheus registry (with Go and process collectors)
+//	GET /healthz        200 {"status":"ok"} while the process runs (liveness)
+//	GET /readyz         200 {"status":"ready",...} when Config.Ready reports nil; else 503
+//	                    {"status":"not ready","reason":...}: starting, stopping, or a
+//	                    component failed
+//	/debug/pprof/       only with Config.Pprof (--pprof); keep the port private
+//
+// A role adds its own routes (the gateway's dashboard and JSON API) with Handle before Serve.
+// Config keys (internal/config): http_addr (--http-addr, empty disables the server), pprof,
+// log_level, log_format. The package has no metrics of its own.
+package ops
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// NewLogger returns a logger writing to w at level (debug, info, warn or error; any case) in
+// format text or json.
+func NewLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(strings.ToLower(level))); err != nil {
+		return nil, fmt.Errorf("log-level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	switch format {
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("log-format %q: want text or json", format)
+}
+
+// Config configures a Server.
+type Config struct {
+	Addr  string // TCP listen address, e.g. ":8080"
+	Pprof bool   // serve /debug/pprof/
+	// Ready reports nil when the role is ready to take work, else why not. Nil: ready while
+	// serving.
+	Ready func() error
+	// Details, if set, adds fields to the ready answer of /readyz.
+	Details func() map[string]any
+}
+
+// Server is the operations HTTP server.
+type Server struct {
+	cfg Config
+	log *slog.Logger
+	mux *http.ServeMux
+	srv *http.Server
+	ln  net.Listener
+}
+
+// New builds the server and its routes on reg; it does no I/O.
+func New(cfg Config, reg *prometheus.Registry, log *slog.Logger) *Server {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{cfg: cfg, log: log, mux: http.NewServeMux()}
+	s.mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]any{"status": "ok"})
+	})
+	s.mux.HandleFunc("GET /readyz", s.readyz)
+	if cfg.Pprof {
+		s.mux.HandleFunc("/debug/pprof/", pprof.Index)
+		s.mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		s.mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		s.mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		s.mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
+	s.srv = &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second}
+	return s
+}
+
+// Handle registers a role's own route (see http.ServeMux); call it before Serve.
+func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
+
+// Mux is the server's router, for packages that register several routes at once.
+func (s *Server) Mux() *http.ServeMux { return s.mux }
+
+// RegisterOnShutdown runs f when Shutdown begins (e.g. to end streaming responses).
+func (s *Server) RegisterOnShutdown(f func()) { s.srv.RegisterOnShutdown(f) }
+
+func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
+	if s.cfg.Ready != nil {
+		if err := s.cfg.Ready(); err != nil {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "not ready", "reason": err.Error()})
+			return
+		}
+	}
+	body := map[string]any{}
+	if s.cfg.Details != nil {
+		body = s.cfg.Details()
+	}
+	body["status"] = "ready"
+	writeJSON(w, http.StatusOK, body)
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	b, _ := json.Marshal(v)
+	w.Write(append(b, '\n'))
+}
+
+// Listen binds the address, so Addr works before Serve.
+func (s *Server) Listen() error {
+	ln, err := net.Listen("tcp", s.cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("listen http %s: %w", s.cfg.Addr, err)
+	}
+	s.ln = ln
+	return nil
+}
+
+// Addr is the bound address ("" before Listen).
+func (s *Server) Addr() string {
+	if s.ln == nil {
+		return ""
+	}
+	return s.ln.Addr().String()
+}
+
+// Serve answers requests until Shutdown; it returns nil after Shutdown.
+func (s *Server) Serve() error {
+	if s.ln == nil {
+		return errors.New("ops: Serve before Listen")
+	}
+	s.log.Info("serving operations endpoints", "addr", s.Addr())
+	if err := s.srv.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("http: %w", err)
+	}
+	return nil
+}
+
+// Shutdown stops accepting, lets requests in progress finish until ctx ends, and closes.
+// Without Serve it closes the listener. Idempotent.
+func (s *Server) Shutdown(ctx context.Context) error {
+	err := s.srv.Shutdown(ctx)
+	if s.ln != nil {
+		s.ln.Close()
+	}
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return s.srv.Close()
+	}
+	return err
+}
