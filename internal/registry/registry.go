@@ -50,10 +50,10 @@
 // Concurrency. One writer connection (Apply, serialised) and a pool of read-only connections; in
 // WAL mode readers never wait for the writer and the writer never waits for readers.
 //
-// Configuration (Options; the config keys are the ones internal/config is to expose):
-// HistoryMaxAge (registry_history_max_age, default 7 days),
-// HistoryMaxPoints (registry_history_max_points, default 1000), CacheThings (default 100,000
-// things kept decoded in memory), ReadConns (default 4), BusyTimeout (default 5s). The registry
+// Configuration (Options): HistoryMaxAge (--history-max-age, default 7 days) and
+// HistoryMaxPoints (--history-max-points, default 1000), each also a COAPGW_* variable and a YAML
+// key (internal/config); CacheThings (default 100,000 things kept decoded in memory), ReadConns
+// (default 4) and BusyTimeout (default 5s) are for wiring and tests. The registry
 // exports no metrics of its own; the processor's count what it applies.
 package registry
 

@@ -27,8 +27,9 @@
 //
 // The package has no metrics of its own: the forwarder counts calls, their duration and outcomes.
 //
-// Configuration (suggested config keys): Config.QueueURL (queue_url, flag --queue), Config.FIFO
-// (queue_fifo), Config.MaxBatchBytes (queue_max_batch_bytes, default 1 MiB).
+// Configuration (flag, COAPGW_* variable and YAML key from internal/config): Config.QueueURL
+// (--queue), Config.FIFO (--queue-fifo), Config.MaxBatchBytes (--queue-max-batch-bytes, default
+// 1 MiB).
 package sqs
 
 import (
