@@ -1,0 +1,2 @@
+// Package ok has its doc.
+package ok
