@@ -186,14 +186,14 @@ func handshake(ctx context.Context, cfg *Config, raddr *net.UDPAddr, suite dtls.
 	if err != nil {
 		return nil, err
 	}
-	conn, err := dtls.Client(connectedConn{uc}, raddr, &dtls.Config{
-		PSK:             func([]byte) ([]byte, error) { return key, nil },
-		PSKIdentityHint: []byte(id),
-		CipherSuites:    []dtls.CipherSuiteID{suite},
+	conn, err := dtls.ClientWithOptions(connectedConn{uc}, raddr,
+		dtls.WithPSK(func([]byte) ([]byte, error) { return key, nil }),
+		dtls.WithPSKIdentityHint([]byte(id)),
+		dtls.WithCipherSuites(suite),
 		// The client supports Connection IDs (RFC 9146): it sends the ID the server issues.
-		ConnectionIDGenerator: dtls.OnlySendCIDGenerator(),
-		LoggerFactory:         quietLogs,
-	})
+		dtls.WithConnectionIDGenerator(dtls.OnlySendCIDGenerator()),
+		dtls.WithLoggerFactory(quietLogs),
+	)
 	if err != nil {
 		uc.Close()
 		return nil, err
