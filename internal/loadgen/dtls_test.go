@@ -192,6 +192,13 @@ func TestDTLSFleet(t *testing.T) {
 	r := startDTLSResponder(t, testMaster, dtls.TLS_PSK_WITH_AES_128_CCM_8)
 	cfg := dtlsConfig(r.addr())
 	res := run(t, cfg)
+	var text bytes.Buffer
+	res.WriteText(&text)
+	for _, want := range []string{"CON over DTLS TLS_PSK_WITH_AES_128_CCM_8, 4 devices", "handshakes/s", "(4 established, 0 failed in", "handshake lat  p50"} {
+		if !strings.Contains(text.String(), want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
 	d := res.DTLS
 	if d == nil || d.Handshakes != 4 || d.Failures != 0 || d.Keys != "fleet" || d.CipherSuite != "TLS_PSK_WITH_AES_128_CCM_8" {
 		t.Fatalf("handshake phase %+v", d)

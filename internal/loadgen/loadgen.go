@@ -16,6 +16,15 @@
 // and drive them from an epoll loop with plain read/write system calls; nothing allocates per
 // message, so one core drives well over 100,000 requests per second (docs/benchmarks.md).
 //
+// In DTLS mode (Config.DTLS; docs/benchmarks.md) every device first performs a DTLS 1.2 PSK
+// handshake (pion/dtls, client side) as identity {Type}/{IDPrefix}{n}, with one key for all
+// (Config.PSK as text, or Config.PSKHex) or its own key derived from a fleet master key
+// (Config.FleetKeyHex, DevicePSK); at most Config.HandshakeConcurrency at once, each failing after
+// Config.HandshakeTimeout. Result.DTLS reports the phase: handshakes per second, failures,
+// latency, and the gateway's CPU per handshake and RSS per session. The established devices then
+// send as in plain mode, one DTLS record per message; a reader goroutine per session feeds its
+// worker instead of epoll, and that path allocates (pion does; plain mode does not).
+//
 // Only events inside the measured window (after Warmup, for Duration) are counted. Around the
 // window Run reads its own CPU time and the kernel's UDP receive-buffer drop counters and,
 // given a gateway pid and port, the gateway's CPU time, peak RSS and socket drops from /proc.
