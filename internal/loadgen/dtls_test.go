@@ -261,3 +261,89 @@ func TestDTLSWrongKey(t *testing.T) {
 		t.Errorf("server got requests %v", r.seen)
 	}
 }
+
+// cidProxy relays UDP between clients and a server, one upstream socket per client, and counts
+// the client datagrams that start with a tls12_cid record (content type 25, RFC 9146).
+type cidProxy struct {
+	conn     *net.UDPConn
+	upstream *net.UDPAddr
+	wg       sync.WaitGroup
+	mu       sync.Mutex
+	peers    map[string]*net.UDPConn
+	cid      int
+}
+
+func startCIDProxy(t *testing.T, upstream string) *cidProxy {
+	t.Helper()
+	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	up, err := net.ResolveUDPAddr("udp4", upstream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &cidProxy{conn: conn, upstream: up, peers: map[string]*net.UDPConn{}}
+	p.wg.Go(p.serve)
+	t.Cleanup(func() {
+		conn.Close()
+		p.mu.Lock()
+		for _, u := range p.peers {
+			u.Close()
+		}
+		p.mu.Unlock()
+		p.wg.Wait()
+	})
+	return p
+}
+
+func (p *cidProxy) serve() {
+	buf := make([]byte, 65536)
+	for {
+		n, from, err := p.conn.ReadFromUDP(buf)
+		if err != nil {
+			return
+		}
+		p.mu.Lock()
+		if n > 0 && buf[0] == 25 {
+			p.cid++
+		}
+		u := p.peers[from.String()]
+		if u == nil {
+			if u, err = net.DialUDP("udp4", nil, p.upstream); err != nil {
+				p.mu.Unlock()
+				return
+			}
+			p.peers[from.String()] = u
+			p.wg.Go(func() {
+				b := make([]byte, 65536)
+				for {
+					n, err := u.Read(b)
+					if err != nil {
+						return
+					}
+					p.conn.WriteToUDP(b[:n], from)
+				}
+			})
+		}
+		p.mu.Unlock()
+		u.Write(buf[:n])
+	}
+}
+
+// TestDTLSConnectionID: against a server that issues Connection IDs, the devices send their
+// requests in tls12_cid records (RFC 9146) carrying the server's ID.
+func TestDTLSConnectionID(t *testing.T) {
+	r := startDTLSResponder(t, testMaster, dtls.TLS_PSK_WITH_AES_128_CCM_8)
+	p := startCIDProxy(t, r.addr())
+	cfg := dtlsConfig(p.conn.LocalAddr().String())
+	res := run(t, cfg)
+	if res.DTLS.Handshakes != 4 || res.Delivered == 0 {
+		t.Fatalf("handshakes %d, delivered %d", res.DTLS.Handshakes, res.Delivered)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if uint64(p.cid) < res.Delivered {
+		t.Errorf("%d datagrams with a CID record for %d delivered requests, want at least one each", p.cid, res.Delivered)
+	}
+}
