@@ -31,6 +31,15 @@ func hkdfRFC5869(secret []byte, info string, n int) []byte {
 
 var testMaster = bytes.Repeat([]byte{0x42}, 32)
 
+// seq is the bytes 0, 1, ..., n-1.
+func seq(n int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(i)
+	}
+	return b
+}
+
 func TestDevicePSK(t *testing.T) {
 	k, err := DevicePSK(testMaster, "sensor/dev-1")
 	if err != nil {
@@ -38,6 +47,18 @@ func TestDevicePSK(t *testing.T) {
 	}
 	if want := hkdfRFC5869(testMaster, "coapgw psk v1 sensor/dev-1", 16); !bytes.Equal(k, want) {
 		t.Errorf("DevicePSK = %x, want %x", k, want)
+	}
+	// Vectors from Python's hmac module (an implementation of its own):
+	//	def hkdf(ikm, info, L):
+	//	    prk = hmac.new(bytes(32), ikm, "sha256").digest()
+	//	    return hmac.new(prk, info + b"\x01", "sha256").digest()[:L]
+	for _, v := range []struct{ master, id, want string }{
+		{string(seq(32)), "sensor/dev-1", "8202651b31e2d484afd41da80719ef13"},
+		{"0123456789abcdef", "sensor/dev-2", "16242e1b26fd85269e3e310750c7df28"},
+	} {
+		if k, _ := DevicePSK([]byte(v.master), v.id); hex.EncodeToString(k) != v.want {
+			t.Errorf("DevicePSK(%x, %s) = %x, want %s", v.master, v.id, k, v.want)
+		}
 	}
 	k2, _ := DevicePSK(testMaster, "sensor/dev-2")
 	if len(k) != 16 || bytes.Equal(k, k2) {
