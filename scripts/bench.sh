@@ -301,8 +301,10 @@ dtls_bench() { # dtls_bench NAME PID PORT [extra flags]
 	bench "$name" "$pid" "$port" --dtls --devices "$DTLS_DEVICES" --dtls-cipher "$DTLS_CIPHER" \
 		--handshake-concurrency "$HS_CONCURRENCY" "$@"
 }
-gw_dtls=
-if [ -n "$dtls" ] && "$BIN" --help 2>&1 | grep -q coaps-addr; then
+# The help text is read whole first: grep -q could stop reading early and, under pipefail,
+# the writer's SIGPIPE would read as "no DTLS".
+gw_dtls= gw_help=$("$BIN" --help 2>&1 || true)
+if [ -n "$dtls" ] && [[ $gw_help == *coaps-addr* ]]; then
 	gw_dtls=1
 elif [ -n "$dtls" ]; then
 	echo "$BIN has no --coaps-addr: no gateway DTLS run" | tee -a "$OUT_DIR/summary.txt"
