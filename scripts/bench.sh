@@ -332,6 +332,7 @@ if [ -n "$gw_dtls" ]; then
 	mkdir "$DTLS_DIR/data"
 	start_gateway "$OUT_DIR/gateway-dtls.log" "$DTLS_DIR/data" \
 		--coaps-addr "127.0.0.1:$COAPS_PORT" --fleet-key-file "$DTLS_DIR/fleet.key" --plain-coap open
+	wait_udp gateway "$GW_PID" "$COAPS_PORT" "$OUT_DIR/gateway-dtls.log"
 	dtls_bench dtls "$GW_PID" "$COAPS_PORT" --fleet-key-hex "$fleet_key"
 	stop gateway-dtls "$GW_PID"
 	GW_PID=
