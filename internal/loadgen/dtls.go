@@ -221,6 +221,7 @@ type DTLSSample struct {
 	Latency           LatencySummary    `json:"handshake_latency"` // start → established, completed ones
 	LoadgenCPUS       float64           `json:"loadgen_cpu_s"`
 	LoadgenCPUUSPerHS float64           `json:"loadgen_cpu_us_per_handshake"`
+	LoadgenRSSKiB     uint64            `json:"loadgen_rss_kib"` // the load generator's own RSS with every session established
 
 	Gateway *DTLSGatewaySample `json:"gateway,omitempty"`
 }
@@ -262,6 +263,9 @@ func dtlsPhase(ctx context.Context, cfg *Config, raddr *net.UDPAddr) (*handshake
 	}
 	if len(h.errs) > 0 {
 		d.Errors = h.errs
+	}
+	if _, rss, err := readProcStatus("/proc/self/status"); err == nil {
+		d.LoadgenRSSKiB = rss
 	}
 	if d.ElapsedS > 0 {
 		d.HandshakesPerSec = float64(h.ok) / d.ElapsedS

@@ -224,8 +224,8 @@ func TestDTLSFleet(t *testing.T) {
 	if d == nil || d.Handshakes != 4 || d.Failures != 0 || d.Keys != "fleet" || d.CipherSuite != "TLS_PSK_WITH_AES_128_CCM_8" {
 		t.Fatalf("handshake phase %+v", d)
 	}
-	if d.HandshakesPerSec <= 0 || d.Latency.Count != 4 {
-		t.Errorf("handshakes/s %v, latency samples %d", d.HandshakesPerSec, d.Latency.Count)
+	if d.HandshakesPerSec <= 0 || d.Latency.Count != 4 || d.LoadgenRSSKiB == 0 {
+		t.Errorf("handshakes/s %v, latency samples %d, load generator RSS %d KiB", d.HandshakesPerSec, d.Latency.Count, d.LoadgenRSSKiB)
 	}
 	if res.Delivered == 0 || res.Codes["2.04"] != res.Delivered || len(res.Codes) != 1 || res.Lost != 0 || res.RecvErrors != 0 {
 		t.Errorf("message phase: delivered %d, codes %v, lost %d, receive errors %d", res.Delivered, res.Codes, res.Lost, res.RecvErrors)

@@ -87,7 +87,8 @@ func (r *Result) writeDTLS(p func(string, ...any)) {
 	for _, k := range keys {
 		p("  handshake err  %d × %s", d.Errors[k], k)
 	}
-	p("  handshake load %.2f s CPU, %.1f µs CPU per handshake", d.LoadgenCPUS, d.LoadgenCPUUSPerHS)
+	p("  handshake load %.2f s CPU, %.1f µs CPU per handshake, RSS %.1f MiB with the sessions",
+		d.LoadgenCPUS, d.LoadgenCPUUSPerHS, float64(d.LoadgenRSSKiB)/1024)
 	if g := d.Gateway; g != nil {
 		p("  gateway hs     %.2f s CPU (%.1f%% of a core), %.1f µs CPU per handshake",
 			g.CPUS, 100*g.CoreUtil, g.CPUUSPerHandshake)
