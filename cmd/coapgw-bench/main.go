@@ -4,8 +4,8 @@
 //
 //	coapgw-bench [flags]
 //
-// The exit code is 0 when the run completed and got responses, 1 when it failed or nothing
-// answered, 2 for bad usage.
+// The exit code is 0 when the run completed and got responses, 1 when it failed, nothing
+// answered or (with --dtls) no handshake succeeded, 2 for bad usage.
 package main
 
 import (
@@ -43,6 +43,12 @@ response codes and latency percentiles. With --gateway-pid it also reports the s
 per delivered message and peak RSS, and with --gateway-port the kernel's drops on the server's
 sockets.
 
+With --dtls every device first performs a DTLS 1.2 PSK handshake as identity {type}/{id-prefix}{n}
+(one key for all with --psk or --psk-hex, or a key derived per device from --fleet-key-hex), at most
+--handshake-concurrency at once, and then sends its requests over its session. The report adds
+handshakes per second, failures, handshake latency and, with --gateway-pid, the server's CPU per
+handshake and RSS per session.
+
 `)
 		fs.PrintDefaults()
 	}
@@ -72,6 +78,10 @@ sockets.
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "coapgw-bench: %v\n", err)
+		return 1
+	}
+	if res.DTLS != nil && res.DTLS.Handshakes == 0 {
+		fmt.Fprintf(stderr, "coapgw-bench: no DTLS handshake with %s succeeded\n", cfg.Target)
 		return 1
 	}
 	if res.Responses == 0 {

@@ -200,6 +200,9 @@ func TestUsage(t *testing.T) {
 		{"argument", []string{"extra"}, 2, `coapgw-bench: unexpected arguments ["extra"]`},
 		{"invalid value", []string{"--devices", "0"}, 2, "devices must be at least 1"},
 		{"invalid method", []string{"--method", "get"}, 2, "method"},
+		{"help lists dtls", []string{"--help"}, 0, "--fleet-key-hex"},
+		{"psk without dtls", []string{"--psk", "secret"}, 2, "need --dtls"},
+		{"dtls without key", []string{"--dtls"}, 2, "exactly one of psk, psk-hex and fleet-key-hex"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			code, out, stderr := runCmd(t, c.args...)
@@ -254,7 +257,7 @@ func TestLibcoapExampleServer(t *testing.T) {
 		}
 		t.Skip("coap-server-notls not installed; scripts/test.sh installs it (libcoap3-bin)")
 	}
-	addr := startLibcoap(t, bin)
+	addr, _ := startLibcoap(t, bin)
 	code, out, _ := runCmd(t, short(addr, "--method", "put", "--path", "/example_data", "--json")...)
 	if code != 0 {
 		t.Fatalf("exit %d, want 0", code)
@@ -271,15 +274,70 @@ func TestLibcoapExampleServer(t *testing.T) {
 	}
 }
 
-// startLibcoap starts coap-server-notls on a free loopback port (it also listens on TCP there)
-// and returns its address once it answers a CoAP ping.
-func startLibcoap(t *testing.T, bin string) string {
+// TestLibcoapDTLS drives libcoap's OpenSSL example server (coap-server-openssl, Debian
+// libcoap3-bin) over DTLS with its one PSK (-k) as make bench does: every device completes a real
+// handshake and PUT /example_data is answered 2.04 over the sessions. With a wrong key every
+// handshake fails, nothing is sent and the exit code is 1.
+func TestLibcoapDTLS(t *testing.T) {
+	bin, err := exec.LookPath("coap-server-openssl")
+	if err != nil {
+		if os.Getenv("COAPGW_REQUIRE_PEERS") != "" {
+			t.Fatal("coap-server-openssl not installed (Debian libcoap3-bin)")
+		}
+		t.Skip("coap-server-openssl not installed; scripts/test.sh installs it (libcoap3-bin)")
+	}
+	_, port := startLibcoap(t, bin, "-k", "bench-secret")
+	coaps := fmt.Sprintf("127.0.0.1:%d", port+1) // libcoap serves CoAPS on the next port
+	type result struct {
+		Sent, Delivered, Responses uint64
+		Codes                      map[string]uint64
+		DTLS                       *struct {
+			CipherSuite string            `json:"cipher_suite"`
+			Handshakes  uint64            `json:"handshakes"`
+			Failures    uint64            `json:"handshake_failures"`
+			Errors      map[string]uint64 `json:"handshake_errors"`
+			PerSec      float64           `json:"handshakes_per_s"`
+		}
+	}
+	dtlsRun := func(key string) (int, result, string) {
+		code, out, stderr := runCmd(t, short(coaps, "--dtls", "--psk", key, "--handshake-timeout", "2s",
+			"--method", "put", "--path", "/example_data", "--json")...)
+		var res result
+		if err := json.Unmarshal([]byte(out), &res); err != nil || res.DTLS == nil {
+			t.Fatalf("output is not a DTLS result (%v):\n%s", err, out)
+		}
+		return code, res, stderr
+	}
+	code, res, _ := dtlsRun("bench-secret")
+	if code != 0 {
+		t.Errorf("exit %d, want 0", code)
+	}
+	if d := res.DTLS; d.Handshakes != 4 || d.Failures != 0 || d.PerSec <= 0 || d.CipherSuite != "TLS_PSK_WITH_AES_128_CCM_8" {
+		t.Errorf("handshakes %+v, want 4 with CCM_8", *d)
+	}
+	if res.Delivered == 0 || res.Codes["2.04"] != res.Delivered || len(res.Codes) != 1 || res.Responses != res.Delivered {
+		t.Errorf("libcoap answered %+v over DTLS; want 2.04 only", res)
+	}
+
+	code, res, stderr := dtlsRun("wrong-secret")
+	if code != 1 || !strings.Contains(stderr, "no DTLS handshake with "+coaps+" succeeded") {
+		t.Errorf("wrong key: exit %d, stderr %q; want 1 and no handshake", code, stderr)
+	}
+	if d := res.DTLS; d.Handshakes != 0 || d.Failures != 4 || len(d.Errors) == 0 || res.Sent != 0 || res.Delivered != 0 {
+		t.Errorf("wrong key: %+v, handshakes %+v; want 4 failures and nothing sent", res, *d)
+	}
+}
+
+// startLibcoap starts one of libcoap's example servers (bin) on a free loopback port (it also
+// listens on TCP there, and a DTLS build on the next port) with the extra arguments, and returns
+// its plain CoAP address and port once it answers a CoAP ping.
+func startLibcoap(t *testing.T, bin string, args ...string) (string, int) {
 	t.Helper()
 	for attempt := 0; attempt < 5; attempt++ {
 		port := freePort(t)
 		addr := fmt.Sprintf("127.0.0.1:%d", port)
 		ctx, cancel := context.WithCancel(context.Background())
-		c := exec.CommandContext(ctx, bin, "-A", "127.0.0.1", "-p", fmt.Sprint(port), "-v", "0")
+		c := exec.CommandContext(ctx, bin, append([]string{"-A", "127.0.0.1", "-p", fmt.Sprint(port), "-v", "0"}, args...)...)
 		var stderr bytes.Buffer
 		c.Stdout, c.Stderr = &stderr, &stderr
 		if err := c.Start(); err != nil {
@@ -291,13 +349,13 @@ func startLibcoap(t *testing.T, bin string) string {
 		stop := func() { cancel(); <-exited }
 		if pingUntil(addr, exited, 5*time.Second) {
 			t.Cleanup(stop)
-			return addr
+			return addr, port
 		}
 		stop()
-		t.Logf("coap-server-notls on %s did not answer (attempt %d): %s", addr, attempt+1, stderr.String())
+		t.Logf("%s on %s did not answer (attempt %d): %s", bin, addr, attempt+1, stderr.String())
 	}
-	t.Fatal("coap-server-notls did not start")
-	return ""
+	t.Fatalf("%s did not start", bin)
+	return "", 0
 }
 
 // freePort is a port free for UDP and TCP on 127.0.0.1 a moment ago.

@@ -48,6 +48,16 @@ type Config struct {
 	GatewayPort int // if set, sample the kernel's drop counter of the UDP sockets bound to this port
 
 	Seed uint64 // random seed for MIDs and tokens; 0 picks one
+
+	// DTLS mode: every device performs a DTLS 1.2 PSK handshake as identity
+	// {Type}/{IDPrefix}{n} before the message phase and sends its requests over that session.
+	DTLS                 bool
+	DTLSCipher           string        // "ccm8" (TLS_PSK_WITH_AES_128_CCM_8, the default) or "gcm" (TLS_PSK_WITH_AES_128_GCM_SHA256)
+	PSK                  string        // one key for every device, as text (what libcoap's -k takes)
+	PSKHex               string        // one key for every device, hex
+	FleetKeyHex          string        // fleet master key, hex: device keys are derived from it (DevicePSK)
+	HandshakeConcurrency int           // handshakes in progress at once
+	HandshakeTimeout     time.Duration // a handshake not done by then fails
 }
 
 // DefaultConfig returns the documented defaults.
@@ -69,6 +79,10 @@ func DefaultConfig() Config {
 		AckRandomFactor: DefaultAckRandomFactor,
 		MaxRetransmit:   DefaultMaxRetransmit,
 		NONTimeout:      DefaultAckTimeout,
+
+		DTLSCipher:           "ccm8",
+		HandshakeConcurrency: 64,
+		HandshakeTimeout:     10 * time.Second,
 	}
 }
 
@@ -97,6 +111,13 @@ func (c *Config) Flags(fs *flag.FlagSet) {
 	fs.IntVar(&c.GatewayPID, "gateway-pid", c.GatewayPID, "sample CPU time and peak RSS of this `pid`")
 	fs.IntVar(&c.GatewayPort, "gateway-port", c.GatewayPort, "sample kernel drops of UDP sockets bound to this `port`")
 	fs.Uint64Var(&c.Seed, "seed", c.Seed, "random seed for MIDs and tokens (0: random)")
+	fs.BoolVar(&c.DTLS, "dtls", c.DTLS, "DTLS 1.2 PSK: every device handshakes as identity {type}/{id-prefix}{n}, then sends over its session")
+	fs.StringVar(&c.DTLSCipher, "dtls-cipher", c.DTLSCipher, "DTLS cipher suite: ccm8 (TLS_PSK_WITH_AES_128_CCM_8) or gcm (TLS_PSK_WITH_AES_128_GCM_SHA256)")
+	fs.StringVar(&c.PSK, "psk", c.PSK, "DTLS: one pre-shared `key` for every device, as text (the bytes libcoap's -k takes)")
+	fs.StringVar(&c.PSKHex, "psk-hex", c.PSKHex, "DTLS: one pre-shared key for every device, in `hex`")
+	fs.StringVar(&c.FleetKeyHex, "fleet-key-hex", c.FleetKeyHex, "DTLS: fleet master key in `hex`; each device's key is HKDF-SHA256(master, info \"coapgw psk v1 \"+identity)")
+	fs.IntVar(&c.HandshakeConcurrency, "handshake-concurrency", c.HandshakeConcurrency, "DTLS: handshakes in progress at once")
+	fs.DurationVar(&c.HandshakeTimeout, "handshake-timeout", c.HandshakeTimeout, "DTLS: a handshake not complete by then counts as failed")
 }
 
 var uriSegment = regexp.MustCompile(`^[a-zA-Z0-9:_-]{1,128}$`)
@@ -161,6 +182,11 @@ func (c *Config) Validate() error {
 	}
 	if c.GatewayPort < 0 || c.GatewayPort > 65535 {
 		bad("gateway-port must be 0-65535, got %d", c.GatewayPort)
+	}
+	if c.DTLS {
+		errs = append(errs, c.validateDTLS()...)
+	} else if c.PSK != "" || c.PSKHex != "" || c.FleetKeyHex != "" {
+		bad("psk, psk-hex and fleet-key-hex need --dtls")
 	}
 	return errors.Join(errs...)
 }

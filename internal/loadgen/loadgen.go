@@ -16,6 +16,15 @@
 // and drive them from an epoll loop with plain read/write system calls; nothing allocates per
 // message, so one core drives well over 100,000 requests per second (docs/benchmarks.md).
 //
+// In DTLS mode (Config.DTLS; docs/benchmarks.md) every device first performs a DTLS 1.2 PSK
+// handshake (pion/dtls, client side) as identity {Type}/{IDPrefix}{n}, with one key for all
+// (Config.PSK as text, or Config.PSKHex) or its own key derived from a fleet master key
+// (Config.FleetKeyHex, DevicePSK); at most Config.HandshakeConcurrency at once, each failing after
+// Config.HandshakeTimeout. Result.DTLS reports the phase: handshakes per second, failures,
+// latency, and the gateway's CPU per handshake and RSS per session. The established devices then
+// send as in plain mode, one DTLS record per message; a reader goroutine per session feeds its
+// worker instead of epoll, and that path allocates (pion does; plain mode does not).
+//
 // Only events inside the measured window (after Warmup, for Duration) are counted. Around the
 // window Run reads its own CPU time and the kernel's UDP receive-buffer drop counters and,
 // given a gateway pid and port, the gateway's CPU time, peak RSS and socket drops from /proc.
@@ -32,6 +41,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/pion/dtls/v3"
 
 	"github.com/coapgw/coapgw/internal/coapmsg"
 )
@@ -80,6 +91,7 @@ type Result struct {
 	Loadgen LoadgenSample  `json:"loadgen"`
 	Kernel  KernelSample   `json:"kernel"`
 	Gateway *GatewaySample `json:"gateway,omitempty"`
+	DTLS    *DTLSSample    `json:"dtls,omitempty"` // the handshake phase of a DTLS run
 
 	Warnings []string `json:"warnings,omitempty"`
 }
@@ -127,6 +139,39 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		seed = rand.Uint64()
 	}
 	nw := min(cfg.Workers, cfg.Devices)
+	res := &Result{
+		Target: cfg.Target, Mode: "CON", Devices: cfg.Devices, Inflight: cfg.Inflight,
+		PayloadSize: cfg.PayloadSize, Workers: nw, GOMAXPROCS: runtime.GOMAXPROCS(0),
+		WarmupS: cfg.Warmup.Seconds(),
+	}
+	if cfg.NON {
+		res.Mode = "NON"
+	}
+	if code, _ := cfg.code(); code != coapmsg.POST || cfg.Path != "" {
+		path := cfg.Path
+		if path == "" {
+			path = "/" + cfg.Type + "/" + cfg.IDPrefix + "{n}"
+		}
+		res.Request = strings.ToUpper(cfg.Method) + " " + path
+	}
+	var sessions []*dtls.Conn
+	if cfg.DTLS {
+		h, d, err := dtlsPhase(ctx, &cfg, raddr)
+		if err != nil {
+			return nil, err
+		}
+		defer h.close()
+		res.DTLS, sessions = d, h.sessions
+		if err := ctx.Err(); err != nil {
+			res.Interrupted = true
+			return res, err
+		}
+		if h.ok == 0 {
+			res.Codes = map[string]uint64{}
+			res.Warnings = append(res.Warnings, "no DTLS handshake succeeded: no message phase")
+			return res, nil
+		}
+	}
 	workers := make([]*worker, 0, nw)
 	defer func() {
 		for _, w := range workers {
@@ -136,7 +181,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	winStart := int64(cfg.Warmup)
 	winEnd := winStart + int64(cfg.Duration)
 	for i := range nw {
-		w, err := newWorker(&cfg, raddr, i, nw, time.Time{}, winStart, winEnd, seed+uint64(i)*0x632be59bd9b4e019)
+		w, err := buildWorker(&cfg, raddr, sessions, i, nw, time.Time{}, winStart, winEnd, seed+uint64(i)*0x632be59bd9b4e019)
 		if err != nil {
 			return nil, err
 		}
@@ -170,21 +215,6 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	halt := func() { stop.Store(true); wg.Wait() }
 
-	res := &Result{
-		Target: cfg.Target, Mode: "CON", Devices: cfg.Devices, Inflight: cfg.Inflight,
-		PayloadSize: cfg.PayloadSize, Workers: nw, GOMAXPROCS: runtime.GOMAXPROCS(0),
-		WarmupS: cfg.Warmup.Seconds(),
-	}
-	if cfg.NON {
-		res.Mode = "NON"
-	}
-	if code, _ := cfg.code(); code != coapmsg.POST || cfg.Path != "" {
-		path := cfg.Path
-		if path == "" {
-			path = "/" + cfg.Type + "/" + cfg.IDPrefix + "{n}"
-		}
-		res.Request = strings.ToUpper(cfg.Method) + " " + path
-	}
 	wait := func(until time.Time) error {
 		t := time.NewTimer(time.Until(until))
 		defer t.Stop()

@@ -22,8 +22,14 @@ func (r *Result) WriteText(w io.Writer) {
 	if r.Request != "" {
 		mode += " " + r.Request
 	}
+	if r.DTLS != nil {
+		mode += " over DTLS " + r.DTLS.CipherSuite
+	}
 	p("coapgw-bench: %s, %d devices × %d in flight → %s, %d-byte payload, %d worker(s), GOMAXPROCS=%d",
 		mode, r.Devices, r.Inflight, r.Target, r.PayloadSize, r.Workers, r.GOMAXPROCS)
+	if r.DTLS != nil {
+		r.writeDTLS(p)
+	}
 	note := ""
 	if r.Interrupted {
 		note = " (interrupted)"
@@ -64,6 +70,30 @@ func (r *Result) WriteText(w io.Writer) {
 	}
 	for _, s := range r.Warnings {
 		p("  warning: %s", s)
+	}
+}
+
+// writeDTLS writes the handshake phase.
+func (r *Result) writeDTLS(p func(string, ...any)) {
+	d := r.DTLS
+	p("  handshakes/s   %.0f  (%d established, %d failed in %.3f s, %s keys, %d at once)",
+		d.HandshakesPerSec, d.Handshakes, d.Failures, d.ElapsedS, d.Keys, d.Concurrency)
+	p("  handshake lat  %s", formatLatency(d.Latency))
+	keys := make([]string, 0, len(d.Errors))
+	for k := range d.Errors {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		p("  handshake err  %d × %s", d.Errors[k], k)
+	}
+	p("  handshake load %.2f s CPU, %.1f µs CPU per handshake, RSS %.1f MiB with the sessions",
+		d.LoadgenCPUS, d.LoadgenCPUUSPerHS, float64(d.LoadgenRSSKiB)/1024)
+	if g := d.Gateway; g != nil {
+		p("  gateway hs     %.2f s CPU (%.1f%% of a core), %.1f µs CPU per handshake",
+			g.CPUS, 100*g.CoreUtil, g.CPUUSPerHandshake)
+		p("                 RSS %.1f → %.1f MiB, %.0f bytes per session",
+			float64(g.RSSBeforeKiB)/1024, float64(g.RSSAfterKiB)/1024, g.BytesPerSession)
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pion/dtls/v3"
 	"golang.org/x/sys/unix"
 
 	"github.com/coapgw/coapgw/internal/coapmsg"
@@ -33,9 +34,11 @@ type slot struct {
 	pkt      []byte
 }
 
-// device is one virtual device: its own connected, non-blocking UDP socket and MID space.
+// device is one virtual device: its own connected, non-blocking UDP socket and MID space, or in
+// DTLS mode its own session (over its own connected UDP socket, read by pion).
 type device struct {
-	fd      int
+	fd      int        // -1 in DTLS mode
+	conn    *dtls.Conn // DTLS mode only
 	port    int
 	mid     uint16
 	seq     uint64 // requests sent, the payload's "seq"
@@ -120,12 +123,20 @@ type worker struct {
 	lat     histogram // all matched responses
 	latDlvd histogram // 2.04 only
 	midUse  uint64    // most requests any device sent: > 65536 means MIDs were reused
+
+	dtls *dtlsReaders // DTLS mode only
 }
 
 const timerSlack = int64(time.Millisecond)
 
 // newWorker opens the sockets of the devices with global indexes first, first+stride, ...
 func newWorker(cfg *Config, raddr *net.UDPAddr, first, stride int, base time.Time, winStart, winEnd int64, seed uint64) (*worker, error) {
+	return buildWorker(cfg, raddr, nil, first, stride, base, winStart, winEnd, seed)
+}
+
+// buildWorker is newWorker, in DTLS mode over the established sessions (by global device index;
+// devices whose handshake failed are left out).
+func buildWorker(cfg *Config, raddr *net.UDPAddr, sessions []*dtls.Conn, first, stride int, base time.Time, winStart, winEnd int64, seed uint64) (*worker, error) {
 	w := &worker{
 		cfg:      cfg,
 		epfd:     -1,
@@ -140,6 +151,9 @@ func newWorker(cfg *Config, raddr *net.UDPAddr, first, stride int, base time.Tim
 		ack:      make([]byte, 0, 16),
 	}
 	w.ackMsg.Type, w.ackMsg.Code = coapmsg.Acknowledgement, coapmsg.Empty
+	if sessions != nil {
+		w.dtls = newDTLSReaders()
+	}
 	code, err := cfg.code()
 	if err != nil {
 		return nil, err
@@ -170,7 +184,9 @@ func newWorker(cfg *Config, raddr *net.UDPAddr, first, stride int, base time.Tim
 	}
 	n := 0
 	for g := first; g < cfg.Devices; g += stride {
-		n++
+		if sessions == nil || sessions[g] != nil {
+			n++
+		}
 	}
 	w.devs = make([]device, 0, n)
 	w.slots = make([]slot, n*cfg.Inflight)
@@ -193,7 +209,23 @@ func newWorker(cfg *Config, raddr *net.UDPAddr, first, stride int, base time.Tim
 		}
 		fixed = append(fixed, coapmsg.Option{Number: coapmsg.ContentFormat, Value: cf})
 	}
+	makeOpts := func(g int) []coapmsg.Option {
+		if fixed != nil {
+			return fixed
+		}
+		return []coapmsg.Option{
+			{Number: coapmsg.URIPath, Value: typ},
+			{Number: coapmsg.URIPath, Value: []byte(cfg.IDPrefix + strconv.Itoa(g))},
+			{Number: coapmsg.ContentFormat, Value: cf},
+		}
+	}
 	for g := first; g < cfg.Devices; g += stride {
+		if sessions != nil {
+			if s := sessions[g]; s != nil {
+				w.addDTLS(g, s, makeOpts(g))
+			}
+			continue
+		}
 		fd, port, err := dial(raddr)
 		if err != nil {
 			w.close()
@@ -202,21 +234,13 @@ func newWorker(cfg *Config, raddr *net.UDPAddr, first, stride int, base time.Tim
 			}
 			return nil, fmt.Errorf("device %d: %w", g, err)
 		}
-		opts := fixed
-		if opts == nil {
-			opts = []coapmsg.Option{
-				{Number: coapmsg.URIPath, Value: typ},
-				{Number: coapmsg.URIPath, Value: []byte(cfg.IDPrefix + strconv.Itoa(g))},
-				{Number: coapmsg.ContentFormat, Value: cf},
-			}
-		}
 		i := len(w.devs)
 		w.devs = append(w.devs, device{
 			fd:      fd,
 			port:    port,
 			mid:     uint16(w.rng.Uint64()),
 			startAt: int64(cfg.Ramp) * int64(g) / int64(cfg.Devices),
-			opts:    opts,
+			opts:    makeOpts(g),
 		})
 		ev := unix.EpollEvent{Events: unix.EPOLLIN}
 		ev.Fd = int32(i)
@@ -266,8 +290,11 @@ func dial(raddr *net.UDPAddr) (fd, port int, err error) {
 }
 
 func (w *worker) close() {
+	w.stopDTLS()
 	for _, d := range w.devs {
-		unix.Close(d.fd)
+		if d.conn == nil {
+			unix.Close(d.fd)
+		}
 	}
 	w.devs = nil
 	if w.epfd >= 0 {
@@ -282,6 +309,9 @@ func (w *worker) counting(now int64) bool { return now >= w.winStart && now < w.
 
 // run drives the devices until the measured window ends or stop is set.
 func (w *worker) run(stop *atomic.Bool) error {
+	if w.dtls != nil {
+		return w.runDTLS(stop)
+	}
 	events := make([]unix.EpollEvent, 1024)
 	for !stop.Load() {
 		now := w.now()
@@ -368,11 +398,17 @@ func (w *worker) send(d *device, s *slot, now int64) {
 	if w.counting(now) {
 		w.c.sent++
 	}
-	w.write(d.fd, s.pkt, now)
+	w.write(d, s.pkt, now)
 }
 
-func (w *worker) write(fd int, p []byte, now int64) {
-	if _, err := unix.Write(fd, p); err != nil && w.counting(now) {
+func (w *worker) write(d *device, p []byte, now int64) {
+	var err error
+	if d.conn != nil {
+		_, err = d.conn.Write(p)
+	} else {
+		_, err = unix.Write(d.fd, p)
+	}
+	if err != nil && w.counting(now) {
 		// ECONNREFUSED (an earlier ICMP port unreachable), ENOBUFS, EAGAIN: the request stays
 		// outstanding and is retransmitted or times out like a datagram lost on the way.
 		w.c.sendErrors++
@@ -468,7 +504,7 @@ func (w *worker) handle(di int, pkt []byte, now int64) {
 			// Acknowledge every CON, duplicates included (RFC 7252 §4.2, §5.2.2).
 			w.ackMsg.MID = m.MID
 			w.ack, _ = w.ackMsg.Append(w.ack[:0])
-			w.write(d.fd, w.ack, now)
+			w.write(d, w.ack, now)
 			if count {
 				w.c.acksSent++
 			}
@@ -532,7 +568,7 @@ func (w *worker) timers(now int64) {
 			if count {
 				w.c.retransmissions++
 			}
-			w.write(d.fd, s.pkt, now)
+			w.write(d, s.pkt, now)
 			continue
 		}
 		if count {
