@@ -25,7 +25,7 @@ import (
 // telemetry for a valid /{type}/{id}.
 func (h *Handler) pipeline() coapserver.Handler {
 	telemetry := chain(coapserver.HandlerFunc(h.store),
-		h.validate, // path, names, Content-Format, size, JSON object: 4.00, 4.13, 4.15
+		h.validate,  // path, names, Content-Format, size, JSON object: 4.00, 4.13, 4.15
 		h.bind,      // 4.03 for another identity's thing, 4.01 for plain CoAP a thing may not use
 		h.drain,     // 5.03 "gateway shutting down" once Drain was called
 		h.rateLimit, // 5.03 with Max-Age (a NON: dropped) beyond --device-rate
