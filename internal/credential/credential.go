@@ -83,3 +83,16 @@ func SplitIdentity(identity string) (typ, thing string, err error) {
 	}
 	return typ, thing, nil
 }
+
+// PSKFunc adapts a Store to the DTLS transport's PSK hook: the key of the identity the peer
+// sent, or an error (ErrUnknown, ErrRevoked, or the store's) that fails the handshake. A
+// transport that re-checks a live session calls it again with the session's identity.
+func PSKFunc(s Store) func(identity []byte) ([]byte, error) {
+	return func(identity []byte) ([]byte, error) {
+		c, err := s.Lookup(context.Background(), string(identity))
+		if err != nil {
+			return nil, err
+		}
+		return c.Key, nil
+	}
+}

@@ -204,3 +204,21 @@ func TestMasterFromSecretMoto(t *testing.T) {
 		t.Fatalf("key via Secrets Manager %x, want %x", got.Key, want)
 	}
 }
+
+// TestPSKFunc: the DTLS hook answers the identity's key, and fails for a revoked identity.
+func TestPSKFunc(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "revoked")
+	os.WriteFile(path, []byte("sensor/dev-1\n"), 0o600)
+	rf, err := OpenRevocationFile(path, 0, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, _ := NewFleet([]byte("0123456789abcdef"), rf)
+	psk := PSKFunc(f)
+	if k, err := psk([]byte("sensor/dev-2")); err != nil || hex.EncodeToString(k) != "16242e1b26fd85269e3e310750c7df28" {
+		t.Fatalf("psk(sensor/dev-2) = %x, %v", k, err)
+	}
+	if k, err := psk([]byte("sensor/dev-1")); !errors.Is(err, ErrRevoked) || k != nil {
+		t.Fatalf("psk(revoked) = %x, %v", k, err)
+	}
+}

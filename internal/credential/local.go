@@ -94,6 +94,13 @@ func (l *Local) Bound(ctx context.Context, _, thing string) (bool, error) {
 	return ok, nil
 }
 
+// BoundBytes is Bound for a thing name in a byte slice, without allocating (the plain CoAP path
+// of ingest uses it when the store has it).
+func (l *Local) BoundBytes(_, thing []byte) (bool, error) {
+	_, ok := l.current(context.Background()).bound[string(thing)]
+	return ok, nil
+}
+
 // Generation is the registry's credential generation as last loaded: it changes whenever a
 // credential may have.
 func (l *Local) Generation() uint64 { return uint64(l.snap.Load().gen) }

@@ -3,6 +3,8 @@ package ingest
 import (
 	"context"
 	"fmt"
+	"net"
+	"net/netip"
 
 	"github.com/coapgw/coapgw/internal/coapmsg"
 	"github.com/coapgw/coapgw/internal/coapserver"
@@ -21,23 +23,77 @@ const (
 	PlainOff = "off"
 )
 
-// plainPolicy is Config.PlainPolicy with its default filled in, checked.
-func plainPolicy(cfg *Config) error {
-	switch cfg.PlainPolicy {
-	case "":
-		cfg.PlainPolicy = PlainOpen
-		if cfg.Credentials != nil {
-			cfg.PlainPolicy = PlainUnbound
-		}
-	case PlainOpen, PlainOff:
+// DefaultPlainPolicy is the policy when none is set: PlainUnbound once a credential source is
+// configured, PlainOpen (a first local run) otherwise.
+func DefaultPlainPolicy(haveCredentials bool) string {
+	if haveCredentials {
+		return PlainUnbound
+	}
+	return PlainOpen
+}
+
+// ValidatePlainPolicy checks a --plain-coap value ("" is the default): PlainUnbound needs a
+// credential source.
+func ValidatePlainPolicy(policy string, haveCredentials bool) error {
+	switch policy {
+	case "", PlainOpen, PlainOff:
 	case PlainUnbound:
-		if cfg.Credentials == nil {
-			return fmt.Errorf("ingest: plain CoAP policy %q needs a credential source", PlainUnbound)
+		if !haveCredentials {
+			return fmt.Errorf("plain CoAP policy %q needs a credential source (per-device or fleet keys)", PlainUnbound)
 		}
 	default:
-		return fmt.Errorf("ingest: plain CoAP policy %q: want %s, %s or %s", cfg.PlainPolicy, PlainOpen, PlainUnbound, PlainOff)
+		return fmt.Errorf("plain CoAP policy %q: want %s, %s or %s", policy, PlainOpen, PlainUnbound, PlainOff)
 	}
 	return nil
+}
+
+// PlainWarning is the warning to log at start when plain CoAP is open to other hosts: policy
+// PlainOpen on an address that is not loopback (addr as given to the listener, ":5683" being
+// every interface). It is "" when there is nothing to warn about.
+func PlainWarning(policy, addr string) string {
+	if policy == "" {
+		policy = PlainOpen
+	}
+	if policy != PlainOpen {
+		return ""
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		host = addr
+	}
+	if host == "localhost" {
+		return ""
+	}
+	if ip, err := netip.ParseAddr(host); err == nil && ip.IsLoopback() {
+		return ""
+	}
+	return "plain CoAP is open on " + addr + ": any host that can reach it can write telemetry for any thing; " +
+		"use --plain-coap unbound (with device credentials) or off"
+}
+
+// plainPolicy is Config.PlainPolicy with its default filled in, checked.
+func plainPolicy(cfg *Config) error {
+	if err := ValidatePlainPolicy(cfg.PlainPolicy, cfg.Credentials != nil); err != nil {
+		return fmt.Errorf("ingest: %w", err)
+	}
+	if cfg.PlainPolicy == "" {
+		cfg.PlainPolicy = DefaultPlainPolicy(cfg.Credentials != nil)
+	}
+	return nil
+}
+
+// boundBytes is Store.Bound without the strings, which the stores of internal/credential have:
+// it keeps the plain CoAP path free of allocations.
+type boundBytes interface {
+	BoundBytes(typ, thing []byte) (bool, error)
+}
+
+// bound asks the credential store whether typ/thing has a credential.
+func (h *Handler) bound(typ, thing []byte) (bool, error) {
+	if bb, ok := h.cfg.Credentials.(boundBytes); ok {
+		return bb.BoundBytes(typ, thing)
+	}
+	return h.cfg.Credentials.Bound(context.Background(), string(typ), string(thing))
 }
 
 // bind is identity binding (pipeline.go), after validation and before draining and the rate
@@ -63,7 +119,7 @@ func (h *Handler) bind(next coapserver.Handler) coapserver.Handler {
 			h.unauthorized(w, coapmsg.Unauthorized, "DTLS required")
 			return
 		case PlainUnbound:
-			bound, err := h.cfg.Credentials.Bound(context.Background(), string(r.Path(0)), string(r.Path(1)))
+			bound, err := h.bound(r.Path(0), r.Path(1))
 			if err != nil {
 				h.results[resError].Inc()
 				h.log.Warn("credential check failed", "err", err)

@@ -1,14 +1,19 @@
 package ingest
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"net/netip"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/coapgw/coapgw/internal/coapmsg"
 	"github.com/coapgw/coapgw/internal/coapserver"
 	"github.com/coapgw/coapgw/internal/credential"
+	"github.com/coapgw/coapgw/internal/registry"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -156,5 +161,86 @@ func TestIdentityNames(t *testing.T) {
 		if got := identityNames(tc.id, []byte(tc.typ), []byte(tc.thing)); got != tc.want {
 			t.Errorf("identityNames(%q, %q, %q) = %v", tc.id, tc.typ, tc.thing, got)
 		}
+	}
+}
+
+func TestPlainWarning(t *testing.T) {
+	for _, tc := range []struct {
+		policy, addr string
+		warn         bool
+	}{
+		{"", ":5683", true},
+		{PlainOpen, "0.0.0.0:5683", true},
+		{PlainOpen, "[::]:5683", true},
+		{PlainOpen, "192.0.2.7:5683", true},
+		{PlainOpen, "gateway.example:5683", true},
+		{PlainOpen, "127.0.0.1:5683", false},
+		{PlainOpen, "[::1]:5683", false},
+		{PlainOpen, "localhost:5683", false},
+		{PlainUnbound, ":5683", false},
+		{PlainOff, ":5683", false},
+	} {
+		w := PlainWarning(tc.policy, tc.addr)
+		if (w != "") != tc.warn || tc.warn && !strings.Contains(w, tc.addr) {
+			t.Errorf("PlainWarning(%q, %q) = %q, want a warning: %v", tc.policy, tc.addr, w, tc.warn)
+		}
+	}
+}
+
+// TestPlainUnboundNoAlloc: under the policy unbound, with the registry-backed store, a plain
+// request for a thing without a credential still allocates only the exchange's ResponseWriter:
+// Bound is answered from memory, not by a query per datagram.
+func TestPlainUnboundNoAlloc(t *testing.T) {
+	if raceEnabled {
+		t.Skip("allocation counts are not meaningful under -race")
+	}
+	reg, err := registry.Open(filepath.Join(t.TempDir(), "registry.db"), registry.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Close()
+	sealer, _ := credential.NewSealer(bytes.Repeat([]byte{1}, credential.OperatorKeyLen))
+	store, err := credential.NewLocal(t.Context(), reg, sealer, credential.LocalOptions{Refresh: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Add(t.Context(), "sensor/dev-2", nil); err != nil {
+		t.Fatal(err)
+	}
+	sp := &nopSpool{}
+	h, err := New(Config{GatewayID: "gw", Credentials: store}, sp, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &lastCode{}
+	ep := coapserver.NewEndpoint(h, c, coapserver.Options{DedupPerPeerCap: 64}, nil, nil)
+	m := coapmsg.Message{Type: coapmsg.Confirmable, Code: coapmsg.POST, Token: []byte{1, 2, 3, 4},
+		Options: append(pathOpts("sensor", "dev-1"), cf(50)), Payload: []byte(`{"temp":21.5}`)}
+	reqs := make([][]byte, 256)
+	for i := range reqs {
+		m.MID = uint16(i)
+		reqs[i], _ = m.Append(nil)
+	}
+	p := netip.MustParseAddrPort("192.0.2.1:5683")
+	i := 0
+	step := func() {
+		ep.HandleDatagram(p, reqs[i%len(reqs)])
+		i++
+	}
+	for range 2 * len(reqs) {
+		step()
+	}
+	if n := testing.AllocsPerRun(1000, step); n > 1 {
+		t.Fatalf("%v allocs per plain request under unbound, want at most 1", n)
+	}
+	if c.code != coapmsg.Changed || sp.n != c.n {
+		t.Fatalf("last answer %v, %d stored of %d; want all 2.04", c.code, sp.n, c.n)
+	}
+	// The bound thing is refused.
+	m.Options = append(pathOpts("sensor", "dev-2"), cf(50))
+	b, _ := m.Append(nil)
+	ep.HandleDatagram(p, b)
+	if c.code != coapmsg.Unauthorized {
+		t.Fatalf("bound thing over plain CoAP: %v, want 4.01", c.code)
 	}
 }
