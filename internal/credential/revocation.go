@@ -106,6 +106,10 @@ func (f *RevocationFile) reloadLocked(first bool) error {
 		}
 		list[string(line)] = struct{}{}
 	}
+	if err := sc.Err(); err != nil { // a line over 64 KiB: not a list of identities
+		f.failing = true
+		return fmt.Errorf("revocation list %s: %w", f.path, err)
+	}
 	f.size, f.mtime = fi.Size(), fi.ModTime()
 	f.list.Store(&list)
 	f.gen.Add(1)

@@ -22,6 +22,10 @@
 // No response to an unverified address is more than three times the size of its request
 // (amplification.go).
 //
+// Configuration (Config): besides the telemetry limits and --device-rate, Credentials (the store
+// internal/credential builds from its config; nil without one) and PlainPolicy (--plain-coap,
+// plain_coap: open, unbound or off; default unbound with Credentials, open without).
+//
 // Metrics: coapgw_ingest_records_total{result} (accepted, rejected, spool_full, spool_error,
 // draining, queue_error, rate_limited, unauthorized: 4.01 or 4.03 from identity binding),
 // coapgw_ingest_echo_challenges_total.
