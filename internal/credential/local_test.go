@@ -227,3 +227,44 @@ func TestConfigValidate(t *testing.T) {
 		t.Fatalf("Open(no source) = %v, %v; want nil, nil", st, err)
 	}
 }
+
+// TestLocalConcurrent: lookups and bound checks run while credentials change and reload (run
+// with -race).
+func TestLocalConcurrent(t *testing.T) {
+	ctx := t.Context()
+	reg := openRegistry(t, filepath.Join(t.TempDir(), "registry.db"))
+	l := newLocal(t, reg, operatorKey(1), LocalOptions{Refresh: time.Nanosecond})
+	if _, err := l.Add(ctx, "sensor/dev-0", nil); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	errc := make(chan error, 1)
+	go func() {
+		defer close(errc)
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			if _, err := l.Lookup(ctx, "sensor/dev-0"); err != nil {
+				errc <- err
+				return
+			}
+			l.Bound(ctx, "sensor", "dev-1")
+			l.BoundBytes([]byte("sensor"), []byte("dev-2"))
+		}
+	}()
+	for i := 1; i < 20; i++ {
+		if _, err := l.Add(ctx, "sensor/dev-"+string(rune('a'+i)), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(done)
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if list, _ := l.List(ctx); len(list) != 20 {
+		t.Fatalf("%d credentials, want 20", len(list))
+	}
+}
