@@ -17,7 +17,8 @@
 // Things. A thing is created with the type of its first record and keeps it: a later record for
 // the same thing name with another type is set aside with the reason "thing X exists with type
 // Y". FirstSeen and LastSeen span the thing's records that were applied or set aside for a
-// shadow limit; Messages counts applied records only.
+// shadow limit; Messages counts applied records only. A thing created with its credential
+// (coapgw device add) counts as first seen when it was added.
 //
 // Exactly once. Apply runs in one transaction per batch, with synchronous=FULL in WAL mode, so a
 // batch is durable when Apply returns, and the spool cursor moves only after that. In the same
