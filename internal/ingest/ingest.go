@@ -9,14 +9,26 @@
 //
 // The exchange layer (coapserver) has already answered every request with an option it does not
 // accept (4.02, 5.05). The rest goes through the pipeline assembled in pipeline.go, in the order
-// stated there: the router (router.go), then, for telemetry, validation, the middleware (draining,
-// the per-device rate limit) and the spool append (telemetry.go).
+// stated there: the router (router.go), then, for telemetry, validation, identity binding and the
+// plain CoAP policy (binding.go), the middleware (draining, the per-device rate limit) and the
+// spool append (telemetry.go).
+//
+// Identity. A DTLS request carries the session's PSK identity, "{type}/{thing}" (Request.Identity):
+// it may write only that thing (else 4.03), and its rate limit is keyed on the identity, so a
+// peer naming the device's URI over plain CoAP does not spend the device's budget. Plain CoAP is
+// governed by PlainPolicy (--plain-coap): open, unbound (only things without a credential; a bound
+// thing gets 4.01) or off.
 //
 // No response to an unverified address is more than three times the size of its request
 // (amplification.go).
 //
+// Configuration (Config): besides the telemetry limits and --device-rate, Credentials (the store
+// internal/credential builds from its config; nil without one) and PlainPolicy (--plain-coap,
+// plain_coap: open, unbound or off; default unbound with Credentials, open without).
+//
 // Metrics: coapgw_ingest_records_total{result} (accepted, rejected, spool_full, spool_error,
-// draining, queue_error, rate_limited), coapgw_ingest_echo_challenges_total.
+// draining, queue_error, rate_limited, unauthorized: 4.01 or 4.03 from identity binding),
+// coapgw_ingest_echo_challenges_total.
 package ingest
 
 import (
@@ -28,6 +40,7 @@ import (
 
 	"github.com/coapgw/coapgw/internal/coapmsg"
 	"github.com/coapgw/coapgw/internal/coapserver"
+	"github.com/coapgw/coapgw/internal/credential"
 	"github.com/coapgw/coapgw/internal/spool"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -57,6 +70,11 @@ type Config struct {
 	// answer only when done is called (--ack-after=queue: after SQS accepted it). It must not
 	// block. An error from it, or passed to done, answers 5.03.
 	AfterStored func(seq uint64, done func(error)) error
+	// Credentials, if set, says which things have a credential (binding.go); nil: none has.
+	Credentials credential.Store
+	// PlainPolicy is --plain-coap: PlainOpen, PlainUnbound or PlainOff. "" means PlainUnbound
+	// with Credentials, PlainOpen without; PlainUnbound needs Credentials.
+	PlainPolicy string
 }
 
 // Handler is the device API, a coapserver.Handler.
@@ -91,6 +109,7 @@ const (
 	resDraining
 	resQueue
 	resLimited
+	resUnauthorized
 	numResults
 )
 
@@ -117,6 +136,9 @@ func New(cfg Config, sp Spool, log *slog.Logger, reg prometheus.Registerer) (*Ha
 	if cfg.DeviceBurst <= 0 {
 		cfg.DeviceBurst = 10
 	}
+	if err := plainPolicy(&cfg); err != nil {
+		return nil, err
+	}
 	if cfg.DeviceLimitEntries <= 0 {
 		cfg.DeviceLimitEntries = 1_000_000
 	}
@@ -127,7 +149,7 @@ func New(cfg Config, sp Spool, log *slog.Logger, reg prometheus.Registerer) (*Ha
 	h.bufs.New = func() any { b := make([]byte, 0, 512); return &b }
 	h.waits.New = func() any { return h.newWaiting() }
 	vec := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "coapgw_ingest_records_total", Help: "Telemetry requests by result."}, []string{"result"})
-	for i, n := range []string{"accepted", "rejected", "spool_full", "spool_error", "draining", "queue_error", "rate_limited"} {
+	for i, n := range []string{"accepted", "rejected", "spool_full", "spool_error", "draining", "queue_error", "rate_limited", "unauthorized"} {
 		h.results[i] = vec.WithLabelValues(n)
 	}
 	if reg != nil {

@@ -8,7 +8,8 @@ import (
 )
 
 // limiter is --device-rate: a token bucket per device (type/id), refilled at perSec up to burst.
-// Buckets live in sharded maps keyed by a seeded 64-bit hash of the device's name. Memory is
+// Buckets live in sharded maps keyed by a seeded 64-bit hash of the device's name (key), or of
+// its authenticated identity (identityKey, a separate key space). Memory is
 // bounded: a full bucket says nothing an absent one would not, so when a shard reaches its share
 // of maxEntries it drops the buckets that have refilled; if every one is still in use, a new
 // device is let through untracked (and counted) rather than refused for others' traffic.
@@ -54,10 +55,24 @@ func (l *limiter) key(typ, id []byte) uint64 {
 	return h.Sum64()
 }
 
+// identityKey is the key of a DTLS identity: a leading 0 byte, which no name contains, keeps it
+// apart from the key of the same /{type}/{id} over plain CoAP.
+func (l *limiter) identityKey(identity string) uint64 {
+	var h maphash.Hash
+	h.SetSeed(l.seed)
+	h.WriteByte(0)
+	h.WriteString(identity)
+	return h.Sum64()
+}
+
 // allow takes a token from the device's bucket at now (Unix ns). Without one it returns false
 // and how long until the next token.
 func (l *limiter) allow(typ, id []byte, now int64) (bool, time.Duration) {
-	k := l.key(typ, id)
+	return l.allowKey(l.key(typ, id), now)
+}
+
+// allowKey is allow for the bucket of key k (key, identityKey).
+func (l *limiter) allowKey(k uint64, now int64) (bool, time.Duration) {
 	s := &l.shards[k%uint64(len(l.shards))]
 	s.mu.Lock()
 	defer s.mu.Unlock()

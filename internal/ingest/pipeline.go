@@ -14,9 +14,10 @@ import (
 //	             POST and PUT: telemetry; else 4.05 or 4.04
 //	telemetry:
 //	  validate   /{type}/{id}, names, Content-Format, size, JSON object: 4.00, 4.13, 4.15
-//	  (identity binding, when DTLS comes)
+//	  bind       DTLS: only the identity's own /{type}/{id}, else 4.03; plain CoAP: 4.01 for a
+//	             thing with a credential (--plain-coap unbound) or any (off)
 //	  drain      5.03 once Drain was called
-//	  rateLimit  5.03 with Max-Age beyond --device-rate
+//	  rateLimit  5.03 with Max-Age beyond --device-rate, per identity (DTLS) or per /{type}/{id}
 //	  store      record to the spool; 2.04, or 5.03, once the spool has answered
 //
 // Telemetry is validated first, so that a malformed request gets its 4.xx whatever state the
@@ -24,9 +25,8 @@ import (
 // telemetry for a valid /{type}/{id}.
 func (h *Handler) pipeline() coapserver.Handler {
 	telemetry := chain(coapserver.HandlerFunc(h.store),
-		h.validate, // path, names, Content-Format, size, JSON object: 4.00, 4.13, 4.15
-		// Identity binding goes here when DTLS comes (a later issue): a session may write only
-		// its own thing, checked before it can drain a device's rate budget.
+		h.validate,  // path, names, Content-Format, size, JSON object: 4.00, 4.13, 4.15
+		h.bind,      // 4.03 for another identity's thing, 4.01 for plain CoAP a thing may not use
 		h.drain,     // 5.03 "gateway shutting down" once Drain was called
 		h.rateLimit, // 5.03 with Max-Age (a NON: dropped) beyond --device-rate
 	)
@@ -57,14 +57,22 @@ func (h *Handler) drain(next coapserver.Handler) coapserver.Handler {
 	})
 }
 
-// rateLimit is --device-rate: a token bucket per device (limit.go). Without a rate it is no step
-// at all.
+// rateLimit is --device-rate: a token bucket per device (limit.go), keyed on the authenticated
+// identity for DTLS and on the /{type}/{id} for plain CoAP (whose sender is unproven), so that a
+// peer spoofing a device's name over plain CoAP cannot use up the device's budget. Without a rate
+// it is no step at all.
 func (h *Handler) rateLimit(next coapserver.Handler) coapserver.Handler {
 	if h.limit == nil {
 		return next
 	}
 	return coapserver.HandlerFunc(func(w *coapserver.ResponseWriter, r *coapserver.Request) {
-		if ok, wait := h.limit.allow(r.Path(0), r.Path(1), r.Received.UnixNano()); !ok {
+		var k uint64
+		if r.Identity != "" {
+			k = h.limit.identityKey(r.Identity)
+		} else {
+			k = h.limit.key(r.Path(0), r.Path(1))
+		}
+		if ok, wait := h.limit.allowKey(k, r.Received.UnixNano()); !ok {
 			h.limited(w, wait)
 			return
 		}

@@ -17,7 +17,8 @@
 // Things. A thing is created with the type of its first record and keeps it: a later record for
 // the same thing name with another type is set aside with the reason "thing X exists with type
 // Y". FirstSeen and LastSeen span the thing's records that were applied or set aside for a
-// shadow limit; Messages counts applied records only.
+// shadow limit; Messages counts applied records only. A thing created with its credential
+// (coapgw device add) counts as first seen when it was added.
 //
 // Exactly once. Apply runs in one transaction per batch, with synchronous=FULL in WAL mode, so a
 // batch is durable when Apply returns, and the spool cursor moves only after that. In the same
@@ -46,6 +47,10 @@
 //
 // Things list. Things are listed by the seen column, last_seen in whole seconds, newest first:
 // its indexes are updated at most once a second per thing, not with every record.
+//
+// Credentials. Device credentials (credentials.go) live in the same file: one per thing, its key
+// sealed by internal/credential. Adding one creates the thing (and its type) if needed. The file
+// and its WAL and SHM files are mode 0600.
 //
 // Concurrency. One writer connection (Apply, serialised) and a pool of read-only connections; in
 // WAL mode readers never wait for the writer and the writer never waits for readers.
@@ -133,9 +138,13 @@ type Registry struct {
 var _ processor.Sink = (*Registry)(nil)
 
 // Open opens (creating if needed) the registry file at path, migrates its schema and loads what
-// the writer keeps in memory (thing types, high-water marks).
+// the writer keeps in memory (thing types, high-water marks). The file and its WAL and SHM files
+// are made mode 0600 (files.go).
 func Open(path string, opts Options) (*Registry, error) {
 	opts.setDefaults()
+	if err := privateFiles(path); err != nil {
+		return nil, fmt.Errorf("open registry %s: %w", path, err)
+	}
 	busy := opts.BusyTimeout.Milliseconds()
 	base := "file:" + escapePath(path) + fmt.Sprintf("?_pragma=busy_timeout(%d)", busy)
 	wdb, err := sql.Open("sqlite", base+"&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=foreign_keys(ON)&_pragma=cache_size(-65536)&_txlock=immediate")

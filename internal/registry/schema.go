@@ -83,6 +83,23 @@ var migrations = []migration{
 	// log of one row per applied batch (history_log) compacted into per-thing chunks of many
 	// records (history), see history.go.
 	{fn: migrateHistoryChunks},
+
+	// 5: device credentials (credentials.go): one per thing, the key sealed by the caller, and a
+	// generation counter that every change increments so that a gateway notices changes made by
+	// another process (coapgw device) with one cheap query.
+	{sql: `CREATE TABLE credentials (
+		identity   TEXT PRIMARY KEY,
+		thing_id   INTEGER NOT NULL UNIQUE REFERENCES things(id),
+		sealed_key BLOB NOT NULL,
+		created_at INTEGER NOT NULL,
+		rotated_at INTEGER NOT NULL,
+		revoked_at INTEGER NOT NULL DEFAULT 0
+	) WITHOUT ROWID;
+	CREATE TABLE credential_gen (
+		id  INTEGER PRIMARY KEY CHECK (id = 1),
+		gen INTEGER NOT NULL
+	);
+	INSERT INTO credential_gen (id, gen) VALUES (1, 0);`},
 }
 
 // migration is one schema step: SQL, or a function for what SQL alone cannot do.

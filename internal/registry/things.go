@@ -76,6 +76,9 @@ func (a *applyTx) thing(name string) (*thingState, error) {
 	if th.doc, err = decodeShadow(blob); err != nil {
 		return nil, fmt.Errorf("load thing %s: %w", name, err)
 	}
+	if err := a.learnType(th.typeID); err != nil {
+		return nil, fmt.Errorf("load thing %s: %w", name, err)
+	}
 	a.w.things[name] = th
 	a.touched = append(a.touched, name)
 	return th, nil
@@ -85,8 +88,10 @@ func (a *applyTx) thingType(name string) (int64, error) {
 	if id, ok := a.w.types[name]; ok {
 		return id, nil
 	}
-	id, err := a.insertID(a.st.insType, name, a.now)
-	if err != nil {
+	// An upsert: another process (coapgw device add) may have created the type since it was
+	// loaded.
+	var id int64
+	if err := a.st.insType.QueryRowContext(a.ctx, name, a.now).Scan(&id); err != nil {
 		return 0, fmt.Errorf("create thing type %s: %w", name, err)
 	}
 	a.w.types[name], a.w.tnames[id] = id, name
