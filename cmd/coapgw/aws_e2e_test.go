@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"strconv"
@@ -138,6 +139,7 @@ func TestAWSOutageUnderLoad(t *testing.T) {
 	proxy := m.NewProxy(t)
 	w := startProcess(t, m, queue)
 	g := startGW(t, t.TempDir(), "--queue", queue, "--aws-endpoint", proxy.Endpoint())
+	t.Cleanup(func() { logGatewayOnFailure(t, g) })
 
 	const devices, perDevice = 12, 60
 	var mu sync.Mutex
@@ -408,4 +410,28 @@ func TestAWSKill9(t *testing.T) {
 		t.Errorf("the worker applied %v records and found %v duplicates, but the shadows hold %d distinct ones", applied, dups, keys)
 	}
 	g.stop(syscall.SIGTERM)
+}
+
+// logGatewayOnFailure prints, when t failed, what the gateway knows of where its records went
+// (the forwarder's and spool's metrics) and its log, so that a record that never reached its
+// shadow can be told lost on the way to SQS from lost after it.
+func logGatewayOnFailure(t *testing.T, g *gw) {
+	if !t.Failed() {
+		return
+	}
+	resp, err := http.Get("http://" + g.http + "/metrics")
+	if err != nil {
+		t.Logf("gateway metrics: %v", err)
+	} else {
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		var lines []string
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "coapgw_forward_") || strings.HasPrefix(l, "coapgw_spool_") || strings.HasPrefix(l, "coapgw_ingest_records_total") {
+				lines = append(lines, l)
+			}
+		}
+		t.Logf("gateway metrics:\n%s", strings.Join(lines, "\n"))
+	}
+	t.Logf("gateway log:\n%s", g.stderr.String())
 }
