@@ -1,0 +1,475 @@
+package dtlsserver
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/pion/dtls/v3"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/coapgw/coapgw/internal/coapserver"
+)
+
+// Server is the CoAP-over-DTLS server: one UDP socket, one reader goroutine routing datagrams
+// to sessions, and per session a pion/dtls Conn and the goroutine that hands its decrypted
+// datagrams to the Endpoint.
+type Server struct {
+	cfg  Config
+	log  *slog.Logger
+	m    *metrics
+	ep   *coapserver.Endpoint
+	opts []dtls.Option
+	conn *net.UDPConn
+
+	mu          sync.RWMutex
+	byKey       map[netip.AddrPort]*session
+	byAddr      map[netip.AddrPort]*session
+	byCID       map[string]*session
+	handshaking int
+	established int
+	nextNum     uint64
+
+	wg      sync.WaitGroup // sessions and the janitor
+	lmu     sync.Mutex
+	started bool
+	shut    bool
+	stop    chan struct{} // closed by Shutdown
+	loaded  []savedSession
+}
+
+var _ coapserver.Sender = (*Server)(nil)
+
+// New builds a server; it does no I/O. exchange tunes its own Endpoint (deduplication and
+// retransmission work per session). The exchange layer's metrics are registered with reg under
+// the prefix "dtls_" (dtls_coapgw_coap_datagrams_total, ...), apart from plain CoAP's.
+func New(cfg Config, h coapserver.Handler, exchange coapserver.Options, log *slog.Logger, reg prometheus.Registerer) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if h == nil {
+		return nil, errors.New("dtls: nil handler")
+	}
+	cfg.defaults()
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{
+		cfg: cfg, log: log,
+		byKey: make(map[netip.AddrPort]*session), byAddr: make(map[netip.AddrPort]*session), byCID: make(map[string]*session),
+		stop: make(chan struct{}),
+	}
+	s.m = newMetrics(reg, s)
+	var epReg prometheus.Registerer
+	if reg != nil {
+		epReg = prometheus.WrapRegistererWithPrefix("dtls_", reg)
+	}
+	s.ep = coapserver.NewEndpoint(h, s, exchange, log, coapserver.NewMetrics(epReg))
+	psk := cfg.PSK
+	s.opts = []dtls.Option{
+		dtls.WithPSK(func(id []byte) ([]byte, error) { return psk(id) }),
+		dtls.WithCipherSuites(dtls.TLS_PSK_WITH_AES_128_CCM_8, dtls.TLS_PSK_WITH_AES_128_GCM_SHA256),
+		dtls.WithExtendedMasterSecret(dtls.RequestExtendedMasterSecret),
+	}
+	return s, nil
+}
+
+// Endpoint returns the exchange layer.
+func (s *Server) Endpoint() *coapserver.Endpoint { return s.ep }
+
+// Listen binds the socket and, if Config.StateFile names one, loads the sessions saved there by
+// a previous Shutdown and removes the file.
+func (s *Server) Listen() error {
+	pc, err := (&net.ListenConfig{}).ListenPacket(context.Background(), "udp", s.cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("listen dtls %s: %w", s.cfg.Addr, err)
+	}
+	s.conn = pc.(*net.UDPConn)
+	if s.cfg.StateFile != "" {
+		saved, err := loadState(s.cfg.StateFile)
+		if err != nil {
+			s.log.Warn("dtls sessions not restored", "file", s.cfg.StateFile, "err", err)
+		}
+		s.loaded = saved
+	}
+	return nil
+}
+
+// LocalAddr is the bound address (after Listen).
+func (s *Server) LocalAddr() netip.AddrPort {
+	if s.conn == nil {
+		return netip.AddrPort{}
+	}
+	return s.conn.LocalAddr().(*net.UDPAddr).AddrPort()
+}
+
+// Serve resumes the loaded sessions and routes datagrams until ctx ends or Shutdown is called.
+func (s *Server) Serve(ctx context.Context) error {
+	s.lmu.Lock()
+	if s.shut {
+		s.lmu.Unlock()
+		return nil // shut down before it started: nothing to serve
+	}
+	if s.started || s.conn == nil {
+		s.lmu.Unlock()
+		return errors.New("dtls: Serve called twice or before Listen")
+	}
+	s.started = true
+	loaded := s.loaded
+	s.loaded = nil
+	s.lmu.Unlock()
+	s.ep.Start()
+	s.resumeAll(loaded)
+	s.wg.Add(1)
+	go s.janitor()
+	done := make(chan struct{})
+	go func() { defer close(done); s.read() }()
+	select {
+	case <-ctx.Done():
+	case <-s.stop:
+	}
+	_ = s.conn.SetReadDeadline(time.Unix(1, 0))
+	<-done
+	return nil
+}
+
+// Shutdown stops reading, lets requests in flight be answered (until ctx ends), saves the
+// established sessions to Config.StateFile, and closes every session and the socket. Saved
+// sessions are not told of the close: they continue with the next process. Idempotent.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.lmu.Lock()
+	if s.shut {
+		s.lmu.Unlock()
+		return nil
+	}
+	s.shut = true
+	started := s.started
+	close(s.stop)
+	s.lmu.Unlock()
+	if s.conn == nil {
+		return nil
+	}
+	_ = s.conn.SetReadDeadline(time.Unix(1, 0))
+	if started {
+		for s.ep.Inflight() > 0 && ctx.Err() == nil {
+			time.Sleep(5 * time.Millisecond)
+		}
+		s.ep.Stop()
+	}
+	s.mu.RLock()
+	all := make([]*session, 0, len(s.byKey))
+	for _, ss := range s.byKey {
+		all = append(all, ss)
+	}
+	s.mu.RUnlock()
+	var err error
+	if s.cfg.StateFile != "" {
+		err = s.save(all)
+	}
+	for _, ss := range all {
+		ss.vc.mute.Store(true) // nothing more goes out, close_notify included
+		_ = ss.conn.Close()
+	}
+	s.wg.Wait()
+	s.conn.Close()
+	return err
+}
+
+// Send encrypts b to the session whose key is peer (coapserver.Sender).
+func (s *Server) Send(peer netip.AddrPort, b []byte) {
+	s.mu.RLock()
+	ss := s.byKey[peer]
+	s.mu.RUnlock()
+	if ss == nil || !ss.est.Load() {
+		return
+	}
+	if _, err := ss.conn.Write(b); err != nil {
+		s.log.Debug("dtls write", "peer", peer, "err", err)
+	}
+}
+
+func (s *Server) read() {
+	buf := make([]byte, s.cfg.MaxDatagram)
+	for {
+		n, from, err := s.conn.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			var ne net.Error
+			if errors.Is(err, net.ErrClosed) || (errors.As(err, &ne) && ne.Timeout()) {
+				return
+			}
+			s.log.Warn("dtls read", "err", err)
+			continue
+		}
+		s.route(buf[:n], netip.AddrPortFrom(from.Addr().Unmap(), from.Port()))
+	}
+}
+
+// DTLS record layer (RFC 6347 §4.1, RFC 9146 §4): type(1) version(2) epoch(2) seq(6) [cid]
+// length(2); a handshake record's body starts with the handshake type.
+const (
+	recordHeaderLen    = 13
+	contentHandshake   = 22
+	contentTLS12CID    = 25
+	handshakeClientHi  = 1
+	epochOffset        = 3
+	cidOffset          = 11
+	handshakeTypeIndex = recordHeaderLen
+)
+
+// isClientHello says whether data starts with an epoch-0 handshake record carrying a
+// ClientHello: the only datagram that may start a session.
+func isClientHello(data []byte) bool {
+	return len(data) > handshakeTypeIndex && data[0] == contentHandshake &&
+		data[epochOffset] == 0 && data[epochOffset+1] == 0 && data[handshakeTypeIndex] == handshakeClientHi
+}
+
+// route hands a datagram to its session: by Connection ID for a tls12_cid record, else by the
+// address it came from. Only an epoch-0 ClientHello from an address without a session (or whose
+// session is established: the device restarted) starts a new one.
+func (s *Server) route(data []byte, from netip.AddrPort) {
+	if len(data) < recordHeaderLen {
+		s.m.disp(dispShort)
+		return
+	}
+	if data[0] == contentTLS12CID {
+		if len(data) < recordHeaderLen+cidLen {
+			s.m.disp(dispShort)
+			return
+		}
+		s.mu.RLock()
+		ss := s.byCID[string(data[cidOffset:cidOffset+cidLen])]
+		s.mu.RUnlock()
+		if ss == nil {
+			s.m.disp(dispUnknownCID)
+			return
+		}
+		s.deliver(ss, data, from)
+		return
+	}
+	s.mu.RLock()
+	ss := s.byAddr[from]
+	s.mu.RUnlock()
+	hello := isClientHello(data)
+	if ss != nil && !(hello && ss.est.Load()) {
+		s.deliver(ss, data, from)
+		return
+	}
+	if !hello {
+		s.m.disp(dispUnknownPeer)
+		return
+	}
+	s.startSession(data, from)
+}
+
+func (s *Server) deliver(ss *session, data []byte, from netip.AddrPort) {
+	if !ss.vc.deliver(data, from) {
+		s.m.disp(dispQueueFull)
+		return
+	}
+	ss.last.Store(time.Now().UnixNano())
+	s.m.disp(dispSession)
+}
+
+// newCID returns a Connection ID no session has; s.mu is held.
+func (s *Server) newCID() string {
+	var b [cidLen]byte
+	for {
+		_, _ = rand.Read(b[:])
+		if _, taken := s.byCID[string(b[:])]; !taken {
+			return string(b[:])
+		}
+	}
+}
+
+// newSession registers a session for addr with its own key and Connection ID; s.mu is held.
+func (s *Server) newSession(addr netip.AddrPort, cid string) *session {
+	s.nextNum++
+	ss := &session{num: s.nextNum, key: sessionKey(s.nextNum), cid: cid}
+	ss.addr.Store(&addr)
+	ss.vc = newVconn(s, ss, s.cfg.SessionQueue)
+	ss.last.Store(time.Now().UnixNano())
+	s.byKey[ss.key], s.byAddr[addr], s.byCID[cid] = ss, ss, ss
+	return ss
+}
+
+func (s *Server) connOptions(cid string) []dtls.ServerOption {
+	opts := make([]dtls.ServerOption, 0, len(s.opts)+1)
+	for _, o := range s.opts {
+		opts = append(opts, o)
+	}
+	return append(opts, dtls.WithConnectionIDGenerator(func() []byte { return []byte(cid) }))
+}
+
+func (s *Server) startSession(hello []byte, from netip.AddrPort) {
+	s.mu.Lock()
+	if s.handshaking >= s.cfg.MaxHandshakes {
+		s.mu.Unlock()
+		s.m.disp(dispHandshakesFull)
+		return
+	}
+	ss := s.newSession(from, s.newCID())
+	conn, err := dtls.ServerWithOptions(ss.vc, net.UDPAddrFromAddrPort(from), s.connOptions(ss.cid)...)
+	if err != nil {
+		s.unregister(ss)
+		s.mu.Unlock()
+		s.log.Error("dtls server conn", "err", err)
+		return
+	}
+	ss.conn = conn
+	s.handshaking++
+	s.wg.Add(1)
+	s.mu.Unlock()
+	s.m.disp(dispHello)
+	ss.vc.deliver(hello, from)
+	go s.runSession(ss, false)
+}
+
+// unregister removes ss from the indexes that still point to it; s.mu is held. It reports
+// whether ss was still registered.
+func (s *Server) unregister(ss *session) bool {
+	if s.byKey[ss.key] != ss {
+		return false
+	}
+	delete(s.byKey, ss.key)
+	if a := ss.addr.Load(); a != nil && s.byAddr[*a] == ss {
+		delete(s.byAddr, *a)
+	}
+	if s.byCID[ss.cid] == ss {
+		delete(s.byCID, ss.cid)
+	}
+	return true
+}
+
+func (s *Server) closeSession(ss *session) {
+	s.mu.Lock()
+	if s.unregister(ss) {
+		if ss.est.Load() {
+			s.established--
+		} else {
+			s.handshaking--
+		}
+	}
+	s.mu.Unlock()
+	_ = ss.conn.Close()
+}
+
+// moveSession points addr at ss after pion accepted a record of ss from there.
+func (s *Server) moveSession(ss *session, addr netip.AddrPort) {
+	s.mu.Lock()
+	if old := ss.addr.Load(); old != nil && s.byAddr[*old] == ss {
+		delete(s.byAddr, *old)
+	}
+	if s.byKey[ss.key] == ss {
+		s.byAddr[addr] = ss
+	}
+	ss.addr.Store(&addr)
+	s.mu.Unlock()
+}
+
+func (s *Server) runSession(ss *session, resumed bool) {
+	defer s.wg.Done()
+	defer s.closeSession(ss)
+	if !resumed {
+		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.HandshakeTimeout)
+		err := ss.conn.HandshakeContext(ctx)
+		cancel()
+		if err != nil {
+			switch {
+			case errors.Is(err, context.DeadlineExceeded):
+				s.m.handshake(resultTimeout)
+			case errors.Is(err, net.ErrClosed):
+				s.m.handshake(resultAborted)
+			default:
+				s.m.handshake(resultFailed)
+			}
+			s.log.Debug("dtls handshake", "peer", ss.addr.Load(), "err", err)
+			return
+		}
+		st, _ := ss.conn.ConnectionState()
+		ss.identity = string(st.IdentityHint)
+		s.m.handshake(resultOK)
+		s.promote(ss)
+	}
+	buf := make([]byte, s.cfg.MaxDatagram)
+	for {
+		n, err := ss.conn.Read(buf)
+		if err != nil {
+			return
+		}
+		// pion's remote address: the last one it authenticated a record from (RFC 9146 §6).
+		addr := *ss.addr.Load()
+		if ua, ok := ss.conn.RemoteAddr().(*net.UDPAddr); ok {
+			addr = ua.AddrPort()
+			addr = netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
+		}
+		s.ep.HandleSession(ss.key, addr, ss.identity, buf[:n])
+	}
+}
+
+// promote counts ss as established; past MaxSessions the least recently active other session
+// is evicted.
+func (s *Server) promote(ss *session) {
+	s.mu.Lock()
+	var victim *session
+	if s.byKey[ss.key] == ss {
+		ss.est.Store(true)
+		s.handshaking--
+		s.established++
+		if s.established > s.cfg.MaxSessions {
+			for _, o := range s.byKey {
+				if o != ss && o.est.Load() && o.evicted.Load() == 0 && (victim == nil || o.last.Load() < victim.last.Load()) {
+					victim = o
+				}
+			}
+		}
+	}
+	s.mu.Unlock()
+	if victim != nil && victim.evicted.CompareAndSwap(0, 1) {
+		s.m.evict(evictCap)
+		_ = victim.conn.Close()
+	}
+}
+
+// janitor closes sessions idle for longer than IdleTimeout.
+func (s *Server) janitor() {
+	defer s.wg.Done()
+	every := min(max(s.cfg.IdleTimeout/8, 10*time.Millisecond), time.Minute)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	var idle []*session
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+		}
+		cutoff := time.Now().Add(-s.cfg.IdleTimeout).UnixNano()
+		idle = idle[:0]
+		s.mu.RLock()
+		for _, ss := range s.byKey {
+			if ss.est.Load() && ss.last.Load() < cutoff {
+				idle = append(idle, ss)
+			}
+		}
+		s.mu.RUnlock()
+		for _, ss := range idle {
+			if ss.evicted.CompareAndSwap(0, 1) {
+				s.m.evict(evictIdle)
+				_ = ss.conn.Close()
+			}
+		}
+	}
+}
+
+// Sessions is the number of established sessions and of handshakes in progress.
+func (s *Server) Sessions() (established, handshaking int) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.established, s.handshaking
+}
