@@ -25,6 +25,9 @@ type Config struct {
 	MaxHandshakes int
 	// IdleTimeout closes a session with no datagram for this long. Default 24 h.
 	IdleTimeout time.Duration
+	// HibernateAfter: a session without datagrams for this long keeps only its exported state
+	// (a few hundred bytes) until its next datagram wakes it. Default 30 s; negative: never.
+	HibernateAfter time.Duration
 	// HandshakeTimeout abandons a handshake not finished in this time. Default 10 s.
 	HandshakeTimeout time.Duration
 	// StateFile, if set, is where Shutdown saves established sessions and Listen loads them
@@ -47,6 +50,9 @@ func (c *Config) defaults() {
 	}
 	if c.IdleTimeout <= 0 {
 		c.IdleTimeout = 24 * time.Hour
+	}
+	if c.HibernateAfter == 0 {
+		c.HibernateAfter = 30 * time.Second
 	}
 	if c.HandshakeTimeout <= 0 {
 		c.HandshakeTimeout = 10 * time.Second

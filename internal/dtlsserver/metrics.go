@@ -27,11 +27,13 @@ const (
 )
 
 type metrics struct {
-	disps     [numDisp]prometheus.Counter
-	handshake func(result string)
-	evict     func(reason string)
-	saved     prometheus.Counter
-	restored  prometheus.Counter
+	disps        [numDisp]prometheus.Counter
+	handshake    func(result string)
+	evict        func(reason string)
+	saved        prometheus.Counter
+	restored     prometheus.Counter
+	hibernations prometheus.Counter
+	wakes        prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
@@ -52,12 +54,16 @@ func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
 	m.evict = func(r string) { ev.WithLabelValues(r).Inc() }
 	m.saved = prometheus.NewCounter(prometheus.CounterOpts{Name: "coapgw_dtls_sessions_saved_total", Help: "DTLS sessions saved to the state file at shutdown."})
 	m.restored = prometheus.NewCounter(prometheus.CounterOpts{Name: "coapgw_dtls_sessions_restored_total", Help: "DTLS sessions resumed from the state file at start."})
+	m.hibernations = prometheus.NewCounter(prometheus.CounterOpts{Name: "coapgw_dtls_hibernations_total", Help: "DTLS sessions hibernated (state exported, Conn closed) after HibernateAfter without traffic."})
+	m.wakes = prometheus.NewCounter(prometheus.CounterOpts{Name: "coapgw_dtls_wakes_total", Help: "Hibernated DTLS sessions resumed by a datagram or a response."})
 	if reg != nil {
 		est := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "coapgw_dtls_sessions", Help: "DTLS sessions, by state (established, handshake).", ConstLabels: prometheus.Labels{"state": "established"}},
 			func() float64 { e, _ := s.Sessions(); return float64(e) })
 		hsg := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "coapgw_dtls_sessions", Help: "DTLS sessions, by state (established, handshake).", ConstLabels: prometheus.Labels{"state": "handshake"}},
 			func() float64 { _, h := s.Sessions(); return float64(h) })
-		reg.MustRegister(d, hs, ev, m.saved, m.restored, est, hsg)
+		hib := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "coapgw_dtls_hibernated_sessions", Help: "Established DTLS sessions hibernated (counted in coapgw_dtls_sessions too)."},
+			func() float64 { return float64(s.hibernated.Load()) })
+		reg.MustRegister(d, hs, ev, m.saved, m.restored, m.hibernations, m.wakes, est, hsg, hib)
 	}
 	return m
 }

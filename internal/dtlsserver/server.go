@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/dtls/v3"
@@ -36,12 +37,14 @@ type Server struct {
 	established int
 	nextNum     uint64
 
-	wg      sync.WaitGroup // sessions and the janitor
-	lmu     sync.Mutex
-	started bool
-	shut    bool
-	stop    chan struct{} // closed by Shutdown
-	loaded  []savedSession
+	wg         sync.WaitGroup // sessions and the janitor
+	lmu        sync.Mutex
+	started    bool
+	shut       bool
+	stop       chan struct{} // closed by Shutdown
+	readDone   chan struct{} // closed when the reader has stopped (Serve started)
+	loaded     []savedSession
+	hibernated atomic.Int64
 }
 
 var _ coapserver.Sender = (*Server)(nil)
@@ -63,7 +66,7 @@ func New(cfg Config, h coapserver.Handler, exchange coapserver.Options, log *slo
 	s := &Server{
 		cfg: cfg, log: log,
 		byKey: make(map[netip.AddrPort]*session), byAddr: make(map[netip.AddrPort]*session), byCID: make(map[string]*session),
-		stop: make(chan struct{}),
+		stop: make(chan struct{}), readDone: make(chan struct{}),
 	}
 	s.m = newMetrics(reg, s)
 	var epReg prometheus.Registerer
@@ -91,6 +94,8 @@ func (s *Server) Listen() error {
 		return fmt.Errorf("listen dtls %s: %w", s.cfg.Addr, err)
 	}
 	s.conn = pc.(*net.UDPConn)
+	_ = s.conn.SetReadBuffer(socketBytes) // best effort: the sysctl may cap it
+	_ = s.conn.SetWriteBuffer(socketBytes)
 	if s.cfg.StateFile != "" {
 		saved, err := loadState(s.cfg.StateFile)
 		if err != nil {
@@ -125,17 +130,16 @@ func (s *Server) Serve(ctx context.Context) error {
 	s.loaded = nil
 	s.lmu.Unlock()
 	s.ep.Start()
-	s.resumeAll(loaded)
+	s.restore(loaded)
 	s.wg.Add(1)
 	go s.janitor()
-	done := make(chan struct{})
-	go func() { defer close(done); s.read() }()
+	go func() { defer close(s.readDone); s.read() }()
 	select {
 	case <-ctx.Done():
 	case <-s.stop:
 	}
 	_ = s.conn.SetReadDeadline(time.Unix(1, 0))
-	<-done
+	<-s.readDone
 	return nil
 }
 
@@ -157,6 +161,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	_ = s.conn.SetReadDeadline(time.Unix(1, 0))
 	if started {
+		<-s.readDone // no session starts or wakes after this
 		for s.ep.Inflight() > 0 && ctx.Err() == nil {
 			time.Sleep(5 * time.Millisecond)
 		}
@@ -168,13 +173,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		all = append(all, ss)
 	}
 	s.mu.RUnlock()
+	saved, conns := s.export(all)
 	var err error
 	if s.cfg.StateFile != "" {
-		err = s.save(all)
+		err = s.save(saved)
 	}
-	for _, ss := range all {
-		ss.vc.mute.Store(true) // nothing more goes out, close_notify included
-		_ = ss.conn.Close()
+	for _, c := range conns {
+		_ = c.Close() // muted: not even close_notify goes out
 	}
 	s.wg.Wait()
 	s.conn.Close()
@@ -189,7 +194,11 @@ func (s *Server) Send(peer netip.AddrPort, b []byte) {
 	if ss == nil || !ss.est.Load() {
 		return
 	}
-	if _, err := ss.conn.Write(b); err != nil {
+	conn := s.awake(ss)
+	if conn == nil {
+		return
+	}
+	if _, err := conn.Write(b); err != nil {
 		s.log.Debug("dtls write", "peer", peer, "err", err)
 	}
 }
@@ -209,6 +218,9 @@ func (s *Server) read() {
 		s.route(buf[:n], netip.AddrPortFrom(from.Addr().Unmap(), from.Port()))
 	}
 }
+
+// socketBytes is the socket's receive and send buffer: bursts of handshakes wait there.
+const socketBytes = 4 << 20
 
 // DTLS record layer (RFC 6347 §4.1, RFC 9146 §4): type(1) version(2) epoch(2) seq(6) [cid]
 // length(2); a handshake record's body starts with the handshake type.
@@ -268,7 +280,15 @@ func (s *Server) route(data []byte, from netip.AddrPort) {
 }
 
 func (s *Server) deliver(ss *session, data []byte, from netip.AddrPort) {
-	if !ss.vc.deliver(data, from) {
+	ss.mu.Lock()
+	if ss.conn == nil && !s.wakeLocked(ss) {
+		ss.mu.Unlock()
+		s.m.disp(dispUnknownPeer)
+		return
+	}
+	vc := ss.vc
+	ss.mu.Unlock()
+	if !vc.deliver(data, from) {
 		s.m.disp(dispQueueFull)
 		return
 	}
@@ -292,7 +312,6 @@ func (s *Server) newSession(addr netip.AddrPort, cid string) *session {
 	s.nextNum++
 	ss := &session{num: s.nextNum, key: sessionKey(s.nextNum), cid: cid}
 	ss.addr.Store(&addr)
-	ss.vc = newVconn(s, ss, s.cfg.SessionQueue)
 	ss.last.Store(time.Now().UnixNano())
 	s.byKey[ss.key], s.byAddr[addr], s.byCID[cid] = ss, ss, ss
 	return ss
@@ -314,20 +333,23 @@ func (s *Server) startSession(hello []byte, from netip.AddrPort) {
 		return
 	}
 	ss := s.newSession(from, s.newCID())
-	conn, err := dtls.ServerWithOptions(ss.vc, net.UDPAddrFromAddrPort(from), s.connOptions(ss.cid)...)
+	vc := newVconn(s, ss, s.cfg.SessionQueue)
+	conn, err := dtls.ServerWithOptions(vc, net.UDPAddrFromAddrPort(from), s.connOptions(ss.cid)...)
 	if err != nil {
 		s.unregister(ss)
 		s.mu.Unlock()
 		s.log.Error("dtls server conn", "err", err)
 		return
 	}
-	ss.conn = conn
+	ss.mu.Lock()
+	ss.conn, ss.vc = conn, vc
+	ss.mu.Unlock()
 	s.handshaking++
 	s.wg.Add(1)
 	s.mu.Unlock()
 	s.m.disp(dispHello)
-	ss.vc.deliver(hello, from)
-	go s.runSession(ss, false)
+	vc.deliver(hello, from)
+	go s.runSession(ss, conn, false)
 }
 
 // unregister removes ss from the indexes that still point to it; s.mu is held. It reports
@@ -346,7 +368,23 @@ func (s *Server) unregister(ss *session) bool {
 	return true
 }
 
-func (s *Server) closeSession(ss *session) {
+// sessionEnded is called when conn, a Conn of ss, has stopped. Unless ss went on without it
+// (hibernated, or woken with another), ss is gone.
+func (s *Server) sessionEnded(ss *session, conn *dtls.Conn) {
+	ss.mu.Lock()
+	current := ss.conn == conn && !ss.gone
+	if current {
+		ss.gone, ss.conn, ss.vc = true, nil, nil
+	}
+	ss.mu.Unlock()
+	if current {
+		s.remove(ss)
+	}
+	_ = conn.Close()
+}
+
+// remove unregisters a gone session and uncounts it.
+func (s *Server) remove(ss *session) {
 	s.mu.Lock()
 	if s.unregister(ss) {
 		if ss.est.Load() {
@@ -356,7 +394,6 @@ func (s *Server) closeSession(ss *session) {
 		}
 	}
 	s.mu.Unlock()
-	_ = ss.conn.Close()
 }
 
 // moveSession points addr at ss after pion accepted a record of ss from there.
@@ -372,12 +409,14 @@ func (s *Server) moveSession(ss *session, addr netip.AddrPort) {
 	s.mu.Unlock()
 }
 
-func (s *Server) runSession(ss *session, resumed bool) {
+// runSession runs one Conn of ss: the handshake unless resumed, then hands every decrypted
+// datagram to the exchange layer until the Conn stops.
+func (s *Server) runSession(ss *session, conn *dtls.Conn, resumed bool) {
 	defer s.wg.Done()
-	defer s.closeSession(ss)
+	defer s.sessionEnded(ss, conn)
 	if !resumed {
 		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.HandshakeTimeout)
-		err := ss.conn.HandshakeContext(ctx)
+		err := conn.HandshakeContext(ctx)
 		cancel()
 		if err != nil {
 			switch {
@@ -391,20 +430,20 @@ func (s *Server) runSession(ss *session, resumed bool) {
 			s.log.Debug("dtls handshake", "peer", ss.addr.Load(), "err", err)
 			return
 		}
-		st, _ := ss.conn.ConnectionState()
+		st, _ := conn.ConnectionState()
 		ss.identity = string(st.IdentityHint)
 		s.m.handshake(resultOK)
 		s.promote(ss)
 	}
 	buf := make([]byte, s.cfg.MaxDatagram)
 	for {
-		n, err := ss.conn.Read(buf)
+		n, err := conn.Read(buf)
 		if err != nil {
 			return
 		}
 		// pion's remote address: the last one it authenticated a record from (RFC 9146 §6).
 		addr := *ss.addr.Load()
-		if ua, ok := ss.conn.RemoteAddr().(*net.UDPAddr); ok {
+		if ua, ok := conn.RemoteAddr().(*net.UDPAddr); ok {
 			addr = ua.AddrPort()
 			addr = netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
 		}
@@ -423,47 +462,15 @@ func (s *Server) promote(ss *session) {
 		s.established++
 		if s.established > s.cfg.MaxSessions {
 			for _, o := range s.byKey {
-				if o != ss && o.est.Load() && o.evicted.Load() == 0 && (victim == nil || o.last.Load() < victim.last.Load()) {
+				if o != ss && o.est.Load() && !o.evicted.Load() && (victim == nil || o.last.Load() < victim.last.Load()) {
 					victim = o
 				}
 			}
 		}
 	}
 	s.mu.Unlock()
-	if victim != nil && victim.evicted.CompareAndSwap(0, 1) {
-		s.m.evict(evictCap)
-		_ = victim.conn.Close()
-	}
-}
-
-// janitor closes sessions idle for longer than IdleTimeout.
-func (s *Server) janitor() {
-	defer s.wg.Done()
-	every := min(max(s.cfg.IdleTimeout/8, 10*time.Millisecond), time.Minute)
-	t := time.NewTicker(every)
-	defer t.Stop()
-	var idle []*session
-	for {
-		select {
-		case <-s.stop:
-			return
-		case <-t.C:
-		}
-		cutoff := time.Now().Add(-s.cfg.IdleTimeout).UnixNano()
-		idle = idle[:0]
-		s.mu.RLock()
-		for _, ss := range s.byKey {
-			if ss.est.Load() && ss.last.Load() < cutoff {
-				idle = append(idle, ss)
-			}
-		}
-		s.mu.RUnlock()
-		for _, ss := range idle {
-			if ss.evicted.CompareAndSwap(0, 1) {
-				s.m.evict(evictIdle)
-				_ = ss.conn.Close()
-			}
-		}
+	if victim != nil {
+		s.evict(victim, evictCap)
 	}
 }
 

@@ -17,17 +17,21 @@ const cidLen = 8
 // session is one DTLS peer: a pion Conn over a virtual PacketConn (vconn) that the server's
 // reader feeds with the datagrams routed to it, by Connection ID or by address.
 type session struct {
-	key  netip.AddrPort // stable stand-in for the peer in the exchange layer (see sessionKey)
-	num  uint64
-	cid  string
-	conn *dtls.Conn
-	vc   *vconn
+	key netip.AddrPort // stable stand-in for the peer in the exchange layer (see sessionKey)
+	num uint64
+	cid string
 
 	identity string       // set once the handshake completed
 	est      atomic.Bool  // handshake completed (or resumed)
 	last     atomic.Int64 // unix nanoseconds of the last datagram routed to it
 	addr     atomic.Pointer[netip.AddrPort]
-	evicted  atomic.Int32 // an evictReason, once the server decided to close it
+	evicted  atomic.Bool // the server decided to close it (idle, cap)
+
+	mu   sync.Mutex
+	conn *dtls.Conn // nil while hibernated
+	vc   *vconn     // nil while hibernated
+	hib  []byte     // the exported state while hibernated
+	gone bool       // removed: neither delivered to nor woken again
 }
 
 // sessionKey is the exchange layer's peer for session n: an address in 100::/64, the IPv6

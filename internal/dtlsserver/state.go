@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -32,27 +31,10 @@ type savedSession struct {
 	State    []byte         `json:"state"`
 }
 
-// save exports the established sessions and writes them to Config.StateFile (atomically: a
-// temporary file, fsync, rename). Each session is muted first, so that no record leaves it with
-// a sequence number the exported state would hand out again.
-func (s *Server) save(all []*session) error {
-	f := stateFile{Version: stateVersion, Saved: time.Now()}
-	for _, ss := range all {
-		ss.vc.mute.Store(true)
-		if !ss.est.Load() {
-			continue
-		}
-		st, ok := ss.conn.ConnectionState()
-		if !ok {
-			continue
-		}
-		b, err := st.MarshalBinary()
-		if err != nil {
-			s.log.Warn("dtls session not saved", "peer", ss.addr.Load(), "err", err)
-			continue
-		}
-		f.Sessions = append(f.Sessions, savedSession{Addr: *ss.addr.Load(), CID: []byte(ss.cid), Identity: ss.identity, Last: ss.last.Load(), State: b})
-	}
+// save writes the exported sessions to Config.StateFile, atomically (a temporary file, fsync,
+// rename).
+func (s *Server) save(saved []savedSession) error {
+	f := stateFile{Version: stateVersion, Saved: time.Now(), Sessions: saved}
 	b, err := json.Marshal(&f)
 	if err != nil {
 		return fmt.Errorf("encode dtls sessions: %w", err)
@@ -113,9 +95,9 @@ func loadState(name string) ([]savedSession, error) {
 	return f.Sessions, nil
 }
 
-// resumeAll brings back the loaded sessions that are not idle past IdleTimeout, up to
-// MaxSessions.
-func (s *Server) resumeAll(saved []savedSession) {
+// restore registers the loaded sessions that are not idle past IdleTimeout, up to MaxSessions,
+// hibernated: each wakes on its first datagram.
+func (s *Server) restore(saved []savedSession) {
 	cutoff := time.Now().Add(-s.cfg.IdleTimeout).UnixNano()
 	n := 0
 	for _, sv := range saved {
@@ -124,7 +106,7 @@ func (s *Server) resumeAll(saved []savedSession) {
 		}
 		var st dtls.State
 		if err := st.UnmarshalBinary(sv.State); err != nil {
-			s.log.Warn("dtls session not resumed", "peer", sv.Addr, "err", err)
+			s.log.Warn("dtls session not restored", "peer", sv.Addr, "err", err)
 			continue
 		}
 		s.mu.Lock()
@@ -135,20 +117,12 @@ func (s *Server) resumeAll(saved []savedSession) {
 		ss := s.newSession(sv.Addr, string(sv.CID))
 		ss.last.Store(sv.Last)
 		ss.identity = sv.Identity
-		conn, err := dtls.ResumeWithOptions(&st, ss.vc, net.UDPAddrFromAddrPort(sv.Addr), s.opts...)
-		if err != nil {
-			s.unregister(ss)
-			s.mu.Unlock()
-			s.log.Warn("dtls session not resumed", "peer", sv.Addr, "err", err)
-			continue
-		}
-		ss.conn = conn
+		ss.hib = sv.State
 		ss.est.Store(true)
 		s.established++
-		s.wg.Add(1)
 		s.mu.Unlock()
+		s.hibernated.Add(1)
 		n++
-		go s.runSession(ss, true)
 	}
 	s.m.restored.Add(float64(n))
 	if len(saved) > 0 {
