@@ -8,6 +8,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -159,9 +160,11 @@ func BenchmarkMessages(b *testing.B) {
 			}
 			b.ReportAllocs()
 			b.ResetTimer()
+			cpu0 := cpuNow()
 			for i := 0; i < b.N; i++ {
 				roundTrip(b, conns[i%sessions], reqs[(i/sessions)&0xffff], buf)
 			}
+			reportCPU(b, cpu0)
 		})
 	}
 }
@@ -174,9 +177,63 @@ func BenchmarkHandshake(b *testing.B) {
 	s := benchServer(b, Config{})
 	b.ReportAllocs()
 	b.ResetTimer()
+	cpu0 := cpuNow()
 	for i := 0; i < b.N; i++ {
 		c, u := benchClient(b, s)
 		_ = c.Close()
 		u.Close()
 	}
+	reportCPU(b, cpu0)
+}
+
+// BenchmarkPlainMessages is BenchmarkMessages over plain CoAP (coapserver.Server and a UDP
+// client in this process): the baseline the DTLS figures are compared with.
+//
+//	go test -run XXX -bench 'Messages' -benchmem ./internal/dtlsserver/
+func BenchmarkPlainMessages(b *testing.B) {
+	h := coapserver.HandlerFunc(func(w *coapserver.ResponseWriter, r *coapserver.Request) { w.Respond(coapmsg.Changed, nil) })
+	s, err := coapserver.New(coapserver.Config{Addr: "127.0.0.1:0"}, h, nil, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := s.Listen(); err != nil {
+		b.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(context.Background()) }()
+	defer func() { s.Close(); <-done }()
+	c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(s.LocalAddr()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	buf := make([]byte, 2048)
+	reqs := make([][]byte, 1<<16)
+	for i := range reqs {
+		reqs[i] = request(uint16(i))
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	cpu0 := cpuNow()
+	for i := 0; i < b.N; i++ {
+		if _, err := c.Write(reqs[i&0xffff]); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := c.Read(buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+	reportCPU(b, cpu0)
+}
+
+// cpuNow is the process's user and system CPU time so far.
+func cpuNow() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// reportCPU reports the CPU time (client and server, all threads) per operation since start.
+func reportCPU(b *testing.B, start time.Duration) {
+	b.ReportMetric(float64((cpuNow()-start).Microseconds())/float64(b.N), "cpu-us/op")
 }

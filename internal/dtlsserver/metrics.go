@@ -18,12 +18,13 @@ const (
 var dispNames = [numDisp]string{"session", "hello", "unknown_cid", "unknown_peer", "short", "queue_full", "handshakes_full"}
 
 const (
-	resultOK      = "ok"
-	resultFailed  = "failed"  // a fatal alert: wrong key, unknown identity, no common suite, ...
-	resultTimeout = "timeout" // not finished within HandshakeTimeout (spoofed or lost peers)
-	resultAborted = "aborted" // the session was closed during the handshake (shutdown)
-	evictIdle     = "idle"
-	evictCap      = "cap"
+	resultOK        = "ok"
+	resultFailed    = "failed"    // a fatal alert: wrong key, unknown identity, no common suite, ...
+	resultTimeout   = "timeout"   // not finished within HandshakeTimeout (spoofed or lost peers)
+	resultAborted   = "aborted"   // the session was closed during the handshake (shutdown)
+	resultDisplaced = "displaced" // dropped before the cookie to make room (MaxHandshakes)
+	evictIdle       = "idle"
+	evictCap        = "cap"
 )
 
 type metrics struct {
@@ -43,7 +44,7 @@ func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
 		m.disps[i] = d.WithLabelValues(n)
 	}
 	hs := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "coapgw_dtls_handshakes_total", Help: "DTLS handshakes ended, by result."}, []string{"result"})
-	for _, r := range []string{resultOK, resultFailed, resultTimeout, resultAborted} {
+	for _, r := range []string{resultOK, resultFailed, resultTimeout, resultAborted, resultDisplaced} {
 		hs.WithLabelValues(r)
 	}
 	m.handshake = func(r string) { hs.WithLabelValues(r).Inc() }

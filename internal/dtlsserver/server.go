@@ -43,6 +43,7 @@ type Server struct {
 	shut       bool
 	stop       chan struct{} // closed by Shutdown
 	readDone   chan struct{} // closed when the reader has stopped (Serve started)
+	preCookie  []*session    // handshakes in start order, for dropPreCookie
 	loaded     []savedSession
 	hibernated atomic.Int64
 }
@@ -225,13 +226,14 @@ const socketBytes = 4 << 20
 // DTLS record layer (RFC 6347 §4.1, RFC 9146 §4): type(1) version(2) epoch(2) seq(6) [cid]
 // length(2); a handshake record's body starts with the handshake type.
 const (
-	recordHeaderLen    = 13
-	contentHandshake   = 22
-	contentTLS12CID    = 25
-	handshakeClientHi  = 1
-	epochOffset        = 3
-	cidOffset          = 11
-	handshakeTypeIndex = recordHeaderLen
+	recordHeaderLen      = 13
+	contentHandshake     = 22
+	contentTLS12CID      = 25
+	handshakeClientHi    = 1
+	handshakeServerHello = 2
+	epochOffset          = 3
+	cidOffset            = 11
+	handshakeTypeIndex   = recordHeaderLen
 )
 
 // isClientHello says whether data starts with an epoch-0 handshake record carrying a
@@ -327,10 +329,13 @@ func (s *Server) connOptions(cid string) []dtls.ServerOption {
 
 func (s *Server) startSession(hello []byte, from netip.AddrPort) {
 	s.mu.Lock()
+	var victim *dtls.Conn
 	if s.handshaking >= s.cfg.MaxHandshakes {
-		s.mu.Unlock()
-		s.m.disp(dispHandshakesFull)
-		return
+		if victim = s.dropPreCookie(); victim == nil {
+			s.mu.Unlock()
+			s.m.disp(dispHandshakesFull)
+			return
+		}
 	}
 	ss := s.newSession(from, s.newCID())
 	vc := newVconn(s, ss, s.cfg.SessionQueue)
@@ -345,11 +350,53 @@ func (s *Server) startSession(hello []byte, from netip.AddrPort) {
 	ss.conn, ss.vc = conn, vc
 	ss.mu.Unlock()
 	s.handshaking++
+	s.trimPreCookie()
+	s.preCookie = append(s.preCookie, ss)
 	s.wg.Add(1)
 	s.mu.Unlock()
+	if victim != nil {
+		_ = victim.Close()
+	}
 	s.m.disp(dispHello)
 	vc.deliver(hello, from)
 	go s.runSession(ss, conn, false)
+}
+
+// preCookieCandidate says whether ss is a handshake whose peer has not returned the cookie:
+// all it has shown is that it can send a ClientHello, from an address that may be spoofed.
+func preCookieCandidate(ss *session) bool { return !ss.est.Load() && !ss.pastCookie.Load() }
+
+// trimPreCookie pops the sessions at the front of s.preCookie that are no longer candidates,
+// so that the queue holds at most the handshakes of one HandshakeTimeout; s.mu is held.
+func (s *Server) trimPreCookie() {
+	for len(s.preCookie) > 0 && (!preCookieCandidate(s.preCookie[0]) || s.byKey[s.preCookie[0].key] != s.preCookie[0]) {
+		s.preCookie[0] = nil
+		s.preCookie = s.preCookie[1:]
+	}
+}
+
+// dropPreCookie makes room for a ClientHello when MaxHandshakes are in progress: the oldest
+// handshake still waiting for its cookie is dropped (a flood of spoofed ClientHellos never
+// returns one, so it displaces itself, while a real peer answers within a round trip). It
+// returns that handshake's Conn to close, or nil if every handshake is past the cookie; s.mu is
+// held.
+func (s *Server) dropPreCookie() *dtls.Conn {
+	s.trimPreCookie()
+	if len(s.preCookie) == 0 {
+		return nil
+	}
+	ss := s.preCookie[0]
+	s.preCookie[0] = nil
+	s.preCookie = s.preCookie[1:]
+	ss.evicted.Store(true) // runSession counts it displaced
+	ss.mu.Lock()           // lock order: s.mu, then ss.mu (nothing takes s.mu holding ss.mu)
+	conn := ss.conn
+	ss.gone, ss.conn, ss.vc = true, nil, nil
+	ss.mu.Unlock()
+	if s.unregister(ss) {
+		s.handshaking--
+	}
+	return conn
 }
 
 // unregister removes ss from the indexes that still point to it; s.mu is held. It reports
@@ -420,6 +467,8 @@ func (s *Server) runSession(ss *session, conn *dtls.Conn, resumed bool) {
 		cancel()
 		if err != nil {
 			switch {
+			case ss.evicted.Load():
+				s.m.handshake(resultDisplaced)
 			case errors.Is(err, context.DeadlineExceeded):
 				s.m.handshake(resultTimeout)
 			case errors.Is(err, net.ErrClosed):

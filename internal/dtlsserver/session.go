@@ -26,6 +26,9 @@ type session struct {
 	last     atomic.Int64 // unix nanoseconds of the last datagram routed to it
 	addr     atomic.Pointer[netip.AddrPort]
 	evicted  atomic.Bool // the server decided to close it (idle, cap)
+	// pastCookie: the server sent its ServerHello, so the peer returned the cookie and
+	// receives at its address.
+	pastCookie atomic.Bool
 
 	mu   sync.Mutex
 	conn *dtls.Conn // nil while hibernated
@@ -131,6 +134,9 @@ func (v *vconn) WriteTo(b []byte, addr net.Addr) (int, error) {
 	}
 	ap := ua.AddrPort()
 	ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	if !v.ss.est.Load() && len(b) > handshakeTypeIndex && b[0] == contentHandshake && b[handshakeTypeIndex] == handshakeServerHello {
+		v.ss.pastCookie.Store(true)
+	}
 	if cur := v.ss.addr.Load(); cur == nil || *cur != ap {
 		// pion writes to a new address only after it authenticated a record from there
 		// (RFC 9146 §6): follow the peer.
