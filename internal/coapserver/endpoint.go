@@ -154,7 +154,11 @@ func (e *Endpoint) now() int64 { return int64(e.clock().Sub(e.epoch)) }
 func (e *Endpoint) nextMID() uint16 { return uint16(e.mid.Add(1)) }
 
 // HandleDatagram processes one datagram from peer. data is not retained after it returns.
-func (e *Endpoint) HandleDatagram(peer netip.AddrPort, data []byte) {
+func (e *Endpoint) HandleDatagram(peer netip.AddrPort, data []byte) { e.handle(peer, peer, "", data) }
+
+// handle is HandleDatagram with the peer's key (dedup, answers) apart from its address and
+// identity (Request.Peer, Request.Identity): see HandleSession.
+func (e *Endpoint) handle(peer, addr netip.AddrPort, identity string, data []byte) {
 	msg := e.msgs.Get().(*coapmsg.Message)
 	defer e.msgs.Put(msg)
 	err := msg.Decode(data)
@@ -230,7 +234,7 @@ func (e *Endpoint) HandleDatagram(peer netip.AddrPort, data []byte) {
 	w.tkl = uint8(copy(w.token[:], msg.Token))
 	e.inflight.Add(1)
 	r := &w.req
-	r.Peer, r.Received = peer, now
+	r.Peer, r.Identity, r.Received = addr, identity, now
 	if code, num := r.parse(msg, e.opts.BlockWise); code != 0 {
 		e.rejectOptions(w, r, code, num)
 	} else {

@@ -1,0 +1,87 @@
+// Package dtlsserver is the gateway's CoAP-over-DTLS transport (RFC 7252 §9, "coaps"): DTLS 1.2
+// with pre-shared keys, done by pion/dtls, feeding the same exchange layer as plain CoAP
+// (coapserver.Endpoint: deduplication, piggybacked and separate responses, the same Handler). A
+// request over DTLS differs only in carrying the session's authenticated PSK identity in
+// Request.Identity ("sensor/dev-1": who may write what is the handler's business).
+//
+// # Handshakes
+//
+// Cipher suites are fixed: TLS_PSK_WITH_AES_128_CCM_8 (the one RFC 7252 mandates for PSK mode)
+// and TLS_PSK_WITH_AES_128_GCM_SHA256. Config.PSK is asked for the key of the identity a client
+// names; an error refuses the handshake. The HelloVerifyRequest cookie exchange always runs
+// (pion's InsecureSkipVerifyHello stays false).
+//
+// Per-peer state before the cookie: pion/dtls v3 keeps the cookie inside the per-peer Conn and
+// offers no hook for a stateless one, so a ClientHello from a new address creates a handshake in
+// progress (a Conn, ~24 KB of heap and 4 goroutines) before the peer has shown it receives at
+// its address. That state is bounded: at most MaxHandshakes (1,024) at once, each abandoned
+// after HandshakeTimeout (10 s). Past the cap a new ClientHello displaces the oldest handshake
+// still waiting for its cookie (one whose ServerHello has not gone out): a flood of spoofed
+// ClientHellos displaces itself while a real peer, answering within a round trip, gets through.
+// A stateless cookie (RFC 6347 §4.2.1) needs a cookie hook in pion: the server cannot answer
+// the first ClientHello itself and hand pion the second, since pion would then number its
+// ServerHello 0 where the client expects 1, and the handshake transcript covers those numbers.
+//
+// # Sessions and Connection IDs
+//
+// The server issues an 8-byte Connection ID (RFC 9146) to every client that offers the
+// extension. One reader goroutine routes each datagram: a tls12_cid record by its Connection
+// ID, anything else by the address it came from; only an epoch-0 ClientHello starts a session.
+// A device whose NAT mapping changes keeps its session without a handshake: pion authenticates
+// the record from the new address and answers there, and the server follows it.
+//
+// The exchange layer sees each session as one peer with a stable key, an address in 100::/64
+// (RFC 6666 discard prefix) numbered per session (sessionKey), never as its current address:
+// deduplication and separate responses survive an address change, and the Sender maps the key
+// back to the session to encrypt. Request.Peer is the address pion last authenticated for it.
+//
+// Established sessions are bounded: MaxSessions (100,000), past which a completing handshake
+// evicts the least recently active session; a session without datagrams for IdleTimeout (24 h)
+// is closed.
+//
+// Hibernation (hibernate.go): an awake session is a pion Conn with 4 goroutines, ~24 KB of
+// heap and ~70 KB of RSS; 100,000 of them would take 7 GB. A session without datagrams for
+// HibernateAfter (30 s) is muted, exported and its Conn closed, leaving ~1.4 KB of heap; its
+// next datagram (or a response the exchange layer sends it) resumes it with a new Conn, without
+// a handshake. BenchmarkSessionMemory measures both:
+//
+//	DTLS_BENCH_SESSIONS=10000 go test -run XXX -bench SessionMemory/awake -benchtime 1x ./internal/dtlsserver/
+//	  23,720 heap-B/session, 70,004 rss-B/session, 4 goroutines/session
+//	DTLS_BENCH_SESSIONS=100000 go test -run XXX -bench SessionMemory/hibernated -benchtime 1x ./internal/dtlsserver/
+//	  1,390 heap-B/session, 1,781 rss-B/session, 0 goroutines/session
+//
+// Graceful restart: Shutdown stops reading, waits (up to its context) for requests in flight,
+// mutes every session (nothing more is sent, not even close_notify), exports the established
+// ones (pion's Conn.ConnectionState, State.MarshalBinary) and writes them to StateFile (mode
+// 0600: it holds session keys). Listen loads the file and removes it at once, and Serve resumes
+// them hibernated: a device sends after a deploy without a new handshake. A saved
+// session must be resumed at most once (its record sequence numbers would repeat), hence the
+// removal; the file must never be copied to a second gateway.
+//
+// # Config
+//
+// The gateway's flags for this package: coaps-addr (Addr, default ":5684"), dtls-max-sessions
+// (MaxSessions), dtls-max-handshakes (MaxHandshakes), dtls-idle-timeout (IdleTimeout),
+// dtls-hibernate-after (HibernateAfter), dtls-handshake-timeout (HandshakeTimeout),
+// dtls-state-file (StateFile); max-payload sets MaxDatagram. The PSK lookup comes from the
+// credential store.
+//
+// # Metrics
+//
+//	coapgw_dtls_sessions{state}                   sessions: established, handshake (in progress)
+//	coapgw_dtls_handshakes_total{result}          handshakes ended: ok, failed, timeout,
+//	                                              displaced (before the cookie, at the cap),
+//	                                              aborted (shutdown)
+//	coapgw_dtls_session_evictions_total{reason}   sessions closed by the server: idle, cap
+//	coapgw_dtls_datagrams_total{disposition}      datagrams received: session, hello,
+//	                                              unknown_cid, unknown_peer, short, queue_full,
+//	                                              handshakes_full
+//	coapgw_dtls_sessions_saved_total              sessions written to StateFile at shutdown
+//	coapgw_dtls_sessions_restored_total           sessions resumed from it at start
+//	coapgw_dtls_hibernated_sessions               established sessions hibernated
+//	coapgw_dtls_hibernations_total                sessions hibernated
+//	coapgw_dtls_wakes_total                       hibernated sessions woken
+//
+// The exchange layer's own metrics (package coapserver) are registered with the prefix
+// "dtls_": dtls_coapgw_coap_datagrams_total{disposition}, dtls_coapgw_coap_responses_total{code}, ...
+package dtlsserver

@@ -1,0 +1,46 @@
+package dtlsserver
+
+import (
+	"context"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/coapgw/coapgw/internal/coapserver"
+)
+
+// FuzzDatagram feeds arbitrary datagrams to the DTLS router as if from a few peers: nothing may
+// panic, and whatever they start stays within MaxHandshakes.
+func FuzzDatagram(f *testing.F) {
+	for _, seed := range [][]byte{
+		{},
+		{22, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1},                                  // a ClientHello header, cut short
+		{25, 0xfe, 0xfd, 0, 1, 0, 0, 0, 0, 0, 1, 1, 2, 3, 4, 5, 6, 7, 8, 0, 4, 1, 2, 3, 4}, // a CID record
+		{23, 0xfe, 0xfd, 0, 1, 0, 0, 0, 0, 0, 1, 0, 4, 1, 2, 3, 4},                         // application data
+		{0x40, 0x02, 0x12, 0x34, 0xb6, 's', 'e', 'n', 's', 'o', 'r'},                       // plain CoAP
+	} {
+		f.Add(seed, uint8(0))
+	}
+	f.Add(clientHello(f), uint8(1)) // a real ClientHello, so mutations reach pion's parser
+	s, err := New(Config{Addr: "127.0.0.1:0", PSK: lookup, MaxHandshakes: 8, HandshakeTimeout: 100 * time.Millisecond}, &seen{}, coapserver.Options{}, nil, nil)
+	if err != nil {
+		f.Fatal(err)
+	}
+	if err := s.Listen(); err != nil {
+		f.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(context.Background()) }()
+	f.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = s.Shutdown(ctx)
+		<-done
+	})
+	f.Fuzz(func(t *testing.T, data []byte, peer uint8) {
+		s.route(data, netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), 40000+uint16(peer%4)))
+		if _, hs := s.Sessions(); hs > 8 {
+			t.Fatalf("%d handshakes in progress, over MaxHandshakes", hs)
+		}
+	})
+}

@@ -1,0 +1,531 @@
+package dtlsserver
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/dtls/v3"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/coapgw/coapgw/internal/coapserver"
+)
+
+// Server is the CoAP-over-DTLS server: one UDP socket, one reader goroutine routing datagrams
+// to sessions, and per session a pion/dtls Conn and the goroutine that hands its decrypted
+// datagrams to the Endpoint.
+type Server struct {
+	cfg  Config
+	log  *slog.Logger
+	m    *metrics
+	ep   *coapserver.Endpoint
+	opts []dtls.Option
+	conn *net.UDPConn
+
+	mu          sync.RWMutex
+	byKey       map[netip.AddrPort]*session
+	byAddr      map[netip.AddrPort]*session
+	byCID       map[string]*session
+	handshaking int
+	established int
+	nextNum     uint64
+
+	wg         sync.WaitGroup // sessions and the janitor
+	lmu        sync.Mutex
+	started    bool
+	shut       bool
+	stop       chan struct{} // closed by Shutdown
+	readDone   chan struct{} // closed when the reader has stopped (Serve started)
+	preCookie  []*session    // handshakes in start order, for dropPreCookie
+	loaded     []savedSession
+	hibernated atomic.Int64
+}
+
+var _ coapserver.Sender = (*Server)(nil)
+
+// New builds a server; it does no I/O. exchange tunes its own Endpoint (deduplication and
+// retransmission work per session). The exchange layer's metrics are registered with reg under
+// the prefix "dtls_" (dtls_coapgw_coap_datagrams_total, ...), apart from plain CoAP's.
+func New(cfg Config, h coapserver.Handler, exchange coapserver.Options, log *slog.Logger, reg prometheus.Registerer) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if h == nil {
+		return nil, errors.New("dtls: nil handler")
+	}
+	cfg.defaults()
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{
+		cfg: cfg, log: log,
+		byKey: make(map[netip.AddrPort]*session), byAddr: make(map[netip.AddrPort]*session), byCID: make(map[string]*session),
+		stop: make(chan struct{}), readDone: make(chan struct{}),
+	}
+	s.m = newMetrics(reg, s)
+	var epReg prometheus.Registerer
+	if reg != nil {
+		epReg = prometheus.WrapRegistererWithPrefix("dtls_", reg)
+	}
+	s.ep = coapserver.NewEndpoint(h, s, exchange, log, coapserver.NewMetrics(epReg))
+	psk := cfg.PSK
+	s.opts = []dtls.Option{
+		dtls.WithPSK(func(id []byte) ([]byte, error) { return psk(id) }),
+		dtls.WithCipherSuites(dtls.TLS_PSK_WITH_AES_128_CCM_8, dtls.TLS_PSK_WITH_AES_128_GCM_SHA256),
+		dtls.WithExtendedMasterSecret(dtls.RequestExtendedMasterSecret),
+	}
+	return s, nil
+}
+
+// Endpoint returns the exchange layer.
+func (s *Server) Endpoint() *coapserver.Endpoint { return s.ep }
+
+// Listen binds the socket and, if Config.StateFile names one, loads the sessions saved there by
+// a previous Shutdown and removes the file.
+func (s *Server) Listen() error {
+	pc, err := (&net.ListenConfig{}).ListenPacket(context.Background(), "udp", s.cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("listen dtls %s: %w", s.cfg.Addr, err)
+	}
+	s.conn = pc.(*net.UDPConn)
+	_ = s.conn.SetReadBuffer(socketBytes) // best effort: the sysctl may cap it
+	_ = s.conn.SetWriteBuffer(socketBytes)
+	if s.cfg.StateFile != "" {
+		saved, err := loadState(s.cfg.StateFile)
+		if err != nil {
+			s.log.Warn("dtls sessions not restored", "file", s.cfg.StateFile, "err", err)
+		}
+		s.loaded = saved
+	}
+	return nil
+}
+
+// LocalAddr is the bound address (after Listen).
+func (s *Server) LocalAddr() netip.AddrPort {
+	if s.conn == nil {
+		return netip.AddrPort{}
+	}
+	return s.conn.LocalAddr().(*net.UDPAddr).AddrPort()
+}
+
+// Serve resumes the loaded sessions and routes datagrams until ctx ends or Shutdown is called.
+func (s *Server) Serve(ctx context.Context) error {
+	s.lmu.Lock()
+	if s.shut {
+		s.lmu.Unlock()
+		return nil // shut down before it started: nothing to serve
+	}
+	if s.started || s.conn == nil {
+		s.lmu.Unlock()
+		return errors.New("dtls: Serve called twice or before Listen")
+	}
+	s.started = true
+	loaded := s.loaded
+	s.loaded = nil
+	s.lmu.Unlock()
+	s.ep.Start()
+	s.restore(loaded)
+	s.wg.Add(1)
+	go s.janitor()
+	go func() { defer close(s.readDone); s.read() }()
+	select {
+	case <-ctx.Done():
+	case <-s.stop:
+	}
+	_ = s.conn.SetReadDeadline(time.Unix(1, 0))
+	<-s.readDone
+	return nil
+}
+
+// Shutdown stops reading, lets requests in flight be answered (until ctx ends), saves the
+// established sessions to Config.StateFile, and closes every session and the socket. Saved
+// sessions are not told of the close: they continue with the next process. Idempotent.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.lmu.Lock()
+	if s.shut {
+		s.lmu.Unlock()
+		return nil
+	}
+	s.shut = true
+	started := s.started
+	close(s.stop)
+	s.lmu.Unlock()
+	if s.conn == nil {
+		return nil
+	}
+	_ = s.conn.SetReadDeadline(time.Unix(1, 0))
+	if started {
+		<-s.readDone // no session starts or wakes after this
+		for s.ep.Inflight() > 0 && ctx.Err() == nil {
+			time.Sleep(5 * time.Millisecond)
+		}
+		s.ep.Stop()
+	}
+	s.mu.RLock()
+	all := make([]*session, 0, len(s.byKey))
+	for _, ss := range s.byKey {
+		all = append(all, ss)
+	}
+	s.mu.RUnlock()
+	saved, conns := s.export(all)
+	var err error
+	if s.cfg.StateFile != "" {
+		err = s.save(saved)
+	}
+	for _, c := range conns {
+		_ = c.Close() // muted: not even close_notify goes out
+	}
+	s.wg.Wait()
+	s.conn.Close()
+	return err
+}
+
+// Send encrypts b to the session whose key is peer (coapserver.Sender).
+func (s *Server) Send(peer netip.AddrPort, b []byte) {
+	s.mu.RLock()
+	ss := s.byKey[peer]
+	s.mu.RUnlock()
+	if ss == nil || !ss.est.Load() {
+		return
+	}
+	conn := s.awake(ss)
+	if conn == nil {
+		return
+	}
+	if _, err := conn.Write(b); err != nil {
+		s.log.Debug("dtls write", "peer", peer, "err", err)
+	}
+}
+
+func (s *Server) read() {
+	buf := make([]byte, s.cfg.MaxDatagram)
+	for {
+		n, from, err := s.conn.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			var ne net.Error
+			if errors.Is(err, net.ErrClosed) || (errors.As(err, &ne) && ne.Timeout()) {
+				return
+			}
+			s.log.Warn("dtls read", "err", err)
+			continue
+		}
+		s.route(buf[:n], netip.AddrPortFrom(from.Addr().Unmap(), from.Port()))
+	}
+}
+
+// socketBytes is the socket's receive and send buffer: bursts of handshakes wait there.
+const socketBytes = 4 << 20
+
+// DTLS record layer (RFC 6347 §4.1, RFC 9146 §4): type(1) version(2) epoch(2) seq(6) [cid]
+// length(2); a handshake record's body starts with the handshake type.
+const (
+	recordHeaderLen      = 13
+	contentHandshake     = 22
+	contentTLS12CID      = 25
+	handshakeClientHi    = 1
+	handshakeServerHello = 2
+	epochOffset          = 3
+	cidOffset            = 11
+	handshakeTypeIndex   = recordHeaderLen
+)
+
+// isClientHello says whether data starts with an epoch-0 handshake record carrying a
+// ClientHello: the only datagram that may start a session.
+func isClientHello(data []byte) bool {
+	return len(data) > handshakeTypeIndex && data[0] == contentHandshake &&
+		data[epochOffset] == 0 && data[epochOffset+1] == 0 && data[handshakeTypeIndex] == handshakeClientHi
+}
+
+// route hands a datagram to its session: by Connection ID for a tls12_cid record, else by the
+// address it came from. Only an epoch-0 ClientHello from an address without a session (or whose
+// session is established: the device restarted) starts a new one.
+func (s *Server) route(data []byte, from netip.AddrPort) {
+	if len(data) < recordHeaderLen {
+		s.m.disp(dispShort)
+		return
+	}
+	if data[0] == contentTLS12CID {
+		if len(data) < recordHeaderLen+cidLen {
+			s.m.disp(dispShort)
+			return
+		}
+		s.mu.RLock()
+		ss := s.byCID[string(data[cidOffset:cidOffset+cidLen])]
+		s.mu.RUnlock()
+		if ss == nil {
+			s.m.disp(dispUnknownCID)
+			return
+		}
+		s.deliver(ss, data, from)
+		return
+	}
+	s.mu.RLock()
+	ss := s.byAddr[from]
+	s.mu.RUnlock()
+	hello := isClientHello(data)
+	if ss != nil && !(hello && ss.est.Load()) {
+		s.deliver(ss, data, from)
+		return
+	}
+	if !hello {
+		s.m.disp(dispUnknownPeer)
+		return
+	}
+	s.startSession(data, from)
+}
+
+func (s *Server) deliver(ss *session, data []byte, from netip.AddrPort) {
+	ss.mu.Lock()
+	if ss.conn == nil && !s.wakeLocked(ss) {
+		ss.mu.Unlock()
+		s.m.disp(dispUnknownPeer)
+		return
+	}
+	vc := ss.vc
+	ss.mu.Unlock()
+	if !vc.deliver(data, from) {
+		s.m.disp(dispQueueFull)
+		return
+	}
+	ss.last.Store(time.Now().UnixNano())
+	s.m.disp(dispSession)
+}
+
+// newCID returns a Connection ID no session has; s.mu is held.
+func (s *Server) newCID() string {
+	var b [cidLen]byte
+	for {
+		_, _ = rand.Read(b[:])
+		if _, taken := s.byCID[string(b[:])]; !taken {
+			return string(b[:])
+		}
+	}
+}
+
+// newSession registers a session for addr with its own key and Connection ID; s.mu is held.
+func (s *Server) newSession(addr netip.AddrPort, cid string) *session {
+	s.nextNum++
+	ss := &session{num: s.nextNum, key: sessionKey(s.nextNum), cid: cid}
+	ss.addr.Store(&addr)
+	ss.last.Store(time.Now().UnixNano())
+	s.byKey[ss.key], s.byAddr[addr], s.byCID[cid] = ss, ss, ss
+	return ss
+}
+
+func (s *Server) connOptions(cid string) []dtls.ServerOption {
+	opts := make([]dtls.ServerOption, 0, len(s.opts)+1)
+	for _, o := range s.opts {
+		opts = append(opts, o)
+	}
+	return append(opts, dtls.WithConnectionIDGenerator(func() []byte { return []byte(cid) }))
+}
+
+func (s *Server) startSession(hello []byte, from netip.AddrPort) {
+	s.mu.Lock()
+	var victim *dtls.Conn
+	if s.handshaking >= s.cfg.MaxHandshakes {
+		if victim = s.dropPreCookie(); victim == nil {
+			s.mu.Unlock()
+			s.m.disp(dispHandshakesFull)
+			return
+		}
+	}
+	ss := s.newSession(from, s.newCID())
+	vc := newVconn(s, ss, s.cfg.SessionQueue)
+	conn, err := dtls.ServerWithOptions(vc, net.UDPAddrFromAddrPort(from), s.connOptions(ss.cid)...)
+	if err != nil {
+		s.unregister(ss)
+		s.mu.Unlock()
+		s.log.Error("dtls server conn", "err", err)
+		return
+	}
+	ss.mu.Lock()
+	ss.conn, ss.vc = conn, vc
+	ss.mu.Unlock()
+	s.handshaking++
+	s.trimPreCookie()
+	s.preCookie = append(s.preCookie, ss)
+	s.wg.Add(1)
+	s.mu.Unlock()
+	if victim != nil {
+		_ = victim.Close()
+	}
+	s.m.disp(dispHello)
+	vc.deliver(hello, from)
+	go s.runSession(ss, conn, false)
+}
+
+// preCookieCandidate says whether ss is a handshake whose peer has not returned the cookie:
+// all it has shown is that it can send a ClientHello, from an address that may be spoofed.
+func preCookieCandidate(ss *session) bool { return !ss.est.Load() && !ss.pastCookie.Load() }
+
+// trimPreCookie pops the sessions at the front of s.preCookie that are no longer candidates,
+// so that the queue holds at most the handshakes of one HandshakeTimeout; s.mu is held.
+func (s *Server) trimPreCookie() {
+	for len(s.preCookie) > 0 && (!preCookieCandidate(s.preCookie[0]) || s.byKey[s.preCookie[0].key] != s.preCookie[0]) {
+		s.preCookie[0] = nil
+		s.preCookie = s.preCookie[1:]
+	}
+}
+
+// dropPreCookie makes room for a ClientHello when MaxHandshakes are in progress: the oldest
+// handshake still waiting for its cookie is dropped (a flood of spoofed ClientHellos never
+// returns one, so it displaces itself, while a real peer answers within a round trip). It
+// returns that handshake's Conn to close, or nil if every handshake is past the cookie; s.mu is
+// held.
+func (s *Server) dropPreCookie() *dtls.Conn {
+	s.trimPreCookie()
+	if len(s.preCookie) == 0 {
+		return nil
+	}
+	ss := s.preCookie[0]
+	s.preCookie[0] = nil
+	s.preCookie = s.preCookie[1:]
+	ss.evicted.Store(true) // runSession counts it displaced
+	ss.mu.Lock()           // lock order: s.mu, then ss.mu (nothing takes s.mu holding ss.mu)
+	conn := ss.conn
+	ss.gone, ss.conn, ss.vc = true, nil, nil
+	ss.mu.Unlock()
+	if s.unregister(ss) {
+		s.handshaking--
+	}
+	return conn
+}
+
+// unregister removes ss from the indexes that still point to it; s.mu is held. It reports
+// whether ss was still registered.
+func (s *Server) unregister(ss *session) bool {
+	if s.byKey[ss.key] != ss {
+		return false
+	}
+	delete(s.byKey, ss.key)
+	if a := ss.addr.Load(); a != nil && s.byAddr[*a] == ss {
+		delete(s.byAddr, *a)
+	}
+	if s.byCID[ss.cid] == ss {
+		delete(s.byCID, ss.cid)
+	}
+	return true
+}
+
+// sessionEnded is called when conn, a Conn of ss, has stopped. Unless ss went on without it
+// (hibernated, or woken with another), ss is gone.
+func (s *Server) sessionEnded(ss *session, conn *dtls.Conn) {
+	ss.mu.Lock()
+	current := ss.conn == conn && !ss.gone
+	if current {
+		ss.gone, ss.conn, ss.vc = true, nil, nil
+	}
+	ss.mu.Unlock()
+	if current {
+		s.remove(ss)
+	}
+	_ = conn.Close()
+}
+
+// remove unregisters a gone session and uncounts it.
+func (s *Server) remove(ss *session) {
+	s.mu.Lock()
+	if s.unregister(ss) {
+		if ss.est.Load() {
+			s.established--
+		} else {
+			s.handshaking--
+		}
+	}
+	s.mu.Unlock()
+}
+
+// moveSession points addr at ss after pion accepted a record of ss from there.
+func (s *Server) moveSession(ss *session, addr netip.AddrPort) {
+	s.mu.Lock()
+	if old := ss.addr.Load(); old != nil && s.byAddr[*old] == ss {
+		delete(s.byAddr, *old)
+	}
+	if s.byKey[ss.key] == ss {
+		s.byAddr[addr] = ss
+	}
+	ss.addr.Store(&addr)
+	s.mu.Unlock()
+}
+
+// runSession runs one Conn of ss: the handshake unless resumed, then hands every decrypted
+// datagram to the exchange layer until the Conn stops.
+func (s *Server) runSession(ss *session, conn *dtls.Conn, resumed bool) {
+	defer s.wg.Done()
+	defer s.sessionEnded(ss, conn)
+	if !resumed {
+		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.HandshakeTimeout)
+		err := conn.HandshakeContext(ctx)
+		cancel()
+		if err != nil {
+			switch {
+			case ss.evicted.Load():
+				s.m.handshake(resultDisplaced)
+			case errors.Is(err, context.DeadlineExceeded):
+				s.m.handshake(resultTimeout)
+			case errors.Is(err, net.ErrClosed):
+				s.m.handshake(resultAborted)
+			default:
+				s.m.handshake(resultFailed)
+			}
+			s.log.Debug("dtls handshake", "peer", ss.addr.Load(), "err", err)
+			return
+		}
+		st, _ := conn.ConnectionState()
+		ss.identity = string(st.IdentityHint)
+		s.m.handshake(resultOK)
+		s.promote(ss)
+	}
+	buf := make([]byte, s.cfg.MaxDatagram)
+	for {
+		n, err := conn.Read(buf)
+		if err != nil {
+			return
+		}
+		// pion's remote address: the last one it authenticated a record from (RFC 9146 §6).
+		addr := *ss.addr.Load()
+		if ua, ok := conn.RemoteAddr().(*net.UDPAddr); ok {
+			addr = ua.AddrPort()
+			addr = netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
+		}
+		s.ep.HandleSession(ss.key, addr, ss.identity, buf[:n])
+	}
+}
+
+// promote counts ss as established; past MaxSessions the least recently active other session
+// is evicted.
+func (s *Server) promote(ss *session) {
+	s.mu.Lock()
+	var victim *session
+	if s.byKey[ss.key] == ss {
+		ss.est.Store(true)
+		s.handshaking--
+		s.established++
+		if s.established > s.cfg.MaxSessions {
+			for _, o := range s.byKey {
+				if o != ss && o.est.Load() && !o.evicted.Load() && (victim == nil || o.last.Load() < victim.last.Load()) {
+					victim = o
+				}
+			}
+		}
+	}
+	s.mu.Unlock()
+	if victim != nil {
+		s.evict(victim, evictCap)
+	}
+}
+
+// Sessions is the number of established sessions and of handshakes in progress.
+func (s *Server) Sessions() (established, handshaking int) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.established, s.handshaking
+}

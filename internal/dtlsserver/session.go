@@ -1,0 +1,174 @@
+package dtlsserver
+
+import (
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/dtls/v3"
+)
+
+// cidLen is the length of the Connection IDs the server issues (RFC 9146).
+const cidLen = 8
+
+// session is one DTLS peer: a pion Conn over a virtual PacketConn (vconn) that the server's
+// reader feeds with the datagrams routed to it, by Connection ID or by address.
+type session struct {
+	key netip.AddrPort // stable stand-in for the peer in the exchange layer (see sessionKey)
+	num uint64
+	cid string
+
+	identity string       // set once the handshake completed
+	est      atomic.Bool  // handshake completed (or resumed)
+	last     atomic.Int64 // unix nanoseconds of the last datagram routed to it
+	addr     atomic.Pointer[netip.AddrPort]
+	evicted  atomic.Bool // the server decided to close it (idle, cap)
+	// pastCookie: the server sent its ServerHello, so the peer returned the cookie and
+	// receives at its address.
+	pastCookie atomic.Bool
+
+	mu   sync.Mutex
+	conn *dtls.Conn // nil while hibernated
+	vc   *vconn     // nil while hibernated
+	hib  []byte     // the exported state while hibernated
+	gone bool       // removed: neither delivered to nor woken again
+}
+
+// sessionKey is the exchange layer's peer for session n: an address in 100::/64, the IPv6
+// discard-only prefix (RFC 6666), port 0. The session, not its current address, is the peer: a
+// device whose NAT mapping changes keeps its deduplication state and its separate responses.
+func sessionKey(n uint64) netip.AddrPort {
+	var a [16]byte
+	a[0] = 0x01
+	for i := 0; i < 8; i++ {
+		a[8+i] = byte(n >> (56 - 8*i))
+	}
+	return netip.AddrPortFrom(netip.AddrFrom16(a), 0)
+}
+
+// inbound is a datagram routed to a session.
+type inbound struct {
+	data []byte
+	from netip.AddrPort
+}
+
+// vconn is the net.PacketConn a session's pion Conn reads from and writes to: reads come from
+// the server's reader through a bounded queue, writes go straight to the shared socket.
+type vconn struct {
+	s      *Server
+	ss     *session
+	in     chan inbound
+	closed chan struct{}
+	once   sync.Once
+	mute   atomic.Bool // drop writes: the session's state has been exported
+
+	mu       sync.Mutex
+	deadline time.Time
+	wake     chan struct{}
+}
+
+func newVconn(s *Server, ss *session, queue int) *vconn {
+	return &vconn{s: s, ss: ss, in: make(chan inbound, queue), closed: make(chan struct{}), wake: make(chan struct{}, 1)}
+}
+
+// deliver queues a copy of data; false if the session's queue is full or it is closed.
+func (v *vconn) deliver(data []byte, from netip.AddrPort) bool {
+	select {
+	case <-v.closed:
+		return false
+	default:
+	}
+	select {
+	case v.in <- inbound{data: append([]byte(nil), data...), from: from}:
+		return true
+	default:
+		return false
+	}
+}
+
+func (v *vconn) ReadFrom(b []byte) (int, net.Addr, error) {
+	for {
+		v.mu.Lock()
+		dl := v.deadline
+		v.mu.Unlock()
+		var timeout <-chan time.Time
+		var t *time.Timer
+		if !dl.IsZero() {
+			d := time.Until(dl)
+			if d <= 0 {
+				return 0, nil, os.ErrDeadlineExceeded
+			}
+			t = time.NewTimer(d)
+			timeout = t.C
+		}
+		select {
+		case p := <-v.in:
+			stopTimer(t)
+			n := copy(b, p.data)
+			return n, net.UDPAddrFromAddrPort(p.from), nil
+		case <-v.closed:
+			stopTimer(t)
+			return 0, nil, net.ErrClosed
+		case <-v.wake:
+			stopTimer(t)
+		case <-timeout:
+		}
+	}
+}
+
+func (v *vconn) WriteTo(b []byte, addr net.Addr) (int, error) {
+	if v.mute.Load() {
+		return len(b), nil
+	}
+	select {
+	case <-v.closed:
+		return 0, net.ErrClosed
+	default:
+	}
+	ua, ok := addr.(*net.UDPAddr)
+	if !ok {
+		return 0, &net.AddrError{Err: "not a UDP address", Addr: addr.String()}
+	}
+	ap := ua.AddrPort()
+	ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	if !v.ss.est.Load() && len(b) > handshakeTypeIndex && b[0] == contentHandshake && b[handshakeTypeIndex] == handshakeServerHello {
+		v.ss.pastCookie.Store(true)
+	}
+	if cur := v.ss.addr.Load(); cur == nil || *cur != ap {
+		// pion writes to a new address only after it authenticated a record from there
+		// (RFC 9146 §6): follow the peer.
+		v.s.moveSession(v.ss, ap)
+	}
+	return v.s.conn.WriteToUDPAddrPort(b, ap)
+}
+
+func (v *vconn) Close() error {
+	v.once.Do(func() { close(v.closed) })
+	return nil
+}
+
+func (v *vconn) LocalAddr() net.Addr { return v.s.conn.LocalAddr() }
+
+func (v *vconn) SetDeadline(t time.Time) error { return v.SetReadDeadline(t) }
+
+func (v *vconn) SetReadDeadline(t time.Time) error {
+	v.mu.Lock()
+	v.deadline = t
+	v.mu.Unlock()
+	select {
+	case v.wake <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+func (v *vconn) SetWriteDeadline(time.Time) error { return nil }
+
+func stopTimer(t *time.Timer) {
+	if t != nil {
+		t.Stop()
+	}
+}
