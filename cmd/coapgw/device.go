@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"flag"
@@ -22,7 +23,7 @@ const deviceUsage = `usage: coapgw device <command> [flags] [type/id]
 
 Per-device keys, in the local registry (--data-dir), sealed with the operator key:
   add type/id      create the thing if needed and give it a credential; prints its identity and
-                   PSK (a fresh random one, or --psk)
+                   PSK (a fresh random one, or --psk / --psk-text), as hex and as text
   list             list the credentials: identity, state, when created and rotated
   rotate type/id   give the thing a new PSK (a revoked credential becomes valid again)
   revoke type/id   revoke the credential: no new handshake with it; the thing still may not be
@@ -135,6 +136,7 @@ func (d *deviceFlags) openRegistry(create bool) (*registry.Registry, error) {
 func deviceSetKey(ctx context.Context, cmd string, args []string, stdout, stderr io.Writer) int {
 	d := newDeviceFlags(cmd, "[flags] type/id", stderr, true)
 	psk := d.fs.String("psk", "", "the device's PSK as hex (16 to 64 bytes) instead of a fresh random one")
+	pskText := d.fs.String("psk-text", "", "the device's PSK as text (16 to 64 printable ASCII characters; what libcoap's -k takes) instead of a fresh random one")
 	pos, code, ok := d.parse(args, 1)
 	if !ok {
 		return code
@@ -144,12 +146,25 @@ func deviceSetKey(ctx context.Context, cmd string, args []string, stdout, stderr
 		return d.fail(stderr, 2, err)
 	}
 	var key []byte
-	if *psk != "" {
+	switch {
+	case *psk != "" && *pskText != "":
+		return d.fail(stderr, 2, errors.New("--psk and --psk-text: give the key one way"))
+	case *psk != "":
 		k, err := hex.DecodeString(*psk)
 		if err != nil || len(k) < credential.KeyLen || len(k) > 64 {
 			return d.fail(stderr, 2, errors.New("--psk: want 16 to 64 bytes as hex"))
 		}
 		key = k
+	case *pskText != "":
+		if len(*pskText) < credential.KeyLen || len(*pskText) > 64 || !printableKey([]byte(*pskText)) {
+			return d.fail(stderr, 2, errors.New("--psk-text: want 16 to 64 printable ASCII characters without spaces"))
+		}
+		key = []byte(*pskText)
+	default:
+		// A fresh key that is also text: 26 random base32 characters (130 bits), so that
+		// devices whose stack takes the key as text (libcoap's -k) and those that take hex
+		// can both be given it.
+		key = []byte(rand.Text())
 	}
 	opKey, err := credential.LoadKey(*d.keyFile, os.Getenv("COAPGW_KEY"), "COAPGW_KEY", credential.OperatorKeyLen, credential.OperatorKeyLen)
 	if err != nil {
@@ -187,8 +202,23 @@ func deviceSetKey(ctx context.Context, cmd string, args []string, stdout, stderr
 	return 0
 }
 
+// printKey prints a device's identity and key: as hex, and also as text when the key is
+// printable (libcoap's clients take -k as text).
 func printKey(w io.Writer, identity string, key []byte) {
 	fmt.Fprintf(w, "identity %s\npsk      %s\n", identity, hex.EncodeToString(key))
+	if printableKey(key) {
+		fmt.Fprintf(w, "psk-text %s\n", key)
+	}
+}
+
+// printableKey reports whether key is printable ASCII without spaces, so it can be typed.
+func printableKey(key []byte) bool {
+	for _, c := range key {
+		if c <= ' ' || c > '~' {
+			return false
+		}
+	}
+	return len(key) > 0
 }
 
 func deviceList(ctx context.Context, args []string, stdout, stderr io.Writer) int {

@@ -25,7 +25,7 @@ func device(t *testing.T, args ...string) (code int, stdout, stderr string) {
 	return code, out.String(), errb.String()
 }
 
-var pskLine = regexp.MustCompile(`(?m)^identity (\S+)\npsk +([0-9a-f]+)\n$`)
+var pskLine = regexp.MustCompile(`(?m)^identity (\S+)\npsk +([0-9a-f]+)\n(?:psk-text (\S+)\n)?$`)
 
 // TestDeviceCLI runs add, list, rotate, revoke end to end against a temporary data directory.
 func TestDeviceCLI(t *testing.T) {
@@ -38,8 +38,8 @@ func TestDeviceCLI(t *testing.T) {
 
 	code, out, errs := device(t, "add", "sensor/dev-1")
 	m := pskLine.FindStringSubmatch(out)
-	if code != 0 || m == nil || m[1] != "sensor/dev-1" || len(m[2]) != 32 {
-		t.Fatalf("add: %d %q %q", code, out, errs)
+	if code != 0 || m == nil || m[1] != "sensor/dev-1" || len(m[2]) != 52 || hex.EncodeToString([]byte(m[3])) != m[2] {
+		t.Fatalf("add: %d %q %q (want a fresh 26-character text key, as hex and as text)", code, out, errs)
 	}
 	psk1, _ := hex.DecodeString(m[2])
 	fi, err := os.Stat(filepath.Join(dir, "registry.db"))
@@ -87,6 +87,15 @@ func TestDeviceCLI(t *testing.T) {
 	}
 	if _, out, _ = device(t, "list"); strings.Contains(out, "dev-3") {
 		t.Fatal("a credential was added with the wrong operator key")
+	}
+
+	// A text key, as libcoap's -k takes it, is printed back as hex and as text.
+	code, out, errs = device(t, "add", "sensor/dev-4", "--psk-text", "my-secret-key-01")
+	if code != 0 || out != "identity sensor/dev-4\npsk      "+hex.EncodeToString([]byte("my-secret-key-01"))+"\npsk-text my-secret-key-01\n" {
+		t.Fatalf("add --psk-text: %d %q %q", code, out, errs)
+	}
+	if code, _, errs = device(t, "add", "sensor/dev-5", "--psk-text", "has a space in it!"); code != 2 || !strings.Contains(errs, "printable") {
+		t.Fatalf("add --psk-text with a space: %d %q", code, errs)
 	}
 }
 

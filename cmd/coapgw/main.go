@@ -3,6 +3,7 @@
 //	coapgw [serve] [flags]    run the gateway (the default)
 //	coapgw spool [flags]      print the records of a data dir, one JSON line each
 //	coapgw process [flags]    apply records from an SQS queue to AWS IoT (the worker)
+//	coapgw device CMD [flags] device credentials: add, list, rotate, revoke, key
 //	coapgw version
 package main
 
@@ -40,14 +41,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return runSpool(ctx, args, stdout, stderr)
 	case "process":
 		return runProcess(ctx, args, stdout, stderr)
+	case "device":
+		return runDevice(ctx, args, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, gateway.Version)
 		return 0
 	case "help":
-		fmt.Fprintln(stdout, "usage: coapgw [serve|spool|process|version] [flags]; coapgw serve -h lists the settings")
+		fmt.Fprintln(stdout, "usage: coapgw [serve|spool|process|device|version] [flags]; coapgw serve -h lists the settings")
 		return 0
 	}
-	fmt.Fprintf(stderr, "coapgw: unknown command %q (serve, spool, process, version)\n", cmd)
+	fmt.Fprintf(stderr, "coapgw: unknown command %q (serve, spool, process, device, version)\n", cmd)
 	return 2
 }
 

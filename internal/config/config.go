@@ -54,16 +54,18 @@ func (r Role) String() string {
 
 // Config is every setting of every role, one section per component.
 type Config struct {
-	CoAP    CoAP
-	Ingest  Ingest
-	Spool   Spool
-	Local   Local
-	Forward Forward
-	Consume Consume
-	IoT     IoT
-	AWS     AWS
-	HTTP    HTTP
-	Log     Log
+	CoAP        CoAP
+	DTLS        DTLS
+	Credentials Credentials
+	Ingest      Ingest
+	Spool       Spool
+	Local       Local
+	Forward     Forward
+	Consume     Consume
+	IoT         IoT
+	AWS         AWS
+	HTTP        HTTP
+	Log         Log
 }
 
 // CoAP configures the UDP server and its exchange layer (internal/coapserver).
@@ -76,6 +78,34 @@ type CoAP struct {
 	DedupPerPeer      int           // dedup-per-peer
 	ShutdownTimeout   time.Duration // shutdown-timeout: how long a stop waits for in-flight requests
 	FailLinger        time.Duration // fail-linger: 5.03 and /readyz 503 after a component died, before the exit
+}
+
+// DTLS configures CoAP over DTLS 1.2 with PSK (internal/dtlsserver). The DTLS port is opened
+// only when a credential source is configured (Credentials).
+type DTLS struct {
+	Addr           string        // coaps-addr
+	MaxSessions    int           // dtls-max-sessions
+	IdleTimeout    time.Duration // dtls-idle-timeout
+	HibernateAfter time.Duration // dtls-hibernate-after
+	StateFile      string        // dtls-state-file; empty: <data-dir>/dtls-sessions
+}
+
+// Credentials configures device identity (internal/credential): per-device keys in the local
+// registry (an operator key) or fleet keys derived from a master key; and the plain-CoAP policy.
+type Credentials struct {
+	PlainCoAP         string // plain-coap: open, unbound or off; empty: unbound with a credential source, else open
+	KeyFile           string // key-file: the operator key, for per-device keys
+	FleetKeyFile      string // fleet-key-file: the fleet master key
+	FleetKeySecretARN string // fleet-key-secret-arn: the fleet master key in Secrets Manager
+	RevocationFile    string // revocation-file: fleet identities revoked, one a line
+	// Key and FleetKey are key text from COAPGW_KEY and COAPGW_FLEET_KEY: the environment only
+	// (not a flag, not the file), and never printed.
+	Key, FleetKey string
+}
+
+// Configured reports whether a credential source is set.
+func (c Credentials) Configured() bool {
+	return c.KeyFile != "" || c.Key != "" || c.FleetKeyFile != "" || c.FleetKey != "" || c.FleetKeySecretARN != ""
 }
 
 // Ingest configures the device API (internal/ingest).
@@ -171,6 +201,7 @@ func Default() Config {
 			DedupMaxEntries: 500_000, DedupPerPeer: 1024, ShutdownTimeout: 10 * time.Second,
 			FailLinger: 5 * time.Second,
 		},
+		DTLS:   DTLS{Addr: ":5684", MaxSessions: 100_000, IdleTimeout: 24 * time.Hour, HibernateAfter: 30 * time.Second},
 		Ingest: Ingest{GatewayID: host, MaxPayload: 8192, RetryAfter: 5 * time.Second, DeviceBurst: 10},
 		Spool:  Spool{DataDir: "./data", MaxBytes: GiB, SegmentBytes: 64 * MiB},
 		Local: Local{
@@ -259,6 +290,7 @@ func Load(role Role, name, usage string, args []string, getenv func(string) stri
 		}
 	}
 	errs = append(errs, applyEnv(target, getenv)...)
+	l.Config.secretsFromEnv(role, getenv)
 	fs.Visit(func(f *flag.Flag) {
 		for i, o := range opts {
 			if o.name == f.Name {
@@ -273,7 +305,18 @@ func Load(role Role, name, usage string, args []string, getenv func(string) stri
 // Lambda has no command line). Validate checks the result.
 func FromEnv(role Role, getenv func(string) string) (Config, error) {
 	c := Default()
-	return c, errors.Join(applyEnv(c.options(role), getenv)...)
+	err := errors.Join(applyEnv(c.options(role), getenv)...)
+	c.secretsFromEnv(role, getenv)
+	return c, err
+}
+
+// secretsFromEnv takes key text that only the environment may hold (COAPGW_KEY,
+// COAPGW_FLEET_KEY): a flag would show it in the process list, a file key in --check-config.
+func (c *Config) secretsFromEnv(role Role, getenv func(string) string) {
+	if role == Serve {
+		c.Credentials.Key = getenv("COAPGW_KEY")
+		c.Credentials.FleetKey = getenv("COAPGW_FLEET_KEY")
+	}
 }
 
 func applyEnv(opts []option, getenv func(string) string) []error {

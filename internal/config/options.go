@@ -50,6 +50,18 @@ func (c *Config) options(role Role) []option {
 		{name: "device-rate", roles: sp, help: "records a minute each device (type/id) may send; beyond: 5.03 + Max-Age (CON), dropped (NON); 0 = no limit", ptr: &c.Ingest.DeviceRate},
 		{name: "device-burst", roles: sp, help: "records a device may send at once above its --device-rate", ptr: &c.Ingest.DeviceBurst},
 
+		// Device identity: DTLS and credentials
+		{name: "coaps-addr", roles: sp, help: "UDP address for CoAP over DTLS (PSK); opened only with a credential source (--key-file or a fleet key)", ptr: &c.DTLS.Addr},
+		{name: "dtls-max-sessions", roles: sp, help: "established DTLS sessions kept; at the cap the least recently active one goes", ptr: &c.DTLS.MaxSessions},
+		{name: "dtls-idle-timeout", roles: sp, help: "a DTLS session without a datagram for this long is closed", ptr: &c.DTLS.IdleTimeout},
+		{name: "dtls-hibernate-after", roles: sp, help: "a quiet DTLS session keeps only its exported state (a few hundred bytes) after this; negative: never", ptr: &c.DTLS.HibernateAfter},
+		{name: "dtls-state-file", roles: sp, help: "where a graceful stop saves DTLS sessions and the next start loads them (mode 0600; empty: <data-dir>/dtls-sessions)", ptr: &c.DTLS.StateFile},
+		{name: "plain-coap", roles: sp, help: "plain CoAP policy: open (any thing), unbound (only things without a credential), off (no plain port); empty: unbound with a credential source, else open", ptr: &c.Credentials.PlainCoAP},
+		{name: "key-file", roles: sp, help: "operator key (32 bytes, hex or base64) sealing per-device keys in the local registry; selects per-device keys (or COAPGW_KEY)", ptr: &c.Credentials.KeyFile},
+		{name: "fleet-key-file", roles: sp, help: "fleet master key (at least 16 bytes, hex or base64); every device's key is HKDF-SHA256 of it and the identity (or COAPGW_FLEET_KEY)", ptr: &c.Credentials.FleetKeyFile},
+		{name: "fleet-key-secret-arn", roles: sp, help: "the fleet master key from this AWS Secrets Manager secret", ptr: &c.Credentials.FleetKeySecretARN},
+		{name: "revocation-file", roles: sp, help: "fleet keys: identities refused at handshake, one a line (re-read when it changes)", ptr: &c.Credentials.RevocationFile},
+
 		// Local mode
 		{name: "process", roles: sp, help: "local: apply records to the embedded registry and serve the dashboard; none: only ingest into the spool", ptr: &c.Local.Process},
 		{name: "processor-batch", roles: sp, help: "most records the local processor applies in one transaction", ptr: &c.Local.Batch},

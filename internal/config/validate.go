@@ -118,6 +118,7 @@ func (c *Config) validateQueueURL(v *validator, required bool) {
 
 func (c *Config) validateServe(v *validator) {
 	v.addr("coap-addr", c.CoAP.Addr, false)
+	c.validateIdentity(v)
 	if c.Spool.DataDir == "" {
 		v.bad("data-dir must not be empty")
 	}
@@ -242,5 +243,56 @@ func (c *Config) validateIoT(v *validator) {
 	}
 	if t := s.PublishTopic; t != "" && (strings.ContainsAny(t, "+#") || strings.HasPrefix(t, "/") || len(t) > 256) {
 		v.bad("publish-topic %q: no wildcards, no leading '/', at most 256 bytes", t)
+	}
+}
+
+// validateIdentity checks the DTLS and credential settings.
+func (c *Config) validateIdentity(v *validator) {
+	cr := c.Credentials
+	switch cr.PlainCoAP {
+	case "", "open", "unbound", "off":
+	default:
+		v.bad("plain-coap %q: want open, unbound or off", cr.PlainCoAP)
+	}
+	perDevice := cr.KeyFile != "" || cr.Key != ""
+	fleet := 0
+	for _, s := range []string{cr.FleetKeyFile, cr.FleetKey, cr.FleetKeySecretARN} {
+		if s != "" {
+			fleet++
+		}
+	}
+	switch {
+	case perDevice && fleet > 0:
+		v.bad("key-file (per-device keys) and a fleet key are both set: choose one credential source")
+	case fleet > 1:
+		v.bad("the fleet master key is set more than one way: choose fleet-key-file, COAPGW_FLEET_KEY or fleet-key-secret-arn")
+	}
+	if perDevice && (c.AWS.Queue != "" || c.Local.Process != "local") {
+		v.bad("key-file: per-device keys live in the local registry, which needs local mode (--process local, no --queue); use a fleet key with --queue")
+	}
+	if cr.RevocationFile != "" && fleet == 0 {
+		v.bad("revocation-file is for fleet keys (per-device keys are revoked with coapgw device revoke)")
+	}
+	if arn := cr.FleetKeySecretARN; arn != "" && !strings.HasPrefix(arn, "arn:") {
+		v.bad("fleet-key-secret-arn %q: want a Secrets Manager ARN (arn:aws:secretsmanager:…)", arn)
+	}
+	if !cr.Configured() {
+		if cr.PlainCoAP == "off" || cr.PlainCoAP == "unbound" {
+			v.bad("plain-coap %s needs a credential source (key-file, fleet-key-file, fleet-key-secret-arn, COAPGW_KEY or COAPGW_FLEET_KEY)", cr.PlainCoAP)
+		}
+		return
+	}
+	v.addr("coaps-addr", c.DTLS.Addr, false)
+	if cr.PlainCoAP != "off" && c.DTLS.Addr == c.CoAP.Addr {
+		v.bad("coaps-addr and coap-addr are both %q", c.DTLS.Addr)
+	}
+	if n := c.DTLS.MaxSessions; n < 1 || n > 10_000_000 {
+		v.bad("dtls-max-sessions %d: want 1–10000000", n)
+	}
+	if d := c.DTLS.IdleTimeout; d < time.Minute {
+		v.bad("dtls-idle-timeout %s: want at least 1m", d)
+	}
+	if d := c.DTLS.HibernateAfter; d == 0 || (d > 0 && d < time.Second) {
+		v.bad("dtls-hibernate-after %s: want at least 1s, or negative for never", d)
 	}
 }

@@ -21,6 +21,8 @@ import (
 
 	"github.com/coapgw/coapgw/internal/coapserver"
 	"github.com/coapgw/coapgw/internal/config"
+	"github.com/coapgw/coapgw/internal/credential"
+	"github.com/coapgw/coapgw/internal/dtlsserver"
 	"github.com/coapgw/coapgw/internal/ingest"
 	"github.com/coapgw/coapgw/internal/ops"
 	"github.com/coapgw/coapgw/internal/spool"
@@ -38,9 +40,13 @@ type Gateway struct {
 	reg    *prometheus.Registry
 	spool  *spool.Disk
 	ingest *ingest.Handler
-	coap   *coapserver.Server
-	ops    *ops.Server // nil when --http-addr is empty
-	ready  atomic.Bool
+	coap   *coapserver.Server // nil with --plain-coap off
+	// transports are the servers devices reach (plain CoAP, DTLS), stopped together.
+	transports []namedTransport
+	creds      credential.Store   // nil without a credential source
+	dtls       *dtlsserver.Server // nil without a credential source
+	ops        *ops.Server        // nil when --http-addr is empty
+	ready      atomic.Bool
 	// failure is the error of a component that died, once one did.
 	failure atomic.Pointer[error]
 
@@ -78,36 +84,42 @@ func New(cfg config.Config, log *slog.Logger) (*Gateway, error) {
 		}
 	}
 	fail := func(err error) (*Gateway, error) {
+		g.closeTransports()
 		if g.local != nil {
 			g.local.close(g)
 		}
 		sp.Close()
 		return nil, err
 	}
+	if g.creds, err = g.openCredentials(); err != nil {
+		return fail(err)
+	}
+	policy := cfg.Credentials.PlainCoAP
+	if policy == "" {
+		policy = ingest.DefaultPlainPolicy(g.creds != nil)
+	}
 	g.ingest, err = ingest.New(ingest.Config{
 		GatewayID: cfg.Ingest.GatewayID, MaxPayload: int(cfg.Ingest.MaxPayload),
 		RetryAfter: int(cfg.Ingest.RetryAfter / time.Second), Version: Version,
 		AfterStored: g.afterStored(), Lag: g.lag,
 		DeviceRate: cfg.Ingest.DeviceRate, DeviceBurst: cfg.Ingest.DeviceBurst,
+		Credentials: g.creds, PlainPolicy: policy,
 	}, sp, log.With("component", "ingest"), g.reg)
 	if err != nil {
 		return fail(err)
 	}
-	g.coap, err = coapserver.New(coapserver.Config{
-		Addr: cfg.CoAP.Addr, Sockets: cfg.CoAP.Sockets, SocketBytes: int(cfg.CoAP.SocketBuffer),
-		MaxDatagram: max(16<<10, int(cfg.Ingest.MaxPayload)+2048),
-		Exchange: coapserver.Options{
-			PiggybackDeadline: cfg.CoAP.PiggybackDeadline,
-			DedupGlobalCap:    cfg.CoAP.DedupMaxEntries,
-			DedupPerPeerCap:   cfg.CoAP.DedupPerPeer,
-			MaxRequestBody:    int(cfg.Ingest.MaxPayload),
-		},
-	}, g.ingest, log.With("component", "coap"), g.reg)
-	if err == nil {
-		err = g.coap.Listen()
+	if policy != ingest.PlainOff {
+		if err := g.openCoAP(); err != nil {
+			return fail(err)
+		}
+		if w := ingest.PlainWarning(policy, g.CoAPAddr().String()); w != "" {
+			log.Warn(w)
+		}
 	}
-	if err != nil {
-		return fail(err)
+	if g.creds != nil {
+		if err := g.openDTLS(); err != nil {
+			return fail(err)
+		}
 	}
 	if cfg.HTTP.Addr != "" {
 		g.ops = ops.New(ops.Config{Addr: cfg.HTTP.Addr, Pprof: cfg.HTTP.Pprof, Ready: g.readiness, Details: g.readyDetails},
@@ -117,7 +129,6 @@ func New(cfg config.Config, log *slog.Logger) (*Gateway, error) {
 			g.ops.RegisterOnShutdown(g.local.api.Close)
 		}
 		if err := g.ops.Listen(); err != nil {
-			g.coap.Close()
 			return fail(err)
 		}
 	}
@@ -159,8 +170,21 @@ func (g *Gateway) afterStored() func(uint64, func(error)) error {
 	}
 }
 
+// CoAPSAddr is the bound DTLS address, or the zero AddrPort without a credential source.
+func (g *Gateway) CoAPSAddr() netip.AddrPort {
+	if g.dtls == nil {
+		return netip.AddrPort{}
+	}
+	return g.dtls.LocalAddr()
+}
+
 // CoAPAddr is the bound UDP address.
-func (g *Gateway) CoAPAddr() netip.AddrPort { return g.coap.LocalAddr() }
+func (g *Gateway) CoAPAddr() netip.AddrPort {
+	if g.coap == nil {
+		return netip.AddrPort{}
+	}
+	return g.coap.LocalAddr()
+}
 
 // HTTPAddr is the bound HTTP address, or "" if disabled.
 func (g *Gateway) HTTPAddr() string {

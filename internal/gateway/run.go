@@ -85,7 +85,10 @@ func (a *actor) stop() error {
 func (g *Gateway) Serve(ctx context.Context) error {
 	gr := newGroup()
 	g.started = time.Now()
-	coap := gr.start("coap", g.coap.Serve)
+	transports := make([]*actor, len(g.transports))
+	for i, t := range g.transports {
+		transports[i] = gr.start(t.name, t.Serve)
+	}
 	var httpActor *actor
 	if g.ops != nil {
 		httpActor = gr.start("http", func(context.Context) error { return g.ops.Serve() })
@@ -98,7 +101,7 @@ func (g *Gateway) Serve(ctx context.Context) error {
 		stage = gr.start("forwarder", g.forward.fwd.Run)
 	}
 	g.ready.Store(true)
-	g.log.Info("coapgw serving", "process", g.cfg.Local.Process, "queue", g.cfg.AWS.Queue, "ack_after", g.cfg.Forward.AckAfter, "coap", g.CoAPAddr().String(), "http", g.HTTPAddr(), "data_dir", g.cfg.Spool.DataDir, "version", Version)
+	g.log.Info("coapgw serving", "process", g.cfg.Local.Process, "queue", g.cfg.AWS.Queue, "ack_after", g.cfg.Forward.AckAfter, "coap", g.CoAPAddr().String(), "coaps", g.CoAPSAddr().String(), "http", g.HTTPAddr(), "data_dir", g.cfg.Spool.DataDir, "version", Version)
 
 	var failure error
 	select {
@@ -115,7 +118,7 @@ func (g *Gateway) Serve(ctx context.Context) error {
 		}
 	}
 	gr.stopping.Store(true)
-	g.shutdown(coap, stage, httpActor)
+	g.shutdown(transports, stage, httpActor)
 	gr.wg.Wait()
 	return failure
 }
@@ -129,16 +132,24 @@ func (g *Gateway) fail(err error) {
 }
 
 // shutdown stops the actors and closes the rest in dependency order.
-func (g *Gateway) shutdown(coap, stage, httpActor *actor) {
+func (g *Gateway) shutdown(transports []*actor, stage, httpActor *actor) {
 	g.log.Info("shutting down")
 	g.ready.Store(false)
 	g.ingest.Drain()
 	ctx, cancel := context.WithTimeout(context.Background(), g.cfg.CoAP.ShutdownTimeout)
-	if err := g.coap.Shutdown(ctx); err != nil {
-		g.log.Warn("shutdown timeout with requests in flight; they were not acknowledged", "err", err)
+	var wg sync.WaitGroup // the transports' in-flight requests are waited for together
+	for _, t := range g.transports {
+		wg.Go(func() {
+			if err := t.Shutdown(ctx); err != nil {
+				g.log.Warn("shutdown timeout with requests in flight; they were not acknowledged", "transport", t.name, "err", err)
+			}
+		})
 	}
+	wg.Wait()
 	cancel()
-	coap.stop()
+	for _, a := range transports {
+		a.stop()
+	}
 	if err := stage.stop(); err != nil && !errors.Is(err, context.Canceled) {
 		g.log.Error("stop "+stage.name, "err", err)
 	}
