@@ -47,7 +47,10 @@
 // http.Server.RegisterOnShutdown so that Shutdown does not wait for the streams.
 //
 // The package has no metrics and no config keys of its own; Config holds the tunables with
-// defaults.
+// defaults. The gateway fills the access fields from its HTTP settings: Token from the token file
+// (--http-token-file, or a token LoadOrCreateToken generates in the data directory when the
+// address is not loopback), Public from IsLoopback of the bound address, AllowedHosts from
+// --http-allowed-hosts; and it wraps /metrics in RequireToken when --metrics-auth is set.
 package httpapi
 
 import (
@@ -179,6 +182,9 @@ func New(cfg Config, store Store, status StatusFunc, log *slog.Logger) *API {
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Public && cfg.Token == "" {
+		log.Warn("http api listens beyond loopback without a token: every /api request is refused")
 	}
 	return &API{
 		cfg:    cfg,
