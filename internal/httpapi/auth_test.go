@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -347,5 +348,39 @@ func TestLoadOrCreateToken(t *testing.T) {
 	}
 	if _, _, err := LoadOrCreateToken(filepath.Join(own, "x")); err == nil {
 		t.Error("a token under a file: no error")
+	}
+}
+
+// Two starts at once: one writes the file, both use its token.
+func TestLoadOrCreateTokenRace(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "http-token")
+	const n = 8
+	type result struct {
+		tok     string
+		created bool
+		err     error
+	}
+	results := make(chan result, n)
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			tok, created, err := LoadOrCreateToken(path)
+			results <- result{tok, created, err}
+		})
+	}
+	wg.Wait()
+	close(results)
+	file, _ := os.ReadFile(path)
+	creators := 0
+	for r := range results {
+		if r.err != nil || r.tok+"\n" != string(file) {
+			t.Errorf("got %q %v; the file holds %q", r.tok, r.err, file)
+		}
+		if r.created {
+			creators++
+		}
+	}
+	if creators != 1 {
+		t.Errorf("%d callers created the file, want 1", creators)
 	}
 }
