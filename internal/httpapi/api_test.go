@@ -81,6 +81,7 @@ type response struct {
 func (f *fixture) do(t *testing.T, method, target string) response {
 	t.Helper()
 	req := httptest.NewRequest(method, target, nil)
+	req.Host = "localhost:8080" // the server listens on loopback (Config.Public is false)
 	rec := httptest.NewRecorder()
 	f.mux.ServeHTTP(rec, req)
 	return response{rec.Code, rec.Header(), rec.Body.Bytes()}
@@ -327,7 +328,7 @@ func TestStatus(t *testing.T) {
 	api := New(Config{}, f.store, nil, nil)
 	defer api.Close()
 	rec := httptest.NewRecorder()
-	api.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/api/status", nil))
+	api.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "http://localhost/api/status", nil))
 	if rec.Code != 200 || !strings.Contains(rec.Body.String(), `"things":3`) || !strings.Contains(rec.Body.String(), `"uptimeSeconds":0`) {
 		t.Fatalf("nil status: %d %s", rec.Code, rec.Body)
 	}
@@ -468,7 +469,7 @@ func TestShadowThatIsNotJSONIs500(t *testing.T) {
 	api := New(Config{}, badShadowStore{f.store}, nil, nil)
 	defer api.Close()
 	rec := httptest.NewRecorder()
-	api.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/api/things/x/shadow", nil))
+	api.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "http://localhost/api/things/x/shadow", nil))
 	if rec.Code != 500 || strings.Contains(rec.Body.String(), "{{") {
 		t.Fatalf("%d %s", rec.Code, rec.Body)
 	}
@@ -484,7 +485,7 @@ func TestPanicIs500(t *testing.T) {
 	api := New(Config{}, panicStore{newFakeStore()}, nil, slog.New(slog.DiscardHandler))
 	defer api.Close()
 	rec := httptest.NewRecorder()
-	api.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/api/thing-types", nil))
+	api.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "http://localhost/api/thing-types", nil))
 	if rec.Code != 500 || !strings.Contains(rec.Body.String(), `"internal error"`) || strings.Contains(rec.Body.String(), "boom") {
 		t.Fatalf("%d %s", rec.Code, rec.Body)
 	}

@@ -73,9 +73,11 @@ func seedFleet(s *fakeStore, now time.Time) {
 		At: now.Add(-7 * time.Minute)})
 }
 
-func browserFixture(t *testing.T) (*fixture, *httptest.Server) {
+// browserFixture serves the API on loopback with a live clock; cfg may add access settings.
+func browserFixture(t *testing.T, cfg Config) (*fixture, *httptest.Server) {
 	t.Helper()
-	f := newFixture(t, Config{Coalesce: 50 * time.Millisecond, Now: time.Now})
+	cfg.Coalesce, cfg.Now = 50*time.Millisecond, time.Now
+	f := newFixture(t, cfg)
 	started := time.Now().Add(-(3*24*time.Hour + 5*time.Hour + 12*time.Minute))
 	var calls atomic.Int64
 	f.status = func() Status {
@@ -128,7 +130,7 @@ type pixels struct {
 }
 
 func TestBrowserDashboard(t *testing.T) {
-	f, ts := browserFixture(t)
+	f, ts := browserFixture(t, Config{})
 	seedFleet(f.store, time.Now())
 	ctx, cancel := httpapitest.Browser(t)
 	defer cancel()
@@ -289,7 +291,7 @@ func TestBrowserDashboard(t *testing.T) {
 func TestBrowserTenThousandThings(t *testing.T) {
 	ctx, cancel := httpapitest.Browser(t)
 	defer cancel()
-	f, ts := browserFixture(t)
+	f, ts := browserFixture(t, Config{})
 	now := time.Now()
 	for i := range 10000 {
 		f.store.report(fmt.Sprintf("dev-%05d", i), []string{"alpha", "beta", "gamma"}[i%3],
@@ -323,7 +325,7 @@ func TestBrowserTenThousandThings(t *testing.T) {
 }
 
 func TestBrowserPollingFallback(t *testing.T) {
-	f, ts := browserFixture(t)
+	f, ts := browserFixture(t, Config{})
 	f.store.report("first", "t", time.Now(), map[string]any{"x": 1})
 	ctx, cancel := httpapitest.Browser(t)
 	defer cancel()
@@ -342,6 +344,67 @@ func TestBrowserPollingFallback(t *testing.T) {
 	// The refused reconnection is the only thing the browser may complain about.
 	for _, e := range console.Errors() {
 		if !strings.Contains(e, "/api/events") && !strings.Contains(e, "EventSource") && !strings.Contains(e, "503") {
+			t.Errorf("browser: %s", e)
+		}
+	}
+}
+
+// TestBrowserLogin runs the gateway as if it listened beyond loopback: the dashboard asks for the
+// token once, refuses a wrong one, and with the right one shows the devices and goes live; the
+// session survives a reload and is not readable by scripts.
+func TestBrowserLogin(t *testing.T) {
+	f, ts := browserFixture(t, Config{Token: testToken, Public: true})
+	seedFleet(f.store, time.Now())
+	ctx, cancel := httpapitest.Browser(t)
+	defer cancel()
+	console := httpapitest.WatchConsole(t, ctx)
+
+	if err := chromedp.Do(ctx, chromedp.Navigate(ts.URL+"/")); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, ctx, "the login form", `!document.querySelector('#login').hidden && document.activeElement === document.querySelector('#login-token')`)
+	if n := eval[int](t, ctx, `document.querySelectorAll('#things tbody tr[data-name]').length`); n != 0 {
+		t.Fatalf("%d devices shown before login", n)
+	}
+	httpapitest.Screenshot(t, ctx, "login.png")
+
+	if err := chromedp.Do(ctx,
+		chromedp.SendKeys(chromedp.CSS("#login-token"), "not-the-token"),
+		chromedp.Click(chromedp.CSS("#login-submit")),
+	); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, ctx, "the wrong-token message", `document.querySelector('#login-error').textContent === 'Wrong token.' && !document.querySelector('#login').hidden`)
+
+	eval[string](t, ctx, `document.querySelector('#login-token').value = ''`)
+	if err := chromedp.Do(ctx, chromedp.SendKeys(chromedp.CSS("#login-token"), testToken+"\r")); err != nil { // Enter submits
+		t.Fatal(err)
+	}
+	poll(t, ctx, "the device list", `document.querySelector('#login').hidden && document.querySelectorAll('#things tbody tr[data-name]').length === 30`)
+	poll(t, ctx, "the status panel", `document.querySelector('#st-things').textContent === '30'`)
+	poll(t, ctx, "the live stream", `document.querySelector('#conn').dataset.state === 'live'`)
+	if c := eval[string](t, ctx, `document.cookie`); strings.Contains(c, SessionCookie) {
+		t.Errorf("scripts can read the session cookie: %q", c)
+	}
+
+	// Live updates come through the stream opened with the session.
+	f.store.report("new-device-42", "thermostat", time.Now(), map[string]any{"temp": 23.25})
+	f.api.Notify("new-device-42")
+	poll(t, ctx, "the new device", `!!document.querySelector('#things tbody tr[data-name="new-device-42"]')`)
+	httpapitest.Screenshot(t, ctx, "dashboard-login.png")
+
+	// Once per session: a reload does not ask again.
+	if err := chromedp.Do(ctx, chromedp.Reload()); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, ctx, "the list after a reload", `document.querySelectorAll('#things tbody tr[data-name]').length === 31 && document.querySelector('#conn').dataset.state === 'live'`)
+	if !eval[bool](t, ctx, `document.querySelector('#login').hidden`) {
+		t.Error("the login form came back after a reload")
+	}
+
+	// The 401s before the login are the only thing the browser may complain about.
+	for _, e := range console.Errors() {
+		if !strings.Contains(e, "401") {
 			t.Errorf("browser: %s", e)
 		}
 	}

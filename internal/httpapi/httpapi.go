@@ -1,7 +1,7 @@
-// Package httpapi serves the gateway's read-only JSON API and its dashboard page on the operations
-// HTTP server, beside /metrics, /healthz and /readyz.
+// Package httpapi serves the gateway's JSON API and its dashboard page on the operations HTTP
+// server, beside /metrics, /healthz and /readyz.
 //
-// Routes (all GET; HEAD works too; errors are JSON {"error": "..."}):
+// Routes (GET; HEAD works too; errors are JSON {"error": "..."}):
 //
 //	/api/thing-types                                  {"thingTypes": [...]}
 //	/api/things?type=&prefix=&limit=&cursor=          {"things": [...], "nextToken": "...", "total": N}
@@ -11,7 +11,29 @@
 //	/api/errors?limit=&cursor=                        set-aside records, newest first
 //	/api/status                                       gateway and registry status for the dashboard
 //	/api/events                                       Server-Sent Events: "thing" and "resync"
+//	POST /api/login {"token": "..."}                  204 and a session cookie (see below)
+//	POST /api/logout                                  204, the session cookie removed
 //	/                                                 the dashboard (embedded static files)
+//
+// Access. Config.Token is the API token ("" when none is configured); Config.Public says the
+// server listens on an address other than loopback ([IsLoopback] of the bound address is false).
+//   - Writes always need the token (there are none yet; routes added with the write wrapper).
+//   - Reads need the token when the server is public, and are open on loopback.
+//   - On loopback the Host header must be localhost, a loopback IP or one of
+//     Config.AllowedHosts, with any port; anything else gets 403, which defeats DNS rebinding (a
+//     page of another site whose name resolves to 127.0.0.1 sends its own name). Off loopback the
+//     token is the check.
+//   - The token is "Authorization: Bearer <token>", compared in constant time; a missing or wrong
+//     one gets 401 with WWW-Authenticate: Bearer. A browser instead posts the token once to
+//     /api/login and gets the cookie coapgw_session (HttpOnly, SameSite=Strict, a browser-session
+//     cookie): an HMAC of its expiry (Config.SessionTTL, default 24h) keyed with the token, so it is
+//     not the token, needs no server state and ends when the token changes. The cookie is how the
+//     event stream authenticates (EventSource cannot set headers); it counts only on requests
+//     without a foreign Origin. The dashboard shows a login form on the first 401.
+//   - The dashboard's static files are open: they hold no data.
+//
+// [RequireToken] puts the bearer token in front of any handler (for /metrics), and
+// [LoadOrCreateToken] loads the token file or generates it.
 //
 // Names (thing, thing type, prefix) must match the AWS pattern ^[a-zA-Z0-9:_-]{1,128}$, limit is
 // 1–1000, since is an RFC 3339 time or a Go duration such as 15m (meaning now−15m). Unknown query
@@ -25,7 +47,10 @@
 // http.Server.RegisterOnShutdown so that Shutdown does not wait for the streams.
 //
 // The package has no metrics and no config keys of its own; Config holds the tunables with
-// defaults.
+// defaults. The gateway fills the access fields from its HTTP settings: Token from the token file
+// (--http-token-file, or a token LoadOrCreateToken generates in the data directory when the
+// address is not loopback), Public from IsLoopback of the bound address, AllowedHosts from
+// --http-allowed-hosts; and it wraps /metrics in RequireToken when --metrics-auth is set.
 package httpapi
 
 import (
@@ -92,6 +117,19 @@ type Config struct {
 	QueryTimeout time.Duration
 	// Now is the clock (default time.Now); tests set it to resolve "since=15m".
 	Now func() time.Time
+
+	// Token is the API token; "" when none is configured (then writes are refused, and so is
+	// everything under /api/ when Public).
+	Token string
+	// Public is set when the server listens on an address other than loopback (0.0.0.0, a LAN
+	// address): reads then need the token, and the Host header is not checked.
+	Public bool
+	// AllowedHosts are host names, besides localhost and the loopback IPs, that a loopback server
+	// answers to (a name in /etc/hosts, a reverse proxy's name); ports are ignored.
+	AllowedHosts []string
+	// SessionTTL is how long a dashboard login lasts at most (default 24h); the cookie also ends
+	// with the browser session.
+	SessionTTL time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -116,6 +154,9 @@ func (c *Config) setDefaults() {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	if c.SessionTTL <= 0 {
+		c.SessionTTL = 24 * time.Hour
+	}
 }
 
 // API is the HTTP JSON API, its event stream and the dashboard.
@@ -126,6 +167,7 @@ type API struct {
 	log    *slog.Logger
 	static *staticFiles
 	hub    *hub
+	access *access
 }
 
 // New returns the API over store. status may be nil (the gateway fields then stay zero) and log
@@ -141,6 +183,9 @@ func New(cfg Config, store Store, status StatusFunc, log *slog.Logger) *API {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	if cfg.Public && cfg.Token == "" {
+		log.Warn("http api listens beyond loopback without a token: every /api request is refused")
+	}
 	return &API{
 		cfg:    cfg,
 		store:  store,
@@ -148,14 +193,21 @@ func New(cfg Config, store Store, status StatusFunc, log *slog.Logger) *API {
 		log:    log,
 		static: mustStatic(),
 		hub:    newHub(cfg.Coalesce, cfg.ClientBuffer, cfg.MaxClients),
+		access: newAccess(cfg),
 	}
 }
 
 // Register mounts the API under /api/ and the dashboard at / (and /static/) on mux.
+//
+// Every /api/ route goes through the access check (see the package doc): api for reads, write
+// for routes that change something (which always need the token). The order, outermost first:
+// recoverer, access, method check, handler.
 func (a *API) Register(mux *http.ServeMux) {
 	api := func(pattern string, h http.HandlerFunc) {
-		mux.Handle(pattern, a.recoverer(getOnly(h)))
+		mux.Handle(pattern, a.recoverer(a.access.guard(false, getOnly(h))))
 	}
+	mux.Handle("/api/login", a.recoverer(http.HandlerFunc(a.access.handleLogin)))
+	mux.Handle("/api/logout", a.recoverer(http.HandlerFunc(a.access.handleLogout)))
 	api("/api/thing-types", a.handleThingTypes)
 	api("/api/things", a.handleThings)
 	api("/api/things/{name}", a.handleThing)
@@ -164,9 +216,9 @@ func (a *API) Register(mux *http.ServeMux) {
 	api("/api/errors", a.handleErrors)
 	api("/api/status", a.handleStatus)
 	api("/api/events", a.handleEvents)
-	mux.Handle("/api/", a.recoverer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	mux.Handle("/api/", a.recoverer(a.access.guard(false, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such route: "+quote(r.URL.Path))
-	})))
+	}))))
 	mux.Handle("GET /{$}", http.HandlerFunc(a.static.serveIndex))
 	mux.Handle("GET /static/", http.StripPrefix("/static/", http.HandlerFunc(a.static.serveFile)))
 }
@@ -187,6 +239,12 @@ func (a *API) Notify(thingNames ...string) { a.hub.notify(thingNames) }
 // Close ends every event stream and refuses new ones with 503. The other routes keep working.
 // Close is idempotent and does not wait for the handlers; http.Server.Shutdown does.
 func (a *API) Close() { a.hub.close() }
+
+// write wraps a route that changes something: it always needs the token, whether the server is
+// public or not. Later write routes are mounted as mux.Handle("POST /api/...", a.write(h)).
+func (a *API) write(h http.Handler) http.Handler {
+	return a.recoverer(a.access.guard(true, h))
+}
 
 // getOnly answers 405 with an Allow header for methods other than GET and HEAD.
 func getOnly(h http.HandlerFunc) http.Handler {

@@ -1,6 +1,9 @@
 // coapgw dashboard: vanilla ES module, no build step. Talks to /api/* of the same origin.
 // Live updates come from /api/events (Server-Sent Events); when the stream is down the views
 // poll every 2 s instead.
+// On loopback the API answers reads without a token. Off loopback its first 401 shows a form that
+// asks for the token once and posts it to /api/login, which sets an HttpOnly session cookie; the
+// requests that got 401 are then sent again, and the event stream reconnects with the cookie.
 
 const PAGE_SIZE = 50;
 const POLL_MS = 2000;
@@ -115,14 +118,20 @@ class HTTPError extends Error {
 
 async function api(path, signal) {
   let res;
-  try {
-    res = await fetch(path, { signal, headers: { Accept: 'application/json' } });
-  } catch (e) {
-    if (e.name === 'AbortError') throw e;
-    setOffline(true);
-    throw new HTTPError(0, 'gateway unreachable');
+  for (;;) {
+    if (auth.pending) await auth.pending;
+    try {
+      res = await fetch(path, { signal, headers: { Accept: 'application/json' } });
+    } catch (e) {
+      if (e.name === 'AbortError') throw e;
+      setOffline(true);
+      throw new HTTPError(0, 'gateway unreachable');
+    }
+    setOffline(false);
+    if (res.status !== 401) break;
+    await login();
+    if (signal && signal.aborted) throw new DOMException('aborted', 'AbortError');
   }
-  setOffline(false);
   let body = null;
   try {
     body = await res.json();
@@ -134,6 +143,54 @@ async function api(path, signal) {
   return body;
 }
 
+// ---------- login ----------
+
+const auth = { pending: null };
+
+// login shows the token form (once, however many requests got 401) and resolves when the gateway
+// accepted the token.
+function login() {
+  if (auth.pending) return auth.pending;
+  auth.pending = new Promise((resolve) => {
+    const box = $('#login'), form = $('#login-form'), input = $('#login-token'), msg = $('#login-error'), btn = $('#login-submit');
+    msg.textContent = '';
+    box.hidden = false;
+    input.focus();
+    const submit = async (ev) => {
+      ev.preventDefault();
+      const token = input.value.trim();
+      if (!token) { msg.textContent = 'Enter the token.'; return; }
+      btn.disabled = true;
+      let res = null;
+      try {
+        res = await fetch('api/login', {
+          method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ token }),
+        });
+      } catch { /* below */ }
+      btn.disabled = false;
+      if (res && res.ok) {
+        form.removeEventListener('submit', submit);
+        input.value = '';
+        box.hidden = true;
+        auth.pending = null;
+        resolve();
+        // The stream was refused without the session; open it now rather than in 15 s.
+        if (!conn.es) { clearTimeout(conn.retryTimer); connectEvents(); }
+        return;
+      }
+      let text = 'The gateway does not answer.';
+      if (res) {
+        text = res.status === 401 ? 'Wrong token.' : `The gateway refused: ${res.status}`;
+        try { const b = await res.json(); if (res.status !== 401 && b.error) text = b.error; } catch { /* keep text */ }
+      }
+      msg.textContent = text;
+      input.select();
+    };
+    form.addEventListener('submit', submit);
+  });
+  return auth.pending;
+}
+
 const qs = (o) => {
   const p = new URLSearchParams();
   for (const [k, v] of Object.entries(o)) if (v !== '' && v != null) p.set(k, v);
@@ -143,7 +200,7 @@ const qs = (o) => {
 
 // ---------- connection state, live events ----------
 
-const conn = { es: null, started: false, live: false, offline: false, listeners: new Set(), pollTimer: 0 };
+const conn = { es: null, started: false, live: false, offline: false, listeners: new Set(), pollTimer: 0, retryTimer: 0 };
 
 function renderConn() {
   const el = $('#conn');
@@ -213,7 +270,7 @@ function connectEvents() {
       // The server refused the stream (e.g. too many clients or shutting down): poll, and try
       // the stream again later.
       conn.es = null;
-      setTimeout(connectEvents, 15000);
+      conn.retryTimer = setTimeout(connectEvents, 15000);
     }
   });
 }
@@ -267,6 +324,7 @@ function renderSpark() {
 
 // refreshStatus updates the status panel; a tick (every STATUS_MS) also adds a sparkline sample.
 async function refreshStatus(tick) {
+  if (auth.pending) return; // one call waits for the login; the others would only pile up
   let s;
   try { s = await api('api/status'); } catch { return; }
   if (s.time) clockSkew = Date.parse(s.time) - Date.now();
