@@ -78,13 +78,27 @@ func freeTCPPort(t *testing.T) int {
 // local mode pass --process local in extra.
 func startGW(t *testing.T, dataDir string, extra ...string) *gw {
 	t.Helper()
+	return startGWAt(t, dataDir, 0, extra...)
+}
+
+// startGWAt is startGW with the HTTP server on every interface at httpPort (0: on loopback
+// at a free port); the test still reaches it over loopback.
+func startGWAt(t *testing.T, dataDir string, httpPort int, extra ...string) *gw {
+	t.Helper()
 	g := &gw{t: t, dataDir: dataDir, stderr: &syncBuffer{}, done: make(chan error, 1)}
 	g.coap = netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(freeUDPPort(t)))
-	g.http = fmt.Sprintf("127.0.0.1:%d", freeTCPPort(t))
+	listen := ""
+	if httpPort == 0 {
+		g.http = fmt.Sprintf("127.0.0.1:%d", freeTCPPort(t))
+		listen = g.http
+	} else {
+		g.http = fmt.Sprintf("127.0.0.1:%d", httpPort)
+		listen = fmt.Sprintf("0.0.0.0:%d", httpPort)
+	}
 	args := append([]string{"serve", "--data-dir", dataDir, "--gateway-id", "gw-e2e", "--process", "none"}, extra...)
 	g.cmd = exec.Command(binPath, args...)
 	// Addresses go through the environment, as an operator's would.
-	g.cmd.Env = append(os.Environ(), "COAPGW_COAP_ADDR="+g.coap.String(), "COAPGW_HTTP_ADDR="+g.http)
+	g.cmd.Env = append(os.Environ(), "COAPGW_COAP_ADDR="+g.coap.String(), "COAPGW_HTTP_ADDR="+listen)
 	g.cmd.Stderr = g.stderr
 	if err := g.cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -179,8 +179,11 @@ type AWS struct {
 
 // HTTP configures the operations server (internal/ops).
 type HTTP struct {
-	Addr  string // http-addr; empty disables
-	Pprof bool   // pprof
+	Addr         string // http-addr; empty disables
+	Pprof        bool   // pprof
+	TokenFile    string // http-token-file: the API token; generated in <data-dir>/http-token off loopback
+	AllowedHosts string // http-allowed-hosts: extra Host names a loopback server answers to, comma-separated
+	MetricsAuth  bool   // metrics-auth: /metrics needs the token too
 }
 
 // Log configures the logger.
@@ -220,7 +223,7 @@ func Default() Config {
 			WaitTime: 20 * time.Second, BatchWait: 250 * time.Millisecond, StopTimeout: 15 * time.Second,
 		},
 		IoT:  IoT{ThingCacheSize: 100_000, Concurrency: 32},
-		HTTP: HTTP{Addr: ":8080"},
+		HTTP: HTTP{Addr: "127.0.0.1:8080"},
 		Log:  Log{Level: "info", Format: "text"},
 	}
 }

@@ -33,7 +33,7 @@ func TestDefaults(t *testing.T) {
 			t.Fatal(err)
 		}
 		c := l.Config
-		if c.CoAP.Addr != ":5683" || c.HTTP.Addr != ":8080" || c.Spool.DataDir != "./data" || c.Ingest.MaxPayload != 8192 ||
+		if c.CoAP.Addr != ":5683" || c.HTTP.Addr != "127.0.0.1:8080" || c.Spool.DataDir != "./data" || c.Ingest.MaxPayload != 8192 ||
 			c.Spool.MaxBytes != 1<<30 || c.Spool.SegmentBytes != 64<<20 || c.CoAP.SocketBuffer != 8<<20 {
 			t.Fatalf("defaults: %+v", c)
 		}

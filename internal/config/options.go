@@ -31,7 +31,7 @@ func (c *Config) options(role Role) []option {
 		// CoAP server
 		{name: "coap-addr", roles: sp, help: "UDP address for CoAP", ptr: &c.CoAP.Addr},
 		{name: "http-addr", roles: sp | pr, help: "TCP address for the operations server: /metrics, /healthz, /readyz (empty disables)",
-			roleHelp: map[Role]string{Serve: "TCP address for the dashboard, /api, /metrics, /healthz, /readyz (empty disables)"}, ptr: &c.HTTP.Addr},
+			roleHelp: map[Role]string{Serve: "TCP address for the dashboard, /api, /metrics, /healthz, /readyz (empty disables; off loopback the API needs the token)"}, ptr: &c.HTTP.Addr},
 		{name: "data-dir", roles: sp, help: "directory for the spool (and the local registry)", ptr: &c.Spool.DataDir},
 		{name: "gateway-id", roles: sp, help: "this gateway's name in every record (default: hostname)", ptr: &c.Ingest.GatewayID},
 		{name: "log-level", roles: all, help: "debug, info, warn or error", ptr: &c.Log.Level},
@@ -69,6 +69,9 @@ func (c *Config) options(role Role) []option {
 		{name: "processor-backoff-max", roles: sp, help: "longest wait between the local processor's retries of a failed batch", ptr: &c.Local.BackoffMax},
 		{name: "history-max-age", roles: sp, help: "telemetry history older than this is dropped", ptr: &c.Local.HistoryMaxAge},
 		{name: "history-max-points", roles: sp, help: "telemetry history kept per thing (records with numeric properties)", ptr: &c.Local.HistoryMaxPoints},
+		{name: "http-token-file", roles: sp, help: "file holding the HTTP API's bearer token (writes always need it; reads need it off loopback); empty: generated into <data-dir>/http-token when --http-addr is not loopback or --metrics-auth is set", ptr: &c.HTTP.TokenFile},
+		{name: "http-allowed-hosts", roles: sp, help: "extra Host header names (comma-separated) a loopback HTTP server answers to; others get 403 (DNS rebinding)", ptr: &c.HTTP.AllowedHosts},
+		{name: "metrics-auth", roles: sp, help: "/metrics needs the HTTP API's bearer token too", ptr: &c.HTTP.MetricsAuth},
 		{name: "pprof", roles: sp | pr, help: "serve /debug/pprof/ on the HTTP address (for profiling; keep the port private)", ptr: &c.HTTP.Pprof},
 
 		// AWS

@@ -13,8 +13,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"net/netip"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,6 +25,7 @@ import (
 	"github.com/coapgw/coapgw/internal/config"
 	"github.com/coapgw/coapgw/internal/credential"
 	"github.com/coapgw/coapgw/internal/dtlsserver"
+	"github.com/coapgw/coapgw/internal/httpapi"
 	"github.com/coapgw/coapgw/internal/ingest"
 	"github.com/coapgw/coapgw/internal/ops"
 	"github.com/coapgw/coapgw/internal/spool"
@@ -43,6 +46,8 @@ type Gateway struct {
 	coap   *coapserver.Server // nil with --plain-coap off
 	// transports are the servers devices reach (plain CoAP, DTLS), stopped together.
 	transports []namedTransport
+	// httpAccess is the HTTP API's access rules: its token and whether it listens off loopback.
+	httpAccess httpapi.Config
 	creds      credential.Store   // nil without a credential source
 	dtls       *dtlsserver.Server // nil without a credential source
 	ops        *ops.Server        // nil when --http-addr is empty
@@ -71,6 +76,10 @@ func New(cfg config.Config, log *slog.Logger) (*Gateway, error) {
 		return nil, fmt.Errorf("open spool: %w", err)
 	}
 	g.spool = sp
+	if err := g.openHTTPAccess(); err != nil {
+		sp.Close()
+		return nil, err
+	}
 	switch {
 	case cfg.AWS.Queue != "":
 		if err := g.openForward(); err != nil {
@@ -122,8 +131,11 @@ func New(cfg config.Config, log *slog.Logger) (*Gateway, error) {
 		}
 	}
 	if cfg.HTTP.Addr != "" {
-		g.ops = ops.New(ops.Config{Addr: cfg.HTTP.Addr, Pprof: cfg.HTTP.Pprof, Ready: g.readiness, Details: g.readyDetails},
-			g.reg, log.With("component", "http"))
+		oc := ops.Config{Addr: cfg.HTTP.Addr, Pprof: cfg.HTTP.Pprof, Ready: g.readiness, Details: g.readyDetails}
+		if cfg.HTTP.MetricsAuth {
+			oc.WrapMetrics = func(h http.Handler) http.Handler { return httpapi.RequireToken(g.httpAccess.Token, h) }
+		}
+		g.ops = ops.New(oc, g.reg, log.With("component", "http"))
 		if g.local != nil {
 			g.local.api.Register(g.ops.Mux()) // the dashboard at / and the JSON API under /api/
 			g.ops.RegisterOnShutdown(g.local.api.Close)
@@ -215,4 +227,39 @@ func (g *Gateway) readiness() error {
 func (g *Gateway) readyDetails() map[string]any {
 	st := g.spool.Stats()
 	return map[string]any{"spool_depth": st.Depth, "spool_bytes": st.Bytes}
+}
+
+// openHTTPAccess sets the HTTP API's access rules. Off loopback every API request needs the
+// bearer token; writes need it everywhere. The token comes from --http-token-file, or is
+// generated into <data-dir>/http-token (mode 0600) when the server is not on loopback or
+// /metrics needs it, and its file is logged, never the token.
+func (g *Gateway) openHTTPAccess() error {
+	c := g.cfg.HTTP
+	if c.Addr == "" {
+		return nil
+	}
+	a := httpapi.Config{Public: !httpapi.IsLoopback(c.Addr)}
+	for _, h := range strings.Split(c.AllowedHosts, ",") {
+		if h = strings.TrimSpace(h); h != "" {
+			a.AllowedHosts = append(a.AllowedHosts, h)
+		}
+	}
+	path := c.TokenFile
+	if path == "" && (a.Public || c.MetricsAuth) {
+		path = filepath.Join(g.cfg.Spool.DataDir, "http-token")
+	}
+	if path != "" {
+		tok, created, err := httpapi.LoadOrCreateToken(path)
+		if err != nil {
+			return fmt.Errorf("http token: %w", err)
+		}
+		a.Token = tok
+		if created {
+			g.log.Info("http api token generated", "file", path, "use", "Authorization: Bearer <the file's contents>, or paste it into the dashboard")
+		} else if a.Public {
+			g.log.Info("http api needs the token off loopback", "file", path)
+		}
+	}
+	g.httpAccess = a
+	return nil
 }

@@ -33,7 +33,7 @@ func (g *Gateway) openLocal() error {
 		return fmt.Errorf("open registry: %w", err)
 	}
 	l := &local{reg: reg, guard: &storeGuard{sink: reg}}
-	l.api = httpapi.New(httpapi.Config{}, reg, g.status, g.log.With("component", "httpapi"))
+	l.api = httpapi.New(g.httpAccess, reg, g.status, g.log.With("component", "httpapi"))
 	l.proc, err = processor.New(processor.Config{
 		BatchSize: g.cfg.Local.Batch, BackoffMin: g.cfg.Local.BackoffMin, BackoffMax: g.cfg.Local.BackoffMax,
 		OnApplied: func(things []string) { l.api.Notify(things...) },

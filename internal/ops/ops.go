@@ -59,6 +59,8 @@ type Config struct {
 	Ready func() error
 	// Details, if set, adds fields to the ready answer of /readyz.
 	Details func() map[string]any
+	// WrapMetrics, if set, wraps the /metrics handler (e.g. to require a token).
+	WrapMetrics func(http.Handler) http.Handler
 }
 
 // Server is the operations HTTP server.
@@ -76,7 +78,11 @@ func New(cfg Config, reg *prometheus.Registry, log *slog.Logger) *Server {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{cfg: cfg, log: log, mux: http.NewServeMux()}
-	s.mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	var metrics http.Handler = promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
+	if cfg.WrapMetrics != nil {
+		metrics = cfg.WrapMetrics(metrics)
+	}
+	s.mux.Handle("GET /metrics", metrics)
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"status": "ok"})
 	})
