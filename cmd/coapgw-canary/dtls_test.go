@@ -18,6 +18,7 @@ import (
 	"github.com/pion/dtls/v3"
 	"github.com/pion/dtls/v3/pkg/protocol/extension"
 	"github.com/pion/dtls/v3/pkg/protocol/handshake"
+	"go.uber.org/goleak"
 
 	"github.com/coapgw/coapgw/internal/coapmsg"
 )
@@ -37,6 +38,7 @@ type dtlsGateway struct {
 	identities []string // the PSK identities clients sent, in order
 	sessions   int      // completed handshakes
 	cids       int      // Connection IDs issued (a ServerHello carries one only if the client offered it)
+	closed     int      // sessions the client ended (close_notify)
 }
 
 func newDTLSGateway(t *testing.T, master []byte, want string, respond func(req *coapmsg.Message, conn net.Conn)) *dtlsGateway {
@@ -70,8 +72,10 @@ func newDTLSGateway(t *testing.T, master []byte, want string, respond func(req *
 		t.Fatal(err)
 	}
 	g.addr = ln.Addr().String()
+	ctx, stop := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	t.Cleanup(func() {
+		stop() // ends pending handshakes and sessions
 		ln.Close()
 		wg.Wait()
 	})
@@ -83,9 +87,10 @@ func newDTLSGateway(t *testing.T, master []byte, want string, respond func(req *
 			}
 			wg.Go(func() {
 				defer c.Close()
-				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer context.AfterFunc(ctx, func() { c.Close() })()
+				hctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 				defer cancel()
-				if c.(*dtls.Conn).HandshakeContext(ctx) != nil {
+				if c.(*dtls.Conn).HandshakeContext(hctx) != nil {
 					return
 				}
 				g.mu.Lock()
@@ -95,6 +100,11 @@ func newDTLSGateway(t *testing.T, master []byte, want string, respond func(req *
 				for {
 					n, err := c.Read(buf)
 					if err != nil {
+						if ctx.Err() == nil {
+							g.mu.Lock()
+							g.closed++
+							g.mu.Unlock()
+						}
 						return
 					}
 					var m coapmsg.Message
@@ -116,6 +126,22 @@ func (g *dtlsGateway) stats() (identities []string, sessions, cids int) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return append([]string(nil), g.identities...), g.sessions, g.cids
+}
+
+// waitClosed waits until the client has ended n sessions.
+func (g *dtlsGateway) waitClosed(t *testing.T, n int) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		g.mu.Lock()
+		closed := g.closed
+		g.mu.Unlock()
+		if closed == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the client ended %d sessions, want %d", closed, n)
+		}
+	}
 }
 
 func write(t *testing.T, conn net.Conn, m coapmsg.Message) {
@@ -227,6 +253,10 @@ func TestProbeDTLS(t *testing.T) {
 			}
 		})
 	}
+	// Every probe ends its session, so the gateway can forget it at once.
+	ok.waitClosed(t, 1)
+	separate.waitClosed(t, 1)
+	unavailable.waitClosed(t, 1)
 	// Both handshakes with ok (the right key's and the wrong key's) got as far as the identity
 	// and a Connection ID; only the right key's completed.
 	if ids, n, cids := ok.stats(); n != 1 || cids != 2 || len(ids) != 2 || ids[0] != testIdentity || ids[1] != testIdentity {
@@ -234,3 +264,7 @@ func TestProbeDTLS(t *testing.T) {
 			ids, cids, n, testIdentity)
 	}
 }
+
+// TestMain checks that no test leaves a goroutine behind: every DTLS session the canary opens
+// is closed, handshake or not.
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
