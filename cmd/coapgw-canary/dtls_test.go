@@ -12,6 +12,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -203,6 +204,13 @@ func TestProbeDTLS(t *testing.T) {
 	unavailable := newDTLSGateway(t, testMaster, testIdentity, func(req *coapmsg.Message, conn net.Conn) {
 		write(t, conn, coapmsg.Message{Type: coapmsg.Acknowledgement, Code: coapmsg.ServiceUnavailable, MID: req.MID, Token: req.Token})
 	})
+	var drops atomic.Int64
+	lossy := newDTLSGateway(t, testMaster, testIdentity, func(req *coapmsg.Message, conn net.Conn) {
+		if drops.Add(1) == 1 { // lose the first transmission: the retransmission must get through
+			return
+		}
+		piggybacked(t)(req, conn)
+	})
 	// The gateway knows another identity only.
 	stranger := newDTLSGateway(t, testMaster, "sensor/dev-1", piggybacked(t))
 	// A UDP socket that never answers, and a port nobody listens on.
@@ -227,6 +235,7 @@ func TestProbeDTLS(t *testing.T) {
 	}{
 		{"piggybacked", ok.addr, psk, "", false},
 		{"separate", separate.addr, psk, "", false},
+		{"retransmitted", lossy.addr, psk, "", false},
 		{"5.03", unavailable.addr, psk, "5.03", false},
 		{"wrong key", ok.addr, wrongKey, "dtls handshake as canary/coapgw-canary: the gateway answered but did not finish the handshake within the probe timeout (wrong key?)", true},
 		{"unknown identity", stranger.addr, psk, "dtls handshake as canary/coapgw-canary: rejected by the gateway", true},
@@ -257,6 +266,7 @@ func TestProbeDTLS(t *testing.T) {
 	ok.waitClosed(t, 1)
 	separate.waitClosed(t, 1)
 	unavailable.waitClosed(t, 1)
+	lossy.waitClosed(t, 1)
 	// Both handshakes with ok (the right key's and the wrong key's) got as far as the identity
 	// and a Connection ID; only the right key's completed.
 	if ids, n, cids := ok.stats(); n != 1 || cids != 2 || len(ids) != 2 || ids[0] != testIdentity || ids[1] != testIdentity {
