@@ -109,10 +109,11 @@ func fromEnv(getenv func(string) string, log *slog.Logger) (*canary, error) {
 	}
 	coapsPort := "5684"
 	if p := getenv("COAPGW_COAPS_PORT"); p != "" {
-		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 1 || n > 65535 {
 			return nil, fmt.Errorf("COAPGW_COAPS_PORT=%q: want a port number", p)
 		}
-		coapsPort = p
+		coapsPort = strconv.Itoa(n)
 	}
 	for _, t := range strings.Split(getenv("COAPGW_CANARY_TARGETS"), ",") {
 		if t = strings.TrimSpace(t); t != "" {
@@ -225,6 +226,10 @@ func (c *canary) run(ctx context.Context) error {
 		}
 	}
 
+	log := c.log
+	if c.identity != "" {
+		log = log.With("identity", c.identity)
+	}
 	now := time.Now()
 	var ok, failed float64
 	data := make([]cwtypes.MetricDatum, 0, 2+3*len(results))
@@ -232,15 +237,15 @@ func (c *canary) run(ctx context.Context) error {
 		dims := []cwtypes.Dimension{{Name: aws.String("Target"), Value: aws.String(r.target)}}
 		if r.err != nil {
 			failed++
-			c.log.Warn("probe failed", "target", r.target, "err", r.err)
+			log.Warn("probe failed", "target", r.target, "err", r.err)
 			data = append(data, count("HealthCheckFailed", 1, dims, now), count("HealthCheckOK", 0, dims, now))
 			continue
 		}
 		ok++
 		if c.identity != "" {
-			c.log.Info("probe ok", "target", r.target, "identity", c.identity, "latency_ms", r.latency.Milliseconds(), "handshake_ms", r.handshake.Milliseconds())
+			log.Info("probe ok", "target", r.target, "latency_ms", r.latency.Milliseconds(), "handshake_ms", r.handshake.Milliseconds())
 		} else {
-			c.log.Info("probe ok", "target", r.target, "latency_ms", r.latency.Milliseconds())
+			log.Info("probe ok", "target", r.target, "latency_ms", r.latency.Milliseconds())
 		}
 		data = append(data, count("HealthCheckFailed", 0, dims, now), count("HealthCheckOK", 1, dims, now),
 			cwtypes.MetricDatum{MetricName: aws.String("LatencyMs"), Dimensions: dims, Timestamp: aws.Time(now),
