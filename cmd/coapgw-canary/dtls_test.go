@@ -9,10 +9,16 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -278,3 +284,83 @@ func TestProbeDTLS(t *testing.T) {
 // TestMain checks that no test leaves a goroutine behind: every DTLS session the canary opens
 // is closed, handshake or not.
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// TestProbeRealGatewayDTLS runs the canary in DTLS mode against the real gateway, built from
+// ../coapgw with a fleet key: the canary's identity and derived key pass the gateway's handshake
+// and GET /health answers; a key derived from another master key fails the handshake.
+func TestProbeRealGatewayDTLS(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the gateway")
+	}
+	if _, err := os.Stat("../../internal/dtlsserver"); err != nil {
+		t.Skip("this tree has no DTLS transport (internal/dtlsserver) yet")
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "coapgw")
+	if out, err := exec.Command("go", "build", "-o", bin, "../coapgw").CombinedOutput(); err != nil {
+		t.Fatalf("build coapgw: %v\n%s", err, out)
+	}
+	freeUDP := func() string {
+		ln, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		return ln.LocalAddr().String()
+	}
+	plain, coaps := freeUDP(), freeUDP()
+	hl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	httpAddr := hl.Addr().String()
+	hl.Close()
+	var stderr bytes.Buffer
+	cmd := exec.Command(bin, "--data-dir", filepath.Join(dir, "data"), "--coap-addr", plain, "--coaps-addr", coaps, "--http-addr", httpAddr)
+	cmd.Env = append(os.Environ(), "COAPGW_FLEET_KEY="+hex.EncodeToString(testMaster))
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		if err := <-exited; err != nil {
+			t.Errorf("gateway exit: %v\n%s", err, stderr.String())
+		}
+	})
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		resp, err := http.Get("http://" + httpAddr + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("gateway not ready: %v\n%s", err, stderr.String())
+		}
+	}
+
+	var logs bytes.Buffer
+	c, err := fromEnv(func(k string) string {
+		return map[string]string{"COAPGW_CANARY_TARGETS": coaps, "COAPGW_CANARY_IDENTITY": testIdentity,
+			"COAPGW_FLEET_KEY": hex.EncodeToString(testMaster)}[k]
+	}, slog.New(slog.NewTextHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cw := &fakeCW{}
+	c.cw = cw
+	if err := c.run(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if got := aggregate(cw); got["HealthCheckOK"] != 1 || got["HealthCheckFailed"] != 0 {
+		t.Errorf("canary against the gateway: %v, want 1 OK\n%s\n%s", got, logs.String(), stderr.String())
+	}
+	wrong, _ := devicePSK(bytes.Repeat([]byte{0x43}, 32), testIdentity)
+	if _, err := probeDTLS(t.Context(), coaps, 2*time.Second, testIdentity, wrong); !errors.As(err, new(*handshakeError)) {
+		t.Errorf("probe with a wrong key: %v, want a failed handshake", err)
+	}
+}
