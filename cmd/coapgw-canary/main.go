@@ -2,20 +2,43 @@
 // would: it sends a confirmable CoAP GET /health to every gateway address and publishes the result
 // to CloudWatch (PutMetricData), which the deployment's canary alarm watches.
 //
+// With an identity (COAPGW_CANARY_IDENTITY) the canary speaks CoAP over DTLS 1.2 with a
+// pre-shared key, as a device does: it authenticates as that identity with the key derived for
+// it from the fleet master key, HKDF-SHA256(master, salt nil, info "coapgw psk v1 " + identity,
+// 16 bytes), offering TLS_PSK_WITH_AES_128_CCM_8 and TLS_PSK_WITH_AES_128_GCM_SHA256 and
+// supporting Connection IDs. A new session is opened for each probe and closed after it. A
+// handshake that does not complete fails the probe, with the reason in the log. Without an
+// identity it sends plain CoAP.
+//
+// The master key is COAPGW_FLEET_KEY (hex, for local testing) or the AWS Secrets Manager secret
+// COAPGW_FLEET_KEY_SECRET_ARN (exactly one of them). The secret is read on the first run of a
+// Lambda environment and kept; it is read again on the run after a failed handshake, so a
+// rotated key is picked up. Its binary value (SecretBinary) is the key as it is; a string value
+// (SecretString) is read as hex, else base64 (standard or URL alphabet, padded or not), else as
+// the string's own bytes. The key has at least 16 bytes (the deployment's has 32). A secret that
+// cannot be read fails every probe of the run.
+//
 // Metrics, in namespace COAPGW_CANARY_NAMESPACE:
 //
 //	HealthCheckOK, HealthCheckFailed   Count, once without dimensions (the alarm) and per Target
-//	LatencyMs                          Milliseconds, per Target, for answered probes
+//	LatencyMs                          Milliseconds, per Target, for answered probes (with DTLS
+//	                                   from the first handshake message to the answer)
 //
 // A probe succeeds when the gateway answers 2.05 Content (piggybacked in the ACK, or as a separate
-// response after an empty ACK) within COAPGW_CANARY_TIMEOUT; the CON is retransmitted after 1 s
-// and 2 s as RFC 7252 prescribes.
+// response after an empty ACK) within COAPGW_CANARY_TIMEOUT, which bounds the handshake too; the
+// CON is retransmitted after 1 s and 2 s as RFC 7252 prescribes.
 //
 // Environment:
 //
-//	COAPGW_CANARY_TARGETS    comma-separated host:port list (required)
-//	COAPGW_CANARY_NAMESPACE  CloudWatch namespace (default "coapgw")
-//	COAPGW_CANARY_TIMEOUT    per-probe deadline (default 5s)
+//	COAPGW_CANARY_TARGETS        comma-separated host:port list (required); with DTLS a host
+//	                             without a port gets COAPGW_COAPS_PORT
+//	COAPGW_CANARY_NAMESPACE      CloudWatch namespace (default "coapgw")
+//	COAPGW_CANARY_TIMEOUT        per-probe deadline (default 5s)
+//	COAPGW_CANARY_IDENTITY       PSK identity {type}/{id}, e.g. canary/coapgw-canary; set: DTLS,
+//	                             unset: plain CoAP
+//	COAPGW_FLEET_KEY_SECRET_ARN  Secrets Manager secret holding the fleet master key (with DTLS)
+//	COAPGW_FLEET_KEY             the fleet master key in hex instead (with DTLS, local testing)
+//	COAPGW_COAPS_PORT            port of targets written without one, with DTLS (default 5684)
 //
 // Build for the provided.al2023 runtime (arm64): make lambda-zip.
 package main
@@ -29,6 +52,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -38,8 +62,10 @@ import (
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/cloudwatch"
 	cwtypes "github.com/aws/aws-sdk-go-v2/service/cloudwatch/types"
+	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 
 	"github.com/coapgw/coapgw/internal/coapmsg"
+	"github.com/coapgw/coapgw/internal/record"
 )
 
 // metricPutter is the part of the CloudWatch client the canary uses.
@@ -51,6 +77,8 @@ type canary struct {
 	targets   []string
 	namespace string
 	timeout   time.Duration
+	identity  string    // PSK identity; "" for plain CoAP
+	key       *fleetKey // with identity
 	cw        metricPutter
 	log       *slog.Logger
 }
@@ -68,13 +96,32 @@ func main() {
 		os.Exit(1)
 	}
 	c.cw = cloudwatch.NewFromConfig(cfg)
+	if c.key != nil && c.key.arn != "" {
+		c.key.secrets = secretsmanager.NewFromConfig(cfg)
+	}
 	lambda.Start(c.run)
 }
 
 func fromEnv(getenv func(string) string, log *slog.Logger) (*canary, error) {
 	c := &canary{namespace: "coapgw", timeout: 5 * time.Second, log: log}
+	if err := c.dtlsFromEnv(getenv); err != nil {
+		return nil, err
+	}
+	coapsPort := "5684"
+	if p := getenv("COAPGW_COAPS_PORT"); p != "" {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 1 || n > 65535 {
+			return nil, fmt.Errorf("COAPGW_COAPS_PORT=%q: want a port number", p)
+		}
+		coapsPort = strconv.Itoa(n)
+	}
 	for _, t := range strings.Split(getenv("COAPGW_CANARY_TARGETS"), ",") {
 		if t = strings.TrimSpace(t); t != "" {
+			if _, _, err := net.SplitHostPort(t); err != nil && c.identity != "" {
+				if withPort := net.JoinHostPort(t, coapsPort); validHostPort(withPort) {
+					t = withPort // a host without a port
+				}
+			}
 			if _, _, err := net.SplitHostPort(t); err != nil {
 				return nil, fmt.Errorf("COAPGW_CANARY_TARGETS: %q: %w", t, err)
 			}
@@ -97,15 +144,60 @@ func fromEnv(getenv func(string) string, log *slog.Logger) (*canary, error) {
 	return c, nil
 }
 
+func validHostPort(s string) bool {
+	_, _, err := net.SplitHostPort(s)
+	return err == nil
+}
+
+// dtlsFromEnv reads the identity and where its key comes from: both or neither.
+func (c *canary) dtlsFromEnv(getenv func(string) string) error {
+	id, hexKey, arn := getenv("COAPGW_CANARY_IDENTITY"), getenv("COAPGW_FLEET_KEY"), getenv("COAPGW_FLEET_KEY_SECRET_ARN")
+	if id == "" {
+		if hexKey != "" || arn != "" {
+			return errors.New("COAPGW_FLEET_KEY or COAPGW_FLEET_KEY_SECRET_ARN is set without COAPGW_CANARY_IDENTITY")
+		}
+		return nil
+	}
+	typ, thing, ok := strings.Cut(id, "/")
+	if !ok || !record.ValidName(typ) || !record.ValidName(thing) {
+		return fmt.Errorf("COAPGW_CANARY_IDENTITY=%q: want {type}/{id}, each 1-128 letters, digits, ':', '_' or '-'", id)
+	}
+	c.identity = id
+	switch {
+	case (hexKey == "") == (arn == ""):
+		return errors.New("COAPGW_CANARY_IDENTITY needs exactly one of COAPGW_FLEET_KEY_SECRET_ARN and COAPGW_FLEET_KEY")
+	case hexKey != "":
+		m, err := fixedMaster(hexKey)
+		if err != nil {
+			return err
+		}
+		c.key = &fleetKey{master: m}
+	default:
+		c.key = &fleetKey{arn: arn}
+	}
+	return nil
+}
+
 type result struct {
-	target  string
-	latency time.Duration
-	err     error
+	target    string
+	latency   time.Duration
+	handshake time.Duration // DTLS only
+	err       error
 }
 
 // run probes every target concurrently and publishes the results. It returns an error only when
 // the metrics could not be published (a failed probe is a metric, not a failed invocation).
 func (c *canary) run(ctx context.Context) error {
+	var psk []byte
+	var keyErr error
+	if c.identity != "" {
+		kctx, cancel := context.WithTimeout(ctx, c.timeout)
+		master, err := c.key.get(kctx)
+		cancel()
+		if keyErr = err; err == nil {
+			psk, keyErr = devicePSK(master, c.identity)
+		}
+	}
 	results := make([]result, len(c.targets))
 	var wg sync.WaitGroup
 	for i, t := range c.targets {
@@ -113,12 +205,31 @@ func (c *canary) run(ctx context.Context) error {
 		go func() {
 			defer wg.Done()
 			start := time.Now()
-			err := probe(ctx, t, c.timeout)
-			results[i] = result{target: t, latency: time.Since(start), err: err}
+			r := result{target: t}
+			switch {
+			case keyErr != nil:
+				r.err = keyErr
+			case c.identity != "":
+				r.handshake, r.err = probeDTLS(ctx, t, c.timeout, c.identity, psk)
+			default:
+				r.err = probe(ctx, t, c.timeout)
+			}
+			r.latency = time.Since(start)
+			results[i] = r
 		}()
 	}
 	wg.Wait()
+	for _, r := range results {
+		if _, ok := errors.AsType[*handshakeError](r.err); ok {
+			c.key.forget() // the next run reads the secret again, in case the key was rotated
+			break
+		}
+	}
 
+	log := c.log
+	if c.identity != "" {
+		log = log.With("identity", c.identity)
+	}
 	now := time.Now()
 	var ok, failed float64
 	data := make([]cwtypes.MetricDatum, 0, 2+3*len(results))
@@ -126,12 +237,16 @@ func (c *canary) run(ctx context.Context) error {
 		dims := []cwtypes.Dimension{{Name: aws.String("Target"), Value: aws.String(r.target)}}
 		if r.err != nil {
 			failed++
-			c.log.Warn("probe failed", "target", r.target, "err", r.err)
+			log.Warn("probe failed", "target", r.target, "err", r.err)
 			data = append(data, count("HealthCheckFailed", 1, dims, now), count("HealthCheckOK", 0, dims, now))
 			continue
 		}
 		ok++
-		c.log.Info("probe ok", "target", r.target, "latency_ms", r.latency.Milliseconds())
+		if c.identity != "" {
+			log.Info("probe ok", "target", r.target, "latency_ms", r.latency.Milliseconds(), "handshake_ms", r.handshake.Milliseconds())
+		} else {
+			log.Info("probe ok", "target", r.target, "latency_ms", r.latency.Milliseconds())
+		}
 		data = append(data, count("HealthCheckFailed", 0, dims, now), count("HealthCheckOK", 1, dims, now),
 			cwtypes.MetricDatum{MetricName: aws.String("LatencyMs"), Dimensions: dims, Timestamp: aws.Time(now),
 				Unit: cwtypes.StandardUnitMilliseconds, Value: aws.Float64(float64(r.latency.Microseconds()) / 1000)})
@@ -165,6 +280,12 @@ func probe(ctx context.Context, target string, timeout time.Duration) error {
 		return err
 	}
 	defer conn.Close()
+	return checkHealth(ctx, conn)
+}
+
+// checkHealth sends CON GET /health on conn and waits, until ctx's deadline, for a 2.05
+// response (with the Echo round trip probe describes).
+func checkHealth(ctx context.Context, conn net.Conn) error {
 	opts := []coapmsg.Option{{Number: coapmsg.URIPath, Value: []byte("health")}}
 	resp, err := exchange(ctx, conn, opts)
 	if err != nil {
