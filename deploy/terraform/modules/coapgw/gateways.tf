@@ -67,9 +67,12 @@ locals {
       COAPGW_COAPS_ADDR           = ":${var.coaps_port}"
       COAPGW_PLAIN_COAP           = var.allow_plain_coap ? "open" : "off"
       COAPGW_FLEET_KEY_SECRET_ARN = var.fleet_key_secret_arn
-      COAPGW_HTTP_ADDR            = ":${var.http_port}"
-      COAPGW_LOG_FORMAT           = "json"
-      AWS_REGION                  = local.region
+      # Sessions saved at a graceful stop and resumed at start, on the spool volume (the
+      # service's state directory); never copied to another gateway.
+      COAPGW_DTLS_STATE_FILE = "/var/lib/coapgw/dtls-sessions"
+      COAPGW_HTTP_ADDR       = ":${var.http_port}"
+      COAPGW_LOG_FORMAT      = "json"
+      AWS_REGION             = local.region
     },
     var.gateway_environment,
   )

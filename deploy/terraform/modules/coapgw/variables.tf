@@ -272,7 +272,7 @@ variable "ack_after" {
 }
 
 variable "gateway_environment" {
-  description = "Extra COAPGW_* environment variables for the gateways (written to /etc/coapgw/coapgw.env), e.g. COAPGW_SPOOL_MAX_BYTES. They override the module's own (COAPGW_QUEUE, COAPGW_ACK_AFTER, COAPGW_COAP_ADDR, COAPGW_COAPS_ADDR, COAPGW_PLAIN_COAP, COAPGW_FLEET_KEY_SECRET_ARN, COAPGW_HTTP_ADDR)."
+  description = "Extra COAPGW_* environment variables for the gateways (written to /etc/coapgw/coapgw.env), e.g. COAPGW_SPOOL_MAX_BYTES. They override the module's own (COAPGW_QUEUE, COAPGW_ACK_AFTER, COAPGW_COAP_ADDR, COAPGW_COAPS_ADDR, COAPGW_PLAIN_COAP, COAPGW_FLEET_KEY_SECRET_ARN, COAPGW_DTLS_STATE_FILE, COAPGW_HTTP_ADDR)."
   type        = map(string)
   default     = {}
 

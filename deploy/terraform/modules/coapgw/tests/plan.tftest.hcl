@@ -107,8 +107,8 @@ run "eip_mode" {
     error_message = "DTLS (udp 5684) must be open to device_cidrs"
   }
   assert {
-    condition     = strcontains(local.user_data, "COAPGW_PLAIN_COAP=off") && strcontains(local.user_data, "COAPGW_COAPS_ADDR=:5684") && strcontains(local.user_data, "COAPGW_FLEET_KEY_SECRET_ARN=arn:aws:secretsmanager:eu-west-1:123456789012:secret:coapgw/fleet-key-AbCdEf")
-    error_message = "gateway environment: DTLS on :5684, plain CoAP off, the fleet key's ARN"
+    condition     = strcontains(local.user_data, "COAPGW_PLAIN_COAP=off") && strcontains(local.user_data, "COAPGW_COAPS_ADDR=:5684") && strcontains(local.user_data, "COAPGW_FLEET_KEY_SECRET_ARN=arn:aws:secretsmanager:eu-west-1:123456789012:secret:coapgw/fleet-key-AbCdEf") && strcontains(local.user_data, "COAPGW_DTLS_STATE_FILE=/var/lib/coapgw/dtls-sessions")
+    error_message = "gateway environment: DTLS on :5684, plain CoAP off, the fleet key's ARN, sessions kept on the spool volume across restarts"
   }
 
   # The fleet key: readable by the gateways and the canary, that secret only; no KMS grant
