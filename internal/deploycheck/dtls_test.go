@@ -175,28 +175,29 @@ type opening struct {
 // count cannot be evaluated: they are violations too.
 func (c *config) openings(m *module, set map[string]cty.Value, port int64) (out []opening, problems []string) {
 	ctx := m.evalContext(set, c.roots())
-	str := func(body *hclsyntax.Body, attrs ...string) (string, bool, error) {
+	// str evaluates the first of attrs the body has, lower-cased ("" if it has none).
+	str := func(body *hclsyntax.Body, attrs ...string) (string, error) {
 		for _, attr := range attrs {
 			if a, ok := body.Attributes[attr]; ok {
 				v, diags := a.Expr.Value(ctx)
 				if diags.HasErrors() {
-					return "", true, fmt.Errorf("%s: %s", attr, diags.Error())
+					return "", fmt.Errorf("%s: %s", attr, diags.Error())
 				}
 				if !v.IsWhollyKnown() || v.IsNull() {
-					return "", true, fmt.Errorf("%s: not known without a plan", attr)
+					return "", fmt.Errorf("%s: not known without a plan", attr)
 				}
 				v, err := functions["tostring"].Call([]cty.Value{v})
 				if err != nil {
-					return "", true, fmt.Errorf("%s: %w", attr, err)
+					return "", fmt.Errorf("%s: %w", attr, err)
 				}
-				return strings.ToLower(v.AsString()), true, nil
+				return strings.ToLower(v.AsString()), nil
 			}
 		}
-		return "", false, nil
+		return "", nil
 	}
 	// rule: does this protocol and port range (or port) let UDP to port in?
 	rule := func(b *hclsyntax.Block, body *hclsyntax.Body, kind string, n int64) {
-		proto, _, err := str(body, "ip_protocol", "protocol")
+		proto, err := str(body, "ip_protocol", "protocol")
 		if err != nil {
 			problems = append(problems, fmt.Sprintf("%s: %v", at(b), err))
 			return
@@ -206,6 +207,9 @@ func (c *config) openings(m *module, set map[string]cty.Value, port int64) (out 
 		}
 		lo, hi := int64(0), int64(65535)
 		attrs := [][2]string{{"from_port", "to_port"}, {"port", "port"}}
+		if proto == "-1" || proto == "all" {
+			attrs = nil // every port, whatever the port attributes say
+		}
 		for _, pair := range attrs {
 			fa, fok := body.Attributes[pair[0]]
 			ta, tok := body.Attributes[pair[1]]
@@ -243,7 +247,10 @@ func (c *config) openings(m *module, set map[string]cty.Value, port int64) (out 
 				rule(b, b.Body, "ingress", n)
 			}
 		case "aws_security_group_rule":
-			if typ, _, _ := str(b.Body, "type"); typ != "ingress" {
+			if typ, err := str(b.Body, "type"); err != nil {
+				problems = append(problems, fmt.Sprintf("%s: %v", at(b), err))
+				continue
+			} else if typ != "ingress" {
 				continue
 			}
 			if n, ok := count(b); ok {
@@ -268,9 +275,10 @@ func (c *config) openings(m *module, set map[string]cty.Value, port int64) (out 
 	return out, problems
 }
 
-func kinds(os []opening) []string {
+// kinds lists the distinct kinds of openings, sorted.
+func kinds(openings []opening) []string {
 	var out []string
-	for _, o := range os {
+	for _, o := range openings {
 		if !slices.Contains(out, o.kind) {
 			out = append(out, o.kind)
 		}
@@ -300,25 +308,25 @@ func checkPlainCoAP(c *config) (violations []string, modules int) {
 				coaps = n
 			}
 		}
-		modes := []cty.Value{cty.NilVal}
+		modes := []string{""} // a module without the exposure variable
 		if _, ok := m.vars["exposure"]; ok {
-			modes = []cty.Value{cty.StringVal("eip"), cty.StringVal("nlb")}
+			modes = []string{"eip", "nlb"}
 		}
 		for _, mode := range modes {
 			set := func(plain bool) map[string]cty.Value {
 				s := map[string]cty.Value{"allow_plain_coap": cty.BoolVal(plain)}
-				if mode != cty.NilVal {
-					s["exposure"] = mode
+				if mode != "" {
+					s["exposure"] = cty.StringVal(mode)
 				}
 				return s
 			}
 			label := ""
 			wantKinds := []string{"ingress"}
-			if mode != cty.NilVal {
-				label = " (exposure = " + mode.AsString() + ")"
-				if mode.AsString() == "nlb" {
-					wantKinds = []string{"ingress", "nlb"}
-				}
+			if mode != "" {
+				label = " (exposure = " + mode + ")"
+			}
+			if mode == "nlb" {
+				wantKinds = []string{"ingress", "nlb"}
 			}
 			closed, problems := c.openings(m, set(false), plainCoAPPort)
 			violations = append(violations, problems...)
@@ -339,7 +347,9 @@ func checkPlainCoAP(c *config) (violations []string, modules int) {
 			}
 		}
 	}
-	return violations, modules
+	// The same unevaluable resource is reported once, not once per setting.
+	slices.Sort(violations)
+	return slices.Compact(violations), modules
 }
 
 func hasOpeningResource(c *config, dir string) bool {
