@@ -5,6 +5,9 @@
 #   2. checkov -d deploy/terraform                   (pinned, in a cached virtualenv; zero failures)
 #   2b. tofu init + validate of examples/basic       (only if a local provider mirror exists:
 #                                                     the registry is not reachable from CI)
+#   2c. tofu test of modules/coapgw                  (plans against a mocked provider; also
+#                                                     needs the mirror for init; part of
+#                                                     validate unless test is listed itself)
 #   3. go test ./internal/deploycheck/...            (hcl/v2 policy assertions on the Terraform)
 #
 # Each step installs what it needs on first use and reuses it afterwards. Run from anywhere.
@@ -14,13 +17,13 @@
 #   CHECKOV_VERSION    checkov version from PyPI (default below)
 #   TF_PLUGIN_MIRROR   filesystem mirror with registry.terraform.io/hashicorp/aws/<v>/<os_arch>
 #                      (default /opt/tf-plugins); without one, validate is skipped, not failed
-#   DEPLOY_CHECKS      space-separated subset of: fmt validate checkov gotest (default: all)
+#   DEPLOY_CHECKS      space-separated subset of: fmt validate test checkov gotest (default: all)
 set -euo pipefail
 
 OPENTOFU_VERSION="${OPENTOFU_VERSION:-v1.10.10}"
 CHECKOV_VERSION="${CHECKOV_VERSION:-3.3.30}"
 TOOLS="${COAPGW_TOOLS_DIR:-${HOME}/.cache/coapgw}"
-DEPLOY_CHECKS="${DEPLOY_CHECKS:-fmt validate checkov gotest}"
+DEPLOY_CHECKS="${DEPLOY_CHECKS:-fmt validate test checkov gotest}"
 TF_PLUGIN_MIRROR="${TF_PLUGIN_MIRROR:-/opt/tf-plugins}"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -56,6 +59,44 @@ install_checkov() {
 	printf '%s\n' "$venv/bin/checkov"
 }
 
+# tofu_workdir prints a temporary directory holding a copy of deploy/ and a CLI configuration
+# ($dir/tofurc) that installs the AWS provider from the local mirror.
+tofu_workdir() {
+	local work
+	work="$(mktemp -d)"
+	# The mirror is laid out for registry.terraform.io; OpenTofu resolves hashicorp/aws at
+	# registry.opentofu.org, so give it a view with that host name.
+	mkdir -p "$work/deploy"
+	for platform in "$TF_PLUGIN_MIRROR"/registry.terraform.io/hashicorp/aws/*/*; do
+		version="$(basename "$(dirname "$platform")")"
+		mkdir -p "$work/mirror/registry.opentofu.org/hashicorp/aws/$version"
+		ln -s "$platform" "$work/mirror/registry.opentofu.org/hashicorp/aws/$version/"
+	done
+	printf 'provider_installation {\n  filesystem_mirror {\n    path = "%s"\n  }\n}\n' "$work/mirror" >"$work/tofurc"
+	cp -r deploy/terraform deploy/systemd "$work/deploy/"
+	rm -rf "$work"/deploy/terraform/examples/*/.terraform "$work"/deploy/terraform/modules/*/.terraform
+	printf '%s\n' "$work"
+}
+
+# tofu_test plans the module against a mocked provider (tests/*.tftest.hcl): both exposure
+# modes, with and without plain CoAP; placeholder zips stand in for `make lambda-zip`.
+tofu_test() {
+	local tofu work
+	tofu="$(install_tofu)"
+	log "tofu test (deploy/terraform/modules/coapgw, mocked provider)"
+	work="$(tofu_workdir)"
+	mkdir -p "$work/bin/lambda"
+	: >"$work/bin/lambda/coapgw-lambda.zip"
+	: >"$work/bin/lambda/coapgw-canary.zip"
+	if ! (cd "$work/deploy/terraform/modules/coapgw" &&
+		TF_CLI_CONFIG_FILE="$work/tofurc" "$tofu" init -backend=false -input=false -no-color >"$work/init.log" 2>&1 ||
+		{ cat "$work/init.log" >&2; exit 1; }
+		TF_CLI_CONFIG_FILE="$work/tofurc" "$tofu" test -no-color); then
+		failed=1
+	fi
+	rm -rf "$work"
+}
+
 failed=0
 for check in $DEPLOY_CHECKS; do
 	case "$check" in
@@ -75,37 +116,25 @@ for check in $DEPLOY_CHECKS; do
 		fi
 		tofu="$(install_tofu)"
 		log "tofu init -backend=false && tofu validate (deploy/terraform/examples/basic)"
-		work="$(mktemp -d)"
-		# The mirror is laid out for registry.terraform.io; OpenTofu resolves hashicorp/aws at
-		# registry.opentofu.org, so give it a view with that host name.
-		mkdir -p "$work/deploy"
-		for platform in "$TF_PLUGIN_MIRROR"/registry.terraform.io/hashicorp/aws/*/*; do
-			version="$(basename "$(dirname "$platform")")"
-			mkdir -p "$work/mirror/registry.opentofu.org/hashicorp/aws/$version"
-			ln -s "$platform" "$work/mirror/registry.opentofu.org/hashicorp/aws/$version/"
-		done
-		printf 'provider_installation {\n  filesystem_mirror {\n    path = "%s"\n  }\n}\n' "$work/mirror" >"$work/tofurc"
-		cp -r deploy/terraform deploy/systemd "$work/deploy/"
-		rm -rf "$work"/deploy/terraform/examples/*/.terraform
+		work="$(tofu_workdir)"
 		if ! (cd "$work/deploy/terraform/examples/basic" &&
 			TF_CLI_CONFIG_FILE="$work/tofurc" "$tofu" init -backend=false -input=false -no-color >"$work/init.log" 2>&1 ||
 			{ cat "$work/init.log" >&2; exit 1; }
 			TF_CLI_CONFIG_FILE="$work/tofurc" "$tofu" validate -no-color); then
 			failed=1
 		fi
-		# tofu test: plan the module against a mocked provider (tests/*.tftest.hcl), in both
-		# exposure modes; placeholder zips stand in for `make lambda-zip`.
-		log "tofu test (deploy/terraform/modules/coapgw, mocked provider)"
-		mkdir -p "$work/bin/lambda"
-		: >"$work/bin/lambda/coapgw-lambda.zip"
-		: >"$work/bin/lambda/coapgw-canary.zip"
-		if ! (cd "$work/deploy/terraform/modules/coapgw" &&
-			TF_CLI_CONFIG_FILE="$work/tofurc" "$tofu" init -backend=false -input=false -no-color >"$work/init.log" 2>&1 ||
-			{ cat "$work/init.log" >&2; exit 1; }
-			TF_CLI_CONFIG_FILE="$work/tofurc" "$tofu" test -no-color); then
-			failed=1
-		fi
 		rm -rf "$work"
+		# validate has always included tofu test; run it here unless it is its own step.
+		if [[ " $DEPLOY_CHECKS " != *" test "* ]]; then
+			tofu_test
+		fi
+		;;
+	test)
+		if [[ ! -d "$TF_PLUGIN_MIRROR/registry.terraform.io/hashicorp/aws" ]]; then
+			log "tofu test: skipped (no provider mirror at $TF_PLUGIN_MIRROR)"
+			continue
+		fi
+		tofu_test
 		;;
 	checkov)
 		checkov="$(install_checkov)"

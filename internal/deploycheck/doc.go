@@ -3,6 +3,14 @@
 // actions, SQS and AWS IoT actions scoped to the queue, thing, thing-type and topic ARNs, policies
 // only from aws_iam_policy_document, no access keys, IMDSv2, a dead-letter redrive with
 // maxReceiveCount 5, encrypted queues, no SSH and only CoAP over UDP open to the world.
+//
+// The deployment speaks DTLS by default. A small evaluator (variables' defaults, locals, count,
+// for_each and ports; anything that needs a plan is unknown, and unknown fails) shows that with
+// allow_plain_coap false nothing lets UDP 5683 in, in either exposure mode, that 5683 opens with
+// allow_plain_coap true, and that the DTLS port is always open. The fleet key secret is readable
+// by the gateway and canary roles on exactly var.fleet_key_secret_arn, a required variable whose
+// validation rejects wildcards and partial ARNs, and its KMS key only through Secrets Manager.
+//
 // testdata/bad is a deliberately broken fixture that every check must reject, so the checks are
 // shown to be able to fail.
 package deploycheck

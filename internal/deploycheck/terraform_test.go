@@ -242,7 +242,9 @@ func iotResourceKind(action string) string {
 
 // checkIAM: no wildcard (or inverted) actions anywhere; SQS actions only on aws_sqs_queue ARNs;
 // AWS IoT actions only the known ones, on thing, thing-type or topic ARNs; never Resource "*"
-// for sqs or iot actions.
+// for sqs or iot actions; Secrets Manager only secretsmanager:GetSecretValue on exactly
+// var.fleet_key_secret_arn; KMS only kms:Decrypt on var.fleet_key_kms_key_arn, through Secrets
+// Manager (a kms:ViaService condition).
 func checkIAM(c *config) (violations []string, statements int) {
 	for _, st := range c.statements() {
 		statements++
@@ -260,6 +262,7 @@ func checkIAM(c *config) (violations []string, statements int) {
 		if st.effect != "Allow" {
 			continue
 		}
+		violations = append(violations, checkFleetKeyStatement(c, st)...)
 		for _, a := range st.actions {
 			service, _, _ := strings.Cut(a, ":")
 			if service != "sqs" && service != "iot" {
@@ -507,6 +510,12 @@ func TestDeployTerraform(t *testing.T) {
 	if n < 3 {
 		t.Errorf("ingress: only %d rules found", n)
 	}
+	v, n = checkPlainCoAP(c)
+	report(t, "plain coap", v)
+	if n == 0 {
+		t.Error("plain coap: no module with security groups or load balancers found")
+	}
+	report(t, "fleet key", checkFleetKey(c, "gateway", "canary"))
 }
 
 // TestBadFixture shows that every check can fail: testdata/bad breaks each rule once.
@@ -527,12 +536,40 @@ func TestBadFixture(t *testing.T) {
 		"imdsv2":         {"aws_launch_template.optional", "aws_instance.none"},
 		"queues":         {"maxReceiveCount is [cty.NumberIntVal(10)], want 5", "sqs_managed_sse_enabled must be true"},
 		"ingress":        {"aws_vpc_security_group_ingress_rule.ssh", "tcp port cty.NumberIntVal(8080)-cty.NumberIntVal(8080) open to the world"},
+		"fleet key iam": {
+			`secretsmanager:GetSecretValue on "arn:aws:secretsmanager:eu-west-1:123456789012:secret:*", want exactly var.fleet_key_secret_arn`,
+			`unexpected Secrets Manager action secretsmanager:ListSecrets`,
+			`kms:Decrypt on "*", want exactly var.fleet_key_kms_key_arn`,
+			`kms:Decrypt without a kms:ViaService condition`,
+		},
+		"plain coap": {
+			"variable allow_plain_coap must exist and default to false",
+			"aws_vpc_security_group_ingress_rule.coap_always (main.tf:",
+			"aws_lb_listener.coap_always (main.tf:",
+			"aws_lb_target_group.coap_unknown (main.tf:", // count from a data source: cannot be shown closed
+			"UDP 5684 (DTLS) let in by [] with allow_plain_coap = false (exposure = eip), want [ingress]",
+		},
+		"fleet key": {
+			"no data.aws_iam_policy_document.canary: the canary cannot read the fleet key",
+			"aws_iam_policy_document.gateway (main.tf:", // reads another secret, not var.fleet_key_secret_arn
+			"fleet_key_secret_arn has a default; it must be required",
+			`validation accepts "arn:aws:secretsmanager:eu-west-1:123456789012:secret:*"`,
+			`validation accepts "arn:aws:secretsmanager:eu-west-1:123456789012:secret:coapgw/fleet-key"`,
+		},
 	}
 	iam, _ := checkIAM(c)
 	imds, _ := checkIMDSv2(c)
 	queues, _ := checkQueues(c)
 	ingress, _ := checkIngress(c)
+	plain, _ := checkPlainCoAP(c)
+	var fleetIAM []string
+	for _, st := range c.statements() {
+		fleetIAM = append(fleetIAM, checkFleetKeyStatement(c, st)...)
+	}
 	got := map[string][]string{
+		"fleet key iam":  fleetIAM,
+		"plain coap":     plain,
+		"fleet key":      checkFleetKey(c, "gateway", "canary"),
 		"iam":            iam,
 		"policy sources": checkPolicySources(c),
 		"access keys":    checkNoAccessKeys(c),

@@ -1,5 +1,5 @@
 output "gateway_addresses" {
-  description = "Point devices here (UDP 5683)."
+  description = "Point devices here: CoAP over DTLS on UDP 5684 (and plain CoAP on 5683 only with allow_plain_coap)."
   value       = module.coapgw.gateway_addresses
 }
 

@@ -26,6 +26,17 @@ variable "binary_sha256" {
   type        = string
 }
 
+variable "fleet_key_secret_arn" {
+  description = "Full ARN of the Secrets Manager secret holding the fleet master key (32 random bytes)."
+  type        = string
+}
+
+variable "allow_plain_coap" {
+  description = "Also open unauthenticated plain CoAP on UDP 5683 (for a fleet migrating to DTLS)."
+  type        = bool
+  default     = false
+}
+
 variable "publish_topic" {
   description = "Optional MQTT topic for every record, e.g. coapgw/{type}/{thing}."
   type        = string

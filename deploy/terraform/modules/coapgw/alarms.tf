@@ -89,7 +89,7 @@ resource "aws_cloudwatch_metric_alarm" "lambda_throttles" {
 resource "aws_cloudwatch_metric_alarm" "canary" {
   count               = local.canary ? 1 : 0
   alarm_name          = "${var.name}-canary-failures"
-  alarm_description   = "A gateway did not answer CoAP GET /health. Runbook: docs/deploy-aws.md#canary"
+  alarm_description   = "A gateway did not answer CoAP GET /health over DTLS. Runbook: docs/deploy-aws.md#canary"
   namespace           = local.canary_namespace
   metric_name         = "HealthCheckFailed"
   statistic           = "Sum"

@@ -7,15 +7,17 @@ data "aws_ssm_parameter" "ami" {
 
 resource "aws_security_group" "gateway" {
   name        = "${var.name}-gateway"
-  description = "coapgw gateways: CoAP from devices, metrics from inside the VPC, HTTPS out to AWS APIs"
+  description = "coapgw gateways: CoAP over DTLS from devices, metrics from inside the VPC, HTTPS out to AWS APIs"
   vpc_id      = var.vpc_id
   tags        = local.tags
 }
 
+# Plain CoAP (5683) is unauthenticated: closed unless allow_plain_coap. DTLS (coaps_port) is
+# always open to the devices. internal/deploycheck and tests/plan.tftest.hcl assert both.
 resource "aws_vpc_security_group_ingress_rule" "coap" {
-  for_each          = toset(var.device_cidrs)
+  for_each          = var.allow_plain_coap ? toset(var.device_cidrs) : toset([])
   security_group_id = aws_security_group.gateway.id
-  description       = "CoAP over UDP from devices"
+  description       = "Plain CoAP over UDP from devices (allow_plain_coap)"
   ip_protocol       = "udp"
   from_port         = 5683
   to_port           = 5683
@@ -25,10 +27,10 @@ resource "aws_vpc_security_group_ingress_rule" "coap" {
 resource "aws_vpc_security_group_ingress_rule" "coaps" {
   for_each          = toset(var.device_cidrs)
   security_group_id = aws_security_group.gateway.id
-  description       = "CoAP over DTLS (reserved for coaps) from devices"
+  description       = "CoAP over DTLS from devices"
   ip_protocol       = "udp"
-  from_port         = 5684
-  to_port           = 5684
+  from_port         = var.coaps_port
+  to_port           = var.coaps_port
   cidr_ipv4         = each.value
 }
 
@@ -54,14 +56,23 @@ resource "aws_vpc_security_group_egress_rule" "https" {
 }
 
 locals {
+  # DTLS always; plain CoAP only with allow_plain_coap, and then "open": with fleet keys every
+  # thing has a credential, so the "unbound" policy (plain CoAP only for things without one)
+  # would refuse every request. The security group closes 5683 too; the policy is the inner wall.
   gateway_env = merge(
     {
-      COAPGW_QUEUE      = aws_sqs_queue.main.url
-      COAPGW_ACK_AFTER  = var.ack_after
-      COAPGW_COAP_ADDR  = ":5683"
-      COAPGW_HTTP_ADDR  = ":${var.http_port}"
-      COAPGW_LOG_FORMAT = "json"
-      AWS_REGION        = local.region
+      COAPGW_QUEUE                = aws_sqs_queue.main.url
+      COAPGW_ACK_AFTER            = var.ack_after
+      COAPGW_COAP_ADDR            = ":5683"
+      COAPGW_COAPS_ADDR           = ":${var.coaps_port}"
+      COAPGW_PLAIN_COAP           = var.allow_plain_coap ? "open" : "off"
+      COAPGW_FLEET_KEY_SECRET_ARN = var.fleet_key_secret_arn
+      # Sessions saved at a graceful stop and resumed at start, on the spool volume (the
+      # service's state directory); never copied to another gateway.
+      COAPGW_DTLS_STATE_FILE = "/var/lib/coapgw/dtls-sessions"
+      COAPGW_HTTP_ADDR       = ":${var.http_port}"
+      COAPGW_LOG_FORMAT      = "json"
+      AWS_REGION             = local.region
     },
     var.gateway_environment,
   )
@@ -151,7 +162,7 @@ resource "aws_autoscaling_group" "gateway" {
   max_size                  = max(var.gateway_max_count, var.gateway_count)
   health_check_type         = local.use_nlb ? "ELB" : "EC2"
   health_check_grace_period = 120
-  target_group_arns         = local.use_nlb ? [aws_lb_target_group.coap[0].arn, aws_lb_target_group.coaps[0].arn] : []
+  target_group_arns         = concat(aws_lb_target_group.coaps[*].arn, aws_lb_target_group.coap[*].arn)
   default_instance_warmup   = 60
 
   launch_template {
@@ -189,7 +200,10 @@ resource "aws_eip" "gateway" {
 }
 
 # ---------------------------------------------------------------------------------------------
-# exposure = "nlb": UDP listeners on 5683 and 5684, TCP health check on the HTTP port.
+# exposure = "nlb": a UDP listener on coaps_port (and on 5683 with allow_plain_coap), TCP health
+# check on the HTTP port. The NLB pins a UDP flow to a target by its 5-tuple for 120 s of idle
+# time: a device whose NAT rebinds (new source address or port) may land on another gateway,
+# which has no DTLS session for it, and must handshake again (docs/deploy-aws.md, section 6).
 # ---------------------------------------------------------------------------------------------
 
 resource "aws_lb" "coap" {
@@ -206,7 +220,7 @@ resource "aws_lb" "coap" {
 }
 
 resource "aws_lb_target_group" "coap" {
-  count                = local.use_nlb ? 1 : 0
+  count                = local.use_nlb && var.allow_plain_coap ? 1 : 0
   name                 = "${var.name}-coap"
   port                 = 5683
   protocol             = "UDP"
@@ -228,7 +242,7 @@ resource "aws_lb_target_group" "coap" {
 resource "aws_lb_target_group" "coaps" {
   count                = local.use_nlb ? 1 : 0
   name                 = "${var.name}-coaps"
-  port                 = 5684
+  port                 = var.coaps_port
   protocol             = "UDP"
   target_type          = "instance"
   vpc_id               = var.vpc_id
@@ -246,7 +260,7 @@ resource "aws_lb_target_group" "coaps" {
 }
 
 resource "aws_lb_listener" "coap" {
-  count             = local.use_nlb ? 1 : 0
+  count             = local.use_nlb && var.allow_plain_coap ? 1 : 0
   load_balancer_arn = aws_lb.coap[0].arn
   port              = 5683
   protocol          = "UDP"
@@ -260,7 +274,7 @@ resource "aws_lb_listener" "coap" {
 resource "aws_lb_listener" "coaps" {
   count             = local.use_nlb ? 1 : 0
   load_balancer_arn = aws_lb.coap[0].arn
-  port              = 5684
+  port              = var.coaps_port
   protocol          = "UDP"
 
   default_action {

@@ -1,7 +1,9 @@
 # Least privilege, and no wildcard actions anywhere (internal/deploycheck asserts it):
-#   gateways:  sqs:SendMessage on the queue; the binary object; their EIP association; SSM.
+#   gateways:  sqs:SendMessage on the queue; the binary object; their EIP association; SSM;
+#              the fleet key secret (and its CMK, through Secrets Manager only, if one is given).
 #   processor: consume the queue; thing types, things, shadows (and the topic if set); its logs.
-#   canary:    cloudwatch:PutMetricData, restricted by namespace; its logs.
+#   canary:    cloudwatch:PutMetricData, restricted by namespace; its logs; the fleet key secret
+#              (and CMK), from which it derives its own DTLS key.
 
 data "aws_iam_policy_document" "lambda_assume" {
   statement {
@@ -13,6 +15,13 @@ data "aws_iam_policy_document" "lambda_assume" {
       identifiers = ["lambda.amazonaws.com"]
     }
   }
+}
+
+# The fleet key: secretsmanager:GetSecretValue on exactly var.fleet_key_secret_arn (a full ARN,
+# validated: no wildcard), and kms:Decrypt on the given CMK only when Secrets Manager asks for it.
+locals {
+  fleet_key_kms_key_arns = var.fleet_key_kms_key_arn == "" ? [] : [var.fleet_key_kms_key_arn]
+  secretsmanager_service = "secretsmanager.${local.region}.amazonaws.com"
 }
 
 data "aws_iam_policy_document" "ec2_assume" {
@@ -119,6 +128,28 @@ data "aws_iam_policy_document" "gateway" {
     resources = [aws_sqs_queue.main.arn]
   }
 
+  statement {
+    sid       = "ReadFleetKey"
+    effect    = "Allow"
+    actions   = ["secretsmanager:GetSecretValue"]
+    resources = [var.fleet_key_secret_arn]
+  }
+
+  dynamic "statement" {
+    for_each = local.fleet_key_kms_key_arns
+    content {
+      sid       = "DecryptFleetKey"
+      effect    = "Allow"
+      actions   = ["kms:Decrypt"]
+      resources = [statement.value]
+      condition {
+        test     = "StringEquals"
+        variable = "kms:ViaService"
+        values   = [local.secretsmanager_service]
+      }
+    }
+  }
+
   dynamic "statement" {
     for_each = var.binary_s3_uri == "" ? [] : ["${local.arn_prefix}:s3:::${local.binary_s3_bucket}/${local.binary_s3_key}"]
     content {
@@ -209,6 +240,29 @@ data "aws_iam_policy_document" "canary" {
     effect    = "Allow"
     actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
     resources = ["${aws_cloudwatch_log_group.canary[0].arn}:*"]
+  }
+
+  # The canary derives its own PSK (identity local.canary_identity) from the fleet key.
+  statement {
+    sid       = "ReadFleetKey"
+    effect    = "Allow"
+    actions   = ["secretsmanager:GetSecretValue"]
+    resources = [var.fleet_key_secret_arn]
+  }
+
+  dynamic "statement" {
+    for_each = local.fleet_key_kms_key_arns
+    content {
+      sid       = "DecryptFleetKey"
+      effect    = "Allow"
+      actions   = ["kms:Decrypt"]
+      resources = [statement.value]
+      condition {
+        test     = "StringEquals"
+        variable = "kms:ViaService"
+        values   = [local.secretsmanager_service]
+      }
+    }
   }
 }
 

@@ -19,8 +19,23 @@ output "processor_function_name" {
 }
 
 output "gateway_addresses" {
-  description = "Where devices send CoAP: the Elastic IPs (exposure = \"eip\") or the NLB's DNS name (\"nlb\")."
+  description = "Where devices send CoAP over DTLS (UDP coaps_port): the Elastic IPs (exposure = \"eip\") or the NLB's DNS name (\"nlb\")."
   value       = local.use_nlb ? [aws_lb.coap[0].dns_name] : [for e in aws_eip.gateway : e.public_ip]
+}
+
+output "coaps_port" {
+  description = "UDP port of CoAP over DTLS on the gateway addresses."
+  value       = var.coaps_port
+}
+
+output "plain_coap_open" {
+  description = "Whether plain, unauthenticated CoAP on UDP 5683 is open (allow_plain_coap)."
+  value       = var.allow_plain_coap
+}
+
+output "canary_identity" {
+  description = "PSK identity of the canary (its key is derived from the fleet key); empty without a canary."
+  value       = local.canary ? local.canary_identity : ""
 }
 
 output "gateway_autoscaling_group" {

@@ -272,7 +272,7 @@ variable "ack_after" {
 }
 
 variable "gateway_environment" {
-  description = "Extra COAPGW_* environment variables for the gateways (written to /etc/coapgw/coapgw.env), e.g. COAPGW_SPOOL_MAX_BYTES. They override the module's own (COAPGW_QUEUE, COAPGW_ACK_AFTER, COAPGW_COAP_ADDR, COAPGW_HTTP_ADDR)."
+  description = "Extra COAPGW_* environment variables for the gateways (written to /etc/coapgw/coapgw.env), e.g. COAPGW_SPOOL_MAX_BYTES. They override the module's own (COAPGW_QUEUE, COAPGW_ACK_AFTER, COAPGW_COAP_ADDR, COAPGW_COAPS_ADDR, COAPGW_PLAIN_COAP, COAPGW_FLEET_KEY_SECRET_ARN, COAPGW_DTLS_STATE_FILE, COAPGW_HTTP_ADDR)."
   type        = map(string)
   default     = {}
 
@@ -293,7 +293,7 @@ variable "http_port" {
 # ---------------------------------------------------------------------------------------------
 
 variable "exposure" {
-  description = "How devices reach the gateways: \"eip\" (a static Elastic IP per gateway; each instance claims a free one at boot) or \"nlb\" (one Network Load Balancer with UDP listeners on 5683 and 5684)."
+  description = "How devices reach the gateways: \"eip\" (a static Elastic IP per gateway; each instance claims a free one at boot) or \"nlb\" (one Network Load Balancer with a UDP listener on coaps_port, and on 5683 with allow_plain_coap). With DTLS an NLB may move a device whose NAT rebinds to another gateway, which costs a new handshake: see docs/deploy-aws.md."
   type        = string
   default     = "eip"
 
@@ -304,7 +304,7 @@ variable "exposure" {
 }
 
 variable "device_cidrs" {
-  description = "CIDRs devices send CoAP from (UDP 5683, and 5684 for DTLS later). Narrow it to the carrier's NAT/APN ranges when you know them."
+  description = "CIDRs devices send CoAP from (UDP coaps_port for DTLS, and 5683 with allow_plain_coap). Narrow it to the carrier's NAT/APN ranges when you know them."
   type        = list(string)
   default     = ["0.0.0.0/0"]
 
@@ -330,6 +330,48 @@ variable "nlb_deletion_protection" {
   description = "Deletion protection of the NLB (exposure = \"nlb\"). Turn off before `destroy`."
   type        = bool
   default     = true
+}
+
+# ---------------------------------------------------------------------------------------------
+# Device security: DTLS with pre-shared keys derived from a fleet master key
+# ---------------------------------------------------------------------------------------------
+
+variable "fleet_key_secret_arn" {
+  description = "Full ARN (with its 6-character suffix) of the Secrets Manager secret holding the fleet master key (32 random bytes), created out of band: see docs/deploy-aws.md. Every device's PSK is derived from it; the gateways and the canary may read this one secret and no other. Passed as COAPGW_FLEET_KEY_SECRET_ARN."
+  type        = string
+
+  validation {
+    condition     = can(regex("^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:[A-Za-z0-9/_+=.@-]+-[A-Za-z0-9]{6}$", var.fleet_key_secret_arn))
+    error_message = "fleet_key_secret_arn must be the full ARN of a Secrets Manager secret, arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME-XXXXXX (as printed by `aws secretsmanager create-secret`), without wildcards."
+  }
+}
+
+variable "fleet_key_kms_key_arn" {
+  description = "ARN of the customer-managed KMS key that encrypts the fleet key secret, if it is not the account's aws/secretsmanager key. The gateways and the canary then get kms:Decrypt on this key only, and only through Secrets Manager. Empty: the AWS-managed key, no KMS permission needed."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.fleet_key_kms_key_arn == "" || can(regex("^arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:key/[A-Za-z0-9-]+$", var.fleet_key_kms_key_arn))
+    error_message = "fleet_key_kms_key_arn must be empty or a KMS key ARN, arn:aws:kms:REGION:ACCOUNT:key/KEY-ID (not an alias)."
+  }
+}
+
+variable "coaps_port" {
+  description = "UDP port of CoAP over DTLS (coaps) on the gateways, the security group and the NLB. Always open to device_cidrs. Passed as COAPGW_COAPS_ADDR=:PORT."
+  type        = number
+  default     = 5684
+
+  validation {
+    condition     = var.coaps_port >= 1 && var.coaps_port <= 65535 && var.coaps_port != 5683 && floor(var.coaps_port) == var.coaps_port
+    error_message = "coaps_port must be a UDP port number other than 5683 (plain CoAP's)."
+  }
+}
+
+variable "allow_plain_coap" {
+  description = "Also accept plain, unauthenticated CoAP on UDP 5683 (security group, NLB listener, COAPGW_PLAIN_COAP=open). Any host in device_cidrs can then write any thing's shadow: use it only while a fleet migrates to DTLS, with device_cidrs narrowed. Default false: 5683 is closed and the gateways run with COAPGW_PLAIN_COAP=off."
+  type        = bool
+  default     = false
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -366,7 +408,18 @@ variable "canary_schedule" {
 }
 
 variable "canary_targets" {
-  description = "host:port addresses the canary probes with CoAP GET /health. Empty: the module's own EIPs or NLB DNS name on port 5683."
+  description = "host:port addresses the canary probes with CoAP GET /health over DTLS. Empty: the module's own EIPs or NLB DNS name on coaps_port."
   type        = list(string)
   default     = []
+}
+
+variable "canary_identity" {
+  description = "PSK identity ({type}/{id}) the canary's DTLS handshakes use; its key is derived from the fleet key like any device's. Empty: canary/<name>. Passed as COAPGW_CANARY_IDENTITY."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.canary_identity == "" || can(regex("^[A-Za-z0-9:_-]{1,128}/[A-Za-z0-9:_-]{1,128}$", var.canary_identity))
+    error_message = "canary_identity must be empty or {type}/{id}, each 1-128 characters of letters, digits, ':', '_' and '-'."
+  }
 }

@@ -84,3 +84,60 @@ resource "aws_security_group" "metrics_open" {
     cidr_blocks = ["0.0.0.0/0"]
   }
 }
+
+# DTLS: plain CoAP open by default, the fleet key readable too widely.
+
+variable "exposure" {
+  default = "eip"
+}
+
+variable "allow_plain_coap" {
+  default = true
+}
+
+variable "fleet_key_secret_arn" {
+  default = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:coapgw/fleet-key-AbCdEf"
+
+  validation {
+    condition     = startswith(var.fleet_key_secret_arn, "arn:aws:secretsmanager:")
+    error_message = "not a Secrets Manager ARN"
+  }
+}
+
+data "aws_iam_policy_document" "gateway" {
+  statement {
+    actions   = ["secretsmanager:GetSecretValue"]
+    resources = ["arn:aws:secretsmanager:eu-west-1:123456789012:secret:*"]
+  }
+
+  statement {
+    actions   = ["secretsmanager:ListSecrets"]
+    resources = [var.fleet_key_secret_arn]
+  }
+
+  statement {
+    actions   = ["kms:Decrypt"]
+    resources = ["*"]
+  }
+}
+
+resource "aws_vpc_security_group_ingress_rule" "coap_always" {
+  for_each          = toset(["0.0.0.0/0"])
+  security_group_id = "sg-1"
+  ip_protocol       = "udp"
+  from_port         = 5683
+  to_port           = 5683
+  cidr_ipv4         = each.value
+}
+
+resource "aws_lb_listener" "coap_always" {
+  count    = var.exposure == "nlb" || var.exposure == "eip" ? 1 : 0
+  port     = 5683
+  protocol = "UDP"
+}
+
+resource "aws_lb_target_group" "coap_unknown" {
+  count    = data.aws_region.current.name == "eu-west-1" ? 1 : 0
+  port     = 5683
+  protocol = "UDP"
+}

@@ -57,6 +57,8 @@ variables {
   canary_zip_path = "../../../../bin/lambda/coapgw-canary.zip"
   binary_s3_uri   = "s3://artifacts-bucket/coapgw/coapgw-linux-arm64"
   binary_sha256   = "0000000000000000000000000000000000000000000000000000000000000000"
+
+  fleet_key_secret_arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:coapgw/fleet-key-AbCdEf"
 }
 
 run "eip_mode" {
@@ -94,6 +96,45 @@ run "eip_mode" {
     condition     = local.iot_topic_arn == ""
     error_message = "no publish topic: no topic ARN"
   }
+
+  # DTLS only by default: 5684 open to the devices, 5683 closed, the gateways told so.
+  assert {
+    condition     = length(aws_vpc_security_group_ingress_rule.coap) == 0
+    error_message = "plain CoAP (5683) must be closed by default"
+  }
+  assert {
+    condition     = length(aws_vpc_security_group_ingress_rule.coaps) == 1 && aws_vpc_security_group_ingress_rule.coaps["0.0.0.0/0"].from_port == 5684 && aws_vpc_security_group_ingress_rule.coaps["0.0.0.0/0"].to_port == 5684 && aws_vpc_security_group_ingress_rule.coaps["0.0.0.0/0"].ip_protocol == "udp"
+    error_message = "DTLS (udp 5684) must be open to device_cidrs"
+  }
+  assert {
+    condition     = strcontains(local.user_data, "COAPGW_PLAIN_COAP=off") && strcontains(local.user_data, "COAPGW_COAPS_ADDR=:5684") && strcontains(local.user_data, "COAPGW_FLEET_KEY_SECRET_ARN=arn:aws:secretsmanager:eu-west-1:123456789012:secret:coapgw/fleet-key-AbCdEf") && strcontains(local.user_data, "COAPGW_DTLS_STATE_FILE=/var/lib/coapgw/dtls-sessions")
+    error_message = "gateway environment: DTLS on :5684, plain CoAP off, the fleet key's ARN, sessions kept on the spool volume across restarts"
+  }
+
+  # The fleet key: readable by the gateways and the canary, that secret only; no KMS grant
+  # without a CMK.
+  assert {
+    condition     = toset(flatten([for st in data.aws_iam_policy_document.gateway.statement : st.resources if contains(st.actions, "secretsmanager:GetSecretValue")])) == toset([var.fleet_key_secret_arn])
+    error_message = "gateway role: secretsmanager:GetSecretValue on exactly the fleet key secret"
+  }
+  assert {
+    condition     = toset(flatten([for st in data.aws_iam_policy_document.canary[0].statement : st.resources if contains(st.actions, "secretsmanager:GetSecretValue")])) == toset([var.fleet_key_secret_arn])
+    error_message = "canary role: secretsmanager:GetSecretValue on exactly the fleet key secret"
+  }
+  assert {
+    condition     = length([for st in data.aws_iam_policy_document.gateway.statement : st if contains(st.actions, "kms:Decrypt")]) == 0
+    error_message = "no fleet_key_kms_key_arn: no kms:Decrypt"
+  }
+
+  # The canary speaks DTLS with its own identity.
+  assert {
+    condition     = alltrue([for t in split(",", aws_lambda_function.canary[0].environment[0].variables.COAPGW_CANARY_TARGETS) : endswith(t, ":5684")]) && length(split(",", aws_lambda_function.canary[0].environment[0].variables.COAPGW_CANARY_TARGETS)) == 3
+    error_message = "canary: every EIP on the DTLS port"
+  }
+  assert {
+    condition     = aws_lambda_function.canary[0].environment[0].variables.COAPGW_CANARY_IDENTITY == "canary/coapgw" && aws_lambda_function.canary[0].environment[0].variables.COAPGW_FLEET_KEY_SECRET_ARN == var.fleet_key_secret_arn && aws_lambda_function.canary[0].environment[0].variables.COAPGW_COAPS_PORT == "5684"
+    error_message = "canary environment: identity canary/<name>, the fleet key's ARN, the DTLS port"
+  }
 }
 
 run "nlb_mode_with_topic" {
@@ -107,12 +148,24 @@ run "nlb_mode_with_topic" {
   }
 
   assert {
-    condition     = length(aws_eip.gateway) == 0 && aws_lb_listener.coap[0].protocol == "UDP" && aws_lb_listener.coaps[0].port == 5684
-    error_message = "exposure = nlb: UDP listeners on 5683 and 5684, no EIPs"
+    condition     = length(aws_eip.gateway) == 0 && aws_lb_listener.coaps[0].protocol == "UDP" && aws_lb_listener.coaps[0].port == 5684 && aws_lb_target_group.coaps[0].port == 5684
+    error_message = "exposure = nlb: a UDP listener on 5684, no EIPs"
   }
   assert {
-    condition     = aws_lb_target_group.coap[0].health_check[0].protocol == "TCP" && aws_lb_target_group.coap[0].health_check[0].port == "8080"
+    condition     = length(aws_lb_listener.coap) == 0 && length(aws_lb_target_group.coap) == 0 && length(aws_vpc_security_group_ingress_rule.coap) == 0
+    error_message = "exposure = nlb without allow_plain_coap: no listener, target group or ingress rule on 5683"
+  }
+  assert {
+    condition     = length(aws_autoscaling_group.gateway.target_group_arns) == 1
+    error_message = "exposure = nlb: the gateways register with the DTLS target group only"
+  }
+  assert {
+    condition     = aws_lb_target_group.coaps[0].health_check[0].protocol == "TCP" && aws_lb_target_group.coaps[0].health_check[0].port == "8080"
     error_message = "NLB health check: TCP on the HTTP port"
+  }
+  assert {
+    condition     = aws_lambda_function.canary[0].environment[0].variables.COAPGW_CANARY_TARGETS == "${aws_lb.coap[0].dns_name}:5684"
+    error_message = "canary: the NLB's name on the DTLS port"
   }
   assert {
     condition     = aws_autoscaling_group.gateway.health_check_type == "ELB"
@@ -126,6 +179,95 @@ run "nlb_mode_with_topic" {
     condition     = strcontains(local.user_data, "curl -fsSL --proto '=https' --retry 5 'https://example.com/coapgw' -o")
     error_message = "cloud-init must fetch the binary from the URL"
   }
+}
+
+run "nlb_with_plain_coap" {
+  command = plan
+
+  variables {
+    exposure         = "nlb"
+    allow_plain_coap = true
+    device_cidrs     = ["198.51.100.0/24", "203.0.113.0/24"]
+    coaps_port       = 15684
+    canary_identity  = "probe:eu/canary-1"
+  }
+
+  # The mocked provider gives every target group the same ARN; tell the two apart.
+  override_resource {
+    target = aws_lb_target_group.coap
+    values = { arn = "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/coapgw-coap/0123456789abcdef" }
+  }
+
+  assert {
+    condition     = aws_lb_listener.coap[0].protocol == "UDP" && aws_lb_listener.coap[0].port == 5683 && aws_lb_target_group.coap[0].port == 5683
+    error_message = "allow_plain_coap: a UDP listener and target group on 5683"
+  }
+  assert {
+    condition     = aws_lb_listener.coaps[0].port == 15684 && aws_lb_target_group.coaps[0].port == 15684
+    error_message = "coaps_port moves the DTLS listener and target group"
+  }
+  assert {
+    condition     = toset(keys(aws_vpc_security_group_ingress_rule.coap)) == toset(var.device_cidrs) && alltrue([for r in aws_vpc_security_group_ingress_rule.coap : r.from_port == 5683 && r.to_port == 5683 && r.ip_protocol == "udp"])
+    error_message = "allow_plain_coap: udp 5683 open to each device CIDR, and only to them"
+  }
+  assert {
+    condition     = toset(keys(aws_vpc_security_group_ingress_rule.coaps)) == toset(var.device_cidrs) && alltrue([for r in aws_vpc_security_group_ingress_rule.coaps : r.from_port == 15684 && r.to_port == 15684])
+    error_message = "DTLS on coaps_port open to each device CIDR"
+  }
+  assert {
+    condition     = length(aws_autoscaling_group.gateway.target_group_arns) == 2 && contains(aws_autoscaling_group.gateway.target_group_arns, aws_lb_target_group.coap[0].arn)
+    error_message = "allow_plain_coap: the gateways register with both target groups"
+  }
+  assert {
+    condition     = strcontains(local.user_data, "COAPGW_PLAIN_COAP=open") && strcontains(local.user_data, "COAPGW_COAPS_ADDR=:15684")
+    error_message = "allow_plain_coap: plain CoAP policy open (fleet keys bind every thing, so unbound would refuse all)"
+  }
+  assert {
+    condition     = aws_lambda_function.canary[0].environment[0].variables.COAPGW_CANARY_IDENTITY == "probe:eu/canary-1" && endswith(aws_lambda_function.canary[0].environment[0].variables.COAPGW_CANARY_TARGETS, ":15684")
+    error_message = "canary: the configured identity, still over DTLS"
+  }
+}
+
+run "fleet_key_cmk" {
+  command = plan
+
+  variables {
+    fleet_key_kms_key_arn = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+  }
+
+  assert {
+    condition     = toset(flatten([for st in data.aws_iam_policy_document.gateway.statement : st.resources if contains(st.actions, "kms:Decrypt")])) == toset([var.fleet_key_kms_key_arn])
+    error_message = "gateway role: kms:Decrypt on the fleet key's CMK only"
+  }
+  assert {
+    condition     = toset(flatten([for st in data.aws_iam_policy_document.canary[0].statement : st.resources if contains(st.actions, "kms:Decrypt")])) == toset([var.fleet_key_kms_key_arn])
+    error_message = "canary role: kms:Decrypt on the fleet key's CMK only"
+  }
+  assert {
+    condition = alltrue([for c in flatten([for st in data.aws_iam_policy_document.gateway.statement : st.condition if contains(st.actions, "kms:Decrypt")]) :
+    c.test == "StringEquals" && c.variable == "kms:ViaService" && tolist(c.values) == tolist(["secretsmanager.eu-west-1.amazonaws.com"])]) && length(flatten([for st in data.aws_iam_policy_document.gateway.statement : st.condition if contains(st.actions, "kms:Decrypt")])) == 1
+    error_message = "kms:Decrypt only through Secrets Manager"
+  }
+}
+
+run "rejects_wildcard_secret" {
+  command = plan
+
+  variables {
+    fleet_key_secret_arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:*"
+  }
+
+  expect_failures = [var.fleet_key_secret_arn]
+}
+
+run "rejects_partial_secret_arn" {
+  command = plan
+
+  variables {
+    fleet_key_secret_arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:coapgw/fleet-key"
+  }
+
+  expect_failures = [var.fleet_key_secret_arn]
 }
 
 run "rejects_one_gateway" {
