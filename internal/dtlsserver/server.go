@@ -1,6 +1,7 @@
 package dtlsserver
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -154,11 +156,17 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		return nil
 	}
 	s.shut = true
-	started := s.started
+	started, loaded := s.started, s.loaded
 	close(s.stop)
 	s.lmu.Unlock()
 	if s.conn == nil {
 		return nil
+	}
+	if !started && s.cfg.StateFile != "" && len(loaded) > 0 {
+		// Loaded, never served: keep them for the next start.
+		err := s.save(loaded)
+		s.conn.Close()
+		return err
 	}
 	_ = s.conn.SetReadDeadline(time.Unix(1, 0))
 	if started {
@@ -337,7 +345,11 @@ func (s *Server) startSession(hello []byte, from netip.AddrPort) {
 			return
 		}
 	}
+	prev := s.byAddr[from]
 	ss := s.newSession(from, s.newCID())
+	if prev != nil && prev.est.Load() {
+		ss.prev = prev
+	}
 	vc := newVconn(s, ss, s.cfg.SessionQueue)
 	conn, err := dtls.ServerWithOptions(vc, net.UDPAddrFromAddrPort(from), s.connOptions(ss.cid)...)
 	if err != nil {
@@ -407,7 +419,11 @@ func (s *Server) unregister(ss *session) bool {
 	}
 	delete(s.byKey, ss.key)
 	if a := ss.addr.Load(); a != nil && s.byAddr[*a] == ss {
-		delete(s.byAddr, *a)
+		if p := ss.prev; p != nil && s.byKey[p.key] == p {
+			s.byAddr[*a] = p // a handshake that failed does not take the address from a session
+		} else {
+			delete(s.byAddr, *a)
+		}
 	}
 	if s.byCID[ss.cid] == ss {
 		delete(s.byCID, ss.cid)
@@ -504,23 +520,36 @@ func (s *Server) runSession(ss *session, conn *dtls.Conn, resumed bool) {
 // is evicted.
 func (s *Server) promote(ss *session) {
 	s.mu.Lock()
-	var victim *session
+	var victims []*session
 	if s.byKey[ss.key] == ss {
 		ss.est.Store(true)
+		ss.prev = nil // the device's new session replaces the one it had at this address
 		s.handshaking--
 		s.established++
 		if s.established > s.cfg.MaxSessions {
-			for _, o := range s.byKey {
-				if o != ss && o.est.Load() && !o.evicted.Load() && (victim == nil || o.last.Load() < victim.last.Load()) {
-					victim = o
-				}
-			}
+			victims = s.leastRecent(ss, max(1, s.cfg.MaxSessions/100))
 		}
 	}
 	s.mu.Unlock()
-	if victim != nil {
-		s.evict(victim, evictCap)
+	for _, v := range victims {
+		s.evict(v, evictCap)
 	}
+}
+
+// leastRecent returns the n least recently active established sessions other than ss; s.mu
+// is held. Evicting a hundredth of MaxSessions at a time keeps the scan off most handshakes.
+func (s *Server) leastRecent(ss *session, n int) []*session {
+	all := make([]*session, 0, len(s.byKey))
+	for _, o := range s.byKey {
+		if o != ss && o.est.Load() && !o.evicted.Load() {
+			all = append(all, o)
+		}
+	}
+	if len(all) > n {
+		slices.SortFunc(all, func(a, b *session) int { return cmp.Compare(a.last.Load(), b.last.Load()) })
+		all = all[:n]
+	}
+	return all
 }
 
 // Sessions is the number of established sessions and of handshakes in progress.

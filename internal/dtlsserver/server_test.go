@@ -614,3 +614,40 @@ func TestLateResponseWakesSession(t *testing.T) {
 		t.Fatalf("got %+v (%v), want the separate 2.04", m, err)
 	}
 }
+
+// TestSpoofedHelloKeepsSession: a ClientHello from the address of an established session
+// without Connection ID (as a spoofer could send) starts a handshake there, but when that
+// handshake is abandoned the address routes to the established session again.
+func TestSpoofedHelloKeepsSession(t *testing.T) {
+	ts := startServer(t, Config{HandshakeTimeout: 300 * time.Millisecond})
+	mc := newMovingConn(t)
+	c, err := dtls.ClientWithOptions(mc, net.UDPAddrFromAddrPort(ts.LocalAddr()),
+		dtls.WithPSK(func([]byte) ([]byte, error) { return keys["sensor/dev-1"], nil }),
+		dtls.WithPSKIdentityHint([]byte("sensor/dev-1")),
+		dtls.WithCipherSuites(dtls.TLS_PSK_WITH_AES_128_GCM_SHA256), // and no Connection ID
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := c.HandshakeContext(ctx); err != nil {
+		t.Fatal(err)
+	}
+	post(t, c, "sensor/dev-1", "before")
+
+	sock, _ := mc.current()
+	if _, err := sock.WriteTo(clientHello(t), net.UDPAddrFromAddrPort(ts.LocalAddr())); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the spoofed handshake to start and expire", func() bool {
+		return ts.handshakes(resultTimeout) == 1
+	})
+	if resp := post(t, c, "sensor/dev-1", "after"); resp.Code != coapmsg.Changed {
+		t.Fatalf("code %v", resp.Code)
+	}
+	if est, hs := ts.Sessions(); est != 1 || hs != 0 {
+		t.Fatalf("%d sessions, %d handshakes", est, hs)
+	}
+}

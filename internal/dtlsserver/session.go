@@ -29,6 +29,9 @@ type session struct {
 	// pastCookie: the server sent its ServerHello, so the peer returned the cookie and
 	// receives at its address.
 	pastCookie atomic.Bool
+	// prev is the established session that had this address when this one's ClientHello came
+	// from it, until this handshake completes (guarded by Server.mu).
+	prev *session
 
 	mu   sync.Mutex
 	conn *dtls.Conn // nil while hibernated
