@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -362,8 +363,8 @@ func TestRestartKeepsSessions(t *testing.T) {
 	}
 	post(t, c, "sensor/dev-1", "before")
 	ts.stop(t)
-	if got := counterValue(ts.reg, "coapgw_dtls_sessions_saved_total", "", ""); got != -1 && got != 1 {
-		t.Fatalf("saved %v sessions", got)
+	if got := testutil.ToFloat64(ts.m.saved); got != 1 {
+		t.Fatalf("saved %v sessions, want 1", got)
 	}
 
 	ts2 := startServer(t, Config{Addr: addr.String(), StateFile: state})
@@ -650,4 +651,44 @@ func TestSpoofedHelloKeepsSession(t *testing.T) {
 	if est, hs := ts.Sessions(); est != 1 || hs != 0 {
 		t.Fatalf("%d sessions, %d handshakes", est, hs)
 	}
+}
+
+// TestStateFile: the saved sessions are readable by the owner only, and a state file that does
+// not decode is reported and removed without stopping the server.
+func TestStateFile(t *testing.T) {
+	dir := t.TempDir()
+	state := dir + "/sessions.json"
+	ts := startServer(t, Config{StateFile: state})
+	c, _, err := dial(t, ts.LocalAddr(), "sensor/dev-1", keys["sensor/dev-1"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	post(t, c, "sensor/dev-1", "x")
+	ts.stop(t)
+	fi, err := os.Stat(state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Fatalf("state file mode %v, want 0600", fi.Mode().Perm())
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 1 {
+		t.Fatalf("%d files in the state directory, want only the state file", len(ents))
+	}
+
+	if err := os.WriteFile(state, []byte("{not json"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ts2 := startServer(t, Config{StateFile: state})
+	if est, _ := ts2.Sessions(); est != 0 {
+		t.Fatalf("%d sessions from a corrupt file", est)
+	}
+	if _, err := os.Stat(state); !os.IsNotExist(err) {
+		t.Fatalf("corrupt state file still there: %v", err)
+	}
+	c2, _, err := dial(t, ts2.LocalAddr(), "sensor/dev-2", keys["sensor/dev-2"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	post(t, c2, "sensor/dev-2", "works")
 }
