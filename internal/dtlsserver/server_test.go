@@ -692,3 +692,28 @@ func TestStateFile(t *testing.T) {
 	}
 	post(t, c2, "sensor/dev-2", "works")
 }
+
+func TestHibernatedSessionsExpire(t *testing.T) {
+	ts := startServer(t, Config{HibernateAfter: 20 * time.Millisecond, IdleTimeout: 300 * time.Millisecond})
+	c, _, err := dial(t, ts.LocalAddr(), "sensor/dev-1", keys["sensor/dev-1"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	post(t, c, "sensor/dev-1", "x")
+	waitFor(t, "the session to hibernate", func() bool { return ts.hibernated.Load() == 1 })
+	waitFor(t, "the hibernated session to expire", func() bool { est, _ := ts.Sessions(); return est == 0 })
+	if h := ts.hibernated.Load(); h != 0 {
+		t.Fatalf("%d hibernated sessions after expiry", h)
+	}
+	if v := counterValue(ts.reg, "coapgw_dtls_session_evictions_total", "reason", evictIdle); v != 1 {
+		t.Fatalf("idle evictions %v, want 1", v)
+	}
+	// Its Connection ID is forgotten: the client's next record finds no session.
+	b, _ := (&coapmsg.Message{Type: coapmsg.Confirmable, Code: coapmsg.POST, MID: 1}).Append(nil)
+	if _, err := c.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the record to be dropped as unknown_cid", func() bool {
+		return counterValue(ts.reg, "coapgw_dtls_datagrams_total", "disposition", "unknown_cid") == 1
+	})
+}
