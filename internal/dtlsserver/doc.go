@@ -82,7 +82,7 @@
 //	coapgw_dtls_session_evictions_total{reason}   sessions closed by the server: idle, cap
 //	coapgw_dtls_datagrams_total{disposition}      datagrams received: session, hello,
 //	                                              unknown_cid, unknown_peer, short, queue_full,
-//	                                              handshakes_full
+//	                                              handshakes_full, oversized (over MaxDatagram)
 //	coapgw_dtls_sessions_saved_total              sessions written to StateFile at shutdown
 //	coapgw_dtls_sessions_restored_total           sessions resumed from it at start
 //	coapgw_dtls_hibernated_sessions               established sessions hibernated

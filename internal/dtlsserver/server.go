@@ -213,7 +213,9 @@ func (s *Server) Send(peer netip.AddrPort, b []byte) {
 }
 
 func (s *Server) read() {
-	buf := make([]byte, s.cfg.MaxDatagram)
+	// One byte more than MaxDatagram: a datagram that fills it was longer, and is dropped whole
+	// rather than handed on cut short (its record could not be authenticated anyway).
+	buf := make([]byte, s.cfg.MaxDatagram+1)
 	for {
 		n, from, err := s.conn.ReadFromUDPAddrPort(buf)
 		if err != nil {
@@ -222,6 +224,10 @@ func (s *Server) read() {
 				return
 			}
 			s.log.Warn("dtls read", "err", err)
+			continue
+		}
+		if n > s.cfg.MaxDatagram {
+			s.m.disp(dispOversized)
 			continue
 		}
 		s.route(buf[:n], netip.AddrPortFrom(from.Addr().Unmap(), from.Port()))
@@ -503,6 +509,10 @@ func (s *Server) runSession(ss *session, conn *dtls.Conn, resumed bool) {
 	buf := make([]byte, s.cfg.MaxDatagram)
 	for {
 		n, err := conn.Read(buf)
+		var temp *dtls.TemporaryError
+		if errors.As(err, &temp) {
+			continue // a record pion dropped (e.g. longer than buf): the session goes on
+		}
 		if err != nil {
 			return
 		}

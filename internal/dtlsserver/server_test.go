@@ -717,3 +717,27 @@ func TestHibernatedSessionsExpire(t *testing.T) {
 		return counterValue(ts.reg, "coapgw_dtls_datagrams_total", "disposition", "unknown_cid") == 1
 	})
 }
+
+// TestOversizedDatagramDropped: a datagram longer than MaxDatagram is dropped whole (counted),
+// and the session it belonged to goes on.
+func TestOversizedDatagramDropped(t *testing.T) {
+	ts := startServer(t, Config{MaxDatagram: 512})
+	c, _, err := dial(t, ts.LocalAddr(), "sensor/dev-1", keys["sensor/dev-1"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := coapmsg.Message{Type: coapmsg.Confirmable, Code: coapmsg.POST, MID: 999, Token: []byte{7}, Payload: make([]byte, 700)}
+	b, _ := big.Append(nil)
+	if _, err := c.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the oversized datagram counted", func() bool {
+		return counterValue(ts.reg, "coapgw_dtls_datagrams_total", "disposition", "oversized") == 1
+	})
+	if resp := post(t, c, "sensor/dev-1", "small"); resp.Code != coapmsg.Changed {
+		t.Fatalf("code %v", resp.Code)
+	}
+	if got := ts.h.all(); len(got) != 1 || got[0].payload != "small" {
+		t.Fatalf("handler got %+v", got)
+	}
+}
