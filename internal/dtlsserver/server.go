@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -203,11 +204,16 @@ func (s *Server) Send(peer netip.AddrPort, b []byte) {
 	if ss == nil || !ss.est.Load() {
 		return
 	}
-	conn := s.awake(ss)
-	if conn == nil {
+	// Written under ss.mu, so that hibernate cannot mute and export the session between
+	// taking its Conn and the write (the response would be lost). Lock order: a goroutine
+	// holding ss.mu may take Server.mu (vconn.WriteTo → moveSession) only for an established
+	// session, and Server.mu holders take ss.mu only of sessions in handshake (dropPreCookie).
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.conn == nil && !s.wakeLocked(ss) {
 		return
 	}
-	if _, err := conn.Write(b); err != nil {
+	if _, err := ss.conn.Write(b); err != nil {
 		s.log.Debug("dtls write", "peer", peer, "err", err)
 	}
 }
@@ -377,7 +383,7 @@ func (s *Server) startSession(hello []byte, from netip.AddrPort) {
 	}
 	s.m.disp(dispHello)
 	vc.deliver(hello, from)
-	go s.runSession(ss, conn, false)
+	go s.runSession(ss, conn, vc, false)
 }
 
 // preCookieCandidate says whether ss is a handshake whose peer has not returned the cookie:
@@ -480,7 +486,7 @@ func (s *Server) moveSession(ss *session, addr netip.AddrPort) {
 
 // runSession runs one Conn of ss: the handshake unless resumed, then hands every decrypted
 // datagram to the exchange layer until the Conn stops.
-func (s *Server) runSession(ss *session, conn *dtls.Conn, resumed bool) {
+func (s *Server) runSession(ss *session, conn *dtls.Conn, vc *vconn, resumed bool) {
 	defer s.wg.Done()
 	defer s.sessionEnded(ss, conn)
 	if !resumed {
@@ -516,14 +522,30 @@ func (s *Server) runSession(ss *session, conn *dtls.Conn, resumed bool) {
 		if err != nil {
 			return
 		}
-		// pion's remote address: the last one it authenticated a record from (RFC 9146 §6).
-		addr := *ss.addr.Load()
-		if ua, ok := conn.RemoteAddr().(*net.UDPAddr); ok {
-			addr = ua.AddrPort()
-			addr = netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
-		}
-		s.ep.HandleSession(ss.key, addr, ss.identity, buf[:n])
+		s.ep.HandleSession(ss.key, s.peerAddr(conn, vc), ss.identity, buf[:n])
 	}
+}
+
+// peerAddr is where a record just read from conn came from, as pion authenticated it: its
+// remote address (RFC 9146 §6). pion moves that address to a Connection ID record's source
+// only after handing the record over, so when the last datagram came from elsewhere the answer
+// could go to the old address: wait (briefly) for pion to come back for its next datagram,
+// which it does after the move. pion's address is used, never the datagram's own, which a
+// forged record would set.
+func (s *Server) peerAddr(conn *dtls.Conn, vc *vconn) netip.AddrPort {
+	remote := func() netip.AddrPort {
+		ua, _ := conn.RemoteAddr().(*net.UDPAddr)
+		ap := ua.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	from, returned := vc.lastRead()
+	if from == remote() {
+		return from
+	}
+	for deadline := time.Now().Add(50 * time.Millisecond); vc.entries.Load() <= returned && time.Now().Before(deadline); {
+		runtime.Gosched()
+	}
+	return remote()
 }
 
 // promote counts ss as established; past MaxSessions the least recently active other session

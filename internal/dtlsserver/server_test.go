@@ -336,13 +336,13 @@ func TestConnectionIDSurvivesPortChange(t *testing.T) {
 	if resp := post(t, c, "sensor/dev-2", "b"); resp.Code != coapmsg.Changed {
 		t.Fatalf("after the port change: code %v", resp.Code)
 	}
-	// The session follows the device once pion has authenticated a record from its new address
-	// (the request that moved may still show the old one).
+	// The session follows the device from the first record pion authenticates at its new
+	// address: that request shows it, and its answer goes there.
 	if resp := post(t, c, "sensor/dev-2", "c"); resp.Code != coapmsg.Changed {
 		t.Fatalf("after the port change: code %v", resp.Code)
 	}
 	got := ts.h.all()
-	if len(got) != 3 || got[2].peer != moved || got[1].identity != "sensor/dev-2" || got[1].payload != "b" || got[2].identity != "sensor/dev-2" {
+	if len(got) != 3 || got[1].peer != moved || got[2].peer != moved || got[1].identity != "sensor/dev-2" || got[1].payload != "b" || got[2].identity != "sensor/dev-2" {
 		t.Fatalf("handler got %+v; want the later requests as sensor/dev-2, the last from %v", got, moved)
 	}
 	if hs := ts.handshakes(resultOK); hs != 1 {
@@ -739,5 +739,73 @@ func TestOversizedDatagramDropped(t *testing.T) {
 	}
 	if got := ts.h.all(); len(got) != 1 || got[0].payload != "small" {
 		t.Fatalf("handler got %+v", got)
+	}
+}
+
+// TestConcurrentClients runs clients in parallel while sessions hibernate and wake between
+// requests and some clients change port: every request is answered 2.04 and reaches the
+// handler once, with its identity.
+func TestConcurrentClients(t *testing.T) {
+	const clients, requests = 12, 15
+	ts := startServer(t, Config{HibernateAfter: 5 * time.Millisecond})
+	var wg sync.WaitGroup
+	errs := make(chan error, clients)
+	for i := 0; i < clients; i++ {
+		id := "sensor/dev-1"
+		if i%2 == 1 {
+			id = "sensor/dev-2"
+		}
+		c, mc, err := dial(t, ts.LocalAddr(), id, keys[id])
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for r := 0; r < requests; r++ {
+				if i%3 == 0 && r == requests/2 {
+					mc.Move(t)
+				}
+				time.Sleep(time.Duration(r%4) * 4 * time.Millisecond)
+				m := coapmsg.Message{Type: coapmsg.Confirmable, Code: coapmsg.POST, MID: uint16(mid.Add(1)), Token: []byte{byte(i), byte(r)}, Payload: []byte(id)}
+				b, _ := m.Append(nil)
+				if _, err := c.Write(b); err != nil {
+					errs <- err
+					return
+				}
+				_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+				buf := make([]byte, 512)
+				n, err := c.Read(buf)
+				if err != nil {
+					errs <- fmt.Errorf("client %d request %d: %w", i, r, err)
+					return
+				}
+				var resp coapmsg.Message
+				if err := resp.Decode(buf[:n]); err != nil || resp.Code != coapmsg.Changed || resp.MID != m.MID {
+					errs <- fmt.Errorf("client %d request %d: %+v %v", i, r, resp, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	got := ts.h.all()
+	if len(got) != clients*requests {
+		t.Fatalf("handler got %d requests, want %d", len(got), clients*requests)
+	}
+	for _, r := range got {
+		if r.identity != r.payload {
+			t.Fatalf("request %+v carries the wrong identity", r)
+		}
+	}
+	if hs := ts.handshakes(resultOK); hs != clients {
+		t.Fatalf("%v handshakes, want %d", hs, clients)
+	}
+	if testutil.ToFloat64(ts.m.wakes) == 0 {
+		t.Fatal("no session hibernated and woke: the test did not test that")
 	}
 }

@@ -71,6 +71,18 @@ type vconn struct {
 	mu       sync.Mutex
 	deadline time.Time
 	wake     chan struct{}
+	from     netip.AddrPort // source of the last datagram ReadFrom returned (guarded by mu)
+
+	// ReadFrom calls begun, and datagrams returned: pion comes back to ReadFrom only after it
+	// has processed the datagram before (see Server.peerAddr).
+	entries, returned atomic.Uint64
+}
+
+// lastRead is the source of the last datagram handed to pion, and how many it has had.
+func (v *vconn) lastRead() (netip.AddrPort, uint64) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.from, v.returned.Load()
 }
 
 func newVconn(s *Server, ss *session, queue int) *vconn {
@@ -93,6 +105,7 @@ func (v *vconn) deliver(data []byte, from netip.AddrPort) bool {
 }
 
 func (v *vconn) ReadFrom(b []byte) (int, net.Addr, error) {
+	v.entries.Add(1)
 	for {
 		v.mu.Lock()
 		dl := v.deadline
@@ -111,6 +124,10 @@ func (v *vconn) ReadFrom(b []byte) (int, net.Addr, error) {
 		case p := <-v.in:
 			stopTimer(t)
 			n := copy(b, p.data)
+			v.mu.Lock()
+			v.from = p.from
+			v.returned.Add(1)
+			v.mu.Unlock()
 			return n, net.UDPAddrFromAddrPort(p.from), nil
 		case <-v.closed:
 			stopTimer(t)
