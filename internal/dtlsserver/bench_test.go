@@ -6,6 +6,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -31,7 +32,9 @@ func benchServer(b *testing.B, cfg Config) *Server {
 		b.Fatal(err)
 	}
 	done := make(chan error, 1)
-	go func() { done <- s.Serve(context.Background()) }()
+	// The server's goroutines (and those pion starts from them) carry the label side=server:
+	// go tool pprof -tagfocus side=server separates its CPU from the clients'.
+	go pprof.Do(context.Background(), pprof.Labels("side", "server"), func(ctx context.Context) { done <- s.Serve(ctx) })
 	b.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
@@ -200,7 +203,7 @@ func BenchmarkPlainMessages(b *testing.B) {
 		b.Fatal(err)
 	}
 	done := make(chan error, 1)
-	go func() { done <- s.Serve(context.Background()) }()
+	go pprof.Do(context.Background(), pprof.Labels("side", "server"), func(ctx context.Context) { done <- s.Serve(ctx) })
 	defer func() { s.Close(); <-done }()
 	c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(s.LocalAddr()))
 	if err != nil {

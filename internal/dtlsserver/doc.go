@@ -50,6 +50,13 @@
 //	DTLS_BENCH_SESSIONS=100000 go test -run XXX -bench SessionMemory/hibernated -benchtime 1x ./internal/dtlsserver/
 //	  1,390 heap-B/session, 1,781 rss-B/session, 0 goroutines/session
 //
+// CPU (BenchmarkMessages, BenchmarkHandshake, BenchmarkPlainMessages: pion clients in the same
+// process; the server's share from go tool pprof -tagfocus side=server on -cpuprofile), 2 vCPU:
+// a CON POST and its 2.04 costs the server ~11 µs over 64 DTLS sessions against ~3.6 µs over
+// plain CoAP (per-datagram goroutine hand-offs and a sendto(2) per response in pion's
+// per-Conn path); a full PSK handshake with cookie ~76 µs of server CPU (~235 µs with the
+// client).
+//
 // Graceful restart: Shutdown stops reading, waits (up to its context) for requests in flight,
 // mutes every session (nothing more is sent, not even close_notify), exports the established
 // ones (pion's Conn.ConnectionState, State.MarshalBinary) and writes them to StateFile (mode
@@ -75,7 +82,7 @@
 //	coapgw_dtls_session_evictions_total{reason}   sessions closed by the server: idle, cap
 //	coapgw_dtls_datagrams_total{disposition}      datagrams received: session, hello,
 //	                                              unknown_cid, unknown_peer, short, queue_full,
-//	                                              handshakes_full
+//	                                              handshakes_full, oversized (over MaxDatagram)
 //	coapgw_dtls_sessions_saved_total              sessions written to StateFile at shutdown
 //	coapgw_dtls_sessions_restored_total           sessions resumed from it at start
 //	coapgw_dtls_hibernated_sessions               established sessions hibernated

@@ -132,18 +132,8 @@ func (s *Server) wakeLocked(ss *session) bool {
 	s.hibernated.Add(-1)
 	s.m.wakes.Inc()
 	s.wg.Add(1)
-	go s.runSession(ss, conn, true)
+	go s.runSession(ss, conn, vc, true)
 	return true
-}
-
-// awake returns ss's Conn, waking it if it hibernates; nil if ss is gone.
-func (s *Server) awake(ss *session) *dtls.Conn {
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	if ss.conn == nil && !s.wakeLocked(ss) {
-		return nil
-	}
-	return ss.conn
 }
 
 // export ends every session for Shutdown: each is muted and marked gone, and the established

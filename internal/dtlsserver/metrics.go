@@ -12,10 +12,11 @@ const (
 	dispShort                             // shorter than a record header
 	dispQueueFull                         // the session's queue was full
 	dispHandshakesFull                    // a ClientHello past MaxHandshakes
+	dispOversized                         // longer than MaxDatagram: dropped
 	numDisp
 )
 
-var dispNames = [numDisp]string{"session", "hello", "unknown_cid", "unknown_peer", "short", "queue_full", "handshakes_full"}
+var dispNames = [numDisp]string{"session", "hello", "unknown_cid", "unknown_peer", "short", "queue_full", "handshakes_full", "oversized"}
 
 const (
 	resultOK        = "ok"

@@ -1,6 +1,7 @@
 package dtlsserver
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -8,6 +9,8 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -154,11 +157,17 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		return nil
 	}
 	s.shut = true
-	started := s.started
+	started, loaded := s.started, s.loaded
 	close(s.stop)
 	s.lmu.Unlock()
 	if s.conn == nil {
 		return nil
+	}
+	if !started && s.cfg.StateFile != "" && len(loaded) > 0 {
+		// Loaded, never served: keep them for the next start.
+		err := s.save(loaded)
+		s.conn.Close()
+		return err
 	}
 	_ = s.conn.SetReadDeadline(time.Unix(1, 0))
 	if started {
@@ -195,17 +204,24 @@ func (s *Server) Send(peer netip.AddrPort, b []byte) {
 	if ss == nil || !ss.est.Load() {
 		return
 	}
-	conn := s.awake(ss)
-	if conn == nil {
+	// Written under ss.mu, so that hibernate cannot mute and export the session between
+	// taking its Conn and the write (the response would be lost). Lock order: a goroutine
+	// holding ss.mu may take Server.mu (vconn.WriteTo → moveSession) only for an established
+	// session, and Server.mu holders take ss.mu only of sessions in handshake (dropPreCookie).
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.conn == nil && !s.wakeLocked(ss) {
 		return
 	}
-	if _, err := conn.Write(b); err != nil {
+	if _, err := ss.conn.Write(b); err != nil {
 		s.log.Debug("dtls write", "peer", peer, "err", err)
 	}
 }
 
 func (s *Server) read() {
-	buf := make([]byte, s.cfg.MaxDatagram)
+	// One byte more than MaxDatagram: a datagram that fills it was longer, and is dropped whole
+	// rather than handed on cut short (its record could not be authenticated anyway).
+	buf := make([]byte, s.cfg.MaxDatagram+1)
 	for {
 		n, from, err := s.conn.ReadFromUDPAddrPort(buf)
 		if err != nil {
@@ -214,6 +230,10 @@ func (s *Server) read() {
 				return
 			}
 			s.log.Warn("dtls read", "err", err)
+			continue
+		}
+		if n > s.cfg.MaxDatagram {
+			s.m.disp(dispOversized)
 			continue
 		}
 		s.route(buf[:n], netip.AddrPortFrom(from.Addr().Unmap(), from.Port()))
@@ -337,7 +357,11 @@ func (s *Server) startSession(hello []byte, from netip.AddrPort) {
 			return
 		}
 	}
+	prev := s.byAddr[from]
 	ss := s.newSession(from, s.newCID())
+	if prev != nil && prev.est.Load() {
+		ss.prev = prev
+	}
 	vc := newVconn(s, ss, s.cfg.SessionQueue)
 	conn, err := dtls.ServerWithOptions(vc, net.UDPAddrFromAddrPort(from), s.connOptions(ss.cid)...)
 	if err != nil {
@@ -359,7 +383,7 @@ func (s *Server) startSession(hello []byte, from netip.AddrPort) {
 	}
 	s.m.disp(dispHello)
 	vc.deliver(hello, from)
-	go s.runSession(ss, conn, false)
+	go s.runSession(ss, conn, vc, false)
 }
 
 // preCookieCandidate says whether ss is a handshake whose peer has not returned the cookie:
@@ -407,7 +431,11 @@ func (s *Server) unregister(ss *session) bool {
 	}
 	delete(s.byKey, ss.key)
 	if a := ss.addr.Load(); a != nil && s.byAddr[*a] == ss {
-		delete(s.byAddr, *a)
+		if p := ss.prev; p != nil && s.byKey[p.key] == p {
+			s.byAddr[*a] = p // a handshake that failed does not take the address from a session
+		} else {
+			delete(s.byAddr, *a)
+		}
 	}
 	if s.byCID[ss.cid] == ss {
 		delete(s.byCID, ss.cid)
@@ -458,7 +486,7 @@ func (s *Server) moveSession(ss *session, addr netip.AddrPort) {
 
 // runSession runs one Conn of ss: the handshake unless resumed, then hands every decrypted
 // datagram to the exchange layer until the Conn stops.
-func (s *Server) runSession(ss *session, conn *dtls.Conn, resumed bool) {
+func (s *Server) runSession(ss *session, conn *dtls.Conn, vc *vconn, resumed bool) {
 	defer s.wg.Done()
 	defer s.sessionEnded(ss, conn)
 	if !resumed {
@@ -487,40 +515,73 @@ func (s *Server) runSession(ss *session, conn *dtls.Conn, resumed bool) {
 	buf := make([]byte, s.cfg.MaxDatagram)
 	for {
 		n, err := conn.Read(buf)
+		var temp *dtls.TemporaryError
+		if errors.As(err, &temp) {
+			continue // a record pion dropped (e.g. longer than buf): the session goes on
+		}
 		if err != nil {
 			return
 		}
-		// pion's remote address: the last one it authenticated a record from (RFC 9146 §6).
-		addr := *ss.addr.Load()
-		if ua, ok := conn.RemoteAddr().(*net.UDPAddr); ok {
-			addr = ua.AddrPort()
-			addr = netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
-		}
-		s.ep.HandleSession(ss.key, addr, ss.identity, buf[:n])
+		s.ep.HandleSession(ss.key, s.peerAddr(conn, vc), ss.identity, buf[:n])
 	}
+}
+
+// peerAddr is where a record just read from conn came from, as pion authenticated it: its
+// remote address (RFC 9146 §6). pion moves that address to a Connection ID record's source
+// only after handing the record over, so when the last datagram came from elsewhere the answer
+// could go to the old address: wait (briefly) for pion to come back for its next datagram,
+// which it does after the move. pion's address is used, never the datagram's own, which a
+// forged record would set.
+func (s *Server) peerAddr(conn *dtls.Conn, vc *vconn) netip.AddrPort {
+	remote := func() netip.AddrPort {
+		ua, _ := conn.RemoteAddr().(*net.UDPAddr)
+		ap := ua.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	from, returned := vc.lastRead()
+	if from == remote() {
+		return from
+	}
+	for deadline := time.Now().Add(50 * time.Millisecond); vc.entries.Load() <= returned && time.Now().Before(deadline); {
+		runtime.Gosched()
+	}
+	return remote()
 }
 
 // promote counts ss as established; past MaxSessions the least recently active other session
 // is evicted.
 func (s *Server) promote(ss *session) {
 	s.mu.Lock()
-	var victim *session
+	var victims []*session
 	if s.byKey[ss.key] == ss {
 		ss.est.Store(true)
+		ss.prev = nil // the device's new session replaces the one it had at this address
 		s.handshaking--
 		s.established++
 		if s.established > s.cfg.MaxSessions {
-			for _, o := range s.byKey {
-				if o != ss && o.est.Load() && !o.evicted.Load() && (victim == nil || o.last.Load() < victim.last.Load()) {
-					victim = o
-				}
-			}
+			victims = s.leastRecent(ss, max(1, s.cfg.MaxSessions/100))
 		}
 	}
 	s.mu.Unlock()
-	if victim != nil {
-		s.evict(victim, evictCap)
+	for _, v := range victims {
+		s.evict(v, evictCap)
 	}
+}
+
+// leastRecent returns the n least recently active established sessions other than ss; s.mu
+// is held. Evicting a hundredth of MaxSessions at a time keeps the scan off most handshakes.
+func (s *Server) leastRecent(ss *session, n int) []*session {
+	all := make([]*session, 0, len(s.byKey))
+	for _, o := range s.byKey {
+		if o != ss && o.est.Load() && !o.evicted.Load() {
+			all = append(all, o)
+		}
+	}
+	if len(all) > n {
+		slices.SortFunc(all, func(a, b *session) int { return cmp.Compare(a.last.Load(), b.last.Load()) })
+		all = all[:n]
+	}
+	return all
 }
 
 // Sessions is the number of established sessions and of handshakes in progress.

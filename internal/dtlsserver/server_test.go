@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -335,13 +336,13 @@ func TestConnectionIDSurvivesPortChange(t *testing.T) {
 	if resp := post(t, c, "sensor/dev-2", "b"); resp.Code != coapmsg.Changed {
 		t.Fatalf("after the port change: code %v", resp.Code)
 	}
-	// The session follows the device once pion has authenticated a record from its new address
-	// (the request that moved may still show the old one).
+	// The session follows the device from the first record pion authenticates at its new
+	// address: that request shows it, and its answer goes there.
 	if resp := post(t, c, "sensor/dev-2", "c"); resp.Code != coapmsg.Changed {
 		t.Fatalf("after the port change: code %v", resp.Code)
 	}
 	got := ts.h.all()
-	if len(got) != 3 || got[2].peer != moved || got[1].identity != "sensor/dev-2" || got[1].payload != "b" || got[2].identity != "sensor/dev-2" {
+	if len(got) != 3 || got[1].peer != moved || got[2].peer != moved || got[1].identity != "sensor/dev-2" || got[1].payload != "b" || got[2].identity != "sensor/dev-2" {
 		t.Fatalf("handler got %+v; want the later requests as sensor/dev-2, the last from %v", got, moved)
 	}
 	if hs := ts.handshakes(resultOK); hs != 1 {
@@ -362,8 +363,8 @@ func TestRestartKeepsSessions(t *testing.T) {
 	}
 	post(t, c, "sensor/dev-1", "before")
 	ts.stop(t)
-	if got := counterValue(ts.reg, "coapgw_dtls_sessions_saved_total", "", ""); got != -1 && got != 1 {
-		t.Fatalf("saved %v sessions", got)
+	if got := testutil.ToFloat64(ts.m.saved); got != 1 {
+		t.Fatalf("saved %v sessions, want 1", got)
 	}
 
 	ts2 := startServer(t, Config{Addr: addr.String(), StateFile: state})
@@ -612,5 +613,199 @@ func TestLateResponseWakesSession(t *testing.T) {
 	}
 	if err := m.Decode(buf[:n]); err != nil || m.Type != coapmsg.Confirmable || m.Code != coapmsg.Changed || string(m.Payload) != "late" {
 		t.Fatalf("got %+v (%v), want the separate 2.04", m, err)
+	}
+}
+
+// TestSpoofedHelloKeepsSession: a ClientHello from the address of an established session
+// without Connection ID (as a spoofer could send) starts a handshake there, but when that
+// handshake is abandoned the address routes to the established session again.
+func TestSpoofedHelloKeepsSession(t *testing.T) {
+	ts := startServer(t, Config{HandshakeTimeout: 300 * time.Millisecond})
+	mc := newMovingConn(t)
+	c, err := dtls.ClientWithOptions(mc, net.UDPAddrFromAddrPort(ts.LocalAddr()),
+		dtls.WithPSK(func([]byte) ([]byte, error) { return keys["sensor/dev-1"], nil }),
+		dtls.WithPSKIdentityHint([]byte("sensor/dev-1")),
+		dtls.WithCipherSuites(dtls.TLS_PSK_WITH_AES_128_GCM_SHA256), // and no Connection ID
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := c.HandshakeContext(ctx); err != nil {
+		t.Fatal(err)
+	}
+	post(t, c, "sensor/dev-1", "before")
+
+	sock, _ := mc.current()
+	if _, err := sock.WriteTo(clientHello(t), net.UDPAddrFromAddrPort(ts.LocalAddr())); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the spoofed handshake to start and expire", func() bool {
+		return ts.handshakes(resultTimeout) == 1
+	})
+	if resp := post(t, c, "sensor/dev-1", "after"); resp.Code != coapmsg.Changed {
+		t.Fatalf("code %v", resp.Code)
+	}
+	if est, hs := ts.Sessions(); est != 1 || hs != 0 {
+		t.Fatalf("%d sessions, %d handshakes", est, hs)
+	}
+}
+
+// TestStateFile: the saved sessions are readable by the owner only, and a state file that does
+// not decode is reported and removed without stopping the server.
+func TestStateFile(t *testing.T) {
+	dir := t.TempDir()
+	state := dir + "/sessions.json"
+	ts := startServer(t, Config{StateFile: state})
+	c, _, err := dial(t, ts.LocalAddr(), "sensor/dev-1", keys["sensor/dev-1"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	post(t, c, "sensor/dev-1", "x")
+	ts.stop(t)
+	fi, err := os.Stat(state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Fatalf("state file mode %v, want 0600", fi.Mode().Perm())
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 1 {
+		t.Fatalf("%d files in the state directory, want only the state file", len(ents))
+	}
+
+	if err := os.WriteFile(state, []byte("{not json"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ts2 := startServer(t, Config{StateFile: state})
+	if est, _ := ts2.Sessions(); est != 0 {
+		t.Fatalf("%d sessions from a corrupt file", est)
+	}
+	if _, err := os.Stat(state); !os.IsNotExist(err) {
+		t.Fatalf("corrupt state file still there: %v", err)
+	}
+	c2, _, err := dial(t, ts2.LocalAddr(), "sensor/dev-2", keys["sensor/dev-2"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	post(t, c2, "sensor/dev-2", "works")
+}
+
+func TestHibernatedSessionsExpire(t *testing.T) {
+	ts := startServer(t, Config{HibernateAfter: 20 * time.Millisecond, IdleTimeout: 300 * time.Millisecond})
+	c, _, err := dial(t, ts.LocalAddr(), "sensor/dev-1", keys["sensor/dev-1"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	post(t, c, "sensor/dev-1", "x")
+	waitFor(t, "the session to hibernate", func() bool { return ts.hibernated.Load() == 1 })
+	waitFor(t, "the hibernated session to expire", func() bool { est, _ := ts.Sessions(); return est == 0 })
+	if h := ts.hibernated.Load(); h != 0 {
+		t.Fatalf("%d hibernated sessions after expiry", h)
+	}
+	if v := counterValue(ts.reg, "coapgw_dtls_session_evictions_total", "reason", evictIdle); v != 1 {
+		t.Fatalf("idle evictions %v, want 1", v)
+	}
+	// Its Connection ID is forgotten: the client's next record finds no session.
+	b, _ := (&coapmsg.Message{Type: coapmsg.Confirmable, Code: coapmsg.POST, MID: 1}).Append(nil)
+	if _, err := c.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the record to be dropped as unknown_cid", func() bool {
+		return counterValue(ts.reg, "coapgw_dtls_datagrams_total", "disposition", "unknown_cid") == 1
+	})
+}
+
+// TestOversizedDatagramDropped: a datagram longer than MaxDatagram is dropped whole (counted),
+// and the session it belonged to goes on.
+func TestOversizedDatagramDropped(t *testing.T) {
+	ts := startServer(t, Config{MaxDatagram: 512})
+	c, _, err := dial(t, ts.LocalAddr(), "sensor/dev-1", keys["sensor/dev-1"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := coapmsg.Message{Type: coapmsg.Confirmable, Code: coapmsg.POST, MID: 999, Token: []byte{7}, Payload: make([]byte, 700)}
+	b, _ := big.Append(nil)
+	if _, err := c.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the oversized datagram counted", func() bool {
+		return counterValue(ts.reg, "coapgw_dtls_datagrams_total", "disposition", "oversized") == 1
+	})
+	if resp := post(t, c, "sensor/dev-1", "small"); resp.Code != coapmsg.Changed {
+		t.Fatalf("code %v", resp.Code)
+	}
+	if got := ts.h.all(); len(got) != 1 || got[0].payload != "small" {
+		t.Fatalf("handler got %+v", got)
+	}
+}
+
+// TestConcurrentClients runs clients in parallel while sessions hibernate and wake between
+// requests and some clients change port: every request is answered 2.04 and reaches the
+// handler once, with its identity.
+func TestConcurrentClients(t *testing.T) {
+	const clients, requests = 12, 15
+	ts := startServer(t, Config{HibernateAfter: 5 * time.Millisecond})
+	var wg sync.WaitGroup
+	errs := make(chan error, clients)
+	for i := 0; i < clients; i++ {
+		id := "sensor/dev-1"
+		if i%2 == 1 {
+			id = "sensor/dev-2"
+		}
+		c, mc, err := dial(t, ts.LocalAddr(), id, keys[id])
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for r := 0; r < requests; r++ {
+				if i%3 == 0 && r == requests/2 {
+					mc.Move(t)
+				}
+				time.Sleep(time.Duration(r%4) * 4 * time.Millisecond)
+				m := coapmsg.Message{Type: coapmsg.Confirmable, Code: coapmsg.POST, MID: uint16(mid.Add(1)), Token: []byte{byte(i), byte(r)}, Payload: []byte(id)}
+				b, _ := m.Append(nil)
+				if _, err := c.Write(b); err != nil {
+					errs <- err
+					return
+				}
+				_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+				buf := make([]byte, 512)
+				n, err := c.Read(buf)
+				if err != nil {
+					errs <- fmt.Errorf("client %d request %d: %w", i, r, err)
+					return
+				}
+				var resp coapmsg.Message
+				if err := resp.Decode(buf[:n]); err != nil || resp.Code != coapmsg.Changed || resp.MID != m.MID {
+					errs <- fmt.Errorf("client %d request %d: %+v %v", i, r, resp, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	got := ts.h.all()
+	if len(got) != clients*requests {
+		t.Fatalf("handler got %d requests, want %d", len(got), clients*requests)
+	}
+	for _, r := range got {
+		if r.identity != r.payload {
+			t.Fatalf("request %+v carries the wrong identity", r)
+		}
+	}
+	if hs := ts.handshakes(resultOK); hs != clients {
+		t.Fatalf("%v handshakes, want %d", hs, clients)
+	}
+	if testutil.ToFloat64(ts.m.wakes) == 0 {
+		t.Fatal("no session hibernated and woke: the test did not test that")
 	}
 }

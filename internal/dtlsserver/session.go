@@ -29,6 +29,9 @@ type session struct {
 	// pastCookie: the server sent its ServerHello, so the peer returned the cookie and
 	// receives at its address.
 	pastCookie atomic.Bool
+	// prev is the established session that had this address when this one's ClientHello came
+	// from it, until this handshake completes (guarded by Server.mu).
+	prev *session
 
 	mu   sync.Mutex
 	conn *dtls.Conn // nil while hibernated
@@ -68,6 +71,18 @@ type vconn struct {
 	mu       sync.Mutex
 	deadline time.Time
 	wake     chan struct{}
+	from     netip.AddrPort // source of the last datagram ReadFrom returned (guarded by mu)
+
+	// ReadFrom calls begun, and datagrams returned: pion comes back to ReadFrom only after it
+	// has processed the datagram before (see Server.peerAddr).
+	entries, returned atomic.Uint64
+}
+
+// lastRead is the source of the last datagram handed to pion, and how many it has had.
+func (v *vconn) lastRead() (netip.AddrPort, uint64) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.from, v.returned.Load()
 }
 
 func newVconn(s *Server, ss *session, queue int) *vconn {
@@ -90,6 +105,7 @@ func (v *vconn) deliver(data []byte, from netip.AddrPort) bool {
 }
 
 func (v *vconn) ReadFrom(b []byte) (int, net.Addr, error) {
+	v.entries.Add(1)
 	for {
 		v.mu.Lock()
 		dl := v.deadline
@@ -108,6 +124,10 @@ func (v *vconn) ReadFrom(b []byte) (int, net.Addr, error) {
 		case p := <-v.in:
 			stopTimer(t)
 			n := copy(b, p.data)
+			v.mu.Lock()
+			v.from = p.from
+			v.returned.Add(1)
+			v.mu.Unlock()
 			return n, net.UDPAddrFromAddrPort(p.from), nil
 		case <-v.closed:
 			stopTimer(t)
