@@ -437,15 +437,18 @@ func (w *ResponseWriter) Respond(code coapmsg.Code, payload []byte) {
 			return
 		}
 		if w.state.CompareAndSwap(st, wsDone) {
-			e.inflight.Add(-1)
 			e.m.resp(code)
 			if st == wsEmptyAck {
 				e.sendSeparate(w, code, payload)
+				e.inflight.Add(-1)
 				return
 			}
 			break
 		}
 	}
+	// The request is in flight until its answer is handed to the Sender: Shutdown waits for
+	// in-flight requests and then closes the sender, which must not drop the answer.
+	defer e.inflight.Add(-1)
 	var opts [maxRespOpts]coapmsg.Option
 	m := coapmsg.Message{Code: code, Token: w.token[:w.tkl], Options: w.options(&opts), Payload: payload}
 	if w.con {
