@@ -59,3 +59,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.Close()
 	return err
 }
+
+// WaitIdle blocks until no request is in flight (every one handed to the handler has been
+// answered) or ctx ends, whichever comes first; it returns ctx's error in the second case. The
+// transport must have stopped feeding the endpoint: no request may start meanwhile.
+func (e *Endpoint) WaitIdle(ctx context.Context) error { return e.inflight.waitZero(ctx) }

@@ -83,11 +83,13 @@ type CoAP struct {
 // DTLS configures CoAP over DTLS 1.2 with PSK (internal/dtlsserver). The DTLS port is opened
 // only when a credential source is configured (Credentials).
 type DTLS struct {
-	Addr           string        // coaps-addr
-	MaxSessions    int           // dtls-max-sessions
-	IdleTimeout    time.Duration // dtls-idle-timeout
-	HibernateAfter time.Duration // dtls-hibernate-after
-	StateFile      string        // dtls-state-file; empty: <data-dir>/dtls-sessions
+	Addr             string        // coaps-addr
+	MaxSessions      int           // dtls-max-sessions
+	IdleTimeout      time.Duration // dtls-idle-timeout
+	HibernateAfter   time.Duration // dtls-hibernate-after
+	StateFile        string        // dtls-state-file; empty: <data-dir>/dtls-sessions
+	MaxHandshakes    int           // dtls-max-handshakes: handshakes in progress at once
+	HandshakeTimeout time.Duration // dtls-handshake-timeout
 }
 
 // Credentials configures device identity (internal/credential): per-device keys in the local
@@ -204,7 +206,8 @@ func Default() Config {
 			DedupMaxEntries: 500_000, DedupPerPeer: 1024, ShutdownTimeout: 10 * time.Second,
 			FailLinger: 5 * time.Second,
 		},
-		DTLS:   DTLS{Addr: ":5684", MaxSessions: 100_000, IdleTimeout: 24 * time.Hour, HibernateAfter: 30 * time.Second},
+		DTLS: DTLS{Addr: ":5684", MaxSessions: 100_000, IdleTimeout: 24 * time.Hour, HibernateAfter: 30 * time.Second,
+			MaxHandshakes: 1024, HandshakeTimeout: 10 * time.Second},
 		Ingest: Ingest{GatewayID: host, MaxPayload: 8192, RetryAfter: 5 * time.Second, DeviceBurst: 10},
 		Spool:  Spool{DataDir: "./data", MaxBytes: GiB, SegmentBytes: 64 * MiB},
 		Local: Local{

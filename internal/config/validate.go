@@ -292,6 +292,12 @@ func (c *Config) validateIdentity(v *validator) {
 	if d := c.DTLS.IdleTimeout; d < time.Minute {
 		v.bad("dtls-idle-timeout %s: want at least 1m", d)
 	}
+	if n := c.DTLS.MaxHandshakes; n < 1 || n > 1_000_000 {
+		v.bad("dtls-max-handshakes %d: want 1–1000000", n)
+	}
+	if d := c.DTLS.HandshakeTimeout; d < 100*time.Millisecond || d > 5*time.Minute {
+		v.bad("dtls-handshake-timeout %s: want 100ms–5m", d)
+	}
 	if d := c.DTLS.HibernateAfter; d == 0 || (d > 0 && d < time.Second) {
 		v.bad("dtls-hibernate-after %s: want at least 1s, or negative for never", d)
 	}
