@@ -171,7 +171,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	_ = s.conn.SetReadDeadline(time.Unix(1, 0))
 	if started {
-		<-s.readDone // no session starts or wakes after this
+		<-s.readDone           // no session starts or wakes after this
 		_ = s.ep.WaitIdle(ctx) // at ctx's end the rest go unanswered, as on the UDP server
 		s.ep.Stop()
 	}
