@@ -165,21 +165,36 @@ func TestChecksCanFail(t *testing.T) {
 	}
 }
 
+// deps lists the packages pkgs depend on (go list -deps), the packages themselves included.
+func deps(t *testing.T, pkgs ...string) []string {
+	t.Helper()
+	cmd := exec.Command("go", append([]string{"list", "-deps"}, pkgs...)...)
+	cmd.Dir = repoRoot(t)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list -deps %v: %v", pkgs, err)
+	}
+	d := strings.Fields(string(out))
+	if len(d) < 10 {
+		t.Fatalf("go list -deps printed %d packages; want the real list", len(d))
+	}
+	return d
+}
+
+// TestProcessorTakesRecords: the processor and the SQS consumer work on decoded records, not
+// on the spool's entries: neither depends on the spool.
+func TestProcessorTakesRecords(t *testing.T) {
+	for _, p := range deps(t, "./internal/processor", "./internal/consume") {
+		if strings.HasSuffix(p, "/internal/spool") {
+			t.Errorf("internal/processor or internal/consume depends on %s", p)
+		}
+	}
+}
+
 // TestGatewayBinaryDeps: the production binary links neither the load generator nor test
 // helpers.
 func TestGatewayBinaryDeps(t *testing.T) {
-	root := repoRoot(t)
-	cmd := exec.Command("go", "list", "-deps", "./cmd/coapgw")
-	cmd.Dir = root
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("go list -deps ./cmd/coapgw: %v", err)
-	}
-	deps := strings.Fields(string(out))
-	if len(deps) < 10 {
-		t.Fatalf("go list -deps printed %d packages; want the real list", len(deps))
-	}
-	for _, p := range deps {
+	for _, p := range deps(t, "./cmd/coapgw") {
 		if !strings.HasPrefix(p, "github.com/coapgw/coapgw/") {
 			continue
 		}
