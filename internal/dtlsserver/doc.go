@@ -65,16 +65,17 @@
 // before handing the record on (a hibernated session before it wakes, a restored one at its
 // first record). If the hook refuses the identity, or answers a key other than the one the
 // session was established with (a rotated key; the session keeps only the key's SHA-256, also
-// in StateFile), the record goes unanswered and the session is closed and removed (eviction
-// reason "revoked"): the device must handshake again, which fails if its key is revoked. No
-// timer or goroutine per session: a record costs one clock read and one comparison when no
-// check is due, and a session that sends nothing holds nothing open.
+// in StateFile), the record goes unanswered and the session is closed (with close_notify if it
+// was awake) and removed (eviction reason "revoked"): the device must handshake again, which
+// fails if its key is revoked. No timer or goroutine per session: a record costs one atomic
+// load and one comparison when no check is due, and a session that sends nothing holds nothing
+// open.
 //
-// End to end, with the gateway's credential stores (package credential): a revoked identity's
-// last accepted request comes at most Refresh (2 s) after `coapgw device revoke` (a per-device
-// key) or RevocationCheck (1 s) after the revocation file changed (a fleet key), plus
-// RecheckInterval (1 s): within about 3 s. Responses the exchange layer sends on its own
-// (separate responses to requests accepted before) are not checked.
+// The bound, end to end with the gateway's credential stores (package credential): a revoked
+// identity's last request is accepted at most Refresh (2 s; a per-device key revoked with
+// `coapgw device revoke`) or RevocationCheck (1 s; a fleet key listed in the revocation file)
+// plus RecheckInterval (1 s) after the revocation: within about 3 s. Responses the exchange
+// layer sends on its own (separate responses to requests accepted before) are not checked.
 //
 // Graceful restart: Shutdown stops reading, waits (up to its context) for requests in flight,
 // mutes every session (nothing more is sent, not even close_notify), exports the established

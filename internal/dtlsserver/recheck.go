@@ -7,18 +7,11 @@ import (
 	"github.com/pion/dtls/v3"
 )
 
-// Revocation of live sessions. Config.PSK is asked for a key only at a full handshake; a
-// session then lives on its own keys (and across hibernation and restarts, on its exported
-// state). So that a revoked or rotated key does not leave its sessions working, each
-// established session's identity is asked again, at most once per RecheckInterval, when one
-// of its datagrams arrives: the reader compares the datagram's arrival with the session's last
-// check (one load and one comparison when not due; no timer or goroutine per session). When
-// the hook refuses the identity, or answers another key than the one the session was
-// established with (compared by SHA-256, the only trace of the key the session keeps), the
-// session is evicted (reason "revoked") without that datagram being handled: the device must
-// handshake again, which fails if it is revoked. A hibernated session is checked before it
-// wakes. Responses the exchange layer sends on its own (separate responses) are not checked:
-// they answer requests accepted before.
+// Revocation of live sessions (package doc, "Revocation"): Server.deliver asks recheckDue for
+// every datagram of a session (one load, one comparison) and, when due, stillValid asks
+// Config.PSK again, before the datagram is queued or the hibernated session woken. A session
+// keeps only the SHA-256 of its key, set by the PSK hook at the handshake (and saved with it
+// in StateFile).
 
 // pskOption is the PSK hook of ss's Conns: Config.PSK, recording in ss the SHA-256 of the key
 // it answers, and the time (the handshake's lookup is a check).
@@ -36,9 +29,10 @@ func (s *Server) pskOption(ss *session) dtls.Option {
 }
 
 // recheckDue says whether ss's identity is to be checked again for a datagram arriving at now
-// (unix nanoseconds): it is established and its last check is RecheckInterval old.
+// (unix nanoseconds): it is established, not being closed, and its last check is
+// RecheckInterval old.
 func (s *Server) recheckDue(ss *session, now int64) bool {
-	return now-ss.checked.Load() >= int64(s.cfg.RecheckInterval) && ss.est.Load()
+	return now-ss.checked.Load() >= int64(s.cfg.RecheckInterval) && ss.est.Load() && !ss.evicted.Load()
 }
 
 // stillValid asks Config.PSK again for ss's identity. If the hook refuses it, or answers

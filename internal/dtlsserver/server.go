@@ -297,19 +297,16 @@ func (s *Server) route(data []byte, from netip.AddrPort) {
 	s.startSession(data, from)
 }
 
-// deliver queues a datagram for ss, waking it if hibernated, once its identity passed recheck.go.
+// deliver queues a datagram for ss (waking it if hibernated) after recheck.go's check, if due.
 func (s *Server) deliver(ss *session, data []byte, from netip.AddrPort) {
 	now := time.Now().UnixNano()
-	if ss.evicted.Load() {
-		s.m.disp(dispUnknownPeer)
-		return
-	}
 	if s.recheckDue(ss, now) && !s.stillValid(ss, now) {
 		s.m.disp(dispRevoked)
 		return
 	}
 	ss.mu.Lock()
-	if ss.conn == nil && !s.wakeLocked(ss) {
+	asleep := ss.conn == nil
+	if ss.evicted.Load() || (asleep && !s.wakeLocked(ss)) {
 		ss.mu.Unlock()
 		s.m.disp(dispUnknownPeer)
 		return
@@ -320,7 +317,10 @@ func (s *Server) deliver(ss *session, data []byte, from netip.AddrPort) {
 		s.m.disp(dispQueueFull)
 		return
 	}
-	ss.last.Store(time.Now().UnixNano()) // after the wake: the janitor must not hibernate it at once
+	if asleep {
+		now = time.Now().UnixNano() // after the wake, lest the janitor hibernate it at once
+	}
+	ss.last.Store(now)
 	s.m.disp(dispSession)
 }
 
