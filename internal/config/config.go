@@ -90,6 +90,7 @@ type DTLS struct {
 	StateFile        string        // dtls-state-file; empty: <data-dir>/dtls-sessions
 	MaxHandshakes    int           // dtls-max-handshakes: handshakes in progress at once
 	HandshakeTimeout time.Duration // dtls-handshake-timeout
+	RecheckInterval  time.Duration // dtls-recheck-interval: a live session's key looked up again
 }
 
 // Credentials configures device identity (internal/credential): per-device keys in the local
@@ -207,7 +208,7 @@ func Default() Config {
 			FailLinger: 5 * time.Second,
 		},
 		DTLS: DTLS{Addr: ":5684", MaxSessions: 100_000, IdleTimeout: 24 * time.Hour, HibernateAfter: 30 * time.Second,
-			MaxHandshakes: 1024, HandshakeTimeout: 10 * time.Second},
+			MaxHandshakes: 1024, HandshakeTimeout: 10 * time.Second, RecheckInterval: time.Second},
 		Ingest: Ingest{GatewayID: host, MaxPayload: 8192, RetryAfter: 5 * time.Second, DeviceBurst: 10},
 		Spool:  Spool{DataDir: "./data", MaxBytes: GiB, SegmentBytes: 64 * MiB},
 		Local: Local{

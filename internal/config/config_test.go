@@ -235,6 +235,8 @@ func TestValidateReportsEverything(t *testing.T) {
 			[]string{`coap-addr ":99999": port 99999 is out of range`, `http-addr "nosuchhost.invalid:8080": host "nosuchhost.invalid" does not resolve`, "piggyback-deadline 1ns"}},
 		{Serve, "coap_addr: '5683'\nspool_max_bytes: 64KiB\nspool_segment_bytes: 1MiB\nforward_backoff_base: 0s\nprocessor_backoff_max: 1ms\n",
 			[]string{"coap-addr", "spool-max-bytes 64KiB", "forward-backoff-base", "processor-backoff-max"}},
+		{Serve, "fleet_key_file: /k\ndtls_recheck_interval: 10ms\n", []string{"dtls-recheck-interval 10ms: want 100ms–1m"}},
+		{Serve, "fleet_key_file: /k\ndtls_recheck_interval: 2m\n", []string{"dtls-recheck-interval 2m0s: want 100ms–1m"}},
 		{Process, "queue: nope\npollers: 0\nhttp_addr: ':70000'\nvisibility_timeout: 1s\n",
 			[]string{`queue "nope"`, "pollers 0", `http-addr ":70000": port 70000`, "visibility-timeout 1s"}},
 	}

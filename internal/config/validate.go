@@ -298,6 +298,9 @@ func (c *Config) validateIdentity(v *validator) {
 	if d := c.DTLS.HandshakeTimeout; d < 100*time.Millisecond || d > 5*time.Minute {
 		v.bad("dtls-handshake-timeout %s: want 100ms–5m", d)
 	}
+	if d := c.DTLS.RecheckInterval; d < 100*time.Millisecond || d > time.Minute {
+		v.bad("dtls-recheck-interval %s: want 100ms–1m", d)
+	}
 	if d := c.DTLS.HibernateAfter; d == 0 || (d > 0 && d < time.Second) {
 		v.bad("dtls-hibernate-after %s: want at least 1s, or negative for never", d)
 	}

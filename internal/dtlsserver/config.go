@@ -7,7 +7,9 @@ import (
 )
 
 // PSKFunc returns the pre-shared key for a PSK identity, or an error to refuse the handshake. It
-// is called once per full handshake, from any goroutine.
+// is called at every full handshake, from any goroutine, and again for an established
+// session's identity at most once per Config.RecheckInterval, from the server's reader: it must
+// be cheap (an in-memory lookup).
 type PSKFunc func(identity []byte) ([]byte, error)
 
 // Config is the DTLS transport's configuration. The cipher suites are fixed
@@ -34,6 +36,10 @@ type Config struct {
 	// (and removes the file: a saved session is resumed at most once). It holds key material:
 	// it is written with mode 0600.
 	StateFile string
+	// RecheckInterval: an established session's identity is asked of PSK again, when a
+	// datagram of it arrives at least this long after the last check; a refused identity or a
+	// changed key ends the session (see the package doc, "Revocation"). Default 1 s.
+	RecheckInterval time.Duration
 	// MaxDatagram is the longest datagram read; default 2048 bytes.
 	MaxDatagram int
 	// SessionQueue is how many datagrams wait for a busy session before more are dropped;
@@ -56,6 +62,9 @@ func (c *Config) defaults() {
 	}
 	if c.HandshakeTimeout <= 0 {
 		c.HandshakeTimeout = 10 * time.Second
+	}
+	if c.RecheckInterval <= 0 {
+		c.RecheckInterval = time.Second
 	}
 	if c.MaxDatagram <= 0 {
 		c.MaxDatagram = 2048
@@ -82,6 +91,7 @@ func (c Config) Validate() error {
 		{"max sessions", int64(c.MaxSessions)}, {"max handshakes", int64(c.MaxHandshakes)},
 		{"idle timeout", int64(c.IdleTimeout)}, {"handshake timeout", int64(c.HandshakeTimeout)},
 		{"max datagram", int64(c.MaxDatagram)}, {"session queue", int64(c.SessionQueue)},
+		{"recheck interval", int64(c.RecheckInterval)},
 	} {
 		if v.n < 0 {
 			errs = append(errs, fmt.Errorf("dtls: negative %s", v.name))

@@ -57,6 +57,26 @@
 // per-Conn path); a full PSK handshake with cookie ~76 µs of server CPU (~235 µs with the
 // client).
 //
+// # Revocation
+//
+// Config.PSK answers at every full handshake, so a revoked identity (the hook's error) makes no
+// new session. A live session is held to the same answer: when one of its records arrives
+// at least RecheckInterval (1 s) after its identity was last asked, the reader asks again
+// before handing the record on (a hibernated session before it wakes, a restored one at its
+// first record). If the hook refuses the identity, or answers a key other than the one the
+// session was established with (a rotated key; the session keeps only the key's SHA-256, also
+// in StateFile), the record goes unanswered and the session is closed (with close_notify if it
+// was awake) and removed (eviction reason "revoked"): the device must handshake again, which
+// fails if its key is revoked. No timer or goroutine per session: a record costs one atomic
+// load and one comparison when no check is due, and a session that sends nothing holds nothing
+// open.
+//
+// The bound, end to end with the gateway's credential stores (package credential): a revoked
+// identity's last request is accepted at most Refresh (2 s; a per-device key revoked with
+// `coapgw device revoke`) or RevocationCheck (1 s; a fleet key listed in the revocation file)
+// plus RecheckInterval (1 s) after the revocation: within about 3 s. Responses the exchange
+// layer sends on its own (separate responses to requests accepted before) are not checked.
+//
 // Graceful restart: Shutdown stops reading, waits (up to its context) for requests in flight,
 // mutes every session (nothing more is sent, not even close_notify), exports the established
 // ones (pion's Conn.ConnectionState, State.MarshalBinary) and writes them to StateFile (mode
@@ -70,8 +90,8 @@
 // The gateway's flags for this package: coaps-addr (Addr, default ":5684"), dtls-max-sessions
 // (MaxSessions), dtls-max-handshakes (MaxHandshakes), dtls-idle-timeout (IdleTimeout),
 // dtls-hibernate-after (HibernateAfter), dtls-handshake-timeout (HandshakeTimeout),
-// dtls-state-file (StateFile); max-payload sets MaxDatagram. The PSK lookup comes from the
-// credential store.
+// dtls-recheck-interval (RecheckInterval), dtls-state-file (StateFile); max-payload sets
+// MaxDatagram. The PSK lookup comes from the credential store.
 //
 // # Metrics
 //
@@ -79,10 +99,12 @@
 //	coapgw_dtls_handshakes_total{result}          handshakes ended: ok, failed, timeout,
 //	                                              displaced (before the cookie, at the cap),
 //	                                              aborted (shutdown)
-//	coapgw_dtls_session_evictions_total{reason}   sessions closed by the server: idle, cap
+//	coapgw_dtls_session_evictions_total{reason}   sessions closed by the server: idle, cap,
+//	                                              revoked (refused or rotated key at a recheck)
 //	coapgw_dtls_datagrams_total{disposition}      datagrams received: session, hello,
 //	                                              unknown_cid, unknown_peer, short, queue_full,
-//	                                              handshakes_full, oversized (over MaxDatagram)
+//	                                              handshakes_full, oversized (over MaxDatagram),
+//	                                              revoked (its session ended at a recheck)
 //	coapgw_dtls_sessions_saved_total              sessions written to StateFile at shutdown
 //	coapgw_dtls_sessions_restored_total           sessions resumed from it at start
 //	coapgw_dtls_hibernated_sessions               established sessions hibernated

@@ -61,7 +61,7 @@ func (s *Server) hibernateAfter() time.Duration {
 	return s.cfg.HibernateAfter
 }
 
-// evict closes ss for reason (idle, cap), once.
+// evict closes ss for reason (idle, cap, revoked), once.
 func (s *Server) evict(ss *session, reason string) {
 	if !ss.evicted.CompareAndSwap(false, true) {
 		return
@@ -123,7 +123,8 @@ func (s *Server) wakeLocked(ss *session) bool {
 		return false
 	}
 	vc := newVconn(s, ss, s.cfg.SessionQueue)
-	conn, err := dtls.ResumeWithOptions(&st, vc, net.UDPAddrFromAddrPort(*ss.addr.Load()), s.opts...)
+	opts := append(append(make([]dtls.Option, 0, len(s.opts)+1), s.opts...), s.pskOption(ss))
+	conn, err := dtls.ResumeWithOptions(&st, vc, net.UDPAddrFromAddrPort(*ss.addr.Load()), opts...)
 	if err != nil {
 		s.log.Warn("dtls session does not wake", "peer", ss.addr.Load(), "err", err)
 		return false
@@ -163,7 +164,11 @@ func (s *Server) export(all []*session) ([]savedSession, []*dtls.Conn) {
 		}
 		ss.mu.Unlock()
 		if state != nil && ss.est.Load() {
-			saved = append(saved, savedSession{Addr: *ss.addr.Load(), CID: []byte(ss.cid), Identity: ss.identity, Last: ss.last.Load(), State: state})
+			sv := savedSession{Addr: *ss.addr.Load(), CID: []byte(ss.cid), Identity: ss.identity, Last: ss.last.Load(), State: state}
+			if sum := ss.keySum.Load(); sum != nil {
+				sv.KeySum = sum[:]
+			}
+			saved = append(saved, sv)
 		}
 	}
 	return saved, conns

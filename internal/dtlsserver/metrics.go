@@ -13,10 +13,11 @@ const (
 	dispQueueFull                         // the session's queue was full
 	dispHandshakesFull                    // a ClientHello past MaxHandshakes
 	dispOversized                         // longer than MaxDatagram: dropped
+	dispRevoked                           // its session's identity was refused at a recheck
 	numDisp
 )
 
-var dispNames = [numDisp]string{"session", "hello", "unknown_cid", "unknown_peer", "short", "queue_full", "handshakes_full", "oversized"}
+var dispNames = [numDisp]string{"session", "hello", "unknown_cid", "unknown_peer", "short", "queue_full", "handshakes_full", "oversized", "revoked"}
 
 const (
 	resultOK        = "ok"
@@ -26,6 +27,7 @@ const (
 	resultDisplaced = "displaced" // dropped before the cookie to make room (MaxHandshakes)
 	evictIdle       = "idle"
 	evictCap        = "cap"
+	evictRevoked    = "revoked" // the PSK hook refused the identity or changed its key (recheck.go)
 )
 
 type metrics struct {
@@ -49,8 +51,8 @@ func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
 		hs.WithLabelValues(r)
 	}
 	m.handshake = func(r string) { hs.WithLabelValues(r).Inc() }
-	ev := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "coapgw_dtls_session_evictions_total", Help: "DTLS sessions closed by the server, by reason (idle, cap)."}, []string{"reason"})
-	for _, r := range []string{evictIdle, evictCap} {
+	ev := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "coapgw_dtls_session_evictions_total", Help: "DTLS sessions closed by the server, by reason (idle, cap, revoked)."}, []string{"reason"})
+	for _, r := range []string{evictIdle, evictCap, evictRevoked} {
 		ev.WithLabelValues(r)
 	}
 	m.evict = func(r string) { ev.WithLabelValues(r).Inc() }

@@ -78,9 +78,7 @@ func New(cfg Config, h coapserver.Handler, exchange coapserver.Options, log *slo
 		epReg = prometheus.WrapRegistererWithPrefix("dtls_", reg)
 	}
 	s.ep = coapserver.NewEndpoint(h, s, exchange, log, coapserver.NewMetrics(epReg))
-	psk := cfg.PSK
-	s.opts = []dtls.Option{
-		dtls.WithPSK(func(id []byte) ([]byte, error) { return psk(id) }),
+	s.opts = []dtls.Option{ // and the PSK hook, per session (pskOption)
 		dtls.WithCipherSuites(dtls.TLS_PSK_WITH_AES_128_CCM_8, dtls.TLS_PSK_WITH_AES_128_GCM_SHA256),
 		dtls.WithExtendedMasterSecret(dtls.RequestExtendedMasterSecret),
 	}
@@ -299,9 +297,16 @@ func (s *Server) route(data []byte, from netip.AddrPort) {
 	s.startSession(data, from)
 }
 
+// deliver queues a datagram for ss (waking it if hibernated) after recheck.go's check, if due.
 func (s *Server) deliver(ss *session, data []byte, from netip.AddrPort) {
+	now := time.Now().UnixNano()
+	if s.recheckDue(ss, now) && !s.stillValid(ss, now) {
+		s.m.disp(dispRevoked)
+		return
+	}
 	ss.mu.Lock()
-	if ss.conn == nil && !s.wakeLocked(ss) {
+	asleep := ss.conn == nil
+	if ss.evicted.Load() || (asleep && !s.wakeLocked(ss)) {
 		ss.mu.Unlock()
 		s.m.disp(dispUnknownPeer)
 		return
@@ -312,7 +317,10 @@ func (s *Server) deliver(ss *session, data []byte, from netip.AddrPort) {
 		s.m.disp(dispQueueFull)
 		return
 	}
-	ss.last.Store(time.Now().UnixNano())
+	if asleep {
+		now = time.Now().UnixNano() // after the wake, lest the janitor hibernate it at once
+	}
+	ss.last.Store(now)
 	s.m.disp(dispSession)
 }
 
@@ -337,12 +345,13 @@ func (s *Server) newSession(addr netip.AddrPort, cid string) *session {
 	return ss
 }
 
-func (s *Server) connOptions(cid string) []dtls.ServerOption {
-	opts := make([]dtls.ServerOption, 0, len(s.opts)+1)
+func (s *Server) connOptions(ss *session) []dtls.ServerOption {
+	opts := make([]dtls.ServerOption, 0, len(s.opts)+2)
 	for _, o := range s.opts {
 		opts = append(opts, o)
 	}
-	return append(opts, dtls.WithConnectionIDGenerator(func() []byte { return []byte(cid) }))
+	cid := ss.cid
+	return append(opts, s.pskOption(ss), dtls.WithConnectionIDGenerator(func() []byte { return []byte(cid) }))
 }
 
 func (s *Server) startSession(hello []byte, from netip.AddrPort) {
@@ -361,7 +370,7 @@ func (s *Server) startSession(hello []byte, from netip.AddrPort) {
 		ss.prev = prev
 	}
 	vc := newVconn(s, ss, s.cfg.SessionQueue)
-	conn, err := dtls.ServerWithOptions(vc, net.UDPAddrFromAddrPort(from), s.connOptions(ss.cid)...)
+	conn, err := dtls.ServerWithOptions(vc, net.UDPAddrFromAddrPort(from), s.connOptions(ss)...)
 	if err != nil {
 		s.unregister(ss)
 		s.mu.Unlock()

@@ -1,6 +1,7 @@
 package dtlsserver
 
 import (
+	"crypto/sha256"
 	"net"
 	"net/netip"
 	"os"
@@ -25,7 +26,12 @@ type session struct {
 	est      atomic.Bool  // handshake completed (or resumed)
 	last     atomic.Int64 // unix nanoseconds of the last datagram routed to it
 	addr     atomic.Pointer[netip.AddrPort]
-	evicted  atomic.Bool // the server decided to close it (idle, cap)
+	evicted  atomic.Bool // the server decided to close it (idle, cap, revoked)
+	// keySum is the SHA-256 of the PSK the session was established with (set by the PSK hook
+	// during the handshake), and checked the unix nanoseconds of the last check of its identity
+	// against Config.PSK (see recheck.go).
+	keySum  atomic.Pointer[[sha256.Size]byte]
+	checked atomic.Int64
 	// pastCookie: the server sent its ServerHello, so the peer returned the cookie and
 	// receives at its address.
 	pastCookie atomic.Bool

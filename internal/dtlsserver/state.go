@@ -1,6 +1,7 @@
 package dtlsserver
 
 import (
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,7 +14,9 @@ import (
 )
 
 // stateVersion names the state file's format; a file of another version is not loaded.
-const stateVersion = "coapgw-dtls-sessions-1"
+// Version 2 added key_sha256: a session of a version-1 file could not be checked against key
+// rotation (recheck.go), so such a file is not loaded.
+const stateVersion = "coapgw-dtls-sessions-2"
 
 // stateFile is what Shutdown writes and Listen reads: the established sessions, each with the
 // pion state that resumes it (keys and record counters: the file is secret and used once).
@@ -29,6 +32,7 @@ type savedSession struct {
 	Identity string         `json:"identity"`
 	Last     int64          `json:"last"` // unix nanoseconds of the last datagram
 	State    []byte         `json:"state"`
+	KeySum   []byte         `json:"key_sha256"` // of the PSK it was established with
 }
 
 // save writes the exported sessions to Config.StateFile, atomically (a temporary file, fsync,
@@ -117,6 +121,9 @@ func (s *Server) restore(saved []savedSession) {
 		ss := s.newSession(sv.Addr, string(sv.CID))
 		ss.last.Store(sv.Last)
 		ss.identity = sv.Identity
+		if len(sv.KeySum) == sha256.Size {
+			ss.keySum.Store((*[sha256.Size]byte)(sv.KeySum))
+		}
 		ss.hib = sv.State
 		ss.est.Store(true)
 		s.established++

@@ -76,7 +76,7 @@ func (g *Gateway) openDTLS() error {
 		Addr: c.DTLS.Addr, PSK: dtlsserver.PSKFunc(credential.PSKFunc(g.creds)),
 		MaxSessions: c.DTLS.MaxSessions, IdleTimeout: c.DTLS.IdleTimeout,
 		HibernateAfter: c.DTLS.HibernateAfter, StateFile: state,
-		MaxHandshakes: c.DTLS.MaxHandshakes, HandshakeTimeout: c.DTLS.HandshakeTimeout,
+		MaxHandshakes: c.DTLS.MaxHandshakes, HandshakeTimeout: c.DTLS.HandshakeTimeout, RecheckInterval: c.DTLS.RecheckInterval,
 		// A record longer than this is dropped whole (a cut one cannot be decrypted to answer
 		// 4.13), so it must hold the largest payload with its CoAP and DTLS headers.
 		MaxDatagram: max(2048, int(c.Ingest.MaxPayload)+1024),
