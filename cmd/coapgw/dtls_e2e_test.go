@@ -119,3 +119,33 @@ func TestDTLSDeviceEndToEnd(t *testing.T) {
 		t.Fatalf("gateway exit: %v\n%s", err, g.stderr)
 	}
 }
+
+// TestPlainCoAPOff: with --plain-coap off the gateway opens no plain CoAP port at all (only DTLS),
+// says so at start, and a plain request gets nothing back.
+func TestPlainCoAPOff(t *testing.T) {
+	plain := lookPeer(t, "coap-client-notls")
+	dir := t.TempDir()
+	keyFile := filepath.Join(t.TempDir(), "operator.key")
+	if err := os.WriteFile(keyFile, []byte(strings.Repeat("a5", 32)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("COAPGW_KEY_FILE", keyFile)
+	if code, out, errs := device(t, "add", "sensor/dev-1", "--data-dir", dir); code != 0 {
+		t.Fatalf("device add: %d %s %s", code, out, errs)
+	}
+	coaps := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(freeUDPPort(t)))
+	g := startGW(t, dir, "--process", "local", "--coaps-addr", coaps.String(), "--plain-coap", "off")
+	if log := g.stderr.String(); !strings.Contains(log, "coap=off") || !strings.Contains(log, "coaps="+coaps.String()) {
+		t.Fatalf("the start line does not say plain CoAP is off and DTLS is on:\n%s", log)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	out, _ := exec.CommandContext(ctx, plain, "-m", "post", "-B", "3", "-e", `{"plain":1}`, fmt.Sprintf("coap://%s/sensor/dev-9", g.coap)).CombinedOutput()
+	if strings.Contains(string(out), "2.04") || strings.Contains(string(out), "4.01") {
+		t.Fatalf("a plain request was answered with --plain-coap off: %q", out)
+	}
+	var sh apiShadow
+	if code := getJSON(t, g, "/api/things/dev-9/shadow", &sh); code == 200 {
+		t.Fatalf("dev-9 was stored from plain CoAP: %+v", sh)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -101,7 +102,7 @@ func (g *Gateway) Serve(ctx context.Context) error {
 		stage = gr.start("forwarder", g.forward.fwd.Run)
 	}
 	g.ready.Store(true)
-	g.log.Info("coapgw serving", "process", g.cfg.Local.Process, "queue", g.cfg.AWS.Queue, "ack_after", g.cfg.Forward.AckAfter, "coap", g.CoAPAddr().String(), "coaps", g.CoAPSAddr().String(), "http", g.HTTPAddr(), "data_dir", g.cfg.Spool.DataDir, "version", Version)
+	g.log.Info("coapgw serving", "process", g.cfg.Local.Process, "queue", g.cfg.AWS.Queue, "ack_after", g.cfg.Forward.AckAfter, "coap", addrString(g.CoAPAddr()), "coaps", addrString(g.CoAPSAddr()), "http", g.HTTPAddr(), "data_dir", g.cfg.Spool.DataDir, "version", Version)
 
 	var failure error
 	select {
@@ -168,4 +169,12 @@ func (g *Gateway) shutdown(transports []*actor, stage, httpActor *actor) {
 		g.local.close(g)
 	}
 	g.log.Info("stopped")
+}
+
+// addrString is a bound address for the log, "off" when the server was not opened.
+func addrString(a netip.AddrPort) string {
+	if !a.IsValid() {
+		return "off"
+	}
+	return a.String()
 }
