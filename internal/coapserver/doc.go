@@ -12,6 +12,10 @@
 //
 //   - shorter than 4 bytes, or not version 1: dropped;
 //   - a message format error (RFC 7252 §3): RST for a CON whose header parses, else dropped;
+//   - more than coapmsg.MaxOptions (64) options: decoding stops at the 65th, so such a datagram
+//     costs no more than any other of its size; a CON request gets a piggybacked 4.00 "too many
+//     options" and never reaches deduplication or the handler, a NON or an ACK/RST is dropped,
+//     another CON gets RST (see Endpoint.tooManyOptions for why 4.00 and not RST or 4.02);
 //   - ACK or RST: never answered; matched against the separate responses awaiting an ACK;
 //   - an empty CON (a ping): RST. An empty NON, a response code, a reserved code class: RST for a
 //     CON, dropped for a NON;
@@ -95,7 +99,7 @@
 //
 //	coapgw_coap_datagrams_total{disposition}      datagrams received: request, duplicate, ping,
 //	                                               ack_rst, format_error, unsolicited, short,
-//	                                               bad_version, oversized
+//	                                               bad_version, oversized, too_many_options
 //	coapgw_coap_responses_total{code}              responses sent, by code ("rst" for RST;
 //	                                               replayed responses included)
 //	coapgw_coap_empty_acks_total                   empty ACKs sent because the answer was late

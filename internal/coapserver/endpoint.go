@@ -168,6 +168,8 @@ func (e *Endpoint) handle(peer, addr netip.AddrPort, identity string, data []byt
 			e.m.disp(dispShort)
 		case coapmsg.ErrVersion:
 			e.m.disp(dispVersion)
+		case coapmsg.ErrTooManyOptions:
+			e.tooManyOptions(peer, msg)
 		default:
 			e.m.disp(dispFormat)
 			if t, _, mid, ok := coapmsg.Header(data); ok && t == coapmsg.Confirmable {
@@ -279,6 +281,38 @@ func (e *Endpoint) HandleOversized(peer netip.AddrPort, data []byte) {
 	}
 	e.m.resp(coapmsg.RequestEntityTooLarge)
 	e.out.Send(peer, b)
+}
+
+// tooManyOptions answers a message Decode stopped reading at coapmsg.MaxOptions options, before
+// deduplication and the handler, at the cost of its first MaxOptions options whatever it packs.
+// The message is well formed, so it gets no RST (RFC 7252 §4.2 keeps that for messages the
+// receiver lacks the context to process, format errors among them): a CON request is a request
+// the gateway will not process, and gets a piggybacked 4.00 Bad Request (§5.9.2.1) with its
+// token and a diagnostic, far shorter than the request it answers (at least MaxOptions+4 bytes),
+// so it amplifies nothing. It is no 4.02 either, which names an unrecognised critical option
+// (§5.4.1), when the options may all be elective. A NON request is dropped, as a NON the server
+// rejects may be (§4.3); a CON that is no request (a response, a reserved class) gets RST as in
+// handle; an ACK or RST is ignored. Retransmissions are answered again, equally cheaply.
+var diagTooManyOptions = []byte("too many options")
+
+func (e *Endpoint) tooManyOptions(peer netip.AddrPort, msg *coapmsg.Message) {
+	e.m.disp(dispTooManyOptions)
+	if msg.Type != coapmsg.Confirmable {
+		return
+	}
+	if !msg.Code.IsRequest() {
+		e.sendRST(peer, msg.MID)
+		return
+	}
+	resp := coapmsg.Message{Type: coapmsg.Acknowledgement, Code: coapmsg.BadRequest, MID: msg.MID, Token: msg.Token, Payload: diagTooManyOptions}
+	bp := e.bufs.Get().(*[]byte)
+	b, err := resp.Append((*bp)[:0])
+	if err == nil {
+		e.m.resp(coapmsg.BadRequest)
+		e.out.Send(peer, b)
+	}
+	*bp = b[:0]
+	e.bufs.Put(bp)
 }
 
 func (e *Endpoint) sendRST(peer netip.AddrPort, mid uint16) {

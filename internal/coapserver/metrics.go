@@ -8,19 +8,20 @@ import (
 type disposition int
 
 const (
-	dispRequest     disposition = iota // a new request handed to the handler
-	dispDuplicate                      // a duplicate (peer, MID): cached response replayed or ignored
-	dispPing                           // empty CON answered with RST
-	dispAckRst                         // ACK or RST from a peer (never answered)
-	dispFormat                         // message format error (CON → RST, NON dropped)
-	dispUnsolicited                    // response or reserved code class (CON → RST, NON dropped)
-	dispShort                          // under 4 bytes: dropped
-	dispVersion                        // version other than 1: dropped
-	dispOversized                      // longer than the read buffer: CON request → 4.13, else dropped
+	dispRequest        disposition = iota // a new request handed to the handler
+	dispDuplicate                         // a duplicate (peer, MID): cached response replayed or ignored
+	dispPing                              // empty CON answered with RST
+	dispAckRst                            // ACK or RST from a peer (never answered)
+	dispFormat                            // message format error (CON → RST, NON dropped)
+	dispUnsolicited                       // response or reserved code class (CON → RST, NON dropped)
+	dispShort                             // under 4 bytes: dropped
+	dispVersion                           // version other than 1: dropped
+	dispOversized                         // longer than the read buffer: CON request → 4.13, else dropped
+	dispTooManyOptions                    // over coapmsg.MaxOptions options: CON request → 4.00, else dropped or RST
 	numDisp
 )
 
-var dispNames = [numDisp]string{"request", "duplicate", "ping", "ack_rst", "format_error", "unsolicited", "short", "bad_version", "oversized"}
+var dispNames = [numDisp]string{"request", "duplicate", "ping", "ack_rst", "format_error", "unsolicited", "short", "bad_version", "oversized", "too_many_options"}
 
 // Metrics are the exchange layer's Prometheus metrics:
 //
