@@ -89,6 +89,13 @@
 // sendmmsg(2). Elsewhere than Linux, one datagram per system call. New does no I/O; Listen
 // binds; Serve runs until its context ends; StopReading and Close stop it.
 //
+// One gateway per port: before binding, Listen takes a lock on the UDP port (on Linux an
+// abstract unix socket "@coapgw-udp-<port>", which the kernel frees when the process ends, even
+// by kill -9), so that a second gateway on a port another one serves fails with ErrPortServed
+// instead of joining it through SO_REUSEPORT and splitting the devices between two registries.
+// The lock is keyed on the port alone, as the wildcard address overlaps every specific one. A
+// port held by a program that is no gateway fails the bind as before (EADDRINUSE).
+//
 // The gateway's flags and config keys for this package: coap-addr (Addr), coap-sockets
 // (Sockets), socket-buffer (SocketBytes), piggyback-deadline, dedup-max-entries (DedupGlobalCap),
 // dedup-per-peer (DedupPerPeerCap); max-payload sets MaxRequestBody and MaxDatagram.
