@@ -35,7 +35,8 @@
 // piggybacked in the ACK. Past it the timer goroutine sends an empty ACK (which stops the
 // client's retransmissions), and the response goes later as a separate CON with a new MID,
 // retransmitted after AckTimeout (2 s) times a factor in [1, 1.5), doubling each time, up to
-// MaxRetransmit (4) times, until the peer ACKs it or answers RST (it no longer has the exchange).
+// MaxRetransmit (4) times (fewer to an unverified peer whose request was tiny: see
+// Amplification below), until the peer ACKs it or answers RST (it no longer has the exchange).
 // At most MaxOutstanding (10,000) separate responses are tracked. A NON request gets a NON
 // response with a new MID, or, if the handler calls Drop, none (RFC 7252 §5.2.3).
 //
@@ -74,6 +75,20 @@
 // request datagram's length and w.Size what a response would measure; w.Diagnostic drops a
 // diagnostic payload that would break the bound (the endpoint's own 4.02 uses it). Handlers with
 // larger answers challenge with an Echo option first (see package ingest).
+//
+// The bound covers a separate response too, with everything sent for the request: the empty ACK
+// (4 bytes), the separate CON and each retransmission. To an unverified peer the separate
+// response goes out only as many times as fit in MaxAmplification times the request, at most
+// 1 + MaxRetransmit (and not at all if not even once; each such cut counts in
+// coapgw_coap_separate_limited_total). A peer is verified when the request came over DTLS
+// (Request.Identity not empty: the handshake proved the address) or the handler said so with
+// w.PeerVerified (a valid Echo, RFC 9175). What a plain-CoAP device loses: when its request is
+// small and the answer late, fewer retransmissions of the separate response, so on a lossy link
+// it is likelier to hear the empty ACK and never the answer, and to have to repeat the request
+// (a new MID, so a new exchange). A bare 2.04 with an 8-byte token is a 12-byte separate
+// response: requests of 22 bytes or more keep all 4 retransmissions, a 20-byte one gets 3, and
+// since a request is never shorter than a bare answer with its token, a bare separate response
+// is always sent at least twice. A typical device POST with a JSON body loses nothing.
 //
 // Endpoint.Inflight is the number of requests handed to the handler and not yet answered.
 //
@@ -115,6 +130,9 @@
 //	coapgw_coap_separate_acked_total               separate responses the peer acknowledged
 //	coapgw_coap_separate_rejected_total            separate responses the peer rejected (RST)
 //	coapgw_coap_separate_gave_up_total             separate responses given up after MAX_RETRANSMIT
+//	                                               (or after fewer, as amplification allowed)
+//	coapgw_coap_separate_limited_total             separate responses sent fewer times, or not at
+//	                                               all, to keep within MaxAmplification
 //
 // The UDP server (udp.go):
 //

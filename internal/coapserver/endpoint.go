@@ -232,7 +232,7 @@ func (e *Endpoint) handle(peer, addr netip.AddrPort, identity string, data []byt
 
 	// The Request lives in the ResponseWriter (one allocation for the exchange) and is cleared
 	// when ServeCoAP returns: it aliases the datagram, which the caller reuses.
-	w := &ResponseWriter{e: e, peer: peer, key: k, seq: seq, con: con, mid: msg.MID, arrived: rel, reqSize: len(data)}
+	w := &ResponseWriter{e: e, peer: peer, key: k, seq: seq, con: con, mid: msg.MID, arrived: rel, reqSize: len(data), verified: identity != ""}
 	w.tkl = uint8(copy(w.token[:], msg.Token))
 	e.inflight.Add(1)
 	r := &w.req
@@ -352,6 +352,7 @@ type ResponseWriter struct {
 	token    [coapmsg.MaxTokenLen]byte
 	arrived  int64
 	reqSize  int
+	verified bool // the peer proved its address: a DTLS identity, or PeerVerified
 	state    atomic.Uint32
 	req      Request // valid during ServeCoAP only
 
@@ -366,6 +367,7 @@ type ResponseWriter struct {
 	sepTries int
 	sepNext  int64
 	sepWait  int64
+	sepMax   int // retransmissions allowed: MaxRetransmit, fewer for an unverified peer
 }
 
 // maxRespOpts is how many options a response can carry.
@@ -390,6 +392,12 @@ func (w *ResponseWriter) RequestSize() int { return w.reqSize }
 
 // Peer is the address the request came from.
 func (w *ResponseWriter) Peer() netip.AddrPort { return w.peer }
+
+// PeerVerified tells the endpoint that the peer has proven it receives at its address (a valid
+// Echo option, RFC 9175), so that a separate response is retransmitted as often as RFC 7252 says
+// however small the request was (see sendSeparate). A request from a DTLS session (Identity not
+// empty) is verified already. It must be called before Respond.
+func (w *ResponseWriter) PeerVerified() { w.verified = true }
 
 // Confirmable reports whether the request is a CON (false: a NON).
 func (w *ResponseWriter) Confirmable() bool { return w.con }
@@ -539,7 +547,7 @@ func (e *Endpoint) tick() {
 		if now < w.sepNext {
 			continue
 		}
-		if w.sepTries >= e.opts.MaxRetransmit {
+		if w.sepTries >= w.sepMax {
 			delete(e.outstanding, k)
 			e.m.separateGaveUp.Inc()
 			continue
@@ -564,6 +572,14 @@ func (e *Endpoint) tick() {
 	}
 }
 
+// sendSeparate sends a late response as a separate CON and has tick retransmit it until the peer
+// ACKs it or rejects it, or it has been retransmitted w.sepMax times.
+//
+// Amplification (RFC 7252 §11.3): everything sent for one request to a peer whose address is not
+// verified — the empty ACK, the separate response and each of its retransmissions — stays within
+// MaxAmplification times the request datagram. The separate response goes out as many times as
+// fit in what the empty ACK left of that budget, at most 1 + MaxRetransmit; if not even once, it
+// is not sent. Each such cut is counted (separate_limited).
 func (e *Endpoint) sendSeparate(w *ResponseWriter, code coapmsg.Code, payload []byte) {
 	w.sepMID = e.nextMID()
 	var opts [maxRespOpts]coapmsg.Option
@@ -574,6 +590,17 @@ func (e *Endpoint) sendSeparate(w *ResponseWriter, code coapmsg.Code, payload []
 		return
 	}
 	w.sep = b
+	w.sepMax = e.opts.MaxRetransmit
+	if !w.verified {
+		budget := MaxAmplification*w.reqSize - emptyAckLen
+		if sends := budget / len(b); sends-1 < w.sepMax {
+			e.m.separateLimited.Inc()
+			if sends < 1 {
+				return
+			}
+			w.sepMax = sends - 1
+		}
+	}
 	// ACK_TIMEOUT × random factor in [1, 1.5)
 	w.sepWait = int64(e.opts.AckTimeout) + int64(e.opts.AckTimeout)/2*int64(w.sepMID%100)/100
 	w.sepNext = e.now() + w.sepWait
@@ -585,3 +612,6 @@ func (e *Endpoint) sendSeparate(w *ResponseWriter, code coapmsg.Code, payload []
 	e.m.separate.Inc()
 	e.out.Send(w.peer, b)
 }
+
+// emptyAckLen is the length of the empty ACK sent for a late exchange.
+const emptyAckLen = 4
