@@ -3,7 +3,9 @@
 // Decode keeps slices into the datagram it was given; a Message is meant to be reused by one
 // goroutine for many datagrams. Every malformed shape RFC 7252 §3 names is reported as a
 // *FormatError, so a server can answer a CON with RST and drop a NON, and a decoder never
-// allocates in proportion to a length claimed by the datagram.
+// allocates in proportion to a length claimed by the datagram. A message may carry at most
+// MaxOptions options: Decode stops at the first one past it (ErrTooManyOptions), so the work per
+// datagram does not grow with the number of options it packs.
 package coapmsg
 
 import (
@@ -122,6 +124,12 @@ const (
 // MaxTokenLen is the longest token RFC 7252 allows.
 const MaxTokenLen = 8
 
+// MaxOptions is the most options Decode takes in one message. RFC 7252 sets no limit, but real
+// requests carry fewer than 20 (a Uri-Path per segment, a few Uri-Query, Content-Format, Accept,
+// Block, Echo); a datagram packing thousands of empty options is an attack on the CPU, not a
+// request.
+const MaxOptions = 64
+
 // Option is one option instance; Value aliases the decoded datagram.
 type Option struct {
 	Number uint16
@@ -146,6 +154,11 @@ var (
 	ErrShort = errors.New("datagram shorter than the 4-byte header")
 	// ErrVersion: version is not 1; RFC 7252 §3 says to silently ignore it.
 	ErrVersion = errors.New("unknown CoAP version")
+	// ErrTooManyOptions: the message carries more than MaxOptions options. It is no format error
+	// (RFC 7252 sets no limit), but a limit of this implementation: Decode stops at the option past
+	// MaxOptions, leaving Type, Code, MID and Token set and the first MaxOptions options in
+	// Options, so that a server can answer the request (package coapserver answers a CON 4.00).
+	ErrTooManyOptions = errors.New("more than 64 options")
 )
 
 // FormatError is a message format error with a parseable header (RFC 7252 §4.2/§4.3):
@@ -191,9 +204,9 @@ func (m *Message) Decode(data []byte) error {
 	m.Code = Code(data[1])
 	m.MID = binary.BigEndian.Uint16(data[2:4])
 	m.Token, m.Payload = nil, nil
-	if m.Options == nil || cap(m.Options) > 256 {
-		// Start from the inline array, and let a reused Message drop storage grown by a datagram
-		// with thousands of options.
+	if m.Options == nil || cap(m.Options) > MaxOptions {
+		// Start from the inline array; Decode grows it to MaxOptions at most, and a Message whose
+		// Options were set bigger for encoding drops that storage.
 		m.Options = m.optBuf[:0]
 	}
 	m.Options = m.Options[:0]
@@ -237,6 +250,13 @@ func (m *Message) Decode(data []byte) error {
 		}
 		if uint32(len(p)) < length {
 			return errValuePast
+		}
+		switch len(m.Options) {
+		case MaxOptions:
+			return ErrTooManyOptions
+		case cap(m.Options):
+			// Past the inline array: grow once, to the most a message may carry.
+			m.Options = append(make([]Option, 0, MaxOptions), m.Options...)
 		}
 		m.Options = append(m.Options, Option{Number: uint16(num), Value: p[:length:length]})
 		p = p[length:]

@@ -12,6 +12,10 @@
 //
 //   - shorter than 4 bytes, or not version 1: dropped;
 //   - a message format error (RFC 7252 §3): RST for a CON whose header parses, else dropped;
+//   - more than coapmsg.MaxOptions (64) options: decoding stops at the 65th, so such a datagram
+//     costs no more than any other of its size; a CON request gets a piggybacked 4.00 "too many
+//     options" and never reaches deduplication or the handler, a NON or an ACK/RST is dropped,
+//     another CON gets RST (see Endpoint.tooManyOptions for why 4.00 and not RST or 4.02);
 //   - ACK or RST: never answered; matched against the separate responses awaiting an ACK;
 //   - an empty CON (a ping): RST. An empty NON, a response code, a reserved code class: RST for a
 //     CON, dropped for a NON;
@@ -31,7 +35,8 @@
 // piggybacked in the ACK. Past it the timer goroutine sends an empty ACK (which stops the
 // client's retransmissions), and the response goes later as a separate CON with a new MID,
 // retransmitted after AckTimeout (2 s) times a factor in [1, 1.5), doubling each time, up to
-// MaxRetransmit (4) times, until the peer ACKs it or answers RST (it no longer has the exchange).
+// MaxRetransmit (4) times (fewer to an unverified peer whose request was tiny: see
+// Amplification below), until the peer ACKs it or answers RST (it no longer has the exchange).
 // At most MaxOutstanding (10,000) separate responses are tracked. A NON request gets a NON
 // response with a new MID, or, if the handler calls Drop, none (RFC 7252 §5.2.3).
 //
@@ -71,6 +76,20 @@
 // diagnostic payload that would break the bound (the endpoint's own 4.02 uses it). Handlers with
 // larger answers challenge with an Echo option first (see package ingest).
 //
+// The bound covers a separate response too, with everything sent for the request: the empty ACK
+// (4 bytes), the separate CON and each retransmission. To an unverified peer the separate
+// response goes out only as many times as fit in MaxAmplification times the request, at most
+// 1 + MaxRetransmit (and not at all if not even once; each such cut counts in
+// coapgw_coap_separate_limited_total). A peer is verified when the request came over DTLS
+// (Request.Identity not empty: the handshake proved the address) or the handler said so with
+// w.PeerVerified (a valid Echo, RFC 9175). What a plain-CoAP device loses: when its request is
+// small and the answer late, fewer retransmissions of the separate response, so on a lossy link
+// it is likelier to hear the empty ACK and never the answer, and to have to repeat the request
+// (a new MID, so a new exchange). A bare 2.04 with an 8-byte token is a 12-byte separate
+// response: requests of 22 bytes or more keep all 4 retransmissions, a 20-byte one gets 3, and
+// since a request is never shorter than a bare answer with its token, a bare separate response
+// is always sent at least twice. A typical device POST with a JSON body loses nothing.
+//
 // Endpoint.Inflight is the number of requests handed to the handler and not yet answered.
 //
 // # UDP transport
@@ -85,6 +104,13 @@
 // sendmmsg(2). Elsewhere than Linux, one datagram per system call. New does no I/O; Listen
 // binds; Serve runs until its context ends; StopReading and Close stop it.
 //
+// One gateway per port: before binding, Listen takes a lock on the UDP port (on Linux an
+// abstract unix socket "@coapgw-udp-<port>", which the kernel frees when the process ends, even
+// by kill -9), so that a second gateway on a port another one serves fails with ErrPortServed
+// instead of joining it through SO_REUSEPORT and splitting the devices between two registries.
+// The lock is keyed on the port alone, as the wildcard address overlaps every specific one. A
+// port held by a program that is no gateway fails the bind as before (EADDRINUSE).
+//
 // The gateway's flags and config keys for this package: coap-addr (Addr), coap-sockets
 // (Sockets), socket-buffer (SocketBytes), piggyback-deadline, dedup-max-entries (DedupGlobalCap),
 // dedup-per-peer (DedupPerPeerCap); max-payload sets MaxRequestBody and MaxDatagram.
@@ -95,7 +121,7 @@
 //
 //	coapgw_coap_datagrams_total{disposition}      datagrams received: request, duplicate, ping,
 //	                                               ack_rst, format_error, unsolicited, short,
-//	                                               bad_version, oversized
+//	                                               bad_version, oversized, too_many_options
 //	coapgw_coap_responses_total{code}              responses sent, by code ("rst" for RST;
 //	                                               replayed responses included)
 //	coapgw_coap_empty_acks_total                   empty ACKs sent because the answer was late
@@ -104,6 +130,9 @@
 //	coapgw_coap_separate_acked_total               separate responses the peer acknowledged
 //	coapgw_coap_separate_rejected_total            separate responses the peer rejected (RST)
 //	coapgw_coap_separate_gave_up_total             separate responses given up after MAX_RETRANSMIT
+//	                                               (or after fewer, as amplification allowed)
+//	coapgw_coap_separate_limited_total             separate responses sent fewer times, or not at
+//	                                               all, to keep within MaxAmplification
 //
 // The UDP server (udp.go):
 //

@@ -168,6 +168,8 @@ func (e *Endpoint) handle(peer, addr netip.AddrPort, identity string, data []byt
 			e.m.disp(dispShort)
 		case coapmsg.ErrVersion:
 			e.m.disp(dispVersion)
+		case coapmsg.ErrTooManyOptions:
+			e.tooManyOptions(peer, msg)
 		default:
 			e.m.disp(dispFormat)
 			if t, _, mid, ok := coapmsg.Header(data); ok && t == coapmsg.Confirmable {
@@ -230,7 +232,7 @@ func (e *Endpoint) handle(peer, addr netip.AddrPort, identity string, data []byt
 
 	// The Request lives in the ResponseWriter (one allocation for the exchange) and is cleared
 	// when ServeCoAP returns: it aliases the datagram, which the caller reuses.
-	w := &ResponseWriter{e: e, peer: peer, key: k, seq: seq, con: con, mid: msg.MID, arrived: rel, reqSize: len(data)}
+	w := &ResponseWriter{e: e, peer: peer, key: k, seq: seq, con: con, mid: msg.MID, arrived: rel, reqSize: len(data), verified: identity != ""}
 	w.tkl = uint8(copy(w.token[:], msg.Token))
 	e.inflight.Add(1)
 	r := &w.req
@@ -281,28 +283,42 @@ func (e *Endpoint) HandleOversized(peer netip.AddrPort, data []byte) {
 	e.out.Send(peer, b)
 }
 
+// tooManyOptions answers a message Decode stopped reading at coapmsg.MaxOptions options, before
+// deduplication and the handler, at the cost of its first MaxOptions options whatever it packs.
+// The message is well formed, so it gets no RST (RFC 7252 §4.2 keeps that for messages the
+// receiver lacks the context to process, format errors among them): a CON request is a request
+// the gateway will not process, and gets a piggybacked 4.00 Bad Request (§5.9.2.1) with its
+// token and a diagnostic, far shorter than the request it answers (at least MaxOptions+4 bytes),
+// so it amplifies nothing. It is no 4.02 either, which names an unrecognised critical option
+// (§5.4.1), when the options may all be elective. A NON request is dropped, as a NON the server
+// rejects may be (§4.3); a CON that is no request (a response, a reserved class) gets RST as in
+// handle; an ACK or RST is ignored. Retransmissions are answered again, equally cheaply.
+var diagTooManyOptions = []byte("too many options")
+
+func (e *Endpoint) tooManyOptions(peer netip.AddrPort, msg *coapmsg.Message) {
+	e.m.disp(dispTooManyOptions)
+	if msg.Type != coapmsg.Confirmable {
+		return
+	}
+	if !msg.Code.IsRequest() {
+		e.sendRST(peer, msg.MID)
+		return
+	}
+	resp := coapmsg.Message{Type: coapmsg.Acknowledgement, Code: coapmsg.BadRequest, MID: msg.MID, Token: msg.Token, Payload: diagTooManyOptions}
+	bp := e.bufs.Get().(*[]byte)
+	b, err := resp.Append((*bp)[:0])
+	if err == nil {
+		e.m.resp(coapmsg.BadRequest)
+		e.out.Send(peer, b)
+	}
+	*bp = b[:0]
+	e.bufs.Put(bp)
+}
+
 func (e *Endpoint) sendRST(peer netip.AddrPort, mid uint16) {
 	b := [4]byte{1<<6 | byte(coapmsg.Reset)<<4, 0, byte(mid >> 8), byte(mid)}
 	e.m.rst.Inc()
 	e.out.Send(peer, b[:])
-}
-
-func (e *Endpoint) matchOutstanding(peer netip.AddrPort, msg *coapmsg.Message) {
-	if msg.Code != coapmsg.Empty && msg.Type == coapmsg.Reset {
-		return
-	}
-	k := outKey{peer: makePeerKey(peer), mid: msg.MID}
-	e.mu.Lock()
-	w := e.outstanding[k]
-	delete(e.outstanding, k)
-	e.mu.Unlock()
-	switch {
-	case w == nil:
-	case msg.Type == coapmsg.Reset:
-		e.m.separateRejected.Inc()
-	default:
-		e.m.separateAcked.Inc()
-	}
 }
 
 // ResponseWriter carries one exchange's response back to the peer.
@@ -318,6 +334,7 @@ type ResponseWriter struct {
 	token    [coapmsg.MaxTokenLen]byte
 	arrived  int64
 	reqSize  int
+	verified bool // the peer proved its address: a DTLS identity, or PeerVerified
 	state    atomic.Uint32
 	req      Request // valid during ServeCoAP only
 
@@ -332,6 +349,7 @@ type ResponseWriter struct {
 	sepTries int
 	sepNext  int64
 	sepWait  int64
+	sepMax   int // retransmissions allowed: MaxRetransmit, fewer for an unverified peer
 }
 
 // maxRespOpts is how many options a response can carry.
@@ -356,6 +374,12 @@ func (w *ResponseWriter) RequestSize() int { return w.reqSize }
 
 // Peer is the address the request came from.
 func (w *ResponseWriter) Peer() netip.AddrPort { return w.peer }
+
+// PeerVerified tells the endpoint that the peer has proven it receives at its address (a valid
+// Echo option, RFC 9175), so that a separate response is retransmitted as often as RFC 7252 says
+// however small the request was (see sendSeparate). A request from a DTLS session (Identity not
+// empty) is verified already. It must be called before Respond.
+func (w *ResponseWriter) PeerVerified() { w.verified = true }
 
 // Confirmable reports whether the request is a CON (false: a NON).
 func (w *ResponseWriter) Confirmable() bool { return w.con }
@@ -465,89 +489,4 @@ func (w *ResponseWriter) Respond(code coapmsg.Code, payload []byte) {
 	e.out.Send(w.peer, b)
 	*bp = b[:0]
 	e.bufs.Put(bp)
-}
-
-// timers sends empty ACKs for deferred exchanges past the piggyback deadline and retransmits
-// separate CON responses until ACK, RST or MAX_RETRANSMIT.
-func (e *Endpoint) timers() {
-	defer e.wg.Done()
-	tick := time.NewTicker(e.opts.PiggybackDeadline / 4)
-	defer tick.Stop()
-	for {
-		select {
-		case <-e.stop:
-			return
-		case <-tick.C:
-		}
-		e.tick()
-	}
-}
-
-func (e *Endpoint) tick() {
-	now := e.now()
-	deadline := int64(e.opts.PiggybackDeadline)
-	var late []*ResponseWriter
-	e.mu.Lock()
-	for e.pending.len() > 0 {
-		w := e.pending.front()
-		if w.state.Load() != wsNew {
-			e.pending.pop()
-			continue
-		}
-		if now-w.arrived < deadline {
-			break
-		}
-		e.pending.pop()
-		late = append(late, w)
-	}
-	var resend []*ResponseWriter
-	for k, w := range e.outstanding { // only separate responses: rare, bounded by MaxOutstanding
-		if now < w.sepNext {
-			continue
-		}
-		if w.sepTries >= e.opts.MaxRetransmit {
-			delete(e.outstanding, k)
-			e.m.separateGaveUp.Inc()
-			continue
-		}
-		w.sepTries++
-		w.sepWait *= 2
-		w.sepNext = now + w.sepWait
-		resend = append(resend, w)
-	}
-	e.mu.Unlock()
-	for _, w := range late {
-		if w.state.CompareAndSwap(wsNew, wsEmptyAck) {
-			b := [4]byte{1<<6 | byte(coapmsg.Acknowledgement)<<4, 0, byte(w.mid >> 8), byte(w.mid)}
-			e.dedup.finish(w.key, w.seq, stateEmptyAck, b[:])
-			e.m.emptyAcks.Inc()
-			e.out.Send(w.peer, b[:])
-		}
-	}
-	for _, w := range resend {
-		e.m.separateRetransmits.Inc()
-		e.out.Send(w.peer, w.sep)
-	}
-}
-
-func (e *Endpoint) sendSeparate(w *ResponseWriter, code coapmsg.Code, payload []byte) {
-	w.sepMID = e.nextMID()
-	var opts [maxRespOpts]coapmsg.Option
-	m := coapmsg.Message{Type: coapmsg.Confirmable, Code: code, MID: w.sepMID, Token: w.token[:w.tkl], Options: w.options(&opts), Payload: payload}
-	b, err := m.Append(nil)
-	if err != nil {
-		e.log.Error("encode separate response", "err", err)
-		return
-	}
-	w.sep = b
-	// ACK_TIMEOUT × random factor in [1, 1.5)
-	w.sepWait = int64(e.opts.AckTimeout) + int64(e.opts.AckTimeout)/2*int64(w.sepMID%100)/100
-	w.sepNext = e.now() + w.sepWait
-	e.mu.Lock()
-	if len(e.outstanding) < e.opts.MaxOutstanding {
-		e.outstanding[outKey{peer: w.key.peer, mid: w.sepMID}] = w
-	}
-	e.mu.Unlock()
-	e.m.separate.Inc()
-	e.out.Send(w.peer, b)
 }

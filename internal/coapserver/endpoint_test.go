@@ -128,6 +128,7 @@ func TestBadDatagrams(t *testing.T) {
 		{"reserved class 7 CON", []byte{0x40, 0xe0, 0, 23}, true, "unsolicited"},
 		{"unsolicited 2.05 CON", []byte{0x40, 0x45, 0, 24}, true, "unsolicited"},
 		{"unsolicited 4.04 NON", []byte{0x50, 0x84, 0, 25}, false, "unsolicited"},
+		{"65 options NON", manyOptions(coapmsg.NonConfirmable, coapmsg.POST, 26, coapmsg.MaxOptions+1), false, "too_many_options"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -175,6 +176,7 @@ coapgw_coap_datagrams_total{disposition="oversized"} 0
 coapgw_coap_datagrams_total{disposition="ping"} 0
 coapgw_coap_datagrams_total{disposition="request"} 0
 coapgw_coap_datagrams_total{disposition="short"} 3
+coapgw_coap_datagrams_total{disposition="too_many_options"} 1
 coapgw_coap_datagrams_total{disposition="unsolicited"} 5
 `
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(wantTotals), "coapgw_coap_datagrams_total"); err != nil {

@@ -8,19 +8,20 @@ import (
 type disposition int
 
 const (
-	dispRequest     disposition = iota // a new request handed to the handler
-	dispDuplicate                      // a duplicate (peer, MID): cached response replayed or ignored
-	dispPing                           // empty CON answered with RST
-	dispAckRst                         // ACK or RST from a peer (never answered)
-	dispFormat                         // message format error (CON → RST, NON dropped)
-	dispUnsolicited                    // response or reserved code class (CON → RST, NON dropped)
-	dispShort                          // under 4 bytes: dropped
-	dispVersion                        // version other than 1: dropped
-	dispOversized                      // longer than the read buffer: CON request → 4.13, else dropped
+	dispRequest        disposition = iota // a new request handed to the handler
+	dispDuplicate                         // a duplicate (peer, MID): cached response replayed or ignored
+	dispPing                              // empty CON answered with RST
+	dispAckRst                            // ACK or RST from a peer (never answered)
+	dispFormat                            // message format error (CON → RST, NON dropped)
+	dispUnsolicited                       // response or reserved code class (CON → RST, NON dropped)
+	dispShort                             // under 4 bytes: dropped
+	dispVersion                           // version other than 1: dropped
+	dispOversized                         // longer than the read buffer: CON request → 4.13, else dropped
+	dispTooManyOptions                    // over coapmsg.MaxOptions options: CON request → 4.00, else dropped or RST
 	numDisp
 )
 
-var dispNames = [numDisp]string{"request", "duplicate", "ping", "ack_rst", "format_error", "unsolicited", "short", "bad_version", "oversized"}
+var dispNames = [numDisp]string{"request", "duplicate", "ping", "ack_rst", "format_error", "unsolicited", "short", "bad_version", "oversized", "too_many_options"}
 
 // Metrics are the exchange layer's Prometheus metrics:
 //
@@ -32,6 +33,8 @@ var dispNames = [numDisp]string{"request", "duplicate", "ping", "ack_rst", "form
 //	coapgw_coap_separate_acked_total               separate responses the peer acknowledged (ACK)
 //	coapgw_coap_separate_rejected_total            separate responses the peer rejected (RST)
 //	coapgw_coap_separate_gave_up_total             separate responses given up after MAX_RETRANSMIT
+//	coapgw_coap_separate_limited_total             separate responses sent fewer times (or not at
+//	                                               all) to keep within MaxAmplification
 type Metrics struct {
 	disps               [numDisp]prometheus.Counter
 	codes               [256]prometheus.Counter
@@ -43,6 +46,7 @@ type Metrics struct {
 	separateAcked       prometheus.Counter
 	separateRejected    prometheus.Counter
 	separateGaveUp      prometheus.Counter
+	separateLimited     prometheus.Counter
 }
 
 // NewMetrics creates the metrics and registers them with reg (if not nil).
@@ -68,8 +72,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m.separateAcked = c("coapgw_coap_separate_acked_total", "Separate CON responses acknowledged by the peer (ACK).")
 	m.separateRejected = c("coapgw_coap_separate_rejected_total", "Separate CON responses the peer rejected with a Reset (it no longer had the exchange).")
 	m.separateGaveUp = c("coapgw_coap_separate_gave_up_total", "Separate CON responses given up after MAX_RETRANSMIT.")
+	m.separateLimited = c("coapgw_coap_separate_limited_total", "Separate CON responses to an unverified address sent fewer times than MAX_RETRANSMIT allows, or not at all, to keep within 3 times the request.")
 	if reg != nil {
-		reg.MustRegister(d, r, m.emptyAcks, m.separate, m.separateRetransmits, m.separateAcked, m.separateRejected, m.separateGaveUp)
+		reg.MustRegister(d, r, m.emptyAcks, m.separate, m.separateRetransmits, m.separateAcked, m.separateRejected, m.separateGaveUp, m.separateLimited)
 	}
 	return m
 }

@@ -43,11 +43,12 @@ func (c *Config) defaults() {
 // Server is the CoAP-over-UDP server: a fixed set of reader goroutines feeding an Endpoint and one
 // sender goroutine writing its datagrams in batches.
 type Server struct {
-	cfg   Config
-	log   *slog.Logger
-	ep    *Endpoint
-	conns []*net.UDPConn
-	out   *outQueue
+	cfg    Config
+	log    *slog.Logger
+	ep     *Endpoint
+	conns  []*net.UDPConn
+	out    *outQueue
+	unlock func() // releases the port lock (lockPort); nil when not held
 
 	wg       sync.WaitGroup // the sender
 	readers  sync.WaitGroup
@@ -90,12 +91,33 @@ func New(cfg Config, h Handler, log *slog.Logger, reg prometheus.Registerer) (*S
 // Endpoint returns the exchange layer.
 func (s *Server) Endpoint() *Endpoint { return s.ep }
 
-// Listen binds the sockets.
+// ErrPortServed is the error (wrapped) Listen returns when another gateway process, or another
+// Server in this process, already serves the UDP port.
+var ErrPortServed = errors.New("the port is already served by another coapgw process")
+
+// Listen binds the sockets. It first takes a lock on the UDP port that the kernel releases when
+// the process ends (lockPort; Linux only), so that a second gateway on a port another one serves
+// refuses to start, whatever Sockets says: with Sockets > 1 the sockets carry SO_REUSEPORT, and
+// the kernel would otherwise let the second gateway join the port and spread the devices over
+// two processes, each with its own registry and deduplication. The lock is keyed on the port
+// alone: ":5683", "0.0.0.0:5683" and "127.0.0.1:5683" overlap (the wildcard covers every
+// address), and two gateways on distinct addresses with one port are refused too. A port held by
+// a process that is no gateway fails the bind as before (EADDRINUSE). With port 0 the lock is
+// taken on the port the kernel chose, after the first bind.
 func (s *Server) Listen() error {
 	lc := net.ListenConfig{Control: func(network, address string, c syscall.RawConn) error {
 		return setSockopts(c, s.cfg.Sockets > 1, s.cfg.SocketBytes)
 	}}
 	addr := s.cfg.Addr
+	port, err := listenPort(addr)
+	if err != nil {
+		return fmt.Errorf("listen udp %s: %w", addr, err)
+	}
+	if port != 0 {
+		if err := s.lock(addr, port); err != nil {
+			return err
+		}
+	}
 	for i := 0; i < s.cfg.Sockets; i++ {
 		pc, err := lc.ListenPacket(context.Background(), "udp", addr)
 		if err != nil {
@@ -106,10 +128,41 @@ func (s *Server) Listen() error {
 		s.conns = append(s.conns, c)
 		if i == 0 {
 			addr = c.LocalAddr().String() // later sockets join the port the first one got
+			if port == 0 {
+				if err := s.lock(addr, c.LocalAddr().(*net.UDPAddr).AddrPort().Port()); err != nil {
+					s.closeConns()
+					return err
+				}
+			}
 		}
 	}
 	s.out.conn = s.conns[0]
 	return nil
+}
+
+func (s *Server) lock(addr string, port uint16) error {
+	unlock, err := lockPort(port)
+	if errors.Is(err, ErrPortServed) {
+		return fmt.Errorf("listen udp %s: port %d/udp: %w; a second gateway there would split the devices between two registries: stop the other one or choose another address", addr, port, err)
+	}
+	if err != nil {
+		return fmt.Errorf("listen udp %s: lock port %d: %w", addr, port, err)
+	}
+	s.unlock = unlock
+	return nil
+}
+
+// listenPort is the port of a listen address ("host:port", ":port", a service name).
+func listenPort(addr string) (uint16, error) {
+	_, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return 0, err
+	}
+	n, err := net.LookupPort("udp", p)
+	if err != nil {
+		return 0, err
+	}
+	return uint16(n), nil
 }
 
 // LocalAddr is the bound address (after Listen).
@@ -181,6 +234,10 @@ func (s *Server) Close() error {
 func (s *Server) closeConns() {
 	for _, c := range s.conns {
 		c.Close()
+	}
+	if s.unlock != nil {
+		s.unlock()
+		s.unlock = nil
 	}
 }
 

@@ -77,7 +77,11 @@ func (h *Handler) validEcho(v []byte, peer netip.AddrPort, now time.Time) bool {
 func (h *Handler) verified(w *coapserver.ResponseWriter, r *coapserver.Request, payloadLen int, cf uint16) bool {
 	var v [2]byte
 	opt := coapmsg.Option{Number: coapmsg.ContentFormat, Value: coapmsg.AppendUint(v[:0], uint32(cf))}
-	if w.Size(payloadLen, opt) <= maxAmplification*w.RequestSize() || h.validEcho(r.Echo(), r.Peer, r.Received) {
+	if w.Size(payloadLen, opt) <= maxAmplification*w.RequestSize() {
+		return true
+	}
+	if h.validEcho(r.Echo(), r.Peer, r.Received) {
+		w.PeerVerified()
 		return true
 	}
 	h.echoChallenges.Inc()
