@@ -32,6 +32,10 @@ func (g *Gateway) openLocal() error {
 	if err != nil {
 		return fmt.Errorf("open registry: %w", err)
 	}
+	if err := g.raiseSeqPastRegistry(reg); err != nil {
+		reg.Close()
+		return err
+	}
 	l := &local{reg: reg, guard: &storeGuard{sink: reg}}
 	l.api = httpapi.New(g.httpAccess, reg, g.status, g.log.With("component", "httpapi"))
 	l.proc, err = processor.New(processor.Config{
@@ -43,6 +47,27 @@ func (g *Gateway) openLocal() error {
 		return err
 	}
 	g.local = l
+	return nil
+}
+
+// raiseSeqPastRegistry makes the spool hand out sequence numbers above the registry's high-water
+// mark for this gateway. They normally are (the mark comes from the spool); they are not when the
+// spool directory was deleted or replaced and the registry kept, and the registry would then
+// count every new record as a duplicate and drop it after its 2.04.
+func (g *Gateway) raiseSeqPastRegistry(reg *registry.Registry) error {
+	mark, err := reg.HighWater(g.cfg.Ingest.GatewayID)
+	if err != nil {
+		return fmt.Errorf("registry high-water mark: %w", err)
+	}
+	next := g.spool.Stats().NextSeq
+	raised, err := g.spool.RaiseSeq(mark + 1)
+	if err != nil {
+		return err
+	}
+	if raised {
+		g.log.Warn("spool sequence was at or below the registry's high-water mark (spool deleted or replaced?); continuing above it",
+			"gw", g.cfg.Ingest.GatewayID, "next_seq", next, "high_water", mark)
+	}
 	return nil
 }
 
