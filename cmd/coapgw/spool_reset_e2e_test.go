@@ -15,7 +15,8 @@ import (
 // TestLocalModeSpoolDeleted: the operator stops the gateway, deletes <data-dir>/spool and keeps
 // the registry. The new spool must not hand out sequence numbers at or below the registry's
 // high-water mark for the gateway: every record acknowledged after the restart is applied, none is
-// taken for a duplicate of a record of the deleted spool.
+// taken for a duplicate of a record of the deleted spool, also when a gateway with --process none
+// filled the new spool.
 func TestLocalModeSpoolDeleted(t *testing.T) {
 	dir := t.TempDir()
 	const n = 20
@@ -83,6 +84,22 @@ func TestLocalModeSpoolDeleted(t *testing.T) {
 	if strings.Contains(g.stderr.String(), "high-water mark") {
 		t.Errorf("sequence raised on a restart that kept the spool:\n%s", g.stderr)
 	}
+	if err := g.stop(syscall.SIGTERM); err != nil {
+		t.Fatalf("SIGTERM: %v\n%s", err, g.stderr)
+	}
+
+	// The spool is deleted again and refilled by a gateway that does not process (--process
+	// none); local mode applies what it stored when it runs again.
+	if err := os.RemoveAll(filepath.Join(dir, "spool")); err != nil {
+		t.Fatal(err)
+	}
+	g = startGW(t, dir)
+	post(g, "d")
+	if err := g.stop(syscall.SIGTERM); err != nil {
+		t.Fatalf("SIGTERM: %v\n%s", err, g.stderr)
+	}
+	g = startGW(t, dir, "--process", "local")
+	applied(g, 4*n, "d")
 	if err := g.stop(syscall.SIGTERM); err != nil {
 		t.Fatalf("SIGTERM: %v\n%s", err, g.stderr)
 	}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -69,6 +71,25 @@ func (g *Gateway) raiseSeqPastRegistry(reg *registry.Registry) error {
 			"gw", g.cfg.Ingest.GatewayID, "next_seq", next, "high_water", mark)
 	}
 	return nil
+}
+
+// raiseSeqPastStoredRegistry is raiseSeqPastRegistry for a gateway that does not process
+// (--process none): a registry that local mode left in the data directory applies this spool's
+// records when local mode runs again, and would drop those numbered at or below its mark. Without
+// a registry file it does nothing; one it cannot read is logged and left alone (local mode will
+// report it).
+func (g *Gateway) raiseSeqPastStoredRegistry() {
+	path := filepath.Join(g.cfg.Spool.DataDir, "registry.db")
+	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+		return
+	}
+	reg, err := registry.Open(path, registry.Options{Logger: g.log.With("component", "registry")})
+	if err == nil {
+		err = errors.Join(g.raiseSeqPastRegistry(reg), reg.Close())
+	}
+	if err != nil {
+		g.log.Warn("cannot check the spool's sequence against the registry left by local mode", "err", err)
+	}
 }
 
 // run is the processor as an actor: it applies the spool until ctx ends (the batch being

@@ -95,3 +95,46 @@ func TestRaiseFreshSeq(t *testing.T) {
 		t.Fatalf("next seq after deleting the spool = %d, want %d (> %d)", next, later.UnixNano(), before)
 	}
 }
+
+// TestRaiseSeqPastStoredRegistry: with --process none the gateway checks a registry local mode
+// left behind, creates none where there is none, and starts anyway when it cannot read it.
+func TestRaiseSeqPastStoredRegistry(t *testing.T) {
+	dir := t.TempDir()
+	g := seqTestGateway(t, dir)
+	g.cfg.Spool.DataDir = dir
+	g.raiseSeqPastStoredRegistry()
+	if _, err := os.Stat(filepath.Join(dir, "registry.db")); !os.IsNotExist(err) {
+		t.Fatalf("registry.db created by --process none: %v", err)
+	}
+	if next := g.spool.Stats().NextSeq; next != 1 {
+		t.Fatalf("next seq = %d, want 1", next)
+	}
+
+	reg, err := registry.Open(filepath.Join(dir, "registry.db"), registry.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := processortest.Rec("gw-t", "sensor", "dev-1", time.Now(), `{"a":1}`)
+	r.Seq = 77
+	if _, err := reg.Apply(t.Context(), processortest.Batch(t, r)); err != nil {
+		t.Fatal(err)
+	}
+	if err := reg.Close(); err != nil {
+		t.Fatal(err)
+	}
+	g.raiseSeqPastStoredRegistry()
+	if next := g.spool.Stats().NextSeq; next != 78 {
+		t.Fatalf("next seq = %d, want 78", next)
+	}
+
+	other := t.TempDir()
+	if err := os.WriteFile(filepath.Join(other, "registry.db"), []byte("not a database, not at all, no"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	g = seqTestGateway(t, other)
+	g.cfg.Spool.DataDir = other
+	g.raiseSeqPastStoredRegistry() // logs, does not panic or fail
+	if next := g.spool.Stats().NextSeq; next != 1 {
+		t.Fatalf("next seq = %d after an unreadable registry, want 1", next)
+	}
+}
