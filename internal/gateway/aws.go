@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"fmt"
+	"time"
 
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/coapgw/coapgw/internal/config"
@@ -33,6 +34,9 @@ func (g *Gateway) openForward() error {
 	if err != nil {
 		return err
 	}
+	if err := g.raiseFreshSeq(time.Now()); err != nil {
+		return err
+	}
 	fwd, err := forward.New(forwardConfig(g.cfg.Forward), g.spool, pub, g.log.With("component", "forward"), g.reg)
 	if err != nil {
 		return err
@@ -52,4 +56,19 @@ func forwardConfig(c config.Forward) forward.Config {
 		BackoffBase: c.BackoffBase, BackoffMax: c.BackoffMax, MaxRejects: c.MaxRejects,
 		CommitInterval: c.CommitInterval, ShutdownGrace: c.ShutdownGrace, MaxWaiters: c.MaxWaiters,
 	}
+}
+
+// raiseFreshSeq starts a new spool's sequence at the wall clock in nanoseconds. In AWS mode the
+// gateway cannot ask what was applied, but (gw, seq) is the idempotency key downstream: the FIFO
+// queue's deduplication id for 5 minutes, and consumers of published records. A spool directory
+// deleted or replaced would restart at 1 and repeat keys an earlier spool used; starting at the
+// clock puts it above every number an earlier spool handed out, as long as the clock is not behind
+// the one the earlier spool ran under (an earlier spool gets to the current time only by handing
+// out a billion numbers per second of its life). A spool with state is left as it is.
+func (g *Gateway) raiseFreshSeq(now time.Time) error {
+	if !g.spool.Fresh() || now.UnixNano() <= 0 {
+		return nil
+	}
+	_, err := g.spool.RaiseSeq(uint64(now.UnixNano()))
+	return err
 }

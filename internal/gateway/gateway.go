@@ -91,6 +91,8 @@ func New(cfg config.Config, log *slog.Logger) (*Gateway, error) {
 			sp.Close()
 			return nil, err
 		}
+	default: // --process none
+		g.raiseSeqPastStoredRegistry()
 	}
 	fail := func(err error) (*Gateway, error) {
 		g.closeTransports()

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -32,6 +34,10 @@ func (g *Gateway) openLocal() error {
 	if err != nil {
 		return fmt.Errorf("open registry: %w", err)
 	}
+	if err := g.raiseSeqPastRegistry(reg); err != nil {
+		reg.Close()
+		return err
+	}
 	l := &local{reg: reg, guard: &storeGuard{sink: reg}}
 	l.api = httpapi.New(g.httpAccess, reg, g.status, g.log.With("component", "httpapi"))
 	l.proc, err = processor.New(processor.Config{
@@ -44,6 +50,46 @@ func (g *Gateway) openLocal() error {
 	}
 	g.local = l
 	return nil
+}
+
+// raiseSeqPastRegistry makes the spool hand out sequence numbers above the registry's high-water
+// mark for this gateway. They normally are (the mark comes from the spool); they are not when the
+// spool directory was deleted or replaced and the registry kept, and the registry would then
+// count every new record as a duplicate and drop it after its 2.04.
+func (g *Gateway) raiseSeqPastRegistry(reg *registry.Registry) error {
+	mark, err := reg.HighWater(g.cfg.Ingest.GatewayID)
+	if err != nil {
+		return fmt.Errorf("registry high-water mark: %w", err)
+	}
+	next := g.spool.Stats().NextSeq
+	raised, err := g.spool.RaiseSeq(mark + 1)
+	if err != nil {
+		return err
+	}
+	if raised {
+		g.log.Warn("spool sequence was at or below the registry's high-water mark (spool deleted or replaced?); continuing above it",
+			"gw", g.cfg.Ingest.GatewayID, "next_seq", next, "high_water", mark)
+	}
+	return nil
+}
+
+// raiseSeqPastStoredRegistry is raiseSeqPastRegistry for a gateway that does not process
+// (--process none): a registry that local mode left in the data directory applies this spool's
+// records when local mode runs again, and would drop those numbered at or below its mark. Without
+// a registry file it does nothing; one it cannot read is logged and left alone (local mode will
+// report it).
+func (g *Gateway) raiseSeqPastStoredRegistry() {
+	path := filepath.Join(g.cfg.Spool.DataDir, "registry.db")
+	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+		return
+	}
+	reg, err := registry.Open(path, registry.Options{Logger: g.log.With("component", "registry")})
+	if err == nil {
+		err = errors.Join(g.raiseSeqPastRegistry(reg), reg.Close())
+	}
+	if err != nil {
+		g.log.Warn("cannot check the spool's sequence against the registry left by local mode", "err", err)
+	}
 }
 
 // run is the processor as an actor: it applies the spool until ctx ends (the batch being

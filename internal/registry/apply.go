@@ -26,6 +26,19 @@ func (r *Registry) Apply(ctx context.Context, b *processor.Batch) ([]processor.O
 	return r.w.apply(ctx, r.wdb, b)
 }
 
+// HighWater returns gw's high-water mark: the highest sequence number of gw's records the
+// registry has processed (0 if none). A spool feeding the registry must hand out numbers above
+// it, or its records are taken for duplicates; the gateway raises its spool's sequence past it
+// at start (spool.Disk.RaiseSeq).
+func (r *Registry) HighWater(gw string) (uint64, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return 0, errClosed
+	}
+	return r.w.marks[gw], nil
+}
+
 // applyTx is one Apply's transaction.
 type applyTx struct {
 	w   *writer

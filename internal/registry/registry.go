@@ -25,9 +25,10 @@
 // transaction the registry records, per gateway, the highest sequence number it has processed
 // (applied, duplicate or set aside). This assumes what the local spool guarantees: one consumer
 // sees each gateway's records in increasing seq order, so a record at or below the mark has been
-// processed and is reported as Duplicate without touching anything. (A spool directory deleted
-// while the registry is kept restarts seq at 1: its records would look like duplicates until
-// seq passes the old mark. Delete both or neither.)
+// processed and is reported as Duplicate without touching anything. HighWater returns the mark;
+// the gateway raises its spool's sequence above it at start, so a spool directory deleted or
+// replaced while the registry is kept does not restart below the mark (its new records would
+// all look like duplicates).
 //
 // History. Every numeric leaf of every applied record is a point (property = keys joined with
 // "."). The points of one record are stored together as one history entry. An Apply writes all

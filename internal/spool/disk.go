@@ -30,6 +30,7 @@ type Disk struct {
 	log      *slog.Logger
 	m        *metrics
 	unlock   func() error
+	fresh    bool // Open found neither a cursor nor a segment (see Fresh)
 
 	// Append side.
 	mu      sync.Mutex
@@ -61,6 +62,7 @@ type Disk struct {
 	activeFirst uint64
 	activeSize  int64 // durable size of the active segment
 	dirty       bool  // the active segment may hold bytes past activeSize from a failed batch
+	raised      bool  // RaiseSeq jumped the sequence: the next batch starts a new segment
 
 	// The cursor file, guarded by cursorMu: written by Commit (a new cursor) and by the commit
 	// goroutine (a new sequence lease).
@@ -161,6 +163,7 @@ func (d *Disk) recover() error {
 	if err != nil {
 		return err
 	}
+	d.fresh = cur == (cursorState{}) && len(firsts) == 0
 	readerSet := false
 	for i, first := range firsts {
 		var next uint64

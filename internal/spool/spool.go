@@ -17,6 +17,13 @@
 // no sequence number is ever reused, even if the entry that held it was destroyed; each restart leaves
 // a gap of up to 2^20.
 //
+// A spool directory that is deleted or replaced starts over at 1 (Fresh reports that Open found no
+// state), while what the spool fed may remember higher numbers. RaiseSeq lets the stage after the
+// spool lift the sequence above what it knows was used before the first Append: the gateway raises
+// it past the local registry's high-water mark for its id, and in AWS mode starts a fresh spool at
+// the wall clock in nanoseconds. The raised floor is persisted at once; the next batch starts a new
+// segment (recovery accepts a frame only within 2^32 of the one before it in a segment).
+//
 // Recovery on Open: a torn tail (a partial, zeroed or otherwise invalid region at the end of the last
 // segment) is truncated to the last good frame. An invalid region anywhere else is skipped: the
 // decoder resynchronises by scanning forward byte by byte for the next frame that is valid (CRC, sane

@@ -174,7 +174,7 @@ func (d *Disk) extendLease(last uint64) error {
 		return nil
 	}
 	d.stateMu.Lock()
-	c := cursorState{committed: d.cursor, floor: last + 1 + seqLease}
+	c := cursorState{committed: d.cursor, floor: max(last+1+seqLease, d.floor)} // never below a RaiseSeq
 	d.stateMu.Unlock()
 	if err := writeCursor(d.fs, d.dir, c, d.opts.NoSync); err != nil {
 		if last < d.floor {
@@ -193,7 +193,7 @@ func (d *Disk) writeLocked(chunks [][]byte, size int64, first uint64) error {
 	if err := d.repairLocked(); err != nil {
 		return err
 	}
-	if d.active == nil || (d.activeSize > 0 && d.activeSize+size > d.segLimit) {
+	if d.active == nil || d.raised || (d.activeSize > 0 && d.activeSize+size > d.segLimit) {
 		if err := d.rollLocked(first); err != nil {
 			return err
 		}
@@ -265,7 +265,7 @@ func (d *Disk) rollLocked(first uint64) error {
 			d.log.Warn("close segment", "segment", d.activeFirst, "err", err)
 		}
 	}
-	d.active, d.activeFirst, d.activeSize, d.dirty = f, first, 0, false
+	d.active, d.activeFirst, d.activeSize, d.dirty, d.raised = f, first, 0, false, false
 	d.stateMu.Lock()
 	d.segs = append(d.segs, &segment{first: first})
 	d.stateMu.Unlock()
