@@ -12,8 +12,18 @@
 //	/debug/pprof/       only with Config.Pprof (--pprof); keep the port private
 //
 // A role adds its own routes (the gateway's dashboard and JSON API) with Handle before Serve.
+//
+// Limits: a request's headers must arrive within the read timeout and its body within the read
+// timeout from the request's start; a response may take the write timeout; a keep-alive
+// connection idle for the idle timeout is closed. At most MaxConns connections are open at
+// once (further ones wait in the kernel's listen backlog), and Listen lowers that cap so that
+// the descriptors open at the time, one per connection and FDReserve fit under RLIMIT_NOFILE:
+// no HTTP load, idle or slow, can take the descriptors the spool needs to append.
+//
 // Config keys (internal/config): http_addr (--http-addr, empty disables the server), pprof,
-// log_level, log_format. The package has no metrics of its own.
+// http_read_timeout, http_write_timeout, http_idle_timeout, http_max_conns (serve only; other
+// roles get the defaults), log_level, log_format. Metrics: coapgw_http_connections (open
+// now), coapgw_http_max_connections (the cap in force).
 package ops
 
 import (
@@ -61,6 +71,26 @@ type Config struct {
 	Details func() map[string]any
 	// WrapMetrics, if set, wraps the /metrics handler (e.g. to require a token).
 	WrapMetrics func(http.Handler) http.Handler
+	// Limits; zero means the default (30s, 60s, 60s, 256 connections).
+	ReadTimeout  time.Duration
+	WriteTimeout time.Duration
+	IdleTimeout  time.Duration
+	MaxConns     int
+}
+
+func (c *Config) setDefaults() {
+	if c.ReadTimeout <= 0 {
+		c.ReadTimeout = 30 * time.Second
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = 60 * time.Second
+	}
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = 60 * time.Second
+	}
+	if c.MaxConns <= 0 {
+		c.MaxConns = 256
+	}
 }
 
 // Server is the operations HTTP server.
@@ -70,6 +100,8 @@ type Server struct {
 	mux *http.ServeMux
 	srv *http.Server
 	ln  net.Listener
+	lim *limitListener
+	max prometheus.Gauge // the connection cap in force
 }
 
 // New builds the server and its routes on reg; it does no I/O.
@@ -77,6 +109,7 @@ func New(cfg Config, reg *prometheus.Registry, log *slog.Logger) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	cfg.setDefaults()
 	s := &Server{cfg: cfg, log: log, mux: http.NewServeMux()}
 	var metrics http.Handler = promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
 	if cfg.WrapMetrics != nil {
@@ -94,7 +127,20 @@ func New(cfg Config, reg *prometheus.Registry, log *slog.Logger) *Server {
 		s.mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 		s.mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
-	s.srv = &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second}
+	s.srv = &http.Server{
+		Handler:           bodyDeadline(cfg.ReadTimeout, s.mux),
+		ReadHeaderTimeout: cfg.ReadTimeout,
+		WriteTimeout:      cfg.WriteTimeout,
+		IdleTimeout:       cfg.IdleTimeout,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	s.max = prometheus.NewGauge(prometheus.GaugeOpts{Name: "coapgw_http_max_connections", Help: "Cap on open HTTP connections in force (--http-max-conns, lowered to fit RLIMIT_NOFILE)."})
+	reg.MustRegister(s.max, prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "coapgw_http_connections", Help: "HTTP connections open now."}, func() float64 {
+		if s.lim == nil {
+			return 0
+		}
+		return float64(s.lim.open())
+	}))
 	return s
 }
 
@@ -135,7 +181,13 @@ func (s *Server) Listen() error {
 	if err != nil {
 		return fmt.Errorf("listen http %s: %w", s.cfg.Addr, err)
 	}
-	s.ln = ln
+	n := connLimit(s.cfg.MaxConns, fdLimit(), openFDs(), FDReserve)
+	if n < s.cfg.MaxConns {
+		s.log.Warn("http connections capped below --http-max-conns to keep descriptors for the spool", "max_conns", n, "rlimit_nofile", fdLimit(), "reserve", FDReserve)
+	}
+	s.max.Set(float64(n))
+	s.lim = newLimitListener(ln, n)
+	s.ln = s.lim
 	return nil
 }
 
