@@ -131,7 +131,7 @@ func New(cfg config.Config, log *slog.Logger) (*Gateway, error) {
 		}
 	}
 	if cfg.HTTP.Addr != "" {
-		oc := ops.Config{Addr: cfg.HTTP.Addr, Pprof: cfg.HTTP.Pprof, Ready: g.readiness, Details: g.readyDetails}
+		oc := g.opsConfig()
 		if cfg.HTTP.MetricsAuth {
 			oc.WrapMetrics = func(h http.Handler) http.Handler { return httpapi.RequireToken(g.httpAccess.Token, h) }
 		}
@@ -212,7 +212,8 @@ func (g *Gateway) Registry() *prometheus.Registry { return g.reg }
 // errNotReady is /readyz's reason while the gateway starts or stops.
 var errNotReady = errors.New("starting or shutting down")
 
-// readiness is /readyz's check.
+// readiness is /readyz's check: starting or stopping, a component that died, or spool appends
+// failing (full, disk errors, no descriptors; ingest.Handler.StorageErr).
 func (g *Gateway) readiness() error {
 	if err := g.failure.Load(); err != nil {
 		return *err
@@ -220,7 +221,7 @@ func (g *Gateway) readiness() error {
 	if !g.ready.Load() {
 		return errNotReady
 	}
-	return nil
+	return g.ingest.StorageErr()
 }
 
 // readyDetails are the fields of a ready /readyz answer.

@@ -90,6 +90,7 @@ type Handler struct {
 	results  [numResults]prometheus.Counter
 	echoKey  [32]byte // see amplification.go
 	limit    *limiter // nil: no --device-rate
+	appends  appendState
 
 	echoChallenges prometheus.Counter
 }
@@ -144,6 +145,8 @@ func New(cfg Config, sp Spool, log *slog.Logger, reg prometheus.Registerer) (*Ha
 	}
 	h := &Handler{cfg: cfg, spool: sp, log: log, echoKey: newEchoKey(),
 		limit: newLimiter(cfg.DeviceRate, cfg.DeviceBurst, cfg.DeviceLimitEntries)}
+	h.appends.log, h.appends.now = log, time.Now
+	h.appends.quiet = time.Duration(cfg.RetryAfter) * time.Second
 	h.echoChallenges = prometheus.NewCounter(prometheus.CounterOpts{Name: "coapgw_ingest_echo_challenges_total",
 		Help: "4.01 Unauthorized answers with an Echo option: an answer would have amplified a request from an unverified address."})
 	h.bufs.New = func() any { b := make([]byte, 0, 512); return &b }
