@@ -1,12 +1,9 @@
 package ops
 
 import (
-	"io"
 	"net"
-	"net/http"
 	"os"
 	"sync"
-	"time"
 )
 
 // FDReserve is how many file descriptors the HTTP server leaves to the rest of the process
@@ -88,37 +85,4 @@ func (c *limitConn) Close() error {
 	err := c.Conn.Close()
 	c.once.Do(c.release)
 	return err
-}
-
-// bodyDeadline bounds the arrival of a request's body by d from the start of the request. The
-// server's own ReadTimeout would do that too, but it also ends the context of a long response
-// (the event stream) once d has passed; here a request without a body is not bounded after its
-// headers (ReadHeaderTimeout), and the deadline is lifted when the body has been read.
-func bodyDeadline(d time.Duration, next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
-			next.ServeHTTP(w, r)
-			return
-		}
-		rc := http.NewResponseController(w)
-		if rc.SetReadDeadline(time.Now().Add(d)) == nil {
-			r.Body = &deadlineBody{ReadCloser: r.Body, rc: rc}
-		}
-		next.ServeHTTP(w, r)
-	})
-}
-
-type deadlineBody struct {
-	io.ReadCloser
-	rc     *http.ResponseController
-	lifted bool
-}
-
-func (b *deadlineBody) Read(p []byte) (int, error) {
-	n, err := b.ReadCloser.Read(p)
-	if err == io.EOF && !b.lifted {
-		b.lifted = true
-		_ = b.rc.SetReadDeadline(time.Time{})
-	}
-	return n, err
 }

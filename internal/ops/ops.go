@@ -7,14 +7,16 @@
 //	GET /metrics        the role's Prometheus registry (with Go and process collectors)
 //	GET /healthz        200 {"status":"ok"} while the process runs (liveness)
 //	GET /readyz         200 {"status":"ready",...} when Config.Ready reports nil; else 503
-//	                    {"status":"not ready","reason":...}: starting, stopping, or a
-//	                    component failed
+//	                    {"status":"not ready","reason":...}: starting, stopping, a
+//	                    component failed, or (the gateway) spool appends failing
 //	/debug/pprof/       only with Config.Pprof (--pprof); keep the port private
 //
 // A role adds its own routes (the gateway's dashboard and JSON API) with Handle before Serve.
 //
 // Limits: a request's headers must arrive within the read timeout and its body within the read
-// timeout from the request's start; a response may take the write timeout; a keep-alive
+// timeout from the request's start (once the body is read the deadline is lifted, so a long
+// response such as the dashboard's event stream runs on); a response may take the write
+// timeout (the event stream extends it per event); a keep-alive
 // connection idle for the idle timeout is closed. At most MaxConns connections are open at
 // once (further ones wait in the kernel's listen backlog), and Listen lowers that cap so that
 // the descriptors open at the time, one per connection and FDReserve fit under RLIMIT_NOFILE:
@@ -128,11 +130,11 @@ func New(cfg Config, reg *prometheus.Registry, log *slog.Logger) *Server {
 		s.mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
 	s.srv = &http.Server{
-		Handler:           bodyDeadline(cfg.ReadTimeout, s.mux),
+		Handler:           s.mux,
 		ReadHeaderTimeout: cfg.ReadTimeout,
+		ReadTimeout:       cfg.ReadTimeout, // lifted once the body is read: a long response runs on
 		WriteTimeout:      cfg.WriteTimeout,
 		IdleTimeout:       cfg.IdleTimeout,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
 	s.max = prometheus.NewGauge(prometheus.GaugeOpts{Name: "coapgw_http_max_connections", Help: "Cap on open HTTP connections in force (--http-max-conns, lowered to fit RLIMIT_NOFILE)."})
 	reg.MustRegister(s.max, prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "coapgw_http_connections", Help: "HTTP connections open now."}, func() float64 {
