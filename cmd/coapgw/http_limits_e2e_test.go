@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -67,6 +68,21 @@ func holdHTTP(t *testing.T, addr string, n, keepAlive int) {
 			fmt.Fprintf(c, "GET /healthz HTTP/1.1\r\nHost: %s\r\n", addr)
 		}
 	}
+}
+
+// readyzJSON decodes /readyz's answer into v, ready (200) or not (503: its fields are there too),
+// and returns the status code.
+func readyzJSON(t *testing.T, g *gw, v any) int {
+	t.Helper()
+	resp, err := http.Get("http://" + g.http + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		t.Fatalf("/readyz %d: %v", resp.StatusCode, err)
+	}
+	return resp.StatusCode
 }
 
 // TestHTTPCannotStarveSpool (issue 11, finding 1): under RLIMIT_NOFILE 64, 100 idle, keep-alive

@@ -1,7 +1,8 @@
 // Package gateway wires the components of one coapgw process together (CoAP server, device API,
 // spool, the local processor or the forwarder, the operations HTTP server) and runs them as a
 // run group (run.go): a component that dies makes the gateway not ready, answer 5.03 and exit
-// with an error, and a stop shuts everything down in dependency order.
+// with an error, and a stop shuts everything down in dependency order. /readyz also answers 503
+// while spool appends fail (ingest.Handler.StorageErr).
 //
 // Configuration: config.Config, role config.Serve; every section goes to its component. The
 // gateway's own keys are shutdown_timeout (how long a stop waits for requests in flight) and
@@ -224,7 +225,7 @@ func (g *Gateway) readiness() error {
 	return g.ingest.StorageErr()
 }
 
-// readyDetails are the fields of a ready /readyz answer.
+// readyDetails are the fields of every /readyz answer.
 func (g *Gateway) readyDetails() map[string]any {
 	st := g.spool.Stats()
 	return map[string]any{"spool_depth": st.Depth, "spool_bytes": st.Bytes}

@@ -22,6 +22,10 @@
 // No response to an unverified address is more than three times the size of its request
 // (amplification.go).
 //
+// Failed spool appends (full, disk errors, no file descriptor) are logged once per change of
+// state, with a count when they succeed again, and Handler.StorageErr reports them for the
+// gateway's /readyz (appendstate.go).
+//
 // Configuration (Config): besides the telemetry limits and --device-rate, Credentials (the store
 // internal/credential builds from its config; nil without one) and PlainPolicy (--plain-coap,
 // plain_coap: open, unbound or off; default unbound with Credentials, open without).

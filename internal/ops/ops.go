@@ -7,8 +7,9 @@
 //	GET /metrics        the role's Prometheus registry (with Go and process collectors)
 //	GET /healthz        200 {"status":"ok"} while the process runs (liveness)
 //	GET /readyz         200 {"status":"ready",...} when Config.Ready reports nil; else 503
-//	                    {"status":"not ready","reason":...}: starting, stopping, a
-//	                    component failed, or (the gateway) spool appends failing
+//	                    {"status":"not ready","reason":...,...}: starting, stopping, a
+//	                    component failed, or (the gateway) spool appends failing; both
+//	                    with Config.Details' fields
 //	/debug/pprof/       only with Config.Pprof (--pprof); keep the port private
 //
 // A role adds its own routes (the gateway's dashboard and JSON API) with Handle before Serve.
@@ -69,7 +70,7 @@ type Config struct {
 	// Ready reports nil when the role is ready to take work, else why not. Nil: ready while
 	// serving.
 	Ready func() error
-	// Details, if set, adds fields to the ready answer of /readyz.
+	// Details, if set, adds fields to the answers of /readyz (ready or not).
 	Details func() map[string]any
 	// WrapMetrics, if set, wraps the /metrics handler (e.g. to require a token).
 	WrapMetrics func(http.Handler) http.Handler
@@ -156,15 +157,16 @@ func (s *Server) Mux() *http.ServeMux { return s.mux }
 func (s *Server) RegisterOnShutdown(f func()) { s.srv.RegisterOnShutdown(f) }
 
 func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
-	if s.cfg.Ready != nil {
-		if err := s.cfg.Ready(); err != nil {
-			writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "not ready", "reason": err.Error()})
-			return
-		}
-	}
 	body := map[string]any{}
 	if s.cfg.Details != nil {
 		body = s.cfg.Details()
+	}
+	if s.cfg.Ready != nil {
+		if err := s.cfg.Ready(); err != nil {
+			body["status"], body["reason"] = "not ready", err.Error()
+			writeJSON(w, http.StatusServiceUnavailable, body)
+			return
+		}
 	}
 	body["status"] = "ready"
 	writeJSON(w, http.StatusOK, body)
