@@ -14,14 +14,14 @@
 //
 // A role adds its own routes (the gateway's dashboard and JSON API) with Handle before Serve.
 //
-// Limits: a request's headers must arrive within the read timeout and its body within the read
-// timeout from the request's start (once the body is read the deadline is lifted, so a long
-// response such as the dashboard's event stream runs on); a response may take the write
-// timeout (the event stream extends it per event); a keep-alive
-// connection idle for the idle timeout is closed. At most MaxConns connections are open at
-// once (further ones wait in the kernel's listen backlog), and Listen lowers that cap so that
-// the descriptors open at the time, one per connection and FDReserve fit under RLIMIT_NOFILE:
-// no HTTP load, idle or slow, can take the descriptors the spool needs to append.
+// Limits: a request's headers and body must arrive within the read timeout from its start
+// (once the body is read the deadline is lifted, so a long response such as the dashboard's
+// event stream runs on); a response may take the write timeout (the event stream extends it
+// per event); a keep-alive connection idle for the idle timeout is closed. At most MaxConns
+// connections are open at once (further ones wait in the kernel's listen backlog), and Listen
+// lowers that cap so that the descriptors open at the time, one per connection and FDReserve
+// fit under RLIMIT_NOFILE: no HTTP load, idle or slow, can take the descriptors the spool
+// needs to append.
 //
 // Config keys (internal/config): http_addr (--http-addr, empty disables the server), pprof,
 // http_read_timeout, http_write_timeout, http_idle_timeout, http_max_conns (serve only; other
