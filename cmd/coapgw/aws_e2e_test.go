@@ -328,7 +328,7 @@ func TestAWSOutageFillsSpool(t *testing.T) {
 		Depth int64 `json:"spool_depth"`
 	}
 	for deadline := time.Now().Add(60 * time.Second); ; {
-		if getJSON(t, g, "/readyz", &rd); rd.Depth == 0 {
+		if readyzJSON(t, g, &rd); rd.Depth == 0 { // 503 while the spool is full
 			break
 		}
 		if time.Now().After(deadline) {

@@ -187,6 +187,16 @@ type HTTP struct {
 	TokenFile    string // http-token-file: the API token; generated in <data-dir>/http-token off loopback
 	AllowedHosts string // http-allowed-hosts: extra Host names a loopback server answers to, comma-separated
 	MetricsAuth  bool   // metrics-auth: /metrics needs the token too
+	// ReadTimeout bounds how long a request's headers and body may take to arrive
+	// (http-read-timeout); WriteTimeout how long writing a response may take (http-write-timeout;
+	// the event stream extends it per event); IdleTimeout how long a keep-alive connection may
+	// wait for its next request (http-idle-timeout).
+	ReadTimeout  time.Duration
+	WriteTimeout time.Duration
+	IdleTimeout  time.Duration
+	// MaxConns caps the connections open at once (http-max-conns); the server lowers it further
+	// so that the descriptors it may hold leave a reserve under RLIMIT_NOFILE (internal/ops).
+	MaxConns int
 }
 
 // Log configures the logger.
@@ -226,9 +236,10 @@ func Default() Config {
 			Sink: "awsiot", Pollers: 4, BatchSize: 1000, VisibilityTimeout: 60 * time.Second,
 			WaitTime: 20 * time.Second, BatchWait: 250 * time.Millisecond, StopTimeout: 15 * time.Second,
 		},
-		IoT:  IoT{ThingCacheSize: 100_000, Concurrency: 32},
-		HTTP: HTTP{Addr: "127.0.0.1:8080"},
-		Log:  Log{Level: "info", Format: "text"},
+		IoT: IoT{ThingCacheSize: 100_000, Concurrency: 32},
+		HTTP: HTTP{Addr: "127.0.0.1:8080", ReadTimeout: 30 * time.Second, WriteTimeout: 60 * time.Second,
+			IdleTimeout: 60 * time.Second, MaxConns: 256},
+		Log: Log{Level: "info", Format: "text"},
 	}
 }
 

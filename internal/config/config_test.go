@@ -92,6 +92,7 @@ func TestEveryDocumentedSettingLoads(t *testing.T) {
 		"forward-concurrency": "2", "forward-max-pending": "100", "forward-linger": "-1ms", "forward-backoff-base": "1s",
 		"forward-backoff-max": "5s", "forward-max-rejects": "2", "forward-commit-interval": "1s",
 		"forward-shutdown-grace": "1s", "forward-max-waiters": "10", "queue-fifo": "true", "queue-max-batch-bytes": "256KiB",
+		"http-read-timeout": "5s", "http-write-timeout": "7s", "http-idle-timeout": "9s", "http-max-conns": "11",
 	}
 	process := map[string]string{
 		"queue": "https://sqs.eu-west-1.amazonaws.com/1/q", "sink": "awsiot", "publish-topic": "t/{thing}",
@@ -235,6 +236,8 @@ func TestValidateReportsEverything(t *testing.T) {
 			[]string{`coap-addr ":99999": port 99999 is out of range`, `http-addr "nosuchhost.invalid:8080": host "nosuchhost.invalid" does not resolve`, "piggyback-deadline 1ns"}},
 		{Serve, "coap_addr: '5683'\nspool_max_bytes: 64KiB\nspool_segment_bytes: 1MiB\nforward_backoff_base: 0s\nprocessor_backoff_max: 1ms\n",
 			[]string{"coap-addr", "spool-max-bytes 64KiB", "forward-backoff-base", "processor-backoff-max"}},
+		{Serve, "http_read_timeout: 0s\nhttp_write_timeout: -1s\nhttp_idle_timeout: 0s\nhttp_max_conns: 0\n",
+			[]string{"http-read-timeout 0s", "http-write-timeout -1s", "http-idle-timeout 0s", "http-max-conns 0"}},
 		{Serve, "fleet_key_file: /k\ndtls_recheck_interval: 10ms\n", []string{"dtls-recheck-interval 10ms: want 100ms–1m"}},
 		{Serve, "fleet_key_file: /k\ndtls_recheck_interval: 2m\n", []string{"dtls-recheck-interval 2m0s: want 100ms–1m"}},
 		{Process, "queue: nope\npollers: 0\nhttp_addr: ':70000'\nvisibility_timeout: 1s\n",

@@ -32,6 +32,7 @@ func (c *Config) Validate(role Role) error {
 	if role&(Serve|Process) != 0 {
 		c.validateLog(v, role)
 		v.addr("http-addr", c.HTTP.Addr, true)
+		c.validateHTTP(v)
 	}
 	switch role {
 	case Serve:
@@ -303,5 +304,16 @@ func (c *Config) validateIdentity(v *validator) {
 	}
 	if d := c.DTLS.HibernateAfter; d == 0 || (d > 0 && d < time.Second) {
 		v.bad("dtls-hibernate-after %s: want at least 1s, or negative for never", d)
+	}
+}
+
+// validateHTTP checks the operations server's limits: a zero timeout would mean none.
+func (c *Config) validateHTTP(v *validator) {
+	h := c.HTTP
+	v.positive("http-read-timeout", h.ReadTimeout)
+	v.positive("http-write-timeout", h.WriteTimeout)
+	v.positive("http-idle-timeout", h.IdleTimeout)
+	if h.MaxConns < 1 {
+		v.bad("http-max-conns %d: want at least 1", h.MaxConns)
 	}
 }

@@ -1,7 +1,8 @@
 // Package gateway wires the components of one coapgw process together (CoAP server, device API,
 // spool, the local processor or the forwarder, the operations HTTP server) and runs them as a
 // run group (run.go): a component that dies makes the gateway not ready, answer 5.03 and exit
-// with an error, and a stop shuts everything down in dependency order.
+// with an error, and a stop shuts everything down in dependency order. /readyz also answers 503
+// while spool appends fail (ingest.Handler.StorageErr).
 //
 // Configuration: config.Config, role config.Serve; every section goes to its component. The
 // gateway's own keys are shutdown_timeout (how long a stop waits for requests in flight) and
@@ -133,7 +134,7 @@ func New(cfg config.Config, log *slog.Logger) (*Gateway, error) {
 		}
 	}
 	if cfg.HTTP.Addr != "" {
-		oc := ops.Config{Addr: cfg.HTTP.Addr, Pprof: cfg.HTTP.Pprof, Ready: g.readiness, Details: g.readyDetails}
+		oc := g.opsConfig()
 		if cfg.HTTP.MetricsAuth {
 			oc.WrapMetrics = func(h http.Handler) http.Handler { return httpapi.RequireToken(g.httpAccess.Token, h) }
 		}
@@ -214,7 +215,8 @@ func (g *Gateway) Registry() *prometheus.Registry { return g.reg }
 // errNotReady is /readyz's reason while the gateway starts or stops.
 var errNotReady = errors.New("starting or shutting down")
 
-// readiness is /readyz's check.
+// readiness is /readyz's check: starting or stopping, a component that died, or spool appends
+// failing (full, disk errors, no descriptors; ingest.Handler.StorageErr).
 func (g *Gateway) readiness() error {
 	if err := g.failure.Load(); err != nil {
 		return *err
@@ -222,10 +224,10 @@ func (g *Gateway) readiness() error {
 	if !g.ready.Load() {
 		return errNotReady
 	}
-	return nil
+	return g.ingest.StorageErr()
 }
 
-// readyDetails are the fields of a ready /readyz answer.
+// readyDetails are the fields of every /readyz answer.
 func (g *Gateway) readyDetails() map[string]any {
 	st := g.spool.Stats()
 	return map[string]any{"spool_depth": st.Depth, "spool_bytes": st.Bytes}

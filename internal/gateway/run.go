@@ -101,8 +101,8 @@ func (g *Gateway) Serve(ctx context.Context) error {
 	case g.forward != nil:
 		stage = gr.start("forwarder", g.forward.fwd.Run)
 	}
-	g.ready.Store(true)
 	g.log.Info("coapgw serving", "process", g.cfg.Local.Process, "queue", g.cfg.AWS.Queue, "ack_after", g.cfg.Forward.AckAfter, "coap", addrString(g.CoAPAddr()), "coaps", addrString(g.CoAPSAddr()), "http", g.HTTPAddr(), "data_dir", g.cfg.Spool.DataDir, "version", Version)
+	g.ready.Store(true) // after the start line, so that whoever saw /readyz 200 can read it
 
 	var failure error
 	select {

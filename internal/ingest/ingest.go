@@ -22,6 +22,10 @@
 // No response to an unverified address is more than three times the size of its request
 // (amplification.go).
 //
+// Failed spool appends (full, disk errors, no file descriptor) are logged once per change of
+// state, with a count when they succeed again, and Handler.StorageErr reports them for the
+// gateway's /readyz (appendstate.go).
+//
 // Configuration (Config): besides the telemetry limits and --device-rate, Credentials (the store
 // internal/credential builds from its config; nil without one) and PlainPolicy (--plain-coap,
 // plain_coap: open, unbound or off; default unbound with Credentials, open without).
@@ -90,6 +94,7 @@ type Handler struct {
 	results  [numResults]prometheus.Counter
 	echoKey  [32]byte // see amplification.go
 	limit    *limiter // nil: no --device-rate
+	appends  appendState
 
 	echoChallenges prometheus.Counter
 }
@@ -144,6 +149,8 @@ func New(cfg Config, sp Spool, log *slog.Logger, reg prometheus.Registerer) (*Ha
 	}
 	h := &Handler{cfg: cfg, spool: sp, log: log, echoKey: newEchoKey(),
 		limit: newLimiter(cfg.DeviceRate, cfg.DeviceBurst, cfg.DeviceLimitEntries)}
+	h.appends.log, h.appends.now = log, time.Now
+	h.appends.quiet = time.Duration(cfg.RetryAfter) * time.Second
 	h.echoChallenges = prometheus.NewCounter(prometheus.CounterOpts{Name: "coapgw_ingest_echo_challenges_total",
 		Help: "4.01 Unauthorized answers with an Echo option: an answer would have amplified a request from an unverified address."})
 	h.bufs.New = func() any { b := make([]byte, 0, 512); return &b }

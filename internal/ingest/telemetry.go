@@ -71,6 +71,7 @@ func (h *Handler) store(w *coapserver.ResponseWriter, r *coapserver.Request) {
 	if err != nil { // the spool will not call wt.stored
 		wt.w = nil
 		h.waits.Put(wt)
+		h.noteAppend(err)
 		h.done(w, err)
 	}
 }
@@ -94,6 +95,7 @@ func (wt *waiting) onStored(seq uint64, err error) {
 	h, w := wt.h, wt.w
 	wt.w = nil
 	h.waits.Put(wt)
+	h.noteAppend(err)
 	if err != nil || h.cfg.AfterStored == nil {
 		h.done(w, err)
 		return
@@ -120,8 +122,7 @@ func (h *Handler) done(w *coapserver.ResponseWriter, err error) {
 		h.log.Warn("queue did not accept a stored record", "err", err)
 		diag = "queue unavailable"
 	} else {
-		h.results[resError].Inc()
-		h.log.Warn("spool append failed", "err", err)
+		h.results[resError].Inc() // logged once per change of state: noteAppend
 		diag = "storage unavailable"
 	}
 	h.unavailable(w, diag)

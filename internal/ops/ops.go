@@ -7,13 +7,26 @@
 //	GET /metrics        the role's Prometheus registry (with Go and process collectors)
 //	GET /healthz        200 {"status":"ok"} while the process runs (liveness)
 //	GET /readyz         200 {"status":"ready",...} when Config.Ready reports nil; else 503
-//	                    {"status":"not ready","reason":...}: starting, stopping, or a
-//	                    component failed
+//	                    {"status":"not ready","reason":...,...}: starting, stopping, a
+//	                    component failed, or (the gateway) spool appends failing; both
+//	                    with Config.Details' fields
 //	/debug/pprof/       only with Config.Pprof (--pprof); keep the port private
 //
 // A role adds its own routes (the gateway's dashboard and JSON API) with Handle before Serve.
+//
+// Limits: a request's headers and body must arrive within the read timeout from its start
+// (once the body is read the deadline is lifted, so a long response such as the dashboard's
+// event stream runs on); a response may take the write timeout (the event stream extends it
+// per event); a keep-alive connection idle for the idle timeout is closed. At most MaxConns
+// connections are open at once (further ones wait in the kernel's listen backlog), and Listen
+// lowers that cap so that the descriptors open at the time, one per connection and FDReserve
+// fit under RLIMIT_NOFILE: no HTTP load, idle or slow, can take the descriptors the spool
+// needs to append.
+//
 // Config keys (internal/config): http_addr (--http-addr, empty disables the server), pprof,
-// log_level, log_format. The package has no metrics of its own.
+// http_read_timeout, http_write_timeout, http_idle_timeout, http_max_conns (serve only; other
+// roles get the defaults), log_level, log_format. Metrics: coapgw_http_connections (open
+// now), coapgw_http_max_connections (the cap in force).
 package ops
 
 import (
@@ -57,10 +70,30 @@ type Config struct {
 	// Ready reports nil when the role is ready to take work, else why not. Nil: ready while
 	// serving.
 	Ready func() error
-	// Details, if set, adds fields to the ready answer of /readyz.
+	// Details, if set, adds fields to the answers of /readyz (ready or not).
 	Details func() map[string]any
 	// WrapMetrics, if set, wraps the /metrics handler (e.g. to require a token).
 	WrapMetrics func(http.Handler) http.Handler
+	// Limits; zero means the default (30s, 60s, 60s, 256 connections).
+	ReadTimeout  time.Duration
+	WriteTimeout time.Duration
+	IdleTimeout  time.Duration
+	MaxConns     int
+}
+
+func (c *Config) setDefaults() {
+	if c.ReadTimeout <= 0 {
+		c.ReadTimeout = 30 * time.Second
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = 60 * time.Second
+	}
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = 60 * time.Second
+	}
+	if c.MaxConns <= 0 {
+		c.MaxConns = 256
+	}
 }
 
 // Server is the operations HTTP server.
@@ -70,6 +103,8 @@ type Server struct {
 	mux *http.ServeMux
 	srv *http.Server
 	ln  net.Listener
+	lim *limitListener
+	max prometheus.Gauge // the connection cap in force
 }
 
 // New builds the server and its routes on reg; it does no I/O.
@@ -77,6 +112,7 @@ func New(cfg Config, reg *prometheus.Registry, log *slog.Logger) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	cfg.setDefaults()
 	s := &Server{cfg: cfg, log: log, mux: http.NewServeMux()}
 	var metrics http.Handler = promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
 	if cfg.WrapMetrics != nil {
@@ -94,7 +130,20 @@ func New(cfg Config, reg *prometheus.Registry, log *slog.Logger) *Server {
 		s.mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 		s.mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
-	s.srv = &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second}
+	s.srv = &http.Server{
+		Handler:           s.mux,
+		ReadHeaderTimeout: cfg.ReadTimeout,
+		ReadTimeout:       cfg.ReadTimeout, // lifted once the body is read: a long response runs on
+		WriteTimeout:      cfg.WriteTimeout,
+		IdleTimeout:       cfg.IdleTimeout,
+	}
+	s.max = prometheus.NewGauge(prometheus.GaugeOpts{Name: "coapgw_http_max_connections", Help: "Cap on open HTTP connections in force (--http-max-conns, lowered to fit RLIMIT_NOFILE)."})
+	reg.MustRegister(s.max, prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "coapgw_http_connections", Help: "HTTP connections open now."}, func() float64 {
+		if s.lim == nil {
+			return 0
+		}
+		return float64(s.lim.open())
+	}))
 	return s
 }
 
@@ -108,15 +157,16 @@ func (s *Server) Mux() *http.ServeMux { return s.mux }
 func (s *Server) RegisterOnShutdown(f func()) { s.srv.RegisterOnShutdown(f) }
 
 func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
-	if s.cfg.Ready != nil {
-		if err := s.cfg.Ready(); err != nil {
-			writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "not ready", "reason": err.Error()})
-			return
-		}
-	}
 	body := map[string]any{}
 	if s.cfg.Details != nil {
 		body = s.cfg.Details()
+	}
+	if s.cfg.Ready != nil {
+		if err := s.cfg.Ready(); err != nil {
+			body["status"], body["reason"] = "not ready", err.Error()
+			writeJSON(w, http.StatusServiceUnavailable, body)
+			return
+		}
 	}
 	body["status"] = "ready"
 	writeJSON(w, http.StatusOK, body)
@@ -135,7 +185,13 @@ func (s *Server) Listen() error {
 	if err != nil {
 		return fmt.Errorf("listen http %s: %w", s.cfg.Addr, err)
 	}
-	s.ln = ln
+	n := connLimit(s.cfg.MaxConns, fdLimit(), openFDs(), FDReserve)
+	if n < s.cfg.MaxConns {
+		s.log.Warn("http connections capped below --http-max-conns to keep descriptors for the spool", "max_conns", n, "rlimit_nofile", fdLimit(), "reserve", FDReserve)
+	}
+	s.max.Set(float64(n))
+	s.lim = newLimitListener(ln, n)
+	s.ln = s.lim
 	return nil
 }
 

@@ -104,7 +104,7 @@ func TestEndpoints(t *testing.T) {
 	err := errors.New("processor stopped: disk gone")
 	failed.Store(&err)
 	code, body = get(t, base+"/readyz")
-	if json.Unmarshal([]byte(body), &rd); code != 503 || rd["status"] != "not ready" || rd["reason"] != "processor stopped: disk gone" {
+	if json.Unmarshal([]byte(body), &rd); code != 503 || rd["status"] != "not ready" || rd["reason"] != "processor stopped: disk gone" || rd["spool_depth"] != 3.0 {
 		t.Fatalf("/readyz after a failure %d %s", code, body)
 	}
 	if code, body := get(t, base+"/extra"); code != 200 || body != "role route" {
