@@ -53,9 +53,10 @@ func TestDTLSDeviceEndToEnd(t *testing.T) {
 
 	coaps := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(freeUDPPort(t)))
 	g := startGW(t, dir, "--process", "local", "--coaps-addr", coaps.String())
-	if !strings.Contains(g.stderr.String(), "coaps="+coaps.String()) {
-		t.Fatalf("the gateway does not say it serves DTLS on %s:\n%s", coaps, g.stderr)
-	}
+	// The start line reaches the test through a pipe a moment after the gateway turns ready.
+	waitFor(t, "the start line naming the DTLS address", func() bool {
+		return strings.Contains(g.stderr.String(), "coaps="+coaps.String())
+	})
 
 	// run sends one request with a libcoap client; -v 6 makes it log the response's code.
 	run := func(bin string, args ...string) string {
@@ -135,8 +136,11 @@ func TestPlainCoAPOff(t *testing.T) {
 	}
 	coaps := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(freeUDPPort(t)))
 	g := startGW(t, dir, "--process", "local", "--coaps-addr", coaps.String(), "--plain-coap", "off")
-	if log := g.stderr.String(); !strings.Contains(log, "coap=off") || !strings.Contains(log, "coaps="+coaps.String()) {
-		t.Fatalf("the start line does not say plain CoAP is off and DTLS is on:\n%s", log)
+	waitFor(t, "the start line saying coaps="+coaps.String(), func() bool {
+		return strings.Contains(g.stderr.String(), "coaps="+coaps.String())
+	})
+	if log := g.stderr.String(); !strings.Contains(log, "coap=off") {
+		t.Fatalf("the start line does not say plain CoAP is off:\n%s", log)
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
