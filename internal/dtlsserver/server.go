@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -49,6 +48,7 @@ type Server struct {
 	preCookie  []*session    // handshakes in start order, for dropPreCookie
 	loaded     []savedSession
 	hibernated atomic.Int64
+	disp       dispatchers // dispatch.go
 }
 
 var _ coapserver.Sender = (*Server)(nil)
@@ -132,6 +132,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	s.loaded = nil
 	s.lmu.Unlock()
 	s.ep.Start()
+	s.startDispatch()
 	s.restore(loaded)
 	s.wg.Add(1)
 	go s.janitor()
@@ -169,7 +170,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	_ = s.conn.SetReadDeadline(time.Unix(1, 0))
 	if started {
-		<-s.readDone           // no session starts or wakes after this
+		<-s.readDone // no session starts or wakes after this
+		s.drainDispatch(ctx)
 		_ = s.ep.WaitIdle(ctx) // at ctx's end the rest go unanswered, as on the UDP server
 		s.ep.Stop()
 	}
@@ -188,6 +190,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		_ = c.Close() // muted: not even close_notify goes out
 	}
 	s.wg.Wait()
+	s.stopDispatch()
 	s.conn.Close()
 	return err
 }
@@ -520,6 +523,7 @@ func (s *Server) runSession(ss *session, conn *dtls.Conn, vc *vconn, resumed boo
 		s.promote(ss)
 	}
 	buf := make([]byte, s.cfg.MaxDatagram)
+	slots := make(chan struct{}, dispatchPerSession)
 	for {
 		n, err := conn.Read(buf)
 		var temp *dtls.TemporaryError
@@ -529,30 +533,8 @@ func (s *Server) runSession(ss *session, conn *dtls.Conn, vc *vconn, resumed boo
 		if err != nil {
 			return
 		}
-		s.ep.HandleSession(ss.key, s.peerAddr(conn, vc), ss.identity, buf[:n])
+		s.enqueue(ss, s.peerAddr(conn, vc), buf[:n], slots)
 	}
-}
-
-// peerAddr is where a record just read from conn came from, as pion authenticated it: its
-// remote address (RFC 9146 §6). pion moves that address to a Connection ID record's source
-// only after handing the record over, so when the last datagram came from elsewhere the answer
-// could go to the old address: wait (briefly) for pion to come back for its next datagram,
-// which it does after the move. pion's address is used, never the datagram's own, which a
-// forged record would set.
-func (s *Server) peerAddr(conn *dtls.Conn, vc *vconn) netip.AddrPort {
-	remote := func() netip.AddrPort {
-		ua, _ := conn.RemoteAddr().(*net.UDPAddr)
-		ap := ua.AddrPort()
-		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-	}
-	from, returned := vc.lastRead()
-	if from == remote() {
-		return from
-	}
-	for deadline := time.Now().Add(50 * time.Millisecond); vc.entries.Load() <= returned && time.Now().Before(deadline); {
-		runtime.Gosched()
-	}
-	return remote()
 }
 
 // promote counts ss as established; past MaxSessions the least recently active other session

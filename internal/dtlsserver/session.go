@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -197,4 +198,26 @@ func stopTimer(t *time.Timer) {
 	if t != nil {
 		t.Stop()
 	}
+}
+
+// peerAddr is where a record just read from conn came from, as pion authenticated it: its
+// remote address (RFC 9146 §6). pion moves that address to a Connection ID record's source
+// only after handing the record over, so when the last datagram came from elsewhere the answer
+// could go to the old address: wait (briefly) for pion to come back for its next datagram,
+// which it does after the move. pion's address is used, never the datagram's own, which a
+// forged record would set.
+func (s *Server) peerAddr(conn *dtls.Conn, vc *vconn) netip.AddrPort {
+	remote := func() netip.AddrPort {
+		ua, _ := conn.RemoteAddr().(*net.UDPAddr)
+		ap := ua.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	from, returned := vc.lastRead()
+	if from == remote() {
+		return from
+	}
+	for deadline := time.Now().Add(50 * time.Millisecond); vc.entries.Load() <= returned && time.Now().Before(deadline); {
+		runtime.Gosched()
+	}
+	return remote()
 }
