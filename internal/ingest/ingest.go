@@ -31,8 +31,14 @@
 // plain_coap: open, unbound or off; default unbound with Credentials, open without).
 //
 // Metrics: coapgw_ingest_records_total{result} (accepted, rejected, spool_full, spool_error,
-// draining, queue_error, rate_limited, unauthorized: 4.01 or 4.03 from identity binding),
-// coapgw_ingest_echo_challenges_total.
+// draining, queue_error, rate_limited, unauthorized: 4.01 or 4.03 from identity binding,
+// thing_limit: 5.03 for a new thing beyond --max-things), coapgw_ingest_echo_challenges_total,
+// coapgw_ingest_things (things known, with --max-things only).
+//
+// --max-things (Config.MaxThings, Config.Things; thinglimit.go): the gateway keeps the names of
+// the things it knows in memory (one map entry each, about 100 bytes), loaded at start and
+// learnt as records of new things reach the spool; a new thing beyond the cap gets 5.03 with
+// Max-Age and "thing limit reached" before anything is stored, and known things keep working.
 package ingest
 
 import (
@@ -79,6 +85,12 @@ type Config struct {
 	// PlainPolicy is --plain-coap: PlainOpen, PlainUnbound or PlainOff. "" means PlainUnbound
 	// with Credentials, PlainOpen without; PlainUnbound needs Credentials.
 	PlainPolicy string
+	// MaxThings is --max-things: once the gateway knows this many things, a record of a new one
+	// gets 5.03 "thing limit reached" and is not stored (thinglimit.go). 0 = no cap. Things, if
+	// set, lists the names of the things that exist at start (the local registry's); a name
+	// counts from its first record handed to the spool.
+	MaxThings int
+	Things    func() ([]string, error)
 }
 
 // Handler is the device API, a coapserver.Handler.
@@ -92,8 +104,9 @@ type Handler struct {
 	bufs     sync.Pool // record encoding buffers
 	waits    sync.Pool // *waiting (telemetry.go)
 	results  [numResults]prometheus.Counter
-	echoKey  [32]byte // see amplification.go
-	limit    *limiter // nil: no --device-rate
+	echoKey  [32]byte    // see amplification.go
+	limit    *limiter    // nil: no --device-rate
+	things   *thingLimit // nil: no --max-things
 	appends  appendState
 
 	echoChallenges prometheus.Counter
@@ -115,6 +128,7 @@ const (
 	resQueue
 	resLimited
 	resUnauthorized
+	resThingLimit
 	numResults
 )
 
@@ -149,6 +163,10 @@ func New(cfg Config, sp Spool, log *slog.Logger, reg prometheus.Registerer) (*Ha
 	}
 	h := &Handler{cfg: cfg, spool: sp, log: log, echoKey: newEchoKey(),
 		limit: newLimiter(cfg.DeviceRate, cfg.DeviceBurst, cfg.DeviceLimitEntries)}
+	var err error
+	if h.things, err = newThingLimit(cfg.MaxThings, cfg.Things); err != nil {
+		return nil, err
+	}
 	h.appends.log, h.appends.now = log, time.Now
 	h.appends.quiet = time.Duration(cfg.RetryAfter) * time.Second
 	h.echoChallenges = prometheus.NewCounter(prometheus.CounterOpts{Name: "coapgw_ingest_echo_challenges_total",
@@ -156,11 +174,16 @@ func New(cfg Config, sp Spool, log *slog.Logger, reg prometheus.Registerer) (*Ha
 	h.bufs.New = func() any { b := make([]byte, 0, 512); return &b }
 	h.waits.New = func() any { return h.newWaiting() }
 	vec := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "coapgw_ingest_records_total", Help: "Telemetry requests by result."}, []string{"result"})
-	for i, n := range []string{"accepted", "rejected", "spool_full", "spool_error", "draining", "queue_error", "rate_limited", "unauthorized"} {
+	for i, n := range []string{"accepted", "rejected", "spool_full", "spool_error", "draining", "queue_error", "rate_limited", "unauthorized", "thing_limit"} {
 		h.results[i] = vec.WithLabelValues(n)
 	}
 	if reg != nil {
 		reg.MustRegister(vec, h.echoChallenges)
+		if h.things != nil {
+			reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "coapgw_ingest_things",
+				Help: "Things the gateway knows, counted against --max-things."},
+				func() float64 { return float64(h.things.n.Load()) }))
+		}
 	}
 	h.serve = h.pipeline()
 	return h, nil

@@ -29,6 +29,7 @@ func (h *Handler) pipeline() coapserver.Handler {
 		h.bind,      // 4.03 for another identity's thing, 4.01 for plain CoAP a thing may not use
 		h.drain,     // 5.03 "gateway shutting down" once Drain was called
 		h.rateLimit, // 5.03 with Max-Age (a NON: dropped) beyond --device-rate
+		h.thingCap,  // 5.03 with Max-Age "thing limit reached" for a new thing beyond --max-things
 	)
 	return &router{
 		wellKnown: getOnly(coapmsg.FormatLinkFormat, coapserver.HandlerFunc(h.wellKnown)),

@@ -1,0 +1,91 @@
+package ingest
+
+import (
+	"errors"
+	"fmt"
+	"testing"
+
+	"github.com/coapgw/coapgw/internal/coapmsg"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// TestMaxThings: with --max-things 3, three distinct things are accepted; the fourth gets 5.03
+// with Max-Age and "thing limit reached" and nothing reaches the spool; the first three keep
+// getting 2.04, also under another type; the counter and the gauge say so.
+func TestMaxThings(t *testing.T) {
+	r := newRigWith(t, Config{GatewayID: "gw-test", MaxThings: 3})
+	for i := range 3 {
+		if resp := r.do(coapmsg.POST, pathOpts("sensor", fmt.Sprintf("dev-%d", i)), `{"t":1}`); resp.Code != coapmsg.Changed {
+			t.Fatalf("dev-%d: %v, want 2.04", i, resp.Code)
+		}
+	}
+	if got := r.h.things.n.Load(); got != 3 {
+		t.Fatalf("things known = %d, want 3", got)
+	}
+	resp := r.do(coapmsg.POST, pathOpts("sensor", "dev-3"), `{"t":1}`)
+	if resp.Code != coapmsg.ServiceUnavailable || string(resp.Payload) != "thing limit reached" {
+		t.Fatalf("dev-3: %v %q, want 5.03 \"thing limit reached\"", resp.Code, resp.Payload)
+	}
+	if ma := maxAge(t, resp); ma != 5 {
+		t.Fatalf("Max-Age %d, want 5 (--retry-after)", ma)
+	}
+	if n := r.sp.stored(); n != 3 {
+		t.Fatalf("%d records stored, want 3: the refused one reached the spool", n)
+	}
+	if got := testutil.ToFloat64(r.h.results[resThingLimit]); got != 1 {
+		t.Fatalf("thing_limit counter = %v, want 1", got)
+	}
+	for i := range 3 {
+		for _, typ := range []string{"sensor", "meter"} {
+			if resp := r.do(coapmsg.POST, pathOpts(typ, fmt.Sprintf("dev-%d", i)), `{"t":2}`); resp.Code != coapmsg.Changed {
+				t.Fatalf("%s/dev-%d at the cap: %v, want 2.04", typ, i, resp.Code)
+			}
+		}
+	}
+	if resp := r.do(coapmsg.POST, pathOpts("sensor", "dev-4"), `{"t":1}`); resp.Code != coapmsg.ServiceUnavailable {
+		t.Fatalf("dev-4: %v, want 5.03", resp.Code)
+	}
+	if n, c := r.sp.stored(), testutil.ToFloat64(r.h.results[resThingLimit]); n != 9 || c != 2 {
+		t.Fatalf("stored %d (want 9), thing_limit %v (want 2)", n, c)
+	}
+	if got := r.h.things.n.Load(); got != 3 {
+		t.Fatalf("things known = %d, want 3", got)
+	}
+}
+
+// TestMaxThingsKnownAtStart: the things listed at start count against the cap and keep working,
+// also when there are more of them than the cap; a list error fails New.
+func TestMaxThingsKnownAtStart(t *testing.T) {
+	list := func() ([]string, error) { return []string{"a", "b", "c"}, nil }
+	r := newRigWith(t, Config{GatewayID: "gw-test", MaxThings: 4, Things: list})
+	if resp := r.do(coapmsg.POST, pathOpts("s", "new-1"), `{}`); resp.Code != coapmsg.Changed {
+		t.Fatalf("new-1: %v, want 2.04", resp.Code)
+	}
+	if resp := r.do(coapmsg.POST, pathOpts("s", "new-2"), `{}`); resp.Code != coapmsg.ServiceUnavailable {
+		t.Fatalf("new-2: %v, want 5.03", resp.Code)
+	}
+	r = newRigWith(t, Config{GatewayID: "gw-test", MaxThings: 2, Things: list})
+	for _, id := range []string{"a", "b", "c"} {
+		if resp := r.do(coapmsg.POST, pathOpts("s", id), `{}`); resp.Code != coapmsg.Changed {
+			t.Fatalf("%s (known, above the cap): %v, want 2.04", id, resp.Code)
+		}
+	}
+	if resp := r.do(coapmsg.POST, pathOpts("s", "d"), `{}`); resp.Code != coapmsg.ServiceUnavailable {
+		t.Fatalf("d: %v, want 5.03", resp.Code)
+	}
+	if _, err := New(Config{MaxThings: 1, Things: func() ([]string, error) { return nil, errors.New("boom") }}, &fakeSpool{}, nil, nil); err == nil {
+		t.Fatal("New with a failing Things: no error")
+	}
+}
+
+// TestThingLimitNoAlloc: a known thing costs a map lookup, no allocation.
+func TestThingLimitNoAlloc(t *testing.T) {
+	l, err := newThingLimit(10, func() ([]string, error) { return []string{"dev-1"}, nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := []byte("dev-1")
+	if n := testing.AllocsPerRun(100, func() { l.admit(id) }); n != 0 {
+		t.Fatalf("%v allocations per known thing, want 0", n)
+	}
+}
