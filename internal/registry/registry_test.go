@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -763,5 +764,18 @@ func TestMigrationFromVersion3KeepsHistory(t *testing.T) {
 	h, _ = r.History(t.Context(), "a", HistoryQuery{Property: "temp"})
 	if len(h) != 1 || len(h[0].Points) != 4 || h[0].Points[3].V != 13 {
 		t.Errorf("history of a after a new record %+v", h)
+	}
+}
+
+func TestThingNames(t *testing.T) {
+	e := newEnv(t, Options{})
+	if names, err := e.r.ThingNames(t.Context()); err != nil || len(names) != 0 {
+		t.Fatalf("empty registry: %v %v", names, err)
+	}
+	e.send(rec("sensor", "a", 1, `{"temp":1}`), rec("meter", "b", 2, `{"kwh":5}`))
+	names, err := e.r.ThingNames(t.Context())
+	slices.Sort(names)
+	if err != nil || !slices.Equal(names, []string{"a", "b"}) {
+		t.Fatalf("ThingNames = %v %v, want [a b]", names, err)
 	}
 }
