@@ -136,6 +136,7 @@ type Local struct {
 	BackoffMax       time.Duration // processor-backoff-max
 	HistoryMaxAge    time.Duration // history-max-age
 	HistoryMaxPoints int           // history-max-points
+	MaxThings        int           // max-things: 0 = no cap
 }
 
 // Forward configures the AWS pipeline's forwarder from the spool to SQS (internal/forward).
@@ -224,6 +225,7 @@ func Default() Config {
 		Local: Local{
 			Process: "local", Batch: 20000, BackoffMin: 100 * time.Millisecond, BackoffMax: 30 * time.Second,
 			HistoryMaxAge: 7 * 24 * time.Hour, HistoryMaxPoints: 1000,
+			MaxThings: 100_000,
 		},
 		Forward: Forward{
 			AckAfter: "spool", QueueAckTimeout: 3 * time.Second,

@@ -178,6 +178,9 @@ func (c *Config) validateServe(v *validator) {
 	if l.HistoryMaxPoints < 1 {
 		v.bad("history-max-points must be positive")
 	}
+	if n := l.MaxThings; n < 0 || n > 100_000_000 {
+		v.bad("max-things %d: want 0 (no cap) to 100000000", n)
+	}
 
 	c.validateQueueURL(v, false)
 	f := c.Forward

@@ -6,7 +6,9 @@
 //
 // Configuration: config.Config, role config.Serve; every section goes to its component. The
 // gateway's own keys are shutdown_timeout (how long a stop waits for requests in flight) and
-// fail_linger (how long a failed gateway answers 5.03 and /readyz 503 before it exits). Metrics:
+// fail_linger (how long a failed gateway answers 5.03 and /readyz 503 before it exits). The local
+// section's max_things goes to the device API, loaded with the registry's thing names, in local
+// mode only (local.go). Metrics:
 // the components' own, plus the Go and process collectors.
 package gateway
 
@@ -116,6 +118,7 @@ func New(cfg config.Config, log *slog.Logger) (*Gateway, error) {
 		AfterStored: g.afterStored(), Lag: g.lag,
 		DeviceRate: cfg.Ingest.DeviceRate, DeviceBurst: cfg.Ingest.DeviceBurst,
 		Credentials: g.creds, PlainPolicy: policy,
+		MaxThings: g.maxThings(), Things: g.knownThings,
 	}, sp, log.With("component", "ingest"), g.reg)
 	if err != nil {
 		return fail(err)

@@ -52,6 +52,22 @@ func (g *Gateway) openLocal() error {
 	return nil
 }
 
+// maxThings is --max-things for the device API: local mode only. With --queue the gateway cannot
+// see AWS IoT's registry, and with --process none it has none; there is no cap then.
+func (g *Gateway) maxThings() int {
+	if g.local == nil {
+		return 0
+	}
+	return g.cfg.Local.MaxThings
+}
+
+// knownThings lists the registry's things for the device API's --max-things set, at start.
+func (g *Gateway) knownThings() ([]string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	return g.local.reg.ThingNames(ctx)
+}
+
 // raiseSeqPastRegistry makes the spool hand out sequence numbers above the registry's high-water
 // mark for this gateway. They normally are (the mark comes from the spool); they are not when the
 // spool directory was deleted or replaced and the registry kept, and the registry would then
