@@ -420,9 +420,15 @@ func FuzzCheckJSONObject(f *testing.F) {
 	})
 }
 
-func BenchmarkServeCoAP(b *testing.B) {
+func BenchmarkServeCoAP(b *testing.B) { benchServeCoAP(b, Config{GatewayID: "gw"}) }
+
+// benchServeCoAP posts telemetry for sensor/dev-1 to a handler with cfg.
+func benchServeCoAP(b *testing.B, cfg Config) {
 	sp := &fakeSpool{}
-	h, _ := New(Config{GatewayID: "gw"}, sp, nil, nil)
+	h, err := New(cfg, sp, nil, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
 	ep := coapserver.NewEndpoint(h, discard{}, coapserver.Options{}, nil, nil)
 	m := coapmsg.Message{Type: coapmsg.Confirmable, Code: coapmsg.POST, Token: []byte{1, 2, 3, 4},
 		Options: append(pathOpts("sensor", "dev-1"), cf(50)), Payload: []byte(`{"temp":21.5,"hum":40,"pad":"xxxxxxxxxxxxxxxxxxxxxxxxxx"}`)}

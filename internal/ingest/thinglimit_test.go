@@ -89,3 +89,10 @@ func TestThingLimitNoAlloc(t *testing.T) {
 		t.Fatalf("%v allocations per known thing, want 0", n)
 	}
 }
+
+// BenchmarkServeCoAPThingCap is BenchmarkServeCoAP with --max-things on and the device known:
+// one map lookup more.
+func BenchmarkServeCoAPThingCap(b *testing.B) {
+	benchServeCoAP(b, Config{GatewayID: "gw", MaxThings: 100_000,
+		Things: func() ([]string, error) { return []string{"dev-1"}, nil }})
+}
