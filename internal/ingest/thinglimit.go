@@ -10,8 +10,9 @@ import (
 
 // thingLimit is --max-things: the set of thing names the gateway knows, so that the hot path
 // tells a known thing from a new one with one map lookup and never asks the registry. It starts
-// with the names Config.Things lists and learns each new name the moment a record of it is handed
-// to the spool (before the processor applies it). A new name beyond max is refused. The set holds
+// with the names Config.Things lists and learns each new name when a record of it is let through
+// to the spool (before the processor applies it; a name whose append then fails, or whose record
+// is set aside, still counts until a restart). A new name beyond max is refused. The set holds
 // one entry per thing: at most max, or the registry's count at start if that was larger (those
 // things keep working, and no new one is let in).
 //
