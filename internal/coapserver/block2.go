@@ -19,18 +19,18 @@ const blockOpts = 3
 
 // blockState is what an exchange's response carries for block-wise transfer; the endpoint
 // fills it from the request before the handler runs.
+// Its 20 bytes are in every exchange, so it is packed.
 type blockState struct {
-	flags uint8 // blkEcho1, blkReq2, blkSize2
-	szx1  uint8 // the Block1 echoed: NUM, M, SZX
-	more1 bool
-	num1  uint32
-	req2  Block              // the request's Block2 (with blkReq2)
-	vals  [blockOpts][3]byte // the values of the block options a response carries
+	flags      uint8 // blkEcho1, blkMore1, blkReq2, blkSize2
+	szx1, szx2 uint8
+	vals       [blockOpts][3]byte // the values of the block options a response carries
+	num1, num2 uint32             // Block1 echoed: num1, blkMore1, szx1; Block2 asked: num2, szx2
 }
 
 const (
-	blkEcho1 = 1 << iota // a 2.xx response carries Block1 (num1, more1, szx1)
-	blkReq2              // the request carried Block2 (req2)
+	blkEcho1 = 1 << iota // a 2.xx response carries Block1 (num1, blkMore1, szx1)
+	blkMore1             // with M set
+	blkReq2              // the request carried Block2 (num2, szx2)
 	blkSize2             // the request carried Size2: a sliced response says the whole size
 )
 
@@ -38,7 +38,10 @@ const (
 // of the request body (RFC 7959 §2.3).
 func (w *ResponseWriter) echoBlock1(num uint32, more bool, szx uint8) {
 	w.blk.flags |= blkEcho1
-	w.blk.num1, w.blk.more1, w.blk.szx1 = num, more, szx
+	if more {
+		w.blk.flags |= blkMore1
+	}
+	w.blk.num1, w.blk.szx1 = num, szx
 }
 
 var diagBeyondEnd = []byte("block beyond the end")
@@ -59,13 +62,13 @@ func (w *ResponseWriter) blockResponse(code coapmsg.Code, o *optArray, k, plen i
 	}
 	base := k
 	if w.blk.flags&blkEcho1 != 0 {
-		o[k] = coapmsg.Option{Number: coapmsg.Block1, Value: coapmsg.AppendBlock(w.blk.vals[0][:0], w.blk.num1, w.blk.more1, w.blk.szx1)}
+		o[k] = coapmsg.Option{Number: coapmsg.Block1, Value: coapmsg.AppendBlock(w.blk.vals[0][:0], w.blk.num1, w.blk.flags&blkMore1 != 0, w.blk.szx1)}
 		k++
 	}
 	szx := w.e.blockSZX
 	if w.blk.flags&blkReq2 != 0 {
-		szx = min(szx, w.blk.req2.SZX)
-		off = int(w.blk.req2.Num) << (w.blk.req2.SZX + 4)
+		szx = min(szx, w.blk.szx2)
+		off = int(w.blk.num2) << (w.blk.szx2 + 4)
 	}
 	if plen == 0 || (off == 0 && plen <= 1<<(szx+4)) {
 		// Nothing to slice: the whole payload is one block (RFC 7959 §2.4 lets the server

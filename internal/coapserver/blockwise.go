@@ -17,7 +17,7 @@ func (e *Endpoint) serveBlockWise(w *ResponseWriter, r *Request) {
 			return
 		}
 		w.blk.flags |= blkReq2
-		w.blk.req2 = b
+		w.blk.num2, w.blk.szx2 = b.Num, b.SZX
 	}
 	b, ok := r.Block1()
 	if !ok {

@@ -28,9 +28,9 @@ type Request struct {
 	path, query    span // Uri-Path and Uri-Query options: a run of Msg.Options (they are sorted)
 	tag            span // Request-Tag options (RFC 9175)
 	cf, accept     uint16
-	has            uint8 // hasCF, hasAccept, hasBlock1, hasBlock2, hasSize1, hasSize2
-	block1, block2 Block
 	size1          uint32
+	block1, block2 Block
+	has            uint8 // hasCF, hasAccept, hasBlock1, hasBlock2, hasSize1, hasSize2
 	echo           []byte
 }
 
