@@ -79,12 +79,7 @@ func newReassembly(o Options, m *Metrics) *reassembly {
 }
 
 func (ra *reassembly) shard(p peerKey) *bodyShard {
-	h := uint32(2166136261)
-	for _, c := range p {
-		h ^= uint32(c)
-		h *= 16777619
-	}
-	return &ra.shards[h%uint32(len(ra.shards))]
+	return &ra.shards[p.hash()%uint32(len(ra.shards))]
 }
 
 // bodyKeyOf is the key of r's body from peer p.

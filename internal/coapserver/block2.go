@@ -46,16 +46,13 @@ func (w *ResponseWriter) echoBlock1(num uint32, more bool, szx uint8) {
 
 var diagBeyondEnd = []byte("block beyond the end")
 
-// optArray holds a response's options: up to maxRespOpts of the handler's, blockOpts of
-// block-wise transfer and the extra ones Size measures with.
-type optArray [16]coapmsg.Option
-
 // blockResponse shapes a response for block-wise transfer: o[:k] are the response's options so
-// far, sorted, and plen the length of the payload the handler gave. It returns the code (4.02
+// far, sorted, o has room for blockOpts more, and plen is the length of the payload the handler
+// gave. It returns the code (4.02
 // for a Block2 past the end), the number of options in o with the block options added, sorted,
 // and the part of the payload to send: payload[off:off+n], or diag instead when off is -1. The
 // block options' values are in w.blk.vals.
-func (w *ResponseWriter) blockResponse(code coapmsg.Code, o *optArray, k, plen int) (_ coapmsg.Code, _ int, off, n int, diag []byte) {
+func (w *ResponseWriter) blockResponse(code coapmsg.Code, o []coapmsg.Option, k, plen int) (_ coapmsg.Code, _ int, off, n int, diag []byte) {
 	n = plen
 	if code.Class() != 2 || k > len(o)-blockOpts {
 		return code, k, 0, n, nil
@@ -112,28 +109,21 @@ func sortOptions(o []coapmsg.Option, sorted int) {
 
 // encodedLen is the length of a piggybacked response with options o[:k], sorted up to base, and
 // a payload of n bytes.
-func (w *ResponseWriter) encodedLen(o *optArray, k, base, n int) int {
-	t := *o
+func (w *ResponseWriter) encodedLen(o []coapmsg.Option, k, base, n int) int {
+	var t [maxRespOpts + blockOpts + 8]coapmsg.Option
+	if k > len(t) {
+		return int(^uint(0) >> 1)
+	}
+	copy(t[:], o[:k])
 	sortOptions(t[:k], base)
 	l := 4 + int(w.tkl)
 	var prev uint16
 	for _, op := range t[:k] {
-		l += 1 + extLen(uint32(op.Number-prev)) + extLen(uint32(len(op.Value))) + len(op.Value)
+		l += coapmsg.OptionLen(op.Number-prev, len(op.Value))
 		prev = op.Number
 	}
 	if n > 0 {
 		l += 1 + n
 	}
 	return l
-}
-
-// extLen is the length of an option delta's or length's extended field (RFC 7252 §3.1).
-func extLen(v uint32) int {
-	switch {
-	case v < 13:
-		return 0
-	case v < 269:
-		return 1
-	}
-	return 2
 }

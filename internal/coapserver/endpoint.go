@@ -454,7 +454,7 @@ func (w *ResponseWriter) SetUintOption(num uint16, v uint32) {
 // options sorts the options set so far by number (a stable insertion sort over at most 4), as
 // the encoding needs, and puts them as Options in dst, their values aliasing w.obuf; it returns
 // how many.
-func (w *ResponseWriter) options(dst *optArray) int {
+func (w *ResponseWriter) options(dst []coapmsg.Option) int {
 	for i := 1; i < int(w.nopt); i++ {
 		for j := i; j > 0 && w.opts[j].num < w.opts[j-1].num; j-- {
 			w.opts[j], w.opts[j-1] = w.opts[j-1], w.opts[j]
@@ -469,8 +469,8 @@ func (w *ResponseWriter) options(dst *optArray) int {
 
 // message is the response Respond sends for code and payload, of type t and Message ID mid,
 // with the options set so far and, for block-wise transfer, its block options and the block of
-// payload it carries (block2.go). opts holds the message's options.
-func (w *ResponseWriter) message(t coapmsg.Type, mid uint16, code coapmsg.Code, payload []byte, opts *optArray) coapmsg.Message {
+// payload it carries (block2.go). opts, of maxRespOpts + blockOpts, holds the message's options.
+func (w *ResponseWriter) message(t coapmsg.Type, mid uint16, code coapmsg.Code, payload []byte, opts []coapmsg.Option) coapmsg.Message {
 	k := w.options(opts)
 	if w.blk.flags != 0 || len(payload) > 1<<(w.e.blockSZX+4) {
 		var off, n int
@@ -501,19 +501,19 @@ func (w *ResponseWriter) Size(payloadLen int, extra ...coapmsg.Option) int {
 
 // size is Size for a response of code.
 func (w *ResponseWriter) size(code coapmsg.Code, payloadLen int, extra ...coapmsg.Option) int {
-	var opts optArray
-	k := w.options(&opts)
+	var opts [maxRespOpts + blockOpts + 8]coapmsg.Option
+	k := w.options(opts[:])
 	k += copy(opts[k:len(opts)-blockOpts], extra)
 	sortOptions(opts[:k], int(w.nopt))
 	if w.blk.flags != 0 || payloadLen > 1<<(w.e.blockSZX+4) {
 		var off int
 		var diag []byte
-		code, k, off, payloadLen, diag = w.blockResponse(code, &opts, k, payloadLen)
+		code, k, off, payloadLen, diag = w.blockResponse(code, opts[:], k, payloadLen)
 		if off < 0 {
 			payloadLen = len(diag)
 		}
 	}
-	return w.encodedLen(&opts, k, k, payloadLen)
+	return w.encodedLen(opts[:], k, k, payloadLen)
 }
 
 // Respond sends the response. Only the first call has an effect.
@@ -537,12 +537,12 @@ func (w *ResponseWriter) Respond(code coapmsg.Code, payload []byte) {
 	// The request is in flight until its answer is handed to the Sender: Shutdown waits for
 	// in-flight requests and then closes the sender, which must not drop the answer.
 	defer e.inflight.Add(-1)
-	var opts optArray
+	var opts [maxRespOpts + blockOpts]coapmsg.Option
 	var m coapmsg.Message
 	if w.con {
-		m = w.message(coapmsg.Acknowledgement, w.mid, code, payload, &opts)
+		m = w.message(coapmsg.Acknowledgement, w.mid, code, payload, opts[:])
 	} else {
-		m = w.message(coapmsg.NonConfirmable, e.nextMID(), code, payload, &opts)
+		m = w.message(coapmsg.NonConfirmable, e.nextMID(), code, payload, opts[:])
 	}
 	bp := e.bufs.Get().(*[]byte)
 	b, err := m.Append((*bp)[:0])

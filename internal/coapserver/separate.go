@@ -104,8 +104,8 @@ func (e *Endpoint) tick() {
 // is not sent. Each such cut is counted (separate_limited).
 func (e *Endpoint) sendSeparate(w *ResponseWriter, code coapmsg.Code, payload []byte) {
 	w.sepMID = e.nextMID()
-	var opts optArray
-	m := w.message(coapmsg.Confirmable, w.sepMID, code, payload, &opts)
+	var opts [maxRespOpts + blockOpts]coapmsg.Option
+	m := w.message(coapmsg.Confirmable, w.sepMID, code, payload, opts[:])
 	b, err := m.Append(nil)
 	if err != nil {
 		e.log.Error("encode separate response", "err", err)
