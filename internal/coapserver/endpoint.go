@@ -508,7 +508,7 @@ func (w *ResponseWriter) size(code coapmsg.Code, payloadLen int, extra ...coapms
 	if w.blk.flags != 0 || payloadLen > 1<<(w.e.blockSZX+4) {
 		var off int
 		var diag []byte
-		code, k, off, payloadLen, diag = w.blockResponse(code, opts[:], k, payloadLen)
+		_, k, off, payloadLen, diag = w.blockResponse(code, opts[:], k, payloadLen)
 		if off < 0 {
 			payloadLen = len(diag)
 		}
