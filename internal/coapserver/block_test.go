@@ -421,3 +421,15 @@ func TestBlock2(t *testing.T) {
 		t.Fatalf("DTLS peer: block %d/%v/%d with %d bytes", n, more, szx, len(m.Payload))
 	}
 }
+
+// TestNoBlock2WithoutBlockWise: without Options.BlockWise a large answer goes out whole, with no
+// Block2 option (a client that never asked for block-wise transfer gets none).
+func TestNoBlock2WithoutBlockWise(t *testing.T) {
+	doc := testBody(3000)
+	e, s := newTestEndpoint(HandlerFunc(func(w *ResponseWriter, r *Request) { w.Respond(coapmsg.Content, doc) }), Options{})
+	e.HandleSession(peerB, peerB, "thing/t1", enc(t, post(coapmsg.Confirmable, 1, "")))
+	m := dec(t, s.take()[0].b)
+	if _, ok := m.Option(coapmsg.Block2); ok || !bytes.Equal(m.Payload, doc) {
+		t.Fatalf("answer with %d bytes, options %v; want the whole document, no Block2", len(m.Payload), m.Options)
+	}
+}

@@ -109,8 +109,9 @@ type Endpoint struct {
 	clock func() time.Time
 	epoch time.Time
 
-	blockSZX uint8       // Options.BlockSize as an SZX
-	bodies   *reassembly // Block1 bodies being reassembled (block1.go); nil without BlockWise
+	blockSZX   uint8       // Options.BlockSize as an SZX
+	sliceAbove int         // a response payload longer than this goes block-wise: the block size, or never without BlockWise
+	bodies     *reassembly // Block1 bodies being reassembled (block1.go); nil without BlockWise
 
 	mu          sync.Mutex
 	pending     ring[*ResponseWriter]      // deferred CON exchanges, arrival order
@@ -144,7 +145,9 @@ func NewEndpoint(h Handler, out Sender, opts Options, log *slog.Logger, m *Metri
 	}
 	e.obs, _ = h.(RejectObserver)
 	e.blockSZX = coapmsg.BlockSZX(opts.BlockSize)
+	e.sliceAbove = int(^uint(0) >> 1)
 	if opts.BlockWise {
+		e.sliceAbove = 1 << (e.blockSZX + 4)
 		e.bodies = newReassembly(opts, m)
 	}
 	e.epoch = e.clock()
@@ -472,7 +475,7 @@ func (w *ResponseWriter) options(dst []coapmsg.Option) int {
 // payload it carries (block2.go). opts, of maxRespOpts + blockOpts, holds the message's options.
 func (w *ResponseWriter) message(t coapmsg.Type, mid uint16, code coapmsg.Code, payload []byte, opts []coapmsg.Option) coapmsg.Message {
 	k := w.options(opts)
-	if w.blk.flags != 0 || len(payload) > 1<<(w.e.blockSZX+4) {
+	if w.blk.flags != 0 || len(payload) > w.e.sliceAbove {
 		var off, n int
 		var diag []byte
 		code, k, off, n, diag = w.blockResponse(code, opts, k, len(payload))
@@ -505,7 +508,7 @@ func (w *ResponseWriter) size(code coapmsg.Code, payloadLen int, extra ...coapms
 	k := w.options(opts[:])
 	k += copy(opts[k:len(opts)-blockOpts], extra)
 	sortOptions(opts[:k], int(w.nopt))
-	if w.blk.flags != 0 || payloadLen > 1<<(w.e.blockSZX+4) {
+	if w.blk.flags != 0 || payloadLen > w.e.sliceAbove {
 		var off int
 		var diag []byte
 		_, k, off, payloadLen, diag = w.blockResponse(code, opts[:], k, payloadLen)
