@@ -18,7 +18,7 @@ import "sync"
 // block: then the handler answers, typically 2.04 once the record is durable.
 //
 // Sizes: a Size1 option over MaxRequestBody, or a body growing past it, gets 4.13 with Size1 =
-// MaxRequestBody at once (RFC 7959 §4, §2.9.3). A block larger than Options.BlockSize is taken,
+// MaxRequestBody and a Block1 hint (the block size taken) at once (RFC 7959 §4, §2.9.3). A block larger than Options.BlockSize is taken,
 // and the 2.31 asks for smaller ones (late negotiation, §2.5); otherwise the client's block size
 // stands. Block1 in a GET or DELETE, which carry no body, gets 4.02.
 //

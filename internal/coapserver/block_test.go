@@ -185,8 +185,9 @@ func TestBlock1Incomplete(t *testing.T) {
 	}
 }
 
-// TestBlock1TooLarge: a Size1 over the limit gets 4.13 with Size1 = the limit at the first
-// block, and a body growing past it gets 4.13 before its last block; nothing is handled.
+// TestBlock1TooLarge: a Size1 over the limit gets 4.13 with Size1 = the limit (and Block1, the
+// block size taken) at the first block, and a body growing past it gets 4.13 before its last
+// block; nothing is handled.
 func TestBlock1TooLarge(t *testing.T) {
 	h := &bodyHandler{}
 	e, s := newTestEndpoint(h, blockOpts1(2048))
@@ -195,9 +196,9 @@ func TestBlock1TooLarge(t *testing.T) {
 		return coapmsg.Option{Number: coapmsg.Size1, Value: coapmsg.AppendUint(nil, n)}
 	}
 	e.HandleDatagram(peerA, enc(t, blockReq(1, "a/b", b, 0, 6, size1(5000))))
-	code, _, m := answer(t, s)
-	if v, _ := m.Option(coapmsg.Size1); code != coapmsg.RequestEntityTooLarge || !bytes.Equal(v, []byte{0x08, 0x00}) {
-		t.Fatalf("Size1 5000: %v Size1 %x, want 4.13 with Size1 2048", code, v)
+	code, b1, m := answer(t, s)
+	if v, _ := m.Option(coapmsg.Size1); code != coapmsg.RequestEntityTooLarge || !bytes.Equal(v, []byte{0x08, 0x00}) || b1 != "0/false/1024" {
+		t.Fatalf("Size1 5000: %v Size1 %x Block1 %s, want 4.13 with Size1 2048 and Block1 0/false/1024", code, v, b1)
 	}
 	for i, want := range []coapmsg.Code{coapmsg.Continue, coapmsg.Continue, coapmsg.RequestEntityTooLarge} {
 		e.HandleDatagram(peerA, enc(t, blockReq(uint16(10+i), "a/b", b, uint32(i), 6)))

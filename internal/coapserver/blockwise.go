@@ -42,14 +42,17 @@ func (e *Endpoint) serveBlockWise(w *ResponseWriter, r *Request) {
 	maxBody := e.bodies.maxBody
 	off := int(b.Num) << (b.SZX + 4)
 	size1, hasSize1 := r.Size1()
+	// The block size the endpoint asks for: the client's, or a smaller one of its own (§2.5).
+	szx := min(b.SZX, e.blockSZX)
 	if (hasSize1 && int64(size1) > int64(maxBody)) || off+len(p) > maxBody {
+		// 4.13 with Size1, the most the endpoint takes, and Block1, the block size it takes
+		// (RFC 7959 §2.9.3, §4).
 		e.bodies.drop(k)
+		w.SetUintOption(coapmsg.Block1, coapmsg.BlockValue(b.Num, false, szx))
 		w.SetUintOption(coapmsg.Size1, uint32(maxBody))
 		e.blockReject(w, r, outTooLarge, coapmsg.RequestEntityTooLarge, "request body too large")
 		return
 	}
-	// The block size the endpoint asks for: the client's, or a smaller one of its own (§2.5).
-	szx := min(b.SZX, e.blockSZX)
 	if b.Num == 0 && !b.More {
 		// The whole body in one block: nothing to reassemble.
 		e.bodies.drop(k)

@@ -76,7 +76,7 @@
 // deduplication. Bodies are kept per (peer, method, Uri-Path, Request-Tag), the peer being the
 // address or, over DTLS, the session (HandleSession's key). Errors: 4.08 for a block that does
 // not continue the body (a gap, no block 0; the body is dropped), 4.13 with Size1 =
-// MaxRequestBody for a Size1 or a body over it (before the last block), 4.00 for SZX 7 or a block
+// MaxRequestBody and a Block1 size hint for a Size1 or a body over it (before the last block), 4.00 for SZX 7 or a block
 // with M that is not exactly its size, 4.02 for Block1 in a GET or DELETE (no body), 5.03 with
 // Max-Age (RetryAfter) when a body cannot grow within the memory bound. A block larger than
 // BlockSize is taken and the 2.31 asks for BlockSize (late negotiation); otherwise the client's
