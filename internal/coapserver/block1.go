@@ -151,7 +151,9 @@ func (ra *reassembly) put(k bodyKey, num uint32, more bool, off int, p []byte, s
 		}
 	}
 	if need := off + len(p); need > cap(b.buf) {
-		c := max(need, 2*cap(b.buf), min(size1, ra.maxBody))
+		// Size1 sizes the first buffer, but only up to 16 blocks: a tiny first block claiming a
+		// large Size1 must not reserve much more memory than it brought.
+		c := max(need, 2*cap(b.buf), min(size1, ra.maxBody, 16*len(p)))
 		c = min(c, ra.maxBody)
 		grow := c - cap(b.buf)
 		for s.bytes+grow > ra.budget && s.head != nil && s.head != b {
