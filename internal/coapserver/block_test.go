@@ -434,3 +434,37 @@ func TestNoBlock2WithoutBlockWise(t *testing.T) {
 		t.Fatalf("answer with %d bytes, options %v; want the whole document, no Block2", len(m.Payload), m.Options)
 	}
 }
+
+// TestBlock1PeerKey: a body belongs to its peer: over plain CoAP its address, so a block from
+// another address continues nothing (4.08); over DTLS the session, so a session whose address
+// changes mid-body (a NAT rebinding, Connection ID) finishes it. NON blocks get NON answers.
+func TestBlock1PeerKey(t *testing.T) {
+	h := &bodyHandler{}
+	e, s := newTestEndpoint(h, blockOpts1(8192))
+	b := testBody(2000)
+	e.HandleDatagram(peerA, enc(t, blockReq(1, "a/b", b, 0, 6)))
+	e.HandleDatagram(peerB, enc(t, blockReq(2, "a/b", b, 1, 6)))
+	if out := s.take(); len(out) != 2 || dec(t, out[1].b).Code != coapmsg.RequestEntityIncomplete {
+		t.Fatalf("plain CoAP, block 1 from another address: %v", out)
+	}
+	session := netip.MustParseAddrPort("[::1]:1") // the DTLS transport's key for the session
+	e.HandleSession(session, peerA, "thing/t1", enc(t, blockReq(3, "a/b", b, 0, 6)))
+	e.HandleSession(session, peerB, "thing/t1", enc(t, blockReq(4, "a/b", b, 1, 6)))
+	out := s.take()
+	if len(out) != 2 || dec(t, out[0].b).Code != coapmsg.Continue || dec(t, out[1].b).Code != coapmsg.Changed {
+		t.Fatalf("DTLS, the session's address changed between blocks: %d answers", len(out))
+	}
+	if len(h.bodies) != 1 || h.bodies[0] != string(b) {
+		t.Fatalf("bodies %d", len(h.bodies))
+	}
+	non := func(m coapmsg.Message) coapmsg.Message { m.Type = coapmsg.NonConfirmable; return m }
+	e.HandleDatagram(peerA, enc(t, non(blockReq(5, "a/n", b, 0, 6))))
+	e.HandleDatagram(peerA, enc(t, non(blockReq(6, "a/n", b, 1, 6))))
+	out = s.take()
+	if len(out) != 2 || dec(t, out[0].b).Type != coapmsg.NonConfirmable || dec(t, out[0].b).Code != coapmsg.Continue || dec(t, out[1].b).Code != coapmsg.Changed {
+		t.Fatalf("NON blocks: %d answers", len(out))
+	}
+	if len(h.bodies) != 2 || h.bodies[1] != string(b) {
+		t.Fatalf("NON body: %d bodies", len(h.bodies))
+	}
+}
