@@ -68,9 +68,11 @@ func (e *Endpoint) serveBlockWise(w *ResponseWriter, r *Request) {
 		w.Respond(coapmsg.Continue, nil)
 	case putDone:
 		e.m.block1Out[outCompleted].Inc()
-		r.Msg.Payload = whole
+		msg := r.Msg
+		msg.Payload = whole
 		w.echoBlock1(b.Num, false, szx)
 		e.h.ServeCoAP(w, r)
+		msg.Payload = nil // the message goes back to a pool: let the body go now
 	case putIncomplete:
 		e.blockReject(w, r, outIncomplete, coapmsg.RequestEntityIncomplete, "blocks missing before this one")
 	case putFull:
