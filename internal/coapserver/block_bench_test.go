@@ -139,3 +139,31 @@ func benchBlock1Devices(b *testing.B, devices, size, maxBytes int, strict bool) 
 	b.ReportMetric(float64(restarts.Load())/float64(b.N), "restarts/op")
 	b.ReportMetric(float64(lost.Load())/float64(b.N), "lost/op")
 }
+
+// BenchmarkBlock1Body is the exchange layer's cost of one 8 KiB body in eight 1 KiB blocks from
+// one peer, with no network: eight HandleDatagram calls, seven 2.31 and the handler's 2.04.
+//
+//	go test -run '^$' -bench Block1Body -benchmem ./internal/coapserver/
+func BenchmarkBlock1Body(b *testing.B) {
+	var done int
+	h := HandlerFunc(func(w *ResponseWriter, r *Request) { done++; w.Respond(coapmsg.Changed, nil) })
+	e := NewEndpoint(h, discard{}, Options{BlockWise: true, MaxRequestBody: 8192, DedupPerPeerCap: 64}, nil, nil)
+	body := make([]byte, 8192)
+	var reqs [8][]byte
+	for i := range reqs {
+		reqs[i] = enc(b, blockReq(0, "sensor/d", body, uint32(i), 6))
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	mid := uint16(0)
+	for range b.N {
+		for _, d := range reqs {
+			mid++ // a new exchange each: the per-peer dedup cap (64) has long forgotten a MID when it comes round
+			d[2], d[3] = byte(mid>>8), byte(mid)
+			e.HandleDatagram(peerA, d)
+		}
+	}
+	if done != b.N {
+		b.Fatalf("%d bodies completed, want %d", done, b.N)
+	}
+}
