@@ -351,6 +351,25 @@ func AppendOption(b []byte, delta uint16, val []byte) []byte {
 	return append(b, val...)
 }
 
+// OptionLen is the length of an option encoded with AppendOption: its header, extended delta
+// and length, and value.
+func OptionLen(delta uint16, valLen int) int {
+	dn, _ := nibble(uint32(delta))
+	ln, _ := nibble(uint32(valLen))
+	return 1 + extFieldLen(dn) + extFieldLen(ln) + valLen
+}
+
+// extFieldLen is the length of the extended field a nibble of 13 or 14 announces (RFC 7252 §3.1).
+func extFieldLen(n byte) int {
+	switch n {
+	case 13:
+		return 1
+	case 14:
+		return 2
+	}
+	return 0
+}
+
 func nibble(v uint32) (byte, uint32) {
 	switch {
 	case v < 13:

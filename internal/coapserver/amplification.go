@@ -1,5 +1,7 @@
 package coapserver
 
+import "github.com/coapgw/coapgw/internal/coapmsg"
+
 // MaxAmplification bounds what the gateway sends to an address it has not verified: no response
 // longer than MaxAmplification times the request datagram (RFC 7252 §11.3). Over UDP anyone can
 // send a request with a victim's address as its source; a server answering with more bytes than
@@ -12,7 +14,12 @@ const MaxAmplification = 3
 // if a response carrying it, with the options set so far, would be longer than MaxAmplification
 // times the request: the diagnostic is optional, the response code is what counts.
 func (w *ResponseWriter) Diagnostic(diag []byte) []byte {
-	if w.Size(len(diag)) > MaxAmplification*w.RequestSize() {
+	return w.diagnostic(coapmsg.BadRequest, diag)
+}
+
+// diagnostic is Diagnostic for an error response of code.
+func (w *ResponseWriter) diagnostic(code coapmsg.Code, diag []byte) []byte {
+	if w.size(code, len(diag)) > MaxAmplification*w.RequestSize() {
 		return nil
 	}
 	return diag

@@ -98,13 +98,17 @@ func newDedup(shards, globalCap, perPeer int, lifeCON, lifeNON int64) *dedup {
 }
 
 func (d *dedup) shard(k peerKey) *dedupShard {
-	// FNV-1a over the address and port.
+	return &d.shards[k.hash()%uint32(len(d.shards))]
+}
+
+// hash is FNV-1a over the address and port, to pick a shard.
+func (k peerKey) hash() uint32 {
 	h := uint32(2166136261)
 	for _, c := range k {
 		h ^= uint32(c)
 		h *= 16777619
 	}
-	return &d.shards[h%uint32(len(d.shards))]
+	return h
 }
 
 // lookupResult says what the caller should do with a request.

@@ -41,7 +41,9 @@
 // response with a new MID, or, if the handler calls Drop, none (RFC 7252 §5.2.3).
 //
 // HandleOversized takes a datagram longer than the transport reads: nothing of it reaches the
-// handler; a CON request gets 4.13 with Size1 = MaxRequestBody, anything else is dropped.
+// handler; a CON request gets 4.13 with Size1 = MaxRequestBody (and, with BlockWise, a Block1
+// option saying the body may come in blocks of BlockSize, RFC 7959 §2.9.3), anything else is
+// dropped.
 //
 // # Options and the Request view
 //
@@ -50,15 +52,49 @@
 // Proxy-Uri or Proxy-Scheme get 5.05 (the gateway is no proxy); an unrecognised critical option,
 // or a recognised one repeated or of illegal length (Uri-Host, Uri-Port, Accept), gets 4.02 with
 // a diagnostic naming it for a CON and nothing for a NON (RFC 7252 §5.4.1, §5.4.3, §5.4.5).
-// Block1 and Block2 are unrecognised, hence 4.02, until Options.BlockWise says the handler
-// implements block-wise transfer (RFC 7959). Unrecognised elective options are ignored. A Handler
-// that also implements RejectObserver is told of each such request, to count it.
+// Block1 and Block2 are unrecognised, hence 4.02, unless Options.BlockWise turns block-wise
+// transfer on (RFC 7959, below). Size1, Size2 and Request-Tag (RFC 9175) are elective: read, never
+// refused. Unrecognised elective options are ignored. A Handler that also implements
+// RejectObserver is told of each such request (and of each block the block-wise layer refuses),
+// to count it.
 //
 // The Request a handler gets is a view of the message, built without allocating: method, Uri-Path
 // segments, Uri-Query values, Content-Format and Accept (each with a flag for absent), Echo,
-// Block1/Block2 (number, more, size exponent), the peer, its Identity (empty for plain CoAP), the
+// Block1/Block2 (number, more, size exponent), Size1, the peer, its Identity (empty for plain CoAP), the
 // time the datagram was read, and Msg for raw access. Its slices alias the datagram, which the
 // transport reuses: the Request is valid only until ServeCoAP returns, and is cleared then.
+//
+// # Block-wise transfer (RFC 7959)
+//
+// With Options.BlockWise the endpoint does block-wise transfer itself, so that handlers never
+// see a block: a request without Block options costs a flag test before the handler and one in
+// Respond, and its exchange 20 bytes of block state.
+//
+// Block1 (block1.go, blockwise.go): the endpoint reassembles a request body sent in blocks and
+// hands the handler one request carrying all of it, with the options of the last block; until
+// then it answers each block 2.31 Continue with Block1 echoed (M set), and nothing is stored. Each
+// block is an exchange of its own, so a retransmitted block gets its 2.31 again from
+// deduplication. Bodies are kept per (peer, method, Uri-Path, Request-Tag), the peer being the
+// address or, over DTLS, the session (HandleSession's key). Errors: 4.08 for a block that does
+// not continue the body (a gap, no block 0; the body is dropped), 4.13 with Size1 =
+// MaxRequestBody and a Block1 size hint for a Size1 or a body over it (before the last block), 4.00 for SZX 7 or a block
+// with M that is not exactly its size, 4.02 for Block1 in a GET or DELETE (no body), 5.03 with
+// Max-Age (RetryAfter) when a body cannot grow within the memory bound. A block larger than
+// BlockSize is taken and the 2.31 asks for BlockSize (late negotiation); otherwise the client's
+// size stands. The last block's answer is the handler's (2.04 once the record is durable),
+// echoing Block1. Bounds: BlockMaxBytes of buffers (counted by capacity, plus 160 bytes a body)
+// over all peers, split in up to 16 shards by peer, the least recently active bodies evicted
+// first; BlockPerPeer bodies a peer (a new one replaces its oldest); BlockTimeout without a block
+// and a body is dropped (the timer goroutine sweeps). A body is held until the handler's
+// ServeCoAP returns, which copies what it keeps.
+//
+// Block2 (block2.go): the endpoint is stateless; a handler answers with the whole
+// representation and the endpoint sends the block asked for (block 0 without a Block2 option),
+// of the client's block size or BlockSize, whichever is smaller, with Size2 if the request had
+// Size2. To an unverified peer a block shrinks (to 16 bytes at least) until the response keeps
+// within MaxAmplification times the request; ResponseWriter.Size measures the block, so a
+// handler's amplification check sees what is sent. A block past the end gets 4.02. Only 2.xx
+// responses are sliced; error diagnostics are short.
 //
 // # Handler and ResponseWriter
 //
@@ -113,7 +149,10 @@
 //
 // The gateway's flags and config keys for this package: coap-addr (Addr), coap-sockets
 // (Sockets), socket-buffer (SocketBytes), piggyback-deadline, dedup-max-entries (DedupGlobalCap),
-// dedup-per-peer (DedupPerPeerCap); max-payload sets MaxRequestBody and MaxDatagram.
+// dedup-per-peer (DedupPerPeerCap), block-size (BlockSize), blockwise-max-bytes
+// (BlockMaxBytes), blockwise-per-peer (BlockPerPeer), blockwise-timeout (BlockTimeout); the
+// gateway sets BlockWise; max-payload sets MaxRequestBody and MaxDatagram, retry-after
+// RetryAfter.
 //
 // # Metrics
 //
@@ -133,6 +172,15 @@
 //	                                               (or after fewer, as amplification allowed)
 //	coapgw_coap_separate_limited_total             separate responses sent fewer times, or not at
 //	                                               all, to keep within MaxAmplification
+//	coapgw_coap_block1_total{outcome}              blocks of request bodies: continued (2.31),
+//	                                               completed (the body went to the handler),
+//	                                               incomplete (4.08), too_large (4.13), bad_block
+//	                                               (4.00, 4.02), memory_full (5.03); and bodies
+//	                                               dropped: evicted (per-peer or memory bound),
+//	                                               expired (BlockTimeout)
+//	coapgw_coap_block1_bodies                      request bodies in reassembly
+//	coapgw_coap_block1_bytes                       bytes they are counted for (≤ BlockMaxBytes)
+//	coapgw_coap_block2_responses_total             responses sent as one block of a larger payload
 //
 // The UDP server (udp.go):
 //

@@ -3,7 +3,6 @@ package coapserver
 import (
 	"log/slog"
 	"net/netip"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -48,10 +47,23 @@ type Options struct {
 	// MaxRequestBody, if set, is the Size1 of the 4.13 answering an oversized datagram: the
 	// largest payload the handler takes (RFC 7252 §5.10.9).
 	MaxRequestBody int
-	// BlockWise says the handler implements block-wise transfer (RFC 7959): requests with Block1
-	// or Block2 reach it, parsed (Request.Block1, Block2). Without it they are answered 4.02 as
-	// any unrecognised critical option is.
+	// BlockWise turns on block-wise transfer (RFC 7959) in the endpoint (block1.go, block2.go):
+	// it reassembles Block1 request bodies of up to MaxRequestBody bytes and hands the handler
+	// one request with the whole body, and sends a 2.xx payload larger than a block in Block2
+	// blocks. Without it Block1 and Block2 are answered 4.02 as any unrecognised critical
+	// option is.
 	BlockWise bool
+	// BlockSize is the largest block the endpoint takes in a Block1 body without asking for a
+	// smaller one, and sends in a Block2 response: 16 to 1024 bytes, a power of two; default 1024.
+	BlockSize int
+	// BlockMaxBytes bounds the memory of the bodies being reassembled, all peers together
+	// (default 32 MiB); BlockPerPeer the bodies one peer reassembles at once (default 4); and
+	// BlockTimeout how long a body waits for its next block (default ExchangeLifetime).
+	BlockMaxBytes int
+	BlockPerPeer  int
+	BlockTimeout  time.Duration
+	// RetryAfter is the Max-Age of the endpoint's own 5.03 (reassembly memory full); default 5 s.
+	RetryAfter time.Duration
 }
 
 func (o *Options) defaults() {
@@ -64,6 +76,8 @@ func (o *Options) defaults() {
 	def(&o.NonLifetime, 145*time.Second)
 	def(&o.PiggybackDeadline, time.Second)
 	def(&o.AckTimeout, 2*time.Second)
+	def(&o.BlockTimeout, o.ExchangeLifetime)
+	def(&o.RetryAfter, 5*time.Second)
 	defi := func(d *int, v int) {
 		if *d <= 0 {
 			*d = v
@@ -74,6 +88,9 @@ func (o *Options) defaults() {
 	defi(&o.DedupPerPeerCap, 1024)
 	defi(&o.DedupShards, 64)
 	defi(&o.MaxOutstanding, 10_000)
+	defi(&o.BlockSize, 1024)
+	defi(&o.BlockMaxBytes, 32<<20)
+	defi(&o.BlockPerPeer, 4)
 }
 
 // Endpoint is the transport-agnostic RFC 7252 message layer: HandleDatagram takes a datagram from
@@ -91,6 +108,10 @@ type Endpoint struct {
 	mid   atomic.Uint32
 	clock func() time.Time
 	epoch time.Time
+
+	blockSZX   uint8       // Options.BlockSize as an SZX
+	sliceAbove int         // a response payload longer than this goes block-wise: the block size, or never without BlockWise
+	bodies     *reassembly // Block1 bodies being reassembled (block1.go); nil without BlockWise
 
 	mu          sync.Mutex
 	pending     ring[*ResponseWriter]      // deferred CON exchanges, arrival order
@@ -123,6 +144,12 @@ func NewEndpoint(h Handler, out Sender, opts Options, log *slog.Logger, m *Metri
 		stop:        make(chan struct{}),
 	}
 	e.obs, _ = h.(RejectObserver)
+	e.blockSZX = coapmsg.BlockSZX(opts.BlockSize)
+	e.sliceAbove = int(^uint(0) >> 1)
+	if opts.BlockWise {
+		e.sliceAbove = 1 << (e.blockSZX + 4)
+		e.bodies = newReassembly(opts, m)
+	}
 	e.epoch = e.clock()
 	e.mid.Store(uint32(e.epoch.UnixNano()))
 	e.msgs.New = func() any { return new(coapmsg.Message) }
@@ -239,6 +266,8 @@ func (e *Endpoint) handle(peer, addr netip.AddrPort, identity string, data []byt
 	r.Peer, r.Identity, r.Received = addr, identity, now
 	if code, num := r.parse(msg, e.opts.BlockWise); code != 0 {
 		e.rejectOptions(w, r, code, num)
+	} else if r.has&(hasBlock1|hasBlock2) != 0 { // only with Options.BlockWise
+		e.serveBlockWise(w, r)
 	} else {
 		e.h.ServeCoAP(w, r)
 	}
@@ -272,8 +301,13 @@ func (e *Endpoint) HandleOversized(peer netip.AddrPort, data []byte) {
 		return
 	}
 	resp := coapmsg.Message{Type: coapmsg.Acknowledgement, Code: coapmsg.RequestEntityTooLarge, MID: mid, Token: data[4 : 4+tkl]}
+	if e.opts.BlockWise {
+		// RFC 7959 §2.9.3: a Block1 option in the 4.13 says the body may come block-wise, in
+		// blocks of this size.
+		resp.Options = append(resp.Options, coapmsg.Option{Number: coapmsg.Block1, Value: coapmsg.AppendBlock(nil, 0, false, e.blockSZX)})
+	}
 	if e.opts.MaxRequestBody > 0 {
-		resp.Options = []coapmsg.Option{{Number: coapmsg.Size1, Value: coapmsg.AppendUint(nil, uint32(e.opts.MaxRequestBody))}}
+		resp.Options = append(resp.Options, coapmsg.Option{Number: coapmsg.Size1, Value: coapmsg.AppendUint(nil, uint32(e.opts.MaxRequestBody))})
 	}
 	b, err := resp.Append(nil)
 	if err != nil {
@@ -336,7 +370,8 @@ type ResponseWriter struct {
 	reqSize  int
 	verified bool // the peer proved its address: a DTLS identity, or PeerVerified
 	state    atomic.Uint32
-	req      Request // valid during ServeCoAP only
+	req      Request    // valid during ServeCoAP only
+	blk      blockState // block options of the response (block2.go)
 
 	nopt uint8
 	used uint8
@@ -420,8 +455,9 @@ func (w *ResponseWriter) SetUintOption(num uint16, v uint32) {
 }
 
 // options sorts the options set so far by number (a stable insertion sort over at most 4), as
-// the encoding needs, and returns them as Options in dst, their values aliasing w.obuf.
-func (w *ResponseWriter) options(dst *[maxRespOpts]coapmsg.Option) []coapmsg.Option {
+// the encoding needs, and puts them as Options in dst, their values aliasing w.obuf; it returns
+// how many.
+func (w *ResponseWriter) options(dst []coapmsg.Option) int {
 	for i := 1; i < int(w.nopt); i++ {
 		for j := i; j > 0 && w.opts[j].num < w.opts[j-1].num; j-- {
 			w.opts[j], w.opts[j-1] = w.opts[j-1], w.opts[j]
@@ -431,25 +467,56 @@ func (w *ResponseWriter) options(dst *[maxRespOpts]coapmsg.Option) []coapmsg.Opt
 		end := int(o.off) + int(o.n)
 		dst[i] = coapmsg.Option{Number: o.num, Value: w.obuf[o.off:end:end]}
 	}
-	return dst[:w.nopt]
+	return int(w.nopt)
+}
+
+// message is the response Respond sends for code and payload, of type t and Message ID mid,
+// with the options set so far and, for block-wise transfer, its block options and the block of
+// payload it carries (block2.go). opts, of maxRespOpts + blockOpts, holds the message's options.
+func (w *ResponseWriter) message(t coapmsg.Type, mid uint16, code coapmsg.Code, payload []byte, opts []coapmsg.Option) coapmsg.Message {
+	k := w.options(opts)
+	if w.blk.flags != 0 || len(payload) > w.e.sliceAbove {
+		var off, n int
+		var diag []byte
+		code, k, off, n, diag = w.blockResponse(code, opts, k, len(payload))
+		if off < 0 {
+			payload = diag
+		} else {
+			if n < len(payload) {
+				w.e.m.block2Responses.Inc()
+			}
+			payload = payload[off : off+n]
+		}
+	}
+	return coapmsg.Message{Type: t, Code: code, MID: mid, Token: w.token[:w.tkl], Options: opts[:k], Payload: payload}
 }
 
 // Size is the length in bytes of the piggybacked or NON response Respond would send with the
 // options set so far, the extra ones and a payload of payloadLen bytes. Handlers compare it with
 // RequestSize to keep responses to unverified peers from amplifying their requests (RFC 7252
 // §11.3).
+//
+// A 2.xx payload larger than a block is measured as the block Respond would send of it, with
+// its block options (block2.go).
 func (w *ResponseWriter) Size(payloadLen int, extra ...coapmsg.Option) int {
-	var own [maxRespOpts]coapmsg.Option
-	var opts [8]coapmsg.Option
-	all := append(append(opts[:0], w.options(&own)...), extra...)
-	slices.SortStableFunc(all, func(a, b coapmsg.Option) int { return int(a.Number) - int(b.Number) })
-	var buf [128]byte
-	m := coapmsg.Message{Type: coapmsg.Acknowledgement, Code: coapmsg.Content, Token: w.token[:w.tkl], Options: all}
-	b, _ := m.Append(buf[:0])
-	if payloadLen > 0 {
-		return len(b) + 1 + payloadLen
+	return w.size(coapmsg.Content, payloadLen, extra...)
+}
+
+// size is Size for a response of code.
+func (w *ResponseWriter) size(code coapmsg.Code, payloadLen int, extra ...coapmsg.Option) int {
+	var opts [maxRespOpts + blockOpts + 8]coapmsg.Option
+	k := w.options(opts[:])
+	k += copy(opts[k:len(opts)-blockOpts], extra)
+	sortOptions(opts[:k], int(w.nopt))
+	if w.blk.flags != 0 || payloadLen > w.e.sliceAbove {
+		var off int
+		var diag []byte
+		_, k, off, payloadLen, diag = w.blockResponse(code, opts[:], k, payloadLen)
+		if off < 0 {
+			payloadLen = len(diag)
+		}
 	}
-	return len(b)
+	return w.encodedLen(opts[:], k, k, payloadLen)
 }
 
 // Respond sends the response. Only the first call has an effect.
@@ -473,12 +540,12 @@ func (w *ResponseWriter) Respond(code coapmsg.Code, payload []byte) {
 	// The request is in flight until its answer is handed to the Sender: Shutdown waits for
 	// in-flight requests and then closes the sender, which must not drop the answer.
 	defer e.inflight.Add(-1)
-	var opts [maxRespOpts]coapmsg.Option
-	m := coapmsg.Message{Code: code, Token: w.token[:w.tkl], Options: w.options(&opts), Payload: payload}
+	var opts [maxRespOpts + blockOpts]coapmsg.Option
+	var m coapmsg.Message
 	if w.con {
-		m.Type, m.MID = coapmsg.Acknowledgement, w.mid
+		m = w.message(coapmsg.Acknowledgement, w.mid, code, payload, opts[:])
 	} else {
-		m.Type, m.MID = coapmsg.NonConfirmable, e.nextMID()
+		m = w.message(coapmsg.NonConfirmable, e.nextMID(), code, payload, opts[:])
 	}
 	bp := e.bufs.Get().(*[]byte)
 	b, err := m.Append((*bp)[:0])

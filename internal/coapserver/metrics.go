@@ -23,6 +23,23 @@ const (
 
 var dispNames = [numDisp]string{"request", "duplicate", "ping", "ack_rst", "format_error", "unsolicited", "short", "bad_version", "oversized", "too_many_options"}
 
+// blockOutcome is what became of a block of a request body (block1.go), or of a body.
+type blockOutcome int
+
+const (
+	outContinued  blockOutcome = iota // a block taken, 2.31 sent
+	outCompleted                      // the last block taken: the body went to the handler
+	outIncomplete                     // 4.08: no body to continue, or a gap
+	outTooLarge                       // 4.13: Size1 or the body over MaxRequestBody
+	outBadBlock                       // 4.00 or 4.02: a malformed block, or Block1 without a body
+	outFull                           // 5.03: no reassembly memory left
+	outEvicted                        // a body dropped for another (per-peer cap, memory)
+	outExpired                        // a body dropped after BlockTimeout without a block
+	numBlockOut
+)
+
+var blockOutNames = [numBlockOut]string{"continued", "completed", "incomplete", "too_large", "bad_block", "memory_full", "evicted", "expired"}
+
 // Metrics are the exchange layer's Prometheus metrics:
 //
 //	coapgw_coap_datagrams_total{disposition}      datagrams received, by what became of them
@@ -35,6 +52,10 @@ var dispNames = [numDisp]string{"request", "duplicate", "ping", "ack_rst", "form
 //	coapgw_coap_separate_gave_up_total             separate responses given up after MAX_RETRANSMIT
 //	coapgw_coap_separate_limited_total             separate responses sent fewer times (or not at
 //	                                               all) to keep within MaxAmplification
+//	coapgw_coap_block1_total{outcome}              blocks of request bodies and bodies, by outcome
+//	coapgw_coap_block1_bodies                      request bodies in reassembly
+//	coapgw_coap_block1_bytes                       bytes they are counted for
+//	coapgw_coap_block2_responses_total             responses sent as one block of a larger payload
 type Metrics struct {
 	disps               [numDisp]prometheus.Counter
 	codes               [256]prometheus.Counter
@@ -47,6 +68,10 @@ type Metrics struct {
 	separateRejected    prometheus.Counter
 	separateGaveUp      prometheus.Counter
 	separateLimited     prometheus.Counter
+	block1Out           [numBlockOut]prometheus.Counter
+	block1Bodies        prometheus.Gauge
+	block1Bytes         prometheus.Gauge
+	block2Responses     prometheus.Counter
 }
 
 // NewMetrics creates the metrics and registers them with reg (if not nil).
@@ -59,7 +84,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	r := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "coapgw_coap_responses_total", Help: "CoAP responses sent, by code (rst for Reset messages; replays of cached responses included)."}, []string{"code"})
 	m.rst = r.WithLabelValues("rst")
 	for _, c := range []coapmsg.Code{coapmsg.Changed, coapmsg.Content, coapmsg.BadRequest, coapmsg.BadOption, coapmsg.NotFound,
-		coapmsg.MethodNotAllowed, coapmsg.RequestEntityTooLarge, coapmsg.UnsupportedFormat, coapmsg.InternalServerError, coapmsg.ServiceUnavailable} {
+		coapmsg.MethodNotAllowed, coapmsg.RequestEntityTooLarge, coapmsg.Continue, coapmsg.RequestEntityIncomplete, coapmsg.UnsupportedFormat, coapmsg.InternalServerError, coapmsg.ServiceUnavailable} {
 		m.codes[c] = r.WithLabelValues(c.String())
 	}
 	m.respVec = r
@@ -73,8 +98,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m.separateRejected = c("coapgw_coap_separate_rejected_total", "Separate CON responses the peer rejected with a Reset (it no longer had the exchange).")
 	m.separateGaveUp = c("coapgw_coap_separate_gave_up_total", "Separate CON responses given up after MAX_RETRANSMIT.")
 	m.separateLimited = c("coapgw_coap_separate_limited_total", "Separate CON responses to an unverified address sent fewer times than MAX_RETRANSMIT allows, or not at all, to keep within 3 times the request.")
+	b := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "coapgw_coap_block1_total", Help: "Blocks of block-wise request bodies (continued, and the rejected ones by reason) and bodies (completed, evicted, expired), by outcome."}, []string{"outcome"})
+	for i, n := range blockOutNames {
+		m.block1Out[i] = b.WithLabelValues(n)
+	}
+	m.block1Bodies = prometheus.NewGauge(prometheus.GaugeOpts{Name: "coapgw_coap_block1_bodies", Help: "Block-wise request bodies being reassembled."})
+	m.block1Bytes = prometheus.NewGauge(prometheus.GaugeOpts{Name: "coapgw_coap_block1_bytes", Help: "Bytes the request bodies being reassembled are counted for (buffers and state)."})
+	m.block2Responses = c("coapgw_coap_block2_responses_total", "Responses sent as one Block2 block of a larger payload.")
 	if reg != nil {
-		reg.MustRegister(d, r, m.emptyAcks, m.separate, m.separateRetransmits, m.separateAcked, m.separateRejected, m.separateGaveUp, m.separateLimited)
+		reg.MustRegister(d, r, m.emptyAcks, m.separate, m.separateRetransmits, m.separateAcked, m.separateRejected, m.separateGaveUp, m.separateLimited,
+			b, m.block1Bodies, m.block1Bytes, m.block2Responses)
 	}
 	return m
 }

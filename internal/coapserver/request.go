@@ -26,9 +26,11 @@ type Request struct {
 	Received time.Time
 
 	path, query    span // Uri-Path and Uri-Query options: a run of Msg.Options (they are sorted)
+	tag            span // Request-Tag options (RFC 9175)
 	cf, accept     uint16
-	has            uint8 // hasCF, hasAccept, hasBlock1, hasBlock2
+	size1          uint32
 	block1, block2 Block
+	has            uint8 // hasCF, hasAccept, hasBlock1, hasBlock2, hasSize1, hasSize2
 	echo           []byte
 }
 
@@ -40,6 +42,8 @@ const (
 	hasAccept
 	hasBlock1
 	hasBlock2
+	hasSize1
+	hasSize2
 )
 
 // Block is a Block1 or Block2 option value (RFC 7959 §2.2): block number, more flag, and size
@@ -84,8 +88,13 @@ func (r *Request) Accept() (cf uint16, ok bool) { return r.accept, r.has&hasAcce
 func (r *Request) Echo() []byte { return r.echo }
 
 // Block1 is the request's Block1 option (RFC 7959); ok is false without one. Requests with Block1
-// or Block2 reach a handler only when Options.BlockWise says it implements block-wise transfer.
+// or Block2 are accepted only with Options.BlockWise, and the endpoint reassembles a Block1 body
+// itself: a handler sees one request with the whole body, and Block1 the last block's option.
 func (r *Request) Block1() (b Block, ok bool) { return r.block1, r.has&hasBlock1 != 0 }
+
+// Size1 is the request's Size1 option (RFC 7959 §4): the size of the whole request body, as the
+// client announces it; ok is false without one (or with one longer than 4 bytes, ignored).
+func (r *Request) Size1() (n uint32, ok bool) { return r.size1, r.has&hasSize1 != 0 }
 
 // Block2 is the request's Block2 option (RFC 7959); ok is false without one. See Block1.
 func (r *Request) Block2() (b Block, ok bool) { return r.block2, r.has&hasBlock2 != 0 }
@@ -98,14 +107,16 @@ func (r *Request) Block2() (b Block, ok bool) { return r.block2, r.has&hasBlock2
 //   - an unrecognised critical option (odd number), or a recognised critical one repeated or of
 //     illegal length (Uri-Host 1–255 bytes, Uri-Port and Accept 0–2, Block1/Block2 0–3) is
 //     treated as unrecognised: 4.02 (§5.4.1, §5.4.3, §5.4.5). Block1 and Block2 are recognised
-//     only with blockWise; until then they get 4.02 as any unknown critical option does;
+//     only with blockWise; without it they get 4.02 as any unknown critical option does;
+//   - Size1, Size2 (RFC 7959 §4) and Request-Tag (RFC 9175) are elective: read for block-wise
+//     transfer, never refused;
 //   - an unrecognised elective option is ignored (§5.4.1).
 //
 // code is 0 when the request may go to the handler; otherwise the answer, with num the option at
 // fault for 4.02.
 func (r *Request) parse(msg *coapmsg.Message, blockWise bool) (code coapmsg.Code, num uint16) {
 	r.Msg = msg
-	r.path, r.query = span{}, span{}
+	r.path, r.query, r.tag = span{}, span{}, span{}
 	r.has, r.echo = 0, nil
 	var hostSeen, portSeen bool
 	for i, o := range msg.Options {
@@ -143,6 +154,17 @@ func (r *Request) parse(msg *coapmsg.Message, blockWise bool) (code coapmsg.Code
 			r.accept, r.has = uint16(v), r.has|hasAccept
 		case coapmsg.Echo:
 			r.echo = o.Value
+		case coapmsg.Size1:
+			if v, ok := coapmsg.Uint(o.Value); ok {
+				r.size1, r.has = v, r.has|hasSize1
+			}
+		case coapmsg.Size2:
+			r.has |= hasSize2
+		case coapmsg.RequestTag:
+			if r.tag.hi == 0 {
+				r.tag.lo = int32(i)
+			}
+			r.tag.hi = int32(i) + 1
 		case coapmsg.ProxyURI, coapmsg.ProxyScheme:
 			return coapmsg.ProxyingNotSupported, o.Number
 		case coapmsg.Block1, coapmsg.Block2:

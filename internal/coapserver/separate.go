@@ -41,6 +41,9 @@ func (e *Endpoint) timers() {
 		case <-tick.C:
 		}
 		e.tick()
+		if e.bodies != nil {
+			e.bodies.expireAll(e.now())
+		}
 	}
 }
 
@@ -101,8 +104,8 @@ func (e *Endpoint) tick() {
 // is not sent. Each such cut is counted (separate_limited).
 func (e *Endpoint) sendSeparate(w *ResponseWriter, code coapmsg.Code, payload []byte) {
 	w.sepMID = e.nextMID()
-	var opts [maxRespOpts]coapmsg.Option
-	m := coapmsg.Message{Type: coapmsg.Confirmable, Code: code, MID: w.sepMID, Token: w.token[:w.tkl], Options: w.options(&opts), Payload: payload}
+	var opts [maxRespOpts + blockOpts]coapmsg.Option
+	m := w.message(coapmsg.Confirmable, w.sepMID, code, payload, opts[:])
 	b, err := m.Append(nil)
 	if err != nil {
 		e.log.Error("encode separate response", "err", err)

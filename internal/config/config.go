@@ -76,6 +76,10 @@ type CoAP struct {
 	PiggybackDeadline time.Duration // piggyback-deadline
 	DedupMaxEntries   int           // dedup-max-entries
 	DedupPerPeer      int           // dedup-per-peer
+	BlockSize         Size          // block-size: largest Block1/Block2 block, 16B–1KiB
+	BlockMaxBytes     Size          // blockwise-max-bytes: request bodies in reassembly, all peers
+	BlockPerPeer      int           // blockwise-per-peer: request bodies one peer reassembles at once
+	BlockTimeout      time.Duration // blockwise-timeout: a body without a block for this long is dropped
 	ShutdownTimeout   time.Duration // shutdown-timeout: how long a stop waits for in-flight requests
 	FailLinger        time.Duration // fail-linger: 5.03 and /readyz 503 after a component died, before the exit
 }
@@ -217,6 +221,7 @@ func Default() Config {
 			Addr: ":5683", Sockets: 1, SocketBuffer: 8 * MiB, PiggybackDeadline: time.Second,
 			DedupMaxEntries: 500_000, DedupPerPeer: 1024, ShutdownTimeout: 10 * time.Second,
 			FailLinger: 5 * time.Second,
+			BlockSize:  KiB, BlockMaxBytes: 32 * MiB, BlockPerPeer: 4, BlockTimeout: 247 * time.Second,
 		},
 		DTLS: DTLS{Addr: ":5684", MaxSessions: 100_000, IdleTimeout: 24 * time.Hour, HibernateAfter: 30 * time.Second,
 			MaxHandshakes: 1024, HandshakeTimeout: 10 * time.Second, RecheckInterval: time.Second},

@@ -94,6 +94,7 @@ func TestEveryDocumentedSettingLoads(t *testing.T) {
 		"forward-backoff-max": "5s", "forward-max-rejects": "2", "forward-commit-interval": "1s",
 		"forward-shutdown-grace": "1s", "forward-max-waiters": "10", "queue-fifo": "true", "queue-max-batch-bytes": "256KiB",
 		"http-read-timeout": "5s", "http-write-timeout": "7s", "http-idle-timeout": "9s", "http-max-conns": "11",
+		"block-size": "256", "blockwise-max-bytes": "1MiB", "blockwise-per-peer": "2", "blockwise-timeout": "30s",
 	}
 	process := map[string]string{
 		"queue": "https://sqs.eu-west-1.amazonaws.com/1/q", "sink": "awsiot", "publish-topic": "t/{thing}",
@@ -240,6 +241,8 @@ func TestValidateReportsEverything(t *testing.T) {
 			[]string{"coap-addr", "spool-max-bytes 64KiB", "forward-backoff-base", "processor-backoff-max"}},
 		{Serve, "http_read_timeout: 0s\nhttp_write_timeout: -1s\nhttp_idle_timeout: 0s\nhttp_max_conns: 0\n",
 			[]string{"http-read-timeout 0s", "http-write-timeout -1s", "http-idle-timeout 0s", "http-max-conns 0"}},
+		{Serve, "max_payload: 65537\nblock_size: 48\nblockwise_max_bytes: 8KiB\nblockwise_per_peer: 0\nblockwise_timeout: 0s\n",
+			[]string{"max-payload 65537: want 1–65536", "block-size 48: want a power of two", "blockwise-max-bytes 8KiB", "blockwise-per-peer 0", "blockwise-timeout"}},
 		{Serve, "fleet_key_file: /k\ndtls_recheck_interval: 10ms\n", []string{"dtls-recheck-interval 10ms: want 100ms–1m"}},
 		{Serve, "fleet_key_file: /k\ndtls_recheck_interval: 2m\n", []string{"dtls-recheck-interval 2m0s: want 100ms–1m"}},
 		{Process, "queue: nope\npollers: 0\nhttp_addr: ':70000'\nvisibility_timeout: 1s\n",
@@ -256,6 +259,12 @@ func TestValidateReportsEverything(t *testing.T) {
 				t.Errorf("%v: %q not reported in:\n%v", tc.role, want, err)
 			}
 		}
+	}
+	// The largest payload block-wise transfer takes, and the smallest block, are accepted.
+	big := Default()
+	big.Ingest.MaxPayload, big.CoAP.BlockSize = 64*KiB, 16
+	if err := big.Validate(Serve); err != nil {
+		t.Errorf("max-payload 64KiB, block-size 16: %v", err)
 	}
 	// The shortest piggyback deadline the exchange layer works with is accepted, and a port 0
 	// (any free port) or a service name is fine.

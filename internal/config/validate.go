@@ -126,8 +126,8 @@ func (c *Config) validateServe(v *validator) {
 	if id := c.Ingest.GatewayID; id == "" || len(id) > 128 {
 		v.bad("gateway-id must be 1–128 bytes")
 	}
-	if p := c.Ingest.MaxPayload; p < 1 || p > 60000 {
-		v.bad("max-payload %d: want 1–60000 bytes", p)
+	if p := c.Ingest.MaxPayload; p < 1 || p > 64*KiB {
+		v.bad("max-payload %d: want 1–65536 bytes", p)
 	}
 	if r := c.Ingest.RetryAfter; r < time.Second || r > time.Hour {
 		v.bad("retry-after %s: want 1s–1h", r)
@@ -154,6 +154,16 @@ func (c *Config) validateServe(v *validator) {
 	if c.CoAP.DedupMaxEntries < 1 || c.CoAP.DedupPerPeer < 1 {
 		v.bad("dedup-max-entries and dedup-per-peer must be positive")
 	}
+	if b := c.CoAP.BlockSize; b < 16 || b > KiB || b&(b-1) != 0 {
+		v.bad("block-size %s: want a power of two 16B–1KiB", b)
+	}
+	if m := c.CoAP.BlockMaxBytes; m < c.Ingest.MaxPayload+KiB || m > 64*GiB {
+		v.bad("blockwise-max-bytes %s: want at least max-payload + 1KiB (%s)", m, c.Ingest.MaxPayload+KiB)
+	}
+	if c.CoAP.BlockPerPeer < 1 {
+		v.bad("blockwise-per-peer %d: want at least 1", c.CoAP.BlockPerPeer)
+	}
+	v.positive("blockwise-timeout", c.CoAP.BlockTimeout)
 	if r := c.Ingest.DeviceRate; r < 0 || r > 1_000_000 {
 		v.bad("device-rate %d: want 0 (no limit) to 1000000 records a minute", r)
 	}

@@ -43,6 +43,8 @@ func (g *Gateway) exchangeOptions() coapserver.Options {
 		DedupGlobalCap:    g.cfg.CoAP.DedupMaxEntries,
 		DedupPerPeerCap:   g.cfg.CoAP.DedupPerPeer,
 		MaxRequestBody:    int(g.cfg.Ingest.MaxPayload),
+		BlockWise:         true, BlockSize: int(g.cfg.CoAP.BlockSize), BlockMaxBytes: int(g.cfg.CoAP.BlockMaxBytes),
+		BlockPerPeer: g.cfg.CoAP.BlockPerPeer, BlockTimeout: g.cfg.CoAP.BlockTimeout, RetryAfter: g.cfg.Ingest.RetryAfter,
 	}
 }
 

@@ -9,7 +9,7 @@ import (
 // pipeline assembles the device API, and is the one place that says in which order a request
 // meets its parts. Every step either answers the request or hands it to the next:
 //
-//	(coapserver: option checks, 4.02 and 5.05, before any of this)
+//	(coapserver: option checks, 4.02 and 5.05, and Block1 bodies reassembled, before any of this)
 //	router       /.well-known/core, /health: GET only, acceptable Accept, then the resource;
 //	             POST and PUT: telemetry; else 4.05 or 4.04
 //	telemetry:

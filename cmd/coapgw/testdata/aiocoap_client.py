@@ -54,8 +54,8 @@ async def main(hostport):
     await req("three-segments", POST, "/a/b/c", b'{"x":1}', cf=50)
     await req("delete", DELETE, "/sensor/aio-1")
     await req("unknown", GET, "/nothing-here")
-    # aiocoap sends payloads over 1024 bytes block-wise (Block1, a critical option the gateway
-    # does not implement): 4.02, nothing stored.
+    # aiocoap sends payloads over 1024 bytes block-wise (Block1): the gateway reassembles the
+    # body, and stores it whole once the last block came.
     await req("blockwise", POST, "/sensor/aio-4", b'{"pad":"' + b"x" * 1500 + b'"}', cf=50)
     await ctx.shutdown()
     for o in out:
