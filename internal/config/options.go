@@ -77,6 +77,8 @@ func (c *Config) options(role Role) []option {
 		{name: "history-max-age", roles: sp, help: "telemetry history older than this is dropped", ptr: &c.Local.HistoryMaxAge},
 		{name: "max-things", roles: sp, help: "local mode: things the registry may hold; a record of a new thing beyond it gets 5.03 + Max-Age \"thing limit reached\" and is not stored; 0 = no cap (ignored with --queue or --process none)", ptr: &c.Local.MaxThings},
 		{name: "history-max-points", roles: sp, help: "telemetry history kept per thing (records with numeric properties)", ptr: &c.Local.HistoryMaxPoints},
+		{name: "history-max-bytes", roles: sp, help: "local mode: the telemetry history's size on disk; beyond it the oldest is dropped (at the other defaults, 3-property devices take about 4.4 GiB); 0 = no cap", ptr: &c.Local.HistoryMaxBytes},
+		{name: "max-set-aside", roles: sp, help: "local mode: set-aside records kept for the dashboard; beyond it the oldest are dropped (10000 take at most about 83 MiB with 8 KiB payloads)", ptr: &c.Local.MaxSetAside},
 		{name: "http-token-file", roles: sp, help: "file holding the HTTP API's bearer token (writes always need it; reads need it off loopback); empty: generated into <data-dir>/http-token when --http-addr is not loopback or --metrics-auth is set", ptr: &c.HTTP.TokenFile},
 		{name: "http-allowed-hosts", roles: sp, help: "extra Host header names (comma-separated) a loopback HTTP server answers to; others get 403 (DNS rebinding)", ptr: &c.HTTP.AllowedHosts},
 		{name: "metrics-auth", roles: sp, help: "/metrics needs the HTTP API's bearer token too", ptr: &c.HTTP.MetricsAuth},

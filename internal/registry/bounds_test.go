@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/coapgw/coapgw/internal/processor"
+	"github.com/coapgw/coapgw/internal/processortest"
 	"github.com/coapgw/coapgw/internal/record"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -148,8 +150,11 @@ func (e *env) measuredHistoryBytes() int64 {
 	return n
 }
 
-// fillHistory applies per records to each of things things, 20,000 records a batch, one
-// second apart per thing, with props numeric properties each.
+// fillTime is the received_at of fillHistory's record seq: 10 records a second.
+func fillTime(seq uint64) time.Time { return at(float64(seq) / 10) }
+
+// fillHistory applies per records to each of things things, 20,000 records a batch, at
+// fillTime(seq), with props numeric properties each.
 func (e *env) fillHistory(things, per, props int) {
 	e.t.Helper()
 	recs := make([]record.Record, 0, 20_000)
@@ -172,7 +177,7 @@ func (e *env) fillHistory(things, per, props int) {
 		}
 		payload = append(payload, '}')
 		e.seq++
-		r := rec("sensor", fmt.Sprintf("dev-%06d", i%things), float64(e.seq), string(payload))
+		r := processortest.Rec("gw1", "sensor", fmt.Sprintf("dev-%06d", i%things), fillTime(e.seq), string(payload))
 		r.Seq = e.seq
 		recs = append(recs, r)
 		if len(recs) == cap(recs) {
@@ -189,7 +194,7 @@ func TestHistorySizeEstimate(t *testing.T) {
 	for _, props := range []int{1, 3, 20} {
 		t.Run(fmt.Sprint(props), func(t *testing.T) {
 			e := newEnv(t, Options{HistoryMaxPoints: 200, logMax: 5_000})
-			e.setNow(at(2e5)) // every record within HistoryMaxAge
+			e.setNow(at(2e4)) // every record within HistoryMaxAge
 			e.fillHistory(300, 500, props)
 			est, got := e.r.w.histBytes, e.measuredHistoryBytes()
 			t.Logf("%d properties: estimate %d bytes, dbstat %d bytes (%.2f)", props, est, got, float64(est)/float64(got))
@@ -210,7 +215,7 @@ func TestHistorySizeEstimate(t *testing.T) {
 func TestHistoryMaxBytes(t *testing.T) {
 	const limit = 1 << 20
 	e := newEnv(t, Options{HistoryMaxPoints: 200, HistoryMaxBytes: limit, logMax: 5_000})
-	e.setNow(at(2e5))
+	e.setNow(at(2e4))
 	e.fillHistory(300, 500, 3) // about 5 MB without the cap (TestHistorySizeEstimate)
 	est, got := e.r.w.histBytes, e.measuredHistoryBytes()
 	t.Logf("estimate %d bytes, dbstat %d bytes, cap %d", est, got, limit)
@@ -243,7 +248,7 @@ func TestHistoryMaxBytes(t *testing.T) {
 		t.Fatal(err)
 	}
 	last := e.seq // the newest record's time, in seconds after t0
-	if cutoff := at(float64(last) * 0.5).UnixNano(); oldestLeft < cutoff {
+	if cutoff := fillTime(last / 2).UnixNano(); oldestLeft < cutoff {
 		t.Errorf("oldest chunk left ends at %v, want after %v (a cap of a fifth of the history)", fromNanos(oldestLeft), fromNanos(cutoff))
 	}
 	for _, th := range []string{"dev-000000", "dev-000150", "dev-000299"} {
@@ -251,7 +256,7 @@ func TestHistoryMaxBytes(t *testing.T) {
 		if err != nil || len(h) != 1 || len(h[0].Points) == 0 {
 			t.Fatalf("%s: %v %v", th, h, err)
 		}
-		if pts := h[0].Points; pts[len(pts)-1].T.Before(at(float64(last - 300))) {
+		if pts := h[0].Points; pts[len(pts)-1].T.Before(fillTime(last - 300)) {
 			t.Errorf("%s: newest point %v, want its last record's", th, pts[len(pts)-1].T)
 		}
 	}
@@ -260,7 +265,7 @@ func TestHistoryMaxBytes(t *testing.T) {
 // Migration 6 computes the size estimate of a history stored before it.
 func TestMigrationToBoundsCountsHistory(t *testing.T) {
 	e := newEnv(t, Options{HistoryMaxPoints: 200, logMax: 5_000})
-	e.setNow(at(2e5))
+	e.setNow(at(2e4))
 	e.fillHistory(100, 300, 3)
 	want := e.r.w.histBytes
 	if want == 0 {
