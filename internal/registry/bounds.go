@@ -20,12 +20,14 @@ import (
 // totals.set_aside_dropped the number dropped for the cap.
 //
 // HistoryMaxBytes. The writer keeps an estimate of the history table's size on disk
-// (totals.history_bytes, updated in the transaction that changes the table): every chunk written
-// or deleted reports its new length (RETURNING length(data)), and chunkCost turns a length into
-// the bytes it occupies in the b-tree, its overflow pages and the history_by_t_last index. When
-// the estimate is above HistoryMaxBytes, the Apply deletes the oldest chunks (by t_last, through
-// history_by_t_last, looked up historyDropGroup at a time), one by one until it is not, at most
-// historyDropGroup*historyDropGroups chunks per Apply. TestHistorySizeEstimate checks the estimate against what SQLite's dbstat table measures.
+// (totals.history_bytes, updated in the transaction that changes the table): a chunk inserted
+// counts for its length, and one appended to (insChunkSQL, rare) or deleted reports its length
+// (RETURNING octet_length(data): a chunk appended to by || is TEXT, whose length() stops at a
+// zero byte); chunkCost turns a length into the bytes it occupies in the b-tree, its overflow
+// pages and the history_by_t_last index. When the estimate is above HistoryMaxBytes, the Apply
+// deletes the oldest chunks (by t_last, through history_by_t_last, looked up historyDropGroup at
+// a time), one by one until it is not, at most historyDropGroup*historyDropGroups chunks per
+// Apply. TestHistorySizeEstimate checks the estimate against what SQLite's dbstat table measures.
 // The uncompacted log (history_log, at most two generations of logMax entries) is not counted.
 
 const (
@@ -92,8 +94,20 @@ func (a *applyTx) capSetAsides() error {
 	return err
 }
 
-// putChunk writes one history chunk (insChunkSQL) and counts its size.
+// putChunk writes one history chunk and counts its size: a plain insert, or when a chunk of the
+// thing starting at the same time exists (rare: records with the same received_at), insChunkSQL,
+// which appends to it and reports its new length.
 func (a *applyTx) putChunk(thing, first, last int64, n int, data []byte) error {
+	res, err := a.st.insChunkNew.ExecContext(a.ctx, thing, first, last, n, data)
+	if err != nil {
+		return err
+	}
+	if k, err := res.RowsAffected(); err != nil {
+		return err
+	} else if k == 1 {
+		a.histBytes += chunkCost(len(data), a.w.pageSize)
+		return nil
+	}
 	var total int
 	if err := a.st.insChunk.QueryRowContext(a.ctx, thing, first, last, n, data).Scan(&total); err != nil {
 		return err
@@ -105,7 +119,7 @@ func (a *applyTx) putChunk(thing, first, last int64, n int, data []byte) error {
 	return nil
 }
 
-// dropChunks runs a DELETE … RETURNING length(data), n on history and counts what it removed.
+// dropChunks runs a DELETE … RETURNING octet_length(data), n on history and counts what it removed.
 func (a *applyTx) dropChunks(st *sql.Stmt, args ...any) (chunks, entries int64, err error) {
 	err = eachRow(st.QueryContext(a.ctx, args...))(func(rows *sql.Rows) error {
 		var l int
@@ -198,7 +212,7 @@ func migrateBounds(ctx context.Context, tx *sql.Tx) error {
 		return err
 	}
 	var total int64
-	err := eachRow(tx.QueryContext(ctx, `SELECT length(data) FROM history`))(func(rows *sql.Rows) error {
+	err := eachRow(tx.QueryContext(ctx, `SELECT octet_length(data) FROM history`))(func(rows *sql.Rows) error {
 		var l int
 		err := rows.Scan(&l)
 		total += chunkCost(l, pageSize)

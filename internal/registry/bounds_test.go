@@ -201,6 +201,9 @@ func TestHistorySizeEstimate(t *testing.T) {
 			if got == 0 || est < got*8/10 || est > got*12/10 {
 				t.Errorf("estimate %d bytes, dbstat measures %d", est, got)
 			}
+			if re := e.recomputedHistoryBytes(); re != est {
+				t.Errorf("estimate %d bytes, recomputed over the table %d", est, re)
+			}
 			e.reopen()
 			if e.r.w.histBytes != est {
 				t.Errorf("after reopen: %d bytes, want %d", e.r.w.histBytes, est)
@@ -219,6 +222,9 @@ func TestHistoryMaxBytes(t *testing.T) {
 	e.fillHistory(300, 500, 3) // about 5 MB without the cap (TestHistorySizeEstimate)
 	est, got := e.r.w.histBytes, e.measuredHistoryBytes()
 	t.Logf("estimate %d bytes, dbstat %d bytes, cap %d", est, got, limit)
+	if re := e.recomputedHistoryBytes(); re != est {
+		t.Errorf("estimate %d bytes, recomputed over the table %d", est, re)
+	}
 	if est > limit || got > limit*11/10 {
 		t.Errorf("history %d bytes (estimate %d), cap %d", got, est, limit)
 	}
@@ -279,5 +285,42 @@ func TestMigrationToBoundsCountsHistory(t *testing.T) {
 	e.reopen()
 	if e.r.w.histBytes != want {
 		t.Errorf("after migration 6: %d bytes, want %d", e.r.w.histBytes, want)
+	}
+}
+
+// recomputedHistoryBytes is the size estimate computed from scratch over the history table.
+func (e *env) recomputedHistoryBytes() int64 {
+	e.t.Helper()
+	var total int64
+	err := eachRow(e.r.rdb.QueryContext(e.t.Context(), `SELECT octet_length(data) FROM history`))(func(rows *sql.Rows) error {
+		var l int
+		err := rows.Scan(&l)
+		total += chunkCost(l, e.r.w.pageSize)
+		return err
+	})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return total
+}
+
+// A compaction that writes a chunk starting at the time of an existing chunk of the same thing
+// appends to it; the size estimate follows (it equals the estimate recomputed over the table).
+func TestHistorySizeAppendedChunk(t *testing.T) {
+	e := newEnv(t, Options{logMax: 2})
+	e.send(rec("sensor", "a", 1, `{"v":1}`), rec("sensor", "a", 2, `{"v":2}`)) // the log is full: frozen
+	e.send(rec("sensor", "b", 1, `{"v":1}`))                                   // compacts a: chunk at t=1
+	e.send(rec("sensor", "a", 1, `{"v":3}`), rec("sensor", "a", 3, `{"v":4}`)) // frozen again, with a's t=1
+	e.send(rec("sensor", "b", 2, `{"v":2}`))
+	e.send(rec("sensor", "b", 3, `{"v":3}`))
+	var chunks, n int
+	if err := e.r.rdb.QueryRow(`SELECT count(*), sum(n) FROM history WHERE thing_id = (SELECT id FROM things WHERE name = 'a')`).Scan(&chunks, &n); err != nil {
+		t.Fatal(err)
+	}
+	if chunks != 1 || n != 4 {
+		t.Fatalf("thing a: %d chunks of %d entries, want one chunk of 4 (appended to)", chunks, n)
+	}
+	if got, want := e.r.w.histBytes, e.recomputedHistoryBytes(); got != want || got == 0 {
+		t.Errorf("estimate %d bytes, recomputed %d", got, want)
 	}
 }

@@ -39,14 +39,14 @@ type writer struct {
 type stmts struct {
 	selThing, selShadow, insType, incType, insThing, updThing, updThingMeta, updSeen,
 	insProp, insLog, insChunk, selChunks, delChunks, delAged, nextThings,
-	insSetAside, upMark, upTotals, dropSetAsides, selOldest, delChunk *sql.Stmt
+	insSetAside, upMark, upTotals, dropSetAsides, selOldest, delChunk, insChunkNew *sql.Stmt
 }
 
 func (s *stmts) all() []**sql.Stmt {
 	return []**sql.Stmt{&s.selThing, &s.selShadow, &s.insType, &s.incType, &s.insThing, &s.updThing,
 		&s.updThingMeta, &s.updSeen, &s.insProp, &s.insLog, &s.insChunk, &s.selChunks, &s.delChunks,
 		&s.delAged, &s.nextThings, &s.insSetAside, &s.upMark, &s.upTotals, &s.dropSetAsides, &s.selOldest,
-		&s.delChunk}
+		&s.delChunk, &s.insChunkNew}
 }
 
 var stmtSQL = map[string]string{
@@ -60,10 +60,10 @@ var stmtSQL = map[string]string{
 	"updSeen":      `UPDATE things SET seen = ? WHERE id = ?`,
 	"insProp":      `INSERT INTO properties (path) VALUES (?)`,
 	"insLog":       `INSERT INTO history_log (gen, entries, data) VALUES (?, ?, ?)`,
-	"insChunk":     insChunkSQL + ` RETURNING length(data)`,
+	"insChunk":     insChunkSQL + ` RETURNING octet_length(data)`,
 	"selChunks":    chunksForRetention,
-	"delChunks":    `DELETE FROM history WHERE thing_id = ? AND t_first < ? RETURNING length(data), n`,
-	"delAged":      `DELETE FROM history WHERE thing_id = ? AND t_last < ? RETURNING length(data), n`,
+	"delChunks":    `DELETE FROM history WHERE thing_id = ? AND t_first < ? RETURNING octet_length(data), n`,
+	"delAged":      `DELETE FROM history WHERE thing_id = ? AND t_last < ? RETURNING octet_length(data), n`,
 	"nextThings":   `SELECT id FROM things WHERE id > ? ORDER BY id LIMIT ?`,
 	"insSetAside": `INSERT OR IGNORE INTO set_asides (gw, seq, received_at, type, thing, reason, payload, at)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
@@ -72,12 +72,13 @@ var stmtSQL = map[string]string{
 		set_aside_dropped = set_aside_dropped + ?, history_bytes = history_bytes + ? WHERE id = 1`,
 	"dropSetAsides": `DELETE FROM set_asides WHERE id IN (SELECT id FROM set_asides ORDER BY id LIMIT ?)`,
 	"selOldest":     `SELECT thing_id, t_first FROM history ORDER BY t_last LIMIT ?`,
-	"delChunk":      `DELETE FROM history WHERE thing_id = ? AND t_first = ? RETURNING length(data), n`,
+	"delChunk":      `DELETE FROM history WHERE thing_id = ? AND t_first = ? RETURNING octet_length(data), n`,
+	"insChunkNew":   `INSERT INTO history (thing_id, t_first, t_last, n, data) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
 }
 
 var stmtOrder = []string{"selThing", "selShadow", "insType", "incType", "insThing", "updThing",
 	"updThingMeta", "updSeen", "insProp", "insLog", "insChunk", "selChunks", "delChunks", "delAged",
-	"nextThings", "insSetAside", "upMark", "upTotals", "dropSetAsides", "selOldest", "delChunk"}
+	"nextThings", "insSetAside", "upMark", "upTotals", "dropSetAsides", "selOldest", "delChunk", "insChunkNew"}
 
 // init prepares the statements and loads thing types and high-water marks.
 func (w *writer) init(ctx context.Context, db *sql.DB, opts *Options) error {
