@@ -118,6 +118,9 @@ type Ingest struct {
 	RetryAfter  time.Duration // retry-after
 	DeviceRate  int           // device-rate
 	DeviceBurst int           // device-burst
+
+	// DeviceRateDevices (device-rate-devices) bounds the devices the --device-rate table tracks.
+	DeviceRateDevices int
 }
 
 // Spool configures the gateway's durable inbox (internal/spool).
@@ -222,7 +225,7 @@ func Default() Config {
 		},
 		DTLS: DTLS{Addr: ":5684", MaxSessions: 100_000, IdleTimeout: 24 * time.Hour, HibernateAfter: 30 * time.Second,
 			MaxHandshakes: 1024, HandshakeTimeout: 10 * time.Second, RecheckInterval: time.Second},
-		Ingest: Ingest{GatewayID: host, MaxPayload: 8192, RetryAfter: 5 * time.Second, DeviceBurst: 10},
+		Ingest: Ingest{GatewayID: host, MaxPayload: 8192, RetryAfter: 5 * time.Second, DeviceBurst: 10, DeviceRateDevices: 1_000_000},
 		Spool:  Spool{DataDir: "./data", MaxBytes: GiB, SegmentBytes: 64 * MiB},
 		Local: Local{
 			Process: "local", Batch: 20000, BackoffMin: 100 * time.Millisecond, BackoffMax: 30 * time.Second,

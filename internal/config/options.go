@@ -53,6 +53,7 @@ func (c *Config) options(role Role) []option {
 		{name: "dedup-per-peer", roles: sp, help: "per-peer cap on remembered (peer, MID) pairs", ptr: &c.CoAP.DedupPerPeer},
 		{name: "device-rate", roles: sp, help: "records a minute each device (type/id) may send; beyond: 5.03 + Max-Age (CON), dropped (NON); 0 = no limit", ptr: &c.Ingest.DeviceRate},
 		{name: "device-burst", roles: sp, help: "records a device may send at once above its --device-rate", ptr: &c.Ingest.DeviceBurst},
+		{name: "device-rate-devices", roles: sp, help: "devices the --device-rate table tracks at most (about 56 bytes of heap each); beyond, a new device goes through unlimited until buckets refill (coapgw_ingest_rate_limit_untracked_total)", ptr: &c.Ingest.DeviceRateDevices},
 
 		// Device identity: DTLS and credentials
 		{name: "coaps-addr", roles: sp, help: "UDP address for CoAP over DTLS (PSK); opened only with a credential source (--key-file or a fleet key)", ptr: &c.DTLS.Addr},

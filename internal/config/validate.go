@@ -160,6 +160,9 @@ func (c *Config) validateServe(v *validator) {
 	if b := c.Ingest.DeviceBurst; b < 1 || b > 1_000_000 {
 		v.bad("device-burst %d: want 1–1000000", b)
 	}
+	if n := c.Ingest.DeviceRateDevices; n < 64 || n > 100_000_000 {
+		v.bad("device-rate-devices %d: want 64–100000000", n)
+	}
 
 	l := c.Local
 	if l.Process != "local" && l.Process != "none" {

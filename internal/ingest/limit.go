@@ -15,8 +15,8 @@ import (
 // bounded: a full bucket says nothing an absent one would not, so when a shard reaches its share
 // of maxEntries it drops the buckets that have refilled; if every one is still in use, a new
 // device is let through untracked (and counted) rather than refused for others' traffic. At the
-// default cap (Config.DeviceLimitEntries, 1,000,000) the table takes about 53 MiB of heap
-// (BenchmarkLimiterMemory); collectors exports its size and the untracked count.
+// default cap (Config.DeviceLimitEntries, --device-rate-devices, 1,000,000) the table takes about
+// 53 MiB of heap (BenchmarkLimiterMemory); collectors exports its size and the untracked count.
 type limiter struct {
 	perSec, burst float64
 	perShard      int
