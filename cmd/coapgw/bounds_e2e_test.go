@@ -2,11 +2,15 @@ package main
 
 import (
 	"encoding/json"
+	"flag"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/coapgw/coapgw/internal/coapmsg"
 	"github.com/coapgw/coapgw/internal/coaptest"
@@ -24,32 +28,7 @@ func TestFloodOfThingNames(t *testing.T) {
 	g := startGW(t, t.TempDir(), "--process", "local", "--max-things", fmt.Sprint(maxThings),
 		"--max-set-aside", fmt.Sprint(maxSetAside))
 
-	// names distinct ids, from senders clients of one host; each answer counted by code.
-	var next atomic.Int64
-	var mu sync.Mutex
-	codes := map[string]int{}
-	var wg sync.WaitGroup
-	for range senders {
-		wg.Go(func() {
-			c, err := coaptest.Dial(g.coap)
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			defer c.Close()
-			for i := next.Add(1) - 1; i < names; i = next.Add(1) - 1 {
-				resp, err := c.Post(fmt.Sprintf("/sensor/flood-%d", i), `{"t":1}`)
-				key := "error"
-				if err == nil {
-					key = resp.Code.String() + " " + string(resp.Payload)
-				}
-				mu.Lock()
-				codes[key]++
-				mu.Unlock()
-			}
-		})
-	}
-	wg.Wait()
+	codes := floodNames(t, g, 0, names, senders)
 	changed, refused := coapmsg.Changed.String()+" ", coapmsg.ServiceUnavailable.String()+" thing limit reached"
 	if codes[changed] != maxThings || codes[refused] != names-maxThings || len(codes) != 2 {
 		t.Fatalf("answers %v, want %d × 2.04 and %d × 5.03 \"thing limit reached\"", codes, maxThings, names-maxThings)
@@ -127,3 +106,85 @@ func TestFloodOfThingNames(t *testing.T) {
 		t.Fatalf("SIGTERM: %v\n%s", err, g.stderr)
 	}
 }
+
+// floodNames posts a record for each thing name flood-<from> … flood-<to-1> from senders
+// clients of one host, and counts the answers by code and payload ("2.04 ", "5.03 thing limit
+// reached"; "error" for no answer).
+func floodNames(t testing.TB, g *gw, from, to, senders int) map[string]int {
+	t.Helper()
+	var next atomic.Int64
+	next.Store(int64(from))
+	var mu sync.Mutex
+	codes := map[string]int{}
+	clients := make([]*coaptest.Client, senders)
+	for i := range clients {
+		c, err := coaptest.Dial(g.coap)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		clients[i] = c
+	}
+	var wg sync.WaitGroup
+	for _, c := range clients {
+		wg.Go(func() {
+			for i := next.Add(1) - 1; i < int64(to); i = next.Add(1) - 1 {
+				resp, err := c.Post(fmt.Sprintf("/sensor/flood-%d", i), `{"t":1}`)
+				key := "error"
+				if err == nil {
+					key = resp.Code.String() + " " + string(resp.Payload)
+				}
+				mu.Lock()
+				codes[key]++
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return codes
+}
+
+// BenchmarkFloodOfThingNames is the finding's flood (one host, distinct thing names, nearly all
+// refused by --max-things 1000) against the binary, with the default settings otherwise: it
+// reports the gateway's resident set size and the registry file's size after 20,000 names and
+// at the end (-flood-names, default 200,000), and the rate of refused names.
+// go test -run '^$' -bench FloodOfThingNames -benchtime 1x ./cmd/coapgw/ [-flood-names 1000000]
+func BenchmarkFloodOfThingNames(b *testing.B) {
+	const maxThings, first, senders = 1000, 20_000, 8
+	total := *floodTotal
+	for b.Loop() {
+		dir := b.TempDir()
+		g := startGW(b, dir, "--process", "local", "--max-things", fmt.Sprint(maxThings))
+		size := func() int64 {
+			var n int64
+			for _, f := range []string{"registry.db", "registry.db-wal"} {
+				if fi, err := os.Stat(filepath.Join(dir, f)); err == nil {
+					n += fi.Size()
+				}
+			}
+			return n
+		}
+		floodNames(b, g, 0, first, senders)
+		rss1, db1 := procStatusBytes(b, g.cmd.Process.Pid, "VmRSS:"), size()
+		start := time.Now()
+		codes := floodNames(b, g, first, total, senders)
+		el := time.Since(start)
+		rss2, db2 := procStatusBytes(b, g.cmd.Process.Pid, "VmRSS:"), size()
+		if codes["5.03 thing limit reached"] != total-first {
+			b.Fatalf("answers %v", codes)
+		}
+		if v := metricValue(b, scrape(b, g), `coapgw_ingest_records_total{result="accepted"}`); v != maxThings {
+			b.Fatalf("%v records accepted, want %d", v, maxThings)
+		}
+		b.ReportMetric(float64(rss1)/(1<<20), "rss-MiB@20k")
+		b.ReportMetric(float64(rss2)/(1<<20), "rss-MiB@end")
+		b.ReportMetric(float64(db1)/(1<<20), "registry-MiB@20k")
+		b.ReportMetric(float64(db2)/(1<<20), "registry-MiB@end")
+		b.ReportMetric(float64(total-first)/el.Seconds(), "refused/s")
+		if err := g.stop(syscall.SIGTERM); err != nil {
+			b.Fatalf("SIGTERM: %v", err)
+		}
+	}
+}
+
+var floodTotal = flag.Int("flood-names", 200_000, "BenchmarkFloodOfThingNames: names in all")
