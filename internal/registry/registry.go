@@ -68,7 +68,7 @@
 // Sizes on disk, measured with dbstat by BenchmarkHistoryOnDisk and BenchmarkSetAsideOnDisk
 // (go test -run '^$' -bench 'HistoryOnDisk|SetAsideOnDisk' -benchtime 1x ./internal/registry/):
 // a record of three numeric properties takes 47.5 bytes of history, a thing at the default
-// HistoryMaxPoints 46 KiB (up to a quarter more between trims), so the default 100,000 things
+// HistoryMaxPoints 46 KiB (up to about a third more between trims), so the default 100,000 things
 // (--max-things) take about 4.4 GiB, under the default HistoryMaxBytes of 8 GiB, which bounds
 // larger records; a thing's row and indexes about 200 bytes (with a small shadow); 10,000
 // set-aside records 2 MiB with 100-byte payloads and 83 MiB with 8 KiB ones. The file does not
