@@ -46,7 +46,7 @@ func TestMain(m *testing.M) {
 
 // gw is a gateway process started by a test.
 type gw struct {
-	t       *testing.T
+	t       testing.TB
 	cmd     *exec.Cmd
 	dataDir string
 	coap    netip.AddrPort
@@ -55,7 +55,7 @@ type gw struct {
 	done    chan error
 }
 
-func freeUDPPort(t *testing.T) int {
+func freeUDPPort(t testing.TB) int {
 	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
@@ -64,7 +64,7 @@ func freeUDPPort(t *testing.T) int {
 	return c.LocalAddr().(*net.UDPAddr).Port
 }
 
-func freeTCPPort(t *testing.T) int {
+func freeTCPPort(t testing.TB) int {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -76,14 +76,14 @@ func freeTCPPort(t *testing.T) int {
 // startGW starts the binary on free loopback ports with dataDir, and waits for /readyz. The
 // processor is off (--process none) so the spool keeps every record for inspection; tests of
 // local mode pass --process local in extra.
-func startGW(t *testing.T, dataDir string, extra ...string) *gw {
+func startGW(t testing.TB, dataDir string, extra ...string) *gw {
 	t.Helper()
 	return startGWAt(t, dataDir, 0, extra...)
 }
 
 // startGWAt is startGW with the HTTP server on every interface at httpPort (0: on loopback
 // at a free port); the test still reaches it over loopback.
-func startGWAt(t *testing.T, dataDir string, httpPort int, extra ...string) *gw {
+func startGWAt(t testing.TB, dataDir string, httpPort int, extra ...string) *gw {
 	t.Helper()
 	g := &gw{t: t, dataDir: dataDir, stderr: &syncBuffer{}, done: make(chan error, 1)}
 	g.coap = netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(freeUDPPort(t)))

@@ -137,13 +137,13 @@ func TestFloodOfSources(t *testing.T) {
 	}
 }
 
-func scrape(t *testing.T, g *gw) string {
+func scrape(t testing.TB, g *gw) string {
 	t.Helper()
 	return scrapeAddr(t, g.http)
 }
 
 // scrapeAddr returns the Prometheus text of the /metrics on the HTTP address addr.
-func scrapeAddr(t *testing.T, addr string) string {
+func scrapeAddr(t testing.TB, addr string) string {
 	t.Helper()
 	resp, err := http.Get("http://" + addr + "/metrics")
 	if err != nil {
@@ -154,7 +154,7 @@ func scrapeAddr(t *testing.T, addr string) string {
 	return string(b)
 }
 
-func metricValue(t *testing.T, metrics, name string) float64 {
+func metricValue(t testing.TB, metrics, name string) float64 {
 	t.Helper()
 	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + ` (\S+)$`).FindStringSubmatch(metrics)
 	if m == nil {
@@ -168,14 +168,17 @@ func metricValue(t *testing.T, metrics, name string) float64 {
 }
 
 // vmHWM is a process's peak resident set size in bytes.
-func vmHWM(t *testing.T, pid int) int64 {
+func vmHWM(t testing.TB, pid int) int64 { return procStatusBytes(t, pid, "VmHWM:") }
+
+// procStatusBytes is a size field of /proc/<pid>/status ("VmHWM:", "VmRSS:") in bytes.
+func procStatusBytes(t testing.TB, pid int, field string) int64 {
 	t.Helper()
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		t.Fatal(err)
 	}
 	for line := range strings.Lines(string(b)) {
-		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+		if v, ok := strings.CutPrefix(line, field); ok {
 			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
 			if err != nil {
 				t.Fatal(err)
@@ -183,7 +186,7 @@ func vmHWM(t *testing.T, pid int) int64 {
 			return kb << 10
 		}
 	}
-	t.Fatal("no VmHWM")
+	t.Fatalf("no %s", field)
 	return 0
 }
 

@@ -122,6 +122,9 @@ type Ingest struct {
 	RetryAfter  time.Duration // retry-after
 	DeviceRate  int           // device-rate
 	DeviceBurst int           // device-burst
+
+	// DeviceRateDevices (device-rate-devices) bounds the devices the --device-rate table tracks.
+	DeviceRateDevices int
 }
 
 // Spool configures the gateway's durable inbox (internal/spool).
@@ -141,6 +144,8 @@ type Local struct {
 	HistoryMaxAge    time.Duration // history-max-age
 	HistoryMaxPoints int           // history-max-points
 	MaxThings        int           // max-things: 0 = no cap
+	HistoryMaxBytes  Size          // history-max-bytes: 0 = no cap
+	MaxSetAside      int           // max-set-aside
 }
 
 // Forward configures the AWS pipeline's forwarder from the spool to SQS (internal/forward).
@@ -225,12 +230,12 @@ func Default() Config {
 		},
 		DTLS: DTLS{Addr: ":5684", MaxSessions: 100_000, IdleTimeout: 24 * time.Hour, HibernateAfter: 30 * time.Second,
 			MaxHandshakes: 1024, HandshakeTimeout: 10 * time.Second, RecheckInterval: time.Second},
-		Ingest: Ingest{GatewayID: host, MaxPayload: 8192, RetryAfter: 5 * time.Second, DeviceBurst: 10},
+		Ingest: Ingest{GatewayID: host, MaxPayload: 8192, RetryAfter: 5 * time.Second, DeviceBurst: 10, DeviceRateDevices: 1_000_000},
 		Spool:  Spool{DataDir: "./data", MaxBytes: GiB, SegmentBytes: 64 * MiB},
 		Local: Local{
 			Process: "local", Batch: 20000, BackoffMin: 100 * time.Millisecond, BackoffMax: 30 * time.Second,
 			HistoryMaxAge: 7 * 24 * time.Hour, HistoryMaxPoints: 1000,
-			MaxThings: 100_000,
+			MaxThings: 100_000, HistoryMaxBytes: 8 * GiB, MaxSetAside: 10_000,
 		},
 		Forward: Forward{
 			AckAfter: "spool", QueueAckTimeout: 3 * time.Second,

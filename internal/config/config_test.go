@@ -35,7 +35,8 @@ func TestDefaults(t *testing.T) {
 		c := l.Config
 		if c.CoAP.Addr != ":5683" || c.HTTP.Addr != "127.0.0.1:8080" || c.Spool.DataDir != "./data" || c.Ingest.MaxPayload != 8192 ||
 			c.Spool.MaxBytes != 1<<30 || c.Spool.SegmentBytes != 64<<20 || c.CoAP.SocketBuffer != 8<<20 ||
-			c.Local.MaxThings != 100_000 {
+			c.Local.MaxThings != 100_000 || c.Local.HistoryMaxBytes != 8<<30 || c.Local.MaxSetAside != 10_000 ||
+			c.Ingest.DeviceRateDevices != 1_000_000 {
 			t.Fatalf("defaults: %+v", c)
 		}
 		err = c.Validate(role)
@@ -85,8 +86,9 @@ func TestEveryDocumentedSettingLoads(t *testing.T) {
 		"coap-addr": "127.0.0.1:7", "http-addr": "127.0.0.1:8", "data-dir": "/d", "gateway-id": "gw-9",
 		"max-payload": "1000", "retry-after": "9s", "spool-max-bytes": "2GiB", "spool-segment-bytes": "1MiB",
 		"shutdown-timeout": "3s", "fail-linger": "1s", "piggyback-deadline": "500ms", "dedup-max-entries": "7", "dedup-per-peer": "3",
-		"device-rate": "60", "device-burst": "4", "process": "none", "processor-batch": "10",
-		"history-max-age": "1h", "history-max-points": "5", "max-things": "7", "queue": "https://sqs.eu-west-1.amazonaws.com/1/q",
+		"device-rate": "60", "device-burst": "4", "device-rate-devices": "1000", "process": "none", "processor-batch": "10",
+		"history-max-age": "1h", "history-max-points": "5", "max-things": "7",
+		"history-max-bytes": "64MiB", "max-set-aside": "9", "queue": "https://sqs.eu-west-1.amazonaws.com/1/q",
 		"ack-after": "queue", "queue-ack-timeout": "2s", "coap-sockets": "2", "socket-buffer": "1MiB",
 		"log-level": "debug", "log-format": "json", "aws-endpoint": "http://127.0.0.1:5000", "pprof": "true",
 		"processor-backoff-min": "1s", "processor-backoff-max": "2s",
@@ -219,8 +221,10 @@ func TestBadValues(t *testing.T) {
 	c := Default()
 	c.Ingest.MaxPayload, c.Log.Level, c.CoAP.PiggybackDeadline = 0, "loud", 3*time.Second
 	c.Local.MaxThings = -1
+	c.Local.HistoryMaxBytes, c.Local.MaxSetAside, c.Ingest.DeviceRateDevices = 4096, 0, 10
 	err = c.Validate(Serve)
-	for _, want := range []string{"max-payload", "log-level", "piggyback-deadline", "max-things"} {
+	for _, want := range []string{"max-payload", "log-level", "piggyback-deadline", "max-things", "history-max-bytes 4KiB",
+		"max-set-aside 0", "device-rate-devices 10"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Validate does not report %s: %v", want, err)
 		}

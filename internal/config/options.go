@@ -57,6 +57,7 @@ func (c *Config) options(role Role) []option {
 		{name: "blockwise-timeout", roles: sp, help: "a block-wise request body with no block for this long is dropped", ptr: &c.CoAP.BlockTimeout},
 		{name: "device-rate", roles: sp, help: "records a minute each device (type/id) may send; beyond: 5.03 + Max-Age (CON), dropped (NON); 0 = no limit", ptr: &c.Ingest.DeviceRate},
 		{name: "device-burst", roles: sp, help: "records a device may send at once above its --device-rate", ptr: &c.Ingest.DeviceBurst},
+		{name: "device-rate-devices", roles: sp, help: "devices the --device-rate table tracks at most (about 56 bytes of heap each); beyond, a new device goes through unlimited until buckets refill (coapgw_ingest_rate_limit_untracked_total)", ptr: &c.Ingest.DeviceRateDevices},
 
 		// Device identity: DTLS and credentials
 		{name: "coaps-addr", roles: sp, help: "UDP address for CoAP over DTLS (PSK); opened only with a credential source (--key-file or a fleet key)", ptr: &c.DTLS.Addr},
@@ -81,6 +82,8 @@ func (c *Config) options(role Role) []option {
 		{name: "history-max-age", roles: sp, help: "telemetry history older than this is dropped", ptr: &c.Local.HistoryMaxAge},
 		{name: "max-things", roles: sp, help: "local mode: things the registry may hold; a record of a new thing beyond it gets 5.03 + Max-Age \"thing limit reached\" and is not stored; 0 = no cap (ignored with --queue or --process none)", ptr: &c.Local.MaxThings},
 		{name: "history-max-points", roles: sp, help: "telemetry history kept per thing (records with numeric properties)", ptr: &c.Local.HistoryMaxPoints},
+		{name: "history-max-bytes", roles: sp, help: "local mode: the telemetry history's size on disk; beyond it the oldest is dropped (at the other defaults, 3-property devices take about 4.4 GiB); 0 = no cap", ptr: &c.Local.HistoryMaxBytes},
+		{name: "max-set-aside", roles: sp, help: "local mode: set-aside records kept for the dashboard; beyond it the oldest are dropped (10000 take at most about 83 MiB with 8 KiB payloads)", ptr: &c.Local.MaxSetAside},
 		{name: "http-token-file", roles: sp, help: "file holding the HTTP API's bearer token (writes always need it; reads need it off loopback); empty: generated into <data-dir>/http-token when --http-addr is not loopback or --metrics-auth is set", ptr: &c.HTTP.TokenFile},
 		{name: "http-allowed-hosts", roles: sp, help: "extra Host header names (comma-separated) a loopback HTTP server answers to; others get 403 (DNS rebinding)", ptr: &c.HTTP.AllowedHosts},
 		{name: "metrics-auth", roles: sp, help: "/metrics needs the HTTP API's bearer token too", ptr: &c.HTTP.MetricsAuth},

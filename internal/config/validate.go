@@ -170,6 +170,9 @@ func (c *Config) validateServe(v *validator) {
 	if b := c.Ingest.DeviceBurst; b < 1 || b > 1_000_000 {
 		v.bad("device-burst %d: want 1–1000000", b)
 	}
+	if n := c.Ingest.DeviceRateDevices; n < 64 || n > 100_000_000 {
+		v.bad("device-rate-devices %d: want 64–100000000", n)
+	}
 
 	l := c.Local
 	if l.Process != "local" && l.Process != "none" {
@@ -190,6 +193,12 @@ func (c *Config) validateServe(v *validator) {
 	}
 	if n := l.MaxThings; n < 0 || n > 100_000_000 {
 		v.bad("max-things %d: want 0 (no cap) to 100000000", n)
+	}
+	if b := l.HistoryMaxBytes; b != 0 && b < MiB {
+		v.bad("history-max-bytes %s: want 0 (no cap) or at least 1MiB", b)
+	}
+	if n := l.MaxSetAside; n < 1 || n > 100_000_000 {
+		v.bad("max-set-aside %d: want 1–100000000", n)
 	}
 
 	c.validateQueueURL(v, false)

@@ -116,7 +116,7 @@ func New(cfg config.Config, log *slog.Logger) (*Gateway, error) {
 		GatewayID: cfg.Ingest.GatewayID, MaxPayload: int(cfg.Ingest.MaxPayload),
 		RetryAfter: int(cfg.Ingest.RetryAfter / time.Second), Version: Version,
 		AfterStored: g.afterStored(), Lag: g.lag,
-		DeviceRate: cfg.Ingest.DeviceRate, DeviceBurst: cfg.Ingest.DeviceBurst,
+		DeviceRate: cfg.Ingest.DeviceRate, DeviceBurst: cfg.Ingest.DeviceBurst, DeviceLimitEntries: cfg.Ingest.DeviceRateDevices,
 		Credentials: g.creds, PlainPolicy: policy,
 		MaxThings: g.maxThings(), Things: g.knownThings,
 	}, sp, log.With("component", "ingest"), g.reg)

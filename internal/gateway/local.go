@@ -27,9 +27,14 @@ type local struct {
 }
 
 func (g *Gateway) openLocal() error {
+	histMax := int64(g.cfg.Local.HistoryMaxBytes)
+	if histMax == 0 {
+		histMax = -1 // no cap
+	}
 	reg, err := registry.Open(filepath.Join(g.cfg.Spool.DataDir, "registry.db"), registry.Options{
 		HistoryMaxAge: g.cfg.Local.HistoryMaxAge, HistoryMaxPoints: g.cfg.Local.HistoryMaxPoints,
-		Logger: g.log.With("component", "registry"),
+		HistoryMaxBytes: histMax, MaxSetAside: g.cfg.Local.MaxSetAside,
+		Logger: g.log.With("component", "registry"), Registerer: g.reg,
 	})
 	if err != nil {
 		return fmt.Errorf("open registry: %w", err)

@@ -309,6 +309,7 @@ func TestStatus(t *testing.T) {
 		Things              int64     `json:"things"`
 		Messages            int64     `json:"messages"`
 		SetAside            int64     `json:"setAside"`
+		SetAsideDropped     int64     `json:"setAsideDropped"`
 		UptimeSeconds       float64   `json:"uptimeSeconds"`
 		Time                time.Time `json:"time"`
 	}
@@ -317,7 +318,7 @@ func TestStatus(t *testing.T) {
 		st.SpoolBytes != 4096 || st.ProcessorLagSeconds != 0.25 {
 		t.Errorf("gateway fields = %+v", st)
 	}
-	if st.Things != 3 || st.ThingTypes != 2 || st.Messages != 4 || st.SetAside != 2 {
+	if st.Things != 3 || st.ThingTypes != 2 || st.Messages != 4 || st.SetAside != 2 || st.SetAsideDropped != 0 {
 		t.Errorf("registry counts = %+v", st)
 	}
 	if st.UptimeSeconds != 3600 || !st.Time.Equal(t0.Add(time.Hour)) || !st.StartedAt.Equal(t0) {

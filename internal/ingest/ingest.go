@@ -33,7 +33,8 @@
 // Metrics: coapgw_ingest_records_total{result} (accepted, rejected, spool_full, spool_error,
 // draining, queue_error, rate_limited, unauthorized: 4.01 or 4.03 from identity binding,
 // thing_limit: 5.03 for a new thing beyond --max-things), coapgw_ingest_echo_challenges_total,
-// coapgw_ingest_things (things known, with --max-things only).
+// coapgw_ingest_things (things known, with --max-things only), coapgw_ingest_rate_limit_devices
+// and coapgw_ingest_rate_limit_untracked_total (with --device-rate only; limit.go).
 //
 // --max-things (Config.MaxThings, Config.Things; thinglimit.go): the gateway keeps the names of
 // the things it knows in memory (one map entry each, about 100 bytes), loaded at start and
@@ -71,7 +72,7 @@ type Config struct {
 	// DeviceRate limits each device (type/id) to this many records a minute, with bursts of
 	// DeviceBurst (default 10); beyond it a CON gets 5.03 with Max-Age (seconds until the device
 	// may send again) and a NON is dropped. 0 = no limit. DeviceLimitEntries bounds the devices
-	// tracked (default 1,000,000, about 40 MB).
+	// tracked (--device-rate-devices, default 1,000,000, 53 MiB of heap: BenchmarkLimiterMemory).
 	DeviceRate, DeviceBurst, DeviceLimitEntries int
 	// Lag, if set, is reported by /health as lag_seconds: how far behind the stage after the
 	// spool is (the forwarder to SQS, or the local processor).
@@ -179,6 +180,9 @@ func New(cfg Config, sp Spool, log *slog.Logger, reg prometheus.Registerer) (*Ha
 	}
 	if reg != nil {
 		reg.MustRegister(vec, h.echoChallenges)
+		if h.limit != nil {
+			reg.MustRegister(h.limit.collectors()...)
+		}
 		if h.things != nil {
 			reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "coapgw_ingest_things",
 				Help: "Things the gateway knows, counted against --max-things."},

@@ -2,10 +2,13 @@ package ingest
 
 import (
 	"fmt"
+	"runtime"
+	"strconv"
 	"testing"
 	"time"
 
 	"github.com/coapgw/coapgw/internal/coapmsg"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 func TestLimiterBucket(t *testing.T) {
@@ -137,5 +140,65 @@ func BenchmarkLimiterAllow(b *testing.B) {
 	for b.Loop() {
 		l.allow(typ, ids[i%len(ids)], now+int64(i)*1000)
 		i++
+	}
+}
+
+// The limiter's table and what it lets through untracked are metrics of the handler.
+func TestLimiterMetrics(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	h, err := New(Config{GatewayID: "gw", DeviceRate: 60, DeviceBurst: 1, DeviceLimitEntries: 64 * 4}, &nopSpool{}, nil, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := int64(1e18)
+	for i := range 10_000 {
+		h.limit.allow([]byte("s"), fmt.Appendf(nil, "d%d", i), now)
+	}
+	devices, untracked := -1.0, -1.0
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		switch mf.GetName() {
+		case "coapgw_ingest_rate_limit_devices":
+			devices = mf.GetMetric()[0].GetGauge().GetValue()
+		case "coapgw_ingest_rate_limit_untracked_total":
+			untracked = mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	if devices < 1 || devices > 64*4 || devices != float64(h.limit.entries()) {
+		t.Errorf("coapgw_ingest_rate_limit_devices %v, want the %d tracked (at most %d)", devices, h.limit.entries(), 64*4)
+	}
+	if untracked != float64(h.limit.untracked.Load()) || untracked < 10_000-64*4 {
+		t.Errorf("coapgw_ingest_rate_limit_untracked_total %v, want %d", untracked, h.limit.untracked.Load())
+	}
+}
+
+// BenchmarkLimiterMemory measures the heap the --device-rate table takes at its default cap
+// (1,000,000 devices, every one still limited so none is swept):
+// go test -run '^$' -bench LimiterMemory -benchtime 1x ./internal/ingest/
+func BenchmarkLimiterMemory(b *testing.B) {
+	const devices = 1_000_000
+	for b.Loop() {
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		l := newLimiter(1, 1, devices)
+		now := int64(1e18)
+		id := make([]byte, 0, 16)
+		for i := range 2 * devices {
+			id = strconv.AppendInt(id[:0], int64(i), 10)
+			l.allow([]byte("sensor"), id, now)
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		n := l.entries()
+		if n > devices {
+			b.Fatalf("%d devices tracked, cap %d", n, devices)
+		}
+		b.ReportMetric(float64(n), "devices")
+		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/(1<<20), "heap-MiB")
+		runtime.KeepAlive(l)
 	}
 }

@@ -52,6 +52,8 @@ type applyTx struct {
 	slice                          []int64 // things of the frozen generation compacted
 	frozenDone, freeze             bool    // the frozen generation is all compacted; the current one is frozen
 	newThings, messages, setAsides int64
+	setAsideDropped, histBytes     int64 // bounds.go
+	sizeDropped, sizeDroppedChunks int64
 	touched                        []string
 	newProps                       []string
 	newTypes                       []string
@@ -90,6 +92,13 @@ func (w *writer) apply(ctx context.Context, db *sql.DB, b *processor.Batch) (_ [
 	for gw, seq := range a.marks {
 		w.marks[gw] = seq
 	}
+	w.setAsideN += a.setAsides - a.setAsideDropped
+	w.histBytes += a.histBytes
+	w.m.setAsideHeld.Set(float64(w.setAsideN))
+	w.m.setAsideDropped.Add(float64(a.setAsideDropped))
+	w.m.historyBytes.Set(float64(w.histBytes))
+	w.m.historyDropped.Add(float64(a.sizeDropped))
+	w.m.historyDroppedChunks.Add(float64(a.sizeDroppedChunks))
 	return a.out, nil
 }
 
@@ -169,10 +178,8 @@ func (a *applyTx) run(b *processor.Batch) error {
 			return fmt.Errorf("high-water mark: %w", err)
 		}
 	}
-	if a.newThings != 0 || a.messages != 0 || a.setAsides != 0 {
-		if _, err := a.st.upTotals.ExecContext(a.ctx, a.newThings, a.messages, a.setAsides); err != nil {
-			return fmt.Errorf("totals: %w", err)
-		}
+	if err := a.capSetAsides(); err != nil {
+		return err
 	}
 	if a.w.logN > 0 {
 		if _, err := a.st.insLog.ExecContext(a.ctx, a.w.gen, a.w.logN, a.w.log); err != nil {
@@ -182,7 +189,19 @@ func (a *applyTx) run(b *processor.Batch) error {
 	if err := a.compact(); err != nil {
 		return err
 	}
-	return a.pruneAge()
+	if err := a.pruneAge(); err != nil {
+		return err
+	}
+	if err := a.capHistory(); err != nil {
+		return err
+	}
+	if a.newThings != 0 || a.messages != 0 || a.setAsides != 0 || a.histBytes != 0 {
+		if _, err := a.st.upTotals.ExecContext(a.ctx, a.newThings, a.messages, a.setAsides-a.setAsideDropped,
+			a.setAsideDropped, a.histBytes); err != nil {
+			return fmt.Errorf("totals: %w", err)
+		}
+	}
+	return nil
 }
 
 func (a *applyTx) setAside(it *processor.Item, i int, reason string) error {

@@ -128,9 +128,9 @@ const (
 )
 
 // writeChunks groups es by thing (sorting es by thing, then time) and writes each thing's
-// entries as chunks of up to maxPer entries with ins (insChunkSQL). buf is scratch space; the
-// grown buffer is returned.
-func writeChunks(ctx context.Context, ins *sql.Stmt, es []entry, buf []byte, maxPer int) ([]byte, error) {
+// entries as chunks of up to maxPer entries with put (insChunkSQL's parameters). buf is scratch
+// space; the grown buffer is returned.
+func writeChunks(put func(thing, first, last int64, n int, data []byte) error, es []entry, buf []byte, maxPer int) ([]byte, error) {
 	slices.SortStableFunc(es, func(a, b entry) int {
 		return cmp.Or(cmp.Compare(a.thing, b.thing), cmp.Compare(a.t, b.t))
 	})
@@ -141,7 +141,7 @@ func writeChunks(ctx context.Context, ins *sql.Stmt, es []entry, buf []byte, max
 		}
 		g := es[i:j]
 		buf = appendChunk(buf[:0], g)
-		if _, err := ins.ExecContext(ctx, g[0].thing, g[0].t, g[len(g)-1].t, len(g), buf); err != nil {
+		if err := put(g[0].thing, g[0].t, g[len(g)-1].t, len(g), buf); err != nil {
 			return buf, fmt.Errorf("write history chunk: %w", err)
 		}
 		i = j
@@ -194,7 +194,11 @@ func migrateHistoryChunks(ctx context.Context, tx *sql.Tx) error {
 		return err
 	}
 	defer ins.Close()
-	if _, err := writeChunks(ctx, ins, es, nil, 250); err != nil {
+	put := func(thing, first, last int64, n int, data []byte) error {
+		_, err := ins.ExecContext(ctx, thing, first, last, n, data)
+		return err
+	}
+	if _, err := writeChunks(put, es, nil, 250); err != nil {
 		return err
 	}
 	_, err = tx.ExecContext(ctx, `DROP TABLE samples; DROP TABLE recent;`)

@@ -90,7 +90,7 @@ func (a *applyTx) compactSlice(ids []int64) error {
 		es = thingEntries(es, w.tail.frozen, id)
 	}
 	var err error
-	w.buf, err = writeChunks(a.ctx, a.st.insChunk, es, w.buf, w.chunkMax())
+	w.buf, err = writeChunks(a.putChunk, es, w.buf, w.chunkMax())
 	clear(es) // drop the references to the tail's bytes
 	w.entries = es[:0]
 	if err != nil {
@@ -188,11 +188,11 @@ func (a *applyTx) trim(thing int64) error {
 		return fmt.Errorf("trim history: %w", err)
 	}
 	if keep != math.MinInt64 {
-		if _, err := a.st.delChunks.ExecContext(a.ctx, thing, keep); err != nil {
+		if _, _, err := a.dropChunks(a.st.delChunks, thing, keep); err != nil {
 			return fmt.Errorf("trim history: %w", err)
 		}
 	}
-	if _, err := a.st.delAged.ExecContext(a.ctx, thing, a.now-a.w.opts.HistoryMaxAge.Nanoseconds()); err != nil {
+	if _, _, err := a.dropChunks(a.st.delAged, thing, a.now-a.w.opts.HistoryMaxAge.Nanoseconds()); err != nil {
 		return fmt.Errorf("trim history: %w", err)
 	}
 	return nil
@@ -216,7 +216,7 @@ func (a *applyTx) pruneAge() error {
 	}
 	cutoff := a.now - a.w.opts.HistoryMaxAge.Nanoseconds()
 	for _, id := range ids {
-		if _, err := a.st.delAged.ExecContext(a.ctx, id, cutoff); err != nil {
+		if _, _, err := a.dropChunks(a.st.delAged, id, cutoff); err != nil {
 			return fmt.Errorf("age pruning: %w", err)
 		}
 	}

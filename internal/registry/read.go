@@ -364,8 +364,8 @@ func (r *Registry) SetAsides(ctx context.Context, limit int, cursor string) (Set
 // Counts summarises the registry.
 func (r *Registry) Counts(ctx context.Context) (Counts, error) {
 	var c Counts
-	err := r.rdb.QueryRowContext(ctx, `SELECT things, messages, set_aside, (SELECT count(*) FROM thing_types)
-		FROM totals WHERE id = 1`).Scan(&c.Things, &c.Messages, &c.SetAside, &c.ThingTypes)
+	err := r.rdb.QueryRowContext(ctx, `SELECT things, messages, set_aside, set_aside_dropped, (SELECT count(*) FROM thing_types)
+		FROM totals WHERE id = 1`).Scan(&c.Things, &c.Messages, &c.SetAside, &c.SetAsideDropped, &c.ThingTypes)
 	if err != nil {
 		return c, fmt.Errorf("counts: %w", err)
 	}

@@ -56,11 +56,37 @@
 // Concurrency. One writer connection (Apply, serialised) and a pool of read-only connections; in
 // WAL mode readers never wait for the writer and the writer never waits for readers.
 //
-// Configuration (Options): HistoryMaxAge (--history-max-age, default 7 days) and
-// HistoryMaxPoints (--history-max-points, default 1000), each also a COAPGW_* variable and a YAML
-// key (internal/config); CacheThings (default 100,000 things kept decoded in memory), ReadConns
-// (default 4) and BusyTimeout (default 5s) are for wiring and tests. The registry
-// exports no metrics of its own; the processor's count what it applies.
+// Bounds (bounds.go). MaxSetAside: the set-aside table keeps the newest records, the oldest
+// go when a batch takes it past the cap (never refusing a record or holding up the processor);
+// Counts and SetAsidePage.Total count the records held, Counts.SetAsideDropped those dropped.
+// HistoryMaxBytes: the history's size on disk, estimated as chunks are written and deleted and
+// checked against SQLite's dbstat (within 3% in TestHistorySizeEstimate and
+// BenchmarkHistoryOnDisk; the test allows 20%); above it, the oldest chunks (by their newest
+// entry) go first. The history log, not yet compacted (at most two generations of logMax
+// entries), is outside it.
+//
+// Sizes on disk, measured with dbstat by BenchmarkHistoryOnDisk and BenchmarkSetAsideOnDisk
+// (go test -run '^$' -bench 'HistoryOnDisk|SetAsideOnDisk' -benchtime 1x ./internal/registry/):
+// a record of three numeric properties takes 47.5 bytes of history, a thing at the default
+// HistoryMaxPoints 46 KiB (up to about a third more between trims), so the default 100,000 things
+// (--max-things) take about 4.4 GiB, under the default HistoryMaxBytes of 8 GiB, which bounds
+// larger records; a thing's row and indexes about 200 bytes (with a small shadow); 10,000
+// set-aside records 2 MiB with 100-byte payloads and 83 MiB with 8 KiB ones. The file does not
+// shrink when rows are deleted: SQLite reuses the freed pages.
+//
+// Configuration (Options): HistoryMaxAge (--history-max-age, default 7 days), HistoryMaxPoints
+// (--history-max-points, default 1000), HistoryMaxBytes (--history-max-bytes, default 8 GiB) and
+// MaxSetAside (--max-set-aside, default 10,000), each also a COAPGW_* variable and a YAML key
+// (internal/config); CacheThings (default 100,000 things kept decoded in memory), ReadConns
+// (default 4) and BusyTimeout (default 5s) are for wiring and tests.
+//
+// Metrics (registered on Options.Registerer; the processor's count what it applies):
+//
+//	coapgw_registry_set_aside_records                  gauge    set-aside records held
+//	coapgw_registry_set_aside_dropped_total            counter  oldest set-aside records deleted for MaxSetAside
+//	coapgw_registry_history_bytes                      gauge    the history's estimated size on disk
+//	coapgw_registry_history_size_dropped_total         counter  history entries deleted for HistoryMaxBytes
+//	coapgw_registry_history_size_dropped_chunks_total  counter  history chunks deleted for HistoryMaxBytes
 package registry
 
 import (
@@ -74,6 +100,7 @@ import (
 	"time"
 
 	"github.com/coapgw/coapgw/internal/processor"
+	"github.com/prometheus/client_golang/prometheus"
 	_ "modernc.org/sqlite" // database/sql driver "sqlite"
 )
 
@@ -82,11 +109,14 @@ var ErrInvalidCursor = errors.New("invalid cursor")
 
 // Options configure a Registry. The zero value gives the defaults.
 type Options struct {
-	HistoryMaxAge    time.Duration // points older than this are dropped; default 7 days
-	HistoryMaxPoints int           // points kept per property per thing; default 1000
-	CacheThings      int           // things whose state is kept decoded in memory; default 100,000
-	ReadConns        int           // read-only connections; default 4
-	BusyTimeout      time.Duration // SQLite busy timeout; default 5s
+	HistoryMaxAge    time.Duration         // points older than this are dropped; default 7 days
+	HistoryMaxPoints int                   // points kept per property per thing; default 1000
+	HistoryMaxBytes  int64                 // the history's size on disk, oldest dropped first; default 8 GiB; <0: no cap
+	MaxSetAside      int                   // set-aside records kept, oldest dropped first; default 10,000
+	Registerer       prometheus.Registerer // for the registry's metrics; nil: not registered
+	CacheThings      int                   // things whose state is kept decoded in memory; default 100,000
+	ReadConns        int                   // read-only connections; default 4
+	BusyTimeout      time.Duration         // SQLite busy timeout; default 5s
 	Now              func() time.Time
 	Logger           *slog.Logger
 
@@ -100,6 +130,12 @@ func (o *Options) setDefaults() {
 	}
 	if o.HistoryMaxPoints <= 0 {
 		o.HistoryMaxPoints = 1000
+	}
+	if o.HistoryMaxBytes == 0 {
+		o.HistoryMaxBytes = DefaultHistoryMaxBytes
+	}
+	if o.MaxSetAside <= 0 {
+		o.MaxSetAside = DefaultMaxSetAside
 	}
 	if o.CacheThings <= 0 {
 		o.CacheThings = 100_000
@@ -123,6 +159,12 @@ func (o *Options) setDefaults() {
 		o.schemaVersion = len(migrations)
 	}
 }
+
+// Defaults of the bounds (bounds.go; the package doc says what they give on disk).
+const (
+	DefaultHistoryMaxBytes = 8 << 30
+	DefaultMaxSetAside     = 10_000
+)
 
 // Registry is the local registry. Its methods are safe for concurrent use.
 type Registry struct {
@@ -169,12 +211,14 @@ func Open(path string, opts Options) (*Registry, error) {
 	rdb.SetMaxOpenConns(opts.ReadConns)
 	rdb.SetMaxIdleConns(opts.ReadConns)
 	r := &Registry{opts: opts, log: opts.Logger, wdb: wdb, rdb: rdb}
+	r.w.m = newMetrics()
 	if opts.schemaVersion == len(migrations) {
 		if err := r.w.init(ctx, wdb, &r.opts); err != nil {
 			r.Close()
 			return nil, fmt.Errorf("open registry %s: %w", path, err)
 		}
 	}
+	r.w.m.register(opts.Registerer)
 	return r, nil
 }
 
@@ -192,6 +236,7 @@ func (r *Registry) Close() error {
 	}
 	r.closed = true
 	r.w.close()
+	r.w.m.unregister(r.opts.Registerer)
 	return errors.Join(r.rdb.Close(), r.wdb.Close())
 }
 

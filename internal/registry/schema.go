@@ -100,6 +100,10 @@ var migrations = []migration{
 		gen INTEGER NOT NULL
 	);
 	INSERT INTO credential_gen (id, gen) VALUES (1, 0);`},
+
+	// 6: bounds (bounds.go): the set-aside records dropped for MaxSetAside, the history's
+	// estimated size on disk for HistoryMaxBytes, and an index to find its oldest chunks.
+	{fn: migrateBounds},
 }
 
 // migration is one schema step: SQL, or a function for what SQL alone cannot do.

@@ -88,7 +88,9 @@ type Counts struct {
 	ThingTypes int64 `json:"thingTypes"`
 	Things     int64 `json:"things"`
 	Messages   int64 `json:"messages"` // records applied
-	SetAside   int64 `json:"setAside"`
+	SetAside   int64 `json:"setAside"` // set-aside records held (at most MaxSetAside)
+	// SetAsideDropped counts the oldest set-aside records deleted to stay within MaxSetAside.
+	SetAsideDropped int64 `json:"setAsideDropped"`
 }
 
 // Reader is the registry's read API (implemented by *Registry).

@@ -29,18 +29,24 @@ type writer struct {
 	log         []byte  // this Apply's history_log row
 	logN        int     // entries in log
 	entries     []entry // compaction scratch
+
+	setAsideN int64 // set-aside records held (totals.set_aside)
+	histBytes int64 // the history's estimated size on disk (totals.history_bytes, bounds.go)
+	pageSize  int
+	m         *metrics
 }
 
 type stmts struct {
 	selThing, selShadow, insType, incType, insThing, updThing, updThingMeta, updSeen,
 	insProp, insLog, insChunk, selChunks, delChunks, delAged, nextThings,
-	insSetAside, upMark, upTotals *sql.Stmt
+	insSetAside, upMark, upTotals, dropSetAsides, selOldest, delChunk, insChunkNew *sql.Stmt
 }
 
 func (s *stmts) all() []**sql.Stmt {
 	return []**sql.Stmt{&s.selThing, &s.selShadow, &s.insType, &s.incType, &s.insThing, &s.updThing,
 		&s.updThingMeta, &s.updSeen, &s.insProp, &s.insLog, &s.insChunk, &s.selChunks, &s.delChunks,
-		&s.delAged, &s.nextThings, &s.insSetAside, &s.upMark, &s.upTotals}
+		&s.delAged, &s.nextThings, &s.insSetAside, &s.upMark, &s.upTotals, &s.dropSetAsides, &s.selOldest,
+		&s.delChunk, &s.insChunkNew}
 }
 
 var stmtSQL = map[string]string{
@@ -54,20 +60,25 @@ var stmtSQL = map[string]string{
 	"updSeen":      `UPDATE things SET seen = ? WHERE id = ?`,
 	"insProp":      `INSERT INTO properties (path) VALUES (?)`,
 	"insLog":       `INSERT INTO history_log (gen, entries, data) VALUES (?, ?, ?)`,
-	"insChunk":     insChunkSQL,
+	"insChunk":     insChunkSQL + ` RETURNING octet_length(data)`,
 	"selChunks":    chunksForRetention,
-	"delChunks":    `DELETE FROM history WHERE thing_id = ? AND t_first < ?`,
-	"delAged":      `DELETE FROM history WHERE thing_id = ? AND t_last < ?`,
+	"delChunks":    `DELETE FROM history WHERE thing_id = ? AND t_first < ? RETURNING octet_length(data), n`,
+	"delAged":      `DELETE FROM history WHERE thing_id = ? AND t_last < ? RETURNING octet_length(data), n`,
 	"nextThings":   `SELECT id FROM things WHERE id > ? ORDER BY id LIMIT ?`,
 	"insSetAside": `INSERT OR IGNORE INTO set_asides (gw, seq, received_at, type, thing, reason, payload, at)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-	"upMark":   `INSERT INTO applied (gw, seq) VALUES (?, ?) ON CONFLICT (gw) DO UPDATE SET seq = max(seq, excluded.seq)`,
-	"upTotals": `UPDATE totals SET things = things + ?, messages = messages + ?, set_aside = set_aside + ? WHERE id = 1`,
+	"upMark": `INSERT INTO applied (gw, seq) VALUES (?, ?) ON CONFLICT (gw) DO UPDATE SET seq = max(seq, excluded.seq)`,
+	"upTotals": `UPDATE totals SET things = things + ?, messages = messages + ?, set_aside = set_aside + ?,
+		set_aside_dropped = set_aside_dropped + ?, history_bytes = history_bytes + ? WHERE id = 1`,
+	"dropSetAsides": `DELETE FROM set_asides WHERE id IN (SELECT id FROM set_asides ORDER BY id LIMIT ?)`,
+	"selOldest":     `SELECT thing_id, t_first FROM history ORDER BY t_last LIMIT ?`,
+	"delChunk":      `DELETE FROM history WHERE thing_id = ? AND t_first = ? RETURNING octet_length(data), n`,
+	"insChunkNew":   `INSERT INTO history (thing_id, t_first, t_last, n, data) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
 }
 
 var stmtOrder = []string{"selThing", "selShadow", "insType", "incType", "insThing", "updThing",
 	"updThingMeta", "updSeen", "insProp", "insLog", "insChunk", "selChunks", "delChunks", "delAged",
-	"nextThings", "insSetAside", "upMark", "upTotals"}
+	"nextThings", "insSetAside", "upMark", "upTotals", "dropSetAsides", "selOldest", "delChunk", "insChunkNew"}
 
 // init prepares the statements and loads thing types and high-water marks.
 func (w *writer) init(ctx context.Context, db *sql.DB, opts *Options) error {
@@ -105,6 +116,12 @@ func (w *writer) init(ctx context.Context, db *sql.DB, opts *Options) error {
 	if err != nil {
 		return fmt.Errorf("load properties: %w", err)
 	}
+	if err := db.QueryRowContext(ctx, `SELECT set_aside, history_bytes, (SELECT page_size FROM pragma_page_size)
+		FROM totals WHERE id = 1`).Scan(&w.setAsideN, &w.histBytes, &w.pageSize); err != nil {
+		return fmt.Errorf("load totals: %w", err)
+	}
+	w.m.setAsideHeld.Set(float64(w.setAsideN))
+	w.m.historyBytes.Set(float64(w.histBytes))
 	if err := w.loadLog(ctx, db); err != nil {
 		return fmt.Errorf("load history log: %w", err)
 	}
