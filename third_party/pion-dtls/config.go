@@ -247,6 +247,15 @@ type Config struct { //nolint:dupl
 	minVersion protocol.Version
 
 	maxVersion protocol.Version
+
+	// helloVerified is set by WithHelloVerified.
+	helloVerified *helloVerified
+}
+
+// helloVerified is where a server Conn starts after a stateless cookie exchange.
+type helloVerified struct {
+	messageSequence uint16
+	recordSequence  uint64
 }
 
 func (c *Config) includeCertificateSuites() bool {

@@ -233,7 +233,7 @@ func createConn(
 		ellipticCurves:                curves,
 		localGetCertificate:           config.GetCertificate,
 		localGetClientCertificate:     config.GetClientCertificate,
-		insecureSkipHelloVerify:       config.InsecureSkipVerifyHello,
+		insecureSkipHelloVerify:       config.InsecureSkipVerifyHello || (!isClient && config.helloVerified != nil),
 		connectionIDGenerator:         config.ConnectionIDGenerator,
 		helloRandomBytesGenerator:     config.HelloRandomBytesGenerator,
 		clientHelloMessageHook:        config.ClientHelloMessageHook,
@@ -275,6 +275,13 @@ func createConn(
 
 	conn.setRemoteEpoch(0)
 	conn.setLocalEpoch(0)
+	if v := config.helloVerified; v != nil && !isClient {
+		// Continue from the verified ClientHello (WithHelloVerified).
+		conn.fragmentBuffer.currentMessageSequenceNumber = v.messageSequence
+		conn.state.handshakeRecvSequence = int(v.messageSequence)
+		conn.state.handshakeSendSequence = int(v.messageSequence)
+		conn.state.localSequenceNumber = []uint64{v.recordSequence}
+	}
 	conn.configureSnapshotCallbacks()
 
 	return conn, nil

@@ -13,6 +13,7 @@ import (
 	"github.com/pion/dtls/v3/pkg/crypto/elliptic"
 	"github.com/pion/dtls/v3/pkg/protocol"
 	"github.com/pion/dtls/v3/pkg/protocol/handshake"
+	"github.com/pion/dtls/v3/pkg/protocol/recordlayer"
 	"github.com/pion/logging"
 )
 
@@ -73,6 +74,7 @@ type dtlsConfig struct { //nolint:dupl
 	getCertificate                func(*ClientHelloInfo) (*tls.Certificate, error)
 	getClientCertificate          func(*CertificateRequestInfo) (*tls.Certificate, error)
 	insecureSkipVerifyHello       bool
+	helloVerified                 *helloVerified
 	connectionIDGenerator         func() []byte
 	paddingLengthGenerator        func(uint) uint
 	helloRandomBytesGenerator     func() [handshake.RandomBytesLength]byte
@@ -119,6 +121,7 @@ func (c *dtlsConfig) toConfig() *Config {
 		GetCertificate:                c.getCertificate,
 		GetClientCertificate:          c.getClientCertificate,
 		InsecureSkipVerifyHello:       c.insecureSkipVerifyHello,
+		helloVerified:                 c.helloVerified,
 		ConnectionIDGenerator:         c.connectionIDGenerator,
 		PaddingLengthGenerator:        c.paddingLengthGenerator,
 		HelloRandomBytesGenerator:     c.helloRandomBytesGenerator,
@@ -643,6 +646,27 @@ func WithGetCertificate(fn func(*ClientHelloInfo) (*tls.Certificate, error)) Ser
 func WithInsecureSkipVerifyHello(skip bool) ServerOption {
 	return serverOnlyOption(func(c *dtlsConfig) error {
 		c.insecureSkipVerifyHello = skip
+
+		return nil
+	})
+}
+
+// WithHelloVerified tells a server that the caller has done the cookie exchange
+// (RFC 6347 Section 4.2.1) statelessly, before creating this Conn: the Conn sends no
+// HelloVerifyRequest and takes the first ClientHello it reads, which the caller has
+// checked (its cookie is valid), as the start of the handshake. messageSequence is that
+// ClientHello's message_seq (1 after one HelloVerifyRequest): the server accepts it there
+// and numbers its own handshake messages from it, as the client expects after a
+// HelloVerifyRequest and as the handshake transcript covers. recordSequence is that
+// ClientHello's record sequence number: the server's epoch-0 records start there, after
+// the HelloVerifyRequest, which used the first ClientHello's (RFC 6347 Section 4.2.1).
+// This option is only applicable to servers.
+func WithHelloVerified(messageSequence uint16, recordSequence uint64) ServerOption {
+	return serverOnlyOption(func(c *dtlsConfig) error {
+		if recordSequence > recordlayer.MaxSequenceNumber {
+			return errSequenceNumberOverflow
+		}
+		c.helloVerified = &helloVerified{messageSequence: messageSequence, recordSequence: recordSequence}
 
 		return nil
 	})
