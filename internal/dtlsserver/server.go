@@ -81,6 +81,7 @@ func New(cfg Config, h coapserver.Handler, exchange coapserver.Options, log *slo
 	s.opts = []dtls.Option{ // and the PSK hook, per session (pskOption)
 		dtls.WithCipherSuites(dtls.TLS_PSK_WITH_AES_128_CCM_8, dtls.TLS_PSK_WITH_AES_128_GCM_SHA256),
 		dtls.WithExtendedMasterSecret(dtls.RequestExtendedMasterSecret),
+		dtls.WithLoggerFactory(pionLog{log}), // pionlog.go
 	}
 	return s, nil
 }
