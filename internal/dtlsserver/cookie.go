@@ -103,6 +103,7 @@ type cookieJar struct {
 	rotateAt  time.Time
 	cur, prev hash.Hash // HMAC-SHA256 keyed by the current and the previous secret
 	sum       [sha256.Size]byte
+	addr      [18]byte // the address and port being hashed
 }
 
 func newCookieJar(now func() time.Time) *cookieJar {
@@ -123,12 +124,11 @@ func (j *cookieJar) rotate() {
 
 // compute writes into j.sum the cookie for h from addr under mac; j.mu is held.
 func (j *cookieJar) compute(mac hash.Hash, h *helloFields, addr netip.AddrPort) []byte {
-	var a [18]byte
 	ip := addr.Addr().As16()
-	copy(a[:], ip[:])
-	binary.BigEndian.PutUint16(a[16:], addr.Port())
+	copy(j.addr[:], ip[:])
+	binary.BigEndian.PutUint16(j.addr[16:], addr.Port())
 	mac.Reset()
-	mac.Write(a[:])
+	mac.Write(j.addr[:])
 	mac.Write(h.prefix)
 	mac.Write(h.suites)
 	return mac.Sum(j.sum[:0])[:cookieLen]
@@ -148,24 +148,31 @@ func (j *cookieJar) valid(h *helloFields, addr netip.AddrPort) bool {
 	return hmac.Equal(h.cookie, j.compute(j.cur, h, addr)) || hmac.Equal(h.cookie, j.compute(j.prev, h, addr))
 }
 
-// helloVerifyRequest returns the HelloVerifyRequest record that answers h from addr: the
-// current secret's cookie, in a record numbered as h's record (RFC 6347 §4.2.1) and a message
-// numbered as h's message (what the client's next ClientHello, and the server's ServerHello
-// after it, will carry).
-func (j *cookieJar) helloVerifyRequest(h *helloFields, addr netip.AddrPort) ([]byte, error) {
+// hvrLen is the length of a HelloVerifyRequest record.
+const hvrLen = recordlayer.FixedHeaderSize + handshake.HeaderLength + 3 + cookieLen
+
+// appendHelloVerifyRequest appends to dst the HelloVerifyRequest record that answers h from
+// addr: the current secret's cookie, in a record numbered as h's record (RFC 6347 §4.2.1) and
+// a message numbered as h's message (what the client's next ClientHello, and the server's
+// ServerHello after it, will carry). Written field by field with pion's constants (what pion's
+// RecordLayer.Marshal would make: TestHelloVerifyRequest compares them), without allocating.
+func (j *cookieJar) appendHelloVerifyRequest(dst []byte, h *helloFields, addr netip.AddrPort) []byte {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	if j.now().After(j.rotateAt) {
 		j.rotate()
 	}
-	rec := recordlayer.RecordLayer{
-		Header: recordlayer.Header{Version: protocol.Version1_2, SequenceNumber: h.recordSeq},
-		Content: &handshake.Handshake{
-			Header:  handshake.Header{MessageSequence: h.messageSeq},
-			Message: &handshake.MessageHelloVerifyRequest{Version: protocol.Version1_2, Cookie: j.compute(j.cur, h, addr)},
-		},
-	}
-	return rec.Marshal()
+	const body = 3 + cookieLen // server_version, cookie<0..255>
+	v := protocol.Version1_2
+	dst = append(dst, byte(protocol.ContentTypeHandshake), v.Major, v.Minor, 0, 0) // epoch 0
+	dst = binary.BigEndian.AppendUint16(dst, uint16(h.recordSeq>>32))
+	dst = binary.BigEndian.AppendUint32(dst, uint32(h.recordSeq))
+	dst = binary.BigEndian.AppendUint16(dst, handshake.HeaderLength+body)
+	dst = append(dst, byte(handshake.TypeHelloVerifyRequest), 0, 0, body) // length (uint24)
+	dst = binary.BigEndian.AppendUint16(dst, h.messageSeq)
+	dst = append(dst, 0, 0, 0, 0, 0, body) // fragment_offset 0, fragment_length (uint24)
+	dst = append(dst, v.Major, v.Minor, cookieLen)
+	return append(dst, j.compute(j.cur, h, addr)...)
 }
 
 // verifyHello checks the cookie of data, a datagram starting with an epoch-0 ClientHello from
@@ -181,8 +188,9 @@ func (s *Server) verifyHello(data []byte, from netip.AddrPort) (helloFields, boo
 	if s.cookies.valid(&h, from) {
 		return h, true
 	}
-	hvr, err := s.cookies.helloVerifyRequest(&h, from)
-	if err != nil || len(hvr) > len(data) {
+	var buf [hvrLen]byte
+	hvr := s.cookies.appendHelloVerifyRequest(buf[:0], &h, from)
+	if len(hvr) > len(data) {
 		s.m.disp(dispBadHello)
 		return h, false
 	}

@@ -62,11 +62,7 @@ func readHVR(t testing.TB, b []byte) (recordlayer.Header, handshake.Header, []by
 func cookieFor(t testing.TB, j *cookieJar, hello []byte, addr netip.AddrPort) []byte {
 	t.Helper()
 	h, _ := parseClientHello(hello)
-	b, err := j.helloVerifyRequest(&h, addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, _, c := readHVR(t, b)
+	_, _, c := readHVR(t, j.appendHelloVerifyRequest(nil, &h, addr))
 	return c
 }
 
@@ -170,20 +166,36 @@ func TestCookie(t *testing.T) {
 	}
 }
 
-// TestHelloVerifyRequest: the answer carries the ClientHello's record sequence number and
-// message_seq (RFC 6347 §4.2.1) and is shorter than the ClientHello.
+// TestHelloVerifyRequest: the answer is the record pion's RecordLayer.Marshal makes for a
+// HelloVerifyRequest with the cookie, the ClientHello's record sequence number and message_seq
+// (RFC 6347 §4.2.1); it is shorter than the ClientHello, and the reader makes and sends it
+// without allocating.
 func TestHelloVerifyRequest(t *testing.T) {
 	j := newCookieJar(time.Now)
-	hello := withCookie(t, clientHello(t), nil, 1, 7)
+	hello := withCookie(t, clientHello(t), nil, 1, 0x0102_0304_0506)
 	h, _ := parseClientHello(hello)
-	b, err := j.helloVerifyRequest(&h, netip.MustParseAddrPort("192.0.2.1:5683"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := j.appendHelloVerifyRequest(nil, &h, netip.MustParseAddrPort("192.0.2.1:5683"))
 	rec, hs, cookie := readHVR(t, b)
-	if rec.SequenceNumber != 7 || rec.Epoch != 0 || hs.MessageSequence != 1 || len(cookie) != cookieLen || len(b) >= len(hello) {
+	if rec.SequenceNumber != 0x0102_0304_0506 || rec.Epoch != 0 || hs.MessageSequence != 1 || len(cookie) != cookieLen ||
+		len(b) != hvrLen || len(b) >= len(hello) {
 		t.Fatalf("record seq %d epoch %d, message_seq %d, cookie %d bytes, %d bytes for a %d-byte ClientHello",
 			rec.SequenceNumber, rec.Epoch, hs.MessageSequence, len(cookie), len(b), len(hello))
+	}
+	want, err := (&recordlayer.RecordLayer{
+		Header: recordlayer.Header{Version: protocol.Version1_2, SequenceNumber: 0x0102_0304_0506},
+		Content: &handshake.Handshake{
+			Header:  handshake.Header{MessageSequence: 1},
+			Message: &handshake.MessageHelloVerifyRequest{Version: protocol.Version1_2, Cookie: cookie},
+		},
+	}).Marshal()
+	if err != nil || !bytes.Equal(b, want) {
+		t.Fatalf("made  % x\npion  % x (%v)", b, want, err)
+	}
+
+	ts := startServer(t, Config{})
+	from := netip.MustParseAddrPort("127.0.0.9:40000")
+	if n := testing.AllocsPerRun(1000, func() { ts.route(hello, from) }); n != 0 {
+		t.Fatalf("%v allocations per ClientHello answered", n)
 	}
 }
 
@@ -442,10 +454,7 @@ func FuzzClientHello(f *testing.F) {
 		if j.valid(&h, addr) {
 			t.Fatalf("a cookie the jar did not make is valid: % x", h.cookie)
 		}
-		b, err := j.helloVerifyRequest(&h, addr)
-		if err != nil {
-			t.Fatal(err)
-		}
+		b := j.appendHelloVerifyRequest(nil, &h, addr)
 		rec, hs, cookie := readHVR(t, b)
 		if len(b) > len(data) || rec.SequenceNumber != h.recordSeq || hs.MessageSequence != h.messageSeq {
 			t.Fatalf("%d-byte answer to %d bytes, record seq %d (%d), message_seq %d (%d)",
