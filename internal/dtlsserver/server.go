@@ -207,7 +207,7 @@ func (s *Server) Send(peer netip.AddrPort, b []byte) {
 	// Written under ss.mu, so that hibernate cannot mute and export the session between
 	// taking its Conn and the write (the response would be lost). Lock order: a goroutine
 	// holding ss.mu may take Server.mu (vconn.WriteTo → moveSession) only for an established
-	// session, and Server.mu holders take ss.mu only of sessions in handshake (dropPreCookie).
+	// session, and Server.mu holders take ss.mu only of sessions in handshake (startSession).
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	if ss.conn == nil && !s.wakeLocked(ss) {
