@@ -19,7 +19,9 @@
 // the ClientHello's record sequence number and message_seq, and is never longer than the
 // ClientHello. A ClientHello with a forged or stale cookie, or one made for another address, is
 // answered like one without. A fragmented ClientHello cannot be checked statelessly and is
-// dropped (bad_hello).
+// dropped (bad_hello). Answering allocates nothing: 100,000 ClientHellos from distinct addresses
+// leave the gateway's RSS at 19 → 22 MiB and its goroutines unchanged (with a Conn per
+// ClientHello it was 86 MiB and 4,096 goroutines more; docs/benchmarks.md, "Stateless cookie").
 //
 // Only a ClientHello with a valid cookie creates a handshake in progress: a pion Conn (~24 KB
 // of heap, 4 goroutines), told by dtls.WithHelloVerified to continue from that ClientHello's
