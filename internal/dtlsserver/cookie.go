@@ -108,7 +108,7 @@ type cookieJar struct {
 
 func newCookieJar(now func() time.Time) *cookieJar {
 	j := &cookieJar{now: now}
-	j.rotate() // twice: no cookie made before the start is accepted
+	j.rotate() // twice, so that both secrets are set
 	j.rotate()
 	return j
 }
