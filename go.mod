@@ -65,3 +65,7 @@ require (
 	modernc.org/mathutil v1.7.1 // indirect
 	modernc.org/memory v1.12.1 // indirect
 )
+
+// pion/dtls v3.1.16 with one server option for a stateless cookie exchange: see
+// third_party/pion-dtls/PATCH.md.
+replace github.com/pion/dtls/v3 => ./third_party/pion-dtls

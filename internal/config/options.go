@@ -65,7 +65,7 @@ func (c *Config) options(role Role) []option {
 		{name: "dtls-idle-timeout", roles: sp, help: "a DTLS session without a datagram for this long is closed", ptr: &c.DTLS.IdleTimeout},
 		{name: "dtls-hibernate-after", roles: sp, help: "a quiet DTLS session keeps only its exported state (a few hundred bytes) after this; negative: never", ptr: &c.DTLS.HibernateAfter},
 		{name: "dtls-state-file", roles: sp, help: "where a graceful stop saves DTLS sessions and the next start loads them (mode 0600; empty: <data-dir>/dtls-sessions)", ptr: &c.DTLS.StateFile},
-		{name: "dtls-max-handshakes", roles: sp, help: "DTLS handshakes in progress at once (each about 24 KB); past it, the oldest one whose cookie never came back gives way", ptr: &c.DTLS.MaxHandshakes},
+		{name: "dtls-max-handshakes", roles: sp, help: "DTLS handshakes in progress at once (each about 24 KB, started only by a ClientHello with a valid cookie); past it, a ClientHello is dropped", ptr: &c.DTLS.MaxHandshakes},
 		{name: "dtls-handshake-timeout", roles: sp, help: "a DTLS handshake not finished in this time is dropped", ptr: &c.DTLS.HandshakeTimeout},
 		{name: "dtls-recheck-interval", roles: sp, help: "a live DTLS session's key is looked up again at most this often, on its next datagram; a revoked or rotated key ends the session", ptr: &c.DTLS.RecheckInterval},
 		{name: "plain-coap", roles: sp, help: "plain CoAP policy: open (any thing), unbound (only things without a credential), off (no plain port); empty: unbound with a credential source, else open", ptr: &c.Credentials.PlainCoAP},

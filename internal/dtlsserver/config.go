@@ -22,8 +22,9 @@ type Config struct {
 	// MaxSessions bounds established sessions; a handshake completing at the cap evicts the
 	// least recently active one. Default 100,000.
 	MaxSessions int
-	// MaxHandshakes bounds handshakes in progress (cookie exchange included); a ClientHello
-	// past it is dropped. Default 1,024.
+	// MaxHandshakes bounds handshakes in progress, each started by a ClientHello with a valid
+	// cookie (the cookie exchange keeps no state); a ClientHello past it is dropped. Default
+	// 1,024.
 	MaxHandshakes int
 	// IdleTimeout closes a session with no datagram for this long. Default 24 h.
 	IdleTimeout time.Duration

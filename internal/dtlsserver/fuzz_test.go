@@ -21,7 +21,8 @@ func FuzzDatagram(f *testing.F) {
 	} {
 		f.Add(seed, uint8(0))
 	}
-	f.Add(clientHello(f), uint8(1)) // a real ClientHello, so mutations reach pion's parser
+	hello := clientHello(f)
+	f.Add(hello, uint8(1)) // a real ClientHello, so mutations reach the cookie exchange
 	s, err := New(Config{Addr: "127.0.0.1:0", PSK: lookup, MaxHandshakes: 8, HandshakeTimeout: 100 * time.Millisecond}, &seen{}, coapserver.Options{}, nil, nil)
 	if err != nil {
 		f.Fatal(err)
@@ -29,6 +30,12 @@ func FuzzDatagram(f *testing.F) {
 	if err := s.Listen(); err != nil {
 		f.Fatal(err)
 	}
+	peer := func(n uint8) netip.AddrPort {
+		return netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), 40000+uint16(n%4))
+	}
+	// Its second ClientHello, with the cookie for peer 1: mutations outside the fields the
+	// cookie covers reach pion's parser.
+	f.Add(withCookie(f, hello, cookieFor(f, s.cookies, hello, peer(1)), 1, 1), uint8(1))
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(context.Background()) }()
 	f.Cleanup(func() {
@@ -37,8 +44,8 @@ func FuzzDatagram(f *testing.F) {
 		_ = s.Shutdown(ctx)
 		<-done
 	})
-	f.Fuzz(func(t *testing.T, data []byte, peer uint8) {
-		s.route(data, netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), 40000+uint16(peer%4)))
+	f.Fuzz(func(t *testing.T, data []byte, p uint8) {
+		s.route(data, peer(p))
 		if _, hs := s.Sessions(); hs > 8 {
 			t.Fatalf("%d handshakes in progress, over MaxHandshakes", hs)
 		}

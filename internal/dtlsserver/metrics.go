@@ -14,17 +14,20 @@ const (
 	dispHandshakesFull                    // a ClientHello past MaxHandshakes
 	dispOversized                         // longer than MaxDatagram: dropped
 	dispRevoked                           // its session's identity was refused at a recheck
+	dispHelloVerify                       // a ClientHello without a cookie: answered with a HelloVerifyRequest
+	dispBadCookie                         // a ClientHello with an invalid cookie: answered with a HelloVerifyRequest
+	dispBadHello                          // an epoch-0 ClientHello that cannot be read whole (fragmented, malformed)
 	numDisp
 )
 
-var dispNames = [numDisp]string{"session", "hello", "unknown_cid", "unknown_peer", "short", "queue_full", "handshakes_full", "oversized", "revoked"}
+var dispNames = [numDisp]string{"session", "hello", "unknown_cid", "unknown_peer", "short", "queue_full", "handshakes_full", "oversized", "revoked", "hello_verify", "bad_cookie", "bad_hello"}
 
 const (
 	resultOK        = "ok"
 	resultFailed    = "failed"    // a fatal alert: wrong key, unknown identity, no common suite, ...
 	resultTimeout   = "timeout"   // not finished within HandshakeTimeout (spoofed or lost peers)
 	resultAborted   = "aborted"   // the session was closed during the handshake (shutdown)
-	resultDisplaced = "displaced" // dropped before the cookie to make room (MaxHandshakes)
+	resultDisplaced = "displaced" // no longer happens: no handshake starts before the cookie
 	evictIdle       = "idle"
 	evictCap        = "cap"
 	evictRevoked    = "revoked" // the PSK hook refused the identity or changed its key (recheck.go)

@@ -45,7 +45,7 @@ type Server struct {
 	shut       bool
 	stop       chan struct{} // closed by Shutdown
 	readDone   chan struct{} // closed when the reader has stopped (Serve started)
-	preCookie  []*session    // handshakes in start order, for dropPreCookie
+	cookies    *cookieJar    // cookie.go; the reader's
 	loaded     []savedSession
 	hibernated atomic.Int64
 	disp       dispatchers // dispatch.go
@@ -70,7 +70,7 @@ func New(cfg Config, h coapserver.Handler, exchange coapserver.Options, log *slo
 	s := &Server{
 		cfg: cfg, log: log,
 		byKey: make(map[netip.AddrPort]*session), byAddr: make(map[netip.AddrPort]*session), byCID: make(map[string]*session),
-		stop: make(chan struct{}), readDone: make(chan struct{}),
+		stop: make(chan struct{}), readDone: make(chan struct{}), cookies: newCookieJar(time.Now),
 	}
 	s.m = newMetrics(reg, s)
 	var epReg prometheus.Registerer
@@ -81,6 +81,7 @@ func New(cfg Config, h coapserver.Handler, exchange coapserver.Options, log *slo
 	s.opts = []dtls.Option{ // and the PSK hook, per session (pskOption)
 		dtls.WithCipherSuites(dtls.TLS_PSK_WITH_AES_128_CCM_8, dtls.TLS_PSK_WITH_AES_128_GCM_SHA256),
 		dtls.WithExtendedMasterSecret(dtls.RequestExtendedMasterSecret),
+		dtls.WithLoggerFactory(pionLog{log}), // pionlog.go
 	}
 	return s, nil
 }
@@ -206,7 +207,7 @@ func (s *Server) Send(peer netip.AddrPort, b []byte) {
 	// Written under ss.mu, so that hibernate cannot mute and export the session between
 	// taking its Conn and the write (the response would be lost). Lock order: a goroutine
 	// holding ss.mu may take Server.mu (vconn.WriteTo → moveSession) only for an established
-	// session, and Server.mu holders take ss.mu only of sessions in handshake (dropPreCookie).
+	// session, and Server.mu holders take ss.mu only of sessions in handshake (startSession).
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	if ss.conn == nil && !s.wakeLocked(ss) {
@@ -256,15 +257,16 @@ const (
 )
 
 // isClientHello says whether data starts with an epoch-0 handshake record carrying a
-// ClientHello: the only datagram that may start a session.
+// ClientHello: the only datagram that may start a session, once it carries a valid cookie.
 func isClientHello(data []byte) bool {
 	return len(data) > handshakeTypeIndex && data[0] == contentHandshake &&
 		data[epochOffset] == 0 && data[epochOffset+1] == 0 && data[handshakeTypeIndex] == handshakeClientHi
 }
 
 // route hands a datagram to its session: by Connection ID for a tls12_cid record, else by the
-// address it came from. Only an epoch-0 ClientHello from an address without a session (or whose
-// session is established: the device restarted) starts a new one.
+// address it came from. An epoch-0 ClientHello without a valid cookie is answered with a
+// HelloVerifyRequest and nothing else (cookie.go); only one with a valid cookie from an address
+// without a session (or whose session is established: the device restarted) starts a new one.
 func (s *Server) route(data []byte, from netip.AddrPort) {
 	if len(data) < recordHeaderLen {
 		s.m.disp(dispShort)
@@ -289,6 +291,13 @@ func (s *Server) route(data []byte, from netip.AddrPort) {
 	ss := s.byAddr[from]
 	s.mu.RUnlock()
 	hello := isClientHello(data)
+	var ch helloFields
+	if hello {
+		var ok bool
+		if ch, ok = s.verifyHello(data, from); !ok {
+			return
+		}
+	}
 	if ss != nil && !(hello && ss.est.Load()) {
 		s.deliver(ss, data, from)
 		return
@@ -297,7 +306,7 @@ func (s *Server) route(data []byte, from netip.AddrPort) {
 		s.m.disp(dispUnknownPeer)
 		return
 	}
-	s.startSession(data, from)
+	s.startSession(data, from, ch)
 }
 
 // deliver queues a datagram for ss (waking it if hibernated) after recheck.go's check, if due.
@@ -357,15 +366,14 @@ func (s *Server) connOptions(ss *session) []dtls.ServerOption {
 	return append(opts, s.pskOption(ss), dtls.WithConnectionIDGenerator(func() []byte { return []byte(cid) }))
 }
 
-func (s *Server) startSession(hello []byte, from netip.AddrPort) {
+// startSession starts the handshake of a ClientHello whose cookie verifyHello accepted: a pion
+// Conn that continues from it (dtls.WithHelloVerified), unless MaxHandshakes are in progress.
+func (s *Server) startSession(hello []byte, from netip.AddrPort, ch helloFields) {
 	s.mu.Lock()
-	var victim *dtls.Conn
 	if s.handshaking >= s.cfg.MaxHandshakes {
-		if victim = s.dropPreCookie(); victim == nil {
-			s.mu.Unlock()
-			s.m.disp(dispHandshakesFull)
-			return
-		}
+		s.mu.Unlock()
+		s.m.disp(dispHandshakesFull)
+		return
 	}
 	prev := s.byAddr[from]
 	ss := s.newSession(from, s.newCID())
@@ -373,7 +381,8 @@ func (s *Server) startSession(hello []byte, from netip.AddrPort) {
 		ss.prev = prev
 	}
 	vc := newVconn(s, ss, s.cfg.SessionQueue)
-	conn, err := dtls.ServerWithOptions(vc, net.UDPAddrFromAddrPort(from), s.connOptions(ss)...)
+	opts := append(s.connOptions(ss), dtls.WithHelloVerified(ch.messageSeq, ch.recordSeq))
+	conn, err := dtls.ServerWithOptions(vc, net.UDPAddrFromAddrPort(from), opts...)
 	if err != nil {
 		s.unregister(ss)
 		s.mu.Unlock()
@@ -384,53 +393,11 @@ func (s *Server) startSession(hello []byte, from netip.AddrPort) {
 	ss.conn, ss.vc = conn, vc
 	ss.mu.Unlock()
 	s.handshaking++
-	s.trimPreCookie()
-	s.preCookie = append(s.preCookie, ss)
 	s.wg.Add(1)
 	s.mu.Unlock()
-	if victim != nil {
-		_ = victim.Close()
-	}
 	s.m.disp(dispHello)
 	vc.deliver(hello, from)
 	go s.runSession(ss, conn, vc, false)
-}
-
-// preCookieCandidate says whether ss is a handshake whose peer has not returned the cookie:
-// all it has shown is that it can send a ClientHello, from an address that may be spoofed.
-func preCookieCandidate(ss *session) bool { return !ss.est.Load() && !ss.pastCookie.Load() }
-
-// trimPreCookie pops the sessions at the front of s.preCookie that are no longer candidates,
-// so that the queue holds at most the handshakes of one HandshakeTimeout; s.mu is held.
-func (s *Server) trimPreCookie() {
-	for len(s.preCookie) > 0 && (!preCookieCandidate(s.preCookie[0]) || s.byKey[s.preCookie[0].key] != s.preCookie[0]) {
-		s.preCookie[0] = nil
-		s.preCookie = s.preCookie[1:]
-	}
-}
-
-// dropPreCookie makes room for a ClientHello when MaxHandshakes are in progress: the oldest
-// handshake still waiting for its cookie is dropped (a flood of spoofed ClientHellos never
-// returns one, so it displaces itself, while a real peer answers within a round trip). It
-// returns that handshake's Conn to close, or nil if every handshake is past the cookie; s.mu is
-// held.
-func (s *Server) dropPreCookie() *dtls.Conn {
-	s.trimPreCookie()
-	if len(s.preCookie) == 0 {
-		return nil
-	}
-	ss := s.preCookie[0]
-	s.preCookie[0] = nil
-	s.preCookie = s.preCookie[1:]
-	ss.evicted.Store(true) // runSession counts it displaced
-	ss.mu.Lock()           // lock order: s.mu, then ss.mu (nothing takes s.mu holding ss.mu)
-	conn := ss.conn
-	ss.gone, ss.conn, ss.vc = true, nil, nil
-	ss.mu.Unlock()
-	if s.unregister(ss) {
-		s.handshaking--
-	}
-	return conn
 }
 
 // unregister removes ss from the indexes that still point to it; s.mu is held. It reports
