@@ -51,6 +51,7 @@ import (
 	"github.com/coapgw/coapgw/internal/coapmsg"
 	"github.com/coapgw/coapgw/internal/coapserver"
 	"github.com/coapgw/coapgw/internal/credential"
+	"github.com/coapgw/coapgw/internal/jsonscan"
 	"github.com/coapgw/coapgw/internal/spool"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -103,6 +104,7 @@ type Handler struct {
 	accepted atomic.Uint64
 	bufs     sync.Pool // record encoding buffers
 	waits    sync.Pool // *waiting (telemetry.go)
+	keys     sync.Pool // *jsonscan.Keys, for the shadow rules' key checks (jsoncheck.go)
 	results  [numResults]prometheus.Counter
 	echoKey  [32]byte    // see amplification.go
 	limit    *limiter    // nil: no --device-rate
@@ -173,6 +175,7 @@ func New(cfg Config, sp Spool, log *slog.Logger, reg prometheus.Registerer) (*Ha
 		Help: "4.01 Unauthorized answers with an Echo option: an answer would have amplified a request from an unverified address."})
 	h.bufs.New = func() any { b := make([]byte, 0, 512); return &b }
 	h.waits.New = func() any { return h.newWaiting() }
+	h.keys.New = func() any { return new(jsonscan.Keys) }
 	vec := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "coapgw_ingest_records_total", Help: "Telemetry requests by result."}, []string{"result"})
 	for i, n := range []string{"accepted", "rejected", "spool_full", "spool_error", "draining", "queue_error", "rate_limited", "unauthorized", "thing_limit"} {
 		h.results[i] = vec.WithLabelValues(n)

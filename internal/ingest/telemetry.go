@@ -6,6 +6,7 @@ import (
 
 	"github.com/coapgw/coapgw/internal/coapmsg"
 	"github.com/coapgw/coapgw/internal/coapserver"
+	"github.com/coapgw/coapgw/internal/jsonscan"
 	"github.com/coapgw/coapgw/internal/record"
 	"github.com/coapgw/coapgw/internal/spool"
 )
@@ -29,7 +30,11 @@ func (h *Handler) validate(next coapserver.Handler) coapserver.Handler {
 		case len(r.Payload()) == 0:
 			h.reject(w, coapmsg.BadRequest, "empty payload: want a JSON object")
 		default:
-			if err := checkJSONObject(r.Payload(), h.cfg.MaxDepth); err != nil {
+			keys := h.keys.Get().(*jsonscan.Keys)
+			err := scanPayload(r.Payload(), h.cfg.MaxDepth, keys)
+			keys.Reset(nil)
+			h.keys.Put(keys)
+			if err != nil {
 				msg := err.Error()
 				if len(msg) > 64 {
 					msg = msg[:64]
