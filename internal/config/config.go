@@ -137,6 +137,7 @@ type Local struct {
 	HistoryMaxAge    time.Duration // history-max-age
 	HistoryMaxPoints int           // history-max-points
 	MaxThings        int           // max-things: 0 = no cap
+	MaxProperties    int           // max-properties: 0 = no cap
 }
 
 // Forward configures the AWS pipeline's forwarder from the spool to SQS (internal/forward).
@@ -225,7 +226,7 @@ func Default() Config {
 		Local: Local{
 			Process: "local", Batch: 20000, BackoffMin: 100 * time.Millisecond, BackoffMax: 30 * time.Second,
 			HistoryMaxAge: 7 * 24 * time.Hour, HistoryMaxPoints: 1000,
-			MaxThings: 100_000,
+			MaxThings: 100_000, MaxProperties: 256,
 		},
 		Forward: Forward{
 			AckAfter: "spool", QueueAckTimeout: 3 * time.Second,

@@ -86,7 +86,7 @@ func TestEveryDocumentedSettingLoads(t *testing.T) {
 		"max-payload": "1000", "retry-after": "9s", "spool-max-bytes": "2GiB", "spool-segment-bytes": "1MiB",
 		"shutdown-timeout": "3s", "fail-linger": "1s", "piggyback-deadline": "500ms", "dedup-max-entries": "7", "dedup-per-peer": "3",
 		"device-rate": "60", "device-burst": "4", "process": "none", "processor-batch": "10",
-		"history-max-age": "1h", "history-max-points": "5", "max-things": "7", "queue": "https://sqs.eu-west-1.amazonaws.com/1/q",
+		"history-max-age": "1h", "history-max-points": "5", "max-things": "7", "max-properties": "9", "queue": "https://sqs.eu-west-1.amazonaws.com/1/q",
 		"ack-after": "queue", "queue-ack-timeout": "2s", "coap-sockets": "2", "socket-buffer": "1MiB",
 		"log-level": "debug", "log-format": "json", "aws-endpoint": "http://127.0.0.1:5000", "pprof": "true",
 		"processor-backoff-min": "1s", "processor-backoff-max": "2s",
@@ -217,9 +217,9 @@ func TestBadValues(t *testing.T) {
 	}
 	c := Default()
 	c.Ingest.MaxPayload, c.Log.Level, c.CoAP.PiggybackDeadline = 0, "loud", 3*time.Second
-	c.Local.MaxThings = -1
+	c.Local.MaxThings, c.Local.MaxProperties = -1, -1
 	err = c.Validate(Serve)
-	for _, want := range []string{"max-payload", "log-level", "piggyback-deadline", "max-things"} {
+	for _, want := range []string{"max-payload", "log-level", "piggyback-deadline", "max-things", "max-properties"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Validate does not report %s: %v", want, err)
 		}

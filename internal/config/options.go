@@ -76,6 +76,7 @@ func (c *Config) options(role Role) []option {
 		{name: "processor-backoff-max", roles: sp, help: "longest wait between the local processor's retries of a failed batch", ptr: &c.Local.BackoffMax},
 		{name: "history-max-age", roles: sp, help: "telemetry history older than this is dropped", ptr: &c.Local.HistoryMaxAge},
 		{name: "max-things", roles: sp, help: "local mode: things the registry may hold; a record of a new thing beyond it gets 5.03 + Max-Age \"thing limit reached\" and is not stored; 0 = no cap (ignored with --queue or --process none)", ptr: &c.Local.MaxThings},
+		{name: "max-properties", roles: sp, help: "local mode: most properties a thing's reported state may have; a record that would pass it gets 4.13 and is not stored; 0 = no cap (ignored with --queue or --process none)", ptr: &c.Local.MaxProperties},
 		{name: "history-max-points", roles: sp, help: "telemetry history kept per thing (records with numeric properties)", ptr: &c.Local.HistoryMaxPoints},
 		{name: "http-token-file", roles: sp, help: "file holding the HTTP API's bearer token (writes always need it; reads need it off loopback); empty: generated into <data-dir>/http-token when --http-addr is not loopback or --metrics-auth is set", ptr: &c.HTTP.TokenFile},
 		{name: "http-allowed-hosts", roles: sp, help: "extra Host header names (comma-separated) a loopback HTTP server answers to; others get 403 (DNS rebinding)", ptr: &c.HTTP.AllowedHosts},

@@ -181,6 +181,9 @@ func (c *Config) validateServe(v *validator) {
 	if n := l.MaxThings; n < 0 || n > 100_000_000 {
 		v.bad("max-things %d: want 0 (no cap) to 100000000", n)
 	}
+	if n := l.MaxProperties; n < 0 {
+		v.bad("max-properties %d: want 0 (no cap) or more", n)
+	}
 
 	c.validateQueueURL(v, false)
 	f := c.Forward

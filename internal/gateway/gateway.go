@@ -118,10 +118,13 @@ func New(cfg config.Config, log *slog.Logger) (*Gateway, error) {
 		AfterStored: g.afterStored(), Lag: g.lag,
 		DeviceRate: cfg.Ingest.DeviceRate, DeviceBurst: cfg.Ingest.DeviceBurst,
 		Credentials: g.creds, PlainPolicy: policy,
-		MaxThings: g.maxThings(), Things: g.knownThings,
+		MaxThings: g.maxThings(), Registry: g.ingestRegistry(), MaxProperties: g.cfg.Local.MaxProperties,
 	}, sp, log.With("component", "ingest"), g.reg)
 	if err != nil {
 		return fail(err)
+	}
+	if g.local != nil {
+		g.local.guard.processed = g.ingest.Processed
 	}
 	if policy != ingest.PlainOff {
 		if err := g.openCoAP(); err != nil {

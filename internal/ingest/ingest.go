@@ -87,11 +87,16 @@ type Config struct {
 	// with Credentials, PlainOpen without; PlainUnbound needs Credentials.
 	PlainPolicy string
 	// MaxThings is --max-things: once the gateway knows this many things, a record of a new one
-	// gets 5.03 "thing limit reached" and is not stored (thinglimit.go). 0 = no cap. Things, if
-	// set, lists the names of the things that exist at start (the local registry's); a name
+	// gets 5.03 "thing limit reached" and is not stored (thinglimit.go). 0 = no cap. A name
 	// counts from its first record handed to the spool.
 	MaxThings int
-	Things    func() ([]string, error)
+	// Registry, if set (local mode), lists the things that exist at start, with their type, and
+	// reads shadows: a record naming a thing under another type gets 4.00, one that would take
+	// the thing's reported state past 8 KB or MaxProperties gets 4.13 (applicable.go).
+	Registry Registry
+	// MaxProperties is --max-properties: the most properties a thing's reported state may have
+	// (with Registry; 0 = no cap).
+	MaxProperties int
 }
 
 // Handler is the device API, a coapserver.Handler.
@@ -106,9 +111,10 @@ type Handler struct {
 	waits    sync.Pool // *waiting (telemetry.go)
 	keys     sync.Pool // *jsonscan.Keys, for the shadow rules' key checks (jsoncheck.go)
 	results  [numResults]prometheus.Counter
-	echoKey  [32]byte    // see amplification.go
-	limit    *limiter    // nil: no --device-rate
-	things   *thingLimit // nil: no --max-things
+	echoKey  [32]byte      // see amplification.go
+	limit    *limiter      // nil: no --device-rate
+	things   *thingIndex   // nil: no --max-things and no Registry
+	shadows  *shadowBudget // nil: no Registry
 	appends  appendState
 
 	echoChallenges prometheus.Counter
@@ -131,6 +137,10 @@ const (
 	resLimited
 	resUnauthorized
 	resThingLimit
+	resTypeConflict
+	resShadowLimit
+	resPropertyLimit
+	resThingBusy
 	numResults
 )
 
@@ -166,7 +176,10 @@ func New(cfg Config, sp Spool, log *slog.Logger, reg prometheus.Registerer) (*Ha
 	h := &Handler{cfg: cfg, spool: sp, log: log, echoKey: newEchoKey(),
 		limit: newLimiter(cfg.DeviceRate, cfg.DeviceBurst, cfg.DeviceLimitEntries)}
 	var err error
-	if h.things, err = newThingLimit(cfg.MaxThings, cfg.Things); err != nil {
+	if h.things, err = newThingIndex(cfg.MaxThings, cfg.Registry); err != nil {
+		return nil, err
+	}
+	if h.shadows, err = newShadowBudget(cfg.Registry, cfg.MaxProperties, sp); err != nil {
 		return nil, err
 	}
 	h.appends.log, h.appends.now = log, time.Now
@@ -177,7 +190,8 @@ func New(cfg Config, sp Spool, log *slog.Logger, reg prometheus.Registerer) (*Ha
 	h.waits.New = func() any { return h.newWaiting() }
 	h.keys.New = func() any { return new(jsonscan.Keys) }
 	vec := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "coapgw_ingest_records_total", Help: "Telemetry requests by result."}, []string{"result"})
-	for i, n := range []string{"accepted", "rejected", "spool_full", "spool_error", "draining", "queue_error", "rate_limited", "unauthorized", "thing_limit"} {
+	for i, n := range []string{"accepted", "rejected", "spool_full", "spool_error", "draining", "queue_error", "rate_limited", "unauthorized", "thing_limit",
+		"type_conflict", "shadow_limit", "property_limit", "thing_busy"} {
 		h.results[i] = vec.WithLabelValues(n)
 	}
 	if reg != nil {

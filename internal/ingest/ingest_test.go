@@ -98,7 +98,15 @@ func newRigWith(t *testing.T, cfg Config) *rig {
 // newRigOpts is newRigWith with exchange-layer options. If they set a PiggybackDeadline, the
 // endpoint's timers (empty ACKs, separate responses) run until the test ends.
 func newRigOpts(t *testing.T, cfg Config, opts coapserver.Options) *rig {
-	sp := &fakeSpool{}
+	return newRigSpoolOpts(t, cfg, &fakeSpool{}, opts)
+}
+
+// newRigSpool is newRigWith over the spool sp.
+func newRigSpool(t *testing.T, cfg Config, sp *fakeSpool) *rig {
+	return newRigSpoolOpts(t, cfg, sp, coapserver.Options{})
+}
+
+func newRigSpoolOpts(t *testing.T, cfg Config, sp *fakeSpool, opts coapserver.Options) *rig {
 	h, err := New(cfg, sp, nil, nil)
 	if err != nil {
 		t.Fatal(err)

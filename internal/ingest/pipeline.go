@@ -18,6 +18,8 @@ import (
 //	             thing with a credential (--plain-coap unbound) or any (off)
 //	  drain      5.03 once Drain was called
 //	  rateLimit  5.03 with Max-Age beyond --device-rate, per identity (DTLS) or per /{type}/{id}
+//	  thingCheck 5.03 for a new thing beyond --max-things; local mode: 4.00 for a thing that
+//	             exists with another type, 4.13 for a record its shadow cannot take (applicable.go)
 //	  store      record to the spool; 2.04, or 5.03, once the spool has answered
 //
 // Telemetry is validated first, so that a malformed request gets its 4.xx whatever state the
@@ -25,11 +27,12 @@ import (
 // telemetry for a valid /{type}/{id}.
 func (h *Handler) pipeline() coapserver.Handler {
 	telemetry := chain(coapserver.HandlerFunc(h.store),
-		h.validate,  // path, names, Content-Format, size, JSON object: 4.00, 4.13, 4.15
-		h.bind,      // 4.03 for another identity's thing, 4.01 for plain CoAP a thing may not use
-		h.drain,     // 5.03 "gateway shutting down" once Drain was called
-		h.rateLimit, // 5.03 with Max-Age (a NON: dropped) beyond --device-rate
-		h.thingCap,  // 5.03 with Max-Age "thing limit reached" for a new thing beyond --max-things
+		h.validate,   // path, names, Content-Format, size, JSON object: 4.00, 4.13, 4.15
+		h.bind,       // 4.03 for another identity's thing, 4.01 for plain CoAP a thing may not use
+		h.drain,      // 5.03 "gateway shutting down" once Drain was called
+		h.rateLimit,  // 5.03 with Max-Age (a NON: dropped) beyond --device-rate
+		h.thingCheck, // 5.03 "thing limit reached" (--max-things); local mode: 4.00 for another type,
+		// 4.13 past the shadow's 8 KB or --max-properties, 5.03 "thing busy" when that is not known yet
 	)
 	return &router{
 		wellKnown: getOnly(coapmsg.FormatLinkFormat, coapserver.HandlerFunc(h.wellKnown)),

@@ -85,6 +85,7 @@ type Options struct {
 	HistoryMaxAge    time.Duration // points older than this are dropped; default 7 days
 	HistoryMaxPoints int           // points kept per property per thing; default 1000
 	CacheThings      int           // things whose state is kept decoded in memory; default 100,000
+	MaxProperties    int           // a record that would give its thing more properties is set aside; 0: no cap
 	ReadConns        int           // read-only connections; default 4
 	BusyTimeout      time.Duration // SQLite busy timeout; default 5s
 	Now              func() time.Time

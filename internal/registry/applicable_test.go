@@ -1,0 +1,49 @@
+package registry
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/coapgw/coapgw/internal/processor"
+)
+
+// TestMaxPropertiesSetAside: with Options.MaxProperties a record that would give its thing more
+// properties is set aside with the count in its reason, alone or coalesced in a batch; the
+// records that fit are applied.
+func TestMaxPropertiesSetAside(t *testing.T) {
+	e := newEnv(t, Options{MaxProperties: 3})
+	e.send(rec("sensor", "a", 1, `{"p1":1,"p2":{"q":[1,2,3]}}`))
+	out := e.apply(e.batch(rec("sensor", "a", 2, `{"p3":3,"p4":4}`), rec("sensor", "a", 3, `{"p1":9,"p3":3}`)))
+	if out[0].Result != processor.SetAside || out[0].Reason != "thing would have 4 properties, over the limit of 3" {
+		t.Errorf("a fourth property: %+v", out[0])
+	}
+	if out[1].Result != processor.Applied {
+		t.Errorf("the third property: %+v", out[1])
+	}
+	d, _ := e.shadow("a")
+	if len(d.State.Reported) != 3 || d.State.Reported["p1"] != 9.0 {
+		t.Errorf("reported %v", d.State.Reported)
+	}
+	out = e.apply(e.batch(rec("sensor", "a", 4, `{"p1":null,"p4":4}`)))
+	if out[0].Result != processor.Applied {
+		t.Errorf("a property for a deleted one: %+v", out[0])
+	}
+}
+
+// TestWouldBe: the state a record would give its thing, measured as the limits measure it.
+func TestWouldBe(t *testing.T) {
+	e := newEnv(t, Options{})
+	before, after, err := e.r.WouldBe(t.Context(), "a", []byte(`{"x":1,"y":{"z":"s"}}`), at(1).UnixNano())
+	if err != nil || before != (StateSize{2, 0}) || after != (StateSize{21, 2}) {
+		t.Fatalf("unknown thing: %+v %+v %v", before, after, err)
+	}
+	e.send(rec("sensor", "a", 1, `{"x":1,"y":{"z":"s"}}`))
+	before, after, err = e.r.WouldBe(t.Context(), "a", []byte(`{"x":22,"w":[1,{"v":2}],"y":null}`), at(2).UnixNano())
+	if err != nil || before != (StateSize{21, 2}) || after != (StateSize{len(`{"w":[1,{"v":2}],"x":22}`), 2}) {
+		t.Fatalf("known thing: %+v %+v %v", before, after, err)
+	}
+	// An older record does not overwrite newer properties: nothing changes.
+	if _, after, _ = e.r.WouldBe(t.Context(), "a", []byte(`{"x":"`+strings.Repeat("o", 100)+`"}`), at(0).UnixNano()); after != (StateSize{21, 2}) {
+		t.Fatalf("older record: %+v", after)
+	}
+}
