@@ -268,3 +268,20 @@ func TestMaxProperties(t *testing.T) {
 		t.Fatalf("dev-2 sixth property: %v %q, want 4.13", resp.Code, resp.Payload)
 	}
 }
+
+// benchRegistry is a Registry for benchmarks: dev-1 exists, and its state after any record is
+// the benchmark's payload (the same properties each time).
+type benchRegistry struct{}
+
+func (benchRegistry) Things() ([]KnownThing, error) { return []KnownThing{{"dev-1", "sensor"}}, nil }
+func (benchRegistry) Processed() (uint64, error)    { return 0, nil }
+func (benchRegistry) WouldBe(context.Context, string, []byte, int64) (before, after StateSize, err error) {
+	return StateSize{54, 3}, StateSize{54, 3}, nil
+}
+
+// BenchmarkServeCoAPLocal is BenchmarkServeCoAP in local mode: the thing's type is checked and
+// its shadow budget kept (two additions a request, and an exact decision — a registry read,
+// here a fake one — each time the bounds are used up, about every 150 requests).
+func BenchmarkServeCoAPLocal(b *testing.B) {
+	benchServeCoAP(b, Config{GatewayID: "gw", MaxThings: 100_000, MaxProperties: 256, Registry: benchRegistry{}})
+}

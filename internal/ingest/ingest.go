@@ -32,13 +32,26 @@
 //
 // Metrics: coapgw_ingest_records_total{result} (accepted, rejected, spool_full, spool_error,
 // draining, queue_error, rate_limited, unauthorized: 4.01 or 4.03 from identity binding,
-// thing_limit: 5.03 for a new thing beyond --max-things), coapgw_ingest_echo_challenges_total,
-// coapgw_ingest_things (things known, with --max-things only).
+// thing_limit: 5.03 for a new thing beyond --max-things, type_conflict: 4.00 for a thing that
+// exists with another type, shadow_limit and property_limit: 4.13 for a record its thing's
+// shadow cannot take, thing_busy: 5.03 while that cannot be known yet),
+// coapgw_ingest_echo_challenges_total, coapgw_ingest_things (things known, with --max-things or
+// a Registry).
 //
-// --max-things (Config.MaxThings, Config.Things; thinglimit.go): the gateway keeps the names of
-// the things it knows in memory (one map entry each, about 100 bytes), loaded at start and
-// learnt as records of new things reach the spool; a new thing beyond the cap gets 5.03 with
-// Max-Age and "thing limit reached" before anything is stored, and known things keep working.
+// JSON (jsoncheck.go): besides RFC 8259, the shadow rules of internal/jsonscan (numbers within
+// float64's range, no NUL, no unpaired surrogate, keys nonempty and unique in their object), 4.00
+// with a diagnostic.
+//
+// --max-things (Config.MaxThings; thinglimit.go): the gateway keeps the things it knows in memory
+// (one map entry each, about 70 bytes with a short name), loaded at start and learnt as records of
+// new things reach the spool; a new thing beyond the cap gets 5.03 with Max-Age and "thing limit
+// reached" before anything is stored, and known things keep working.
+//
+// Local mode (Config.Registry; applicable.go): every known thing also has a type — a record
+// naming it under another gets 4.00 "thing X exists with type Y" — and upper bounds of its
+// reported state's size and properties, so that a record that would take it past 8 KB or
+// --max-properties (Config.MaxProperties) gets 4.13 before it is stored. The gateway calls
+// Handler.Processed after each batch the processor applied.
 package ingest
 
 import (

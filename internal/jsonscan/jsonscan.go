@@ -1,6 +1,8 @@
 // Package jsonscan holds the lexical pieces of a strict JSON (RFC 8259) reader: whitespace,
 // literals, numbers and strings (escapes checked, UTF-8 validated). The device API's validator
-// and the processor's decoder build their grammar on it, so both accept exactly the same text.
+// and the processor's decoder build their grammar on it, so both accept exactly the same text,
+// and it enforces AWS IoT's shadow rules on values, the same for both (rules.go); Keys checks
+// that keys are nonempty and unique.
 // Nothing here allocates except the error values.
 package jsonscan
 

@@ -9,8 +9,11 @@
 // per leaf, like AWS. Internally every leaf keeps its received_at in nanoseconds, and deletions
 // are remembered, so an older record never overwrites or resurrects what a newer one wrote. A
 // merged state over processor.MaxShadowBytes (8192 bytes of compact reported JSON, what AWS
-// counts) or processor.MaxShadowDepth (6 levels, the reported object being level 1) is
-// rejected: the records that cannot fit are set aside with the reason, the others are applied.
+// counts) or processor.MaxShadowDepth (6 levels, the reported object being level 1), or with
+// more properties than Options.MaxProperties (--max-properties), is rejected: the records that
+// cannot fit are set aside with the reason, the others are applied. The device API refuses such
+// records before they are stored, with what applicable.go reads (KnownThings, WouldBe); this is
+// the backstop.
 // Shadow renders exactly what GetThingShadow returns: {"state":{"reported":…},
 // "metadata":{"reported":…},"version":N,"timestamp":<now, Unix s>}.
 //
@@ -57,8 +60,9 @@
 // WAL mode readers never wait for the writer and the writer never waits for readers.
 //
 // Configuration (Options): HistoryMaxAge (--history-max-age, default 7 days) and
-// HistoryMaxPoints (--history-max-points, default 1000), each also a COAPGW_* variable and a YAML
-// key (internal/config); CacheThings (default 100,000 things kept decoded in memory), ReadConns
+// HistoryMaxPoints (--history-max-points, default 1000), MaxProperties (--max-properties, 0 here:
+// no cap; the gateway's default is 256), each also a COAPGW_* variable and a YAML key
+// (internal/config); CacheThings (default 100,000 things kept decoded in memory), ReadConns
 // (default 4) and BusyTimeout (default 5s) are for wiring and tests. The registry
 // exports no metrics of its own; the processor's count what it applies.
 package registry
