@@ -28,15 +28,14 @@ type thingIndex struct {
 	checkTypes bool // types are known: Config.Registry
 	mu         sync.RWMutex
 	known      map[string]*thingEntry
-	types      map[string]uint32 // type name → index in tnames
-	tnames     []string
-	n          atomic.Int64 // len(known), for the gauge
+	types      map[string]string // interned type names
+	n          atomic.Int64      // len(known), for the gauge
 }
 
-// thingEntry is one thing the gateway knows. typ is set once; the rest is the shadow budget's
-// (applicable.go), guarded by mu.
+// thingEntry is one thing the gateway knows. typ is set once (and shared by the things of that
+// type); the rest is the shadow budget's (applicable.go), guarded by mu.
 type thingEntry struct {
-	typ uint32
+	typ string
 	mu  sync.Mutex
 	budget
 }
@@ -45,7 +44,7 @@ func newThingIndex(max int, reg Registry) (*thingIndex, error) {
 	if max <= 0 && reg == nil {
 		return nil, nil
 	}
-	t := &thingIndex{max: max, checkTypes: reg != nil, known: make(map[string]*thingEntry), types: make(map[string]uint32)}
+	t := &thingIndex{max: max, checkTypes: reg != nil, known: make(map[string]*thingEntry), types: make(map[string]string)}
 	if reg != nil {
 		things, err := reg.Things()
 		if err != nil {
@@ -53,22 +52,20 @@ func newThingIndex(max int, reg Registry) (*thingIndex, error) {
 		}
 		t.known = make(map[string]*thingEntry, len(things))
 		for _, th := range things {
-			t.known[th.Name] = &thingEntry{typ: t.typeIndex(th.Type), budget: unknownBudget}
+			t.known[th.Name] = &thingEntry{typ: t.intern(th.Type), budget: unknownBudget}
 		}
 	}
 	t.n.Store(int64(len(t.known)))
 	return t, nil
 }
 
-// typeIndex interns a type name; t.mu is held for writing (or t is not shared yet).
-func (t *thingIndex) typeIndex(name string) uint32 {
-	if i, ok := t.types[name]; ok {
-		return i
+// intern returns the type name's shared copy; t.mu is held for writing (or t is not shared yet).
+func (t *thingIndex) intern(name string) string {
+	if s, ok := t.types[name]; ok {
+		return s
 	}
-	i := uint32(len(t.tnames))
-	t.types[name] = i
-	t.tnames = append(t.tnames, name)
-	return i
+	t.types[name] = name
+	return name
 }
 
 // get returns the entry of thing id, nil if the gateway does not know it.
@@ -94,7 +91,7 @@ func (t *thingIndex) admit(typ, id []byte, b budget) *thingEntry {
 	if t.max > 0 && len(t.known) >= t.max {
 		return nil
 	}
-	e := &thingEntry{typ: t.typeIndex(string(typ)), budget: b}
+	e := &thingEntry{typ: t.intern(string(typ)), budget: b}
 	t.known[string(id)] = e
 	t.n.Store(int64(len(t.known)))
 	return e
@@ -102,16 +99,10 @@ func (t *thingIndex) admit(typ, id []byte, b budget) *thingEntry {
 
 // otherType returns the type e has if it is not typ, "" if it is typ (or types are not checked).
 func (t *thingIndex) otherType(e *thingEntry, typ []byte) string {
-	if !t.checkTypes {
+	if !t.checkTypes || e.typ == string(typ) {
 		return ""
 	}
-	t.mu.RLock()
-	name := t.tnames[e.typ]
-	t.mu.RUnlock()
-	if name == string(typ) {
-		return ""
-	}
-	return name
+	return e.typ
 }
 
 // thingCheck is the last step before the spool (pipeline.go), for things the gateway knows
