@@ -60,9 +60,8 @@
 // WAL mode readers never wait for the writer and the writer never waits for readers.
 //
 // Configuration (Options): HistoryMaxAge (--history-max-age, default 7 days) and
-// HistoryMaxPoints (--history-max-points, default 1000), MaxProperties (--max-properties, 0 here:
-// no cap; the gateway's default is 256), each also a COAPGW_* variable and a YAML key
-// (internal/config); CacheThings (default 100,000 things kept decoded in memory), ReadConns
+// HistoryMaxPoints (--history-max-points, default 1000), each also a COAPGW_* variable and a YAML
+// key (internal/config); CacheThings (default 100,000 things kept decoded in memory), ReadConns
 // (default 4) and BusyTimeout (default 5s) are for wiring and tests. The registry
 // exports no metrics of its own; the processor's count what it applies.
 package registry
@@ -89,11 +88,14 @@ type Options struct {
 	HistoryMaxAge    time.Duration // points older than this are dropped; default 7 days
 	HistoryMaxPoints int           // points kept per property per thing; default 1000
 	CacheThings      int           // things whose state is kept decoded in memory; default 100,000
-	MaxProperties    int           // a record that would give its thing more properties is set aside; 0: no cap
 	ReadConns        int           // read-only connections; default 4
 	BusyTimeout      time.Duration // SQLite busy timeout; default 5s
 	Now              func() time.Time
 	Logger           *slog.Logger
+
+	// MaxProperties is --max-properties: a record that would give its thing more properties is
+	// set aside (applicable.go); 0: no cap (the gateway's default is 256).
+	MaxProperties int
 
 	schemaVersion int // tests: migrate only this far (0 = all)
 	logMax        int // history entries in the log that trigger a compaction (default 200,000)
