@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -284,4 +285,46 @@ func (benchRegistry) WouldBe(context.Context, string, []byte, int64) (before, af
 // here a fake one — each time the bounds are used up, about every 150 requests).
 func BenchmarkServeCoAPLocal(b *testing.B) {
 	benchServeCoAP(b, Config{GatewayID: "gw", MaxThings: 100_000, MaxProperties: 256, Registry: benchRegistry{}})
+}
+
+// FuzzBudgetBound: the shadow budget's premise. For a record b the device API accepts, merged
+// into a state built from a record a it accepts, whichever is newer, the state grows by at most
+// b's estimate: bytes by len(b) + 4 per backslash, properties by b's count of ':'.
+func FuzzBudgetBound(f *testing.F) {
+	for _, s := range [][2]string{
+		{`{"a":{"b":1}}`, `{"a":{"c":2}}`},
+		{`{"a":1}`, `{"a":{"b":{"c":[1,2]}},"d":null}`},
+		{`{"x":"s"}`, `{"\b\f":1,"\u0001":2}`},
+		{`{"a":{"b":1,"c":2}}`, `{"a":null}`},
+		{`{}`, `{"é":"\u00e9","\/":true}`},
+		{`{"a":[1,2]}`, `{"a":{"b":[{"c":1}]}}`},
+	} {
+		f.Add([]byte(s[0]), []byte(s[1]), true)
+	}
+	f.Fuzz(func(t *testing.T, a, b []byte, bNewer bool) {
+		if checkJSONObject(a, 6) != nil || checkJSONObject(b, 6) != nil {
+			return
+		}
+		ta, tb := int64(2), int64(3)
+		if !bNewer {
+			ta, tb = tb, ta
+		}
+		d, err := processor.DecodeJSON(a, ta)
+		if err != nil {
+			t.Fatalf("decode %q: %v", a, err)
+		}
+		rec, err := processor.DecodeJSON(b, tb)
+		if err != nil {
+			t.Fatalf("decode %q: %v", b, err)
+		}
+		size0, props0 := d.Size(), countProps(d)
+		d.Merge(rec)
+		size1, props1 := d.Size(), countProps(d)
+		if maxSize := size0 + len(b) + 4*bytes.Count(b, backslash); size1 > maxSize {
+			t.Fatalf("%s then %s: %d bytes, over the bound %d", a, b, size1, maxSize)
+		}
+		if maxProps := props0 + bytes.Count(b, colon); props1 > maxProps {
+			t.Fatalf("%s then %s: %d properties, over the bound %d", a, b, props1, maxProps)
+		}
+	})
 }

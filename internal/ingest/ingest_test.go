@@ -13,6 +13,7 @@ import (
 
 	"github.com/coapgw/coapgw/internal/coapmsg"
 	"github.com/coapgw/coapgw/internal/coapserver"
+	"github.com/coapgw/coapgw/internal/processor"
 	"github.com/coapgw/coapgw/internal/record"
 	"github.com/coapgw/coapgw/internal/spool"
 )
@@ -413,7 +414,8 @@ func TestJSONCheck(t *testing.T) {
 }
 
 func FuzzCheckJSONObject(f *testing.F) {
-	for _, s := range []string{`{}`, `{"a":[1,{"b":null}]}`, `[1]`, `{"a":"\ud83d\ude00"}`, "{\"a\":\"\xff\"}", strings.Repeat("[", 50)} {
+	for _, s := range []string{`{}`, `{"a":[1,{"b":null}]}`, `[1]`, `{"a":"\ud83d\ude00"}`, "{\"a\":\"\xff\"}", strings.Repeat("[", 50),
+		`{"a":1e400}`, `{"a":1,"\u0061":2}`, `{"":1}`, `{"a":"\u0000"}`, `{"a":"\ud800\u0041"}`, `{"a":{"b":1,"b":2}}`} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -423,6 +425,11 @@ func FuzzCheckJSONObject(f *testing.F) {
 			var v map[string]any
 			if jerr := jsonUnmarshal(b, &v); jerr != nil {
 				t.Fatalf("accepted %q that encoding/json rejects: %v", b, jerr)
+			}
+			// And the processor must decode it: a record the device API acknowledges is never
+			// set aside as undecodable.
+			if _, derr := processor.DecodeJSON(b, 1); derr != nil {
+				t.Fatalf("accepted %q that the processor cannot decode: %v", b, derr)
 			}
 		}
 	})
