@@ -54,7 +54,6 @@ func TestMergeRules(t *testing.T) {
 		{"arrays are replaced whole", []step{{1, `{"a":[1,2,3]}`}, {2, `{"a":[ 4 ]}`}}, `{"a":[4]}`},
 		{"strings kept as sent", []step{{1, `{"s":"caf\u00e9 \"x\""}`}}, `{"s":"caf\u00e9 \"x\""}`},
 		{"escaped keys", []step{{1, `{"a\u0062":1,"q\"":2}`}}, `{"ab":1,"q\"":2}`},
-		{"duplicate keys: last wins", []step{{1, `{"a":1,"a":2}`}}, `{"a":2}`},
 		{"empty object is a no-op", []step{{1, `{"a":1}`}, {2, `{"b":{}}`}}, `{"a":1}`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -239,5 +238,24 @@ func TestArrayMetadataOfCorruptValue(t *testing.T) {
 	}
 	if got := string(appendValueMetadata(nil, []byte(`[1,{"a":2}]`), 7)); got != `[{"timestamp":7},{"a":{"timestamp":7}}]` {
 		t.Errorf("metadata of a sound array: %s", got)
+	}
+}
+
+// TestDecodeShadowRules: DecodeJSON refuses what the device API refuses as breaking a shadow
+// rule, with a *jsonscan.RuleError: records stored before the device API checked them are set
+// aside with the reason, in local and AWS mode alike.
+func TestDecodeShadowRules(t *testing.T) {
+	for doc, want := range map[string]string{
+		`{"a":1,"a":2}`:            `duplicate key "a" at byte 0`,
+		`{"x":{"b":1,"\u0062":2}}`: `duplicate key "b" at byte 5`,
+		`{"":1}`:                   "empty key at byte 1",
+		`{"a":1e400}`:              "number out of range at byte 5",
+		`{"a":"\u0000"}`:           `NUL (\u0000) in string at byte 6`,
+	} {
+		_, err := DecodeJSON([]byte(doc), 1)
+		var rule *jsonscan.RuleError
+		if !errors.As(err, &rule) || err.Error() != want {
+			t.Errorf("%s: %v, want the rule error %q", doc, err, want)
+		}
 	}
 }

@@ -47,3 +47,20 @@ func TestWouldBe(t *testing.T) {
 		t.Fatalf("older record: %+v", after)
 	}
 }
+
+// TestShadowRulesSetAside: a record that breaks a shadow rule and reached the registry anyway
+// (stored before the device API checked it) is set aside with the rule as its reason, and the
+// thing keeps its state.
+func TestShadowRulesSetAside(t *testing.T) {
+	e := newEnv(t, Options{})
+	e.send(rec("sensor", "a", 1, `{"t":1}`))
+	out := e.apply(e.batch(rec("sensor", "a", 2, `{"t":2,"t":3}`), rec("sensor", "a", 3, `{"t":1e400}`), rec("sensor", "a", 4, `{"":5}`)))
+	for i, want := range []string{`duplicate key "t"`, "number out of range", "empty key"} {
+		if out[i].Result != processor.SetAside || !strings.HasPrefix(out[i].Reason, want) {
+			t.Errorf("record %d: %+v, want set aside %q", i, out[i], want)
+		}
+	}
+	if d, _ := e.shadow("a"); len(d.State.Reported) != 1 || d.State.Reported["t"] != 1.0 {
+		t.Errorf("reported %v", d.State.Reported)
+	}
+}
