@@ -104,10 +104,10 @@ func (s *shadowBudget) startPending() bool {
 	return true
 }
 
-// newBudget is the budget of a thing first seen now: empty, unless records stored before the
-// start may not have been applied yet (one of them may be this thing's).
-func (h *Handler) newBudget() budget {
-	if h.shadows != nil && h.shadows.startPending() {
+// initial is the budget of a thing first seen now: empty, unless records stored before the
+// start may not have been applied yet (one of them may be this thing's). s may be nil.
+func (s *shadowBudget) initial() budget {
+	if s != nil && s.startPending() {
 		return unknownBudget
 	}
 	return budget{}

@@ -27,6 +27,8 @@ type fakeSpool struct {
 	// slow, if set, makes the durable write asynchronous: it completes when a value is sent on
 	// slow (nil: stored, else: failed with that error), like a slow fsync.
 	slow chan error
+	// stats, if set, is what Stats reports.
+	stats func() spool.Stats
 }
 
 func (f *fakeSpool) Append(b []byte, done func(uint64, error)) error {
@@ -66,7 +68,12 @@ func (f *fakeSpool) stored() int {
 	return len(f.data)
 }
 
-func (f *fakeSpool) Stats() spool.Stats { return spool.Stats{Depth: int64(f.stored())} }
+func (f *fakeSpool) Stats() spool.Stats {
+	if f.stats != nil {
+		return f.stats()
+	}
+	return spool.Stats{Depth: int64(f.stored())}
+}
 
 type capture struct {
 	mu  sync.Mutex

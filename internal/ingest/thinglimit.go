@@ -76,10 +76,10 @@ func (t *thingIndex) get(id []byte) *thingEntry {
 	return e
 }
 
-// admit returns the entry of thing id, adding it with type typ and budget b if there is room;
-// nil if the thing is new and the cap is reached. A known thing costs a map lookup and no
-// allocation.
-func (t *thingIndex) admit(typ, id []byte, b budget) *thingEntry {
+// admit returns the entry of thing id, adding it with type typ and the budget of a new thing
+// (s.initial) if there is room; nil if the thing is new and the cap is reached. A known thing
+// costs a map lookup and no allocation.
+func (t *thingIndex) admit(typ, id []byte, s *shadowBudget) *thingEntry {
 	if e := t.get(id); e != nil {
 		return e
 	}
@@ -91,7 +91,7 @@ func (t *thingIndex) admit(typ, id []byte, b budget) *thingEntry {
 	if t.max > 0 && len(t.known) >= t.max {
 		return nil
 	}
-	e := &thingEntry{typ: t.intern(string(typ)), budget: b}
+	e := &thingEntry{typ: t.intern(string(typ)), budget: s.initial()}
 	t.known[string(id)] = e
 	t.n.Store(int64(len(t.known)))
 	return e
@@ -120,7 +120,7 @@ func (h *Handler) thingCheck(next coapserver.Handler) coapserver.Handler {
 		return next
 	}
 	return coapserver.HandlerFunc(func(w *coapserver.ResponseWriter, r *coapserver.Request) {
-		e := h.things.admit(r.Path(0), r.Path(1), h.newBudget())
+		e := h.things.admit(r.Path(0), r.Path(1), h.shadows)
 		if e == nil {
 			h.results[resThingLimit].Inc()
 			h.unavailable(w, "thing limit reached")

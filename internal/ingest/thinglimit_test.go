@@ -85,7 +85,7 @@ func TestThingLimitNoAlloc(t *testing.T) {
 		t.Fatal(err)
 	}
 	typ, id := []byte("sensor"), []byte("dev-1")
-	if n := testing.AllocsPerRun(100, func() { l.admit(typ, id, budget{}) }); n != 0 {
+	if n := testing.AllocsPerRun(100, func() { l.admit(typ, id, nil) }); n != 0 {
 		t.Fatalf("%v allocations per known thing, want 0", n)
 	}
 }
