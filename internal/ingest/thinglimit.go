@@ -112,7 +112,10 @@ func (t *thingIndex) otherType(e *thingEntry, typ []byte) string {
 //     --max-things things, gets 5.03 with Max-Age (--retry-after) and "thing limit reached". The
 //     gateway is full, not the request wrong, so it is a 5.03 like a full spool, not a 4.xx.
 //   - type: a record naming a known thing under another type than the one it exists with gets
-//     4.00 "thing X exists with type Y" (the registry would set it aside).
+//     4.00 "thing X exists with type Y" (the registry would set it aside). 4.00: the request
+//     names the wrong resource, like an invalid name; 4.03 is coapgw's answer to an identity
+//     writing another's thing, and 4.09 Conflict is RFC 8132's (FETCH/PATCH), not RFC 7252's —
+//     a client that does not know it takes it for 4.00 anyway (RFC 7252 §5.9.2).
 //   - shadow budget (applicable.go): a record that would take the thing's reported state past
 //     8 KB or --max-properties gets 4.13.
 func (h *Handler) thingCheck(next coapserver.Handler) coapserver.Handler {
