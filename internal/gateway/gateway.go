@@ -8,7 +8,7 @@
 // gateway's own keys are shutdown_timeout (how long a stop waits for requests in flight) and
 // fail_linger (how long a failed gateway answers 5.03 and /readyz 503 before it exits). The local
 // section's max_things goes to the device API; in local mode the device API also reads the
-// registry (its things with their types, the state a record would give a thing: ingest.Registry)
+// registry (its things with their types, a thing's reported state: ingest.Registry)
 // and is told how far the processor got after each batch, and max_properties goes to both
 // (local.go). Metrics:
 // the components' own, plus the Go and process collectors.

@@ -63,7 +63,7 @@ func (g *Gateway) maxThings() int {
 }
 
 // ingestRegistry is the registry as the device API reads it (local mode; nil otherwise): the
-// things with their types, the state a record would give its thing, how far the processor got.
+// things with their types, a thing's reported state, how far the processor got.
 func (g *Gateway) ingestRegistry() ingest.Registry {
 	if g.local == nil {
 		return nil
@@ -87,9 +87,8 @@ func (r ingestRegistry) Things() ([]ingest.KnownThing, error) {
 	return out, err
 }
 
-func (r ingestRegistry) WouldBe(ctx context.Context, thing string, payload []byte, receivedAt int64) (before, after ingest.StateSize, err error) {
-	b, a, err := r.reg.WouldBe(ctx, thing, payload, receivedAt)
-	return ingest.StateSize(b), ingest.StateSize(a), err
+func (r ingestRegistry) State(ctx context.Context, thing string) (*processor.Doc, error) {
+	return r.reg.ReportedState(ctx, thing)
 }
 
 func (r ingestRegistry) Processed() (uint64, error) { return r.reg.HighWater(r.gw) }

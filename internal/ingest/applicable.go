@@ -17,20 +17,15 @@ import (
 type Registry interface {
 	// Things lists every thing with its type, at start.
 	Things() ([]KnownThing, error)
-	// WouldBe returns the size of a thing's reported state as the registry holds it (before), and
-	// with payload, received at receivedAt (Unix nanoseconds), merged into it (after). An unknown
-	// thing has an empty state.
-	WouldBe(ctx context.Context, thing string, payload []byte, receivedAt int64) (before, after StateSize, err error)
+	// State returns a thing's reported state as the registry holds it, as a document the caller
+	// may keep and change; an empty one for an unknown thing.
+	State(ctx context.Context, thing string) (*processor.Doc, error)
 	// Processed is the highest spool sequence number the registry has processed, at start.
 	Processed() (uint64, error)
 }
 
 // KnownThing is a thing that exists, with its type.
 type KnownThing struct{ Name, Type string }
-
-// StateSize is the size of a thing's reported state as the limits count it: the bytes of its
-// compact JSON and its properties (values, arrays included).
-type StateSize struct{ Bytes, Properties int }
 
 // The shadow budget. A record is applied by merging its properties into its thing's reported
 // state (processor.Doc.Merge); the registry sets it aside when the result would pass
@@ -40,26 +35,37 @@ type StateSize struct{ Bytes, Properties int }
 // Every known thing carries two upper bounds — of the size of its reported state and of its
 // properties once every record let through is applied. A record's size and properties are at
 // most its payload's length and its count of ':' (merging a payload into a state adds at most
-// what the payload renders to, and a property needs a ':'), so a record that fits under both
-// bounds is let through at the cost of two additions and the bounds grow by it. A record that
-// does not fit is decided exactly: when every record of the thing let through so far has been
-// applied (its newest spool sequence is at or below the processor's, and none is still being
-// appended), the registry's state is read, the record merged into it, and the result measured —
-// 4.13 if it is too big, else the bounds become the exact figures. When records of the thing are
-// still on their way, the exact state is not known: the request gets 5.03 with Max-Age 1 and
-// "thing busy, send again", nothing stored (the processor takes milliseconds).
+// what the payload renders to, and a property needs a ':'; FuzzBudgetBound), so a record that
+// fits under both bounds is let through at the cost of two additions and the bounds grow by it.
+// A record that does not fit is decided exactly: when every record of the thing let through so
+// far has been applied (its newest spool sequence is at or below the processor's, and none is
+// still being appended), the registry's state is read, the record merged into it, and the
+// result measured — 4.13 if it is too big, else the bounds become the exact figures. When
+// records of the thing are still on their way, the exact state is not known: the request gets
+// 5.03 with Max-Age 1 and "thing busy, send again", nothing stored (the processor takes
+// milliseconds).
+//
+// A thing whose state is past half a limit after an exact decision keeps that state in memory
+// (its model: at most maxModels things, each at most 8 KB of state) and every later record of it
+// is merged into the model and decided exactly there, with no registry read and no waiting for
+// the processor. The model stays exact because every record let through is applied in the end
+// (they are merged in any order to the same result); a failed append drops it.
 //
 // So the guarantee: no record the device API let through takes its thing past either limit when
-// the records are applied in spool order — two quick posts cannot add up past it, since the
-// second is judged with the first counted. What it does not cover: records of a thing still in
-// the spool from before a restart count as soon as the processor has caught up with them (until
-// then every record of a thing first seen since the start is decided exactly, which waits for
-// them); a deletion (null) only shrinks the bounds once an exact decision reads the state.
+// the records are applied — two quick posts cannot add up past it, since the second is judged
+// with the first counted. What it does not cover: records of a thing still in the spool from
+// before a restart count as soon as the processor has caught up with them (until then every
+// record of a thing first seen since the start is decided exactly, which waits for them).
 type budget struct {
-	size, props int    // upper bounds; size -1: unknown, decide exactly
-	pending     int    // records let through whose spool append has not answered
-	last        uint64 // spool sequence of the newest record stored
+	size, props int            // upper bounds (exact with a model); size -1: unknown, decide exactly
+	pending     int            // records let through whose spool append has not answered
+	last        uint64         // spool sequence of the newest record stored
+	model       *processor.Doc // the state once every record let through is applied, or nil
 }
+
+// maxModels is how many things may keep their state in memory (budget.model): about 10–40 KB
+// each at 8 KB of state, so at most 10–40 MB.
+const maxModels = 1024
 
 // unknownBudget is the budget of a thing whose state has not been read.
 var unknownBudget = budget{size: -1}
@@ -72,7 +78,8 @@ type shadowBudget struct {
 	maxProps  int    // 0: no cap
 	startSeq  uint64 // the spool's next sequence number at start
 	processed atomic.Uint64
-	startDone atomic.Bool // every record stored before the start has been processed
+	startDone atomic.Bool  // every record stored before the start has been processed
+	models    atomic.Int64 // things with a model
 }
 
 func newShadowBudget(reg Registry, maxProps int, sp Spool) (*shadowBudget, error) {
@@ -138,49 +145,97 @@ func (h *Handler) admitShadow(w *coapserver.ResponseWriter, r *coapserver.Reques
 	size, props := len(payload)+4*bytes.Count(payload, backslash), bytes.Count(payload, colon)
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.size >= 0 && e.size+size <= s.maxSize && (s.maxProps == 0 || e.props+props <= s.maxProps) {
+	if e.model == nil && e.size >= 0 && s.fits(e.size+size, e.props+props) {
 		e.size, e.props = e.size+size, e.props+props
 		e.pending++
 		return true
 	}
-	if e.pending > 0 || e.last > s.processed.Load() || e.size < 0 && s.startPending() {
-		h.results[resThingBusy].Inc()
-		w.SetUintOption(coapmsg.MaxAge, 1)
-		w.Respond(coapmsg.ServiceUnavailable, w.Diagnostic([]byte("thing busy, send again")))
+	state := e.model
+	if state == nil {
+		if e.pending > 0 || e.last > s.processed.Load() || e.size < 0 && s.startPending() {
+			h.results[resThingBusy].Inc()
+			w.SetUintOption(coapmsg.MaxAge, 1)
+			w.Respond(coapmsg.ServiceUnavailable, w.Diagnostic([]byte("thing busy, send again")))
+			return false
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		var err error
+		state, err = s.reg.State(ctx, string(r.Path(1)))
+		cancel()
+		if err != nil {
+			h.results[resError].Inc()
+			h.log.Warn("read a thing's state from the registry", "thing", string(r.Path(1)), "err", err)
+			h.unavailable(w, "storage unavailable")
+			return false
+		}
+		e.size, e.props = state.Size(), state.Properties() // exact: nothing is pending
+	}
+	// The document keeps references to the payload, which the request's buffer is not.
+	rec, err := processor.DecodeJSON(bytes.Clone(payload), r.Received.UnixNano())
+	if err != nil { // validate accepted it: cannot happen
+		h.reject(w, coapmsg.BadRequest, "payload cannot be decoded")
 		return false
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	before, after, err := s.reg.WouldBe(ctx, string(r.Path(1)), payload, r.Received.UnixNano())
-	cancel()
-	if err != nil {
-		h.results[resError].Inc()
-		h.log.Warn("read a shadow from the registry", "thing", string(r.Path(1)), "err", err)
-		h.unavailable(w, "storage unavailable")
-		return false
+	next := state
+	if !s.fits(e.size+size, e.props+props) {
+		next = state.Clone() // it may not fit: keep state as it is
 	}
-	size, props = after.Bytes, after.Properties
+	next.Merge(rec)
+	nsize, nprops := next.Size(), next.Properties()
 	switch {
-	case size > s.maxSize:
+	case nsize > s.maxSize:
 		h.results[resShadowLimit].Inc()
-		w.SetUintOption(coapmsg.Size1, uint32(max(s.maxSize-before.Bytes, 0)))
-		w.Respond(coapmsg.RequestEntityTooLarge, w.Diagnostic(fmt.Appendf(nil, "shadow would be %d bytes, over %d", size, s.maxSize)))
+		w.SetUintOption(coapmsg.Size1, uint32(max(s.maxSize-e.size, 0)))
+		w.Respond(coapmsg.RequestEntityTooLarge, w.Diagnostic(fmt.Appendf(nil, "shadow would be %d bytes, over %d", nsize, s.maxSize)))
+		s.keep(e, state)
 		return false
-	case s.maxProps > 0 && props > s.maxProps:
+	case s.maxProps > 0 && nprops > s.maxProps:
 		h.results[resPropertyLimit].Inc()
-		w.Respond(coapmsg.RequestEntityTooLarge, w.Diagnostic(fmt.Appendf(nil, "thing would have %d properties, over %d", props, s.maxProps)))
+		w.Respond(coapmsg.RequestEntityTooLarge, w.Diagnostic(fmt.Appendf(nil, "thing would have %d properties, over %d", nprops, s.maxProps)))
+		s.keep(e, state)
 		return false
 	}
-	e.size, e.props = size, props
+	e.size, e.props = nsize, nprops
 	e.pending++
+	s.keep(e, next)
 	return true
 }
 
+// fits reports whether a state of size bytes and props properties is within the limits.
+func (s *shadowBudget) fits(size, props int) bool {
+	return size <= s.maxSize && (s.maxProps == 0 || props <= s.maxProps)
+}
+
+// keep makes state, exact as of now (e.size and e.props measure it), e's model if it is past
+// half a limit and there is room, and drops e's model if it is not; e.mu is held.
+func (s *shadowBudget) keep(e *thingEntry, state *processor.Doc) {
+	tight := e.size > s.maxSize/2 || s.maxProps > 0 && e.props > s.maxProps/2
+	switch {
+	case tight && e.model != nil:
+		e.model = state
+	case tight:
+		if s.models.Add(1) <= maxModels {
+			e.model = state
+		} else {
+			s.models.Add(-1)
+		}
+	case e.model != nil:
+		e.model = nil
+		s.models.Add(-1)
+	}
+}
+
 // settle records the end of a spool append of one of e's records: stored as seq, or failed.
-func (e *thingEntry) settle(seq uint64, err error) {
+// A failed append makes a model wrong (it has the record): the model goes, and the state is
+// read again when it is needed.
+func (e *thingEntry) settle(s *shadowBudget, seq uint64, err error) {
 	e.mu.Lock()
 	e.pending--
 	if err == nil {
 		e.last = max(e.last, seq)
+	} else if e.model != nil {
+		e.model, e.size = nil, -1
+		s.models.Add(-1)
 	}
 	e.mu.Unlock()
 }

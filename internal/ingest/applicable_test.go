@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -28,25 +29,15 @@ type fakeRegistry struct {
 
 	mu        sync.Mutex
 	applied   int    // records of sp applied
-	reads     int    // WouldBe calls
+	reads     int    // State calls
 	processed uint64 // Processed's answer
 }
 
 func (f *fakeRegistry) Things() ([]KnownThing, error) { return f.things, f.err }
 func (f *fakeRegistry) Processed() (uint64, error)    { return f.processed, nil }
 
-func (f *fakeRegistry) WouldBe(ctx context.Context, thing string, payload []byte, receivedAt int64) (before, after StateSize, err error) {
-	d, err := f.shadow(thing)
-	if err != nil {
-		return before, after, err
-	}
-	rec, err := processor.DecodeJSON(payload, receivedAt)
-	if err != nil {
-		return before, after, err
-	}
-	before = StateSize{d.Size(), countProps(d)}
-	d.Merge(rec)
-	return before, StateSize{d.Size(), countProps(d)}, nil
+func (f *fakeRegistry) State(_ context.Context, thing string) (*processor.Doc, error) {
+	return f.shadow(thing)
 }
 
 // countProps counts the properties of d from its rendered state: every member whose value is not
@@ -273,14 +264,18 @@ func TestMaxProperties(t *testing.T) {
 	}
 }
 
-// benchRegistry is a Registry for benchmarks: dev-1 exists, and its state after any record is
-// the benchmark's payload (the same properties each time).
-type benchRegistry struct{}
+// benchRegistry is a Registry for benchmarks: dev-1 exists, its state is the benchmark's payload
+// (the same properties each time) and, if extra, 5 KB more.
+type benchRegistry struct{ extra bool }
 
 func (benchRegistry) Things() ([]KnownThing, error) { return []KnownThing{{"dev-1", "sensor"}}, nil }
 func (benchRegistry) Processed() (uint64, error)    { return 0, nil }
-func (benchRegistry) WouldBe(context.Context, string, []byte, int64) (before, after StateSize, err error) {
-	return StateSize{54, 3}, StateSize{54, 3}, nil
+func (b benchRegistry) State(context.Context, string) (*processor.Doc, error) {
+	state := `{"temp":21.5,"hum":40,"pad":"xxxxxxxxxxxxxxxxxxxxxxxxxx"`
+	if b.extra {
+		state += `,"extra":"` + strings.Repeat("x", 5000) + `"`
+	}
+	return processor.DecodeJSON([]byte(state+"}"), 1)
 }
 
 // BenchmarkServeCoAPLocal is BenchmarkServeCoAP in local mode: the thing's type is checked and
@@ -288,6 +283,12 @@ func (benchRegistry) WouldBe(context.Context, string, []byte, int64) (before, af
 // here a fake one — each time the bounds are used up, about every 150 requests).
 func BenchmarkServeCoAPLocal(b *testing.B) {
 	benchServeCoAP(b, Config{GatewayID: "gw", MaxThings: 100_000, MaxProperties: 256, Registry: benchRegistry{}})
+}
+
+// BenchmarkServeCoAPLocalModel is BenchmarkServeCoAPLocal for a thing whose state (5 KB) is past
+// half the limit: every record is decoded and merged into the thing's model.
+func BenchmarkServeCoAPLocalModel(b *testing.B) {
+	benchServeCoAP(b, Config{GatewayID: "gw", MaxThings: 100_000, MaxProperties: 256, Registry: benchRegistry{extra: true}})
 }
 
 // FuzzBudgetBound: the shadow budget's premise. For a record b the device API accepts, merged
@@ -366,5 +367,53 @@ func TestShadowStartPending(t *testing.T) {
 				t.Fatalf("%d registry reads, want 2", n)
 			}
 		})
+	}
+}
+
+// TestShadowModel: a thing past half the size limit keeps its state in memory after an exact
+// decision, so that its next records are decided exactly without waiting for the processor or
+// reading the registry: posts replacing a property keep getting 2.04 while nothing is applied,
+// and one that would pass 8 KB gets 4.13. A failed append drops the model; the state is read
+// again once the processor has caught up.
+func TestShadowModel(t *testing.T) {
+	reg := &fakeRegistry{things: []KnownThing{{"dev-1", "sensor"}},
+		shadows: map[string]string{"dev-1": `{"a":"` + strings.Repeat("x", 6000) + `"}`}}
+	r := newLocalRig(t, Config{}, reg)
+	post := func(payload string) *coapmsg.Message { return r.do(coapmsg.POST, pathOpts("sensor", "dev-1"), payload) }
+	for i := range 10 {
+		if resp := post(`{"b":"` + strings.Repeat(string(rune('a'+i)), 1500) + `"}`); resp.Code != coapmsg.Changed {
+			t.Fatalf("post %d: %v %q, want 2.04", i, resp.Code, resp.Payload)
+		}
+	}
+	if resp := post(`{"c":"` + strings.Repeat("y", 1000) + `"}`); resp.Code != coapmsg.RequestEntityTooLarge {
+		t.Fatalf("past 8 KB: %v %q, want 4.13", resp.Code, resp.Payload)
+	}
+	if n := reg.shadowReads(); n != 1 {
+		t.Fatalf("%d registry reads, want 1", n)
+	}
+	if got := r.h.shadows.models.Load(); got != 1 {
+		t.Fatalf("%d models, want 1", got)
+	}
+	r.sp.mu.Lock()
+	r.sp.err = errors.New("disk on fire")
+	r.sp.mu.Unlock()
+	if resp := post(`{"b":"q"}`); resp.Code != coapmsg.ServiceUnavailable {
+		t.Fatalf("failed append: %v %q, want 5.03", resp.Code, resp.Payload)
+	}
+	r.sp.mu.Lock()
+	r.sp.err = nil
+	r.sp.mu.Unlock()
+	if got := r.h.shadows.models.Load(); got != 0 {
+		t.Fatalf("%d models after a failed append, want 0", got)
+	}
+	if resp := post(`{"b":"r"}`); resp.Code != coapmsg.ServiceUnavailable || string(resp.Payload) != "thing busy, send again" {
+		t.Fatalf("model dropped, records not applied: %v %q, want 5.03 busy", resp.Code, resp.Payload)
+	}
+	reg.apply(r.h)
+	if resp := post(`{"b":"s"}`); resp.Code != coapmsg.Changed {
+		t.Fatalf("after the processor caught up: %v %q, want 2.04", resp.Code, resp.Payload)
+	}
+	if n := reg.shadowReads(); n != 2 {
+		t.Fatalf("%d registry reads, want 2", n)
 	}
 }

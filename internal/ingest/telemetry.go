@@ -78,7 +78,7 @@ func (h *Handler) store(w *coapserver.ResponseWriter, r *coapserver.Request) {
 	h.bufs.Put(bp)
 	if err != nil { // the spool will not call wt.stored
 		if wt.thing != nil {
-			wt.thing.settle(0, err)
+			wt.thing.settle(h.shadows, 0, err)
 		}
 		wt.w, wt.thing = nil, nil
 		h.waits.Put(wt)
@@ -106,7 +106,7 @@ func (h *Handler) newWaiting() *waiting {
 func (wt *waiting) onStored(seq uint64, err error) {
 	h, w := wt.h, wt.w
 	if wt.thing != nil {
-		wt.thing.settle(seq, err)
+		wt.thing.settle(h.shadows, seq, err)
 	}
 	wt.w, wt.thing = nil, nil
 	h.waits.Put(wt)

@@ -37,32 +37,19 @@ func (r *Registry) KnownThings(ctx context.Context) ([]NamedThing, error) {
 	return out, nil
 }
 
-// StateSize is the size of a thing's reported state as the limits count it.
-type StateSize struct {
-	Bytes      int // compact JSON (processor.Doc.Size)
-	Properties int // values, arrays included (what Options.MaxProperties counts)
-}
-
-// WouldBe returns the size of the thing's reported state as committed (before), and as it would
-// be with payload, a JSON object received at receivedAt (Unix nanoseconds), merged into it
-// (after), as Apply merges it. An unknown thing has an empty state.
-func (r *Registry) WouldBe(ctx context.Context, name string, payload []byte, receivedAt int64) (before, after StateSize, err error) {
+// ReportedState returns the thing's reported state as committed: an empty document for a thing
+// that does not exist (or has no state yet).
+func (r *Registry) ReportedState(ctx context.Context, name string) (*processor.Doc, error) {
 	var blob []byte
-	err = r.rdb.QueryRowContext(ctx, `SELECT shadow FROM things WHERE name = ?`, name).Scan(&blob)
+	err := r.rdb.QueryRowContext(ctx, `SELECT shadow FROM things WHERE name = ?`, name).Scan(&blob)
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
-		return before, after, fmt.Errorf("state of %s: %w", name, err)
+		return nil, fmt.Errorf("state of %s: %w", name, err)
 	}
 	doc, err := decodeShadow(blob)
 	if err != nil {
-		return before, after, fmt.Errorf("state of %s: %w", name, err)
+		return nil, fmt.Errorf("state of %s: %w", name, err)
 	}
-	rec, err := processor.DecodeJSON(payload, receivedAt)
-	if err != nil {
-		return before, after, err
-	}
-	before = StateSize{doc.Size(), countProperties(doc.Root())}
-	doc.Merge(rec)
-	return before, StateSize{doc.Size(), countProperties(doc.Root())}, nil
+	return doc, nil
 }
 
 // checkLimits returns why a thing's reported state cannot be stored, "" if it can: AWS IoT's
@@ -73,22 +60,9 @@ func (a *applyTx) checkLimits(d *processor.Doc) string {
 		return reason
 	}
 	if max := a.w.opts.MaxProperties; max > 0 {
-		if n := countProperties(d.Root()); n > max {
+		if n := d.Properties(); n > max {
 			return fmt.Sprintf("thing would have %d properties, over the limit of %d", n, max)
 		}
 	}
 	return ""
-}
-
-// countProperties is the number of properties (values, arrays included) under n: what
-// Options.MaxProperties counts.
-func countProperties(n processor.Node) int {
-	if n.Kind() == processor.ValueNode {
-		return 1
-	}
-	c := 0
-	for i := range n.Len() {
-		c += countProperties(n.Member(i))
-	}
-	return c
 }

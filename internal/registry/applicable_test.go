@@ -31,21 +31,18 @@ func TestMaxPropertiesSetAside(t *testing.T) {
 	}
 }
 
-// TestWouldBe: the state a record would give its thing, measured as the limits measure it.
-func TestWouldBe(t *testing.T) {
+// TestReportedState: the state the device API decides on, as Apply left it; an empty one for an
+// unknown thing; Properties counts values, arrays included, as MaxProperties does.
+func TestReportedState(t *testing.T) {
 	e := newEnv(t, Options{})
-	before, after, err := e.r.WouldBe(t.Context(), "a", []byte(`{"x":1,"y":{"z":"s"}}`), at(1).UnixNano())
-	if err != nil || before != (StateSize{2, 0}) || after != (StateSize{21, 2}) {
-		t.Fatalf("unknown thing: %+v %+v %v", before, after, err)
+	d, err := e.r.ReportedState(t.Context(), "a")
+	if err != nil || !d.Empty() || d.Size() != 2 || d.Properties() != 0 {
+		t.Fatalf("unknown thing: %s %v", d.AppendState(nil), err)
 	}
-	e.send(rec("sensor", "a", 1, `{"x":1,"y":{"z":"s"}}`))
-	before, after, err = e.r.WouldBe(t.Context(), "a", []byte(`{"x":22,"w":[1,{"v":2}],"y":null}`), at(2).UnixNano())
-	if err != nil || before != (StateSize{21, 2}) || after != (StateSize{len(`{"w":[1,{"v":2}],"x":22}`), 2}) {
-		t.Fatalf("known thing: %+v %+v %v", before, after, err)
-	}
-	// An older record does not overwrite newer properties: nothing changes.
-	if _, after, _ = e.r.WouldBe(t.Context(), "a", []byte(`{"x":"`+strings.Repeat("o", 100)+`"}`), at(0).UnixNano()); after != (StateSize{21, 2}) {
-		t.Fatalf("older record: %+v", after)
+	e.send(rec("sensor", "a", 1, `{"x":1,"y":{"z":"s","w":[1,{"v":2}]}}`), rec("sensor", "a", 2, `{"x":null}`))
+	d, err = e.r.ReportedState(t.Context(), "a")
+	if err != nil || string(d.AppendState(nil)) != `{"y":{"w":[1,{"v":2}],"z":"s"}}` || d.Properties() != 2 {
+		t.Fatalf("known thing: %s, %d properties, %v", d.AppendState(nil), d.Properties(), err)
 	}
 }
 
@@ -66,9 +63,9 @@ func TestShadowRulesSetAside(t *testing.T) {
 	}
 }
 
-// BenchmarkWouldBe is the device API's exact decision: a thing's state read and decoded, a
-// record merged into it, both measured; with a state of about 4 KB (100 properties).
-func BenchmarkWouldBe(b *testing.B) {
+// BenchmarkReportedState is the device API's exact decision: a thing's state read and decoded,
+// a record merged into it, the result measured; with a state of about 4 KB (100 properties).
+func BenchmarkReportedState(b *testing.B) {
 	e := newEnv(b, Options{})
 	var sb strings.Builder
 	sb.WriteString("{")
@@ -83,8 +80,17 @@ func BenchmarkWouldBe(b *testing.B) {
 	payload := []byte(`{"property-007":"new","temp":21.5}`)
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, after, err := e.r.WouldBe(b.Context(), "a", payload, at(2).UnixNano()); err != nil || after.Properties != 101 {
-			b.Fatal(after, err)
+		d, err := e.r.ReportedState(b.Context(), "a")
+		if err != nil {
+			b.Fatal(err)
+		}
+		p, err := processor.DecodeJSON(payload, at(2).UnixNano())
+		if err != nil {
+			b.Fatal(err)
+		}
+		d.Merge(p)
+		if d.Size() > processor.MaxShadowBytes || d.Properties() != 101 {
+			b.Fatal(d.Size(), d.Properties())
 		}
 	}
 }

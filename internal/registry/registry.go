@@ -12,7 +12,7 @@
 // counts) or processor.MaxShadowDepth (6 levels, the reported object being level 1), or with
 // more properties than Options.MaxProperties (--max-properties), is rejected: the records that
 // cannot fit are set aside with the reason, the others are applied. The device API refuses such
-// records before they are stored, with what applicable.go reads (KnownThings, WouldBe); this is
+// records before they are stored, with what applicable.go reads (KnownThings, ReportedState); this is
 // the backstop.
 // Shadow renders exactly what GetThingShadow returns: {"state":{"reported":…},
 // "metadata":{"reported":…},"version":N,"timestamp":<now, Unix s>}.
