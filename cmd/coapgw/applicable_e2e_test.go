@@ -93,7 +93,8 @@ func TestApplicableLibcoap(t *testing.T) {
 // TestShadowLimitEndToEnd (issue 11, finding 5): two 7 KB posts for one thing (--max-payload
 // allows them) would merge past the 8 KB shadow. The second is never acknowledged: 5.03 "thing
 // busy" while the first is being applied, then 4.13 with the size; the shadow keeps only the
-// first and nothing is set aside. --max-properties 3: a fourth property gets 4.13.
+// first and nothing is set aside. --max-properties 3: a fourth property gets 4.13, one replacing a
+// deleted property 2.04.
 func TestShadowLimitEndToEnd(t *testing.T) {
 	g := startGW(t, t.TempDir(), "--process", "local", "--max-payload", "16384", "--max-properties", "3")
 	c, err := coaptest.Dial(g.coap)
@@ -148,6 +149,10 @@ func TestShadowLimitEndToEnd(t *testing.T) {
 		if v := metricValue(t, m, `coapgw_ingest_records_total{result="`+r+`"}`); v != 1 {
 			t.Errorf("%s = %v, want 1", r, v)
 		}
+	}
+	// Both things are past half a limit: their state is kept in memory.
+	if v := metricValue(t, m, "coapgw_ingest_thing_models"); v != 2 {
+		t.Errorf("coapgw_ingest_thing_models = %v, want 2", v)
 	}
 	if err := g.stop(syscall.SIGTERM); err != nil {
 		t.Fatalf("SIGTERM: %v\n%s", err, g.stderr)

@@ -36,7 +36,8 @@
 // exists with another type, shadow_limit and property_limit: 4.13 for a record its thing's
 // shadow cannot take, thing_busy: 5.03 while that cannot be known yet),
 // coapgw_ingest_echo_challenges_total, coapgw_ingest_things (things known, with --max-things or
-// a Registry).
+// a Registry), coapgw_ingest_thing_models (things whose state is kept in memory, applicable.go;
+// with a Registry).
 //
 // JSON (jsoncheck.go): besides RFC 8259, the shadow rules of internal/jsonscan (numbers within
 // float64's range, no NUL, no unpaired surrogate, keys nonempty and unique in their object), 4.00
@@ -213,6 +214,11 @@ func New(cfg Config, sp Spool, log *slog.Logger, reg prometheus.Registerer) (*Ha
 			reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "coapgw_ingest_things",
 				Help: "Things the gateway knows, counted against --max-things."},
 				func() float64 { return float64(h.things.n.Load()) }))
+		}
+		if h.shadows != nil {
+			reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "coapgw_ingest_thing_models",
+				Help: "Things past half a shadow limit whose state the gateway keeps in memory to decide their records."},
+				func() float64 { return float64(h.shadows.models.Load()) }))
 		}
 	}
 	h.serve = h.pipeline()
