@@ -89,11 +89,18 @@ func TestLocalModeLibcoapToAPI(t *testing.T) {
 		}
 		t.Skip("coap-client-notls not installed")
 	}
-	g := startGW(t, t.TempDir(), "--process", "local")
-	post := func(path, payload string) {
+	dir := t.TempDir()
+	g := startGW(t, dir, "--process", "local")
+	postOut := func(path, payload string) string {
 		out, err := exec.Command(bin, "-m", "post", "-t", "50", "-e", payload, fmt.Sprintf("coap://%s%s", g.coap, path)).CombinedOutput()
-		if err != nil || len(strings.TrimSpace(string(out))) > 0 {
+		if err != nil {
 			t.Fatalf("coap-client post %s: %v %q", path, err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	post := func(path, payload string) {
+		if out := postOut(path, payload); out != "" {
+			t.Fatalf("coap-client post %s: %q", path, out)
 		}
 	}
 	post("/sensor/dev-1", `{"temp":21.5,"hum":40,"env":{"lux":300}}`)
@@ -146,10 +153,25 @@ func TestLocalModeLibcoapToAPI(t *testing.T) {
 	if code := getJSON(t, g, "/api/things/nope", nil); code != 404 {
 		t.Fatalf("unknown thing: %d", code)
 	}
-	// A thing that exists with another type is set aside with a reason, and the records behind it
+	// A thing that exists with another type gets 4.00 and is not stored; the records behind it
 	// still apply.
-	post("/other/dev-1", `{"x":1}`)
+	if out := postOut("/other/dev-1", `{"x":1}`); !strings.HasPrefix(out, "4.00 thing dev-1 exists with type sensor") {
+		t.Fatalf("another type: %q, want 4.00 \"thing dev-1 exists with type sensor\"", out)
+	}
 	post("/sensor/dev-2", `{"temp":5}`)
+	waitFor(t, "dev-2", func() bool { return getJSON(t, g, "/api/things/dev-2", &th) == 200 })
+	// One stored without the registry's knowledge (--process none: only the spool) is set aside
+	// with a reason when local mode applies it, and the records behind it still apply.
+	if err := g.stop(syscall.SIGTERM); err != nil {
+		t.Fatalf("SIGTERM: %v\n%s", err, g.stderr)
+	}
+	g = startGW(t, dir, "--process", "none")
+	post("/other/dev-1", `{"x":1}`)
+	post("/sensor/dev-3", `{"temp":5}`)
+	if err := g.stop(syscall.SIGTERM); err != nil {
+		t.Fatalf("SIGTERM: %v\n%s", err, g.stderr)
+	}
+	g = startGW(t, dir, "--process", "local")
 	var errs struct {
 		Records []struct {
 			Thing  string `json:"thingName"`
@@ -160,7 +182,7 @@ func TestLocalModeLibcoapToAPI(t *testing.T) {
 	if errs.Records[0].Thing != "dev-1" || !strings.Contains(errs.Records[0].Reason, "sensor") {
 		t.Fatalf("set aside: %+v", errs.Records)
 	}
-	waitFor(t, "dev-2", func() bool { return getJSON(t, g, "/api/things/dev-2", &th) == 200 })
+	waitFor(t, "dev-3", func() bool { return getJSON(t, g, "/api/things/dev-3", &th) == 200 })
 	if err := g.stop(syscall.SIGTERM); err != nil {
 		t.Fatalf("SIGTERM: %v\n%s", err, g.stderr)
 	}

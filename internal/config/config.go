@@ -146,6 +146,7 @@ type Local struct {
 	MaxThings        int           // max-things: 0 = no cap
 	HistoryMaxBytes  Size          // history-max-bytes: 0 = no cap
 	MaxSetAside      int           // max-set-aside
+	MaxProperties    int           // max-properties: 0 = no cap
 }
 
 // Forward configures the AWS pipeline's forwarder from the spool to SQS (internal/forward).
@@ -235,7 +236,7 @@ func Default() Config {
 		Local: Local{
 			Process: "local", Batch: 20000, BackoffMin: 100 * time.Millisecond, BackoffMax: 30 * time.Second,
 			HistoryMaxAge: 7 * 24 * time.Hour, HistoryMaxPoints: 1000,
-			MaxThings: 100_000, HistoryMaxBytes: 8 * GiB, MaxSetAside: 10_000,
+			MaxThings: 100_000, HistoryMaxBytes: 8 * GiB, MaxSetAside: 10_000, MaxProperties: 256,
 		},
 		Forward: Forward{
 			AckAfter: "spool", QueueAckTimeout: 3 * time.Second,

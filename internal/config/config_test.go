@@ -87,7 +87,7 @@ func TestEveryDocumentedSettingLoads(t *testing.T) {
 		"max-payload": "1000", "retry-after": "9s", "spool-max-bytes": "2GiB", "spool-segment-bytes": "1MiB",
 		"shutdown-timeout": "3s", "fail-linger": "1s", "piggyback-deadline": "500ms", "dedup-max-entries": "7", "dedup-per-peer": "3",
 		"device-rate": "60", "device-burst": "4", "device-rate-devices": "1000", "process": "none", "processor-batch": "10",
-		"history-max-age": "1h", "history-max-points": "5", "max-things": "7",
+		"history-max-age": "1h", "history-max-points": "5", "max-things": "7", "max-properties": "9",
 		"history-max-bytes": "64MiB", "max-set-aside": "9", "queue": "https://sqs.eu-west-1.amazonaws.com/1/q",
 		"ack-after": "queue", "queue-ack-timeout": "2s", "coap-sockets": "2", "socket-buffer": "1MiB",
 		"log-level": "debug", "log-format": "json", "aws-endpoint": "http://127.0.0.1:5000", "pprof": "true",
@@ -220,10 +220,10 @@ func TestBadValues(t *testing.T) {
 	}
 	c := Default()
 	c.Ingest.MaxPayload, c.Log.Level, c.CoAP.PiggybackDeadline = 0, "loud", 3*time.Second
-	c.Local.MaxThings = -1
+	c.Local.MaxThings, c.Local.MaxProperties = -1, -1
 	c.Local.HistoryMaxBytes, c.Local.MaxSetAside, c.Ingest.DeviceRateDevices = 4096, 0, 10
 	err = c.Validate(Serve)
-	for _, want := range []string{"max-payload", "log-level", "piggyback-deadline", "max-things", "history-max-bytes 4KiB",
+	for _, want := range []string{"max-payload", "log-level", "piggyback-deadline", "max-things", "max-properties", "history-max-bytes 4KiB",
 		"max-set-aside 0", "device-rate-devices 10"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Validate does not report %s: %v", want, err)

@@ -81,6 +81,7 @@ func (c *Config) options(role Role) []option {
 		{name: "processor-backoff-max", roles: sp, help: "longest wait between the local processor's retries of a failed batch", ptr: &c.Local.BackoffMax},
 		{name: "history-max-age", roles: sp, help: "telemetry history older than this is dropped", ptr: &c.Local.HistoryMaxAge},
 		{name: "max-things", roles: sp, help: "local mode: things the registry may hold; a record of a new thing beyond it gets 5.03 + Max-Age \"thing limit reached\" and is not stored; 0 = no cap (ignored with --queue or --process none)", ptr: &c.Local.MaxThings},
+		{name: "max-properties", roles: sp, help: "local mode: most properties a thing's reported state may have; a record that would pass it gets 4.13 and is not stored; 0 = no cap (ignored with --queue or --process none)", ptr: &c.Local.MaxProperties},
 		{name: "history-max-points", roles: sp, help: "telemetry history kept per thing (records with numeric properties)", ptr: &c.Local.HistoryMaxPoints},
 		{name: "history-max-bytes", roles: sp, help: "local mode: the telemetry history's size on disk; beyond it the oldest is dropped (at the other defaults, 3-property devices take about 4.4 GiB); 0 = no cap", ptr: &c.Local.HistoryMaxBytes},
 		{name: "max-set-aside", roles: sp, help: "local mode: set-aside records kept for the dashboard; beyond it the oldest are dropped (10000 take at most about 83 MiB with 8 KiB payloads)", ptr: &c.Local.MaxSetAside},

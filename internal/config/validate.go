@@ -200,6 +200,9 @@ func (c *Config) validateServe(v *validator) {
 	if n := l.MaxSetAside; n < 1 || n > 100_000_000 {
 		v.bad("max-set-aside %d: want 1–100000000", n)
 	}
+	if n := l.MaxProperties; n < 0 {
+		v.bad("max-properties %d: want 0 (no cap) or more", n)
+	}
 
 	c.validateQueueURL(v, false)
 	f := c.Forward

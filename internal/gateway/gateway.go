@@ -7,8 +7,10 @@
 // Configuration: config.Config, role config.Serve; every section goes to its component. The
 // gateway's own keys are shutdown_timeout (how long a stop waits for requests in flight) and
 // fail_linger (how long a failed gateway answers 5.03 and /readyz 503 before it exits). The local
-// section's max_things goes to the device API, loaded with the registry's thing names, in local
-// mode only (local.go). Metrics:
+// section's max_things goes to the device API; in local mode the device API also reads the
+// registry (its things with their types, a thing's reported state: ingest.Registry)
+// and is told how far the processor got after each batch, and max_properties goes to both
+// (local.go). Metrics:
 // the components' own, plus the Go and process collectors.
 package gateway
 
@@ -118,10 +120,13 @@ func New(cfg config.Config, log *slog.Logger) (*Gateway, error) {
 		AfterStored: g.afterStored(), Lag: g.lag,
 		DeviceRate: cfg.Ingest.DeviceRate, DeviceBurst: cfg.Ingest.DeviceBurst, DeviceLimitEntries: cfg.Ingest.DeviceRateDevices,
 		Credentials: g.creds, PlainPolicy: policy,
-		MaxThings: g.maxThings(), Things: g.knownThings,
+		MaxThings: g.maxThings(), Registry: g.ingestRegistry(), MaxProperties: g.cfg.Local.MaxProperties,
 	}, sp, log.With("component", "ingest"), g.reg)
 	if err != nil {
 		return fail(err)
+	}
+	if g.local != nil {
+		g.local.guard.processed = g.ingest.Processed
 	}
 	if policy != ingest.PlainOff {
 		if err := g.openCoAP(); err != nil {

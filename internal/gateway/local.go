@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/coapgw/coapgw/internal/httpapi"
+	"github.com/coapgw/coapgw/internal/ingest"
 	"github.com/coapgw/coapgw/internal/processor"
 	"github.com/coapgw/coapgw/internal/registry"
 	"modernc.org/sqlite"
@@ -33,7 +34,7 @@ func (g *Gateway) openLocal() error {
 	}
 	reg, err := registry.Open(filepath.Join(g.cfg.Spool.DataDir, "registry.db"), registry.Options{
 		HistoryMaxAge: g.cfg.Local.HistoryMaxAge, HistoryMaxPoints: g.cfg.Local.HistoryMaxPoints,
-		HistoryMaxBytes: histMax, MaxSetAside: g.cfg.Local.MaxSetAside,
+		HistoryMaxBytes: histMax, MaxSetAside: g.cfg.Local.MaxSetAside, MaxProperties: g.cfg.Local.MaxProperties,
 		Logger: g.log.With("component", "registry"), Registerer: g.reg,
 	})
 	if err != nil {
@@ -66,12 +67,36 @@ func (g *Gateway) maxThings() int {
 	return g.cfg.Local.MaxThings
 }
 
-// knownThings lists the registry's things for the device API's --max-things set, at start.
-func (g *Gateway) knownThings() ([]string, error) {
+// ingestRegistry is the registry as the device API reads it (local mode; nil otherwise): the
+// things with their types, a thing's reported state, how far the processor got.
+func (g *Gateway) ingestRegistry() ingest.Registry {
+	if g.local == nil {
+		return nil
+	}
+	return ingestRegistry{reg: g.local.reg, gw: g.cfg.Ingest.GatewayID}
+}
+
+type ingestRegistry struct {
+	reg *registry.Registry
+	gw  string
+}
+
+func (r ingestRegistry) Things() ([]ingest.KnownThing, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	return g.local.reg.ThingNames(ctx)
+	things, err := r.reg.KnownThings(ctx)
+	out := make([]ingest.KnownThing, len(things))
+	for i, t := range things {
+		out[i] = ingest.KnownThing{Name: t.Name, Type: t.Type}
+	}
+	return out, err
 }
+
+func (r ingestRegistry) State(ctx context.Context, thing string) (*processor.Doc, error) {
+	return r.reg.ReportedState(ctx, thing)
+}
+
+func (r ingestRegistry) Processed() (uint64, error) { return r.reg.HighWater(r.gw) }
 
 // raiseSeqPastRegistry makes the spool hand out sequence numbers above the registry's high-water
 // mark for this gateway. They normally are (the mark comes from the spool); they are not when the
@@ -147,10 +172,13 @@ func (l *local) close(g *Gateway) {
 // database, a full disk that gets space); on a permanent one the guard ends the processor's run
 // with that error, so the gateway stops taking records nothing would apply.
 type storeGuard struct {
-	sink   processor.Sink
-	mu     sync.Mutex
-	cancel context.CancelCauseFunc
-	err    error
+	sink processor.Sink
+	// processed, if set (before the processor runs), is told the highest sequence number of
+	// each batch the sink applied: the device API's shadow budget (ingest.Handler.Processed).
+	processed func(seq uint64)
+	mu        sync.Mutex
+	cancel    context.CancelCauseFunc
+	err       error
 }
 
 var _ processor.Sink = (*storeGuard)(nil)
@@ -170,6 +198,13 @@ func (s *storeGuard) fatal() error {
 // Apply applies b; a permanent store error also ends the run.
 func (s *storeGuard) Apply(ctx context.Context, b *processor.Batch) ([]processor.Outcome, error) {
 	out, err := s.sink.Apply(ctx, b)
+	if err == nil && s.processed != nil && len(b.Items) > 0 {
+		var last uint64
+		for i := range b.Items {
+			last = max(last, b.Items[i].Seq)
+		}
+		s.processed(last)
+	}
 	if err != nil && permanentStoreError(err) {
 		s.mu.Lock()
 		if s.err == nil {

@@ -32,14 +32,28 @@
 //
 // Metrics: coapgw_ingest_records_total{result} (accepted, rejected, spool_full, spool_error,
 // draining, queue_error, rate_limited, unauthorized: 4.01 or 4.03 from identity binding,
-// thing_limit: 5.03 for a new thing beyond --max-things), coapgw_ingest_echo_challenges_total,
-// coapgw_ingest_things (things known, with --max-things only), coapgw_ingest_rate_limit_devices
-// and coapgw_ingest_rate_limit_untracked_total (with --device-rate only; limit.go).
+// thing_limit: 5.03 for a new thing beyond --max-things, type_conflict: 4.00 for a thing that
+// exists with another type, shadow_limit and property_limit: 4.13 for a record its thing's
+// shadow cannot take, thing_busy: 5.03 while that cannot be known yet),
+// coapgw_ingest_echo_challenges_total, coapgw_ingest_things (things known, with --max-things or
+// a Registry), coapgw_ingest_thing_models (things whose state is kept in memory, applicable.go;
+// with a Registry), coapgw_ingest_rate_limit_devices and
+// coapgw_ingest_rate_limit_untracked_total (with --device-rate only; limit.go).
 //
-// --max-things (Config.MaxThings, Config.Things; thinglimit.go): the gateway keeps the names of
-// the things it knows in memory (one map entry each, about 100 bytes), loaded at start and
-// learnt as records of new things reach the spool; a new thing beyond the cap gets 5.03 with
-// Max-Age and "thing limit reached" before anything is stored, and known things keep working.
+// JSON (jsoncheck.go): besides RFC 8259, the shadow rules of internal/jsonscan (numbers within
+// float64's range, no NUL, no unpaired surrogate, keys nonempty and unique in their object), 4.00
+// with a diagnostic.
+//
+// --max-things (Config.MaxThings; thinglimit.go): the gateway keeps the things it knows in memory
+// (one map entry each, about 70 bytes with a short name), loaded at start and learnt as records of
+// new things reach the spool; a new thing beyond the cap gets 5.03 with Max-Age and "thing limit
+// reached" before anything is stored, and known things keep working.
+//
+// Local mode (Config.Registry; applicable.go): every known thing also has a type — a record
+// naming it under another gets 4.00 "thing X exists with type Y" — and upper bounds of its
+// reported state's size and properties, so that a record that would take it past 8 KB or
+// --max-properties (Config.MaxProperties) gets 4.13 before it is stored. The gateway calls
+// Handler.Processed after each batch the processor applied.
 package ingest
 
 import (
@@ -52,6 +66,7 @@ import (
 	"github.com/coapgw/coapgw/internal/coapmsg"
 	"github.com/coapgw/coapgw/internal/coapserver"
 	"github.com/coapgw/coapgw/internal/credential"
+	"github.com/coapgw/coapgw/internal/jsonscan"
 	"github.com/coapgw/coapgw/internal/spool"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -87,11 +102,16 @@ type Config struct {
 	// with Credentials, PlainOpen without; PlainUnbound needs Credentials.
 	PlainPolicy string
 	// MaxThings is --max-things: once the gateway knows this many things, a record of a new one
-	// gets 5.03 "thing limit reached" and is not stored (thinglimit.go). 0 = no cap. Things, if
-	// set, lists the names of the things that exist at start (the local registry's); a name
+	// gets 5.03 "thing limit reached" and is not stored (thinglimit.go). 0 = no cap. A name
 	// counts from its first record handed to the spool.
 	MaxThings int
-	Things    func() ([]string, error)
+	// Registry, if set (local mode), lists the things that exist at start, with their type, and
+	// reads shadows: a record naming a thing under another type gets 4.00, one that would take
+	// the thing's reported state past 8 KB or MaxProperties gets 4.13 (applicable.go).
+	Registry Registry
+	// MaxProperties is --max-properties: the most properties a thing's reported state may have
+	// (with Registry; 0 = no cap).
+	MaxProperties int
 }
 
 // Handler is the device API, a coapserver.Handler.
@@ -104,10 +124,12 @@ type Handler struct {
 	accepted atomic.Uint64
 	bufs     sync.Pool // record encoding buffers
 	waits    sync.Pool // *waiting (telemetry.go)
+	keys     sync.Pool // *jsonscan.Keys, for the shadow rules' key checks (jsoncheck.go)
 	results  [numResults]prometheus.Counter
-	echoKey  [32]byte    // see amplification.go
-	limit    *limiter    // nil: no --device-rate
-	things   *thingLimit // nil: no --max-things
+	echoKey  [32]byte      // see amplification.go
+	limit    *limiter      // nil: no --device-rate
+	things   *thingIndex   // nil: no --max-things and no Registry
+	shadows  *shadowBudget // nil: no Registry
 	appends  appendState
 
 	echoChallenges prometheus.Counter
@@ -130,6 +152,10 @@ const (
 	resLimited
 	resUnauthorized
 	resThingLimit
+	resTypeConflict
+	resShadowLimit
+	resPropertyLimit
+	resThingBusy
 	numResults
 )
 
@@ -165,7 +191,10 @@ func New(cfg Config, sp Spool, log *slog.Logger, reg prometheus.Registerer) (*Ha
 	h := &Handler{cfg: cfg, spool: sp, log: log, echoKey: newEchoKey(),
 		limit: newLimiter(cfg.DeviceRate, cfg.DeviceBurst, cfg.DeviceLimitEntries)}
 	var err error
-	if h.things, err = newThingLimit(cfg.MaxThings, cfg.Things); err != nil {
+	if h.things, err = newThingIndex(cfg.MaxThings, cfg.Registry); err != nil {
+		return nil, err
+	}
+	if h.shadows, err = newShadowBudget(cfg.Registry, cfg.MaxProperties, sp); err != nil {
 		return nil, err
 	}
 	h.appends.log, h.appends.now = log, time.Now
@@ -174,8 +203,10 @@ func New(cfg Config, sp Spool, log *slog.Logger, reg prometheus.Registerer) (*Ha
 		Help: "4.01 Unauthorized answers with an Echo option: an answer would have amplified a request from an unverified address."})
 	h.bufs.New = func() any { b := make([]byte, 0, 512); return &b }
 	h.waits.New = func() any { return h.newWaiting() }
+	h.keys.New = func() any { return new(jsonscan.Keys) }
 	vec := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "coapgw_ingest_records_total", Help: "Telemetry requests by result."}, []string{"result"})
-	for i, n := range []string{"accepted", "rejected", "spool_full", "spool_error", "draining", "queue_error", "rate_limited", "unauthorized", "thing_limit"} {
+	for i, n := range []string{"accepted", "rejected", "spool_full", "spool_error", "draining", "queue_error", "rate_limited", "unauthorized", "thing_limit",
+		"type_conflict", "shadow_limit", "property_limit", "thing_busy"} {
 		h.results[i] = vec.WithLabelValues(n)
 	}
 	if reg != nil {
@@ -187,6 +218,11 @@ func New(cfg Config, sp Spool, log *slog.Logger, reg prometheus.Registerer) (*Ha
 			reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "coapgw_ingest_things",
 				Help: "Things the gateway knows, counted against --max-things."},
 				func() float64 { return float64(h.things.n.Load()) }))
+		}
+		if h.shadows != nil {
+			reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "coapgw_ingest_thing_models",
+				Help: "Things past half a shadow limit whose state the gateway keeps in memory to decide their records."},
+				func() float64 { return float64(h.shadows.models.Load()) }))
 		}
 	}
 	h.serve = h.pipeline()

@@ -13,6 +13,7 @@ import (
 
 	"github.com/coapgw/coapgw/internal/coapmsg"
 	"github.com/coapgw/coapgw/internal/coapserver"
+	"github.com/coapgw/coapgw/internal/processor"
 	"github.com/coapgw/coapgw/internal/record"
 	"github.com/coapgw/coapgw/internal/spool"
 )
@@ -26,6 +27,8 @@ type fakeSpool struct {
 	// slow, if set, makes the durable write asynchronous: it completes when a value is sent on
 	// slow (nil: stored, else: failed with that error), like a slow fsync.
 	slow chan error
+	// stats, if set, is what Stats reports.
+	stats func() spool.Stats
 }
 
 func (f *fakeSpool) Append(b []byte, done func(uint64, error)) error {
@@ -65,7 +68,12 @@ func (f *fakeSpool) stored() int {
 	return len(f.data)
 }
 
-func (f *fakeSpool) Stats() spool.Stats { return spool.Stats{Depth: int64(f.stored())} }
+func (f *fakeSpool) Stats() spool.Stats {
+	if f.stats != nil {
+		return f.stats()
+	}
+	return spool.Stats{Depth: int64(f.stored())}
+}
 
 type capture struct {
 	mu  sync.Mutex
@@ -98,7 +106,15 @@ func newRigWith(t *testing.T, cfg Config) *rig {
 // newRigOpts is newRigWith with exchange-layer options. If they set a PiggybackDeadline, the
 // endpoint's timers (empty ACKs, separate responses) run until the test ends.
 func newRigOpts(t *testing.T, cfg Config, opts coapserver.Options) *rig {
-	sp := &fakeSpool{}
+	return newRigSpoolOpts(t, cfg, &fakeSpool{}, opts)
+}
+
+// newRigSpool is newRigWith over the spool sp.
+func newRigSpool(t *testing.T, cfg Config, sp *fakeSpool) *rig {
+	return newRigSpoolOpts(t, cfg, sp, coapserver.Options{})
+}
+
+func newRigSpoolOpts(t *testing.T, cfg Config, sp *fakeSpool, opts coapserver.Options) *rig {
 	h, err := New(cfg, sp, nil, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -405,7 +421,8 @@ func TestJSONCheck(t *testing.T) {
 }
 
 func FuzzCheckJSONObject(f *testing.F) {
-	for _, s := range []string{`{}`, `{"a":[1,{"b":null}]}`, `[1]`, `{"a":"\ud83d\ude00"}`, "{\"a\":\"\xff\"}", strings.Repeat("[", 50)} {
+	for _, s := range []string{`{}`, `{"a":[1,{"b":null}]}`, `[1]`, `{"a":"\ud83d\ude00"}`, "{\"a\":\"\xff\"}", strings.Repeat("[", 50),
+		`{"a":1e400}`, `{"a":1,"\u0061":2}`, `{"":1}`, `{"a":"\u0000"}`, `{"a":"\ud800\u0041"}`, `{"a":{"b":1,"b":2}}`} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -415,6 +432,11 @@ func FuzzCheckJSONObject(f *testing.F) {
 			var v map[string]any
 			if jerr := jsonUnmarshal(b, &v); jerr != nil {
 				t.Fatalf("accepted %q that encoding/json rejects: %v", b, jerr)
+			}
+			// And the processor must decode it: a record the device API acknowledges is never
+			// set aside as undecodable.
+			if _, derr := processor.DecodeJSON(b, 1); derr != nil {
+				t.Fatalf("accepted %q that the processor cannot decode: %v", b, derr)
 			}
 		}
 	})
@@ -445,6 +467,9 @@ func benchServeCoAP(b *testing.B, cfg Config) {
 		}
 		p := netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 0, byte(i >> 20), byte(i >> 12)}), 5683)
 		ep.HandleDatagram(p, reqs[i%4096])
+		if cfg.Registry != nil { // the processor keeps up
+			h.Processed(uint64(len(sp.data)))
+		}
 	}
 }
 

@@ -8,9 +8,18 @@ import (
 )
 
 // checkJSONObject reports whether b is one JSON object (RFC 8259), valid UTF-8, with objects and
-// arrays nested at most maxDepth levels (the top-level object is level 1). It does not allocate.
+// arrays nested at most maxDepth levels (the top-level object is level 1), that keeps the shadow
+// rules (jsonscan/rules.go: numbers within float64's range, no NUL, no unpaired surrogate, keys
+// nonempty and unique in their object).
 func checkJSONObject(b []byte, maxDepth int) error {
-	p := jsonScan{Scanner: jsonscan.Scanner{B: b}, maxDepth: maxDepth}
+	return scanPayload(b, maxDepth, new(jsonscan.Keys))
+}
+
+// scanPayload is checkJSONObject with a reusable key set: it does not allocate once keys has
+// grown.
+func scanPayload(b []byte, maxDepth int, keys *jsonscan.Keys) error {
+	keys.Reset(b)
+	p := jsonScan{Scanner: jsonscan.Scanner{B: b}, maxDepth: maxDepth, keys: keys}
 	p.WS()
 	if p.I >= len(b) || b[p.I] != '{' {
 		return errors.New("payload must be a JSON object")
@@ -28,6 +37,7 @@ func checkJSONObject(b []byte, maxDepth int) error {
 type jsonScan struct {
 	jsonscan.Scanner
 	maxDepth int
+	keys     *jsonscan.Keys
 }
 
 func (p *jsonScan) value(depth int) error {
@@ -66,13 +76,19 @@ func (p *jsonScan) container(depth int, open byte) error {
 		p.I++
 		return nil
 	}
+	mark := p.keys.Open()
 	for {
 		if open == '{' {
 			p.WS()
 			if p.I >= len(p.B) || p.B[p.I] != '"' {
 				return p.Errf("object key must be a string")
 			}
-			if err := p.Str(); err != nil {
+			start := p.I
+			escaped, err := p.StrEsc()
+			if err != nil {
+				return err
+			}
+			if err := p.keys.Add(start, p.I, escaped); err != nil {
 				return err
 			}
 			p.WS()
@@ -93,6 +109,9 @@ func (p *jsonScan) container(depth int, open byte) error {
 			p.I++
 		case closeCh:
 			p.I++
+			if open == '{' {
+				return p.keys.Close(mark)
+			}
 			return nil
 		default:
 			return p.Errf("unexpected %q", p.B[p.I])

@@ -13,11 +13,15 @@ import (
 //	router       /.well-known/core, /health: GET only, acceptable Accept, then the resource;
 //	             POST and PUT: telemetry; else 4.05 or 4.04
 //	telemetry:
-//	  validate   /{type}/{id}, names, Content-Format, size, JSON object: 4.00, 4.13, 4.15
+//	  validate   /{type}/{id}, names, Content-Format, size, JSON object and the shadow rules:
+//	             4.00, 4.13, 4.15
 //	  bind       DTLS: only the identity's own /{type}/{id}, else 4.03; plain CoAP: 4.01 for a
 //	             thing with a credential (--plain-coap unbound) or any (off)
 //	  drain      5.03 once Drain was called
 //	  rateLimit  5.03 with Max-Age beyond --device-rate, per identity (DTLS) or per /{type}/{id}
+//	  thingCheck 5.03 for a new thing beyond --max-things; local mode: 4.00 for a thing that
+//	             exists with another type, 4.13 for a record its shadow cannot take, 5.03 "thing
+//	             busy" while that cannot be known (applicable.go)
 //	  store      record to the spool; 2.04, or 5.03, once the spool has answered
 //
 // Telemetry is validated first, so that a malformed request gets its 4.xx whatever state the
@@ -25,11 +29,11 @@ import (
 // telemetry for a valid /{type}/{id}.
 func (h *Handler) pipeline() coapserver.Handler {
 	telemetry := chain(coapserver.HandlerFunc(h.store),
-		h.validate,  // path, names, Content-Format, size, JSON object: 4.00, 4.13, 4.15
-		h.bind,      // 4.03 for another identity's thing, 4.01 for plain CoAP a thing may not use
-		h.drain,     // 5.03 "gateway shutting down" once Drain was called
-		h.rateLimit, // 5.03 with Max-Age (a NON: dropped) beyond --device-rate
-		h.thingCap,  // 5.03 with Max-Age "thing limit reached" for a new thing beyond --max-things
+		h.validate,   // path, names, Content-Format, size, JSON object: 4.00, 4.13, 4.15
+		h.bind,       // 4.03 for another identity's thing, 4.01 for plain CoAP a thing may not use
+		h.drain,      // 5.03 "gateway shutting down" once Drain was called
+		h.rateLimit,  // 5.03 with Max-Age (a NON: dropped) beyond --device-rate
+		h.thingCheck, // --max-things 5.03; local mode: another type 4.00, shadow too big 4.13
 	)
 	return &router{
 		wellKnown: getOnly(coapmsg.FormatLinkFormat, coapserver.HandlerFunc(h.wellKnown)),

@@ -6,6 +6,7 @@ import (
 
 	"github.com/coapgw/coapgw/internal/coapmsg"
 	"github.com/coapgw/coapgw/internal/coapserver"
+	"github.com/coapgw/coapgw/internal/jsonscan"
 	"github.com/coapgw/coapgw/internal/record"
 	"github.com/coapgw/coapgw/internal/spool"
 )
@@ -29,7 +30,11 @@ func (h *Handler) validate(next coapserver.Handler) coapserver.Handler {
 		case len(r.Payload()) == 0:
 			h.reject(w, coapmsg.BadRequest, "empty payload: want a JSON object")
 		default:
-			if err := checkJSONObject(r.Payload(), h.cfg.MaxDepth); err != nil {
+			keys := h.keys.Get().(*jsonscan.Keys)
+			err := scanPayload(r.Payload(), h.cfg.MaxDepth, keys)
+			keys.Reset(nil)
+			h.keys.Put(keys)
+			if err != nil {
 				msg := err.Error()
 				if len(msg) > 64 {
 					msg = msg[:64]
@@ -65,11 +70,17 @@ func (h *Handler) store(w *coapserver.ResponseWriter, r *coapserver.Request) {
 	w.Defer()
 	wt := h.waits.Get().(*waiting)
 	wt.w = w
+	if h.shadows != nil { // thingCheck counted the record in its thing's budget
+		wt.thing = h.things.get(r.Path(1))
+	}
 	err := h.spool.Append(b, wt.stored)
 	*bp = b[:0]
 	h.bufs.Put(bp)
 	if err != nil { // the spool will not call wt.stored
-		wt.w = nil
+		if wt.thing != nil {
+			wt.thing.settle(h.shadows, 0, err)
+		}
+		wt.w, wt.thing = nil, nil
 		h.waits.Put(wt)
 		h.noteAppend(err)
 		h.done(w, err)
@@ -81,6 +92,7 @@ func (h *Handler) store(w *coapserver.ResponseWriter, r *coapserver.Request) {
 type waiting struct {
 	h      *Handler
 	w      *coapserver.ResponseWriter
+	thing  *thingEntry                 // with a shadow budget: the record's thing
 	stored func(seq uint64, err error) // the spool's done callback: onStored
 }
 
@@ -93,7 +105,10 @@ func (h *Handler) newWaiting() *waiting {
 // onStored is called by the spool exactly once per Append that returned nil.
 func (wt *waiting) onStored(seq uint64, err error) {
 	h, w := wt.h, wt.w
-	wt.w = nil
+	if wt.thing != nil {
+		wt.thing.settle(h.shadows, seq, err)
+	}
+	wt.w, wt.thing = nil, nil
 	h.waits.Put(wt)
 	h.noteAppend(err)
 	if err != nil || h.cfg.AfterStored == nil {

@@ -5,79 +5,136 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/coapgw/coapgw/internal/coapmsg"
 	"github.com/coapgw/coapgw/internal/coapserver"
 )
 
-// thingLimit is --max-things: the set of thing names the gateway knows, so that the hot path
-// tells a known thing from a new one with one map lookup and never asks the registry. It starts
-// with the names Config.Things lists and learns each new name when a record of it is let through
-// to the spool (before the processor applies it; a name whose append then fails, or whose record
-// is set aside, still counts until a restart). A new name beyond max is refused. The set holds
-// one entry per thing: at most max, or the registry's count at start if that was larger (those
-// things keep working, and no new one is let in).
+// thingIndex is the things the gateway knows, so that the hot path tells a known thing from a
+// new one, and a thing's type, with one map lookup and never asks the registry. It starts with
+// the things Config.Registry lists and learns each new thing, with the type its first request
+// names, when a record of it is let through to the spool (before the processor applies it; a
+// thing whose append then fails, or whose record is set aside, still counts until a restart).
 //
-// Names are thing ids (the registry's thing names), not /{type}/{id}: a thing exists once,
-// whatever type a request claims for it.
-type thingLimit struct {
-	max   int
-	mu    sync.RWMutex
-	known map[string]struct{}
-	n     atomic.Int64 // len(known), for the gauge
+// --max-things: a new thing beyond max is refused. The index holds one entry per thing: at most
+// max, or the registry's count at start if that was larger (those things keep working, and no
+// new one is let in).
+//
+// Names are thing ids (the registry's thing names), not /{type}/{id}: a thing exists once, with
+// one type. With a Registry (local mode) a request naming a known thing under another type is
+// refused (checkTypes); without one (AWS mode, --process none, tests of the cap alone) types are
+// not known and not checked.
+type thingIndex struct {
+	max        int  // --max-things; 0: no cap
+	checkTypes bool // types are known: Config.Registry
+	mu         sync.RWMutex
+	known      map[string]*thingEntry
+	types      map[string]string // interned type names
+	n          atomic.Int64      // len(known), for the gauge
 }
 
-func newThingLimit(max int, things func() ([]string, error)) (*thingLimit, error) {
-	if max <= 0 {
+// thingEntry is one thing the gateway knows. typ is set once (and shared by the things of that
+// type); the rest is the shadow budget's (applicable.go), guarded by mu.
+type thingEntry struct {
+	typ string
+	mu  sync.Mutex
+	budget
+}
+
+func newThingIndex(max int, reg Registry) (*thingIndex, error) {
+	if max <= 0 && reg == nil {
 		return nil, nil
 	}
-	t := &thingLimit{max: max, known: make(map[string]struct{})}
-	if things != nil {
-		names, err := things()
+	t := &thingIndex{max: max, checkTypes: reg != nil, known: make(map[string]*thingEntry), types: make(map[string]string)}
+	if reg != nil {
+		things, err := reg.Things()
 		if err != nil {
 			return nil, fmt.Errorf("ingest: list known things: %w", err)
 		}
-		t.known = make(map[string]struct{}, len(names))
-		for _, n := range names {
-			t.known[n] = struct{}{}
+		t.known = make(map[string]*thingEntry, len(things))
+		for _, th := range things {
+			t.known[th.Name] = &thingEntry{typ: t.intern(th.Type), budget: unknownBudget}
 		}
 	}
 	t.n.Store(int64(len(t.known)))
 	return t, nil
 }
 
-// admit reports whether a record of thing id may be stored: the thing is known, or there is room
-// for it (then it is known from now on). A known thing costs a map lookup and no allocation.
-func (t *thingLimit) admit(id []byte) bool {
+// intern returns the type name's shared copy; t.mu is held for writing (or t is not shared yet).
+func (t *thingIndex) intern(name string) string {
+	if s, ok := t.types[name]; ok {
+		return s
+	}
+	t.types[name] = name
+	return name
+}
+
+// get returns the entry of thing id, nil if the gateway does not know it.
+func (t *thingIndex) get(id []byte) *thingEntry {
 	t.mu.RLock()
-	_, ok := t.known[string(id)]
+	e := t.known[string(id)]
 	t.mu.RUnlock()
-	if ok {
-		return true
+	return e
+}
+
+// admit returns the entry of thing id, adding it with type typ and the budget of a new thing
+// (s.initial) if there is room; nil if the thing is new and the cap is reached. A known thing
+// costs a map lookup and no allocation.
+func (t *thingIndex) admit(typ, id []byte, s *shadowBudget) *thingEntry {
+	if e := t.get(id); e != nil {
+		return e
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if _, ok := t.known[string(id)]; ok {
-		return true
+	if e := t.known[string(id)]; e != nil {
+		return e
 	}
-	if len(t.known) >= t.max {
-		return false
+	if t.max > 0 && len(t.known) >= t.max {
+		return nil
 	}
-	t.known[string(id)] = struct{}{}
+	e := &thingEntry{typ: t.intern(string(typ)), budget: s.initial()}
+	t.known[string(id)] = e
 	t.n.Store(int64(len(t.known)))
-	return true
+	return e
 }
 
-// thingCap is --max-things (pipeline.go): a record of a thing the gateway does not know, when it
-// already knows --max-things things, gets 5.03 with Max-Age (--retry-after) and "thing limit
-// reached" before anything is stored. The gateway is full, not the request wrong, so it is a
-// 5.03 like a full spool, not a 4.xx. Without a cap it is no step at all.
-func (h *Handler) thingCap(next coapserver.Handler) coapserver.Handler {
+// otherType returns the type e has if it is not typ, "" if it is typ (or types are not checked).
+func (t *thingIndex) otherType(e *thingEntry, typ []byte) string {
+	if !t.checkTypes || e.typ == string(typ) {
+		return ""
+	}
+	return e.typ
+}
+
+// thingCheck is the last step before the spool (pipeline.go), for things the gateway knows
+// about (Config.MaxThings, Config.Registry); without either it is no step at all:
+//
+//   - --max-things: a record of a thing the gateway does not know, when it already knows
+//     --max-things things, gets 5.03 with Max-Age (--retry-after) and "thing limit reached". The
+//     gateway is full, not the request wrong, so it is a 5.03 like a full spool, not a 4.xx.
+//   - type: a record naming a known thing under another type than the one it exists with gets
+//     4.00 "thing X exists with type Y" (the registry would set it aside). 4.00: the request
+//     names the wrong resource, like an invalid name; 4.03 is coapgw's answer to an identity
+//     writing another's thing, and 4.09 Conflict is RFC 8132's (FETCH/PATCH), not RFC 7252's —
+//     a client that does not know it takes it for 4.00 anyway (RFC 7252 §5.9.2).
+//   - shadow budget (applicable.go): a record that would take the thing's reported state past
+//     8 KB or --max-properties gets 4.13.
+func (h *Handler) thingCheck(next coapserver.Handler) coapserver.Handler {
 	if h.things == nil {
 		return next
 	}
 	return coapserver.HandlerFunc(func(w *coapserver.ResponseWriter, r *coapserver.Request) {
-		if !h.things.admit(r.Path(1)) {
+		e := h.things.admit(r.Path(0), r.Path(1), h.shadows)
+		if e == nil {
 			h.results[resThingLimit].Inc()
 			h.unavailable(w, "thing limit reached")
+			return
+		}
+		if other := h.things.otherType(e, r.Path(0)); other != "" {
+			h.results[resTypeConflict].Inc()
+			w.Respond(coapmsg.BadRequest, w.Diagnostic(fmt.Appendf(nil, "thing %.48s exists with type %.48s", r.Path(1), other)))
+			return
+		}
+		if h.shadows != nil && !h.admitShadow(w, r, e) {
 			return
 		}
 		next.ServeCoAP(w, r)

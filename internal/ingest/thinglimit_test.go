@@ -56,15 +56,15 @@ func TestMaxThings(t *testing.T) {
 // TestMaxThingsKnownAtStart: the things listed at start count against the cap and keep working,
 // also when there are more of them than the cap; a list error fails New.
 func TestMaxThingsKnownAtStart(t *testing.T) {
-	list := func() ([]string, error) { return []string{"a", "b", "c"}, nil }
-	r := newRigWith(t, Config{GatewayID: "gw-test", MaxThings: 4, Things: list})
+	list := &fakeRegistry{things: []KnownThing{{"a", "s"}, {"b", "s"}, {"c", "s"}}}
+	r := newRigWith(t, Config{GatewayID: "gw-test", MaxThings: 4, Registry: list})
 	if resp := r.do(coapmsg.POST, pathOpts("s", "new-1"), `{}`); resp.Code != coapmsg.Changed {
 		t.Fatalf("new-1: %v, want 2.04", resp.Code)
 	}
 	if resp := r.do(coapmsg.POST, pathOpts("s", "new-2"), `{}`); resp.Code != coapmsg.ServiceUnavailable {
 		t.Fatalf("new-2: %v, want 5.03", resp.Code)
 	}
-	r = newRigWith(t, Config{GatewayID: "gw-test", MaxThings: 2, Things: list})
+	r = newRigWith(t, Config{GatewayID: "gw-test", MaxThings: 2, Registry: list})
 	for _, id := range []string{"a", "b", "c"} {
 		if resp := r.do(coapmsg.POST, pathOpts("s", id), `{}`); resp.Code != coapmsg.Changed {
 			t.Fatalf("%s (known, above the cap): %v, want 2.04", id, resp.Code)
@@ -73,26 +73,25 @@ func TestMaxThingsKnownAtStart(t *testing.T) {
 	if resp := r.do(coapmsg.POST, pathOpts("s", "d"), `{}`); resp.Code != coapmsg.ServiceUnavailable {
 		t.Fatalf("d: %v, want 5.03", resp.Code)
 	}
-	if _, err := New(Config{MaxThings: 1, Things: func() ([]string, error) { return nil, errors.New("boom") }}, &fakeSpool{}, nil, nil); err == nil {
-		t.Fatal("New with a failing Things: no error")
+	if _, err := New(Config{MaxThings: 1, Registry: &fakeRegistry{err: errors.New("boom")}}, &fakeSpool{}, nil, nil); err == nil {
+		t.Fatal("New with a failing Registry.Things: no error")
 	}
 }
 
 // TestThingLimitNoAlloc: a known thing costs a map lookup, no allocation.
 func TestThingLimitNoAlloc(t *testing.T) {
-	l, err := newThingLimit(10, func() ([]string, error) { return []string{"dev-1"}, nil })
+	l, err := newThingIndex(10, &fakeRegistry{things: []KnownThing{{"dev-1", "sensor"}}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	id := []byte("dev-1")
-	if n := testing.AllocsPerRun(100, func() { l.admit(id) }); n != 0 {
+	typ, id := []byte("sensor"), []byte("dev-1")
+	if n := testing.AllocsPerRun(100, func() { l.admit(typ, id, nil) }); n != 0 {
 		t.Fatalf("%v allocations per known thing, want 0", n)
 	}
 }
 
-// BenchmarkServeCoAPThingCap is BenchmarkServeCoAP with --max-things on and the device known:
-// one map lookup more.
+// BenchmarkServeCoAPThingCap is BenchmarkServeCoAP with --max-things on and the device known
+// (from its first request on): one map lookup more.
 func BenchmarkServeCoAPThingCap(b *testing.B) {
-	benchServeCoAP(b, Config{GatewayID: "gw", MaxThings: 100_000,
-		Things: func() ([]string, error) { return []string{"dev-1"}, nil }})
+	benchServeCoAP(b, Config{GatewayID: "gw", MaxThings: 100_000})
 }

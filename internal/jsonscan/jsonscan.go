@@ -1,6 +1,8 @@
 // Package jsonscan holds the lexical pieces of a strict JSON (RFC 8259) reader: whitespace,
 // literals, numbers and strings (escapes checked, UTF-8 validated). The device API's validator
-// and the processor's decoder build their grammar on it, so both accept exactly the same text.
+// and the processor's decoder build their grammar on it, so both accept exactly the same text,
+// and it enforces AWS IoT's shadow rules on values, the same for both (rules.go); Keys checks
+// that keys are nonempty and unique.
 // Nothing here allocates except the error values.
 package jsonscan
 
@@ -50,8 +52,11 @@ func (s *Scanner) digits() int {
 	return n
 }
 
-// Num consumes a number; the caller has seen '-' or a digit at I.
+// Num consumes a number; the caller has seen '-' or a digit at I. Besides RFC 8259's grammar it
+// enforces the shadow rule on range (see rules.go): a number must be a finite float64 and a
+// nonzero one must not round to zero.
 func (s *Scanner) Num() error {
+	start := s.I
 	if s.B[s.I] == '-' {
 		s.I++
 	}
@@ -66,7 +71,9 @@ func (s *Scanner) Num() error {
 			return s.Errf("bad number")
 		}
 	}
+	exp := false
 	if s.I < len(s.B) && (s.B[s.I] == 'e' || s.B[s.I] == 'E') {
+		exp = true
 		s.I++
 		if s.I < len(s.B) && (s.B[s.I] == '+' || s.B[s.I] == '-') {
 			s.I++
@@ -75,10 +82,19 @@ func (s *Scanner) Num() error {
 			return s.Errf("bad number")
 		}
 	}
+	// Without an exponent, fewer than 300 characters can neither overflow (beyond 1.8e308) nor
+	// underflow (below 4.9e-324): the common case costs no conversion.
+	if !exp && s.I-start < 300 {
+		return nil
+	}
+	if !inRange(s.B[start:s.I]) {
+		return &RuleError{Off: start, Msg: "number out of range"}
+	}
 	return nil
 }
 
-// Str consumes a string; the caller has seen '"' at I.
+// Str consumes a string; the caller has seen '"' at I. Besides RFC 8259's grammar it enforces
+// the shadow rules on text (see rules.go): no NUL (\u0000) and no unpaired surrogate escape.
 func (s *Scanner) Str() error {
 	_, err := s.StrEsc()
 	return err
@@ -103,15 +119,9 @@ func (s *Scanner) StrEsc() (escaped bool, err error) {
 			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
 				s.I++
 			case 'u':
-				if len(s.B)-s.I < 5 {
-					return false, s.Errf("bad \\u escape")
+				if err := s.unicodeEscape(); err != nil {
+					return false, err
 				}
-				for _, h := range s.B[s.I+1 : s.I+5] {
-					if !(h >= '0' && h <= '9' || h >= 'a' && h <= 'f' || h >= 'A' && h <= 'F') {
-						return false, s.Errf("bad \\u escape")
-					}
-				}
-				s.I += 5
 			default:
 				return false, s.Errf("bad escape")
 			}

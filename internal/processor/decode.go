@@ -40,7 +40,10 @@ func DefaultDecoders() Decoders {
 }
 
 // DecodeJSON decodes a payload that must be one JSON object (RFC 8259, UTF-8) nested at most
-// MaxShadowDepth levels. Arrays are kept as values, compacted; null members become deletions.
+// MaxShadowDepth levels that keeps the shadow rules (jsonscan's: numbers within float64's range,
+// no NUL, no unpaired surrogate, keys nonempty and unique in their object; breaking one is a
+// *jsonscan.RuleError), as the device API checks them. Arrays are kept as values, compacted;
+// null members become deletions.
 func DecodeJSON(payload []byte, ts int64) (*Doc, error) {
 	p := parser{Scanner: jsonscan.Scanner{B: payload}, maxDepth: MaxShadowDepth}
 	p.WS()
@@ -74,6 +77,7 @@ func (p *parser) object(n *node, depth int, ts int64) error {
 		return p.depthErr()
 	}
 	n.kind = kindObject
+	open := p.I
 	p.I++ // '{'
 	p.WS()
 	if p.I < len(p.B) && p.B[p.I] == '}' {
@@ -86,9 +90,13 @@ func (p *parser) object(n *node, depth int, ts int64) error {
 		if p.I >= len(p.B) || p.B[p.I] != '"' {
 			return p.Errf("object key must be a string")
 		}
+		start := p.I
 		key, err := p.key()
 		if err != nil {
 			return err
+		}
+		if key == "" {
+			return &jsonscan.RuleError{Off: start, Msg: "empty key"}
 		}
 		p.WS()
 		if p.I >= len(p.B) || p.B[p.I] != ':' {
@@ -136,7 +144,10 @@ func (p *parser) object(n *node, depth int, ts int64) error {
 		case '}':
 			p.I++
 			if !sorted {
-				n.kids = sortMembers(n.kids)
+				var dup string
+				if n.kids, dup = sortMembers(n.kids); dup != "" {
+					return &jsonscan.RuleError{Off: open, Msg: fmt.Sprintf("duplicate key %q", dup)}
+				}
 			}
 			return nil
 		default:
@@ -145,17 +156,15 @@ func (p *parser) object(n *node, depth int, ts int64) error {
 	}
 }
 
-// sortMembers sorts by key; of duplicate keys the last one wins, as in most JSON decoders.
-func sortMembers(kids []member) []member {
-	slices.SortStableFunc(kids, func(a, b member) int { return cmp.Compare(a.key, b.key) })
-	out := kids[:0]
-	for i, m := range kids {
-		if i+1 < len(kids) && kids[i+1].key == m.key {
-			continue
+// sortMembers sorts by key; it returns a key that appears twice, if one does.
+func sortMembers(kids []member) ([]member, string) {
+	slices.SortFunc(kids, func(a, b member) int { return cmp.Compare(a.key, b.key) })
+	for i := 1; i < len(kids); i++ {
+		if kids[i].key == kids[i-1].key {
+			return kids, kids[i].key
 		}
-		out = append(out, m)
 	}
-	return out
+	return kids, ""
 }
 
 // skip validates the value at p.I and returns the deepest container level reached (depth for a

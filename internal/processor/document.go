@@ -389,6 +389,21 @@ func (d *Doc) CheckLimits() string {
 	return ""
 }
 
+// Properties is the number of values (arrays included) in the rendered state: what
+// --max-properties counts.
+func (d *Doc) Properties() int { return stateProps(&d.root) }
+
+func stateProps(n *node) int {
+	if n.kind == kindValue {
+		return 1
+	}
+	c := 0
+	for i := range n.kids {
+		c += stateProps(&n.kids[i].node)
+	}
+	return c
+}
+
 // Numbers calls fn for every numeric leaf of the rendered state with its path (keys joined with
 // ".") and value. Array elements are not visited.
 func (d *Doc) Numbers(fn func(path string, v float64)) {

@@ -3,9 +3,12 @@ package processor
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/coapgw/coapgw/internal/jsonscan"
 )
 
 // step is one record: its received_at (here in seconds, so metadata shows it) and payload.
@@ -51,7 +54,6 @@ func TestMergeRules(t *testing.T) {
 		{"arrays are replaced whole", []step{{1, `{"a":[1,2,3]}`}, {2, `{"a":[ 4 ]}`}}, `{"a":[4]}`},
 		{"strings kept as sent", []step{{1, `{"s":"caf\u00e9 \"x\""}`}}, `{"s":"caf\u00e9 \"x\""}`},
 		{"escaped keys", []step{{1, `{"a\u0062":1,"q\"":2}`}}, `{"ab":1,"q\"":2}`},
-		{"duplicate keys: last wins", []step{{1, `{"a":1,"a":2}`}}, `{"a":2}`},
 		{"empty object is a no-op", []step{{1, `{"a":1}`}, {2, `{"b":{}}`}}, `{"a":1}`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -194,7 +196,10 @@ func FuzzDecodeJSON(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		d, err := DecodeJSON(b, 7e9)
 		if err != nil {
-			if json.Valid(b) && utf8.Valid(b) && strings.HasPrefix(strings.TrimSpace(string(b)), "{") && !strings.Contains(err.Error(), "nested") {
+			// Valid JSON may break the depth limit or a shadow rule (jsonscan.RuleError:
+			// numbers out of float64's range, NUL, unpaired surrogates), nothing else.
+			var rule *jsonscan.RuleError
+			if json.Valid(b) && utf8.Valid(b) && strings.HasPrefix(strings.TrimSpace(string(b)), "{") && !strings.Contains(err.Error(), "nested") && !errors.As(err, &rule) {
 				t.Fatalf("valid JSON object rejected: %v", err)
 			}
 			return
@@ -233,5 +238,24 @@ func TestArrayMetadataOfCorruptValue(t *testing.T) {
 	}
 	if got := string(appendValueMetadata(nil, []byte(`[1,{"a":2}]`), 7)); got != `[{"timestamp":7},{"a":{"timestamp":7}}]` {
 		t.Errorf("metadata of a sound array: %s", got)
+	}
+}
+
+// TestDecodeShadowRules: DecodeJSON refuses what the device API refuses as breaking a shadow
+// rule, with a *jsonscan.RuleError: records stored before the device API checked them are set
+// aside with the reason, in local and AWS mode alike.
+func TestDecodeShadowRules(t *testing.T) {
+	for doc, want := range map[string]string{
+		`{"a":1,"a":2}`:            `duplicate key "a" at byte 0`,
+		`{"x":{"b":1,"\u0062":2}}`: `duplicate key "b" at byte 5`,
+		`{"":1}`:                   "empty key at byte 1",
+		`{"a":1e400}`:              "number out of range at byte 5",
+		`{"a":"\u0000"}`:           `NUL (\u0000) in string at byte 6`,
+	} {
+		_, err := DecodeJSON([]byte(doc), 1)
+		var rule *jsonscan.RuleError
+		if !errors.As(err, &rule) || err.Error() != want {
+			t.Errorf("%s: %v, want the rule error %q", doc, err, want)
+		}
 	}
 }

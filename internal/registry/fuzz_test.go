@@ -25,7 +25,7 @@ func fuzzShadowDocs(tb testing.TB) []*processor.Doc {
 		{`{"env":{"t":1,"h":{"a":2,"b":[1,[2]]}},"x":"s"}`, `{"env":{"h":{"b":3}}}`},
 		{`{"env":{"hum":1,"t":2},"x":1}`, `{"env":null}`, `{"env":{"t":3}}`},
 		{`{"a":null,"b":{"c":null}}`},
-		{`{"q\"k":"caf\u00e9 \"x\"","t\tab":[{"z":null}],"\u0000":true}`},
+		{`{"q\"k":"caf\u00e9 \"x\"","t\tab":[{"z":null}],"\u0001":true}`}, // NUL is refused (jsonscan.RuleError)
 		{`{"1":{"2":{"3":{"4":{"5":{"6":1}}}}}}`},
 	}
 	docs := []*processor.Doc{processor.NewDoc()}

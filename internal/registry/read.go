@@ -371,25 +371,3 @@ func (r *Registry) Counts(ctx context.Context) (Counts, error) {
 	}
 	return c, nil
 }
-
-// ThingNames returns the name of every thing, in no particular order: what the device API loads
-// at start to tell known things from new ones (--max-things).
-func (r *Registry) ThingNames(ctx context.Context) ([]string, error) {
-	rows, err := r.rdb.QueryContext(ctx, `SELECT name FROM things`)
-	if err != nil {
-		return nil, fmt.Errorf("thing names: %w", err)
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var n string
-		if err := rows.Scan(&n); err != nil {
-			return nil, fmt.Errorf("thing names: %w", err)
-		}
-		out = append(out, n)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("thing names: %w", err)
-	}
-	return out, nil
-}

@@ -9,8 +9,11 @@
 // per leaf, like AWS. Internally every leaf keeps its received_at in nanoseconds, and deletions
 // are remembered, so an older record never overwrites or resurrects what a newer one wrote. A
 // merged state over processor.MaxShadowBytes (8192 bytes of compact reported JSON, what AWS
-// counts) or processor.MaxShadowDepth (6 levels, the reported object being level 1) is
-// rejected: the records that cannot fit are set aside with the reason, the others are applied.
+// counts) or processor.MaxShadowDepth (6 levels, the reported object being level 1), or with
+// more properties than Options.MaxProperties (--max-properties), is rejected: the records that
+// cannot fit are set aside with the reason, the others are applied. The device API refuses such
+// records before they are stored, with what applicable.go reads (KnownThings, ReportedState); this is
+// the backstop.
 // Shadow renders exactly what GetThingShadow returns: {"state":{"reported":…},
 // "metadata":{"reported":…},"version":N,"timestamp":<now, Unix s>}.
 //
@@ -119,6 +122,10 @@ type Options struct {
 	BusyTimeout      time.Duration         // SQLite busy timeout; default 5s
 	Now              func() time.Time
 	Logger           *slog.Logger
+
+	// MaxProperties is --max-properties: a record that would give its thing more properties is
+	// set aside (applicable.go); 0: no cap (the gateway's default is 256).
+	MaxProperties int
 
 	schemaVersion int // tests: migrate only this far (0 = all)
 	logMax        int // history entries in the log that trigger a compaction (default 200,000)

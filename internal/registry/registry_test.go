@@ -767,15 +767,15 @@ func TestMigrationFromVersion3KeepsHistory(t *testing.T) {
 	}
 }
 
-func TestThingNames(t *testing.T) {
+func TestKnownThings(t *testing.T) {
 	e := newEnv(t, Options{})
-	if names, err := e.r.ThingNames(t.Context()); err != nil || len(names) != 0 {
-		t.Fatalf("empty registry: %v %v", names, err)
+	if things, err := e.r.KnownThings(t.Context()); err != nil || len(things) != 0 {
+		t.Fatalf("empty registry: %v %v", things, err)
 	}
 	e.send(rec("sensor", "a", 1, `{"temp":1}`), rec("meter", "b", 2, `{"kwh":5}`))
-	names, err := e.r.ThingNames(t.Context())
-	slices.Sort(names)
-	if err != nil || !slices.Equal(names, []string{"a", "b"}) {
-		t.Fatalf("ThingNames = %v %v, want [a b]", names, err)
+	things, err := e.r.KnownThings(t.Context())
+	slices.SortFunc(things, func(x, y NamedThing) int { return strings.Compare(x.Name, y.Name) })
+	if err != nil || !slices.Equal(things, []NamedThing{{"a", "sensor"}, {"b", "meter"}}) {
+		t.Fatalf("KnownThings = %v %v, want [{a sensor} {b meter}]", things, err)
 	}
 }

@@ -43,7 +43,7 @@ func (a *applyTx) update(b *processor.Batch, u *processor.Update) error {
 	}
 
 	changed := th.doc.Merge(patch)
-	if changed && th.doc.CheckLimits() != "" {
+	if changed && a.checkLimits(th.doc) != "" {
 		// Find the records that do not fit, one by one, from the state before this batch.
 		if th.doc, err = a.storedDoc(th.id); err != nil {
 			return err
@@ -54,7 +54,7 @@ func (a *applyTx) update(b *processor.Batch, u *processor.Update) error {
 			if !c.Merge(b.Items[i].Doc) {
 				continue
 			}
-			if reason := c.CheckLimits(); reason != "" {
+			if reason := a.checkLimits(c); reason != "" {
 				if err := a.setAside(&b.Items[i], i, reason); err != nil {
 					return err
 				}
