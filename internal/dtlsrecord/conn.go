@@ -50,7 +50,7 @@ type suite interface {
 
 // suiteSpec is how a cipher suite's keys are made (RFC 5246 §6.3 via pion's prf).
 type suiteSpec struct {
-	keyLen int
+	keyLen  int
 	newAEAD func(localKey, localIV, remoteKey, remoteIV []byte) (suite, error)
 }
 
