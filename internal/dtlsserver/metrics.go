@@ -14,10 +14,14 @@ const (
 	dispHandshakesFull                    // a ClientHello past MaxHandshakes
 	dispOversized                         // longer than MaxDatagram: dropped
 	dispRevoked                           // its session's identity was refused at a recheck
+	dispReplayed                          // a record the replay window refused (fastpath.go)
+	dispUnauthenticated                   // a record that did not authenticate: dropped
+	dispBadRecord                         // a record the session does not take: malformed, wrong epoch or CID, handshake
+	dispClosed                            // a close_notify or fatal alert: the session ended
 	numDisp
 )
 
-var dispNames = [numDisp]string{"session", "hello", "unknown_cid", "unknown_peer", "short", "queue_full", "handshakes_full", "oversized", "revoked"}
+var dispNames = [numDisp]string{"session", "hello", "unknown_cid", "unknown_peer", "short", "queue_full", "handshakes_full", "oversized", "revoked", "replayed", "unauthenticated", "bad_record", "closed"}
 
 const (
 	resultOK        = "ok"
@@ -58,8 +62,8 @@ func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
 	m.evict = func(r string) { ev.WithLabelValues(r).Inc() }
 	m.saved = prometheus.NewCounter(prometheus.CounterOpts{Name: "coapgw_dtls_sessions_saved_total", Help: "DTLS sessions saved to the state file at shutdown."})
 	m.restored = prometheus.NewCounter(prometheus.CounterOpts{Name: "coapgw_dtls_sessions_restored_total", Help: "DTLS sessions resumed from the state file at start."})
-	m.hibernations = prometheus.NewCounter(prometheus.CounterOpts{Name: "coapgw_dtls_hibernations_total", Help: "DTLS sessions hibernated (state exported, Conn closed) after HibernateAfter without traffic."})
-	m.wakes = prometheus.NewCounter(prometheus.CounterOpts{Name: "coapgw_dtls_wakes_total", Help: "Hibernated DTLS sessions resumed by a datagram or a response."})
+	m.hibernations = prometheus.NewCounter(prometheus.CounterOpts{Name: "coapgw_dtls_hibernations_total", Help: "DTLS sessions hibernated (derived keys dropped) after HibernateAfter without traffic."})
+	m.wakes = prometheus.NewCounter(prometheus.CounterOpts{Name: "coapgw_dtls_wakes_total", Help: "Hibernated DTLS sessions woken (keys derived again) by a datagram or a response."})
 	if reg != nil {
 		est := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "coapgw_dtls_sessions", Help: "DTLS sessions, by state (established, handshake).", ConstLabels: prometheus.Labels{"state": "established"}},
 			func() float64 { e, _ := s.Sessions(); return float64(e) })

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/coapgw/coapgw/internal/coapserver"
+	"github.com/coapgw/coapgw/internal/dtlsrecord"
 )
 
 // Server is the CoAP-over-DTLS server: one UDP socket, one reader goroutine routing datagrams
@@ -203,13 +204,30 @@ func (s *Server) Send(peer netip.AddrPort, b []byte) {
 	if ss == nil || !ss.est.Load() {
 		return
 	}
-	// Written under ss.mu, so that hibernate cannot mute and export the session between
+	// Written under ss.mu, so that the handover cannot mute and export the session between
 	// taking its Conn and the write (the response would be lost). Lock order: a goroutine
 	// holding ss.mu may take Server.mu (vconn.WriteTo → moveSession) only for an established
 	// session, and Server.mu holders take ss.mu only of sessions in handshake (dropPreCookie).
 	ss.mu.Lock()
+	if ss.gone {
+		ss.mu.Unlock()
+		return
+	}
+	if ss.rec != nil {
+		var rec []byte
+		var err error
+		if s.wakeLocked(ss) {
+			rec, err = ss.rec.Seal(nil, dtlsrecord.TypeApplicationData, b)
+		}
+		ss.mu.Unlock()
+		if err != nil {
+			s.log.Debug("dtls seal", "peer", peer, "err", err)
+		}
+		s.sendRecord(rec, ss)
+		return
+	}
 	defer ss.mu.Unlock()
-	if ss.conn == nil && !s.wakeLocked(ss) {
+	if ss.conn == nil {
 		return
 	}
 	if _, err := ss.conn.Write(b); err != nil {
@@ -300,7 +318,8 @@ func (s *Server) route(data []byte, from netip.AddrPort) {
 	s.startSession(data, from)
 }
 
-// deliver queues a datagram for ss (waking it if hibernated) after recheck.go's check, if due.
+// deliver hands a datagram to ss after recheck.go's check, if due: to its record layer, or
+// queued for its pion Conn.
 func (s *Server) deliver(ss *session, data []byte, from netip.AddrPort) {
 	now := time.Now().UnixNano()
 	if s.recheckDue(ss, now) && !s.stillValid(ss, now) {
@@ -308,20 +327,23 @@ func (s *Server) deliver(ss *session, data []byte, from netip.AddrPort) {
 		return
 	}
 	ss.mu.Lock()
-	asleep := ss.conn == nil
-	if ss.evicted.Load() || (asleep && !s.wakeLocked(ss)) {
+	if ss.evicted.Load() || ss.gone {
 		ss.mu.Unlock()
 		s.m.disp(dispUnknownPeer)
 		return
 	}
-	vc := ss.vc
-	ss.mu.Unlock()
-	if !vc.deliver(data, from) {
-		s.m.disp(dispQueueFull)
+	if ss.rec != nil {
+		if s.openRecords(ss, data, from, now, false) {
+			ss.mu.Unlock()
+		}
 		return
 	}
-	if asleep {
-		now = time.Now().UnixNano() // after the wake, lest the janitor hibernate it at once
+	// Queued under ss.mu: the handover (fastpath.go) sees every datagram given to pion.
+	queued := ss.vc != nil && ss.vc.deliver(data, from)
+	ss.mu.Unlock()
+	if !queued {
+		s.m.disp(dispQueueFull)
+		return
 	}
 	ss.last.Store(now)
 	s.m.disp(dispSession)
@@ -533,7 +555,11 @@ func (s *Server) runSession(ss *session, conn *dtls.Conn, vc *vconn, resumed boo
 		if err != nil {
 			return
 		}
-		s.enqueue(ss, s.peerAddr(conn, vc), buf[:n], slots)
+		addr := s.peerAddr(conn, vc)
+		if s.handover(ss, conn, vc, buf[:n], addr) {
+			return // the session goes on in the record layer (fastpath.go)
+		}
+		s.enqueue(ss, addr, buf[:n], slots)
 	}
 }
 

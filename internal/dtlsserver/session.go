@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/pion/dtls/v3"
+
+	"github.com/coapgw/coapgw/internal/dtlsrecord"
 )
 
 // cidLen is the length of the Connection IDs the server issues (RFC 9146).
@@ -40,11 +42,17 @@ type session struct {
 	// from it, until this handshake completes (guarded by Server.mu).
 	prev *session
 
+	// queued counts its datagrams waiting in a dispatcher: while some do, the reader queues
+	// the session's next ones behind them rather than handing them on itself (fastpath.go).
+	queued atomic.Int32
+
 	mu   sync.Mutex
-	conn *dtls.Conn // nil while hibernated
-	vc   *vconn     // nil while hibernated
-	hib  []byte     // the exported state while hibernated
-	gone bool       // removed: neither delivered to nor woken again
+	conn *dtls.Conn // pion's, until the handshake's first record after it (nil after)
+	vc   *vconn     // conn's (nil with it)
+	// rec is the session's record layer once pion handed it over (fastpath.go): asleep
+	// (hibernated) or awake.
+	rec  *dtlsrecord.Conn
+	gone bool // removed: neither delivered to nor woken again
 }
 
 // sessionKey is the exchange layer's peer for session n: an address in 100::/64, the IPv6
@@ -74,6 +82,7 @@ type vconn struct {
 	closed chan struct{}
 	once   sync.Once
 	mute   atomic.Bool // drop writes: the session's state has been exported
+	held   atomic.Bool // ReadFrom hands pion nothing more: the session is being handed over
 
 	mu       sync.Mutex
 	deadline time.Time
@@ -127,8 +136,12 @@ func (v *vconn) ReadFrom(b []byte) (int, net.Addr, error) {
 			t = time.NewTimer(d)
 			timeout = t.C
 		}
+		in := v.in
+		if v.held.Load() {
+			in = nil
+		}
 		select {
-		case p := <-v.in:
+		case p := <-in:
 			stopTimer(t)
 			n := copy(b, p.data)
 			v.mu.Lock()
@@ -171,6 +184,18 @@ func (v *vconn) WriteTo(b []byte, addr net.Addr) (int, error) {
 	}
 	return v.s.conn.WriteToUDPAddrPort(b, ap)
 }
+
+// hold makes ReadFrom hand pion no more datagrams (they stay in v.in).
+func (v *vconn) hold() {
+	v.held.Store(true)
+	select {
+	case v.wake <- struct{}{}:
+	default:
+	}
+}
+
+// idle says whether pion has processed every datagram it took: it waits in ReadFrom again.
+func (v *vconn) idle() bool { return v.entries.Load() > v.returned.Load() }
 
 func (v *vconn) Close() error {
 	v.once.Do(func() { close(v.closed) })
