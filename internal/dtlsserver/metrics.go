@@ -5,19 +5,19 @@ import "github.com/prometheus/client_golang/prometheus"
 type disposition int
 
 const (
-	dispSession        disposition = iota // routed to its session (by Connection ID or address)
-	dispHello                             // a ClientHello that started a handshake
-	dispUnknownCID                        // a tls12_cid record whose Connection ID no session has
-	dispUnknownPeer                       // not a ClientHello, from an address without a session
-	dispShort                             // shorter than a record header
-	dispQueueFull                         // the session's queue was full
-	dispHandshakesFull                    // a ClientHello past MaxHandshakes
-	dispOversized                         // longer than MaxDatagram: dropped
-	dispRevoked                           // its session's identity was refused at a recheck
-	dispReplayed                          // a record the replay window refused (fastpath.go)
-	dispUnauthenticated                   // a record that did not authenticate: dropped
-	dispBadRecord                         // a record the session does not take: malformed, wrong epoch or CID, handshake
-	dispClosed                            // a close_notify or fatal alert: the session ended
+	dispSession         disposition = iota // routed to its session (by Connection ID or address)
+	dispHello                              // a ClientHello that started a handshake
+	dispUnknownCID                         // a tls12_cid record whose Connection ID no session has
+	dispUnknownPeer                        // not a ClientHello, from an address without a session
+	dispShort                              // shorter than a record header
+	dispQueueFull                          // the session's queue was full
+	dispHandshakesFull                     // a ClientHello past MaxHandshakes
+	dispOversized                          // longer than MaxDatagram: dropped
+	dispRevoked                            // its session's identity was refused at a recheck
+	dispReplayed                           // a record the replay window refused (fastpath.go)
+	dispUnauthenticated                    // a record that did not authenticate: dropped
+	dispBadRecord                          // a record the session does not take: malformed, wrong epoch or CID, handshake
+	dispClosed                             // a close_notify or fatal alert: the session ended
 	numDisp
 )
 
