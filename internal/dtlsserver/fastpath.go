@@ -188,12 +188,9 @@ func (s *Server) endRecordLocked(ss *session) []byte {
 	return b
 }
 
-// sendRecord writes a sealed record to ss's address.
+// sendRecord queues a sealed record for ss's address, for the sender (udpbatch.Queue).
 func (s *Server) sendRecord(b []byte, ss *session) {
-	if len(b) == 0 {
-		return
-	}
-	if _, err := s.conn.WriteToUDPAddrPort(b, *ss.addr.Load()); err != nil {
-		s.log.Debug("dtls write", "peer", ss.addr.Load(), "err", err)
+	if len(b) > 0 {
+		s.out.Send(*ss.addr.Load(), b)
 	}
 }

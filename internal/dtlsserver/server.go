@@ -19,6 +19,7 @@ import (
 
 	"github.com/coapgw/coapgw/internal/coapserver"
 	"github.com/coapgw/coapgw/internal/dtlsrecord"
+	"github.com/coapgw/coapgw/internal/udpbatch"
 )
 
 // Server is the CoAP-over-DTLS server: one UDP socket, one reader goroutine routing datagrams
@@ -49,7 +50,9 @@ type Server struct {
 	preCookie  []*session    // handshakes in start order, for dropPreCookie
 	loaded     []savedSession
 	hibernated atomic.Int64
-	disp       dispatchers // dispatch.go
+	disp       dispatchers     // dispatch.go
+	out        *udpbatch.Queue // the record layer's records, written in batches
+	outDone    chan struct{}   // closed when out's writer has returned
 }
 
 var _ coapserver.Sender = (*Server)(nil)
@@ -97,6 +100,7 @@ func (s *Server) Listen() error {
 		return fmt.Errorf("listen dtls %s: %w", s.cfg.Addr, err)
 	}
 	s.conn = pc.(*net.UDPConn)
+	s.out = udpbatch.NewQueue(s.conn, readBatch)
 	_ = s.conn.SetReadBuffer(socketBytes) // best effort: the sysctl may cap it
 	_ = s.conn.SetWriteBuffer(socketBytes)
 	if s.cfg.StateFile != "" {
@@ -133,6 +137,11 @@ func (s *Server) Serve(ctx context.Context) error {
 	s.loaded = nil
 	s.lmu.Unlock()
 	s.ep.Start()
+	s.outDone = make(chan struct{})
+	go func() {
+		defer close(s.outDone)
+		s.out.Run(func(err error) { s.log.Debug("dtls write", "err", err) })
+	}()
 	s.startDispatch()
 	s.restore(loaded)
 	s.wg.Add(1)
@@ -192,6 +201,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.wg.Wait()
 	s.stopDispatch()
+	s.out.Close()
+	if s.outDone != nil {
+		<-s.outDone
+	}
 	s.conn.Close()
 	return err
 }
@@ -238,24 +251,30 @@ func (s *Server) Send(peer netip.AddrPort, b []byte) {
 func (s *Server) read() {
 	// One byte more than MaxDatagram: a datagram that fills it was longer, and is dropped whole
 	// rather than handed on cut short (its record could not be authenticated anyway).
-	buf := make([]byte, s.cfg.MaxDatagram+1)
+	r := udpbatch.NewReader(s.conn, readBatch, s.cfg.MaxDatagram+1)
 	for {
-		n, from, err := s.conn.ReadFromUDPAddrPort(buf)
+		n, err := r.Read()
+		for i := range n {
+			from, data := r.Datagram(i)
+			if len(data) > s.cfg.MaxDatagram {
+				s.m.disp(dispOversized)
+				continue
+			}
+			s.route(data, from)
+		}
 		if err != nil {
 			var ne net.Error
 			if errors.Is(err, net.ErrClosed) || (errors.As(err, &ne) && ne.Timeout()) {
 				return
 			}
 			s.log.Warn("dtls read", "err", err)
-			continue
 		}
-		if n > s.cfg.MaxDatagram {
-			s.m.disp(dispOversized)
-			continue
-		}
-		s.route(buf[:n], netip.AddrPortFrom(from.Addr().Unmap(), from.Port()))
 	}
 }
+
+// readBatch is how many datagrams the reader takes per recvmmsg(2), and the sender writes per
+// sendmmsg(2).
+const readBatch = 32
 
 // socketBytes is the socket's receive and send buffer: bursts of handshakes wait there.
 const socketBytes = 4 << 20

@@ -1,0 +1,7 @@
+// Package udpbatch moves UDP datagrams in batches: Reader takes up to n datagrams per
+// recvmmsg(2) call into reusable buffers (the caller may decrypt them in place), and Queue
+// collects datagrams from any goroutine for one goroutine that writes them with sendmmsg(2).
+// Elsewhere than Linux both fall back to one datagram per system call.
+//
+// The DTLS server (package dtlsserver) uses both for the records of its established sessions.
+package udpbatch
