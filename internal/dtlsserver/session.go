@@ -18,15 +18,16 @@ import (
 // cidLen is the length of the Connection IDs the server issues (RFC 9146).
 const cidLen = 8
 
-// session is one DTLS peer: a pion Conn over a virtual PacketConn (vconn) that the server's
-// reader feeds with the datagrams routed to it, by Connection ID or by address.
+// session is one DTLS peer: during its handshake (and until its first record after it) a pion
+// Conn over a virtual PacketConn (vconn) that the server's reader feeds with the datagrams
+// routed to it, by Connection ID or by address; after that its record layer (fastpath.go).
 type session struct {
 	key netip.AddrPort // stable stand-in for the peer in the exchange layer (see sessionKey)
 	num uint64
 	cid string
 
 	identity string       // set once the handshake completed
-	est      atomic.Bool  // handshake completed (or resumed)
+	est      atomic.Bool  // handshake completed (or restored)
 	last     atomic.Int64 // unix nanoseconds of the last datagram routed to it
 	addr     atomic.Pointer[netip.AddrPort]
 	evicted  atomic.Bool // the server decided to close it (idle, cap, revoked)
