@@ -100,7 +100,7 @@ func (s *Server) Listen() error {
 		return fmt.Errorf("listen dtls %s: %w", s.cfg.Addr, err)
 	}
 	s.conn = pc.(*net.UDPConn)
-	s.out = udpbatch.NewQueue(s.conn, readBatch)
+	s.out = udpbatch.NewQueue(readBatch)
 	_ = s.conn.SetReadBuffer(socketBytes) // best effort: the sysctl may cap it
 	_ = s.conn.SetWriteBuffer(socketBytes)
 	if s.cfg.StateFile != "" {
@@ -140,7 +140,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	s.outDone = make(chan struct{})
 	go func() {
 		defer close(s.outDone)
-		s.out.Run(func(err error) { s.log.Debug("dtls write", "err", err) })
+		s.out.Run(s.conn, func(err error) { s.log.Debug("dtls write", "err", err) })
 	}()
 	s.startDispatch()
 	s.restore(loaded)

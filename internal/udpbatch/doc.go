@@ -3,5 +3,6 @@
 // collects datagrams from any goroutine for one goroutine that writes them with sendmmsg(2).
 // Elsewhere than Linux both fall back to one datagram per system call.
 //
-// The DTLS server (package dtlsserver) uses both for the records of its established sessions.
+// The plain CoAP server (package coapserver) uses both for every datagram, the DTLS server
+// (package dtlsserver) for the records of its established sessions.
 package udpbatch

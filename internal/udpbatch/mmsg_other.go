@@ -16,7 +16,10 @@ type Reader struct {
 }
 
 // NewReader reads from c into a buffer of size bytes (n is ignored).
-func NewReader(c *net.UDPConn, n, size int) *Reader { return &Reader{c: c, buf: make([]byte, size)} }
+func NewReader(c *net.UDPConn, n, size int) *Reader {
+	_ = c.SetReadBuffer(8 << 20) // best effort: one read per datagram wants room
+	return &Reader{c: c, buf: make([]byte, size)}
+}
 
 // Read waits for a datagram.
 func (r *Reader) Read() (int, error) {

@@ -9,7 +9,6 @@ import (
 
 // Queue collects datagrams from any goroutine; Run writes them in batches.
 type Queue struct {
-	conn  *net.UDPConn
 	batch int
 
 	mu     sync.Mutex
@@ -34,17 +33,17 @@ type item struct {
 // would, rather than growing memory without bound.
 const MaxQueued = 1 << 16
 
-// NewQueue makes a queue writing to c, n datagrams per system call at most.
-func NewQueue(c *net.UDPConn, n int) *Queue {
-	return &Queue{conn: c, batch: max(1, n), cur: &batch{}, spare: &batch{}, wake: make(chan struct{}, 1), done: make(chan struct{})}
+// NewQueue makes a queue whose Run writes n datagrams per system call at most.
+func NewQueue(n int) *Queue {
+	return &Queue{batch: max(1, n), cur: &batch{}, spare: &batch{}, wake: make(chan struct{}, 1), done: make(chan struct{})}
 }
 
-// Send queues a copy of b for peer; false if it was dropped (queue full or closed).
-func (q *Queue) Send(peer netip.AddrPort, b []byte) bool {
+// Send queues a copy of b for peer; it is dropped if MaxQueued wait or the queue is closed.
+func (q *Queue) Send(peer netip.AddrPort, b []byte) {
 	q.mu.Lock()
 	if q.closed || len(q.cur.items) >= MaxQueued {
 		q.mu.Unlock()
-		return false
+		return
 	}
 	off := len(q.cur.arena)
 	q.cur.arena = append(q.cur.arena, b...)
@@ -54,7 +53,6 @@ func (q *Queue) Send(peer netip.AddrPort, b []byte) bool {
 	case q.wake <- struct{}{}:
 	default:
 	}
-	return true
 }
 
 // Close makes Run write what is queued and return. Idempotent.
@@ -67,10 +65,10 @@ func (q *Queue) Close() {
 	}
 }
 
-// Run writes the queued datagrams until Close; errors other than a closed socket go to onErr
-// (may be nil).
-func (q *Queue) Run(onErr func(error)) {
-	w := newWriter(q.conn, q.batch)
+// Run writes the queued datagrams to c until Close; errors other than a closed socket go to
+// onErr (may be nil).
+func (q *Queue) Run(c *net.UDPConn, onErr func(error)) {
+	w := newWriter(c, q.batch)
 	for {
 		var closing bool
 		select {

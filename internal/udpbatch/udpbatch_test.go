@@ -22,9 +22,9 @@ func TestQueueAndReader(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer dst.Close()
-			q := NewQueue(src, 8)
+			q := NewQueue(8)
 			done := make(chan struct{})
-			go func() { defer close(done); q.Run(func(err error) { t.Error(err) }) }()
+			go func() { defer close(done); q.Run(src, func(err error) { t.Error(err) }) }()
 			const senders, each = 4, 50
 			to := dst.LocalAddr().(*net.UDPAddr).AddrPort()
 			for s := range senders {
@@ -55,8 +55,10 @@ func TestQueueAndReader(t *testing.T) {
 			}
 			q.Close()
 			<-done
-			if q.Send(to, []byte("late")) {
-				t.Fatal("Send after Close queued")
+			q.Send(to, []byte("late")) // dropped: nothing writes any more
+			_ = dst.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+			if n, err := r.Read(); err == nil {
+				t.Fatalf("%d datagrams after Close", n)
 			}
 		})
 	}
