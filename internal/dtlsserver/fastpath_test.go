@@ -1,12 +1,10 @@
 package dtlsserver
 
 import (
-	"context"
 	"fmt"
 	"net"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/pion/dtls/v3"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -38,21 +36,10 @@ func (c *tapConn) last() []byte {
 func dialTap(t *testing.T, ts *testServer) (*dtls.Conn, *tapConn) {
 	t.Helper()
 	tc := &tapConn{movingConn: newMovingConn(t)}
-	c, err := dtls.ClientWithOptions(tc, net.UDPAddrFromAddrPort(ts.LocalAddr()),
-		dtls.WithPSK(func([]byte) ([]byte, error) { return keys["sensor/dev-1"], nil }),
-		dtls.WithPSKIdentityHint([]byte("sensor/dev-1")),
-		dtls.WithCipherSuites(dtls.TLS_PSK_WITH_AES_128_CCM_8),
-		dtls.WithConnectionIDGenerator(dtls.OnlySendCIDGenerator()),
-	)
+	c, err := dialOver(t, tc, ts.LocalAddr(), "sensor/dev-1", keys["sensor/dev-1"])
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := c.HandshakeContext(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
 	return c, tc
 }
 
