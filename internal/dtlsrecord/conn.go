@@ -214,7 +214,8 @@ func (c *Conn) Open(b []byte) (r Record, n int, err error) {
 }
 
 // Seal appends to dst a record of type typ carrying payload, with the session's next sequence
-// number (as a tls12_cid record when the peer asked for a Connection ID).
+// number (as a tls12_cid record when the peer asked for a Connection ID). With a nil dst it
+// returns the record as the cipher suite made it, without a copy.
 func (c *Conn) Seal(dst []byte, typ uint8, payload []byte) ([]byte, error) {
 	if c.aead == nil {
 		return dst, ErrAsleep
@@ -244,6 +245,9 @@ func (c *Conn) Seal(dst []byte, typ uint8, payload []byte) ([]byte, error) {
 	rec, err := c.aead.Encrypt(&c.pkt, raw)
 	if err != nil {
 		return dst, fmt.Errorf("seal dtls record: %w", err)
+	}
+	if dst == nil {
+		return rec, nil
 	}
 	return append(dst, rec...), nil
 }
