@@ -84,12 +84,15 @@
 // session's datagrams wait there, the reader queues the session's next ones behind them rather
 // than handing them on itself.
 //
-// CPU (BenchmarkMessages, BenchmarkPlainMessages: pion clients in the same process; the
-// server's share from go tool pprof -tagfocus side=server on -cpuprofile), 2 vCPU: a CON POST
-// and its 2.04 cost the server ~5.3 µs over 64 DTLS sessions in the record layer (~12 µs with
-// pion's per-Conn path) against ~3.6 µs over plain CoAP; a full PSK handshake with cookie ~76
-// µs of server CPU (~235 µs with the client). The rest per message is pion's AES-CCM (~1 µs for
-// a record each way) and the system calls. docs/benchmarks.md has make bench's figures.
+// CPU (BenchmarkMessages, BenchmarkPlainMessages: pion clients in the same process, one request
+// at a time; the server's share from go tool pprof -tagfocus side=server on -cpuprofile), 2
+// vCPU shared with other work (load average 11): a CON POST and its 2.04 cost the server ~6.3
+// µs over 64 DTLS sessions in the record layer (~13.7 µs with pion's per-Conn path, same run)
+// against ~3.0 µs over plain CoAP; a full PSK handshake with cookie ~76 µs of server CPU (~235
+// µs with the client). What the record layer adds per message is pion's AES-CCM (~0.9 µs a
+// record each way, BenchmarkSealOpen in package dtlsrecord) and, one request at a time, a
+// sender wake-up per answer, which batches amortise under load. docs/benchmarks.md has make
+// bench's figures.
 //
 // # Revocation
 //
