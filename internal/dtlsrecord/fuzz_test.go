@@ -18,10 +18,7 @@ func fixedPair(t testing.TB, suite dtls.CipherSuiteID, cid bool) (server, client
 	if cid {
 		st.LocalConnectionID = []byte("srv-cid!")
 	}
-	cl := st
-	cl.IsClient = true
-	cl.LocalRandom, cl.RemoteRandom = st.RemoteRandom, st.LocalRandom
-	cl.LocalConnectionID, cl.RemoteConnectionID = nil, st.LocalConnectionID
+	cl := st.Peer()
 	s, err := New(st)
 	if err != nil {
 		t.Fatal(err)

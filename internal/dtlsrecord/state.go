@@ -50,6 +50,17 @@ func (st *State) Marshal() ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
+// Peer is the same session as the other side sees it: randoms, Connection IDs and roles
+// swapped, sequence numbers as st's (tests and fuzzing make both ends of a session from one
+// made-up state this way).
+func (st State) Peer() State {
+	p := st
+	p.IsClient = !st.IsClient
+	p.LocalRandom, p.RemoteRandom = st.RemoteRandom, st.LocalRandom
+	p.LocalConnectionID, p.RemoteConnectionID = st.RemoteConnectionID, st.LocalConnectionID
+	return p
+}
+
 // check says why st cannot run a record layer, if it cannot.
 func (st *State) check() error {
 	switch {
