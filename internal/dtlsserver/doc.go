@@ -43,8 +43,10 @@
 //
 // The record layer (fastpath.go, package dtlsrecord): pion runs each handshake on a Conn of its
 // own. Once the session's first record after the handshake has arrived — a client sends one only
-// after it has the server's last flight, so pion will never need to retransmit that flight — the
-// session is handed over: the Conn stops getting datagrams, the records it already decrypted
+// after it has the server's last flight, so pion will never need to retransmit that flight — or
+// once the session has been quiet for 5 s after it (a client that lost that flight retransmits
+// its own within a second or two, and pion answers; a pion Conn costs ~50 KB), the session is
+// handed over: the Conn stops getting datagrams, the records it already decrypted
 // are queued, its state is exported (Conn.ConnectionState, State.MarshalBinary: master secret,
 // randoms, suite, sequence numbers, Connection IDs), the Conn muted (it sends nothing more, not
 // even close_notify, so no record number is used twice) and closed. From then on the reader
@@ -61,10 +63,10 @@
 //
 // Hibernation (hibernate.go): a session without datagrams for HibernateAfter (30 s) drops the
 // keys derived from its master secret (and the AES state built from them); its next datagram,
-// or a response the exchange layer sends it, derives them again, which the peer does not see. A
-// session still on pion's Conn at that point (no record since its handshake) is handed over
-// first; the datagrams routed to it are queued under the session's lock, so none is lost to the
-// handover. BenchmarkSessionMemory measures both (the clients dropped without a word):
+// or a response the exchange layer sends it, derives them again, which the peer does not see.
+// The janitor that hibernates also hands over the quiet sessions still on pion's Conn; the
+// datagrams routed to such a session are queued under the session's lock, so none is lost to
+// the handover. BenchmarkSessionMemory measures both (the clients dropped without a word):
 //
 //	DTLS_BENCH_SESSIONS=100000 go test -run XXX -bench SessionMemory/awake -benchtime 1x ./internal/dtlsserver/
 //	  2,584 heap-B/session, 4,073 rss-B/session, 0 goroutines/session (10,000 sessions)

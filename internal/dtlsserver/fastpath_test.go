@@ -5,6 +5,7 @@ import (
 	"net"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/pion/dtls/v3"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -137,5 +138,33 @@ func TestRecordLayerCarriesOn(t *testing.T) {
 		if v := ts2.disposition(d); v != 0 {
 			t.Fatalf("%s %v after the restart", d, v)
 		}
+	}
+}
+
+// TestSilentSessionHandedOver: a session whose client completes the handshake and then sends
+// nothing leaves pion's Conn after handoverAfter, well before HibernateAfter, without a word to
+// the client; its first request is then answered by the record layer.
+func TestSilentSessionHandedOver(t *testing.T) {
+	saved := handoverMax
+	t.Cleanup(func() { handoverMax = saved }) // after the server's cleanup (registered later)
+	handoverMax = 50 * time.Millisecond
+	ts := startServer(t, Config{HibernateAfter: time.Hour})
+	c, _, err := dial(t, ts.LocalAddr(), "sensor/dev-1", keys["sensor/dev-1"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts.mu.RLock()
+	ss := ts.byKey[sessionKey(1)]
+	ts.mu.RUnlock()
+	inRecordLayer := func() bool { ss.mu.Lock(); defer ss.mu.Unlock(); return ss.rec != nil && ss.conn == nil }
+	waitFor(t, "the silent session to be handed over", inRecordLayer)
+	if resp := post(t, c, "sensor/dev-1", "first"); resp.Code != coapmsg.Changed {
+		t.Fatalf("code %v", resp.Code)
+	}
+	if h := ts.hibernated.Load(); h != 0 {
+		t.Fatalf("%d hibernated: HibernateAfter is an hour", h)
+	}
+	if got := ts.h.all(); len(got) != 1 || got[0].payload != "first" {
+		t.Fatalf("handler got %+v", got)
 	}
 }

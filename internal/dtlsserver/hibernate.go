@@ -13,10 +13,11 @@ import (
 // session still on pion's Conn (no record since its handshake) is handed over to the record
 // layer first (fastpath.go).
 
-// janitor closes sessions idle for IdleTimeout and hibernates those quiet for HibernateAfter.
+// janitor closes sessions idle for IdleTimeout, hibernates those quiet for HibernateAfter, and
+// hands over to the record layer those still on pion's Conn quiet for handoverAfter.
 func (s *Server) janitor() {
 	defer s.wg.Done()
-	every := min(max(min(s.cfg.IdleTimeout, s.hibernateAfter())/8, 10*time.Millisecond), time.Minute)
+	every := min(max(min(s.cfg.IdleTimeout, s.handoverAfter())/8, 10*time.Millisecond), time.Minute)
 	t := time.NewTicker(every)
 	defer t.Stop()
 	var idle, quiet []*session
@@ -28,7 +29,7 @@ func (s *Server) janitor() {
 		}
 		now := time.Now()
 		idleCut := now.Add(-s.cfg.IdleTimeout).UnixNano()
-		quietCut := now.Add(-s.hibernateAfter()).UnixNano()
+		quietCut := now.Add(-s.handoverAfter()).UnixNano() // hibernate decides which quiet ones go
 		idle, quiet = idle[:0], quiet[:0]
 		s.mu.RLock()
 		for _, ss := range s.byKey {
@@ -38,7 +39,7 @@ func (s *Server) janitor() {
 			switch last := ss.last.Load(); {
 			case last < idleCut:
 				idle = append(idle, ss)
-			case s.cfg.HibernateAfter >= 0 && last < quietCut:
+			case last < quietCut:
 				quiet = append(quiet, ss)
 			}
 		}
@@ -47,10 +48,20 @@ func (s *Server) janitor() {
 			s.evict(ss, evictIdle)
 		}
 		for _, ss := range quiet {
-			s.hibernate(ss)
+			s.hibernate(ss, now)
 		}
 	}
 }
+
+// handoverMax bounds how long a session whose handshake completed stays on pion's Conn without
+// a record: a client that lost the server's last flight retransmits its own within a second or
+// two (pion answers it), and a pion Conn costs ~50 KB where the record layer costs ~2.5 KB.
+// (A variable for tests.)
+var handoverMax = 5 * time.Second
+
+// handoverAfter is how long an established session on pion's Conn waits for a datagram before
+// the janitor hands it over: handoverMax, or HibernateAfter if shorter.
+func (s *Server) handoverAfter() time.Duration { return min(s.hibernateAfter(), handoverMax) }
 
 func (s *Server) hibernateAfter() time.Duration {
 	if s.cfg.HibernateAfter < 0 {
@@ -82,35 +93,36 @@ func (s *Server) evict(ss *session, reason string) {
 	s.sendRecord(notify, ss)
 }
 
-// hibernate drops the derived keys of ss if it is quiet: a session in the record layer keeps
-// its master secret, and one still on pion's Conn (no record since its handshake) is handed
-// over, asleep.
-func (s *Server) hibernate(ss *session) {
+// hibernate drops the derived keys of ss if it has been quiet for HibernateAfter (unless
+// hibernation is off). A session still on pion's Conn (no record since its handshake) and quiet
+// for handoverAfter is handed over to the record layer first.
+func (s *Server) hibernate(ss *session, now time.Time) {
 	ss.mu.Lock()
-	quiet := ss.last.Load() < time.Now().Add(-s.hibernateAfter()).UnixNano()
+	last := ss.last.Load()
+	sleep := s.cfg.HibernateAfter >= 0 && last < now.Add(-s.hibernateAfter()).UnixNano()
+	var conn *dtls.Conn
 	switch {
-	case ss.gone || !quiet:
-	case ss.rec != nil && ss.rec.Awake():
-		ss.rec.Sleep()
-		s.hibernated.Add(1)
-		s.m.hibernations.Inc()
-	case ss.rec == nil && ss.conn != nil && len(ss.vc.in) == 0 && ss.vc.idle():
+	case ss.gone:
+	case ss.rec != nil:
+	case ss.conn != nil && last < now.Add(-s.handoverAfter()).UnixNano() && len(ss.vc.in) == 0 && ss.vc.idle():
 		// pion has taken every datagram routed to it and processed them (deliver queues under
 		// ss.mu, so none comes in between): nothing is lost when its Conn closes.
-		conn := ss.conn
+		conn = ss.conn
 		if err := s.handoverLocked(ss); err != nil {
 			ss.mu.Unlock()
-			s.log.Warn("dtls session not hibernated", "peer", ss.addr.Load(), "err", err)
+			s.log.Warn("dtls session not handed over", "peer", ss.addr.Load(), "err", err)
 			return
 		}
+	}
+	if sleep && !ss.gone && ss.rec != nil && ss.rec.Awake() {
 		ss.rec.Sleep()
-		ss.mu.Unlock()
 		s.hibernated.Add(1)
 		s.m.hibernations.Inc()
-		_ = conn.Close()
-		return
 	}
 	ss.mu.Unlock()
+	if conn != nil {
+		_ = conn.Close()
+	}
 }
 
 // wakeLocked derives the keys of a hibernated ss again; ss.mu is held. False if they cannot be.
