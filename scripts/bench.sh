@@ -25,8 +25,10 @@
 # (--fleet-key-file; each device's key is derived from it) and --plain-coap open. Printed for both:
 # handshakes/s, the server's CPU µs per handshake, delivered/s over the sessions, CPU µs per
 # message, RSS and bytes per session, the ratios coapgw/libcoap, and coapgw's DTLS figures next to
-# its plain CON run. With two cores the load generator is itself CPU-bound on DTLS: compare CPU
-# per handshake and per message rather than rates.
+# its plain CON run. The load generator's devices do their handshakes with pion and then run
+# their sessions from its epoll loop in the record layer the gateway uses too (package
+# dtlsrecord); with two cores shared by both sides, compare CPU per handshake and per message
+# rather than rates.
 #
 # Every command is printed before it runs, so each figure can be quoted with the command that
 # produced it.

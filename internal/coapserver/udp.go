@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/coapgw/coapgw/internal/udpbatch"
 )
 
 // Config is the UDP transport's configuration.
@@ -47,7 +49,7 @@ type Server struct {
 	log    *slog.Logger
 	ep     *Endpoint
 	conns  []*net.UDPConn
-	out    *outQueue
+	out    *udpbatch.Queue
 	unlock func() // releases the port lock (lockPort); nil when not held
 
 	wg       sync.WaitGroup // the sender
@@ -71,7 +73,7 @@ func New(cfg Config, h Handler, log *slog.Logger, reg prometheus.Registerer) (*S
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{cfg: cfg, log: log, stopRead: make(chan struct{})}
-	s.out = newOutQueue(cfg.Batch)
+	s.out = udpbatch.NewQueue(cfg.Batch)
 	s.ep = NewEndpoint(h, s.out, cfg.Exchange, log, NewMetrics(reg))
 	if reg != nil {
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
@@ -136,7 +138,6 @@ func (s *Server) Listen() error {
 			}
 		}
 	}
-	s.out.conn = s.conns[0]
 	return nil
 }
 
@@ -185,7 +186,10 @@ func (s *Server) Serve(ctx context.Context) error {
 	s.mu.Unlock()
 	s.ep.Start()
 	s.wg.Add(1)
-	go func() { defer s.wg.Done(); s.out.run(s.log) }()
+	go func() {
+		defer s.wg.Done()
+		s.out.Run(s.conns[0], func(err error) { s.log.Warn("udp write", "err", err) })
+	}()
 	for _, c := range s.conns {
 		s.readers.Go(func() { s.read(c) })
 	}
@@ -225,7 +229,7 @@ func (s *Server) Close() error {
 	s.closed = true
 	s.mu.Unlock()
 	s.ep.Stop()
-	s.out.close()
+	s.out.Close()
 	s.wg.Wait()
 	s.closeConns()
 	return nil
@@ -244,11 +248,11 @@ func (s *Server) closeConns() {
 func (s *Server) read(c *net.UDPConn) {
 	// One byte more than MaxDatagram per slot: a datagram that fills it was longer than we take,
 	// and is handed over as oversized rather than cut short and read as if whole.
-	r := newBatchReader(c, s.cfg.Batch, s.cfg.MaxDatagram+1)
+	r := udpbatch.NewReader(c, s.cfg.Batch, s.cfg.MaxDatagram+1)
 	for {
-		n, err := r.read()
+		n, err := r.Read()
 		for i := 0; i < n; i++ {
-			peer, data := r.datagram(i)
+			peer, data := r.Datagram(i)
 			if len(data) > s.cfg.MaxDatagram {
 				s.ep.HandleOversized(peer, data)
 				continue
@@ -268,93 +272,4 @@ func (s *Server) read(c *net.UDPConn) {
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
-}
-
-// outQueue collects datagrams from any goroutine and has one goroutine write them in batches.
-type outQueue struct {
-	conn  *net.UDPConn
-	batch int
-
-	mu     sync.Mutex
-	cur    *outBatch
-	spare  *outBatch
-	wake   chan struct{}
-	closed bool
-	done   chan struct{}
-}
-
-type outBatch struct {
-	arena []byte
-	items []outItem
-}
-
-type outItem struct {
-	peer     netip.AddrPort
-	off, end int
-}
-
-// maxQueued bounds what waits for the sender: past it, datagrams are dropped (as a congested
-// network would) rather than growing memory without bound.
-const maxQueued = 1 << 16
-
-func newOutQueue(batch int) *outQueue {
-	return &outQueue{batch: batch, cur: &outBatch{}, spare: &outBatch{}, wake: make(chan struct{}, 1), done: make(chan struct{})}
-}
-
-// Send queues a copy of b for peer.
-func (q *outQueue) Send(peer netip.AddrPort, b []byte) {
-	q.mu.Lock()
-	if q.closed || len(q.cur.items) >= maxQueued {
-		q.mu.Unlock()
-		return
-	}
-	off := len(q.cur.arena)
-	q.cur.arena = append(q.cur.arena, b...)
-	q.cur.items = append(q.cur.items, outItem{peer: peer, off: off, end: len(q.cur.arena)})
-	q.mu.Unlock()
-	select {
-	case q.wake <- struct{}{}:
-	default:
-	}
-}
-
-func (q *outQueue) close() {
-	q.mu.Lock()
-	if q.closed {
-		q.mu.Unlock()
-		return
-	}
-	q.closed = true
-	q.mu.Unlock()
-	close(q.done)
-}
-
-func (q *outQueue) run(log *slog.Logger) {
-	w := newBatchWriter(q.conn, q.batch)
-	for {
-		var closing bool
-		select {
-		case <-q.wake:
-		case <-q.done:
-			closing = true
-		}
-		q.mu.Lock()
-		b := q.cur
-		q.cur, q.spare = q.spare, nil
-		q.mu.Unlock()
-		if err := w.write(b); err != nil && !errors.Is(err, net.ErrClosed) {
-			log.Warn("udp write", "err", err)
-		}
-		b.arena, b.items = b.arena[:0], b.items[:0]
-		q.mu.Lock()
-		q.spare = b
-		q.mu.Unlock()
-		if closing {
-			q.mu.Lock()
-			last := q.cur
-			q.mu.Unlock()
-			_ = w.write(last) // anything queued between the swap and close
-			return
-		}
-	}
 }

@@ -63,7 +63,7 @@ func (c *Config) options(role Role) []option {
 		{name: "coaps-addr", roles: sp, help: "UDP address for CoAP over DTLS (PSK); opened only with a credential source (--key-file or a fleet key)", ptr: &c.DTLS.Addr},
 		{name: "dtls-max-sessions", roles: sp, help: "established DTLS sessions kept; at the cap the least recently active one goes", ptr: &c.DTLS.MaxSessions},
 		{name: "dtls-idle-timeout", roles: sp, help: "a DTLS session without a datagram for this long is closed", ptr: &c.DTLS.IdleTimeout},
-		{name: "dtls-hibernate-after", roles: sp, help: "a quiet DTLS session keeps only its exported state (a few hundred bytes) after this; negative: never", ptr: &c.DTLS.HibernateAfter},
+		{name: "dtls-hibernate-after", roles: sp, help: "a quiet DTLS session drops the keys derived from its master secret (keeping about 1.3 KB) after this; negative: never", ptr: &c.DTLS.HibernateAfter},
 		{name: "dtls-state-file", roles: sp, help: "where a graceful stop saves DTLS sessions and the next start loads them (mode 0600; empty: <data-dir>/dtls-sessions)", ptr: &c.DTLS.StateFile},
 		{name: "dtls-max-handshakes", roles: sp, help: "DTLS handshakes in progress at once (each about 24 KB, started only by a ClientHello with a valid cookie); past it, a ClientHello is dropped", ptr: &c.DTLS.MaxHandshakes},
 		{name: "dtls-handshake-timeout", roles: sp, help: "a DTLS handshake not finished in this time is dropped", ptr: &c.DTLS.HandshakeTimeout},

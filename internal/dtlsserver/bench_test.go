@@ -87,8 +87,8 @@ func request(mid uint16) []byte {
 
 // BenchmarkSessionMemory establishes DTLS_BENCH_SESSIONS (default 1,000) sessions, drops the
 // clients without telling the server (their sockets closed first), and reports the server's
-// heap and RSS growth per established session: awake (a pion Conn each) and hibernated (the
-// exported state only). b.N is ignored beyond the first run.
+// heap and RSS growth per established session: awake (in the record layer with its keys, after
+// one request each) and hibernated (keys dropped). b.N is ignored beyond the first run.
 //
 //	DTLS_BENCH_SESSIONS=5000 go test -run XXX -bench SessionMemory -benchtime 1x ./internal/dtlsserver/
 func BenchmarkSessionMemory(b *testing.B) {

@@ -28,8 +28,9 @@ type Config struct {
 	MaxHandshakes int
 	// IdleTimeout closes a session with no datagram for this long. Default 24 h.
 	IdleTimeout time.Duration
-	// HibernateAfter: a session without datagrams for this long keeps only its exported state
-	// (a few hundred bytes) until its next datagram wakes it. Default 30 s; negative: never.
+	// HibernateAfter: a session without datagrams for this long drops the keys derived from its
+	// master secret (keeping ~1.3 KB) until its next datagram wakes it. Default 30 s;
+	// negative: never.
 	HibernateAfter time.Duration
 	// HandshakeTimeout abandons a handshake not finished in this time. Default 10 s.
 	HandshakeTimeout time.Duration

@@ -224,7 +224,7 @@ func TestClientHelloFlood(t *testing.T) {
 	hello := clientHello(t)
 	srv := net.UDPAddrFromAddrPort(ts.LocalAddr())
 	disp := func(d string) float64 { return counterValue(ts.reg, "coapgw_dtls_datagrams_total", "disposition", d) }
-	goroutines := runtime.NumGoroutine()
+	goroutines := handshakeGoroutines()
 	buf := make([]byte, 2048)
 	for first := 0; first < sources; first += batch {
 		socks := make([]*net.UDPConn, batch)
@@ -248,7 +248,7 @@ func TestClientHelloFlood(t *testing.T) {
 		if est, hs := ts.Sessions(); est != 0 || hs != 0 {
 			t.Fatalf("after %d ClientHellos: %d sessions, %d handshakes in progress", first+batch, est, hs)
 		}
-		waitFor(t, "no goroutine more than before the flood", func() bool { return runtime.NumGoroutine() <= goroutines })
+		waitFor(t, "no handshake goroutine more than before the flood", func() bool { return handshakeGoroutines() <= goroutines })
 	}
 	if v := disp("hello_verify"); v != sources {
 		t.Fatalf("%v ClientHellos answered with a HelloVerifyRequest, want %d", v, sources)
@@ -350,14 +350,14 @@ func TestSpoofedSourcesKeepNoState(t *testing.T) {
 		runtime.ReadMemStats(&m)
 		return m.HeapAlloc
 	}
-	goroutines, before := runtime.NumGoroutine(), heap()
+	goroutines, before := handshakeGoroutines(), heap()
 	for i := range sources {
 		ts.route(hello, netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 4 + byte(i>>16), byte(i >> 8), byte(i)}), 1024+uint16(i%60000)))
 	}
 	after := heap()
 	v := counterValue(ts.reg, "coapgw_dtls_datagrams_total", "disposition", "hello_verify")
 	est, hs := ts.Sessions()
-	t.Logf("%d ClientHellos: heap %d → %d bytes, %d → %d goroutines", sources, before, after, goroutines, runtime.NumGoroutine())
+	t.Logf("%d ClientHellos: heap %d → %d bytes, %d → %d handshake goroutines", sources, before, after, goroutines, handshakeGoroutines())
 	if v != float64(sources) || est != 0 || hs != 0 {
 		t.Fatalf("%v answered, %d sessions, %d handshakes in progress", v, est, hs)
 	}
@@ -365,7 +365,7 @@ func TestSpoofedSourcesKeepNoState(t *testing.T) {
 		t.Fatalf("heap grew by %d bytes", after-before)
 	}
 	// Polled: a goroutine of the runtime or of an earlier test may be ending.
-	waitFor(t, "no goroutine more than before", func() bool { return runtime.NumGoroutine() <= goroutines })
+	waitFor(t, "no handshake goroutine more than before", func() bool { return handshakeGoroutines() <= goroutines })
 }
 
 // TestHandshakeAfterStatelessCookie: pion clients with each cipher suite, with and without a
@@ -466,4 +466,26 @@ func FuzzClientHello(f *testing.F) {
 			t.Fatalf("the cookie returned: read %v, valid from its address %v, from another %v", ok, ok && j.valid(&h2, addr), ok && j.valid(&h2, other))
 		}
 	})
+}
+
+// handshakeGoroutines counts the goroutines a handshake in progress runs: the session's
+// (runSession) and pion's for its Conn. Counting these rather than runtime.NumGoroutine keeps
+// a flood test from seeing goroutines of earlier tests (timers, closing sockets) come and go.
+func handshakeGoroutines() int {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	count := 0
+	for g := range bytes.SplitSeq(buf, []byte("\n\n")) {
+		if bytes.Contains(g, []byte("github.com/pion/dtls")) || bytes.Contains(g, []byte("dtlsserver.(*Server).runSession")) {
+			count++
+		}
+	}
+	return count
 }

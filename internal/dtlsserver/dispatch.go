@@ -26,6 +26,7 @@ const dispatchPerSession = 4
 
 // queued is a decrypted datagram waiting for its dispatcher.
 type queued struct {
+	ss        *session
 	key, addr netip.AddrPort
 	identity  string
 	data      *[]byte
@@ -80,15 +81,19 @@ func (s *Server) drainDispatch(ctx context.Context) {
 }
 
 // enqueue queues a copy of data, read from ss's Conn, for the exchange layer; slots bounds how
-// many of the session's wait.
+// many of the session's wait (nil: no bound, for the records of ss's record layer that must
+// wait behind those queued before: fastpath.go).
 func (s *Server) enqueue(ss *session, addr netip.AddrPort, data []byte, slots chan struct{}) {
-	slots <- struct{}{}
+	if slots != nil {
+		slots <- struct{}{}
+	}
+	ss.queued.Add(1)
 	b := s.disp.bufs.Get().(*[]byte)
 	*b = append((*b)[:0], data...)
 	d := s.disp.ds[ss.num%uint64(len(s.disp.ds))]
 	s.disp.pending.Add(1)
 	d.mu.Lock()
-	d.queue = append(d.queue, queued{key: ss.key, addr: addr, identity: ss.identity, data: b, slots: slots})
+	d.queue = append(d.queue, queued{ss: ss, key: ss.key, addr: addr, identity: ss.identity, data: b, slots: slots})
 	signal := d.idle
 	d.idle = false
 	d.mu.Unlock()
@@ -127,7 +132,10 @@ func (s *Server) handOn(d *dispatcher) {
 			r := &q[i]
 			s.ep.HandleSession(r.key, r.addr, r.identity, *r.data)
 			s.disp.bufs.Put(r.data)
-			<-r.slots
+			if r.slots != nil {
+				<-r.slots
+			}
+			r.ss.queued.Add(-1)
 			s.disp.pending.Add(-1)
 			*r = queued{}
 		}

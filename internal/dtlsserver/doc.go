@@ -37,47 +37,76 @@
 // # Sessions and Connection IDs
 //
 // The server issues an 8-byte Connection ID (RFC 9146) to every client that offers the
-// extension. One reader goroutine routes each datagram: a tls12_cid record by its Connection
-// ID, anything else by the address it came from; only an epoch-0 ClientHello starts a session.
-// A device whose NAT mapping changes keeps its session without a handshake: pion authenticates
-// the record from the new address and answers there, and the server follows it.
+// extension. One reader goroutine takes datagrams 32 at a time (recvmmsg, package udpbatch) and
+// routes each: a tls12_cid record by its Connection ID, anything else by the address it came
+// from; only an epoch-0 ClientHello starts a session. A device whose NAT mapping changes keeps
+// its session without a handshake: a record that authenticates from a new address, and is the
+// newest the session has had (RFC 9146 §6), moves the session there.
 //
 // The exchange layer sees each session as one peer with a stable key, an address in 100::/64
 // (RFC 6666 discard prefix) numbered per session (sessionKey), never as its current address:
 // deduplication and separate responses survive an address change, and the Sender maps the key
-// back to the session to encrypt. Request.Peer is the address pion last authenticated for it.
+// back to the session to encrypt. Request.Peer is the address the session's last authenticated
+// record came from.
 //
 // Established sessions are bounded: MaxSessions (100,000), past which a completing handshake
 // evicts the least recently active session; a session without datagrams for IdleTimeout (24 h)
-// is closed.
+// is closed (close_notify if awake).
 //
-// Hibernation (hibernate.go): an awake session is a pion Conn with 4 goroutines, ~24 KB of
-// heap and ~70 KB of RSS; 100,000 of them would take 7 GB. A session without datagrams for
-// HibernateAfter (30 s) is muted, exported and its Conn closed, leaving ~1.4 KB of heap; its
-// next datagram (or a response the exchange layer sends it) resumes it with a new Conn, without
-// a handshake. BenchmarkSessionMemory measures both:
+// The record layer (fastpath.go, package dtlsrecord): pion runs each handshake on a Conn of its
+// own. Once the session's first record after the handshake has arrived — a client sends one only
+// after it has the server's last flight, so pion will never need to retransmit that flight — or
+// once the session has been quiet for 5 s after it (a client that lost that flight retransmits
+// its own within a second or two, and pion answers; a pion Conn costs ~50 KB), the session is
+// handed over: the Conn stops getting datagrams, the records it already decrypted
+// are queued, its state is exported (Conn.ConnectionState, State.MarshalBinary: master secret,
+// randoms, suite, sequence numbers, Connection IDs), the Conn muted (it sends nothing more, not
+// even close_notify, so no record number is used twice) and closed. From then on the reader
+// opens the session's records itself, in place in its read buffer, with pion's cipher suites
+// (keys derived by pion's PRF; records numbered on from pion's; RFC 6347 §4.1.2.6 replay window
+// of 64, starting above the highest number pion accepted), and hands each CoAP message straight
+// to the exchange layer; Send seals the answer and queues it for the sender goroutine, which
+// writes in batches (sendmmsg). No goroutine per session, none per message. A record that does
+// not authenticate, is replayed or too old, or carries no or another Connection ID is dropped
+// silently (RFC 6347 §4.1.2.7) and counted; a close_notify or fatal alert ends the session (a
+// close_notify is answered); a ClientHello from the session's address starts a new handshake;
+// handshake records in epoch 1 are dropped. A session in the record layer is a session struct
+// and a dtlsrecord.Conn: ~2.6 KB of heap with its AES state (4 KB of RSS), none of pion's.
 //
-//	DTLS_BENCH_SESSIONS=10000 go test -run XXX -bench SessionMemory/awake -benchtime 1x ./internal/dtlsserver/
-//	  23,720 heap-B/session, 70,004 rss-B/session, 4 goroutines/session
-//	DTLS_BENCH_SESSIONS=100000 go test -run XXX -bench SessionMemory/hibernated -benchtime 1x ./internal/dtlsserver/
-//	  1,390 heap-B/session, 1,781 rss-B/session, 0 goroutines/session
+// Hibernation (hibernate.go): a session without datagrams for HibernateAfter (30 s) drops the
+// keys derived from its master secret (and the AES state built from them); its next datagram,
+// or a response the exchange layer sends it, derives them again, which the peer does not see.
+// The janitor that hibernates also hands over the quiet sessions still on pion's Conn; the
+// datagrams routed to such a session are queued under the session's lock, so none is lost to
+// the handover. BenchmarkSessionMemory measures both (the clients dropped without a word):
 //
-// Dispatch (dispatch.go): a session's goroutine does not call the exchange layer itself but
-// queues each decrypted datagram (at most 4 per session; past that it blocks, its queues fill
-// and the reader drops) to a dispatcher, one per GOMAXPROCS, a session always to the same one so
-// that its datagrams keep their order. A dispatcher that wakes yields once and then hands on
+//	DTLS_BENCH_SESSIONS=100000 go test -run XXX -bench SessionMemory/awake -benchtime 1x ./internal/dtlsserver/
+//	  2,584 heap-B/session, 4,073 rss-B/session, 0 goroutines/session (10,000 sessions)
+//	DTLS_BENCH_SESSIONS=10000 go test -run XXX -bench SessionMemory/hibernated -benchtime 1x ./internal/dtlsserver/
+//	  1,286 heap-B/session, 1,570 rss-B/session, 0 goroutines/session
+//
+// (With a pion Conn per session, before the record layer: 23,720 heap-B and 70,004 rss-B per
+// awake session, 4 goroutines.)
+//
+// Dispatch (dispatch.go): the records pion decrypts (the first of each session, and those of a
+// session whose handover failed) are not handed to the exchange layer by the session's
+// goroutine but queued (at most 4 per session; past that it blocks, its queues fill and the
+// reader drops) to a dispatcher, one per GOMAXPROCS, a session always to the same one so that
+// its datagrams keep their order. A dispatcher that wakes yields once and then hands on
 // everything queued, as the plain CoAP reader does with a recvmmsg batch, so the handler's work
-// comes in bursts: the spool commits a burst's records with one fsync. Called one datagram at a
-// time from thousands of session goroutines, it committed a few records per fsync, and with
-// GOMAXPROCS=1 each fsync held the only P: at 2,000 sessions the server idled at half a core
-// with 250 ms of latency.
+// comes in bursts: the spool commits a burst's records with one fsync. While some of a
+// session's datagrams wait there, the reader queues the session's next ones behind them rather
+// than handing them on itself.
 //
-// CPU (BenchmarkMessages, BenchmarkHandshake, BenchmarkPlainMessages: pion clients in the same
-// process; the server's share from go tool pprof -tagfocus side=server on -cpuprofile), 2 vCPU:
-// a CON POST and its 2.04 costs the server ~11 µs over 64 DTLS sessions against ~3.6 µs over
-// plain CoAP (per-datagram goroutine hand-offs and a sendto(2) per response in pion's
-// per-Conn path); a full PSK handshake with cookie ~76 µs of server CPU (~235 µs with the
-// client).
+// CPU (BenchmarkMessages, BenchmarkPlainMessages: pion clients in the same process, one request
+// at a time; the server's share from go tool pprof -tagfocus side=server on -cpuprofile), 2
+// vCPU shared with other work (load average 11): a CON POST and its 2.04 cost the server ~6.3
+// µs over 64 DTLS sessions in the record layer (~13.7 µs with pion's per-Conn path, same run)
+// against ~3.0 µs over plain CoAP; a full PSK handshake with cookie ~76 µs of server CPU (~235
+// µs with the client). What the record layer adds per message is pion's AES-CCM (~0.9 µs a
+// record each way, BenchmarkSealOpen in package dtlsrecord) and, one request at a time, a
+// sender wake-up per answer, which batches amortise under load. docs/benchmarks.md has make
+// bench's figures.
 //
 // # Revocation
 //
@@ -101,9 +130,10 @@
 //
 // Graceful restart: Shutdown stops reading, waits (up to its context) for requests in flight,
 // mutes every session (nothing more is sent, not even close_notify), exports the established
-// ones (pion's Conn.ConnectionState, State.MarshalBinary) and writes them to StateFile (mode
-// 0600: it holds session keys). Listen loads the file and removes it at once, and Serve resumes
-// them hibernated: a device sends after a deploy without a new handshake. A saved
+// ones and writes them to StateFile (mode 0600: it holds session keys): a session in the record layer as its dtlsrecord.State, encoded
+// as pion encodes its own (gob, pion's field names), one still on pion's Conn as pion exports
+// it. Listen loads the file and removes it at once, and Serve restores them into the record
+// layer, hibernated: a device sends after a deploy without a new handshake. A saved
 // session must be resumed at most once (its record sequence numbers would repeat), hence the
 // removal; the file must never be copied to a second gateway.
 //
@@ -133,12 +163,17 @@
 //	                                              fragmented, malformed), unknown_cid,
 //	                                              unknown_peer, short, queue_full,
 //	                                              handshakes_full, oversized (over MaxDatagram),
-//	                                              revoked (its session ended at a recheck)
+//	                                              revoked (its session ended at a recheck);
+//	                                              for sessions in the record layer, per record:
+//	                                              replayed (replay window), unauthenticated
+//	                                              (forged or corrupted), bad_record (malformed,
+//	                                              another epoch or Connection ID, a handshake
+//	                                              record), closed (close_notify or fatal alert)
 //	coapgw_dtls_sessions_saved_total              sessions written to StateFile at shutdown
 //	coapgw_dtls_sessions_restored_total           sessions resumed from it at start
-//	coapgw_dtls_hibernated_sessions               established sessions hibernated
+//	coapgw_dtls_hibernated_sessions               established sessions hibernated (keys dropped)
 //	coapgw_dtls_hibernations_total                sessions hibernated
-//	coapgw_dtls_wakes_total                       hibernated sessions woken
+//	coapgw_dtls_wakes_total                       hibernated sessions woken (keys derived again)
 //
 // The exchange layer's own metrics (package coapserver) are registered with the prefix
 // "dtls_": dtls_coapgw_coap_datagrams_total{disposition}, dtls_coapgw_coap_responses_total{code}, ...

@@ -2,15 +2,43 @@ package dtlsserver
 
 import (
 	"context"
+	"crypto/sha256"
 	"net/netip"
 	"testing"
 	"time"
 
+	"github.com/pion/dtls/v3"
+
 	"github.com/coapgw/coapgw/internal/coapserver"
+	"github.com/coapgw/coapgw/internal/dtlsrecord"
 )
 
-// FuzzDatagram feeds arbitrary datagrams to the DTLS router as if from a few peers: nothing may
-// panic, and whatever they start stays within MaxHandshakes.
+// fuzzCID is the Connection ID of the session FuzzDatagram's server has in its record layer.
+const fuzzCID = "fuzzcid!"
+
+// fuzzSession is a made-up established session, as the state file would restore it, and its
+// client's record layer.
+func fuzzSession(f *testing.F) (savedSession, *dtlsrecord.Conn) {
+	st := dtlsrecord.State{HandshakeComplete: true, LocalEpoch: 1, RemoteEpoch: 1, RemoteSequenceNumber: 1, SequenceNumber: 1,
+		CipherSuiteID: uint16(dtls.TLS_PSK_WITH_AES_128_CCM_8), MasterSecret: make([]byte, 48), LocalConnectionID: []byte(fuzzCID)}
+	st.LocalRandom[0], st.RemoteRandom[0] = 1, 2
+	b, err := st.Marshal()
+	if err != nil {
+		f.Fatal(err)
+	}
+	client, err := dtlsrecord.New(st.Peer())
+	if err != nil {
+		f.Fatal(err)
+	}
+	sv := savedSession{Addr: netip.MustParseAddrPort("127.0.0.1:40000"), CID: []byte(fuzzCID), Identity: "sensor/dev-1", Last: time.Now().UnixNano(), State: b}
+	sum := sha256.Sum256(keys["sensor/dev-1"])
+	sv.KeySum = sum[:]
+	return sv, client
+}
+
+// FuzzDatagram feeds arbitrary datagrams to the DTLS router as if from a few peers, among them
+// records of a session in the record layer (seeded with real ones): nothing may panic, and
+// whatever they start stays within MaxHandshakes.
 func FuzzDatagram(f *testing.F) {
 	for _, seed := range [][]byte{
 		{},
@@ -23,6 +51,16 @@ func FuzzDatagram(f *testing.F) {
 	}
 	hello := clientHello(f)
 	f.Add(hello, uint8(1)) // a real ClientHello, so mutations reach the cookie exchange
+	sv, client := fuzzSession(f)
+	for _, p := range []string{"", "x", string(request(7))} {
+		rec, err := client.Seal(nil, dtlsrecord.TypeApplicationData, []byte(p))
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(rec, uint8(0))
+		f.Add(append(rec, rec...), uint8(1)) // two records, the second a replay, from a new port
+	}
+	// No close_notify seed: it would end the session for the inputs after it.
 	s, err := New(Config{Addr: "127.0.0.1:0", PSK: lookup, MaxHandshakes: 8, HandshakeTimeout: 100 * time.Millisecond}, &seen{}, coapserver.Options{}, nil, nil)
 	if err != nil {
 		f.Fatal(err)
@@ -36,6 +74,7 @@ func FuzzDatagram(f *testing.F) {
 	// Its second ClientHello, with the cookie for peer 1: mutations outside the fields the
 	// cookie covers reach pion's parser.
 	f.Add(withCookie(f, hello, cookieFor(f, s.cookies, hello, peer(1)), 1, 1), uint8(1))
+	s.loaded = []savedSession{sv} // restored by Serve into the record layer
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(context.Background()) }()
 	f.Cleanup(func() {

@@ -1,24 +1,23 @@
 package dtlsserver
 
 import (
-	"net"
 	"time"
 
 	"github.com/pion/dtls/v3"
 )
 
-// A session quiet for HibernateAfter is hibernated: its Conn is muted (it sends nothing more,
-// not even close_notify), its state exported (Conn.ConnectionState, State.MarshalBinary: keys,
-// epoch, record sequence numbers, Connection IDs) and the Conn closed, leaving a few hundred
-// bytes. The next datagram routed to it, or the next response the exchange layer sends it,
-// wakes it (dtls.ResumeWithOptions) with a new Conn. The exported state is used once: it is
-// dropped when the session wakes, and the muted Conn never sends a record numbered after the
-// export, so no record sequence number (hence no AEAD nonce) is used twice.
+// A session quiet for HibernateAfter is hibernated: its record layer drops the keys derived
+// from the master secret (and the AES state built from them), leaving a few hundred bytes. The
+// next datagram routed to it, or the next response the exchange layer sends it, wakes it: the
+// keys are derived again (pion's PRF), with no handshake and nothing for the peer to see. A
+// session still on pion's Conn (no record since its handshake) is handed over to the record
+// layer first (fastpath.go).
 
-// janitor closes sessions idle for IdleTimeout and hibernates those quiet for HibernateAfter.
+// janitor closes sessions idle for IdleTimeout, hibernates those quiet for HibernateAfter, and
+// hands over to the record layer those still on pion's Conn quiet for handoverAfter.
 func (s *Server) janitor() {
 	defer s.wg.Done()
-	every := min(max(min(s.cfg.IdleTimeout, s.hibernateAfter())/8, 10*time.Millisecond), time.Minute)
+	every := min(max(min(s.cfg.IdleTimeout, s.handoverAfter())/8, 10*time.Millisecond), time.Minute)
 	t := time.NewTicker(every)
 	defer t.Stop()
 	var idle, quiet []*session
@@ -30,7 +29,7 @@ func (s *Server) janitor() {
 		}
 		now := time.Now()
 		idleCut := now.Add(-s.cfg.IdleTimeout).UnixNano()
-		quietCut := now.Add(-s.hibernateAfter()).UnixNano()
+		quietCut := now.Add(-s.handoverAfter()).UnixNano() // hibernate decides which quiet ones go
 		idle, quiet = idle[:0], quiet[:0]
 		s.mu.RLock()
 		for _, ss := range s.byKey {
@@ -40,7 +39,7 @@ func (s *Server) janitor() {
 			switch last := ss.last.Load(); {
 			case last < idleCut:
 				idle = append(idle, ss)
-			case s.cfg.HibernateAfter >= 0 && last < quietCut:
+			case last < quietCut:
 				quiet = append(quiet, ss)
 			}
 		}
@@ -49,10 +48,20 @@ func (s *Server) janitor() {
 			s.evict(ss, evictIdle)
 		}
 		for _, ss := range quiet {
-			s.hibernate(ss)
+			s.hibernate(ss, now)
 		}
 	}
 }
+
+// handoverMax bounds how long a session whose handshake completed stays on pion's Conn without
+// a record: a client that lost the server's last flight retransmits its own within a second or
+// two (pion answers it), and a pion Conn costs ~50 KB where the record layer costs ~2.5 KB.
+// (A variable for tests.)
+var handoverMax = 5 * time.Second
+
+// handoverAfter is how long an established session on pion's Conn waits for a datagram before
+// the janitor hands it over: handoverMax, or HibernateAfter if shorter.
+func (s *Server) handoverAfter() time.Duration { return min(s.hibernateAfter(), handoverMax) }
 
 func (s *Server) hibernateAfter() time.Duration {
 	if s.cfg.HibernateAfter < 0 {
@@ -61,7 +70,8 @@ func (s *Server) hibernateAfter() time.Duration {
 	return s.cfg.HibernateAfter
 }
 
-// evict closes ss for reason (idle, cap, revoked), once.
+// evict closes ss for reason (idle, cap, revoked), once: an awake session is told
+// (close_notify).
 func (s *Server) evict(ss *session, reason string) {
 	if !ss.evicted.CompareAndSwap(false, true) {
 		return
@@ -69,71 +79,63 @@ func (s *Server) evict(ss *session, reason string) {
 	s.m.evict(reason)
 	ss.mu.Lock()
 	conn := ss.conn
-	asleep := conn == nil && !ss.gone
-	if asleep {
-		ss.gone, ss.hib = true, nil
+	if ss.rec == nil || ss.gone {
+		ss.mu.Unlock()
+		if conn != nil {
+			_ = conn.Close() // its runSession removes it
+		}
+		return
 	}
+	ss.gone = true
+	notify := s.endRecordLocked(ss)
 	ss.mu.Unlock()
-	switch {
-	case asleep:
-		s.hibernated.Add(-1)
-		s.remove(ss)
-	case conn != nil:
-		_ = conn.Close() // its runSession removes it
-	}
+	s.remove(ss)
+	s.sendRecord(notify, ss)
 }
 
-// hibernate exports ss's state and closes its Conn, if it is awake and quiet.
-func (s *Server) hibernate(ss *session) {
+// hibernate drops the derived keys of ss if it has been quiet for HibernateAfter (unless
+// hibernation is off). A session still on pion's Conn (no record since its handshake) and quiet
+// for handoverAfter is handed over to the record layer first.
+func (s *Server) hibernate(ss *session, now time.Time) {
 	ss.mu.Lock()
-	if ss.gone || ss.conn == nil || len(ss.vc.in) > 0 || ss.last.Load() >= time.Now().Add(-s.hibernateAfter()).UnixNano() {
-		ss.mu.Unlock()
-		return
+	last := ss.last.Load()
+	sleep := s.cfg.HibernateAfter >= 0 && last < now.Add(-s.hibernateAfter()).UnixNano()
+	var conn *dtls.Conn
+	switch {
+	case ss.gone:
+	case ss.rec != nil:
+	case ss.conn != nil && last < now.Add(-s.handoverAfter()).UnixNano() && len(ss.vc.in) == 0 && ss.vc.idle():
+		// pion has taken every datagram routed to it and processed them (deliver queues under
+		// ss.mu, so none comes in between): nothing is lost when its Conn closes.
+		conn = ss.conn
+		if err := s.handoverLocked(ss); err != nil {
+			ss.mu.Unlock()
+			s.log.Warn("dtls session not handed over", "peer", ss.addr.Load(), "err", err)
+			return
+		}
 	}
-	ss.vc.mute.Store(true)
-	st, ok := ss.conn.ConnectionState()
-	var b []byte
-	var err error
-	if ok {
-		b, err = st.MarshalBinary()
+	if sleep && !ss.gone && ss.rec != nil && ss.rec.Awake() {
+		ss.rec.Sleep()
+		s.hibernated.Add(1)
+		s.m.hibernations.Inc()
 	}
-	if !ok || err != nil {
-		ss.vc.mute.Store(false)
-		ss.mu.Unlock()
-		s.log.Warn("dtls session not hibernated", "peer", ss.addr.Load(), "err", err)
-		return
-	}
-	conn := ss.conn
-	ss.conn, ss.vc, ss.hib = nil, nil, b
 	ss.mu.Unlock()
-	s.hibernated.Add(1)
-	s.m.hibernations.Inc()
-	_ = conn.Close()
+	if conn != nil {
+		_ = conn.Close()
+	}
 }
 
-// wakeLocked resumes a hibernated ss with a new Conn; ss.mu is held. False if ss is gone or its
-// state does not resume (it stays asleep until evicted).
+// wakeLocked derives the keys of a hibernated ss again; ss.mu is held. False if they cannot be.
 func (s *Server) wakeLocked(ss *session) bool {
-	if ss.gone || ss.hib == nil {
-		return false
+	if ss.rec.Awake() {
+		return true
 	}
-	var st dtls.State
-	if err := st.UnmarshalBinary(ss.hib); err != nil {
+	if err := ss.rec.Wake(); err != nil {
 		s.log.Warn("dtls session does not wake", "peer", ss.addr.Load(), "err", err)
 		return false
 	}
-	vc := newVconn(s, ss, s.cfg.SessionQueue)
-	opts := append(append(make([]dtls.Option, 0, len(s.opts)+1), s.opts...), s.pskOption(ss))
-	conn, err := dtls.ResumeWithOptions(&st, vc, net.UDPAddrFromAddrPort(*ss.addr.Load()), opts...)
-	if err != nil {
-		s.log.Warn("dtls session does not wake", "peer", ss.addr.Load(), "err", err)
-		return false
-	}
-	ss.conn, ss.vc, ss.hib = conn, vc, nil
 	s.hibernated.Add(-1)
 	s.m.wakes.Inc()
-	s.wg.Add(1)
-	go s.runSession(ss, conn, vc, true)
 	return true
 }
 
@@ -149,20 +151,23 @@ func (s *Server) export(all []*session) ([]savedSession, []*dtls.Conn) {
 			continue
 		}
 		ss.gone = true
-		state := ss.hib
-		if ss.conn != nil {
+		var state []byte
+		var err error
+		switch {
+		case ss.rec != nil:
+			st := ss.rec.State()
+			state, err = st.Marshal()
+		case ss.conn != nil:
 			ss.vc.mute.Store(true)
 			conns = append(conns, ss.conn)
-			state = nil
 			if st, ok := ss.conn.ConnectionState(); ok && ss.est.Load() {
-				b, err := st.MarshalBinary()
-				if err != nil {
-					s.log.Warn("dtls session not saved", "peer", ss.addr.Load(), "err", err)
-				}
-				state = b
+				state, err = st.MarshalBinary()
 			}
 		}
 		ss.mu.Unlock()
+		if err != nil {
+			s.log.Warn("dtls session not saved", "peer", ss.addr.Load(), "err", err)
+		}
 		if state != nil && ss.est.Load() {
 			sv := savedSession{Addr: *ss.addr.Load(), CID: []byte(ss.cid), Identity: ss.identity, Last: ss.last.Load(), State: state}
 			if sum := ss.keySum.Load(); sum != nil {

@@ -5,22 +5,26 @@ import "github.com/prometheus/client_golang/prometheus"
 type disposition int
 
 const (
-	dispSession        disposition = iota // routed to its session (by Connection ID or address)
-	dispHello                             // a ClientHello that started a handshake
-	dispUnknownCID                        // a tls12_cid record whose Connection ID no session has
-	dispUnknownPeer                       // not a ClientHello, from an address without a session
-	dispShort                             // shorter than a record header
-	dispQueueFull                         // the session's queue was full
-	dispHandshakesFull                    // a ClientHello past MaxHandshakes
-	dispOversized                         // longer than MaxDatagram: dropped
-	dispRevoked                           // its session's identity was refused at a recheck
-	dispHelloVerify                       // a ClientHello without a cookie: answered with a HelloVerifyRequest
-	dispBadCookie                         // a ClientHello with an invalid cookie: answered with a HelloVerifyRequest
-	dispBadHello                          // an epoch-0 ClientHello that cannot be read whole (fragmented, malformed)
+	dispSession         disposition = iota // routed to its session (by Connection ID or address)
+	dispHello                              // a ClientHello that started a handshake
+	dispUnknownCID                         // a tls12_cid record whose Connection ID no session has
+	dispUnknownPeer                        // not a ClientHello, from an address without a session
+	dispShort                              // shorter than a record header
+	dispQueueFull                          // the session's queue was full
+	dispHandshakesFull                     // a ClientHello past MaxHandshakes
+	dispOversized                          // longer than MaxDatagram: dropped
+	dispRevoked                            // its session's identity was refused at a recheck
+	dispReplayed                           // a record the replay window refused (fastpath.go)
+	dispUnauthenticated                    // a record that did not authenticate: dropped
+	dispBadRecord                          // a record the session does not take: malformed, wrong epoch or CID, handshake
+	dispClosed                             // a close_notify or fatal alert: the session ended
+	dispHelloVerify                        // a ClientHello without a cookie: answered with a HelloVerifyRequest
+	dispBadCookie                          // a ClientHello with an invalid cookie: answered with a HelloVerifyRequest
+	dispBadHello                           // an epoch-0 ClientHello that cannot be read whole (fragmented, malformed)
 	numDisp
 )
 
-var dispNames = [numDisp]string{"session", "hello", "unknown_cid", "unknown_peer", "short", "queue_full", "handshakes_full", "oversized", "revoked", "hello_verify", "bad_cookie", "bad_hello"}
+var dispNames = [numDisp]string{"session", "hello", "unknown_cid", "unknown_peer", "short", "queue_full", "handshakes_full", "oversized", "revoked", "replayed", "unauthenticated", "bad_record", "closed", "hello_verify", "bad_cookie", "bad_hello"}
 
 const (
 	resultOK        = "ok"
@@ -61,8 +65,8 @@ func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
 	m.evict = func(r string) { ev.WithLabelValues(r).Inc() }
 	m.saved = prometheus.NewCounter(prometheus.CounterOpts{Name: "coapgw_dtls_sessions_saved_total", Help: "DTLS sessions saved to the state file at shutdown."})
 	m.restored = prometheus.NewCounter(prometheus.CounterOpts{Name: "coapgw_dtls_sessions_restored_total", Help: "DTLS sessions resumed from the state file at start."})
-	m.hibernations = prometheus.NewCounter(prometheus.CounterOpts{Name: "coapgw_dtls_hibernations_total", Help: "DTLS sessions hibernated (state exported, Conn closed) after HibernateAfter without traffic."})
-	m.wakes = prometheus.NewCounter(prometheus.CounterOpts{Name: "coapgw_dtls_wakes_total", Help: "Hibernated DTLS sessions resumed by a datagram or a response."})
+	m.hibernations = prometheus.NewCounter(prometheus.CounterOpts{Name: "coapgw_dtls_hibernations_total", Help: "DTLS sessions hibernated (derived keys dropped) after HibernateAfter without traffic."})
+	m.wakes = prometheus.NewCounter(prometheus.CounterOpts{Name: "coapgw_dtls_wakes_total", Help: "Hibernated DTLS sessions woken (keys derived again) by a datagram or a response."})
 	if reg != nil {
 		est := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "coapgw_dtls_sessions", Help: "DTLS sessions, by state (established, handshake).", ConstLabels: prometheus.Labels{"state": "established"}},
 			func() float64 { e, _ := s.Sessions(); return float64(e) })

@@ -9,7 +9,7 @@ import (
 
 // Revocation of live sessions (package doc, "Revocation"): Server.deliver asks recheckDue for
 // every datagram of a session (one load, one comparison) and, when due, stillValid asks
-// Config.PSK again, before the datagram is queued or the hibernated session woken. A session
+// Config.PSK again, before the datagram is queued or opened (and a hibernated session woken). A session
 // keeps only the SHA-256 of its key, set by the PSK hook at the handshake (and saved with it
 // in StateFile).
 

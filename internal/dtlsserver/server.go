@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/coapgw/coapgw/internal/coapserver"
+	"github.com/coapgw/coapgw/internal/udpbatch"
 )
 
 // Server is the CoAP-over-DTLS server: one UDP socket, one reader goroutine routing datagrams
@@ -48,7 +49,9 @@ type Server struct {
 	cookies    *cookieJar    // cookie.go; the reader's
 	loaded     []savedSession
 	hibernated atomic.Int64
-	disp       dispatchers // dispatch.go
+	disp       dispatchers     // dispatch.go
+	out        *udpbatch.Queue // the record layer's records, written in batches
+	outDone    chan struct{}   // closed when out's writer has returned
 }
 
 var _ coapserver.Sender = (*Server)(nil)
@@ -97,6 +100,7 @@ func (s *Server) Listen() error {
 		return fmt.Errorf("listen dtls %s: %w", s.cfg.Addr, err)
 	}
 	s.conn = pc.(*net.UDPConn)
+	s.out = udpbatch.NewQueue(readBatch)
 	_ = s.conn.SetReadBuffer(socketBytes) // best effort: the sysctl may cap it
 	_ = s.conn.SetWriteBuffer(socketBytes)
 	if s.cfg.StateFile != "" {
@@ -133,6 +137,11 @@ func (s *Server) Serve(ctx context.Context) error {
 	s.loaded = nil
 	s.lmu.Unlock()
 	s.ep.Start()
+	s.outDone = make(chan struct{})
+	go func() {
+		defer close(s.outDone)
+		s.out.Run(s.conn, func(err error) { s.log.Debug("dtls write", "err", err) })
+	}()
 	s.startDispatch()
 	s.restore(loaded)
 	s.wg.Add(1)
@@ -192,52 +201,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.wg.Wait()
 	s.stopDispatch()
+	s.out.Close()
+	if s.outDone != nil {
+		<-s.outDone
+	}
 	s.conn.Close()
 	return err
-}
-
-// Send encrypts b to the session whose key is peer (coapserver.Sender).
-func (s *Server) Send(peer netip.AddrPort, b []byte) {
-	s.mu.RLock()
-	ss := s.byKey[peer]
-	s.mu.RUnlock()
-	if ss == nil || !ss.est.Load() {
-		return
-	}
-	// Written under ss.mu, so that hibernate cannot mute and export the session between
-	// taking its Conn and the write (the response would be lost). Lock order: a goroutine
-	// holding ss.mu may take Server.mu (vconn.WriteTo → moveSession) only for an established
-	// session, and Server.mu holders take ss.mu only of sessions in handshake (startSession).
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	if ss.conn == nil && !s.wakeLocked(ss) {
-		return
-	}
-	if _, err := ss.conn.Write(b); err != nil {
-		s.log.Debug("dtls write", "peer", peer, "err", err)
-	}
-}
-
-func (s *Server) read() {
-	// One byte more than MaxDatagram: a datagram that fills it was longer, and is dropped whole
-	// rather than handed on cut short (its record could not be authenticated anyway).
-	buf := make([]byte, s.cfg.MaxDatagram+1)
-	for {
-		n, from, err := s.conn.ReadFromUDPAddrPort(buf)
-		if err != nil {
-			var ne net.Error
-			if errors.Is(err, net.ErrClosed) || (errors.As(err, &ne) && ne.Timeout()) {
-				return
-			}
-			s.log.Warn("dtls read", "err", err)
-			continue
-		}
-		if n > s.cfg.MaxDatagram {
-			s.m.disp(dispOversized)
-			continue
-		}
-		s.route(buf[:n], netip.AddrPortFrom(from.Addr().Unmap(), from.Port()))
-	}
 }
 
 // socketBytes is the socket's receive and send buffer: bursts of handshakes wait there.
@@ -307,33 +276,6 @@ func (s *Server) route(data []byte, from netip.AddrPort) {
 		return
 	}
 	s.startSession(data, from, ch)
-}
-
-// deliver queues a datagram for ss (waking it if hibernated) after recheck.go's check, if due.
-func (s *Server) deliver(ss *session, data []byte, from netip.AddrPort) {
-	now := time.Now().UnixNano()
-	if s.recheckDue(ss, now) && !s.stillValid(ss, now) {
-		s.m.disp(dispRevoked)
-		return
-	}
-	ss.mu.Lock()
-	asleep := ss.conn == nil
-	if ss.evicted.Load() || (asleep && !s.wakeLocked(ss)) {
-		ss.mu.Unlock()
-		s.m.disp(dispUnknownPeer)
-		return
-	}
-	vc := ss.vc
-	ss.mu.Unlock()
-	if !vc.deliver(data, from) {
-		s.m.disp(dispQueueFull)
-		return
-	}
-	if asleep {
-		now = time.Now().UnixNano() // after the wake, lest the janitor hibernate it at once
-	}
-	ss.last.Store(now)
-	s.m.disp(dispSession)
 }
 
 // newCID returns a Connection ID no session has; s.mu is held.
@@ -500,7 +442,11 @@ func (s *Server) runSession(ss *session, conn *dtls.Conn, vc *vconn, resumed boo
 		if err != nil {
 			return
 		}
-		s.enqueue(ss, s.peerAddr(conn, vc), buf[:n], slots)
+		addr := s.peerAddr(conn, vc)
+		if s.handover(ss, conn, vc, buf[:n], addr) {
+			return // the session goes on in the record layer (fastpath.go)
+		}
+		s.enqueue(ss, addr, buf[:n], slots)
 	}
 }
 

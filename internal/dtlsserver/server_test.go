@@ -214,24 +214,34 @@ func (m *movingConn) SetWriteDeadline(time.Time) error { return nil }
 func dial(t *testing.T, server netip.AddrPort, identity string, key []byte) (*dtls.Conn, *movingConn, error) {
 	t.Helper()
 	mc := newMovingConn(t)
-	c, err := dtls.ClientWithOptions(mc, net.UDPAddrFromAddrPort(server),
+	c, err := dialOver(t, mc, server, identity, key)
+	if err != nil {
+		return nil, nil, err
+	}
+	return c, mc, nil
+}
+
+// dialOver is dial over the client socket pc (closed with the session).
+func dialOver(t *testing.T, pc net.PacketConn, server netip.AddrPort, identity string, key []byte) (*dtls.Conn, error) {
+	t.Helper()
+	c, err := dtls.ClientWithOptions(pc, net.UDPAddrFromAddrPort(server),
 		dtls.WithPSK(func([]byte) ([]byte, error) { return key, nil }),
 		dtls.WithPSKIdentityHint([]byte(identity)),
 		dtls.WithCipherSuites(dtls.TLS_PSK_WITH_AES_128_CCM_8),
 		dtls.WithConnectionIDGenerator(dtls.OnlySendCIDGenerator()),
 	)
 	if err != nil {
-		mc.Close()
+		pc.Close()
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := c.HandshakeContext(ctx); err != nil {
 		c.Close()
-		return nil, nil, err
+		return nil, err
 	}
 	t.Cleanup(func() { c.Close() })
-	return c, mc, nil
+	return c, nil
 }
 
 var mid atomic.Uint32

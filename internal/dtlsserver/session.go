@@ -11,20 +11,23 @@ import (
 	"time"
 
 	"github.com/pion/dtls/v3"
+
+	"github.com/coapgw/coapgw/internal/dtlsrecord"
 )
 
 // cidLen is the length of the Connection IDs the server issues (RFC 9146).
 const cidLen = 8
 
-// session is one DTLS peer: a pion Conn over a virtual PacketConn (vconn) that the server's
-// reader feeds with the datagrams routed to it, by Connection ID or by address.
+// session is one DTLS peer: during its handshake (and until its first record after it) a pion
+// Conn over a virtual PacketConn (vconn) that the server's reader feeds with the datagrams
+// routed to it, by Connection ID or by address; after that its record layer (fastpath.go).
 type session struct {
 	key netip.AddrPort // stable stand-in for the peer in the exchange layer (see sessionKey)
 	num uint64
 	cid string
 
 	identity string       // set once the handshake completed
-	est      atomic.Bool  // handshake completed (or resumed)
+	est      atomic.Bool  // handshake completed (or restored)
 	last     atomic.Int64 // unix nanoseconds of the last datagram routed to it
 	addr     atomic.Pointer[netip.AddrPort]
 	evicted  atomic.Bool // the server decided to close it (idle, cap, revoked)
@@ -33,18 +36,21 @@ type session struct {
 	// against Config.PSK (see recheck.go).
 	keySum  atomic.Pointer[[sha256.Size]byte]
 	checked atomic.Int64
-	// pastCookie: the server sent its ServerHello, so the peer returned the cookie and
-	// receives at its address.
-	pastCookie atomic.Bool
 	// prev is the established session that had this address when this one's ClientHello came
 	// from it, until this handshake completes (guarded by Server.mu).
 	prev *session
 
+	// queued counts its datagrams waiting in a dispatcher: while some do, the reader queues
+	// the session's next ones behind them rather than handing them on itself (fastpath.go).
+	queued atomic.Int32
+
 	mu   sync.Mutex
-	conn *dtls.Conn // nil while hibernated
-	vc   *vconn     // nil while hibernated
-	hib  []byte     // the exported state while hibernated
-	gone bool       // removed: neither delivered to nor woken again
+	conn *dtls.Conn // pion's, until the handshake's first record after it (nil after)
+	vc   *vconn     // conn's (nil with it)
+	// rec is the session's record layer once pion handed it over (fastpath.go): asleep
+	// (hibernated) or awake.
+	rec  *dtlsrecord.Conn
+	gone bool // removed: neither delivered to nor woken again
 }
 
 // sessionKey is the exchange layer's peer for session n: an address in 100::/64, the IPv6
@@ -74,6 +80,7 @@ type vconn struct {
 	closed chan struct{}
 	once   sync.Once
 	mute   atomic.Bool // drop writes: the session's state has been exported
+	held   atomic.Bool // ReadFrom hands pion nothing more: the session is being handed over
 
 	mu       sync.Mutex
 	deadline time.Time
@@ -127,8 +134,12 @@ func (v *vconn) ReadFrom(b []byte) (int, net.Addr, error) {
 			t = time.NewTimer(d)
 			timeout = t.C
 		}
+		in := v.in
+		if v.held.Load() {
+			in = nil
+		}
 		select {
-		case p := <-v.in:
+		case p := <-in:
 			stopTimer(t)
 			n := copy(b, p.data)
 			v.mu.Lock()
@@ -161,9 +172,6 @@ func (v *vconn) WriteTo(b []byte, addr net.Addr) (int, error) {
 	}
 	ap := ua.AddrPort()
 	ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-	if !v.ss.est.Load() && len(b) > handshakeTypeIndex && b[0] == contentHandshake && b[handshakeTypeIndex] == handshakeServerHello {
-		v.ss.pastCookie.Store(true)
-	}
 	if cur := v.ss.addr.Load(); cur == nil || *cur != ap {
 		// pion writes to a new address only after it authenticated a record from there
 		// (RFC 9146 §6): follow the peer.
@@ -171,6 +179,18 @@ func (v *vconn) WriteTo(b []byte, addr net.Addr) (int, error) {
 	}
 	return v.s.conn.WriteToUDPAddrPort(b, ap)
 }
+
+// hold makes ReadFrom hand pion no more datagrams (they stay in v.in).
+func (v *vconn) hold() {
+	v.held.Store(true)
+	select {
+	case v.wake <- struct{}{}:
+	default:
+	}
+}
+
+// idle says whether pion has processed every datagram it took: it waits in ReadFrom again.
+func (v *vconn) idle() bool { return v.entries.Load() > v.returned.Load() }
 
 func (v *vconn) Close() error {
 	v.once.Do(func() { close(v.closed) })

@@ -10,7 +10,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/pion/dtls/v3"
+	"github.com/coapgw/coapgw/internal/dtlsrecord"
 )
 
 // stateVersion names the state file's format; a file of another version is not loaded.
@@ -108,8 +108,12 @@ func (s *Server) restore(saved []savedSession) {
 		if sv.Last < cutoff || len(sv.CID) != cidLen || !sv.Addr.IsValid() {
 			continue
 		}
-		var st dtls.State
-		if err := st.UnmarshalBinary(sv.State); err != nil {
+		st, err := dtlsrecord.ParseState(sv.State)
+		var rec *dtlsrecord.Conn
+		if err == nil {
+			rec, err = dtlsrecord.NewAsleep(st)
+		}
+		if err != nil {
 			s.log.Warn("dtls session not restored", "peer", sv.Addr, "err", err)
 			continue
 		}
@@ -124,7 +128,7 @@ func (s *Server) restore(saved []savedSession) {
 		if len(sv.KeySum) == sha256.Size {
 			ss.keySum.Store((*[sha256.Size]byte)(sv.KeySum))
 		}
-		ss.hib = sv.State
+		ss.rec = rec
 		ss.est.Store(true)
 		s.established++
 		s.mu.Unlock()

@@ -89,12 +89,6 @@ func (c *Config) validateDTLS() []error {
 	return errs
 }
 
-// connectedConn lets pion's client use a connected UDP socket, so each device has its own source
-// port and the kernel drops datagrams from anyone but the server, as in plain mode.
-type connectedConn struct{ *net.UDPConn }
-
-func (c connectedConn) WriteTo(p []byte, _ net.Addr) (int, error) { return c.Write(p) }
-
 // quietLogs keeps pion from logging every failed handshake of a large fleet; failures are counted.
 var quietLogs = &logging.DefaultLoggerFactory{DefaultLogLevel: logging.LogLevelDisabled, ScopeLevels: map[string]logging.LogLevel{}}
 
@@ -103,7 +97,7 @@ const maxHandshakeErrors = 8
 
 // handshakes is the outcome of the handshake phase.
 type handshakes struct {
-	sessions []*dtls.Conn // by device; nil where the handshake failed
+	sessions []*dtlsSession // by device; nil where the handshake failed
 	ok       uint64
 	failed   uint64
 	errs     map[string]uint64
@@ -114,7 +108,7 @@ type handshakes struct {
 func (h *handshakes) close() {
 	for _, s := range h.sessions {
 		if s != nil {
-			s.Close()
+			s.close()
 		}
 	}
 }
@@ -130,7 +124,7 @@ func handshakeAll(ctx context.Context, cfg *Config, raddr *net.UDPAddr) (*handsh
 	if err != nil {
 		return nil, err
 	}
-	h := &handshakes{sessions: make([]*dtls.Conn, cfg.Devices), errs: map[string]uint64{}}
+	h := &handshakes{sessions: make([]*dtlsSession, cfg.Devices), errs: map[string]uint64{}}
 	var next atomic.Int64
 	var mu sync.Mutex
 	var wg sync.WaitGroup
@@ -176,7 +170,7 @@ func handshakeAll(ctx context.Context, cfg *Config, raddr *net.UDPAddr) (*handsh
 
 // handshake opens device g's socket and performs its DTLS handshake.
 func handshake(ctx context.Context, cfg *Config, raddr *net.UDPAddr, suite dtls.CipherSuiteID,
-	keyOf func(string) ([]byte, error), g int) (*dtls.Conn, error) {
+	keyOf func(string) ([]byte, error), g int) (*dtlsSession, error) {
 	id := cfg.identity(g)
 	key, err := keyOf(id)
 	if err != nil {
@@ -186,7 +180,8 @@ func handshake(ctx context.Context, cfg *Config, raddr *net.UDPAddr, suite dtls.
 	if err != nil {
 		return nil, err
 	}
-	conn, err := dtls.ClientWithOptions(connectedConn{uc}, raddr,
+	mc := &mutableConn{UDPConn: uc}
+	conn, err := dtls.ClientWithOptions(mc, raddr,
 		dtls.WithPSK(func([]byte) ([]byte, error) { return key, nil }),
 		dtls.WithPSKIdentityHint([]byte(id)),
 		dtls.WithCipherSuites(suite),
@@ -205,7 +200,7 @@ func handshake(ctx context.Context, cfg *Config, raddr *net.UDPAddr, suite dtls.
 		uc.Close() // pion may have closed it already
 		return nil, err
 	}
-	return conn, nil
+	return handover(conn, uc, mc)
 }
 
 // DTLSSample is what the handshake phase of a DTLS run measured.

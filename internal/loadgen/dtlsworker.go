@@ -1,145 +1,143 @@
 package loadgen
 
 import (
-	"bytes"
 	"errors"
+	"fmt"
 	"net"
-	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/pion/dtls/v3"
+	"golang.org/x/sys/unix"
 
 	"github.com/coapgw/coapgw/internal/coapmsg"
+	"github.com/coapgw/coapgw/internal/dtlsrecord"
 )
 
-// dtlsReadBuf is the largest decrypted response a device takes; a larger one counts as a
-// receive error. CoAP responses to telemetry are a few bytes.
-const dtlsReadBuf = 2048
-
-// dtlsReaders runs one goroutine per DTLS device that reads decrypted datagrams from pion and
-// passes them to the worker, which handles them like plain datagrams. The DTLS path allocates
-// (a copy per datagram, and whatever pion allocates); the plain path does not.
-type dtlsReaders struct {
-	in      chan dtlsPacket
-	quit    chan struct{}
-	wg      sync.WaitGroup
-	stopped bool
+// dtlsSession is a device's DTLS session once pion's handshake is done: its own connected,
+// non-blocking UDP socket (a duplicate of the one pion used) and the session's record layer
+// (package dtlsrecord, shared with the gateway's DTLS server). The worker drives it from its
+// epoll loop like a plain device, sealing each request and opening each answer itself: no
+// goroutine per session and no hand-off per message.
+type dtlsSession struct {
+	fd   int
+	port int
+	rec  *dtlsrecord.Conn
 }
 
-// dtlsPacket is one datagram read by device dev; data is nil when the read failed.
-type dtlsPacket struct {
-	dev  int
-	data []byte
+// mutableConn is the socket pion's client uses: connected (so each device has its own source
+// port and the kernel drops datagrams from anyone but the server, as in plain mode), and muted
+// once the session is handed over, so that pion's Close sends no close_notify.
+type mutableConn struct {
+	*net.UDPConn
+	mute atomic.Bool
 }
 
-func newDTLSReaders() *dtlsReaders {
-	return &dtlsReaders{in: make(chan dtlsPacket, 4096), quit: make(chan struct{})}
-}
-
-// addDTLS adds global device g, which has the established session conn.
-func (w *worker) addDTLS(g int, conn *dtls.Conn, opts []coapmsg.Option) {
-	port := 0
-	if a, ok := conn.LocalAddr().(*net.UDPAddr); ok {
-		port = a.Port
+func (c *mutableConn) WriteTo(p []byte, _ net.Addr) (int, error) {
+	if c.mute.Load() {
+		return len(p), nil
 	}
+	return c.Write(p)
+}
+
+// handover takes the session from pion once its handshake completed (the client has the
+// server's last flight): the socket is duplicated, pion's Conn muted, its state exported into a
+// record layer, and the Conn (with its socket) closed.
+func handover(conn *dtls.Conn, uc *net.UDPConn, mc *mutableConn) (*dtlsSession, error) {
+	rc, err := uc.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	fd := -1
+	var derr error
+	if err := rc.Control(func(s uintptr) { fd, derr = unix.Dup(int(s)) }); err != nil {
+		return nil, err
+	}
+	if derr != nil {
+		return nil, fmt.Errorf("dup: %w", derr)
+	}
+	unix.CloseOnExec(fd)
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	mc.mute.Store(true)
+	rec, err := exportSession(conn)
+	if err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("handover: %w", err)
+	}
+	port := uc.LocalAddr().(*net.UDPAddr).Port
+	_ = conn.Close()
+	return &dtlsSession{fd: fd, port: port, rec: rec}, nil
+}
+
+func exportSession(conn *dtls.Conn) (*dtlsrecord.Conn, error) {
+	st, ok := conn.ConnectionState()
+	if !ok {
+		return nil, errors.New("no connection state")
+	}
+	b, err := st.MarshalBinary()
+	if err != nil {
+		return nil, err
+	}
+	ps, err := dtlsrecord.ParseState(b)
+	if err != nil {
+		return nil, err
+	}
+	return dtlsrecord.New(ps)
+}
+
+// close tells the server the session ends (close_notify) and closes its socket.
+func (s *dtlsSession) close() {
+	if b, err := s.rec.Seal(nil, dtlsrecord.TypeAlert, []byte{1, 0}); err == nil {
+		_, _ = unix.Write(s.fd, b)
+	}
+	unix.Close(s.fd)
+}
+
+// addDTLS adds global device g, which has the established session s; the worker polls its
+// socket but does not close it (the handshake phase's owner does, after a close_notify).
+func (w *worker) addDTLS(g int, s *dtlsSession, opts []coapmsg.Option) error {
+	i := len(w.devs)
 	w.devs = append(w.devs, device{
-		fd:      -1,
-		conn:    conn,
-		port:    port,
+		fd:      s.fd,
+		rec:     s.rec,
+		port:    s.port,
 		mid:     uint16(w.rng.Uint64()),
 		startAt: int64(w.cfg.Ramp) * int64(g) / int64(w.cfg.Devices),
 		opts:    opts,
 	})
-}
-
-// runDTLS is run for DTLS devices: the same state machine, fed by the readers instead of epoll.
-func (w *worker) runDTLS(stop *atomic.Bool) error {
-	r := w.dtls
-	for i := range w.devs {
-		conn := w.devs[i].conn
-		r.wg.Go(func() { r.read(i, conn) })
-	}
-	timer := time.NewTimer(time.Hour)
-	defer timer.Stop()
-	for !stop.Load() {
-		now := w.now()
-		if now >= w.winEnd {
-			break
-		}
-		w.startDevices(now)
-		if now >= w.nextTimer {
-			w.timers(now)
-		}
-		wake := min(w.nextTimer, w.winEnd)
-		if w.nextStart < len(w.devs) {
-			wake = min(wake, w.devs[w.nextStart].startAt)
-		}
-		timer.Reset(time.Duration(max(min(wake-now, int64(50*time.Millisecond)), 0)))
-		select {
-		case p := <-r.in:
-			w.receiveDTLS(p)
-		drain:
-			for range 256 {
-				select {
-				case p := <-r.in:
-					w.receiveDTLS(p)
-				default:
-					break drain
-				}
-			}
-		case <-timer.C:
-		}
-	}
-	for i := range w.devs {
-		w.midUse = max(w.midUse, w.devs[i].seq)
+	ev := unix.EpollEvent{Events: unix.EPOLLIN}
+	ev.Fd = int32(i)
+	if err := unix.EpollCtl(w.epfd, unix.EPOLL_CTL_ADD, s.fd, &ev); err != nil {
+		return fmt.Errorf("epoll_ctl: %w", err)
 	}
 	return nil
 }
 
-func (w *worker) receiveDTLS(p dtlsPacket) {
-	now := w.now()
-	if p.data == nil {
-		if w.counting(now) {
-			w.c.recvErrors++
-		}
-		return
+// writeDTLS seals p into one record of d's session and sends it.
+func (w *worker) writeDTLS(d *device, p []byte) error {
+	var err error
+	if w.sbuf, err = d.rec.Seal(w.sbuf[:0], dtlsrecord.TypeApplicationData, p); err != nil {
+		return err
 	}
-	w.handle(p.dev, p.data, now)
+	_, err = unix.Write(d.fd, w.sbuf)
+	return err
 }
 
-// read passes device di's datagrams to the worker until the session fails or is closed.
-func (r *dtlsReaders) read(di int, conn *dtls.Conn) {
-	buf := make([]byte, dtlsReadBuf)
-	for {
-		n, err := conn.Read(buf)
-		p := dtlsPacket{dev: di}
-		var tmp *dtls.TemporaryError
-		fatal := err != nil && !errors.As(err, &tmp)
-		if err == nil {
-			p.data = bytes.Clone(buf[:n])
+// receiveDTLS opens the records of a datagram of device di's session and handles their
+// messages like plain datagrams. A record that does not open, or an alert (the server ended
+// the session), counts as a receive error.
+func (w *worker) receiveDTLS(di int, b []byte, now int64) {
+	for len(b) > 0 {
+		r, n, err := w.devs[di].rec.Open(b)
+		b = b[n:]
+		if err != nil || r.Type != dtlsrecord.TypeApplicationData {
+			if w.counting(now) {
+				w.c.recvErrors++
+			}
+			continue
 		}
-		select {
-		case r.in <- p:
-		case <-r.quit:
-			return
-		}
-		if fatal {
-			return
-		}
+		w.handle(di, r.Data, now)
 	}
-}
-
-// stopDTLS closes the worker's sessions (each sends a close_notify) and waits for its readers.
-func (w *worker) stopDTLS() {
-	r := w.dtls
-	if r == nil || r.stopped {
-		return
-	}
-	r.stopped = true
-	close(r.quit)
-	for i := range w.devs {
-		w.devs[i].conn.Close()
-	}
-	r.wg.Wait()
 }

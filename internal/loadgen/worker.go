@@ -9,10 +9,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/pion/dtls/v3"
 	"golang.org/x/sys/unix"
 
 	"github.com/coapgw/coapgw/internal/coapmsg"
+	"github.com/coapgw/coapgw/internal/dtlsrecord"
 )
 
 // Slot states.
@@ -34,11 +34,11 @@ type slot struct {
 	pkt      []byte
 }
 
-// device is one virtual device: its own connected, non-blocking UDP socket and MID space, or in
-// DTLS mode its own session (over its own connected UDP socket, read by pion).
+// device is one virtual device: its own connected, non-blocking UDP socket and MID space, and
+// in DTLS mode its session's record layer.
 type device struct {
-	fd      int        // -1 in DTLS mode
-	conn    *dtls.Conn // DTLS mode only
+	fd      int
+	rec     *dtlsrecord.Conn // DTLS mode only (the socket belongs to the handshake phase)
 	port    int
 	mid     uint16
 	seq     uint64 // requests sent, the payload's "seq"
@@ -124,7 +124,7 @@ type worker struct {
 	latDlvd histogram // 2.04 only
 	midUse  uint64    // most requests any device sent: > 65536 means MIDs were reused
 
-	dtls *dtlsReaders // DTLS mode only
+	sbuf []byte // DTLS mode: the sealed record being sent
 }
 
 const timerSlack = int64(time.Millisecond)
@@ -136,7 +136,7 @@ func newWorker(cfg *Config, raddr *net.UDPAddr, first, stride int, base time.Tim
 
 // buildWorker is newWorker, in DTLS mode over the established sessions (by global device index;
 // devices whose handshake failed are left out).
-func buildWorker(cfg *Config, raddr *net.UDPAddr, sessions []*dtls.Conn, first, stride int, base time.Time, winStart, winEnd int64, seed uint64) (*worker, error) {
+func buildWorker(cfg *Config, raddr *net.UDPAddr, sessions []*dtlsSession, first, stride int, base time.Time, winStart, winEnd int64, seed uint64) (*worker, error) {
 	w := &worker{
 		cfg:      cfg,
 		epfd:     -1,
@@ -151,9 +151,6 @@ func buildWorker(cfg *Config, raddr *net.UDPAddr, sessions []*dtls.Conn, first, 
 		ack:      make([]byte, 0, 16),
 	}
 	w.ackMsg.Type, w.ackMsg.Code = coapmsg.Acknowledgement, coapmsg.Empty
-	if sessions != nil {
-		w.dtls = newDTLSReaders()
-	}
 	code, err := cfg.code()
 	if err != nil {
 		return nil, err
@@ -222,7 +219,10 @@ func buildWorker(cfg *Config, raddr *net.UDPAddr, sessions []*dtls.Conn, first, 
 	for g := first; g < cfg.Devices; g += stride {
 		if sessions != nil {
 			if s := sessions[g]; s != nil {
-				w.addDTLS(g, s, makeOpts(g))
+				if err := w.addDTLS(g, s, makeOpts(g)); err != nil {
+					w.close()
+					return nil, err
+				}
 			}
 			continue
 		}
@@ -290,9 +290,8 @@ func dial(raddr *net.UDPAddr) (fd, port int, err error) {
 }
 
 func (w *worker) close() {
-	w.stopDTLS()
 	for _, d := range w.devs {
-		if d.conn == nil {
+		if d.rec == nil {
 			unix.Close(d.fd)
 		}
 	}
@@ -309,9 +308,6 @@ func (w *worker) counting(now int64) bool { return now >= w.winStart && now < w.
 
 // run drives the devices until the measured window ends or stop is set.
 func (w *worker) run(stop *atomic.Bool) error {
-	if w.dtls != nil {
-		return w.runDTLS(stop)
-	}
 	events := make([]unix.EpollEvent, 1024)
 	for !stop.Load() {
 		now := w.now()
@@ -403,8 +399,8 @@ func (w *worker) send(d *device, s *slot, now int64) {
 
 func (w *worker) write(d *device, p []byte, now int64) {
 	var err error
-	if d.conn != nil {
-		_, err = d.conn.Write(p)
+	if d.rec != nil {
+		err = w.writeDTLS(d, p)
 	} else {
 		_, err = unix.Write(d.fd, p)
 	}
@@ -424,6 +420,10 @@ func (w *worker) receive(di int) {
 		if err != unix.EAGAIN && w.counting(now) {
 			w.c.recvErrors++
 		}
+		return
+	}
+	if w.devs[di].rec != nil {
+		w.receiveDTLS(di, w.rbuf[:n], now)
 		return
 	}
 	w.handle(di, w.rbuf[:n], now)

@@ -1,0 +1,65 @@
+package udpbatch
+
+import (
+	"fmt"
+	"net"
+	"testing"
+	"time"
+)
+
+// TestQueueAndReader: datagrams queued from several goroutines all arrive, intact and from the
+// queue's socket, at a Reader; over IPv4 and over an IPv6 (dual-stack) socket to IPv4 peers.
+func TestQueueAndReader(t *testing.T) {
+	for _, network := range []string{"udp4", "udp"} {
+		t.Run(network, func(t *testing.T) {
+			src, err := net.ListenUDP(network, &net.UDPAddr{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer src.Close()
+			dst, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer dst.Close()
+			q := NewQueue(8)
+			done := make(chan struct{})
+			go func() { defer close(done); q.Run(src, func(err error) { t.Error(err) }) }()
+			const senders, each = 4, 50
+			to := dst.LocalAddr().(*net.UDPAddr).AddrPort()
+			for s := range senders {
+				go func() {
+					for i := range each {
+						q.Send(to, fmt.Appendf(nil, "%d/%d", s, i))
+					}
+				}()
+			}
+			r := NewReader(dst, 16, 64)
+			got := map[string]bool{}
+			_ = dst.SetReadDeadline(time.Now().Add(5 * time.Second))
+			for len(got) < senders*each {
+				n, err := r.Read()
+				if err != nil {
+					t.Fatalf("after %d datagrams: %v", len(got), err)
+				}
+				for i := range n {
+					from, b := r.Datagram(i)
+					if from.Port() != src.LocalAddr().(*net.UDPAddr).AddrPort().Port() || !from.Addr().Is4() {
+						t.Fatalf("datagram from %v", from)
+					}
+					if got[string(b)] {
+						t.Fatalf("%q twice", b)
+					}
+					got[string(b)] = true
+				}
+			}
+			q.Close()
+			<-done
+			q.Send(to, []byte("late")) // dropped: nothing writes any more
+			_ = dst.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+			if n, err := r.Read(); err == nil {
+				t.Fatalf("%d datagrams after Close", n)
+			}
+		})
+	}
+}
