@@ -110,12 +110,18 @@ func TestSubcommandHelp(t *testing.T) {
 // TestFlagDefaultsOnce: serve -h names each flag's type (duration, size, int, string) rather
 // than "value", and says every default once (the gateway id said it twice).
 func TestFlagDefaultsOnce(t *testing.T) {
-	_, _, errs := coapgw(t, "serve", "-h")
-	lines := strings.Split(errs, "\n")
-	for i, l := range lines {
-		if strings.Count(l, "(default") > 1 || strings.Contains(l, "(default:") {
-			t.Errorf("a default said twice: %s / %s", lines[max(i-1, 0)], l)
+	for _, cmd := range []string{"serve", "send", "spool", "process"} {
+		_, out, errs := coapgw(t, cmd, "-h")
+		lines := strings.Split(out+errs, "\n")
+		for i, l := range lines {
+			if strings.Count(l, "(default") > 1 {
+				t.Errorf("%s -h: a default said twice: %s / %s", cmd, lines[max(i-1, 0)], l)
+			}
 		}
+	}
+	_, _, errs := coapgw(t, "serve", "-h")
+	if strings.Contains(errs, "(default: hostname)") {
+		t.Errorf("serve -h: the gateway id's default said in its help and by the flag package")
 	}
 	for _, want := range []string{"-retry-after duration", "-socket-buffer size", "-coap-sockets int", "-data-dir string", "-gateway-id string"} {
 		if !strings.Contains(errs, want) {
@@ -184,6 +190,9 @@ func TestSendPlain(t *testing.T) {
 		{"NON", []string{"--non", base + "/sensor/dev-2", `{"temp":1}`}, 0, `^2\.04 Changed\n$`, ""},
 		{"flags after the URI", []string{base + "/sensor/dev-3", `{"temp":3}`, "--format", "json"}, 0, `^\{"code":"2\.04","status":"Changed"\}\n$`, ""},
 		{"PUT", []string{"--method", "put", base + "/sensor/dev-4", `{"temp":4}`}, 0, `^2\.04 Changed\n$`, ""},
+		{"CBOR is refused", []string{"--content-format", "60", base + "/sensor/dev-5", `{}`}, 1, `^4\.15 Unsupported Content-Format\n`, ""},
+		{"no Content-Format", []string{"--content-format", "none", base + "/sensor/dev-5", `{"temp":5}`}, 0, `^2\.04 Changed\n$`, ""},
+		{"bad Content-Format", []string{"--content-format", "json", base + "/sensor/dev-5", `{}`}, 2, `^$`, "--content-format"},
 		{"bad JSON", []string{base + "/sensor/dev-1", `{"temp":`}, 1, `^4\.00 Bad Request\ninvalid JSON`, ""},
 		{"bad JSON, NON", []string{"--non", "--format", "json", base + "/sensor/dev-1", `[1]`}, 1, `^\{"code":"4\.00","status":"Bad Request","payload_text":".+"\}\n$`, ""},
 		{"bad name", []string{base + "/sensor/dev 1", `{}`}, 1, `^4\.00 Bad Request\n`, ""},
@@ -204,7 +213,7 @@ func TestSendPlain(t *testing.T) {
 	for _, r := range spoolRecords(t, dir) {
 		ids = append(ids, r.ID)
 	}
-	if got := strings.Join(ids, ","); got != "dev-1,dev-2,dev-3,dev-4" {
+	if got := strings.Join(ids, ","); got != "dev-1,dev-2,dev-3,dev-4,dev-5" {
 		t.Fatalf("spool holds %s, want each 2.04'd record once", got)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -61,8 +62,8 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	pskHex := fs.String("psk-hex", os.Getenv("COAPGW_SEND_PSK_HEX"), "DTLS: the device's pre-shared key in `hex`, as coapgw device add prints it (env COAPGW_SEND_PSK_HEX)")
 	pskText := fs.String("psk-text", os.Getenv("COAPGW_SEND_PSK_TEXT"), "DTLS: the device's pre-shared key as `text`, what libcoap's -k takes (env COAPGW_SEND_PSK_TEXT)")
 	non := fs.Bool("non", false, "send a NON (once, no retransmission) instead of a CON")
-	method := fs.String("method", "", "`post`, put or get (default: post with a payload, get without)")
-	cf := fs.Int("content-format", -2, "Content-Format `number` (default: 50, JSON, with a payload; -1: none)")
+	method := fs.String("method", "", "`method`: post, put or get (default: post with a payload, get without)")
+	cfText := fs.String("content-format", "", "Content-Format `number`, or none (default: 50, JSON, with a payload, none without)")
 	format := fs.String("format", "text", "output: `text` (code, then the payload) or json (one object)")
 	timeout := fs.Duration("timeout", 0, "give up after this long (default: RFC 7252's MAX_TRANSMIT_WAIT, 93 s, for a CON; 2 s for a NON)")
 	pos, err := parseInterspersed(fs, args)
@@ -99,7 +100,7 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	target := net.JoinHostPort(u.Hostname(), port)
 
-	req := coapclient.Request{NON: *non, Path: coapclient.SplitPath(u.Path), ContentFormat: *cf}
+	req := coapclient.Request{NON: *non, Path: coapclient.SplitPath(u.Path), ContentFormat: -1}
 	for _, q := range strings.Split(u.RawQuery, "&") {
 		if q != "" {
 			v, _ := url.QueryUnescape(q)
@@ -130,14 +131,18 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	default:
 		return usageErr("--method: want post, put or get")
 	}
-	if req.ContentFormat == -2 {
-		req.ContentFormat = -1
+	switch *cfText {
+	case "":
 		if len(req.Payload) > 0 {
 			req.ContentFormat = int(coapmsg.FormatJSON)
 		}
-	}
-	if req.ContentFormat < -1 || req.ContentFormat > 65535 {
-		return usageErr("--content-format: want 0 to 65535, or -1 for none")
+	case "none":
+	default:
+		n, err := strconv.ParseUint(*cfText, 10, 16)
+		if err != nil {
+			return usageErr("--content-format: want a number from 0 to 65535, or none")
+		}
+		req.ContentFormat = int(n)
 	}
 
 	var psk []byte
