@@ -7,8 +7,13 @@
 # make lambda-zip bin/lambda/coapgw-lambda.zip and coapgw-canary.zip (provided.al2023, arm64)
 .PHONY: build build-bench test bench bench-go lambda-zip
 
+# The version --version prints and /health reports: the nearest tag and the commits since
+# (git describe), or the commit; override with make build VERSION=v1.2.3.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS = -X github.com/coapgw/coapgw/internal/gateway.Version=$(VERSION)
+
 build:
-	go build -o bin/coapgw ./cmd/coapgw
+	go build -ldflags '$(LDFLAGS)' -o bin/coapgw ./cmd/coapgw
 
 build-bench:
 	go build -o bin/coapgw-bench ./cmd/coapgw-bench

@@ -12,7 +12,7 @@
 #
 # Right after, the same load (same devices, in flight, payload, warm-up and window) runs against
 # libcoap's example server, coap-server-notls (Debian libcoap3-bin), pinned to the same core as
-# the gateway, with PUT /example_data (which it answers 2.04) instead of POST /bench/dev-<n>; then
+# the gateway, with PUT /example_data (which it answers 2.04) instead of POST /bench/bench-<n>; then
 # both servers' delivered/s and CPU µs per message are printed side by side with the ratio
 # coapgw/libcoap. Skipped when coap-server-notls is not installed or SKIP_LIBCOAP=1.
 #
@@ -360,7 +360,7 @@ if [ -n "$libcoap" ]; then
 			read -r gd gu gc gk <<<"$(field "$OUT_DIR/$m.txt")"
 			read -r ld lu lc lk <<<"$(field "$OUT_DIR/libcoap-$m.txt")"
 			M=$(echo "$m" | tr a-z A-Z)
-			printf '%-10s %-28s %12s %14s %8s  %s\n' "$M" "coapgw POST /bench/dev-<n>" "$gd" "$gu" "$gc" "$gk"
+			printf '%-10s %-28s %12s %14s %8s  %s\n' "$M" "coapgw POST /bench/bench-<n>" "$gd" "$gu" "$gc" "$gk"
 			printf '%-10s %-28s %12s %14s %8s  %s\n' "$M" "libcoap PUT /example_data" "$ld" "$lu" "$lc" "$lk"
 			awk -v m="$M" -v gd="$gd" -v ld="$ld" -v gu="$gu" -v lu="$lu" 'BEGIN {
 				r = (gd > 0 && ld > 0) ? sprintf("%.2f× delivered/s", gd / ld) : "no delivered/s ratio (a run delivered nothing)"

@@ -38,7 +38,7 @@ type responder struct {
 
 	mu       sync.Mutex
 	requests int
-	seen     map[string]int // "POST /bench/dev-0"
+	seen     map[string]int // "POST /bench/bench-0"
 }
 
 func startResponder(t *testing.T, silent bool) *responder {
@@ -120,7 +120,7 @@ func runCmd(t *testing.T, args ...string) (code int, stdout, stderr string) {
 }
 
 // TestReportsResponses runs the command against a real UDP responder: exit 0, the report
-// shows the delivered rate and 2.04 responses, and the responder saw POST /bench/dev-<n> from
+// shows the delivered rate and 2.04 responses, and the responder saw POST /bench/bench-<n> from
 // each of the four devices.
 func TestReportsResponses(t *testing.T) {
 	r := startResponder(t, false)
@@ -142,12 +142,12 @@ func TestReportsResponses(t *testing.T) {
 		t.Fatal("the responder saw no request")
 	}
 	for i := range 4 {
-		if seen[fmt.Sprintf("POST /bench/dev-%d", i)] == 0 {
-			t.Errorf("no POST /bench/dev-%d; saw %v", i, seen)
+		if seen[fmt.Sprintf("POST /bench/bench-%d", i)] == 0 {
+			t.Errorf("no POST /bench/bench-%d; saw %v", i, seen)
 		}
 	}
 	if len(seen) != 4 {
-		t.Errorf("requests %v, want POST /bench/dev-0..3 only", seen)
+		t.Errorf("requests %v, want POST /bench/bench-0..3 only", seen)
 	}
 }
 

@@ -25,6 +25,7 @@ import (
 	"github.com/pion/dtls/v3"
 	"github.com/pion/dtls/v3/pkg/protocol/extension"
 	"github.com/pion/dtls/v3/pkg/protocol/handshake"
+	"github.com/pion/logging"
 	"go.uber.org/goleak"
 
 	"github.com/coapgw/coapgw/internal/coapmsg"
@@ -243,9 +244,9 @@ func TestProbeDTLS(t *testing.T) {
 		{"separate", separate.addr, psk, "", false},
 		{"retransmitted", lossy.addr, psk, "", false},
 		{"5.03", unavailable.addr, psk, "5.03", false},
-		{"wrong key", ok.addr, wrongKey, "dtls handshake as canary/coapgw-canary: the gateway answered but did not finish the handshake within the probe timeout (wrong key?)", true},
+		{"wrong key", ok.addr, wrongKey, "dtls handshake as canary/coapgw-canary: the gateway answered but did not finish the handshake within the timeout (wrong key?)", true},
 		{"unknown identity", stranger.addr, psk, "dtls handshake as canary/coapgw-canary: rejected by the gateway", true},
-		{"silent", silent.LocalAddr().String(), psk, "no answer from the gateway within the probe timeout", true},
+		{"silent", silent.LocalAddr().String(), psk, "no answer from the gateway within the timeout", true},
 		{"closed port", closedAddr, psk, "nothing listens on the port", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -364,3 +365,6 @@ func TestProbeRealGatewayDTLS(t *testing.T) {
 		t.Errorf("probe with a wrong key: %v, want a failed handshake", err)
 	}
 }
+
+// quietLogs keeps pion from logging in the test gateway.
+var quietLogs = &logging.DefaultLoggerFactory{DefaultLogLevel: logging.LogLevelDisabled, ScopeLevels: map[string]logging.LogLevel{}}

@@ -45,8 +45,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -64,6 +62,7 @@ import (
 	cwtypes "github.com/aws/aws-sdk-go-v2/service/cloudwatch/types"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 
+	"github.com/coapgw/coapgw/internal/coapclient"
 	"github.com/coapgw/coapgw/internal/coapmsg"
 	"github.com/coapgw/coapgw/internal/record"
 )
@@ -284,92 +283,16 @@ func probe(ctx context.Context, target string, timeout time.Duration) error {
 }
 
 // checkHealth sends CON GET /health on conn and waits, until ctx's deadline, for a 2.05
-// response (with the Echo round trip probe describes).
+// response (with the Echo round trip probe describes). The CON is retransmitted after 1 s, 2 s,
+// 4 s, ... until then.
 func checkHealth(ctx context.Context, conn net.Conn) error {
-	opts := []coapmsg.Option{{Number: coapmsg.URIPath, Value: []byte("health")}}
-	resp, err := exchange(ctx, conn, opts)
+	req := coapclient.Request{Code: coapmsg.GET, Path: []string{"health"}, ContentFormat: -1}
+	resp, err := coapclient.Do(ctx, conn, req, coapclient.Params{AckTimeout: time.Second, AckRandomFactor: 1, MaxRetransmit: 16})
 	if err != nil {
 		return err
-	}
-	if echo, ok := resp.Option(coapmsg.Echo); ok && resp.Code == coapmsg.Unauthorized {
-		opts = append(opts, coapmsg.Option{Number: coapmsg.Echo, Value: echo})
-		if resp, err = exchange(ctx, conn, opts); err != nil {
-			return err
-		}
 	}
 	if resp.Code != coapmsg.Content {
 		return fmt.Errorf("gateway answered %v: %.200s", resp.Code, resp.Payload)
 	}
 	return nil
-}
-
-// exchange sends a CON GET with opts (sorted) and a fresh MID and token on conn and returns the
-// response, piggybacked or separate, or an error when ctx's deadline passes first.
-func exchange(ctx context.Context, conn net.Conn, opts []coapmsg.Option) (*coapmsg.Message, error) {
-	deadline, _ := ctx.Deadline()
-	var rnd [10]byte
-	if _, err := rand.Read(rnd[:]); err != nil {
-		return nil, err
-	}
-	mid := binary.BigEndian.Uint16(rnd[:2])
-	token := rnd[2:]
-	req := coapmsg.Message{Type: coapmsg.Confirmable, Code: coapmsg.GET, MID: mid, Token: token, Options: opts}
-	wire, err := req.Append(nil)
-	if err != nil {
-		return nil, err
-	}
-
-	buf := make([]byte, 2048)
-	acked := false
-	// RFC 7252 §4.2: retransmit a CON with doubling timeouts until acknowledged.
-	for wait := time.Second; ; wait *= 2 {
-		if !acked {
-			if _, err := conn.Write(wire); err != nil {
-				return nil, err
-			}
-		}
-		until := time.Now().Add(wait)
-		if until.After(deadline) || acked {
-			until = deadline
-		}
-		if err := conn.SetReadDeadline(until); err != nil {
-			return nil, err
-		}
-		for {
-			n, err := conn.Read(buf)
-			if err != nil {
-				var ne net.Error
-				if errors.As(err, &ne) && ne.Timeout() {
-					break
-				}
-				return nil, err
-			}
-			m := &coapmsg.Message{}
-			if m.Decode(buf[:n]) != nil {
-				continue
-			}
-			switch {
-			case m.Type == coapmsg.Reset && m.MID == mid:
-				return nil, errors.New("gateway answered RST")
-			case m.Type == coapmsg.Acknowledgement && m.MID == mid && m.Code == coapmsg.Empty:
-				acked = true // separate response follows
-				if err := conn.SetReadDeadline(deadline); err != nil {
-					return nil, err
-				}
-				continue
-			case string(m.Token) != string(token) || !m.Code.IsResponse():
-				continue
-			}
-			if m.Type == coapmsg.Confirmable { // separate response: acknowledge it
-				ack := coapmsg.Message{Type: coapmsg.Acknowledgement, Code: coapmsg.Empty, MID: m.MID}
-				if b, err := ack.Append(nil); err == nil {
-					_, _ = conn.Write(b)
-				}
-			}
-			return m, nil
-		}
-		if !time.Now().Before(deadline) {
-			return nil, errors.New("no answer within the probe timeout")
-		}
-	}
 }

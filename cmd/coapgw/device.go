@@ -89,19 +89,12 @@ func newDeviceFlags(cmd, synopsis string, stderr io.Writer, operatorKey bool) *d
 // parse parses flags placed before or after the positional arguments and returns those, or an
 // exit status (0 for -h) and false.
 func (d *deviceFlags) parse(args []string, positional int) ([]string, int, bool) {
-	var pos []string
-	for {
-		if err := d.fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return nil, 0, false
-			}
-			return nil, 2, false
-		}
-		if d.fs.NArg() == 0 {
-			break
-		}
-		pos = append(pos, d.fs.Arg(0))
-		args = d.fs.Args()[1:]
+	pos, err := parseInterspersed(d.fs, args)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil, 0, false
+	}
+	if err != nil {
+		return nil, 2, false
 	}
 	if len(pos) != positional {
 		if positional == 0 {
@@ -310,6 +303,25 @@ func deviceKey(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	}
 	printKey(stdout, identity, key)
 	return 0
+}
+
+// parseInterspersed parses fs's flags placed before, between or after positional arguments
+// and returns those. After "--" everything is positional.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		if fs.NArg() == 0 {
+			return pos, nil
+		}
+		if len(args) > fs.NArg() && args[len(args)-fs.NArg()-1] == "--" {
+			return append(pos, fs.Args()...), nil
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
 }
 
 func envDefault(name, def string) string {

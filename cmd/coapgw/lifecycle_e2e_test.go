@@ -119,7 +119,7 @@ func TestLocalModeStoreFails(t *testing.T) {
 	if strings.Join(stored, ",") != "dev-1,dev-2" {
 		t.Fatalf("spool holds %v, want dev-1 and dev-2 (dev-3 was refused)", stored)
 	}
-	out, err := exec.Command(binPath, "spool", "--data-dir", dir).Output() // not yet delivered
+	out, err := exec.Command(binPath, "spool", "--waiting", "--data-dir", dir).Output() // not yet delivered
 	if err != nil || strings.Contains(string(out), `"id":"dev-1"`) || !strings.Contains(string(out), `"id":"dev-2"`) {
 		t.Fatalf("undelivered records: %v\n%s", err, out)
 	}

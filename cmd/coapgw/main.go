@@ -4,7 +4,8 @@
 //	coapgw spool [flags]      print the records of a data dir, one JSON line each
 //	coapgw process [flags]    apply records from an SQS queue to AWS IoT (the worker)
 //	coapgw device CMD [flags] device credentials: add, list, rotate, revoke, key
-//	coapgw version
+//	coapgw send [flags] URI [PAYLOAD]  send one request, as a device would (CON or NON, DTLS)
+//	coapgw version            also --version, -version
 package main
 
 import (
@@ -29,33 +30,56 @@ func main() {
 	os.Exit(code)
 }
 
+// usage heads `coapgw --help` and `coapgw serve -h`; the serve flags follow it.
+const usage = `usage: coapgw [command] [flags]
+
+Commands:
+  serve     run the gateway (the default when no command is given)
+  send      send one request to a gateway as a device would: coapgw send -h
+  spool     print the records of a data directory, one JSON line each
+  process   apply records from an SQS queue to AWS IoT (the worker): coapgw process -h
+  device    device credentials: add, list, rotate, revoke, key (coapgw device -h)
+  version   print the version (also --version)
+
+Every command takes -h. Exit status: 0 done, 1 failed, 2 usage error.
+
+serve's flags (each also a COAPGW_* variable and a snake_case key in the --config file):
+`
+
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	cmd := "serve"
-	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
-		cmd, args = args[0], args[1:]
+	if len(args) > 0 {
+		switch args[0] {
+		case "-version", "--version", "version":
+			fmt.Fprintln(stdout, "coapgw", gateway.Version)
+			return 0
+		case "-h", "-help", "--help", "help":
+			// The whole usage on stdout: asked for, it is the command's output.
+			_, _ = config.Load(config.Serve, "coapgw", usage, []string{"-h"}, os.Getenv, stdout)
+			return 0
+		}
+		if len(args[0]) > 0 && args[0][0] != '-' {
+			cmd, args = args[0], args[1:]
+		}
 	}
 	switch cmd {
 	case "serve":
 		return serve(ctx, args, stdout, stderr)
+	case "send":
+		return runSend(ctx, args, stdout, stderr)
 	case "spool":
 		return runSpool(ctx, args, stdout, stderr)
 	case "process":
 		return runProcess(ctx, args, stdout, stderr)
 	case "device":
 		return runDevice(ctx, args, stdout, stderr)
-	case "version":
-		fmt.Fprintln(stdout, gateway.Version)
-		return 0
-	case "help":
-		fmt.Fprintln(stdout, "usage: coapgw [serve|spool|process|device|version] [flags]; coapgw serve -h lists the settings")
-		return 0
 	}
-	fmt.Fprintf(stderr, "coapgw: unknown command %q (serve, spool, process, device, version)\n", cmd)
+	fmt.Fprintf(stderr, "coapgw: unknown command %q (serve, send, spool, process, device, version, help)\n", cmd)
 	return 2
 }
 
 func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	l, err := config.Load(config.Serve, "coapgw serve", "", args, os.Getenv, stderr)
+	l, err := config.Load(config.Serve, "coapgw serve", usage, args, os.Getenv, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
 	}

@@ -132,7 +132,8 @@
 //
 // Server (udp.go) binds Config.Addr with Sockets sockets (default 1; more share the port with
 // SO_REUSEPORT, and the kernel spreads peers over them), each with SO_RCVBUF and SO_SNDBUF of
-// SocketBytes (default 8 MiB, forced past the sysctl limit when allowed), and one reader
+// SocketBytes (default 8 MiB, forced past the sysctl limit when allowed; when it is not, Listen
+// warns with the configured and effective sizes and how to raise the limit), and one reader
 // goroutine per socket that takes up to Batch (64) datagrams per recvmmsg(2) into fixed buffers
 // and hands each to the Endpoint. A datagram longer than MaxDatagram (default 16 KiB) goes to
 // HandleOversized. Responses are copied into a queue (bounded at 65,536 datagrams; beyond that
@@ -185,6 +186,7 @@
 // The UDP server (udp.go):
 //
 //	coapgw_udp_receive_buffer_drops_total          datagrams the kernel dropped, receive buffers full
+//	coapgw_udp_receive_buffer_bytes                the receive buffer the kernel gave a CoAP socket
 //	coapgw_coap_dedup_entries                      (peer, MID) pairs remembered
 //	coapgw_coap_inflight_requests                  requests handed to the handler, not yet answered
 package coapserver

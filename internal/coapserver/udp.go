@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -58,6 +59,7 @@ type Server struct {
 	started  bool
 	closed   bool
 	stopRead chan struct{}
+	rcvBuf   atomic.Int64 // the receive buffer the kernel gave the first socket (receiveBuffer)
 }
 
 // New builds a server; it does no I/O.
@@ -80,6 +82,10 @@ func New(cfg Config, h Handler, log *slog.Logger, reg prometheus.Registerer) (*S
 			Name: "coapgw_udp_receive_buffer_drops_total",
 			Help: "Datagrams the kernel dropped because the CoAP sockets' receive buffers were full.",
 		}, func() float64 { return float64(s.kernelDrops()) }))
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "coapgw_udp_receive_buffer_bytes",
+			Help: "Receive buffer the kernel gave each CoAP socket (SO_RCVBUF as asked for; below --socket-buffer when net.core.rmem_max caps it).",
+		}, func() float64 { return float64(s.rcvBuf.Load()) }))
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "coapgw_coap_dedup_entries", Help: "(peer, MID) pairs remembered for deduplication.",
 		}, func() float64 { return float64(s.ep.DedupEntries()) }))
@@ -129,6 +135,7 @@ func (s *Server) Listen() error {
 		c := pc.(*net.UDPConn)
 		s.conns = append(s.conns, c)
 		if i == 0 {
+			s.checkBuffer(c)
 			addr = c.LocalAddr().String() // later sockets join the port the first one got
 			if port == 0 {
 				if err := s.lock(addr, c.LocalAddr().(*net.UDPAddr).AddrPort().Port()); err != nil {
@@ -139,6 +146,22 @@ func (s *Server) Listen() error {
 		}
 	}
 	return nil
+}
+
+// checkBuffer records the receive buffer the kernel gave c and warns when it is smaller than
+// configured: without CAP_NET_ADMIN (SO_RCVBUFFORCE) the kernel silently caps it at
+// net.core.rmem_max, and a burst the configured size would absorb is dropped instead.
+func (s *Server) checkBuffer(c *net.UDPConn) {
+	got, ok := receiveBuffer(c)
+	if !ok {
+		return
+	}
+	s.rcvBuf.Store(int64(got))
+	if got < s.cfg.SocketBytes {
+		s.log.Warn("the CoAP socket's receive buffer is smaller than configured: the kernel capped it at net.core.rmem_max; bursts beyond it are dropped (coapgw_udp_receive_buffer_drops_total)",
+			"configured_bytes", s.cfg.SocketBytes, "effective_bytes", got,
+			"fix", fmt.Sprintf("sysctl -w net.core.rmem_max=%d net.core.wmem_max=%d (persist in /etc/sysctl.d/), or grant the process CAP_NET_ADMIN", s.cfg.SocketBytes, s.cfg.SocketBytes))
+	}
 }
 
 func (s *Server) lock(addr string, port uint16) error {

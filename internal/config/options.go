@@ -37,7 +37,7 @@ func (c *Config) options(role Role) []option {
 		{name: "http-idle-timeout", roles: sp, help: "a keep-alive HTTP connection waiting for its next request is closed after this", ptr: &c.HTTP.IdleTimeout},
 		{name: "http-max-conns", roles: sp, help: "HTTP connections open at once; more wait in the listen backlog (lowered to what RLIMIT_NOFILE leaves after a reserve for the spool)", ptr: &c.HTTP.MaxConns},
 		{name: "data-dir", roles: sp, help: "directory for the spool (and the local registry)", ptr: &c.Spool.DataDir},
-		{name: "gateway-id", roles: sp, help: "this gateway's name in every record (default: hostname)", ptr: &c.Ingest.GatewayID},
+		{name: "gateway-id", roles: sp, help: "this gateway's name in every record (the host's name unless set)", ptr: &c.Ingest.GatewayID},
 		{name: "log-level", roles: all, help: "debug, info, warn or error", ptr: &c.Log.Level},
 		{name: "log-format", roles: sp | pr, help: "text or json", ptr: &c.Log.Format},
 		{name: "max-payload", roles: sp, help: "largest telemetry payload, in one datagram or block-wise (Block1); larger gets 4.13 (at most 64KiB)", ptr: &c.Ingest.MaxPayload},

@@ -415,8 +415,15 @@ func TestRoutesAndMethods(t *testing.T) {
 	}
 	for _, m := range []string{"POST", "PUT", "DELETE", "PATCH"} {
 		for _, target := range []string{"/api/things", "/api/things/sensor-1", "/api/things/sensor-1/shadow", "/api/events", "/api/status"} {
+			allow := "GET, HEAD"
+			if target == "/api/things/sensor-1" { // DELETE is a write route (TestDeleteThing)
+				if m == "DELETE" {
+					continue
+				}
+				allow = "GET, HEAD, DELETE"
+			}
 			r := f.do(t, m, target)
-			if r.code != 405 || r.header.Get("Allow") != "GET, HEAD" || !strings.Contains(r.errorMessage(t), "not allowed") {
+			if r.code != 405 || r.header.Get("Allow") != allow || !strings.Contains(r.errorMessage(t), "not allowed") {
 				t.Errorf("%s %s: %d allow=%q %s", m, target, r.code, r.header.Get("Allow"), r.body)
 			}
 		}

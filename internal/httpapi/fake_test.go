@@ -267,3 +267,16 @@ func (f *fakeStore) Counts(ctx context.Context) (registry.Counts, error) {
 		Messages: f.messages, SetAside: int64(len(f.setAsides)),
 	}, nil
 }
+
+func (f *fakeStore) DeleteThing(ctx context.Context, name string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err != nil {
+		return f.err
+	}
+	if _, ok := f.things[name]; !ok {
+		return registry.ErrNotFound
+	}
+	delete(f.things, name)
+	return nil
+}

@@ -11,13 +11,15 @@
 //	/api/errors?limit=&cursor=                        set-aside records, newest first
 //	/api/status                                       gateway and registry status for the dashboard
 //	/api/events                                       Server-Sent Events: "thing" and "resync"
+//	DELETE /api/things/{name}                         204: the thing, its shadow, history and
+//	                                                  credential removed (a write, see below)
 //	POST /api/login {"token": "..."}                  204 and a session cookie (see below)
 //	POST /api/logout                                  204, the session cookie removed
 //	/                                                 the dashboard (embedded static files)
 //
 // Access. Config.Token is the API token ("" when none is configured); Config.Public says the
 // server listens on an address other than loopback ([IsLoopback] of the bound address is false).
-//   - Writes always need the token (there are none yet; routes added with the write wrapper).
+//   - Writes (DELETE /api/things/{name}) always need the token, on loopback too.
 //   - Reads need the token when the server is public, and are open on loopback.
 //   - On loopback the Host header must be localhost, a loopback IP or one of
 //     Config.AllowedHosts, with any port; anything else gets 403, which defeats DNS rebinding (a
@@ -64,8 +66,8 @@ import (
 	"github.com/coapgw/coapgw/internal/registry"
 )
 
-// Store is the registry's read API that the HTTP API calls (implemented by *registry.Registry).
-// Thing and Shadow return registry.ErrNotFound for an unknown thing; History may.
+// Store is the registry's API that the HTTP API calls (implemented by *registry.Registry).
+// Thing, Shadow and DeleteThing return registry.ErrNotFound for an unknown thing; History may.
 type Store interface {
 	ThingTypes(ctx context.Context) ([]registry.ThingType, error)
 	Things(ctx context.Context, q registry.ThingQuery) (registry.ThingPage, error)
@@ -74,6 +76,7 @@ type Store interface {
 	History(ctx context.Context, name string, q registry.HistoryQuery) ([]registry.Series, error)
 	SetAsides(ctx context.Context, limit int, cursor string) (registry.SetAsidePage, error)
 	Counts(ctx context.Context) (registry.Counts, error)
+	DeleteThing(ctx context.Context, name string) error
 }
 
 // Status is what the gateway knows about itself for the dashboard's status panel. The registry's
@@ -210,7 +213,8 @@ func (a *API) Register(mux *http.ServeMux) {
 	mux.Handle("/api/logout", a.recoverer(http.HandlerFunc(a.access.handleLogout)))
 	api("/api/thing-types", a.handleThingTypes)
 	api("/api/things", a.handleThings)
-	api("/api/things/{name}", a.handleThing)
+	mux.Handle("/api/things/{name}", a.recoverer(a.access.guard(false, getOnlyAllow("GET, HEAD, DELETE", a.handleThing))))
+	mux.Handle("DELETE /api/things/{name}", a.write(http.HandlerFunc(a.handleDeleteThing)))
 	api("/api/things/{name}/shadow", a.handleShadow)
 	api("/api/things/{name}/history", a.handleHistory)
 	api("/api/errors", a.handleErrors)
@@ -247,10 +251,14 @@ func (a *API) write(h http.Handler) http.Handler {
 }
 
 // getOnly answers 405 with an Allow header for methods other than GET and HEAD.
-func getOnly(h http.HandlerFunc) http.Handler {
+func getOnly(h http.HandlerFunc) http.Handler { return getOnlyAllow("GET, HEAD", h) }
+
+// getOnlyAllow is getOnly for a path that has other methods on routes of their own: its 405
+// names them in allow.
+func getOnlyAllow(allow string, h http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
-			w.Header().Set("Allow", "GET, HEAD")
+			w.Header().Set("Allow", allow)
 			writeError(w, http.StatusMethodNotAllowed, "method "+r.Method+" not allowed")
 			return
 		}

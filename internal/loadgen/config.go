@@ -72,7 +72,7 @@ func DefaultConfig() Config {
 		Ramp:            100 * time.Millisecond,
 		Method:          "post",
 		Type:            "bench",
-		IDPrefix:        "dev-",
+		IDPrefix:        "bench-", // not dev-: the README's example device is sensor/dev-1, and a thing has one type
 		TokenLen:        4,
 		Workers:         runtime.GOMAXPROCS(0),
 		AckTimeout:      DefaultAckTimeout,

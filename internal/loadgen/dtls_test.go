@@ -106,7 +106,7 @@ type dtlsResponder struct {
 	wg    sync.WaitGroup
 	mu    sync.Mutex
 	conns []*dtls.Conn
-	seen  map[string]map[string]int // identity → "POST /bench/dev-0" → count
+	seen  map[string]map[string]int // identity → "POST /bench/bench-0" → count
 	bad   []string
 }
 
@@ -236,7 +236,7 @@ func TestDTLSFleet(t *testing.T) {
 		t.Errorf("sessions %v, want 4 identities", r.seen)
 	}
 	for i := range 4 {
-		id := fmt.Sprintf("bench/dev-%d", i)
+		id := fmt.Sprintf("bench/bench-%d", i)
 		if got := r.seen[id]; len(got) != 1 || got["POST /"+id] == 0 {
 			t.Errorf("session %s sent %v, want POST /%s only", id, got, id)
 		}
@@ -250,7 +250,7 @@ func TestDTLSGCMFixedKey(t *testing.T) {
 	r := startDTLSResponder(t, testMaster, dtls.TLS_PSK_WITH_AES_128_GCM_SHA256)
 	cfg := dtlsConfig(r.addr())
 	cfg.Devices = 1
-	cfg.FleetKeyHex, cfg.PSKHex = "", hex.EncodeToString(hkdfRFC5869(testMaster, "coapgw psk v1 bench/dev-0", 16))
+	cfg.FleetKeyHex, cfg.PSKHex = "", hex.EncodeToString(hkdfRFC5869(testMaster, "coapgw psk v1 bench/bench-0", 16))
 	cfg.DTLSCipher = "gcm"
 	res := run(t, cfg)
 	if d := res.DTLS; d.Handshakes != 1 || d.Keys != "fixed" || d.CipherSuite != "TLS_PSK_WITH_AES_128_GCM_SHA256" {

@@ -195,14 +195,26 @@ func (p *Processor) process(ctx context.Context, b *Batch, decodeTime time.Durat
 	}
 	markRepeats(b, out)
 	var n [SetAside + 1]int
+	first := -1 // the batch's first record set aside
 	for i, o := range out {
 		if o.Result <= SetAside {
 			n[o.Result]++
 		}
 		if o.Result == SetAside {
+			if first < 0 {
+				first = i
+			}
 			it := &b.Items[i]
-			p.log.Info("record set aside", "gw", it.Record.GW, "seq", it.Seq, "thing", it.Record.ID, "reason", o.Reason)
+			p.log.Debug("record set aside", "gw", it.Record.GW, "seq", it.Seq, "thing", it.Record.ID, "reason", o.Reason)
 		}
+	}
+	if first >= 0 {
+		// One line per batch, not per record: a device sending thousands of records that
+		// cannot be applied must not flood the log (each is kept with its reason where the
+		// sink keeps them, and counted in coapgw_processor_records_total; debug logs each).
+		it := &b.Items[first]
+		p.log.Info("records set aside", "records", n[SetAside], "first_gw", it.Record.GW, "first_seq", it.Seq,
+			"first_thing", it.Record.ID, "first_reason", out[first].Reason)
 	}
 	p.m.applied.Add(float64(n[Applied]))
 	p.m.duplicate.Add(float64(n[Duplicate]))

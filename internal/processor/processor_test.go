@@ -1,8 +1,10 @@
 package processor_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"os"
 	"slices"
 	"strings"
@@ -508,5 +510,32 @@ func TestLagBetweenBatches(t *testing.T) {
 				t.Errorf("lag between batches = %v, want %v", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestSetAsideLoggedPerBatch: a batch with many records set aside logs one INFO line naming
+// how many and the first one, not a line per record (4,061 lines for a bench run once).
+func TestSetAsideLoggedPerBatch(t *testing.T) {
+	var buf bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	p, err := processor.New(processor.Config{}, &processortest.Sink{}, log, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var recs []record.Record
+	for i := range 100 {
+		recs = append(recs, rec("a", float64(i), `[1]`))
+	}
+	out, err := p.Process(t.Context(), processortest.Inputs(recs...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(out) != 100 || out[99].Result != processor.SetAside {
+		t.Fatalf("outcomes %v", out)
+	}
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) != 1 || !strings.Contains(lines[0], "records set aside") || !strings.Contains(lines[0], "records=100") ||
+		!strings.Contains(lines[0], "first_seq=1 ") || !strings.Contains(lines[0], "must be a JSON object") {
+		t.Fatalf("log:\n%s\nwant one line for the batch", buf.String())
 	}
 }

@@ -110,6 +110,10 @@ run "eip_mode" {
     condition     = strcontains(local.user_data, "COAPGW_PLAIN_COAP=off") && strcontains(local.user_data, "COAPGW_COAPS_ADDR=:5684") && strcontains(local.user_data, "COAPGW_FLEET_KEY_SECRET_ARN=arn:aws:secretsmanager:eu-west-1:123456789012:secret:coapgw/fleet-key-AbCdEf") && strcontains(local.user_data, "COAPGW_DTLS_STATE_FILE=/var/lib/coapgw/dtls-sessions")
     error_message = "gateway environment: DTLS on :5684, plain CoAP off, the fleet key's ARN, sessions kept on the spool volume across restarts"
   }
+  assert {
+    condition     = strcontains(local.user_data, "net.core.rmem_max = 8388608") && strcontains(local.user_data, "[sysctl, --system]")
+    error_message = "cloud-init must raise net.core.rmem_max to the gateway's 8 MiB socket buffers (the unit grants no CAP_NET_ADMIN)"
+  }
 
   # The fleet key: readable by the gateways and the canary, that secret only; no KMS grant
   # without a CMK.
