@@ -33,7 +33,8 @@
 // Metrics: coapgw_ingest_records_total{result} (accepted, rejected, spool_full, spool_error,
 // draining, queue_error, rate_limited, unauthorized: 4.01 or 4.03 from identity binding,
 // thing_limit: 5.03 for a new thing beyond --max-things), coapgw_ingest_echo_challenges_total,
-// coapgw_ingest_things (things known, with --max-things only).
+// coapgw_ingest_things (things known, with --max-things only), coapgw_ingest_limiter_entries
+// (devices whose --device-rate bucket is kept, with --device-rate only).
 //
 // --max-things (Config.MaxThings, Config.Things; thinglimit.go): the gateway keeps the names of
 // the things it knows in memory (one map entry each, about 100 bytes), loaded at start and
@@ -183,6 +184,11 @@ func New(cfg Config, sp Spool, log *slog.Logger, reg prometheus.Registerer) (*Ha
 			reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "coapgw_ingest_things",
 				Help: "Things the gateway knows, counted against --max-things."},
 				func() float64 { return float64(h.things.n.Load()) }))
+		}
+		if h.limit != nil {
+			reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "coapgw_ingest_limiter_entries",
+				Help: "Devices whose --device-rate bucket the gateway keeps."},
+				func() float64 { return float64(h.limit.entries()) }))
 		}
 	}
 	h.serve = h.pipeline()

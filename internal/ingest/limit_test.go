@@ -2,8 +2,12 @@ package ingest
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/coapgw/coapgw/internal/coapmsg"
 )
@@ -137,5 +141,32 @@ func BenchmarkLimiterAllow(b *testing.B) {
 	for b.Loop() {
 		l.allow(typ, ids[i%len(ids)], now+int64(i)*1000)
 		i++
+	}
+}
+
+// coapgw_ingest_limiter_entries reports the devices whose bucket is kept, with --device-rate
+// only.
+func TestLimiterEntriesGauge(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	h, err := New(Config{GatewayID: "gw-test", DeviceRate: 60}, &fakeSpool{}, nil, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UnixNano()
+	for i := range 3 {
+		h.limit.allow([]byte("sensor"), fmt.Appendf(nil, "d%d", i), now)
+	}
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(`# HELP coapgw_ingest_limiter_entries Devices whose --device-rate bucket the gateway keeps.
+# TYPE coapgw_ingest_limiter_entries gauge
+coapgw_ingest_limiter_entries 3
+`), "coapgw_ingest_limiter_entries"); err != nil {
+		t.Error(err)
+	}
+	reg = prometheus.NewRegistry()
+	if _, err := New(Config{GatewayID: "gw-test"}, &fakeSpool{}, nil, reg); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := testutil.GatherAndCount(reg, "coapgw_ingest_limiter_entries"); err != nil || n != 0 {
+		t.Errorf("without --device-rate: %d series (%v), want none", n, err)
 	}
 }
