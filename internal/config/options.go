@@ -44,6 +44,7 @@ func (c *Config) options(role Role) []option {
 		{name: "retry-after", roles: sp, help: "Max-Age sent with 5.03 (whole seconds)", ptr: &c.Ingest.RetryAfter},
 		{name: "shutdown-timeout", roles: sp, help: "how long SIGTERM waits for in-flight requests", ptr: &c.CoAP.ShutdownTimeout},
 		{name: "fail-linger", roles: sp, help: "when a component dies (the local processor's store, the forwarder): how long /readyz answers 503 and devices 5.03 before the gateway shuts down and exits 1 (0: at once)", ptr: &c.CoAP.FailLinger},
+		{name: "ready-max-lag", roles: sp, help: "/readyz answers 503 while the stage after the spool (the SQS forwarder, the local processor) is further behind than this: failing or too slow; devices keep getting 2.04 while the spool takes their records (0: never)", ptr: &c.CoAP.ReadyMaxLag},
 		{name: "spool-max-bytes", roles: sp, help: "spool size cap; when full, devices get 5.03", ptr: &c.Spool.MaxBytes},
 		{name: "spool-segment-bytes", roles: sp, help: "spool segment file size", ptr: &c.Spool.SegmentBytes},
 		{name: "coap-sockets", roles: sp, help: "SO_REUSEPORT sockets (one reader each)", ptr: &c.CoAP.Sockets},
