@@ -66,8 +66,8 @@ type Gateway struct {
 	forward *forwarding // nil unless --queue
 	// queueAcks logs the runs of --ack-after queue waits that failed (stage.go).
 	queueAcks *ops.FailureRun
-	started time.Time
-	rate    rate
+	started   time.Time
+	rate      rate
 }
 
 // New opens the spool and binds the sockets, so LocalAddr and HTTPAddr work before Serve.
