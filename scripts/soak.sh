@@ -3,8 +3,8 @@
 # directory, under SOAK_DURATION (default 30m) of mixed load from cmd/coapgw-soak — steady CON
 # and NON devices, 10 % hostile datagrams, a burst of new device names at half time — with one
 # kill -9 (at 1/6) and one SIGTERM (at 1/3), each followed by a restart. Every SOAK_SAMPLE
-# seconds it writes the gateway's VmRSS, descriptors and gauges (dedup, limiter, spool) to
-# samples.csv. At the end it waits for the processor to drain the spool, stops the gateway and
+# seconds it writes the gateway's VmRSS, descriptors, gauges (dedup, limiter, things, spool) and
+# Go heap in use and goroutines to samples.csv. At the end it waits for the processor to drain the spool, stops the gateway and
 # checks that every record acknowledged with 2.04 is in the registry, then plots RSS over time
 # (soak-rss.png). It fails when a record is lost, a hostile datagram was stored, a restart
 # failed, or RSS grew more than SOAK_RSS_GROWTH_MAX (default 0.25) over the last third of the
@@ -70,7 +70,7 @@ metric() { # name (with labels, as exposed) from the metrics text in $m
   awk -v n="$1" '$1 == n { print $2; exit }' <<<"$m"
 }
 sampler() {
-  echo "t_s,pid,rss_kib,fds,dedup_entries,limiter_entries,things,spool_bytes,spool_depth,accepted,processor_lag_s,load1" >"$OUT/samples.csv"
+  echo "t_s,pid,rss_kib,fds,dedup_entries,limiter_entries,things,spool_bytes,spool_depth,accepted,processor_lag_s,heap_inuse_bytes,goroutines,load1" >"$OUT/samples.csv"
   while :; do
     local pid rss fds m=
     pid=$(cat "$OUT/gw.pid" 2>/dev/null || true)
@@ -78,7 +78,7 @@ sampler() {
     fds=$(ls "/proc/$pid/fd" 2>/dev/null | wc -l || true)
     [[ -n $rss ]] || fds=
     m=$(curl -s --max-time 2 "127.0.0.1:$HTTP_PORT/metrics" 2>/dev/null || true)
-    echo "$(now),$pid,$rss,$fds,$(metric coapgw_coap_dedup_entries),$(metric coapgw_ingest_limiter_entries),$(metric coapgw_ingest_things),$(metric coapgw_spool_size_bytes),$(metric coapgw_spool_depth_records),$(metric 'coapgw_ingest_records_total{result="accepted"}'),$(metric coapgw_processor_lag_seconds),$(cut -d' ' -f1 /proc/loadavg)" >>"$OUT/samples.csv"
+    echo "$(now),$pid,$rss,$fds,$(metric coapgw_coap_dedup_entries),$(metric coapgw_ingest_limiter_entries),$(metric coapgw_ingest_things),$(metric coapgw_spool_size_bytes),$(metric coapgw_spool_depth_records),$(metric 'coapgw_ingest_records_total{result="accepted"}'),$(metric coapgw_processor_lag_seconds),$(metric go_memstats_heap_inuse_bytes),$(metric go_goroutines),$(cut -d' ' -f1 /proc/loadavg)" >>"$OUT/samples.csv"
     sleep "$SAMPLE"
   done
 }

@@ -72,6 +72,9 @@ def main():
         f"| descriptors at warm-up / end / max | {int(avg(head, 'fds'))} / {int(avg(tail, 'fds'))} / {mx('fds')} |",
         f"| dedup entries at warm-up / end / max | {int(avg(head, 'dedup_entries'))} / {int(avg(tail, 'dedup_entries'))} / {mx('dedup_entries')} |",
         f"| limiter entries at warm-up / end / max | {int(avg(head, 'limiter_entries'))} / {int(avg(tail, 'limiter_entries'))} / {mx('limiter_entries')} |",
+        f"| Go heap in use at warm-up / end / max | {avg(head, 'heap_inuse_bytes') / 2**20:.1f} / {avg(tail, 'heap_inuse_bytes') / 2**20:.1f} / {mx('heap_inuse_bytes') / 2**20:.1f} MiB |",
+        f"| goroutines at warm-up / end / max | {int(avg(head, 'goroutines'))} / {int(avg(tail, 'goroutines'))} / {mx('goroutines')} |",
+        f"| things known at the end | {int(avg(tail, 'things'))} |",
         f"| spool bytes max | {mx('spool_bytes')} |",
         f"| gateway processes (restarts + 1) | {len(segs)} |",
         f"| valid records sent / acknowledged (2.04) | {load['sent']} / {load['acknowledged']} |",
@@ -91,9 +94,13 @@ def main():
     print(text)
 
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(10, 7), sharex=True, gridspec_kw={"height_ratios": [3, 2]})
-    for pid, rs in segs.items():
-        ax1.plot([r["t_s"] / 60 for r in rs], [r["rss_kib"] / 1024 for r in rs], color="tab:blue")
-    ax1.set_ylabel("gateway RSS (MiB)")
+    for i, (pid, rs) in enumerate(segs.items()):
+        ax1.plot([r["t_s"] / 60 for r in rs], [r["rss_kib"] / 1024 for r in rs], color="tab:blue",
+                 label="RSS" if i == 0 else None)
+        hs = [r for r in rs if r.get("heap_inuse_bytes") is not None]
+        ax1.plot([r["t_s"] / 60 for r in hs], [r["heap_inuse_bytes"] / 2**20 for r in hs], color="tab:orange",
+                 linewidth=0.8, label="Go heap in use" if i == 0 else None)
+    ax1.set_ylabel("gateway memory (MiB)")
     ax1.set_ylim(bottom=0)
     ax1.axvspan(warm / 60, end / 60, color="tab:green", alpha=0.08, label="after warm-up")
     ax1.set_title(f"coapgw soak: {load['devices']} devices, {load['acknowledged']} records acknowledged, "
