@@ -3,12 +3,14 @@
 # directory, under SOAK_DURATION (default 30m) of mixed load from cmd/coapgw-soak — steady CON
 # and NON devices, 10 % hostile datagrams, a burst of new device names at half time — with one
 # kill -9 (at 1/6) and one SIGTERM (at 1/3), each followed by a restart. Every SOAK_SAMPLE
-# seconds it writes the gateway's VmRSS, descriptors, gauges (dedup, limiter, things, spool) and
-# Go heap in use and goroutines to samples.csv. At the end it waits for the processor to drain the spool, stops the gateway and
-# checks that every record acknowledged with 2.04 is in the registry, then plots RSS over time
-# (soak-rss.png). It fails when a record is lost, a hostile datagram was stored, a restart
-# failed, or RSS grew more than SOAK_RSS_GROWTH_MAX (default 0.25) over the last third of the
-# run (after the last restart and the burst: memory must be flat after warm-up).
+# seconds it writes the gateway's VmRSS, descriptors, gauges (dedup, limiter, things, spool),
+# Go heap in use, Go runtime memory and goroutines to samples.csv. At the end it waits for the
+# processor to drain the spool, stops the gateway and checks that every record acknowledged with
+# 2.04 is in the registry, then plots memory over time (soak-rss.png) and writes what grew on
+# the Go heap over the last third (heap-growth.txt, from two heap profiles: the gateway runs
+# with --pprof on loopback). It fails when a record is lost, a hostile datagram was stored, a
+# restart failed, or RSS grew more than SOAK_RSS_GROWTH_MAX (default 0.25) over the last third
+# of the run (after the last restart and the burst: memory must be flat after warm-up).
 #
 #   SOAK_DURATION=3m scripts/soak.sh        # a short try
 #
@@ -49,7 +51,7 @@ rm -rf "$OUT"; mkdir -p "$OUT"
 data=$OUT/data
 gw=
 GW_ARGS=(serve --coap-addr "127.0.0.1:$COAP_PORT" --http-addr "127.0.0.1:$HTTP_PORT" --data-dir "$data"
-  --history-max-points 1000000 --device-rate 120 --device-burst 10 --log-level info)
+  --history-max-points 1000000 --device-rate 120 --device-burst 10 --log-level info --pprof)
 t0=$(date +%s)
 now() { echo $(( $(date +%s) - t0 )); }
 event() { echo "$(now),$1" >>"$OUT/events.csv"; echo "soak: t=$(now)s $1"; }
@@ -70,7 +72,7 @@ metric() { # name (with labels, as exposed) from the metrics text in $m
   awk -v n="$1" '$1 == n { print $2; exit }' <<<"$m"
 }
 sampler() {
-  echo "t_s,pid,rss_kib,fds,dedup_entries,limiter_entries,things,spool_bytes,spool_depth,accepted,processor_lag_s,heap_inuse_bytes,goroutines,load1" >"$OUT/samples.csv"
+  echo "t_s,pid,rss_kib,fds,dedup_entries,limiter_entries,things,spool_bytes,spool_depth,accepted,processor_lag_s,heap_inuse_bytes,go_sys_bytes,goroutines,load1" >"$OUT/samples.csv"
   while :; do
     local pid rss fds m=
     pid=$(cat "$OUT/gw.pid" 2>/dev/null || true)
@@ -78,7 +80,7 @@ sampler() {
     fds=$(ls "/proc/$pid/fd" 2>/dev/null | wc -l || true)
     [[ -n $rss ]] || fds=
     m=$(curl -s --max-time 2 "127.0.0.1:$HTTP_PORT/metrics" 2>/dev/null || true)
-    echo "$(now),$pid,$rss,$fds,$(metric coapgw_coap_dedup_entries),$(metric coapgw_ingest_limiter_entries),$(metric coapgw_ingest_things),$(metric coapgw_spool_size_bytes),$(metric coapgw_spool_depth_records),$(metric 'coapgw_ingest_records_total{result="accepted"}'),$(metric coapgw_processor_lag_seconds),$(metric go_memstats_heap_inuse_bytes),$(metric go_goroutines),$(cut -d' ' -f1 /proc/loadavg)" >>"$OUT/samples.csv"
+    echo "$(now),$pid,$rss,$fds,$(metric coapgw_coap_dedup_entries),$(metric coapgw_ingest_limiter_entries),$(metric coapgw_ingest_things),$(metric coapgw_spool_size_bytes),$(metric coapgw_spool_depth_records),$(metric 'coapgw_ingest_records_total{result="accepted"}'),$(metric coapgw_processor_lag_seconds),$(metric go_memstats_heap_inuse_bytes),$(metric go_memstats_sys_bytes),$(metric go_goroutines),$(cut -d' ' -f1 /proc/loadavg)" >>"$OUT/samples.csv"
     sleep "$SAMPLE"
   done
 }
@@ -114,7 +116,11 @@ event "SIGTERM (exit $rc)"
 (( rc == 0 )) || fail=1
 start_gw || fail=1
 echo "$BURST_AT,burst of $BURST new names" >>"$OUT/events.csv"
+# Go heap profiles at the start of the last third and at the end: what grew in between.
+heap() { curl -s --max-time 30 -o "$OUT/heap-$1.pb.gz" "127.0.0.1:$HTTP_PORT/debug/pprof/heap?gc=1" || true; }
+wait_until $((2 * DUR / 3)); heap warm
 
+wait_until $((DUR - 5)); heap end
 rc=0; wait "$lg" || rc=$?; lg=
 event "load done (exit $rc)"
 (( rc == 0 )) || fail=1
@@ -135,6 +141,8 @@ rc=0; bin/coapgw-soak check --data-dir "$data" --acks "$OUT/acks.txt" >"$OUT/che
 cat "$OUT/check.log" >&2
 (( rc == 0 )) || fail=1
 
+[[ -s $OUT/heap-warm.pb.gz && -s $OUT/heap-end.pb.gz ]] &&
+  go tool pprof -sample_index=inuse_space -top -base "$OUT/heap-warm.pb.gz" bin/coapgw "$OUT/heap-end.pb.gz" >"$OUT/heap-growth.txt" 2>/dev/null || true
 rc=0; python3 scripts/soak_report.py "$OUT" "$TERM_AT" "$BURST_AT" "$GROWTH_MAX" || rc=$?
 (( rc == 0 )) || fail=1
 if (( fail )); then echo "soak: FAILED (see $OUT)"; exit 1; fi

@@ -72,6 +72,7 @@ def main():
         f"| descriptors at warm-up / end / max | {int(avg(head, 'fds'))} / {int(avg(tail, 'fds'))} / {mx('fds')} |",
         f"| dedup entries at warm-up / end / max | {int(avg(head, 'dedup_entries'))} / {int(avg(tail, 'dedup_entries'))} / {mx('dedup_entries')} |",
         f"| limiter entries at warm-up / end / max | {int(avg(head, 'limiter_entries'))} / {int(avg(tail, 'limiter_entries'))} / {mx('limiter_entries')} |",
+        f"| outside the Go runtime (RSS - Go sys: SQLite's caches) at warm-up / end | {(avg(head, 'rss_kib') * 1024 - avg(head, 'go_sys_bytes')) / 2**20:.1f} / {(avg(tail, 'rss_kib') * 1024 - avg(tail, 'go_sys_bytes')) / 2**20:.1f} MiB |",
         f"| Go heap in use at warm-up / end / max | {avg(head, 'heap_inuse_bytes') / 2**20:.1f} / {avg(tail, 'heap_inuse_bytes') / 2**20:.1f} / {mx('heap_inuse_bytes') / 2**20:.1f} MiB |",
         f"| goroutines at warm-up / end / max | {int(avg(head, 'goroutines'))} / {int(avg(tail, 'goroutines'))} / {mx('goroutines')} |",
         f"| things known at the end | {int(avg(tail, 'things'))} |",
