@@ -4,8 +4,10 @@
 # make bench      the gateway and the load generator on two pinned cores, then libcoap's
 #                 coap-server-notls on the gateway's core under the same load (scripts/bench.sh)
 # make bench-go   the Go micro-benchmarks of internal/...
+# make soak       30 minutes of mixed load, restarts and a loss check on the real binary, local mode
+#                 (scripts/soak.sh; SOAK_DURATION=3m for a short try; not part of make test)
 # make lambda-zip bin/lambda/coapgw-lambda.zip and coapgw-canary.zip (provided.al2023, arm64)
-.PHONY: build build-bench test bench bench-go lambda-zip
+.PHONY: build build-bench test bench bench-go soak lambda-zip
 
 # The version --version prints and /health reports: the nearest tag and the commits since
 # (git describe), or the commit; override with make build VERSION=v1.2.3.
@@ -26,6 +28,9 @@ bench:
 
 bench-go:
 	go test -run='^$$' -bench=. -benchmem ./internal/...
+
+soak:
+	scripts/soak.sh
 
 # Reproducible Lambda packages: fixed mtime, no extra attributes, so an unchanged build keeps the
 # same source_code_hash in Terraform. Uses zip(1) if present, else Python's zipfile.

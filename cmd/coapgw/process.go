@@ -121,7 +121,9 @@ func runProcess(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	defer stopWorker()
 	httpErr := make(chan error, 1)
 	if cfg.HTTP.Addr != "" {
-		srv := ops.New(ops.Config{Addr: cfg.HTTP.Addr, Pprof: cfg.HTTP.Pprof, Ready: ready}, reg, log.With("component", "http"))
+		oc := ops.HTTPConfig(cfg.HTTP) // the same timeouts and connection cap as serve's server
+		oc.Ready = ready
+		srv := ops.New(oc, reg, log.With("component", "http"))
 		if err := srv.Listen(); err != nil {
 			log.Error("start", "err", err)
 			return 1

@@ -117,7 +117,7 @@ func (s *Server) Listen() error {
 		return setSockopts(c, s.cfg.Sockets > 1, s.cfg.SocketBytes)
 	}}
 	addr := s.cfg.Addr
-	port, err := listenPort(addr)
+	port, err := ListenPort(addr)
 	if err != nil {
 		return fmt.Errorf("listen udp %s: %w", addr, err)
 	}
@@ -165,28 +165,12 @@ func (s *Server) checkBuffer(c *net.UDPConn) {
 }
 
 func (s *Server) lock(addr string, port uint16) error {
-	unlock, err := lockPort(port)
-	if errors.Is(err, ErrPortServed) {
-		return fmt.Errorf("listen udp %s: port %d/udp: %w; a second gateway there would split the devices between two registries: stop the other one or choose another address", addr, port, err)
-	}
+	unlock, err := LockPort("udp", addr, port)
 	if err != nil {
-		return fmt.Errorf("listen udp %s: lock port %d: %w", addr, port, err)
+		return err
 	}
 	s.unlock = unlock
 	return nil
-}
-
-// listenPort is the port of a listen address ("host:port", ":port", a service name).
-func listenPort(addr string) (uint16, error) {
-	_, p, err := net.SplitHostPort(addr)
-	if err != nil {
-		return 0, err
-	}
-	n, err := net.LookupPort("udp", p)
-	if err != nil {
-		return 0, err
-	}
-	return uint16(n), nil
 }
 
 // LocalAddr is the bound address (after Listen).

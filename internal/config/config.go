@@ -82,6 +82,7 @@ type CoAP struct {
 	BlockTimeout      time.Duration // blockwise-timeout: a body without a block for this long is dropped
 	ShutdownTimeout   time.Duration // shutdown-timeout: how long a stop waits for in-flight requests
 	FailLinger        time.Duration // fail-linger: 5.03 and /readyz 503 after a component died, before the exit
+	ReadyMaxLag       time.Duration // ready-max-lag: /readyz 503 while the stage after the spool is further behind; 0: never
 }
 
 // DTLS configures CoAP over DTLS 1.2 with PSK (internal/dtlsserver). The DTLS port is opened
@@ -226,8 +227,8 @@ func Default() Config {
 		CoAP: CoAP{
 			Addr: ":5683", Sockets: 1, SocketBuffer: 8 * MiB, PiggybackDeadline: time.Second,
 			DedupMaxEntries: 500_000, DedupPerPeer: 1024, ShutdownTimeout: 10 * time.Second,
-			FailLinger: 5 * time.Second,
-			BlockSize:  KiB, BlockMaxBytes: 32 * MiB, BlockPerPeer: 4, BlockTimeout: 247 * time.Second,
+			FailLinger: 5 * time.Second, ReadyMaxLag: time.Minute,
+			BlockSize: KiB, BlockMaxBytes: 32 * MiB, BlockPerPeer: 4, BlockTimeout: 247 * time.Second,
 		},
 		DTLS: DTLS{Addr: ":5684", MaxSessions: 100_000, IdleTimeout: 24 * time.Hour, HibernateAfter: 30 * time.Second,
 			MaxHandshakes: 1024, HandshakeTimeout: 10 * time.Second, RecheckInterval: time.Second},

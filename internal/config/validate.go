@@ -136,6 +136,9 @@ func (c *Config) validateServe(v *validator) {
 	if d := c.CoAP.FailLinger; d < 0 || d > 10*time.Minute {
 		v.bad("fail-linger %s: want 0–10m", d)
 	}
+	if d := c.CoAP.ReadyMaxLag; d < 0 {
+		v.bad("ready-max-lag %s: want 0 (off) or more", d)
+	}
 	if c.Spool.SegmentBytes < 64*KiB {
 		v.bad("spool-segment-bytes %s: want at least 64KiB", c.Spool.SegmentBytes)
 	}

@@ -20,6 +20,12 @@
 //     one by one.
 //   - A spool entry that is not a valid record is dropped the same way.
 //
+// Logging: a run of failures of one kind — whole calls, multi-record calls the queue rejected,
+// spool reads, cursor commits — is logged once when it starts (Warn, with the error) and once when
+// it ends (Info, with how many failed and for how long), never once per failure (ops.FailureRun).
+// Stats reports the run of whole-call failures in progress (Failures, FailingSince, LastError):
+// the gateway's /readyz uses it. A dropped record is logged on its own, with its (gw, seq).
+//
 // Records go out roughly in sequence order, not strictly: batches are in flight together and
 // retries go out on their own. Consumers must not rely on order (the processor uses received_at).
 //
@@ -61,6 +67,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/coapgw/coapgw/internal/ops"
 	"github.com/coapgw/coapgw/internal/record"
 	"github.com/coapgw/coapgw/internal/spool"
 	"github.com/prometheus/client_golang/prometheus"
@@ -155,6 +162,11 @@ type Stats struct {
 	Lag       time.Duration // age of the oldest of them not yet accepted (0 when none)
 	Committed uint64        // the last sequence number this forwarder committed to the spool cursor
 	Backoff   bool          // whole calls are failing: one call at a time, with waits
+	// The run of whole-call failures in progress (zero when the last call succeeded): how many
+	// calls failed in a row, since when, and the last error.
+	Failures     int
+	FailingSince time.Time
+	LastError    error
 }
 
 // Forwarder moves records from a Spool to a Publisher. Create it with New and start it with Run.
@@ -177,6 +189,11 @@ type Forwarder struct {
 	pending     atomic.Int64
 	committed   atomic.Uint64
 	backingOff  atomic.Bool
+
+	// Runs of failures, each logged when it starts and when it ends (with the count), not per
+	// failure: whole queue calls, multi-record calls the queue rejected, spool reads, cursor
+	// commits.
+	calls, batchRejects, reads, commits *ops.FailureRun
 }
 
 // New builds a Forwarder; it does no I/O. log and reg may be nil.
@@ -198,6 +215,10 @@ func New(cfg Config, sp Spool, pub Publisher, log *slog.Logger, reg prometheus.R
 		sleep:    sleepCtx,
 		randN:    rand.Int64N,
 	}
+	f.calls = ops.NewFailureRun(log, "queue calls failing; backing off, the spool keeps the records", "queue calls succeed again")
+	f.batchRejects = ops.NewFailureRun(log, "queue rejected a batch; retrying its records one by one", "queue accepts batches again")
+	f.reads = ops.NewFailureRun(log, "spool reads failing; retrying every second", "spool reads succeed again")
+	f.commits = ops.NewFailureRun(log, "spool cursor commits failing; will retry", "spool cursor commits succeed again")
 	f.waiters.init(cfg.MaxWaiters)
 	f.m, err = newMetrics(reg, f.lagSeconds, func() float64 { return float64(f.pending.Load()) })
 	if err != nil {
@@ -227,11 +248,13 @@ func (f *Forwarder) lagSeconds() float64 {
 
 // Stats reports the forwarder's state; safe to call at any time.
 func (f *Forwarder) Stats() Stats {
+	n, since, last := f.calls.State()
 	return Stats{
 		Pending:   int(f.pending.Load()),
 		Lag:       time.Duration(f.lagSeconds() * float64(time.Second)),
 		Committed: f.committed.Load(),
 		Backoff:   f.backingOff.Load(),
+		Failures:  int(n), FailingSince: since, LastError: last,
 	}
 }
 

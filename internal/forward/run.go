@@ -299,7 +299,7 @@ func (r *runner) handle(res result, stopping bool) {
 				return
 			}
 			// Not blamed on any one record: try each alone.
-			f.log.Warn("queue rejected a batch; retrying its records one by one", "records", len(items), "err", err)
+			f.batchRejects.Fail(err, "records", len(items))
 			for _, it := range items {
 				it.notBefore = now
 				r.retry(it, stopping)
@@ -316,9 +316,7 @@ func (r *runner) handle(res result, stopping bool) {
 		if res.job.gen == r.failures {
 			r.failures++
 			r.until = now.Add(f.backoff(r.failures))
-			if r.failures == 1 {
-				f.log.Warn("queue call failed; backing off", "err", err)
-			} else {
+			if !f.calls.Fail(err) {
 				f.log.Debug("queue call failed again", "failures", r.failures, "err", err)
 			}
 		}
@@ -326,8 +324,11 @@ func (r *runner) handle(res result, stopping bool) {
 		return
 	}
 	if r.failures > 0 {
-		f.log.Info("queue calls succeed again", "after_failures", r.failures)
+		f.calls.OK()
 		r.failures, r.until = 0, time.Time{}
+	}
+	if len(items) > 1 {
+		f.batchRejects.OK()
 	}
 	for i, it := range items {
 		var err error
@@ -459,6 +460,7 @@ func (f *Forwarder) reader(ctx context.Context, want <-chan int, got chan<- read
 				return
 			}
 			if err == nil {
+				f.reads.OK()
 				rr.items = decodeEntries(es)
 				break
 			}
@@ -466,7 +468,7 @@ func (f *Forwarder) reader(ctx context.Context, want <-chan int, got chan<- read
 				rr.err = err
 				break
 			}
-			f.log.Warn("spool read failed; retrying", "err", err)
+			f.reads.Fail(err)
 			if sleepCtx(ctx, time.Second) != nil {
 				return
 			}
@@ -548,13 +550,14 @@ func (c *committer) commit() {
 		return
 	}
 	if err := c.f.sp.Commit(seq); err != nil {
-		c.f.log.Warn("spool commit failed; will retry", "seq", seq, "err", err)
+		c.f.commits.Fail(err, "seq", seq)
 		select { // try again after the interval
 		case c.sig <- struct{}{}:
 		default:
 		}
 		return
 	}
+	c.f.commits.OK("seq", seq)
 	c.last = seq
 	c.f.committed.Store(seq)
 }

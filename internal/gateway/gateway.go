@@ -2,11 +2,15 @@
 // spool, the local processor or the forwarder, the operations HTTP server) and runs them as a
 // run group (run.go): a component that dies makes the gateway not ready, answer 5.03 and exit
 // with an error, and a stop shuts everything down in dependency order. /readyz also answers 503
-// while spool appends fail (ingest.Handler.StorageErr).
+// while spool appends fail (ingest.Handler.StorageErr), and while the stage after the spool (the
+// forwarder to SQS, the local processor) is further behind than ready_max_lag, with why: failing
+// (since when, how many calls, the last error) or too slow, and the spool's backlog (stage.go);
+// devices keep getting 2.04 meanwhile, as long as the spool takes their records.
 //
 // Configuration: config.Config, role config.Serve; every section goes to its component. The
-// gateway's own keys are shutdown_timeout (how long a stop waits for requests in flight) and
-// fail_linger (how long a failed gateway answers 5.03 and /readyz 503 before it exits). The local
+// gateway's own keys are shutdown_timeout (how long a stop waits for requests in flight),
+// fail_linger (how long a failed gateway answers 5.03 and /readyz 503 before it exits) and
+// ready_max_lag (default 1m; 0 turns the stage's part of /readyz off). The local
 // section's max_things goes to the device API; in local mode the device API also reads the
 // registry (its things with their types, a thing's reported state: ingest.Registry)
 // and is told how far the processor got after each batch, and max_properties goes to both
@@ -62,8 +66,10 @@ type Gateway struct {
 
 	local   *local      // nil unless --process=local and no --queue
 	forward *forwarding // nil unless --queue
-	started time.Time
-	rate    rate
+	// queueAcks logs the runs of --ack-after queue waits that failed (stage.go).
+	queueAcks *ops.FailureRun
+	started   time.Time
+	rate      rate
 }
 
 // New opens the spool and binds the sockets, so LocalAddr and HTTPAddr work before Serve.
@@ -72,6 +78,7 @@ func New(cfg config.Config, log *slog.Logger) (*Gateway, error) {
 		return nil, err
 	}
 	g := &Gateway{cfg: cfg, log: log, reg: prometheus.NewRegistry()}
+	g.queueAcks = g.queueAckRun()
 	g.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	sp, err := spool.Open(filepath.Join(cfg.Spool.DataDir, "spool"), spool.Options{
 		MaxBytes: int64(cfg.Spool.MaxBytes), SegmentBytes: int64(cfg.Spool.SegmentBytes),
@@ -182,10 +189,11 @@ func (g *Gateway) afterStored() func(uint64, func(error)) error {
 	}
 	return func(seq uint64, done func(error)) error {
 		var once sync.Once
-		finish := func(err error) { once.Do(func() { done(err) }) }
+		finish := func(err error) { once.Do(func() { g.noteQueueAck(err); done(err) }) }
 		timer := time.AfterFunc(g.cfg.Forward.QueueAckTimeout, func() { finish(errQueueTimeout) })
 		if err := g.forward.fwd.OnAccepted(seq, func(err error) { timer.Stop(); finish(err) }); err != nil {
 			if timer.Stop() {
+				g.noteQueueAck(err)
 				return err
 			}
 		}
@@ -223,8 +231,9 @@ func (g *Gateway) Registry() *prometheus.Registry { return g.reg }
 // errNotReady is /readyz's reason while the gateway starts or stops.
 var errNotReady = errors.New("starting or shutting down")
 
-// readiness is /readyz's check: starting or stopping, a component that died, or spool appends
-// failing (full, disk errors, no descriptors; ingest.Handler.StorageErr).
+// readiness is /readyz's check: starting or stopping, a component that died, spool appends
+// failing (full, disk errors, no descriptors; ingest.Handler.StorageErr), or the stage after the
+// spool further behind than --ready-max-lag (stageErr).
 func (g *Gateway) readiness() error {
 	if err := g.failure.Load(); err != nil {
 		return *err
@@ -232,7 +241,10 @@ func (g *Gateway) readiness() error {
 	if !g.ready.Load() {
 		return errNotReady
 	}
-	return g.ingest.StorageErr()
+	if err := g.ingest.StorageErr(); err != nil {
+		return err
+	}
+	return g.stageErr()
 }
 
 // readyDetails are the fields of every /readyz answer.

@@ -6,10 +6,7 @@ import "github.com/coapgw/coapgw/internal/ops"
 // connection cap, which ops lowers to keep descriptors for the spool) and the readiness check
 // (starting or stopping, a component that died, spool appends failing: see readiness).
 func (g *Gateway) opsConfig() ops.Config {
-	h := g.cfg.HTTP
-	return ops.Config{
-		Addr: h.Addr, Pprof: h.Pprof, Ready: g.readiness, Details: g.readyDetails,
-		ReadTimeout: h.ReadTimeout, WriteTimeout: h.WriteTimeout, IdleTimeout: h.IdleTimeout,
-		MaxConns: h.MaxConns,
-	}
+	c := ops.HTTPConfig(g.cfg.HTTP)
+	c.Ready, c.Details = g.readiness, g.readyDetails
+	return c
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"path/filepath"
+	"sync"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
@@ -67,8 +68,30 @@ func (g *Gateway) openCoAP() error {
 	return nil
 }
 
-// openDTLS binds the DTLS server; handshakes look keys up in the credential store.
+// openDTLS binds the DTLS server; handshakes look keys up in the credential store. Like the
+// plain CoAP server it first takes the port's lock (coapserver.LockPort), so that a second
+// gateway on a DTLS port another one serves refuses to start with a clear message.
 func (g *Gateway) openDTLS() error {
+	c := g.cfg
+	port, err := coapserver.ListenPort(c.DTLS.Addr)
+	if err != nil {
+		return fmt.Errorf("listen dtls %s: %w", c.DTLS.Addr, err)
+	}
+	lk := &portLock{}
+	if port != 0 {
+		if lk.release, err = coapserver.LockPort("dtls", c.DTLS.Addr, port); err != nil {
+			return err
+		}
+	}
+	if err := g.listenDTLS(lk); err != nil {
+		lk.unlock()
+		return err
+	}
+	return nil
+}
+
+// listenDTLS builds and binds the DTLS server, holding lk (taken here for a port 0 address).
+func (g *Gateway) listenDTLS(lk *portLock) error {
 	c := g.cfg
 	state := c.DTLS.StateFile
 	if state == "" {
@@ -89,9 +112,42 @@ func (g *Gateway) openDTLS() error {
 	if err := srv.Listen(); err != nil {
 		return err
 	}
+	if lk.release == nil { // port 0: lock the port the kernel chose
+		if lk.release, err = coapserver.LockPort("dtls", c.DTLS.Addr, srv.LocalAddr().Port()); err != nil {
+			ctx, cancel := context.WithCancel(context.Background())
+			cancel()
+			_ = srv.Shutdown(ctx)
+			return err
+		}
+	}
 	g.dtls = srv
-	g.transports = append(g.transports, namedTransport{"dtls", srv})
+	g.transports = append(g.transports, namedTransport{"dtls", lockedTransport{srv, lk}})
 	return nil
+}
+
+// portLock is a held port lock (coapserver.LockPort), released once.
+type portLock struct {
+	once    sync.Once
+	release func()
+}
+
+func (l *portLock) unlock() {
+	l.once.Do(func() {
+		if l.release != nil {
+			l.release()
+		}
+	})
+}
+
+// lockedTransport is a transport that releases its port's lock once it is shut down.
+type lockedTransport struct {
+	transport
+	lk *portLock
+}
+
+func (t lockedTransport) Shutdown(ctx context.Context) error {
+	defer t.lk.unlock()
+	return t.transport.Shutdown(ctx)
 }
 
 // closeTransports closes what openCoAP and openDTLS bound, when New fails after them.

@@ -94,7 +94,8 @@ type Config struct {
 	Lag func() time.Duration
 	// AfterStored, if set, is called once a record is durable in the spool; the device gets its
 	// answer only when done is called (--ack-after=queue: after SQS accepted it). It must not
-	// block. An error from it, or passed to done, answers 5.03.
+	// block. An error from it, or passed to done, answers 5.03; logging those is up to its owner
+	// (ingest only counts them: coapgw_ingest_records_total{result="queue_error"}).
 	AfterStored func(seq uint64, done func(error)) error
 	// Credentials, if set, says which things have a credential (binding.go); nil: none has.
 	Credentials credential.Store

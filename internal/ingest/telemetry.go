@@ -133,8 +133,7 @@ func (h *Handler) done(w *coapserver.ResponseWriter, err error) {
 		h.results[resFull].Inc()
 		diag = "spool full"
 	} else if h.cfg.AfterStored != nil && !errors.Is(err, spool.ErrUnavailable) && !errors.Is(err, spool.ErrClosed) {
-		h.results[resQueue].Inc()
-		h.log.Warn("queue did not accept a stored record", "err", err)
+		h.results[resQueue].Inc() // logged once per run of failures by AfterStored's owner
 		diag = "queue unavailable"
 	} else {
 		h.results[resError].Inc() // logged once per change of state: noteAppend

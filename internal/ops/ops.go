@@ -23,9 +23,9 @@
 // fit under RLIMIT_NOFILE: no HTTP load, idle or slow, can take the descriptors the spool
 // needs to append.
 //
-// Config keys (internal/config): http_addr (--http-addr, empty disables the server), pprof,
-// http_read_timeout, http_write_timeout, http_idle_timeout, http_max_conns (serve only; other
-// roles get the defaults), log_level, log_format. Metrics: coapgw_http_connections (open
+// Config keys (internal/config; HTTPConfig takes them): http_addr (--http-addr, empty disables
+// the server), pprof, http_read_timeout, http_write_timeout, http_idle_timeout, http_max_conns
+// (serve and process alike), log_level, log_format. Metrics: coapgw_http_connections (open
 // now), coapgw_http_max_connections (the cap in force).
 package ops
 
@@ -44,6 +44,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/coapgw/coapgw/internal/config"
 )
 
 // NewLogger returns a logger writing to w at level (debug, info, warn or error; any case) in
@@ -79,6 +81,16 @@ type Config struct {
 	WriteTimeout time.Duration
 	IdleTimeout  time.Duration
 	MaxConns     int
+}
+
+// HTTPConfig is a role's server address, pprof switch and limits as its http_* keys set them;
+// the role adds Ready and Details.
+func HTTPConfig(h config.HTTP) Config {
+	return Config{
+		Addr: h.Addr, Pprof: h.Pprof,
+		ReadTimeout: h.ReadTimeout, WriteTimeout: h.WriteTimeout, IdleTimeout: h.IdleTimeout,
+		MaxConns: h.MaxConns,
+	}
 }
 
 func (c *Config) setDefaults() {

@@ -19,6 +19,11 @@
 // throttling): the batch is retried with exponential backoff and jitter, capped, until it succeeds
 // or the context ends, and the source is not acknowledged meanwhile.
 //
+// Logging: a run of sink failures (or of failed reads of Run's source) is logged once when it
+// starts and once when it ends, with how many failed (ops.FailureRun), not once per retry; the
+// records a batch set aside are logged as one line with their count and the first one's
+// (gw, seq, thing, reason). Stats reports a batch being retried (Retrying, LastError).
+//
 // Idempotency and order are the Doc's rules: per-leaf last-writer-wins by received_at, so applying
 // a record twice, or an older record after a newer one, changes nothing it should not. Sinks that
 // count messages also need to know which records they already applied (see registry).
@@ -51,6 +56,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/coapgw/coapgw/internal/ops"
 )
 
 // Sink applies batches. Apply must be atomic per batch as far as the caller can tell: either it
@@ -143,6 +150,10 @@ type Processor struct {
 
 	mu        sync.Mutex
 	lastError string
+
+	// Runs of failures, each logged when it starts and when it ends (with the count), not per
+	// failure: the sink's, the source's reads.
+	sinkFails, readFails *ops.FailureRun
 }
 
 // New returns a processor applying to sink. It validates cfg and registers the metrics; it does
@@ -158,7 +169,9 @@ func New(cfg Config, sink Sink, log *slog.Logger, reg prometheus.Registerer) (*P
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	p := &Processor{cfg: cfg, sink: sink, log: log}
+	p := &Processor{cfg: cfg, sink: sink, log: log,
+		sinkFails: ops.NewFailureRun(log, "sink failing; retrying the batch with backoff, nothing is acknowledged meanwhile", "sink succeeds again"),
+		readFails: ops.NewFailureRun(log, "reading the source failing; retrying with backoff", "reading the source succeeds again")}
 	m, err := newMetrics(reg, p.lagSeconds)
 	if err != nil {
 		return nil, fmt.Errorf("processor metrics: %w", err)
@@ -287,6 +300,7 @@ func (p *Processor) apply(ctx context.Context, b *Batch) ([]Outcome, error) {
 			err = fmt.Errorf("sink returned %d outcomes for %d records", len(out), len(b.Items))
 		}
 		if err == nil {
+			p.sinkFails.OK()
 			return out, nil
 		}
 		if ctx.Err() != nil {
@@ -298,7 +312,9 @@ func (p *Processor) apply(ctx context.Context, b *Batch) ([]Outcome, error) {
 		p.lastError = err.Error()
 		p.mu.Unlock()
 		d := p.backoff(attempt)
-		p.log.Warn("sink failed, retrying the batch", "err", err, "attempt", attempt+1, "wait", d, "records", len(b.Items))
+		if !p.sinkFails.Fail(err, "records", len(b.Items)) {
+			p.log.Debug("sink failed again", "err", err, "attempt", attempt+1, "wait", d, "records", len(b.Items))
+		}
 		if err := p.cfg.Sleep(ctx, d); err != nil {
 			return nil, err
 		}

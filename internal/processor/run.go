@@ -83,13 +83,14 @@ func (p *Processor) read(ctx context.Context, src Source, out chan<- prepared) e
 			if errors.Is(err, ErrSourceClosed) {
 				return err
 			}
-			p.log.Error("read source", "err", err)
+			p.readFails.Fail(err)
 			if p.cfg.Sleep(ctx, p.backoff(failures)) != nil {
 				return nil
 			}
 			failures++
 			continue
 		}
+		p.readFails.OK()
 		failures = 0
 		if len(in) == 0 {
 			continue
