@@ -126,6 +126,10 @@
 // since a request is never shorter than a bare answer with its token, a bare separate response
 // is always sent at least twice. A typical device POST with a JSON body loses nothing.
 //
+// Attach (attach.go) gives an exchange a payload that its answer carries if it is a 2.xx given
+// without one of its own, within a block and the amplification bound: the device API's 2.04
+// carries a thing's pending desired-state change this way.
+//
 // Endpoint.Inflight is the number of requests handed to the handler and not yet answered.
 //
 // # UDP transport
@@ -181,6 +185,9 @@
 //	coapgw_coap_block1_bodies                      request bodies in reassembly
 //	coapgw_coap_block1_bytes                       bytes they are counted for (≤ BlockMaxBytes)
 //	coapgw_coap_block2_responses_total             responses sent as one block of a larger payload
+//	coapgw_coap_attachments_dropped_total          2.xx answers sent without their attached payload
+//	                                               (ResponseWriter.Attach: over a block or the
+//	                                               amplification bound)
 //
 // The UDP server (udp.go):
 //

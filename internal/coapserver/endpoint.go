@@ -372,6 +372,8 @@ type ResponseWriter struct {
 	state    atomic.Uint32
 	req      Request    // valid during ServeCoAP only
 	blk      blockState // block options of the response (block2.go)
+	att      []byte     // the payload a 2.xx answer carries (attach.go)
+	attCF    uint16
 
 	nopt uint8
 	used uint8
@@ -529,6 +531,9 @@ func (w *ResponseWriter) Respond(code coapmsg.Code, payload []byte) {
 		}
 		if w.state.CompareAndSwap(st, wsDone) {
 			e.m.resp(code)
+			if payload == nil && w.att != nil {
+				payload = w.attachment(code, st == wsEmptyAck)
+			}
 			if st == wsEmptyAck {
 				e.sendSeparate(w, code, payload)
 				e.inflight.Add(-1)

@@ -72,6 +72,7 @@ type Metrics struct {
 	block1Bodies        prometheus.Gauge
 	block1Bytes         prometheus.Gauge
 	block2Responses     prometheus.Counter
+	attachmentsDropped  prometheus.Counter
 }
 
 // NewMetrics creates the metrics and registers them with reg (if not nil).
@@ -105,9 +106,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m.block1Bodies = prometheus.NewGauge(prometheus.GaugeOpts{Name: "coapgw_coap_block1_bodies", Help: "Block-wise request bodies being reassembled."})
 	m.block1Bytes = prometheus.NewGauge(prometheus.GaugeOpts{Name: "coapgw_coap_block1_bytes", Help: "Bytes the request bodies being reassembled are counted for (buffers and state)."})
 	m.block2Responses = c("coapgw_coap_block2_responses_total", "Responses sent as one Block2 block of a larger payload.")
+	m.attachmentsDropped = c("coapgw_coap_attachments_dropped_total", "2.xx answers sent without the payload attached to them (ResponseWriter.Attach): too large for a block or the amplification bound.")
 	if reg != nil {
 		reg.MustRegister(d, r, m.emptyAcks, m.separate, m.separateRetransmits, m.separateAcked, m.separateRejected, m.separateGaveUp, m.separateLimited,
-			b, m.block1Bodies, m.block1Bytes, m.block2Responses)
+			b, m.block1Bodies, m.block1Bytes, m.block2Responses, m.attachmentsDropped)
 	}
 	return m
 }

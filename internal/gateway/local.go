@@ -76,6 +76,14 @@ func (g *Gateway) ingestRegistry() ingest.Registry {
 	return ingestRegistry{reg: g.local.reg, gw: g.cfg.Ingest.GatewayID}
 }
 
+// deltas is the registry's desired-state changes for the device API (local mode; nil otherwise).
+func (g *Gateway) deltas() ingest.Deltas {
+	if g.local == nil {
+		return nil
+	}
+	return g.local.reg
+}
+
 type ingestRegistry struct {
 	reg *registry.Registry
 	gw  string

@@ -1,0 +1,133 @@
+package main
+
+// End-to-end tests of the downlink in local mode: desired state set over the HTTP API rides in
+// the 2.04 of the device's next report (libcoap's coap-client with Accept: 50) until the device
+// reports the desired values.
+
+import (
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/coapgw/coapgw/internal/httpapitest"
+)
+
+// httpPut sends PUT url with body and an optional bearer token; it returns the status and body.
+func httpPut(t *testing.T, url, token, body string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodPut, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func coapClient(t *testing.T) string {
+	t.Helper()
+	bin, err := exec.LookPath("coap-client-notls")
+	if err != nil {
+		if httpapitest.RequirePeers() {
+			t.Fatal("coap-client-notls not installed (Debian libcoap3-bin)")
+		}
+		t.Skip("coap-client-notls not installed")
+	}
+	return bin
+}
+
+// startDownlinkGW starts a local-mode gateway with an API token; it returns the token.
+func startDownlinkGW(t *testing.T) (*gw, string) {
+	t.Helper()
+	dir := t.TempDir()
+	const token = "downlink-test-token-0123456789abcdef"
+	tokenFile := filepath.Join(dir, "token")
+	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return startGW(t, dir, "--process", "local", "--http-token-file", tokenFile), token
+}
+
+// TestDownlinkDeltaInTheAnswer: set desired state by the API → the next POST's 2.04 carries the
+// delta (to a device that sends Accept: 50; one without Accept gets the bare 2.04 as before) →
+// the device reports the desired value → the delta is gone from the answers, the shadow and
+// GET /{type}/{id}.
+func TestDownlinkDeltaInTheAnswer(t *testing.T) {
+	bin := coapClient(t)
+	g, token := startDownlinkGW(t)
+	coap := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command(bin, args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("coap-client %v: %v %q", args, err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	uri := "coap://" + g.coap.String() + "/sensor/dev-1"
+	post := func(payload string, accept bool) string {
+		args := []string{"-m", "post", "-t", "50", "-e", payload}
+		if accept {
+			args = append(args, "-A", "50")
+		}
+		return coap(append(args, uri)...)
+	}
+	if out := post(`{"interval":30,"temp":20}`, true); out != "" {
+		t.Fatalf("answer before any desired state: %q", out)
+	}
+	var th apiThing
+	waitFor(t, "dev-1 in the registry", func() bool { return getJSON(t, g, "/api/things/dev-1", &th) == 200 })
+
+	shadowURL := "http://" + g.http + "/api/things/dev-1/shadow"
+	desired := `{"state":{"desired":{"interval":60}}}`
+	if code, body := httpPut(t, shadowURL, "", desired); code != http.StatusUnauthorized {
+		t.Fatalf("PUT without the token: %d %s", code, body)
+	}
+	if code, body := httpPut(t, shadowURL, token, `{"state":{"reported":{"interval":60}}}`); code != http.StatusBadRequest {
+		t.Fatalf("PUT of reported state: %d %s", code, body)
+	}
+	if code, body := httpPut(t, "http://"+g.http+"/api/things/nope/shadow", token, desired); code != http.StatusNotFound {
+		t.Fatalf("PUT for an unknown thing: %d %s", code, body)
+	}
+	code, body := httpPut(t, shadowURL, token, desired)
+	if code != http.StatusOK || !strings.Contains(body, `"delta":{"interval":60}`) {
+		t.Fatalf("PUT desired: %d %s", code, body)
+	}
+
+	if out := post(`{"temp":21}`, false); out != "" {
+		t.Fatalf("a device without Accept got %q", out)
+	}
+	if out, want := post(`{"temp":22}`, true), `{"state":{"interval":60},"version":2}`; out != want {
+		t.Fatalf("answer with a pending change: %q, want %q", out, want)
+	}
+	if out, want := coap("-m", "get", uri), `{"state":{"interval":60},"version":2}`; !strings.HasPrefix(out, `{"state":{"interval":60}`) {
+		t.Fatalf("GET: %q, want %q", out, want)
+	}
+
+	// The device applies it and reports it: the delta is gone.
+	post(`{"interval":60}`, true)
+	waitFor(t, "the delta to leave the shadow", func() bool {
+		var sh map[string]any
+		getJSON(t, g, "/api/things/dev-1/shadow", &sh)
+		st, _ := sh["state"].(map[string]any)
+		_, has := st["delta"]
+		return st != nil && st["desired"] != nil && !has
+	})
+	if out := post(`{"temp":23}`, true); out != "" {
+		t.Fatalf("answer after the device reported the desired value: %q", out)
+	}
+	if out := coap("-m", "get", uri); out != `{"state":{}}` {
+		t.Fatalf("GET after the report: %q", out)
+	}
+}
