@@ -445,7 +445,10 @@ func FuzzCheckJSONObject(f *testing.F) {
 func BenchmarkServeCoAP(b *testing.B) { benchServeCoAP(b, Config{GatewayID: "gw"}) }
 
 // benchServeCoAP posts telemetry for sensor/dev-1 to a handler with cfg.
-func benchServeCoAP(b *testing.B, cfg Config) {
+func benchServeCoAP(b *testing.B, cfg Config) { benchServeCoAPWith(b, cfg) }
+
+// benchServeCoAPWith is benchServeCoAP with extra request options.
+func benchServeCoAPWith(b *testing.B, cfg Config, extra ...coapmsg.Option) {
 	sp := &fakeSpool{}
 	h, err := New(cfg, sp, nil, nil)
 	if err != nil {
@@ -453,7 +456,7 @@ func benchServeCoAP(b *testing.B, cfg Config) {
 	}
 	ep := coapserver.NewEndpoint(h, discard{}, coapserver.Options{}, nil, nil)
 	m := coapmsg.Message{Type: coapmsg.Confirmable, Code: coapmsg.POST, Token: []byte{1, 2, 3, 4},
-		Options: append(pathOpts("sensor", "dev-1"), cf(50)), Payload: []byte(`{"temp":21.5,"hum":40,"pad":"xxxxxxxxxxxxxxxxxxxxxxxxxx"}`)}
+		Options: append(append(pathOpts("sensor", "dev-1"), cf(50)), extra...), Payload: []byte(`{"temp":21.5,"hum":40,"pad":"xxxxxxxxxxxxxxxxxxxxxxxxxx"}`)}
 	reqs := make([][]byte, 4096)
 	for i := range reqs {
 		m.MID = uint16(i)
