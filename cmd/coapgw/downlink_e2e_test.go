@@ -10,8 +10,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/coapgw/coapgw/internal/httpapitest"
 )
@@ -108,11 +110,14 @@ func TestDownlinkDeltaInTheAnswer(t *testing.T) {
 	if out := post(`{"temp":21}`, false); out != "" {
 		t.Fatalf("a device without Accept got %q", out)
 	}
-	if out, want := post(`{"temp":22}`, true), `{"state":{"interval":60},"version":2}`; out != want {
-		t.Fatalf("answer with a pending change: %q, want %q", out, want)
+	// The version is the shadow's: 2 after the desired change, more once the reports before
+	// are applied.
+	pending := regexp.MustCompile(`^\{"state":\{"interval":60\},"version":[234]\}$`)
+	if out := post(`{"temp":22}`, true); !pending.MatchString(out) {
+		t.Fatalf("answer with a pending change: %q, want %s", out, pending)
 	}
-	if out, want := coap("-m", "get", uri), `{"state":{"interval":60},"version":2}`; !strings.HasPrefix(out, `{"state":{"interval":60}`) {
-		t.Fatalf("GET: %q, want %q", out, want)
+	if out := coap("-m", "get", uri); !pending.MatchString(out) {
+		t.Fatalf("GET: %q, want %s", out, pending)
 	}
 
 	// The device applies it and reports it: the delta is gone.
@@ -129,5 +134,53 @@ func TestDownlinkDeltaInTheAnswer(t *testing.T) {
 	}
 	if out := coap("-m", "get", uri); out != `{"state":{}}` {
 		t.Fatalf("GET after the report: %q", out)
+	}
+}
+
+// TestDownlinkObserve: libcoap's coap-client observing GET /sensor/dev-1 gets a notification
+// with the delta within a second of a desired change made over the HTTP API.
+func TestDownlinkObserve(t *testing.T) {
+	bin := coapClient(t)
+	g, token := startDownlinkGW(t)
+	uri := "coap://" + g.coap.String() + "/sensor/dev-1"
+	if out, err := exec.Command(bin, "-m", "post", "-t", "50", "-e", `{"interval":30}`, uri).CombinedOutput(); err != nil {
+		t.Fatalf("post: %v %q", err, out)
+	}
+	var th apiThing
+	waitFor(t, "dev-1 in the registry", func() bool { return getJSON(t, g, "/api/things/dev-1", &th) == 200 })
+
+	obs := exec.Command(bin, "-s", "4", "-m", "get", uri)
+	var out syncBuffer
+	obs.Stdout, obs.Stderr = &out, &out
+	if err := obs.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- obs.Wait() }()
+	t.Cleanup(func() {
+		if obs.ProcessState == nil {
+			obs.Process.Kill()
+			<-done
+		}
+	})
+	notifications := func() float64 {
+		m := scrape(t, g)
+		return metricValue(t, m, `coapgw_coap_notifications_total{type="non"}`) + metricValue(t, m, `coapgw_coap_notifications_total{type="con"}`)
+	}
+	waitFor(t, "the observer to register", func() bool { return metricValue(t, scrape(t, g), "coapgw_coap_observers") == 1 })
+	before := notifications()
+	if code, body := httpPut(t, "http://"+g.http+"/api/things/dev-1/shadow", token, `{"state":{"desired":{"interval":60}}}`); code != 200 {
+		t.Fatalf("PUT desired: %d %s", code, body)
+	}
+	changed := time.Now()
+	waitFor(t, "a notification", func() bool { return notifications() > before })
+	if d := time.Since(changed); d > time.Second {
+		t.Fatalf("notification sent %v after the change", d)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("coap-client: %v %q", err, out.String())
+	}
+	if got := out.String(); !strings.Contains(got, `{"state":{}}`) || !strings.Contains(got, `{"state":{"interval":60},"version":2}`) {
+		t.Fatalf("coap-client printed %q, want the state at registration and the notification", got)
 	}
 }

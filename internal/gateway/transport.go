@@ -63,6 +63,7 @@ func (g *Gateway) openCoAP() error {
 		return err
 	}
 	g.coap = srv
+	g.ingest.AddNotifier(srv.Endpoint().Notify) // Observe: the downlink's notifications
 	g.transports = append(g.transports, namedTransport{"coap", srv})
 	return nil
 }
@@ -90,6 +91,7 @@ func (g *Gateway) openDTLS() error {
 		return err
 	}
 	g.dtls = srv
+	g.ingest.AddNotifier(srv.Endpoint().Notify)
 	g.transports = append(g.transports, namedTransport{"dtls", srv})
 	return nil
 }

@@ -75,14 +75,50 @@ var noDelta = []byte(`{"state":{}}`)
 // getThing answers GET /{type}/{id} (after bind): 2.05 with the thing's pending change,
 // {"state":{<delta>},"version":N}, or {"state":{}} when it has none; to an unverified peer whose
 // request is too small for the answer, 4.01 with an Echo first (amplification.go).
+//
+// With Observe 0 the device registers as an observer of its thing (RFC 7641; coapserver's
+// observe.go) and gets a notification whenever the delta changes (NotifyThing); a GET without
+// Observe, or with Observe 1, ends the observation of the same token. Beyond the exchange layer's
+// MaxObservers the answer is a plain one, without Observe.
 func (h *Handler) getThing(w *coapserver.ResponseWriter, r *coapserver.Request) {
-	d := h.cfg.Deltas.Delta(r.Path(1))
-	if d == nil {
-		d = noDelta
-	}
+	d := h.thingState(r.Path(1))
 	if r.Identity == "" && !h.verified(w, r, len(d), record.FormatJSON) {
 		return
 	}
+	if v, ok := r.Observe(); ok && v == 0 {
+		w.Observe(string(r.Path(1)), record.FormatJSON, d)
+	} else {
+		w.Unobserve()
+	}
 	w.SetUintOption(coapmsg.ContentFormat, uint32(record.FormatJSON))
 	w.Respond(coapmsg.Content, d)
+}
+
+// thingState is what GET /{type}/{id} returns for the thing named name.
+func (h *Handler) thingState(name []byte) []byte {
+	if d := h.cfg.Deltas.Delta(name); d != nil {
+		return d
+	}
+	return noDelta
+}
+
+// Notifier sends the observers of a resource its new representation
+// (coapserver.Endpoint.Notify).
+type Notifier func(key string, cf uint16, payload []byte)
+
+// AddNotifier adds an exchange layer whose observers NotifyThing notifies (the gateway adds
+// its UDP and DTLS endpoints). Call it before the handler serves.
+func (h *Handler) AddNotifier(n Notifier) { h.notifiers = append(h.notifiers, n) }
+
+// NotifyThing tells the observers of the thing named name that its pending change is now
+// what Deltas says (local mode: the registry calls it when a thing's delta changed). It must
+// not block, and does not: the exchange layer queues the notifications.
+func (h *Handler) NotifyThing(name string) {
+	if h.cfg.Deltas == nil {
+		return
+	}
+	d := h.thingState([]byte(name))
+	for _, n := range h.notifiers {
+		n(name, record.FormatJSON, d)
+	}
 }

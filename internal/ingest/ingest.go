@@ -134,6 +134,8 @@ type Handler struct {
 	things   *thingIndex   // nil: no --max-things and no Registry
 	shadows  *shadowBudget // nil: no Registry
 	appends  appendState
+	// notifiers send Observe notifications (downlink.go); set before serving
+	notifiers []Notifier
 
 	echoChallenges prometheus.Counter
 }

@@ -115,7 +115,12 @@ func (w *writer) refreshDeltas(names []string) {
 			continue
 		}
 		if s := m[name]; s != nil {
-			s.set(deltaMessage(nil, des, th.doc, th.version))
+			msg := deltaMessage(nil, des, th.doc, th.version)
+			old := s.msg.Load()
+			s.set(msg)
+			if w.opts.OnDelta != nil && ((old == nil) != (msg == nil) || old != nil && msg != nil && !sameDelta(*old, msg)) {
+				w.opts.OnDelta(name)
+			}
 		}
 	}
 }
@@ -251,7 +256,21 @@ func (r *Registry) UpdateDesired(ctx context.Context, name string, body []byte) 
 		w.dl.desired[name] = des
 		w.setSlot(name, deltaMessage(nil, des, rep, version), false)
 	}
+	if r.opts.OnDelta != nil {
+		r.opts.OnDelta(name)
+	}
 	return renderFullShadow(rep, des, version, now.Unix()), nil
+}
+
+// sameDelta reports whether two delta messages hold the same state (whatever their versions).
+func sameDelta(a, b []byte) bool {
+	cut := func(m []byte) []byte {
+		if i := bytes.LastIndex(m, []byte(`,"version":`)); i >= 0 {
+			return m[:i]
+		}
+		return m
+	}
+	return bytes.Equal(cut(a), cut(b))
 }
 
 // deltaMessage renders what the device gets, {"state":{<delta>},"version":N}, nil when there is

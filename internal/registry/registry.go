@@ -123,6 +123,11 @@ type Options struct {
 	Now              func() time.Time
 	Logger           *slog.Logger
 
+	// OnDelta, if set, is called with a thing's name when its delta changed (desired.go): set
+	// by UpdateDesired, or by an Apply that changed what the reported state leaves of it. It is
+	// called with the registry locked: it must not block or call the registry, except Delta.
+	OnDelta func(name string)
+
 	// MaxProperties is --max-properties: a record that would give its thing more properties is
 	// set aside (applicable.go); 0: no cap (the gateway's default is 256).
 	MaxProperties int
