@@ -130,6 +130,11 @@
 // without one of its own, within a block and the amplification bound: the device API's 2.04
 // carries a thing's pending desired-state change this way.
 //
+// Observe (observe.go, RFC 7641): ResponseWriter.Observe registers the client of a GET as an
+// observer of a resource, Endpoint.Notify sends the observers of a resource its new
+// representation; the file's comment says how notifications are confirmed, when observers are
+// removed, and what they cost.
+//
 // Endpoint.Inflight is the number of requests handed to the handler and not yet answered.
 //
 // # UDP transport
@@ -154,8 +159,8 @@
 // The gateway's flags and config keys for this package: coap-addr (Addr), coap-sockets
 // (Sockets), socket-buffer (SocketBytes), piggyback-deadline, dedup-max-entries (DedupGlobalCap),
 // dedup-per-peer (DedupPerPeerCap), block-size (BlockSize), blockwise-max-bytes
-// (BlockMaxBytes), blockwise-per-peer (BlockPerPeer), blockwise-timeout (BlockTimeout); the
-// gateway sets BlockWise; max-payload sets MaxRequestBody and MaxDatagram, retry-after
+// (BlockMaxBytes), blockwise-per-peer (BlockPerPeer), blockwise-timeout (BlockTimeout),
+// max-observers (MaxObservers), observe-keepalive (ObserveKeepAlive); the gateway sets BlockWise; max-payload sets MaxRequestBody and MaxDatagram, retry-after
 // RetryAfter.
 //
 // # Metrics

@@ -45,6 +45,7 @@ func (g *Gateway) exchangeOptions() coapserver.Options {
 		MaxRequestBody:    int(g.cfg.Ingest.MaxPayload),
 		BlockWise:         true, BlockSize: int(g.cfg.CoAP.BlockSize), BlockMaxBytes: int(g.cfg.CoAP.BlockMaxBytes),
 		BlockPerPeer: g.cfg.CoAP.BlockPerPeer, BlockTimeout: g.cfg.CoAP.BlockTimeout, RetryAfter: g.cfg.Ingest.RetryAfter,
+		MaxObservers: g.cfg.CoAP.MaxObservers, ObserveKeepAlive: g.cfg.CoAP.ObserveKeepAlive,
 	}
 }
 
