@@ -133,3 +133,49 @@ func BenchmarkServeCoAPDeltas(b *testing.B) {
 type lockFreeDeltas struct{ m map[string][]byte }
 
 func (f *lockFreeDeltas) Delta(name []byte) []byte { return f.m[string(name)] }
+
+// TestObserveThing: a device observes only its own thing (over DTLS, another thing's GET gets
+// 4.03 and registers nothing), and NotifyThing sends its observers the thing's new delta.
+func TestObserveThing(t *testing.T) {
+	d := &fakeDeltas{m: map[string][]byte{}}
+	r := newRigWith(t, Config{GatewayID: "gw", Deltas: d})
+	r.h.AddNotifier(r.ep.Notify)
+	get := func(path string) *coapmsg.Message {
+		t.Helper()
+		r.mid++
+		m := coapmsg.Message{Type: coapmsg.Confirmable, Code: coapmsg.GET, MID: r.mid, Token: []byte{7, 7},
+			Options: append([]coapmsg.Option{{Number: coapmsg.Observe}}, pathOpts("sensor", path)...)}
+		b, err := m.Append(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.ep.HandleSession(peer, peer, "sensor/dev-1", b)
+		out := r.take()
+		if len(out) != 1 {
+			t.Fatalf("%d answers", len(out))
+		}
+		return decode(t, out[0])
+	}
+	if resp := get("dev-2"); resp.Code != coapmsg.Forbidden || r.ep.Observers() != 0 {
+		t.Fatalf("another thing: %v, %d observers", resp.Code, r.ep.Observers())
+	}
+	resp := get("dev-1")
+	if _, ok := resp.Option(coapmsg.Observe); resp.Code != coapmsg.Content || !ok || string(resp.Payload) != `{"state":{}}` || r.ep.Observers() != 1 {
+		t.Fatalf("own thing: %v %q observe %v, %d observers", resp.Code, resp.Payload, ok, r.ep.Observers())
+	}
+	d.mu.Lock()
+	d.m["dev-1"] = []byte(`{"state":{"x":1},"version":4}`)
+	d.mu.Unlock()
+	r.h.NotifyThing("dev-2") // nobody observes it
+	if out := r.take(); len(out) != 0 {
+		t.Fatalf("%d datagrams for an unobserved thing", len(out))
+	}
+	r.h.NotifyThing("dev-1")
+	out := r.take()
+	if len(out) != 1 {
+		t.Fatalf("%d notifications", len(out))
+	}
+	if n := decode(t, out[0]); string(n.Payload) != `{"state":{"x":1},"version":4}` || string(n.Token) != "\x07\x07" {
+		t.Fatalf("notification %q token %x", n.Payload, n.Token)
+	}
+}

@@ -103,3 +103,22 @@ func TestDesiredRefused(t *testing.T) {
 		t.Fatalf("a refused update changed the version to %d", d.Version)
 	}
 }
+
+// TestOnDelta: Options.OnDelta is called for a desired update and for a report that changes the
+// delta, not for a report that leaves it as it was.
+func TestOnDelta(t *testing.T) {
+	var calls []string
+	e := newEnv(t, Options{OnDelta: func(name string) { calls = append(calls, name) }})
+	e.send(rec("sensor", "a", 10, `{"x":1,"y":1}`), rec("sensor", "b", 10, `{"x":1}`))
+	if _, err := e.desire("a", `{"state":{"desired":{"x":2,"y":2}}}`); err != nil {
+		t.Fatal(err)
+	}
+	e.send(rec("sensor", "a", 20, `{"t":5}`)) // the delta's state is the same (a new version)
+	e.send(rec("sensor", "b", 20, `{"x":3}`)) // no desired state
+	e.send(rec("sensor", "a", 30, `{"x":2}`)) // y is left
+	e.send(rec("sensor", "a", 40, `{"y":2}`)) // nothing is left
+	e.send(rec("sensor", "a", 50, `{"y":3}`)) // y differs again
+	if got, want := strings.Join(calls, ","), "a,a,a,a"; got != want {
+		t.Fatalf("OnDelta calls %s, want %s", got, want)
+	}
+}
