@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+
+	"github.com/coapgw/coapgw/internal/record"
 )
 
 func (e *env) desire(name, body string) (string, error) {
@@ -120,5 +122,30 @@ func TestOnDelta(t *testing.T) {
 	e.send(rec("sensor", "a", 50, `{"y":3}`)) // y differs again
 	if got, want := strings.Join(calls, ","), "a,a,a,a"; got != want {
 		t.Fatalf("OnDelta calls %s, want %s", got, want)
+	}
+}
+
+// BenchmarkDelta: the device API's lookup of a thing's delta among 200 things with desired
+// state, for a thing without one (the common case) and one with one.
+func BenchmarkDelta(b *testing.B) {
+	e := newEnv(b, Options{})
+	var recs []record.Record
+	for i := range 200 {
+		recs = append(recs, rec("sensor", fmt.Sprintf("d-%03d", i), 10, `{"x":1}`))
+	}
+	e.send(recs...)
+	for i := range 200 {
+		if _, err := e.desire(fmt.Sprintf("d-%03d", i), `{"state":{"desired":{"x":2}}}`); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for _, name := range []string{"dev-1", "d-042"} {
+		b.Run(name, func(b *testing.B) {
+			key := []byte(name)
+			b.ReportAllocs()
+			for b.Loop() {
+				e.r.Delta(key)
+			}
+		})
 	}
 }
