@@ -251,3 +251,46 @@ func TestDashboardDesiredState(t *testing.T) {
 	poll("in sync", `document.querySelector('#delta-status').textContent === 'in sync' && document.querySelectorAll('#delta tr').length === 0`)
 	console.Check(t)
 }
+
+// TestDownlinkObserverRST: an observer (our own client over real UDP) that answers a
+// notification with RST is removed: the gateway counts it and sends it nothing more.
+func TestDownlinkObserverRST(t *testing.T) {
+	g, token := startDownlinkGW(t)
+	c, err := coaptest.Dial(g.coap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if resp, err := c.Post("/sensor/dev-1", `{"interval":30}`); err != nil || resp.Code != coapmsg.Changed {
+		t.Fatalf("post: %v %+v", err, resp)
+	}
+	var th apiThing
+	waitFor(t, "dev-1 in the registry", func() bool { return getJSON(t, g, "/api/things/dev-1", &th) == 200 })
+	reg := c.Request(coapmsg.Confirmable, coapmsg.GET, "/sensor/dev-1", nil, coapmsg.Option{Number: coapmsg.Observe})
+	resp, err := c.Do(reg)
+	if _, ok := resp.Option(coapmsg.Observe); err != nil || resp.Code != coapmsg.Content || !ok {
+		t.Fatalf("registration: %v %+v", err, resp)
+	}
+	shadow := "http://" + g.http + "/api/things/dev-1/shadow"
+	if code, body := httpPut(t, shadow, token, `{"state":{"desired":{"interval":60}}}`); code != 200 {
+		t.Fatalf("PUT: %d %s", code, body)
+	}
+	n, err := c.Read(5 * time.Second)
+	if err != nil || string(n.Token) != string(reg.Token) || !strings.Contains(string(n.Payload), `"interval":60`) {
+		t.Fatalf("notification: %v %+v", err, n)
+	}
+	if err := c.Send([]byte{0x70, 0, byte(n.MID >> 8), byte(n.MID)}); err != nil { // RST
+		t.Fatal(err)
+	}
+	waitFor(t, "the observer to be removed", func() bool {
+		m := scrape(t, g)
+		return metricValue(t, m, "coapgw_coap_observers") == 0 &&
+			metricValue(t, m, `coapgw_coap_observers_removed_total{reason="rst"}`) == 1
+	})
+	if code, body := httpPut(t, shadow, token, `{"state":{"desired":{"interval":90}}}`); code != 200 {
+		t.Fatalf("PUT: %d %s", code, body)
+	}
+	if m, err := c.Read(500 * time.Millisecond); err == nil {
+		t.Fatalf("a removed observer got %+v", m)
+	}
+}

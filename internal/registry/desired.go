@@ -189,6 +189,9 @@ func (r *Registry) UpdateDesired(ctx context.Context, name string, body []byte) 
 	if r.closed {
 		return nil, errClosed
 	}
+	if r.w.opts == nil {
+		return nil, errors.New("registry opened read-only for migration tests")
+	}
 	w := &r.w
 	tx, err := r.wdb.BeginTx(ctx, nil)
 	if err != nil {
