@@ -1,11 +1,13 @@
 package registry
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
 	"testing"
 
+	"github.com/coapgw/coapgw/internal/processor"
 	"github.com/coapgw/coapgw/internal/record"
 )
 
@@ -148,4 +150,43 @@ func BenchmarkDelta(b *testing.B) {
 			}
 		})
 	}
+}
+
+// FuzzDelta: for any desired and reported states the delta is a JSON object (or nothing), and a
+// device that reports it gets a reported state with no delta left: what clears the delta in AWS.
+func FuzzDelta(f *testing.F) {
+	for _, s := range [][2]string{
+		{`{"a":1,"b":{"c":[1,2],"d":"x"}}`, `{"a":1.0,"b":{"c":[1,3]}}`},
+		{`{"a":{"b":1}}`, `{"a":2}`},
+		{`{"a":null,"b":true}`, `{"b":false,"z":{"y":1}}`},
+		{`{}`, `{"a":1}`},
+		{`{"a":[{"x":1}]}`, `{"a":[{"x":1}]}`},
+	} {
+		f.Add(s[0], s[1])
+	}
+	f.Fuzz(func(t *testing.T, desired, reported string) {
+		des, err := processor.DecodeJSON([]byte(desired), 10)
+		if err != nil {
+			return
+		}
+		rep, err := processor.DecodeJSON([]byte(reported), 5)
+		if err != nil {
+			return
+		}
+		d := appendDelta(nil, des.Root(), rep.Root())
+		if len(d) == 0 {
+			return
+		}
+		if !json.Valid(d) || d[0] != '{' {
+			t.Fatalf("delta %q is not a JSON object", d)
+		}
+		patch, err := processor.DecodeJSON(d, 20)
+		if err != nil {
+			t.Fatalf("delta %q does not decode: %v", d, err)
+		}
+		rep.Merge(patch)
+		if again := appendDelta(nil, des.Root(), rep.Root()); len(again) != 0 {
+			t.Fatalf("after reporting the delta %s, the delta is %s", d, again)
+		}
+	})
 }
