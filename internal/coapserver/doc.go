@@ -193,6 +193,10 @@
 //	coapgw_coap_attachments_dropped_total          2.xx answers sent without their attached payload
 //	                                               (ResponseWriter.Attach: over a block or the
 //	                                               amplification bound)
+//	coapgw_coap_observers                          observers registered (observe.go)
+//	coapgw_coap_notifications_total{type}          notifications sent: non, con
+//	coapgw_coap_observers_removed_total{reason}    observers removed: rst, timeout, deregistered
+//	coapgw_coap_observers_refused_total            registrations beyond MaxObservers
 //
 // The UDP server (udp.go):
 //
