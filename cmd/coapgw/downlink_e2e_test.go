@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -57,7 +58,12 @@ func coapClient(t *testing.T) string {
 // startDownlinkGW starts a local-mode gateway with an API token; it returns the token.
 func startDownlinkGW(t *testing.T) (*gw, string) {
 	t.Helper()
-	dir := t.TempDir()
+	return startDownlinkGWIn(t, t.TempDir())
+}
+
+// startDownlinkGWIn is startDownlinkGW on the data directory dir.
+func startDownlinkGWIn(t *testing.T, dir string) (*gw, string) {
+	t.Helper()
 	const token = "downlink-test-token-0123456789abcdef"
 	tokenFile := filepath.Join(dir, "token")
 	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
@@ -292,5 +298,36 @@ func TestDownlinkObserverRST(t *testing.T) {
 	}
 	if m, err := c.Read(500 * time.Millisecond); err == nil {
 		t.Fatalf("a removed observer got %+v", m)
+	}
+}
+
+// TestDownlinkAcrossRestart: desired state survives a restart of the gateway, and the first
+// report after it gets the pending delta.
+func TestDownlinkAcrossRestart(t *testing.T) {
+	bin := coapClient(t)
+	dir := t.TempDir()
+	g, token := startDownlinkGWIn(t, dir)
+	post := func(g *gw) string {
+		t.Helper()
+		out, err := exec.Command(bin, "-m", "post", "-t", "50", "-A", "50", "-e", `{"temp":1}`, "coap://"+g.coap.String()+"/sensor/dev-1").CombinedOutput()
+		if err != nil {
+			t.Fatalf("coap-client: %v %q", err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	if out := post(g); out != "" {
+		t.Fatalf("first answer %q", out)
+	}
+	var th apiThing
+	waitFor(t, "dev-1 in the registry", func() bool { return getJSON(t, g, "/api/things/dev-1", &th) == 200 })
+	if code, body := httpPut(t, "http://"+g.http+"/api/things/dev-1/shadow", token, `{"state":{"desired":{"fw":"beta"}}}`); code != 200 {
+		t.Fatalf("PUT: %d %s", code, body)
+	}
+	if err := g.stop(syscall.SIGTERM); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	g2, _ := startDownlinkGWIn(t, dir)
+	if out := post(g2); !strings.HasPrefix(out, `{"state":{"fw":"beta"},"version":`) {
+		t.Fatalf("answer after the restart: %q", out)
 	}
 }
