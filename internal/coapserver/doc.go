@@ -195,7 +195,8 @@
 //	                                               amplification bound)
 //	coapgw_coap_observers                          observers registered (observe.go)
 //	coapgw_coap_notifications_total{type}          notifications sent: non, con
-//	coapgw_coap_observers_removed_total{reason}    observers removed: rst, timeout, deregistered
+//	coapgw_coap_observers_removed_total{reason}    observers removed: rst, timeout, deregistered,
+//	                                               replaced
 //	coapgw_coap_observers_refused_total            registrations beyond MaxObservers
 //
 // The UDP server (udp.go):

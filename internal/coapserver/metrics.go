@@ -114,7 +114,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m.observers = prometheus.NewGauge(prometheus.GaugeOpts{Name: "coapgw_coap_observers", Help: "Observers registered (RFC 7641)."})
 	nv := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "coapgw_coap_notifications_total", Help: "Observe notifications sent, by type (con, non); retransmissions not included."}, []string{"type"})
 	m.notifications[0], m.notifications[1] = nv.WithLabelValues("non"), nv.WithLabelValues("con")
-	rv := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "coapgw_coap_observers_removed_total", Help: "Observers removed, by reason: rst (the client rejected a notification), timeout (a CON notification never acknowledged), deregistered (a GET without Observe or with Observe 1)."}, []string{"reason"})
+	rv := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "coapgw_coap_observers_removed_total", Help: "Observers removed, by reason: rst (the client rejected a notification), timeout (a CON notification never acknowledged), deregistered (a GET without Observe or with Observe 1), replaced (the oldest of a resource with ObserversPerResource observers, by a new one)."}, []string{"reason"})
 	for i, n := range removedNames {
 		m.observersRemoved[i] = rv.WithLabelValues(n)
 	}

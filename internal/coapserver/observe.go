@@ -29,7 +29,9 @@ import (
 //     minute, so a client does not take the state for stale between keep-alives.
 //   - A representation longer than a block goes as its first block with Block2 (RFC 7959 §3.4):
 //     the client GETs the rest.
-//   - Bounds: at most MaxObservers in all (a registration beyond it is answered as a plain GET,
+//   - Bounds: at most ObserversPerResource (8) per resource, a new one replacing the oldest, so
+//     that registrations from spoofed addresses cannot take a resource's places for good; at most
+//     MaxObservers in all (a registration beyond it is answered as a plain GET,
 //     without Observe, and counted); about 760 bytes each when every observer watches its own
 //     resource, 7.3 MiB for 10,000 (BenchmarkObserverMemory: go test -run '^$' -bench
 //     ObserverMemory -benchtime 3x ./internal/coapserver/).
@@ -39,8 +41,12 @@ import (
 // registers again (RFC 7641 §3.3.1).
 //
 // Metrics: coapgw_coap_observers (gauge), coapgw_coap_notifications_total{type} (con, non),
-// coapgw_coap_observers_removed_total{reason} (rst, timeout, deregistered),
+// coapgw_coap_observers_removed_total{reason} (rst, timeout, deregistered, replaced),
 // coapgw_coap_observers_refused_total (MaxObservers reached).
+
+// ObserversPerResource bounds the observers of one resource: a new registration beyond it
+// replaces the one that has gone longest without a CON (counted as removed, reason replaced).
+const ObserversPerResource = 8
 
 // Defaults of the Observe options.
 const (
@@ -136,6 +142,18 @@ func (w *ResponseWriter) Observe(key string, cf uint16, payload []byte) bool {
 		o.res[key] = res
 	}
 	res.cf, res.payload = cf, append([]byte(nil), payload...)
+	if ob == nil && len(res.obs) >= ObserversPerResource {
+		// The oldest registration of this resource makes room: registrations from spoofed
+		// addresses cannot take its places for good.
+		var oldest *observer
+		for _, x := range res.obs {
+			if oldest == nil || x.lastCON < oldest.lastCON {
+				oldest = x
+			}
+		}
+		o.removeLocked(e, oldest)
+		e.m.observersRemoved[removedReplaced].Inc()
+	}
 	if ob == nil {
 		ob = &observer{id: id, res: res, peer: w.peer}
 		res.obs[id] = ob
@@ -306,10 +324,11 @@ const (
 	removedRST = iota
 	removedTimeout
 	removedDeregistered
+	removedReplaced
 	numRemoved
 )
 
-var removedNames = [numRemoved]string{"rst", "timeout", "deregistered"}
+var removedNames = [numRemoved]string{"rst", "timeout", "deregistered", "replaced"}
 
 // observerAcked notes that ob acknowledged its CON notification w.
 func (e *Endpoint) observerAcked(w *ResponseWriter) {

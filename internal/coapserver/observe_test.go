@@ -169,3 +169,28 @@ func BenchmarkObserverMemory(b *testing.B) {
 		b.ReportMetric(float64(int64(with)-int64(without))/n, "bytes/observer")
 	}
 }
+
+// TestObserversPerResource: a resource keeps at most ObserversPerResource observers; a new
+// registration replaces the oldest, which gets no more notifications.
+func TestObserversPerResource(t *testing.T) {
+	e, s := newTestEndpoint(&observeHandler{state: `{}`}, Options{})
+	for i := range ObserversPerResource + 1 {
+		p := netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 0, 0, byte(i + 1)}), 5683)
+		e.HandleDatagram(p, enc(t, observeGet(1, "ob", "dev-1", 0)))
+		time.Sleep(time.Millisecond) // registrations at distinct times
+	}
+	s.take()
+	if n := e.Observers(); n != ObserversPerResource {
+		t.Fatalf("%d observers, want %d", n, ObserversPerResource)
+	}
+	e.Notify("dev-1", 50, []byte(`{"x":1}`))
+	out := s.take()
+	if len(out) != ObserversPerResource {
+		t.Fatalf("%d notifications", len(out))
+	}
+	for _, o := range out {
+		if o.peer.Addr() == netip.AddrFrom4([4]byte{10, 0, 0, 1}) {
+			t.Fatal("the oldest observer, replaced, was notified")
+		}
+	}
+}
