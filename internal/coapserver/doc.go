@@ -126,6 +126,15 @@
 // since a request is never shorter than a bare answer with its token, a bare separate response
 // is always sent at least twice. A typical device POST with a JSON body loses nothing.
 //
+// Attach (attach.go) gives an exchange a payload that its answer carries if it is a 2.xx given
+// without one of its own, within a block and the amplification bound: the device API's 2.04
+// carries a thing's pending desired-state change this way.
+//
+// Observe (observe.go, RFC 7641): ResponseWriter.Observe registers the client of a GET as an
+// observer of a resource, Endpoint.Notify sends the observers of a resource its new
+// representation; the file's comment says how notifications are confirmed, when observers are
+// removed, and what they cost.
+//
 // Endpoint.Inflight is the number of requests handed to the handler and not yet answered.
 //
 // # UDP transport
@@ -151,8 +160,8 @@
 // The gateway's flags and config keys for this package: coap-addr (Addr), coap-sockets
 // (Sockets), socket-buffer (SocketBytes), piggyback-deadline, dedup-max-entries (DedupGlobalCap),
 // dedup-per-peer (DedupPerPeerCap), block-size (BlockSize), blockwise-max-bytes
-// (BlockMaxBytes), blockwise-per-peer (BlockPerPeer), blockwise-timeout (BlockTimeout); the
-// gateway sets BlockWise; max-payload sets MaxRequestBody and MaxDatagram, retry-after
+// (BlockMaxBytes), blockwise-per-peer (BlockPerPeer), blockwise-timeout (BlockTimeout),
+// max-observers (MaxObservers), observe-keepalive (ObserveKeepAlive); the gateway sets BlockWise; max-payload sets MaxRequestBody and MaxDatagram, retry-after
 // RetryAfter.
 //
 // # Metrics
@@ -182,6 +191,14 @@
 //	coapgw_coap_block1_bodies                      request bodies in reassembly
 //	coapgw_coap_block1_bytes                       bytes they are counted for (≤ BlockMaxBytes)
 //	coapgw_coap_block2_responses_total             responses sent as one block of a larger payload
+//	coapgw_coap_attachments_dropped_total          2.xx answers sent without their attached payload
+//	                                               (ResponseWriter.Attach: over a block or the
+//	                                               amplification bound)
+//	coapgw_coap_observers                          observers registered (observe.go)
+//	coapgw_coap_notifications_total{type}          notifications sent: non, con
+//	coapgw_coap_observers_removed_total{reason}    observers removed: rst, timeout, deregistered,
+//	                                               replaced
+//	coapgw_coap_observers_refused_total            registrations beyond MaxObservers
 //
 // The UDP server (udp.go):
 //

@@ -64,6 +64,12 @@ type Options struct {
 	BlockTimeout  time.Duration
 	// RetryAfter is the Max-Age of the endpoint's own 5.03 (reassembly memory full); default 5 s.
 	RetryAfter time.Duration
+	// Observe (observe.go): MaxObservers bounds the observers registered (default 10,000);
+	// ObserveKeepAlive is the longest an observer goes without a CON notification (default
+	// 24 h); ObserveCONEvery makes every n-th notification to an observer a CON (default 5).
+	MaxObservers     int
+	ObserveKeepAlive time.Duration
+	ObserveCONEvery  int
 }
 
 func (o *Options) defaults() {
@@ -78,6 +84,7 @@ func (o *Options) defaults() {
 	def(&o.AckTimeout, 2*time.Second)
 	def(&o.BlockTimeout, o.ExchangeLifetime)
 	def(&o.RetryAfter, 5*time.Second)
+	def(&o.ObserveKeepAlive, DefaultObserveKeepAlive)
 	defi := func(d *int, v int) {
 		if *d <= 0 {
 			*d = v
@@ -91,6 +98,8 @@ func (o *Options) defaults() {
 	defi(&o.BlockSize, 1024)
 	defi(&o.BlockMaxBytes, 32<<20)
 	defi(&o.BlockPerPeer, 4)
+	defi(&o.MaxObservers, DefaultMaxObservers)
+	defi(&o.ObserveCONEvery, DefaultObserveCONEvery)
 }
 
 // Endpoint is the transport-agnostic RFC 7252 message layer: HandleDatagram takes a datagram from
@@ -120,6 +129,8 @@ type Endpoint struct {
 	stop        chan struct{}
 	stopOnce    sync.Once
 	inflight    inflightCounter
+
+	watch observers // Observe (observe.go)
 }
 
 type outKey struct {
@@ -151,6 +162,7 @@ func NewEndpoint(h Handler, out Sender, opts Options, log *slog.Logger, m *Metri
 		e.bodies = newReassembly(opts, m)
 	}
 	e.epoch = e.clock()
+	e.watch.init(e.epoch)
 	e.mid.Store(uint32(e.epoch.UnixNano()))
 	e.msgs.New = func() any { return new(coapmsg.Message) }
 	e.bufs.New = func() any { b := make([]byte, 0, 1280); return &b }
@@ -372,6 +384,9 @@ type ResponseWriter struct {
 	state    atomic.Uint32
 	req      Request    // valid during ServeCoAP only
 	blk      blockState // block options of the response (block2.go)
+	att      []byte     // the payload a 2.xx answer carries (attach.go)
+	obs      *observer  // a CON notification's observer (observe.go)
+	attCF    uint16
 
 	nopt uint8
 	used uint8
@@ -529,6 +544,9 @@ func (w *ResponseWriter) Respond(code coapmsg.Code, payload []byte) {
 		}
 		if w.state.CompareAndSwap(st, wsDone) {
 			e.m.resp(code)
+			if payload == nil && w.att != nil {
+				payload = w.attachment(code, st == wsEmptyAck)
+			}
 			if st == wsEmptyAck {
 				e.sendSeparate(w, code, payload)
 				e.inflight.Add(-1)

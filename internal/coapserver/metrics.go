@@ -72,6 +72,11 @@ type Metrics struct {
 	block1Bodies        prometheus.Gauge
 	block1Bytes         prometheus.Gauge
 	block2Responses     prometheus.Counter
+	attachmentsDropped  prometheus.Counter
+	observers           prometheus.Gauge
+	notifications       [2]prometheus.Counter // non, con
+	observersRemoved    [numRemoved]prometheus.Counter
+	observersRefused    prometheus.Counter
 }
 
 // NewMetrics creates the metrics and registers them with reg (if not nil).
@@ -105,9 +110,19 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m.block1Bodies = prometheus.NewGauge(prometheus.GaugeOpts{Name: "coapgw_coap_block1_bodies", Help: "Block-wise request bodies being reassembled."})
 	m.block1Bytes = prometheus.NewGauge(prometheus.GaugeOpts{Name: "coapgw_coap_block1_bytes", Help: "Bytes the request bodies being reassembled are counted for (buffers and state)."})
 	m.block2Responses = c("coapgw_coap_block2_responses_total", "Responses sent as one Block2 block of a larger payload.")
+	m.attachmentsDropped = c("coapgw_coap_attachments_dropped_total", "2.xx answers sent without the payload attached to them (ResponseWriter.Attach): too large for a block or the amplification bound.")
+	m.observers = prometheus.NewGauge(prometheus.GaugeOpts{Name: "coapgw_coap_observers", Help: "Observers registered (RFC 7641)."})
+	nv := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "coapgw_coap_notifications_total", Help: "Observe notifications sent, by type (con, non); retransmissions not included."}, []string{"type"})
+	m.notifications[0], m.notifications[1] = nv.WithLabelValues("non"), nv.WithLabelValues("con")
+	rv := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "coapgw_coap_observers_removed_total", Help: "Observers removed, by reason: rst (the client rejected a notification), timeout (a CON notification never acknowledged), deregistered (a GET without Observe or with Observe 1), replaced (the oldest of a resource with ObserversPerResource observers, by a new one)."}, []string{"reason"})
+	for i, n := range removedNames {
+		m.observersRemoved[i] = rv.WithLabelValues(n)
+	}
+	m.observersRefused = c("coapgw_coap_observers_refused_total", "Observe registrations answered as plain GETs because MaxObservers were registered.")
 	if reg != nil {
+		reg.MustRegister(m.observers, nv, rv, m.observersRefused)
 		reg.MustRegister(d, r, m.emptyAcks, m.separate, m.separateRetransmits, m.separateAcked, m.separateRejected, m.separateGaveUp, m.separateLimited,
-			b, m.block1Bodies, m.block1Bytes, m.block2Responses)
+			b, m.block1Bodies, m.block1Bytes, m.block2Responses, m.attachmentsDropped)
 	}
 	return m
 }

@@ -14,11 +14,17 @@ func (e *Endpoint) matchOutstanding(peer netip.AddrPort, msg *coapmsg.Message) {
 	if msg.Code != coapmsg.Empty && msg.Type == coapmsg.Reset {
 		return
 	}
+	if msg.Type == coapmsg.Reset {
+		e.observerReset(peer, msg.MID) // a notification rejected: the observer is gone
+	}
 	k := outKey{peer: makePeerKey(peer), mid: msg.MID}
 	e.mu.Lock()
 	w := e.outstanding[k]
 	delete(e.outstanding, k)
 	e.mu.Unlock()
+	if w != nil && w.obs != nil && msg.Type == coapmsg.Acknowledgement {
+		e.observerAcked(w)
+	}
 	switch {
 	case w == nil:
 	case msg.Type == coapmsg.Reset:
@@ -41,6 +47,7 @@ func (e *Endpoint) timers() {
 		case <-tick.C:
 		}
 		e.tick()
+		e.sweepObservers(e.now())
 		if e.bodies != nil {
 			e.bodies.expireAll(e.now())
 		}
@@ -64,14 +71,17 @@ func (e *Endpoint) tick() {
 		e.pending.pop()
 		late = append(late, w)
 	}
-	var resend []*ResponseWriter
-	for k, w := range e.outstanding { // only separate responses: rare, bounded by MaxOutstanding
+	var resend, gone []*ResponseWriter
+	for k, w := range e.outstanding { // separate responses and CON notifications, bounded
 		if now < w.sepNext {
 			continue
 		}
 		if w.sepTries >= w.sepMax {
 			delete(e.outstanding, k)
 			e.m.separateGaveUp.Inc()
+			if w.obs != nil {
+				gone = append(gone, w)
+			}
 			continue
 		}
 		w.sepTries++
@@ -91,6 +101,9 @@ func (e *Endpoint) tick() {
 	for _, w := range resend {
 		e.m.separateRetransmits.Inc()
 		e.out.Send(w.peer, w.sep)
+	}
+	for _, w := range gone {
+		e.observerGone(w)
 	}
 }
 

@@ -80,6 +80,8 @@ type CoAP struct {
 	BlockMaxBytes     Size          // blockwise-max-bytes: request bodies in reassembly, all peers
 	BlockPerPeer      int           // blockwise-per-peer: request bodies one peer reassembles at once
 	BlockTimeout      time.Duration // blockwise-timeout: a body without a block for this long is dropped
+	MaxObservers      int           // max-observers: Observe registrations kept (RFC 7641), per CoAP port
+	ObserveKeepAlive  time.Duration // observe-keepalive: longest an observer goes without a CON notification
 	ShutdownTimeout   time.Duration // shutdown-timeout: how long a stop waits for in-flight requests
 	FailLinger        time.Duration // fail-linger: 5.03 and /readyz 503 after a component died, before the exit
 	ReadyMaxLag       time.Duration // ready-max-lag: /readyz 503 while the stage after the spool is further behind; 0: never
@@ -229,6 +231,7 @@ func Default() Config {
 			DedupMaxEntries: 500_000, DedupPerPeer: 1024, ShutdownTimeout: 10 * time.Second,
 			FailLinger: 5 * time.Second, ReadyMaxLag: time.Minute,
 			BlockSize: KiB, BlockMaxBytes: 32 * MiB, BlockPerPeer: 4, BlockTimeout: 247 * time.Second,
+			MaxObservers: 10_000, ObserveKeepAlive: 24 * time.Hour,
 		},
 		DTLS: DTLS{Addr: ":5684", MaxSessions: 100_000, IdleTimeout: 24 * time.Hour, HibernateAfter: 30 * time.Second,
 			MaxHandshakes: 1024, HandshakeTimeout: 10 * time.Second, RecheckInterval: time.Second},

@@ -56,6 +56,8 @@ func (c *Config) options(role Role) []option {
 		{name: "blockwise-max-bytes", roles: sp, help: "memory for request bodies arriving block-wise (Block1), all devices together; when full, the least recently active go first", ptr: &c.CoAP.BlockMaxBytes},
 		{name: "blockwise-per-peer", roles: sp, help: "request bodies one device (address or DTLS session) may send block-wise at once; another replaces its least recently active", ptr: &c.CoAP.BlockPerPeer},
 		{name: "blockwise-timeout", roles: sp, help: "a block-wise request body with no block for this long is dropped", ptr: &c.CoAP.BlockTimeout},
+		{name: "max-observers", roles: sp, help: "devices observing their thing (GET with Observe, local mode) kept per CoAP port, about 760 bytes each; beyond, a GET is answered without Observe", ptr: &c.CoAP.MaxObservers},
+		{name: "observe-keepalive", roles: sp, help: "longest an observer goes without a confirmable notification; one unacknowledged removes the observer", ptr: &c.CoAP.ObserveKeepAlive},
 		{name: "device-rate", roles: sp, help: "records a minute each device (type/id) may send; beyond: 5.03 + Max-Age (CON), dropped (NON); 0 = no limit", ptr: &c.Ingest.DeviceRate},
 		{name: "device-burst", roles: sp, help: "records a device may send at once above its --device-rate", ptr: &c.Ingest.DeviceBurst},
 		{name: "device-rate-devices", roles: sp, help: "devices the --device-rate table tracks at most (about 56 bytes of heap each); beyond, a new device goes through unlimited until buckets refill (coapgw_ingest_rate_limit_untracked_total)", ptr: &c.Ingest.DeviceRateDevices},

@@ -167,6 +167,10 @@ func (c *Config) validateServe(v *validator) {
 		v.bad("blockwise-per-peer %d: want at least 1", c.CoAP.BlockPerPeer)
 	}
 	v.positive("blockwise-timeout", c.CoAP.BlockTimeout)
+	if c.CoAP.MaxObservers < 1 {
+		v.bad("max-observers %d: want at least 1", c.CoAP.MaxObservers)
+	}
+	v.positive("observe-keepalive", c.CoAP.ObserveKeepAlive)
 	if r := c.Ingest.DeviceRate; r < 0 || r > 1_000_000 {
 		v.bad("device-rate %d: want 0 (no limit) to 1000000 records a minute", r)
 	}

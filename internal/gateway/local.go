@@ -36,6 +36,9 @@ func (g *Gateway) openLocal() error {
 		HistoryMaxAge: g.cfg.Local.HistoryMaxAge, HistoryMaxPoints: g.cfg.Local.HistoryMaxPoints,
 		HistoryMaxBytes: histMax, MaxSetAside: g.cfg.Local.MaxSetAside, MaxProperties: g.cfg.Local.MaxProperties,
 		Logger: g.log.With("component", "registry"), Registerer: g.reg,
+		// Observe: a thing's delta changed; the device API notifies its observers. g.ingest is
+		// set before anything can change a delta (the HTTP API and the processor start later).
+		OnDelta: func(name string) { g.ingest.NotifyThing(name) },
 	})
 	if err != nil {
 		return fmt.Errorf("open registry: %w", err)
@@ -74,6 +77,14 @@ func (g *Gateway) ingestRegistry() ingest.Registry {
 		return nil
 	}
 	return ingestRegistry{reg: g.local.reg, gw: g.cfg.Ingest.GatewayID}
+}
+
+// deltas is the registry's desired-state changes for the device API (local mode; nil otherwise).
+func (g *Gateway) deltas() ingest.Deltas {
+	if g.local == nil {
+		return nil
+	}
+	return g.local.reg
 }
 
 type ingestRegistry struct {

@@ -46,6 +46,7 @@ func (g *Gateway) exchangeOptions() coapserver.Options {
 		MaxRequestBody:    int(g.cfg.Ingest.MaxPayload),
 		BlockWise:         true, BlockSize: int(g.cfg.CoAP.BlockSize), BlockMaxBytes: int(g.cfg.CoAP.BlockMaxBytes),
 		BlockPerPeer: g.cfg.CoAP.BlockPerPeer, BlockTimeout: g.cfg.CoAP.BlockTimeout, RetryAfter: g.cfg.Ingest.RetryAfter,
+		MaxObservers: g.cfg.CoAP.MaxObservers, ObserveKeepAlive: g.cfg.CoAP.ObserveKeepAlive,
 	}
 }
 
@@ -64,6 +65,7 @@ func (g *Gateway) openCoAP() error {
 		return err
 	}
 	g.coap = srv
+	g.ingest.AddNotifier(srv.Endpoint().Notify) // Observe: the downlink's notifications
 	g.transports = append(g.transports, namedTransport{"coap", srv})
 	return nil
 }
@@ -121,6 +123,7 @@ func (g *Gateway) listenDTLS(lk *portLock) error {
 		}
 	}
 	g.dtls = srv
+	g.ingest.AddNotifier(srv.Endpoint().Notify)
 	g.transports = append(g.transports, namedTransport{"dtls", lockedTransport{srv, lk}})
 	return nil
 }

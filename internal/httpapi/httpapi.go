@@ -13,13 +13,16 @@
 //	/api/events                                       Server-Sent Events: "thing" and "resync"
 //	DELETE /api/things/{name}                         204: the thing, its shadow, history and
 //	                                                  credential removed (a write, see below)
+//	PUT /api/things/{name}/shadow {"state":{"desired":{...}}}  set desired state (desired.go; a
+//	                                                  write: needs the token); the shadow afterwards
 //	POST /api/login {"token": "..."}                  204 and a session cookie (see below)
 //	POST /api/logout                                  204, the session cookie removed
 //	/                                                 the dashboard (embedded static files)
 //
 // Access. Config.Token is the API token ("" when none is configured); Config.Public says the
 // server listens on an address other than loopback ([IsLoopback] of the bound address is false).
-//   - Writes (DELETE /api/things/{name}) always need the token, on loopback too.
+//   - Writes (DELETE /api/things/{name}, PUT of a shadow's desired state) always need the token,
+//     on loopback too.
 //   - Reads need the token when the server is public, and are open on loopback.
 //   - On loopback the Host header must be localhost, a loopback IP or one of
 //     Config.AllowedHosts, with any port; anything else gets 403, which defeats DNS rebinding (a
@@ -220,6 +223,9 @@ func (a *API) Register(mux *http.ServeMux) {
 	api("/api/errors", a.handleErrors)
 	api("/api/status", a.handleStatus)
 	api("/api/events", a.handleEvents)
+	if ds, ok := a.store.(DesiredStore); ok {
+		mux.Handle("PUT /api/things/{name}/shadow", a.write(a.handlePutShadow(ds)))
+	}
 	mux.Handle("/api/", a.recoverer(a.access.guard(false, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such route: "+quote(r.URL.Path))
 	}))))

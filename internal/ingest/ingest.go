@@ -3,7 +3,9 @@
 //
 // Resources:
 //
-//	POST|PUT /{type}/{id}      telemetry, a JSON object (Content-Format absent or 50)
+//	POST|PUT /{type}/{id}      telemetry, a JSON object (Content-Format absent or 50); in local
+//	                           mode with Accept: 50, the 2.04 carries the thing's delta
+//	GET /{type}/{id}           local mode: the thing's delta; with Observe, notifications
 //	GET /.well-known/core      RFC 6690 link format, filterable by rt= and href=
 //	GET /health                2.05 JSON: status, spool depth, lag, version
 //
@@ -48,6 +50,12 @@
 // (one map entry each, about 70 bytes with a short name), loaded at start and learnt as records of
 // new things reach the spool; a new thing beyond the cap gets 5.03 with Max-Age and "thing limit
 // reached" before anything is stored, and known things keep working.
+//
+// Downlink (Config.Deltas, local mode; downlink.go): a thing's pending desired-state change rides
+// in the 2.04 to a report that asks for it with Accept: 50, within the amplification bound, and
+// GET /{type}/{id} returns it, after identity binding; with Observe the device is notified of
+// each change (NotifyThing, which the registry triggers; the exchange layer's observe.go). A GET
+// refused by binding counts as unauthorized in coapgw_ingest_records_total.
 //
 // Local mode (Config.Registry; applicable.go): every known thing also has a type — a record
 // naming it under another gets 4.00 "thing X exists with type Y" — and upper bounds of its
@@ -113,6 +121,9 @@ type Config struct {
 	// MaxProperties is --max-properties: the most properties a thing's reported state may have
 	// (with Registry; 0 = no cap).
 	MaxProperties int
+	// Deltas, if set (local mode), gives each thing's pending desired-state change, which the
+	// 2.04 to a device that asks for it carries (downlink.go) and GET /{type}/{id} returns.
+	Deltas Deltas
 }
 
 // Handler is the device API, a coapserver.Handler.
@@ -132,6 +143,8 @@ type Handler struct {
 	things   *thingIndex   // nil: no --max-things and no Registry
 	shadows  *shadowBudget // nil: no Registry
 	appends  appendState
+	// notifiers send Observe notifications (downlink.go); set before serving
+	notifiers []Notifier
 
 	echoChallenges prometheus.Counter
 }

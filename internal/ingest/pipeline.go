@@ -11,7 +11,8 @@ import (
 //
 //	(coapserver: option checks, 4.02 and 5.05, and Block1 bodies reassembled, before any of this)
 //	router       /.well-known/core, /health: GET only, acceptable Accept, then the resource;
-//	             POST and PUT: telemetry; else 4.05 or 4.04
+//	             POST and PUT: telemetry; local mode, GET /{type}/{id}: bind, then the
+//	             thing's pending change (downlink.go); else 4.05 or 4.04
 //	telemetry:
 //	  validate   /{type}/{id}, names, Content-Format, size, JSON object and the shadow rules:
 //	             4.00, 4.13, 4.15
@@ -22,6 +23,8 @@ import (
 //	  thingCheck 5.03 for a new thing beyond --max-things; local mode: 4.00 for a thing that
 //	             exists with another type, 4.13 for a record its shadow cannot take, 5.03 "thing
 //	             busy" while that cannot be known (applicable.go)
+//	  downlink   local mode, with Accept: 50: the thing's pending desired-state change attached
+//	             to the exchange, for the 2.04 to carry (downlink.go)
 //	  store      record to the spool; 2.04, or 5.03, once the spool has answered
 //
 // Telemetry is validated first, so that a malformed request gets its 4.xx whatever state the
@@ -34,12 +37,19 @@ func (h *Handler) pipeline() coapserver.Handler {
 		h.drain,      // 5.03 "gateway shutting down" once Drain was called
 		h.rateLimit,  // 5.03 with Max-Age (a NON: dropped) beyond --device-rate
 		h.thingCheck, // --max-things 5.03; local mode: another type 4.00, shadow too big 4.13
+		h.downlink,   // local mode, Accept: 50: the thing's delta rides in the 2.04
 	)
-	return &router{
+	rt := &router{
 		wellKnown: getOnly(coapmsg.FormatLinkFormat, coapserver.HandlerFunc(h.wellKnown)),
 		health:    getOnly(record.FormatJSON, coapserver.HandlerFunc(h.health)),
 		telemetry: telemetry,
 	}
+	if h.cfg.Deltas != nil {
+		rt.thing = chain(getOnly(record.FormatJSON, coapserver.HandlerFunc(h.getThing)),
+			h.bind, // a device reads only its own thing, as it writes only its own
+		)
+	}
+	return rt
 }
 
 // chain wraps h in mw, mw[0] outermost: a request meets mw[0] first and h last.

@@ -10,10 +10,12 @@ import (
 //
 //	/.well-known/core, /health   GET (else 4.05), with an Accept they can satisfy (else 4.06)
 //	any POST or PUT              telemetry, whose validation answers a path other than /{type}/{id}
+//	GET /{type}/{id}             local mode: the thing's pending desired-state change (downlink.go)
 //	/{type}/{id}, other methods  4.05
 //	anything else                4.04
 type router struct {
 	wellKnown, health, telemetry coapserver.Handler
+	thing                        coapserver.Handler // GET /{type}/{id}; nil: 4.05
 }
 
 func (rt *router) ServeCoAP(w *coapserver.ResponseWriter, r *coapserver.Request) {
@@ -25,6 +27,10 @@ func (rt *router) ServeCoAP(w *coapserver.ResponseWriter, r *coapserver.Request)
 	case m == coapmsg.POST || m == coapmsg.PUT:
 		rt.telemetry.ServeCoAP(w, r)
 	case r.NumPath() == 2 && record.ValidName(r.Path(0)) && record.ValidName(r.Path(1)):
+		if m == coapmsg.GET && rt.thing != nil {
+			rt.thing.ServeCoAP(w, r)
+			return
+		}
 		w.Respond(coapmsg.MethodNotAllowed, nil)
 	default:
 		w.Respond(coapmsg.NotFound, nil)

@@ -92,6 +92,7 @@ func (w *writer) apply(ctx context.Context, db *sql.DB, b *processor.Batch) (_ [
 	for gw, seq := range a.marks {
 		w.marks[gw] = seq
 	}
+	w.refreshDeltas(a.touched)
 	w.setAsideN += a.setAsides - a.setAsideDropped
 	w.histBytes += a.histBytes
 	w.m.setAsideHeld.Set(float64(w.setAsideN))

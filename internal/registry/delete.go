@@ -9,8 +9,8 @@ import (
 )
 
 // DeleteThing removes the thing name and everything the registry keeps for it: its row and
-// shadow, its history (chunks and its entries in the history log, in memory too) and its
-// credential, if any (a live DTLS session with it ends at its next key check). Its thing type
+// shadow, its desired state and delta, its history (chunks and its entries in the history log,
+// in memory too) and its credential, if any (a live DTLS session with it ends at its next key check). Its thing type
 // stays, as AWS IoT keeps a type whose things are deleted; so do the records set aside for it
 // (the dashboard's error list is a log). The totals lose the thing and its messages. It returns
 // ErrNotFound for an unknown thing.
@@ -74,6 +74,7 @@ func (r *Registry) DeleteThing(ctx context.Context, name string) error {
 		sql  string
 		args []any
 	}{
+		{`DELETE FROM desired WHERE thing_id = ?`, []any{id}},
 		{`DELETE FROM things WHERE id = ?`, []any{id}},
 		{`UPDATE thing_types SET things = things - 1 WHERE id = ?`, []any{typeID}},
 		{`UPDATE totals SET things = things - 1, messages = messages - ?, history_bytes = history_bytes + ? WHERE id = 1`, []any{messages, histBytes}},
@@ -97,6 +98,10 @@ func (r *Registry) DeleteThing(ctx context.Context, name string) error {
 	w.frozenIDs = slices.DeleteFunc(w.frozenIDs, func(x int64) bool { return x == id })
 	delete(w.things, name)
 	delete(w.pending, id)
+	if _, ok := w.dl.desired[name]; ok {
+		delete(w.dl.desired, name)
+		w.setSlot(name, nil, true)
+	}
 	w.histBytes += histBytes
 	w.m.historyBytes.Set(float64(w.histBytes))
 	return nil

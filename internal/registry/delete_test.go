@@ -27,6 +27,9 @@ func testDeleteThing(t *testing.T, reopen bool) {
 		t.Fatal(err)
 	}
 	gen0, _ := e.r.CredentialGeneration(t.Context())
+	if _, err := e.desire("b", `{"state":{"desired":{"temp":5}}}`); err != nil || e.delta("b") == "" {
+		t.Fatalf("desired state of b: %v, delta %q", err, e.delta("b"))
+	}
 	var histBefore int64
 	e.r.rdb.QueryRow(`SELECT history_bytes FROM totals`).Scan(&histBefore)
 
@@ -41,6 +44,14 @@ func testDeleteThing(t *testing.T, reopen bool) {
 	}
 	if _, err := e.r.Shadow(t.Context(), "b"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("Shadow(b): %v, want ErrNotFound", err)
+	}
+	if d := e.delta("b"); d != "" {
+		t.Errorf("b's delta after the deletion: %s", d)
+	}
+	var desiredRows int
+	e.r.rdb.QueryRow(`SELECT count(*) FROM desired`).Scan(&desiredRows)
+	if desiredRows != 0 {
+		t.Errorf("%d desired rows after the deletion, want 0 (a new thing given b's id would inherit it)", desiredRows)
 	}
 	if _, err := e.r.Credential(t.Context(), "sensor/b"); !errors.Is(err, ErrNoCredential) {
 		t.Errorf("credential of b: %v", err)

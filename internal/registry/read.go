@@ -175,14 +175,16 @@ func (r *Registry) Thing(ctx context.Context, name string) (Thing, error) {
 }
 
 // Shadow returns the thing's shadow as AWS IoT's GetThingShadow does:
-// {"state":{"reported":{…}},"metadata":{"reported":{…}},"version":N,"timestamp":T}, T being the
+// {"state":{"reported":{…}},"metadata":{"reported":{…}},"version":N,"timestamp":T}, with
+// state.desired, state.delta and metadata.desired when it has desired state (desired.go), T being the
 // time of the answer in Unix seconds. When every reported property has been deleted, state and
 // metadata are empty objects. A thing without a shadow (no record applied yet) or an unknown
 // thing gives ErrNotFound.
 func (r *Registry) Shadow(ctx context.Context, name string) ([]byte, error) {
 	var version int64
-	var blob []byte
-	err := r.rdb.QueryRowContext(ctx, `SELECT version, shadow FROM things WHERE name = ?`, name).Scan(&version, &blob)
+	var blob, desired []byte
+	err := r.rdb.QueryRowContext(ctx, `SELECT t.version, t.shadow, d.doc FROM things t
+		LEFT JOIN desired d ON d.thing_id = t.id WHERE t.name = ?`, name).Scan(&version, &blob, &desired)
 	if errors.Is(err, sql.ErrNoRows) || err == nil && version == 0 {
 		return nil, ErrNotFound
 	}
@@ -193,7 +195,13 @@ func (r *Registry) Shadow(ctx context.Context, name string) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("shadow %s: %w", name, err)
 	}
-	return renderShadow(doc, version, r.opts.Now().Unix()), nil
+	var des *processor.Doc
+	if desired != nil {
+		if des, err = decodeShadow(desired); err != nil {
+			return nil, fmt.Errorf("shadow %s: %w", name, err)
+		}
+	}
+	return renderFullShadow(doc, des, version, r.opts.Now().Unix()), nil
 }
 
 func renderShadow(doc *processor.Doc, version, now int64) []byte {

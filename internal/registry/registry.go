@@ -17,6 +17,12 @@
 // Shadow renders exactly what GetThingShadow returns: {"state":{"reported":…},
 // "metadata":{"reported":…},"version":N,"timestamp":<now, Unix s>}.
 //
+// Desired state (desired.go): UpdateDesired merges an AWS update request's state.desired into a
+// thing's desired state (null deletes, version, metadata.desired); Shadow then shows desired,
+// delta and their metadata as GetThingShadow does. The rendered delta of every thing with desired
+// state is kept in memory for the device API (Delta, read without a lock), refreshed after each
+// Apply; Options.OnDelta is called when it changes.
+//
 // Things. A thing is created with the type of its first record and keeps it: a later record for
 // the same thing name with another type is set aside with the reason "thing X exists with type
 // Y". FirstSeen and LastSeen span the thing's records that were applied or set aside for a
@@ -122,6 +128,11 @@ type Options struct {
 	BusyTimeout      time.Duration         // SQLite busy timeout; default 5s
 	Now              func() time.Time
 	Logger           *slog.Logger
+
+	// OnDelta, if set, is called with a thing's name when its delta changed (desired.go): set
+	// by UpdateDesired, or by an Apply that changed what the reported state leaves of it. It is
+	// called with the registry locked: it must not block or call the registry, except Delta.
+	OnDelta func(name string)
 
 	// MaxProperties is --max-properties: a record that would give its thing more properties is
 	// set aside (applicable.go); 0: no cap (the gateway's default is 256).

@@ -104,6 +104,13 @@ var migrations = []migration{
 	// 6: bounds (bounds.go): the set-aside records dropped for MaxSetAside, the history's
 	// estimated size on disk for HistoryMaxBytes, and an index to find its oldest chunks.
 	{fn: migrateBounds},
+
+	// 7: desired state (desired.go): one document per thing that has one, encoded as the
+	// reported state is (processor.Doc), its version being the thing's shadow version.
+	{sql: `CREATE TABLE desired (
+		thing_id INTEGER PRIMARY KEY REFERENCES things(id),
+		doc      BLOB NOT NULL
+	);`},
 }
 
 // migration is one schema step: SQL, or a function for what SQL alone cannot do.

@@ -34,6 +34,7 @@ type writer struct {
 	histBytes int64 // the history's estimated size on disk (totals.history_bytes, bounds.go)
 	pageSize  int
 	m         *metrics
+	dl        downlink // desired state and deltas (desired.go)
 }
 
 type stmts struct {
@@ -134,6 +135,9 @@ func (w *writer) init(ctx context.Context, db *sql.DB, opts *Options) error {
 	})
 	if err != nil {
 		return fmt.Errorf("load marks: %w", err)
+	}
+	if err := w.loadDesired(ctx, db); err != nil {
+		return fmt.Errorf("load desired state: %w", err)
 	}
 	return nil
 }

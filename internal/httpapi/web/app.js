@@ -116,12 +116,15 @@ class HTTPError extends Error {
   constructor(status, message) { super(message); this.status = status; }
 }
 
-async function api(path, signal) {
+// api fetches path (GET, or init.method with init.body, JSON) and returns the JSON answer.
+async function api(path, signal, init = {}) {
   let res;
   for (;;) {
     if (auth.pending) await auth.pending;
     try {
-      res = await fetch(path, { signal, headers: { Accept: 'application/json' } });
+      const headers = { Accept: 'application/json' };
+      if (init.body != null) headers['Content-Type'] = 'application/json';
+      res = await fetch(path, { signal, method: init.method || 'GET', body: init.body, headers });
     } catch (e) {
       if (e.name === 'AbortError') throw e;
       setOffline(true);
@@ -617,11 +620,28 @@ function deviceView(name) {
       h('span', { class: 'muted', id: 'shadow-version' })),
     h('table', { class: 'grid state-table' }, stateBody),
     h('details', { class: 'raw' }, h('summary', null, 'Shadow document (JSON)'), rawPre));
+  // Desired state: an editor (merged into the desired state; null deletes) and the delta, what
+  // the device has not reported yet (docs/downlink.md).
+  const desiredEdit = h('textarea', { id: 'desired-edit', class: 'desired-edit', rows: 5, spellcheck: 'false',
+    'aria-label': 'Desired state (JSON object)', oninput: () => { desiredDirty = true; } });
+  const desiredMsg = h('div', { class: 'muted', id: 'desired-error', role: 'status' });
+  const deltaBody = h('tbody', { id: 'delta' });
+  const deltaStatus = h('span', { class: 'muted', id: 'delta-status' });
+  let desiredDirty = false;
+  const desiredCard = h('div', { class: 'panel', id: 'desired' },
+    h('div', { class: 'panel-head' }, h('h2', null, 'Desired state'), h('span', { class: 'spacer' }), deltaStatus),
+    h('table', { class: 'grid state-table' }, deltaBody),
+    h('div', { class: 'desired-form' },
+      desiredEdit,
+      h('div', { class: 'desired-actions' },
+        h('button', { type: 'button', id: 'desired-save', onclick: () => saveDesired() }, 'Set desired state'),
+        h('span', { class: 'muted' }, 'Merged into the desired state; null deletes a property.')),
+      desiredMsg));
   const el = h('div', null,
     h('div', { class: 'crumbs' }, h('a', { href: '#/' }, 'Devices'), ' / ', h('span', { class: 'mono' }, name)),
     head,
     h('div', { class: 'device-grid' },
-      stateCard,
+      h('div', null, stateCard, desiredCard),
       h('div', null,
         h('div', { class: 'charts-head', style: 'margin-bottom:10px' }, h('h2', null, 'History'), h('span', { class: 'spacer' }), seg),
         chartsBox)));
@@ -663,6 +683,7 @@ function deviceView(name) {
         h('td', { class: 'value' }, fmtValue(p.value)),
         h('td', { class: 'when' }, p.ts ? relTime(p.ts) : ''))) : [emptyRow(3, 'Nothing reported yet', '')]));
       rawPre.textContent = JSON.stringify(shadow, null, 2);
+      showDesired(shadow);
     } catch (e) {
       if (e.name === 'AbortError') return;
       if (e.status === 404) {
@@ -674,6 +695,46 @@ function deviceView(name) {
       } else if (e.status) {
         stateBody.replaceChildren(errorRow(3, e));
       }
+    }
+  }
+
+  function showDesired(shadow) {
+    const st = shadow.state || {};
+    const desired = st.desired || {};
+    const delta = flatten(st.delta || {}, (shadow.metadata || {}).desired);
+    if (!desiredDirty && document.activeElement !== desiredEdit) {
+      desiredEdit.value = JSON.stringify(desired, null, 2);
+    }
+    deltaStatus.textContent = !st.desired ? 'none set' : delta.length ? `${delta.length} pending` : 'in sync';
+    deltaBody.replaceChildren(...delta.map((p) => h('tr', { 'data-prop': p.path },
+      h('td', { class: 'prop' }, p.path),
+      h('td', { class: 'value' }, fmtValue(p.value)),
+      h('td', { class: 'when' }, 'not reported yet'))));
+  }
+
+  async function saveDesired() {
+    let desired;
+    try {
+      desired = JSON.parse(desiredEdit.value);
+    } catch (e) {
+      desiredMsg.textContent = `Not JSON: ${e.message}`;
+      return;
+    }
+    if (desired === null || typeof desired !== 'object' || Array.isArray(desired)) {
+      desiredMsg.textContent = 'Desired state must be a JSON object.';
+      return;
+    }
+    try {
+      const shadow = await api(`api/things/${encodeURIComponent(name)}/shadow`, ctl.signal,
+        { method: 'PUT', body: JSON.stringify({ state: { desired } }) });
+      desiredDirty = false;
+      desiredMsg.textContent = `Saved: version ${fmtInt(shadow.version)}.`;
+      rawPre.textContent = JSON.stringify(shadow, null, 2);
+      desiredEdit.blur();
+      showDesired(shadow);
+    } catch (e) {
+      if (e.name === 'AbortError') return;
+      desiredMsg.textContent = `Not saved: ${e.message}`;
     }
   }
 
