@@ -91,7 +91,8 @@ func loadConfig(getenv func(string) string) (config.Config, error) {
 
 // sinkConfig is the AWS IoT sink's part of the settings.
 func sinkConfig(c config.IoT) awsiot.Config {
-	return awsiot.Config{PublishTopic: c.PublishTopic, DataEndpoint: c.DataEndpoint, ThingCacheSize: c.ThingCacheSize, Concurrency: c.Concurrency}
+	return awsiot.Config{PublishTopic: c.PublishTopic, DataEndpoint: c.DataEndpoint, ThingCacheSize: c.ThingCacheSize, Concurrency: c.Concurrency,
+		Ordered: c.Ordered, AdoptThings: c.AdoptThings}
 }
 
 // newHandler builds the processor on the AWS IoT sink, with credentials and region from the SDK

@@ -183,6 +183,8 @@ type IoT struct {
 	DataEndpoint   string // iot-data-endpoint
 	ThingCacheSize int    // thing-cache-size
 	Concurrency    int    // iot-concurrency
+	Ordered        bool   // fifo-queue
+	AdoptThings    bool   // adopt-things
 }
 
 // AWS holds what every AWS client shares.

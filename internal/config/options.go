@@ -118,6 +118,8 @@ func (c *Config) options(role Role) []option {
 		{name: "batch-size", roles: pr, help: "most messages applied as one batch (one shadow update per thing per batch)", ptr: &c.Consume.BatchSize},
 		{name: "thing-cache-size", roles: pr | Lambda, help: "things remembered (type, shadow version and state)", ptr: &c.IoT.ThingCacheSize},
 		{name: "iot-concurrency", roles: pr | Lambda, help: "things updated at once within a batch", ptr: &c.IoT.Concurrency},
+		{name: "fifo-queue", roles: pr | Lambda, help: "the queue is FIFO, one message group per thing (automatic for a .fifo URL): shadows are written blindly in queue order, coapgw's bookkeeping goes to the named shadow \"coapgw\", none into state.reported", ptr: &c.IoT.Ordered},
+		{name: "adopt-things", roles: pr | Lambda, help: "use things that already exist (fleet provisioning, JITP) as they are, typed or not; their type is never changed", ptr: &c.IoT.AdoptThings},
 		{name: "visibility-timeout", roles: pr, help: "visibility timeout requested on receive; a batch must finish within 5/6 of it", ptr: &c.Consume.VisibilityTimeout},
 		{name: "wait-time", roles: pr, help: "long-polling wait of each receive (at most 20s); a stop waits for the polls in flight", ptr: &c.Consume.WaitTime},
 		{name: "batch-wait", roles: pr, help: "how long a batch gathers messages after its first", ptr: &c.Consume.BatchWait},

@@ -117,6 +117,16 @@ type Config struct {
 	MaxAttempts int
 	// ConflictRetries bounds the re-reads after version conflicts in one Apply; default 5.
 	ConflictRetries int
+	// Ordered says the queue is FIFO with one message group per thing (the forwarder's
+	// MessageGroupId): a thing's batches reach one consumer at a time, in order. Shadows are then
+	// written blindly (one UpdateThingShadow per thing per batch, no read, nothing of coapgw's in
+	// the reported state); the thing's type is kept in its named shadow RegistryShadow.
+	Ordered bool
+	// AdoptThings makes a thing that already exists (with any type, or none: fleet provisioning
+	// and JITP create such things) usable as it is; its type is never changed, and records of
+	// any type are applied to it. Off: such a thing is a permanent error for records of another
+	// type.
+	AdoptThings bool
 }
 
 func (c *Config) setDefaults() {
@@ -167,6 +177,7 @@ type Sink struct {
 	m    *metrics
 
 	things *lru[string, *thingState]
+	known  *lru[string, known] // Ordered mode's things
 	types  *lru[string, struct{}]
 
 	flightMu sync.Mutex
@@ -230,6 +241,7 @@ func newSink(cfg Config, iotc iotAPI, data iotDataAPI, log *slog.Logger, reg pro
 	return &Sink{
 		cfg: cfg, iot: iotc, data: data, log: log, m: m,
 		things:   newLRU[string, *thingState](cfg.ThingCacheSize),
+		known:    newLRU[string, known](cfg.ThingCacheSize),
 		types:    newLRU[string, struct{}](cfg.TypeCacheSize),
 		flights:  make(map[string]*flight),
 		lockSeed: maphash.MakeSeed(),

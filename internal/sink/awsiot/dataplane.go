@@ -39,15 +39,19 @@ const (
 
 // UpdateThingShadowInput is iotdataplane.UpdateThingShadowInput's subset used here.
 type UpdateThingShadowInput struct {
-	ThingName string
-	Payload   []byte
+	ThingName  string
+	ShadowName string // a named shadow; "" = the classic shadow
+	Payload    []byte
 }
 
 // UpdateThingShadowOutput carries the response document.
 type UpdateThingShadowOutput struct{ Payload []byte }
 
-// GetThingShadowInput names the thing whose classic shadow to read.
-type GetThingShadowInput struct{ ThingName string }
+// GetThingShadowInput names the thing whose shadow to read.
+type GetThingShadowInput struct {
+	ThingName  string
+	ShadowName string // a named shadow; "" = the classic shadow
+}
 
 // GetThingShadowOutput carries the shadow document.
 type GetThingShadowOutput struct{ Payload []byte }
@@ -84,7 +88,7 @@ func newDataClient(cfg aws.Config, endpoint func(ctx context.Context) (string, e
 
 // UpdateThingShadow is POST /things/{thingName}/shadow.
 func (c *dataClient) UpdateThingShadow(ctx context.Context, in *UpdateThingShadowInput) (*UpdateThingShadowOutput, error) {
-	body, err := c.invoke(ctx, "UpdateThingShadow", http.MethodPost, "/things/"+url.PathEscape(in.ThingName)+"/shadow", "", in.Payload)
+	body, err := c.invoke(ctx, "UpdateThingShadow", http.MethodPost, "/things/"+url.PathEscape(in.ThingName)+"/shadow", shadowQuery(in.ShadowName), in.Payload)
 	if err != nil {
 		return nil, err
 	}
@@ -93,11 +97,19 @@ func (c *dataClient) UpdateThingShadow(ctx context.Context, in *UpdateThingShado
 
 // GetThingShadow is GET /things/{thingName}/shadow.
 func (c *dataClient) GetThingShadow(ctx context.Context, in *GetThingShadowInput) (*GetThingShadowOutput, error) {
-	body, err := c.invoke(ctx, "GetThingShadow", http.MethodGet, "/things/"+url.PathEscape(in.ThingName)+"/shadow", "", nil)
+	body, err := c.invoke(ctx, "GetThingShadow", http.MethodGet, "/things/"+url.PathEscape(in.ThingName)+"/shadow", shadowQuery(in.ShadowName), nil)
 	if err != nil {
 		return nil, err
 	}
 	return &GetThingShadowOutput{Payload: body}, nil
+}
+
+// shadowQuery is the query string naming a named shadow ("" for the classic one).
+func shadowQuery(name string) string {
+	if name == "" {
+		return ""
+	}
+	return "name=" + url.QueryEscape(name)
 }
 
 // Publish is POST /topics/{topic}?qos=N.

@@ -30,17 +30,14 @@ func (s *Sink) CachedThings() int { return s.things.Len() }
 func (s *Sink) thing(ctx context.Context, typ, name string) (*thingState, error) {
 	if th, ok := s.things.Get(name); ok {
 		s.m.cacheHit.Inc()
-		if th.typ != typ {
-			return nil, conflict(name, th.typ)
-		}
-		return th, nil
+		return th, s.checkType(name, typ, known{typ: th.typ})
 	}
 	s.m.cacheMiss.Inc()
 	th, err := s.loadShadow(ctx, name)
 	if err != nil {
 		return nil, err
 	}
-	if th.typ != "" && th.typ != typ {
+	if th.typ != "" && th.typ != typ && !s.cfg.AdoptThings {
 		// coapgw created it with another type: the registry has the last word.
 		actual, exists, err := s.describe(ctx, name)
 		if err != nil {
@@ -55,7 +52,7 @@ func (s *Sink) thing(ctx context.Context, typ, name string) (*thingState, error)
 			return th, nil
 		}
 	}
-	if th.typ != typ {
+	if th.typ != typ && (th.typ == "" || !s.cfg.AdoptThings) {
 		if err := s.ensureType(ctx, typ); err != nil {
 			return nil, err
 		}
@@ -66,8 +63,8 @@ func (s *Sink) thing(ctx context.Context, typ, name string) (*thingState, error)
 		th.typ = actual
 	}
 	s.things.Add(name, th)
-	if th.typ != typ {
-		return nil, conflict(name, th.typ)
+	if err := s.checkType(name, typ, known{typ: th.typ}); err != nil {
+		return nil, err
 	}
 	return th, nil
 }
