@@ -231,10 +231,31 @@ func (s *signer) HandleFinalize(ctx context.Context, in middleware.FinalizeInput
 	if err != nil {
 		return middleware.FinalizeOutput{}, middleware.Metadata{}, fmt.Errorf("retrieve credentials: %w", err)
 	}
-	if err := s.s.SignHTTP(ctx, creds, req.Request, v4.GetPayloadHash(ctx), dataSigningName, s.region, time.Now().UTC()); err != nil {
+	region := signingRegion(req.URL.Hostname(), s.region)
+	if err := s.s.SignHTTP(ctx, creds, req.Request, v4.GetPayloadHash(ctx), dataSigningName, region, time.Now().UTC()); err != nil {
 		return middleware.FinalizeOutput{}, middleware.Metadata{}, fmt.Errorf("sign request: %w", err)
 	}
 	return next.HandleFinalize(ctx, in)
+}
+
+// signingRegion is the region a request to the data endpoint host must be signed for: the one
+// in an AWS IoT endpoint's name (<prefix>-ats.iot.<region>.amazonaws.com[.cn], also the
+// iot-data/data-ats forms), so that an endpoint of another region (a standby region's) works;
+// fallback (the config's region) for any other host.
+func signingRegion(host, fallback string) string {
+	labels := strings.Split(strings.ToLower(host), ".")
+	for i := 0; i+2 < len(labels); i++ {
+		if labels[i+2] != "amazonaws" {
+			continue
+		}
+		switch labels[i] {
+		case "iot", "iot-data", "data-ats", "data":
+			if r := labels[i+1]; r != "" && strings.Count(r, "-") >= 2 {
+				return r
+			}
+		}
+	}
+	return fallback
 }
 
 func deserialize(ctx context.Context, in middleware.DeserializeInput, next middleware.DeserializeHandler) (middleware.DeserializeOutput, middleware.Metadata, error) {
