@@ -462,3 +462,29 @@ func TestConcurrentApplySerialisesAThing(t *testing.T) {
 		}
 	}
 }
+
+// TestFallbackTimeFromMetadata: a property coapgw did not stamp counts as written when AWS wrote
+// it (metadata.reported.<leaf>.timestamp), not at the document's timestamp, which is when the
+// response was sent: a record received after the foreign write but before the read applies.
+func TestFallbackTimeFromMetadata(t *testing.T) {
+	s := fuzzSink()
+	th, err := s.parseShadow([]byte(`{"state":{"reported":{"temp":5,"pos":{"lat":1}}},
+		"metadata":{"reported":{"temp":{"timestamp":1000},"pos":{"lat":{"timestamp":1000}}}},
+		"version":3,"timestamp":2000}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := processortest.Batch(t, processortest.Rec("gw", "sensor", "dev", time.Unix(1500, 0), `{"temp":1,"pos":{"lat":2}}`))
+	next := th.doc.Clone()
+	if !next.Merge(b.Updates[0].Doc) {
+		t.Fatal("a record newer than the foreign write was taken as older")
+	}
+	if got := string(next.AppendState(nil)); got != `{"pos":{"lat":2},"temp":1}` {
+		t.Fatalf("state %s", got)
+	}
+	// Older than the foreign write: nothing changes.
+	b = processortest.Batch(t, processortest.Rec("gw", "sensor", "dev", time.Unix(900, 0), `{"temp":0}`))
+	if th.doc.Clone().Merge(b.Updates[0].Doc) {
+		t.Fatal("a record older than the foreign write changed the state")
+	}
+}

@@ -193,6 +193,9 @@ func (s *Sink) parseShadow(payload []byte) (*thingState, error) {
 		State struct {
 			Reported map[string]json.RawMessage `json:"reported"`
 		} `json:"state"`
+		Metadata struct {
+			Reported map[string]json.RawMessage `json:"reported"`
+		} `json:"metadata"`
 		Version   int64 `json:"version"`
 		Timestamp int64 `json:"timestamp"`
 	}
@@ -212,11 +215,13 @@ func (s *Sink) parseShadow(payload []byte) (*thingState, error) {
 			}
 		}
 	}
+	// Properties the stamps do not explain count as written when AWS wrote them (their
+	// metadata); the document's own timestamp is when the response was sent, the last resort.
 	fallback := doc.Timestamp * 1e9
 	if fallback == 0 {
 		fallback = s.now().UnixNano()
 	}
-	d, err := rebuild(stamps, doc.State.Reported, fallback)
+	d, err := rebuildMeta(stamps, doc.State.Reported, doc.Metadata.Reported, fallback)
 	if err != nil {
 		return nil, err
 	}
