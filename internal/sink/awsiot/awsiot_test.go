@@ -488,3 +488,24 @@ func TestFallbackTimeFromMetadata(t *testing.T) {
 		t.Fatal("a record older than the foreign write changed the state")
 	}
 }
+
+// TestSizeCountsDesired: AWS counts the desired state toward the 8 KB document limit too, so a
+// record that fits next to the reported state alone but not with the desired state is set aside
+// with the reason, not sent to be refused.
+func TestSizeCountsDesired(t *testing.T) {
+	f := newFakeAWS()
+	f.setShadow("dev", `{"temp":5}`)
+	f.setDesired("dev", fmt.Sprintf(`{"config":%q}`, strings.Repeat("c", 5000)))
+	s := newTestSink(t, f, Config{})
+	later := time.Unix(1_900_000_000, 0) // after the fake's shadow times
+	out := apply(t, s, processortest.Rec("gw", "sensor", "dev", later, fmt.Sprintf(`{"blob":%q}`, strings.Repeat("b", 4000))))
+	if results(out) != "set_aside" || !strings.Contains(out[0].Reason, "desired state") {
+		t.Fatalf("%s %q", results(out), out[0].Reason)
+	}
+	if f.count("UpdateThingShadow") != 0 {
+		t.Fatalf("calls %v", f)
+	}
+	if out := apply(t, s, processortest.Rec("gw", "sensor", "dev", later.Add(time.Second), `{"temp":6}`)); results(out) != "applied" {
+		t.Fatalf("a small record: %s", results(out))
+	}
+}

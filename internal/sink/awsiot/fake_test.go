@@ -38,6 +38,7 @@ type fakeAWS struct {
 
 type fakeShadow struct {
 	reported map[string]any
+	desired  map[string]any // set by setDesired only
 	version  int64
 }
 
@@ -133,7 +134,11 @@ func (f *fakeAWS) GetThingShadow(ctx context.Context, in *GetThingShadowInput) (
 	if sh == nil {
 		return nil, apiErr("ResourceNotFoundException")
 	}
-	b, _ := json.Marshal(map[string]any{"state": map[string]any{"reported": sh.reported}, "version": sh.version, "timestamp": f.now})
+	state := map[string]any{"reported": sh.reported}
+	if sh.desired != nil {
+		state["desired"] = sh.desired
+	}
+	b, _ := json.Marshal(map[string]any{"state": state, "version": sh.version, "timestamp": f.now})
 	return &GetThingShadowOutput{Payload: b}, nil
 }
 
@@ -236,6 +241,18 @@ func (f *fakeAWS) setShadow(thing, reported string) {
 	sh.reported = r
 	sh.version++
 	f.now++
+}
+
+// setDesired sets a shadow's desired state (someone else's: an application's).
+func (f *fakeAWS) setDesired(thing, desired string) {
+	var d map[string]any
+	if err := json.Unmarshal([]byte(desired), &d); err != nil {
+		panic(err)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.shadows[thing].desired = d
+	f.shadows[thing].version++
 }
 
 func (f *fakeAWS) String() string {

@@ -15,6 +15,7 @@ type thingState struct {
 	typ     string         // its thing type ("" = none, or unknown for a shadow without stamps)
 	version int64          // its shadow's version; 0 = no shadow
 	doc     *processor.Doc // its reported state with coapgw's per-leaf times
+	desired int            // bytes of its desired state (compact JSON; 0 = none), as last read
 }
 
 type flight struct {
