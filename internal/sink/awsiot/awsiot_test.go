@@ -509,3 +509,42 @@ func TestSizeCountsDesired(t *testing.T) {
 		t.Fatalf("a small record: %s", results(out))
 	}
 }
+
+// TestAdoptThings: a thing that exists without a type (fleet provisioning, JITP) or with another
+// one is a permanent error by default, and with AdoptThings is used as it is — its type is not
+// changed — in both write modes; the next records cost no control-plane call.
+func TestAdoptThings(t *testing.T) {
+	for _, ordered := range []bool{false, true} {
+		t.Run(fmt.Sprintf("ordered=%v", ordered), func(t *testing.T) {
+			f := newFakeAWS()
+			f.types["meter"] = true
+			f.things["prov-1"] = ""      // untyped, as fleet provisioning creates them
+			f.things["prov-2"] = "meter" // another type
+			strict := newTestSink(t, f, Config{Ordered: ordered})
+			out := apply(t, strict, rec("prov-1", 1, `{"temp":1}`), rec("prov-2", 1, `{"temp":1}`))
+			if out[0].Reason != "thing prov-1 exists without a thing type" || out[1].Reason != "thing prov-2 exists with type meter" {
+				t.Fatalf("without adoption: %+v", out)
+			}
+			adopt := newTestSink(t, f, Config{Ordered: ordered, AdoptThings: true})
+			out = apply(t, adopt, rec("prov-1", 2, `{"temp":2}`), rec("prov-2", 2, `{"temp":2}`))
+			if results(out) != "applied,applied" {
+				t.Fatalf("adopted: %+v", out)
+			}
+			if f.things["prov-1"] != "" || f.things["prov-2"] != "meter" {
+				t.Fatalf("types changed: %v", f.things)
+			}
+			for _, th := range []string{"prov-1", "prov-2"} {
+				if !strings.Contains(f.state(th), `"temp":2`) {
+					t.Fatalf("%s: %s", th, f.state(th))
+				}
+			}
+			cp := f.controlPlane()
+			if out := apply(t, adopt, rec("prov-1", 3, `{"temp":3}`), rec("prov-2", 3, `{"temp":3}`)); results(out) != "applied,applied" {
+				t.Fatalf("again: %+v", out)
+			}
+			if f.controlPlane() != cp {
+				t.Fatalf("control-plane calls for adopted things: %v", f)
+			}
+		})
+	}
+}

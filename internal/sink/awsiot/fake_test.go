@@ -130,7 +130,7 @@ func (f *fakeAWS) GetThingShadow(ctx context.Context, in *GetThingShadowInput) (
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	sh := f.shadows[in.ThingName]
+	sh := f.shadows[shadowKey(in.ThingName, in.ShadowName)]
 	if sh == nil {
 		return nil, apiErr("ResourceNotFoundException")
 	}
@@ -160,13 +160,14 @@ func (f *fakeAWS) UpdateThingShadow(ctx context.Context, in *UpdateThingShadowIn
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	sh := f.shadows[in.ThingName]
+	key := shadowKey(in.ThingName, in.ShadowName)
+	sh := f.shadows[key]
 	if doc.Version != nil && (sh == nil || sh.version != *doc.Version) {
 		return nil, apiErr("ConflictException")
 	}
 	if sh == nil {
 		sh = &fakeShadow{reported: map[string]any{}}
-		f.shadows[in.ThingName] = sh
+		f.shadows[key] = sh
 	}
 	mergePatch(sh.reported, doc.State.Reported)
 	sh.version++
@@ -241,6 +242,15 @@ func (f *fakeAWS) setShadow(thing, reported string) {
 	sh.reported = r
 	sh.version++
 	f.now++
+}
+
+// shadowKey is the key of a thing's shadow in fakeAWS.shadows: the thing's name for the classic
+// shadow, "thing#name" for a named one.
+func shadowKey(thing, name string) string {
+	if name == "" {
+		return thing
+	}
+	return thing + "#" + name
 }
 
 // setDesired sets a shadow's desired state (someone else's: an application's).
