@@ -117,6 +117,7 @@ func (c *Config) options(role Role) []option {
 		{name: "pollers", roles: pr, help: "concurrent SQS long polls", ptr: &c.Consume.Pollers},
 		{name: "batch-size", roles: pr, help: "most messages applied as one batch (one shadow update per thing per batch)", ptr: &c.Consume.BatchSize},
 		{name: "thing-cache-size", roles: pr | Lambda, help: "things remembered (type, shadow version and state)", ptr: &c.IoT.ThingCacheSize},
+		{name: "thing-cache-bytes", roles: pr | Lambda, help: "memory of the things remembered, estimated per thing (in Lambda, default a quarter of the function's memory)", ptr: &c.IoT.ThingCacheBytes},
 		{name: "iot-concurrency", roles: pr | Lambda, help: "things updated at once within a batch", ptr: &c.IoT.Concurrency},
 		{name: "fifo-queue", roles: pr | Lambda, help: "the queue is FIFO, one message group per thing (automatic for a .fifo URL): shadows are written blindly in queue order, coapgw's bookkeeping goes to the named shadow \"coapgw\", none into state.reported", ptr: &c.IoT.Ordered},
 		{name: "adopt-things", roles: pr | Lambda, help: "use things that already exist (fleet provisioning, JITP) as they are, typed or not; their type is never changed", ptr: &c.IoT.AdoptThings},

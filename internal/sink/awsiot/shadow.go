@@ -94,7 +94,7 @@ func (s *Sink) write(ctx context.Context, b *processor.Batch, u *processor.Updat
 		s.things.Remove(u.Thing)
 		s.log.Warn("shadow update response without a version", "thing", u.Thing, "err", err)
 	} else {
-		s.things.Add(u.Thing, &thingState{typ: th.typ, version: doc.Version, doc: next, desired: th.desired})
+		s.things.Add(u.Thing, &thingState{typ: th.typ, version: doc.Version, doc: compact(next), desired: th.desired})
 	}
 	// Each record: applied if it changed the state before this batch, else a duplicate.
 	for _, i := range live {
@@ -108,6 +108,17 @@ func (s *Sink) write(ctx context.Context, b *processor.Batch, u *processor.Updat
 		out[i] = processor.Outcome{Result: processor.Applied}
 	}
 	return true, nil
+}
+
+// compact returns a copy of d that shares no memory with the batch it was merged from (whose
+// values would keep whole decoded payloads alive in the cache): its values in one buffer.
+func compact(d *processor.Doc) *processor.Doc {
+	bin := d.AppendBinary(nil)
+	c := processor.NewDoc()
+	if err := c.UnmarshalBinary(append(make([]byte, 0, len(bin)), bin...)); err != nil {
+		return d
+	}
+	return c
 }
 
 // meta is the value of the reserved key.

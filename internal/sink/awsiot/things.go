@@ -18,13 +18,27 @@ type thingState struct {
 	desired int            // bytes of its desired state (compact JSON; 0 = none), as last read
 }
 
+// thingCost estimates the heap a cached thing holds, in bytes: the cache's entry and state, and
+// per property its node (key, time, value slice) and its key's and value's bytes. It is
+// calibrated on the write path (a state merged from a batch, then compacted), the larger of the
+// two; a state read from a shadow takes less (TestThingCostEstimate measures both).
+func thingCost(th *thingState) int {
+	return 300 + len(th.typ) + 120*th.doc.Properties() + th.doc.Size()
+}
+
+// knownCost estimates the heap of an Ordered sink's cached thing (name, type, entry).
+func knownCost(k known) int { return 160 + len(k.typ) }
+
 type flight struct {
 	done chan struct{}
 	err  error
 }
 
 // CachedThings is the number of things in the cache.
-func (s *Sink) CachedThings() int { return s.things.Len() }
+func (s *Sink) CachedThings() int { return s.things.Len() + s.known.Len() }
+
+// CachedBytes is the estimated heap of the things in the cache (bounded by ThingCacheBytes).
+func (s *Sink) CachedBytes() int { return s.things.Bytes() + s.known.Bytes() }
 
 // thing returns what the sink knows of a thing, making sure it exists with type typ: from the
 // cache, else from its shadow, else by creating it. A *permanentError says it cannot be used.
