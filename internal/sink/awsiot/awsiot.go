@@ -13,7 +13,7 @@
 // DescribeThing says which type it has. A thing that exists with another type (or none) is a
 // permanent error: its records are set aside with the reason "thing X exists with type Y".
 //
-// Shadow, order and redelivery. The sink keeps, next to the properties, a reserved reported key
+// Shadow, order and redelivery (versioned mode, the default). The sink keeps, next to the properties, a reserved reported key
 // "_coapgw" = {"v":1,"type":T,"t":stamps} where stamps encode every leaf's received_at in
 // nanoseconds (and deletions), so that the processor's per-leaf last-writer-wins rule (see
 // processor.Doc) holds in AWS: each update is a read-modify-write of the cached document, sent as
@@ -22,6 +22,20 @@
 // again). A redelivered record or one older than what the shadow shows changes nothing and
 // costs no call (Outcome Duplicate). Records whose property "_coapgw" would clash with the
 // reserved key are set aside, and the reserved key counts toward the 8 KB limit.
+//
+// Ordered mode (Config.Ordered, for a FIFO queue with one message group per thing; see
+// ordered.go): a thing's batches reach one consumer at a time in queue order, so each batch is
+// one blind merge-patch UpdateThingShadow — no version, no read — and state.reported holds only
+// the devices' properties. The thing type lives in the named shadow RegistryShadow ("coapgw"),
+// read once per thing per consumer and written once per thing; "_coapgw" is an ordinary
+// property. The trade-off (a record that enters the queue out of order can overwrite a newer
+// value) is in docs/aws-processing.md.
+//
+// Existing things (Config.AdoptThings): a thing that exists with another type or none is used
+// as it is, its type never changed.
+//
+// Memory: the thing cache is bounded by count (ThingCacheSize) and by estimated bytes
+// (ThingCacheBytes, thingCost per thing).
 //
 // Errors. Throttling is retried by the SDK's adaptive retryer; what remains is transient
 // (throttling, 5xx, network, credentials, access denied: Apply returns an error and the processor
@@ -52,7 +66,8 @@
 // (iot_data_endpoint), ThingCacheSize (thing_cache_size, default 100000), ThingCacheBytes
 // (thing_cache_bytes, default 64 MiB; in Lambda a quarter of the function's memory), TypeCacheSize
 // (default 10000), Concurrency (iot_concurrency, things updated at once, default 32),
-// MaxAttempts (SDK attempts per call, default 5).
+// MaxAttempts (SDK attempts per call, default 5), Ordered (fifo_queue; `coapgw process` sets it
+// for a .fifo queue URL), AdoptThings (adopt_things).
 package awsiot
 
 import (
