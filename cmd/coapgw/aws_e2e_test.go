@@ -132,10 +132,19 @@ func TestAWSPipelineEndToEnd(t *testing.T) {
 // TestAWSOutageUnderLoad: with --ack-after=spool, cutting the gateway off from SQS in the middle of
 // a load changes nothing for the devices (every request still gets 2.04) while the spool grows;
 // when the link is back everything drains, and every acknowledged record is in its shadow.
-func TestAWSOutageUnderLoad(t *testing.T) {
+func TestAWSOutageUnderLoad(t *testing.T) { outageUnderLoad(t, "coapgw-outage", nil) }
+
+// TestAWSOutageUnderLoadFIFO is TestAWSOutageUnderLoad on a FIFO queue: the gateway sets one
+// message group per thing and `coapgw process` writes shadows blindly in queue order, with no
+// duplicate detection that could drop a late record.
+func TestAWSOutageUnderLoadFIFO(t *testing.T) {
+	outageUnderLoad(t, "coapgw-outage.fifo", map[string]string{"FifoQueue": "true"})
+}
+
+func outageUnderLoad(t *testing.T, queueName string, attrs map[string]string) {
 	m := awstest.Start(t)
 	awsEnv(t)
-	queue := m.CreateQueue(t.Context(), "coapgw-outage", nil)
+	queue := m.CreateQueue(t.Context(), queueName, attrs)
 	proxy := m.NewProxy(t)
 	w := startProcess(t, m, queue)
 	g := startGW(t, t.TempDir(), "--queue", queue, "--aws-endpoint", proxy.Endpoint())
