@@ -548,3 +548,32 @@ func TestAdoptThings(t *testing.T) {
 		})
 	}
 }
+
+// TestOrderedPatch: in ordered mode a batch is one blind merge patch — values, null for
+// deletions — and an object deleted and written again within the batch is cleared by an update
+// of its own first, since a merge patch cannot drop members it does not name.
+func TestOrderedPatch(t *testing.T) {
+	f := newFakeAWS()
+	s := newTestSink(t, f, Config{Ordered: true})
+	apply(t, s, rec("dev", 1, `{"pos":{"lat":0,"lon":0,"x":9},"temp":1,"fw":"1"}`))
+	updates := f.count("UpdateThingShadow")
+	out := apply(t, s,
+		rec("dev", 2, `{"pos":{"lat":1,"lon":2}}`),
+		rec("dev", 3, `{"pos":null,"fw":null}`),
+		rec("dev", 4, `{"pos":{"alt":5},"temp":2}`),
+	)
+	if results(out) != "applied,applied,applied" {
+		t.Fatalf("%s", results(out))
+	}
+	if got := canon(t, f.state("dev")); got != canon(t, `{"pos":{"alt":5},"temp":2}`) {
+		t.Fatalf("state %s", f.state("dev"))
+	}
+	if f.count("UpdateThingShadow") != updates+2 {
+		t.Fatalf("calls %v", f)
+	}
+	// Without a replaced object: one update.
+	apply(t, s, rec("dev", 5, `{"temp":3}`), rec("dev", 6, `{"pos":{"alt":6}}`))
+	if f.count("UpdateThingShadow") != updates+3 || canon(t, f.state("dev")) != canon(t, `{"pos":{"alt":6},"temp":3}`) {
+		t.Fatalf("%s %v", f.state("dev"), f)
+	}
+}
