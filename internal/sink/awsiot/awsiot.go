@@ -210,6 +210,12 @@ type Sink struct {
 	pubBatch *processor.Batch // the batch published records belong to (retries reuse the batch)
 	pubDone  []bool
 
+	// Ordered mode: the things of the batch in hand already written, so that the processor's
+	// retry of the batch after a transient failure writes only the others.
+	writtenMu    sync.Mutex
+	writtenBatch *processor.Batch
+	written      map[string]bool
+
 	// thingLocks serialise the updates of one thing across concurrent Apply calls (the worker's
 	// pollers): two of them writing the same shadow against the same version would make one get
 	// ConflictException and re-read it. Striped by a hash of the name; a goroutine holds one at a

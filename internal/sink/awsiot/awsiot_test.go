@@ -292,8 +292,22 @@ func TestClassification(t *testing.T) {
 // TestTransientPartialFailure: when one thing fails, the others are remembered, and the retry
 // of the batch only calls for the failed one.
 func TestTransientPartialFailure(t *testing.T) {
+	for _, tc := range []struct {
+		ordered bool
+		updates int // on the retry
+		results string
+	}{
+		{false, 1, "duplicate,duplicate,duplicate,applied,duplicate,duplicate,duplicate,duplicate"},
+		// Ordered: dev-3's registry shadow and its shadow; the others are not written again.
+		{true, 2, "applied,applied,applied,applied,applied,applied,applied,applied"},
+	} {
+		t.Run(fmt.Sprintf("ordered=%v", tc.ordered), func(t *testing.T) { transientPartialFailure(t, tc.ordered, tc.updates, tc.results) })
+	}
+}
+
+func transientPartialFailure(t *testing.T, ordered bool, updates int, want string) {
 	f := newFakeAWS()
-	s := newTestSink(t, f, Config{})
+	s := newTestSink(t, f, Config{Ordered: ordered})
 	f.fail = func(op, thing string) error {
 		if op == "UpdateThingShadow" && thing == "dev-3" {
 			return apiErr("ThrottlingException")
@@ -314,10 +328,10 @@ func TestTransientPartialFailure(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := f.count("UpdateThingShadow") - before; got != 1 {
-		t.Fatalf("retry made %d updates, want 1", got)
+	if got := f.count("UpdateThingShadow") - before; got != updates {
+		t.Fatalf("retry made %d updates, want %d", got, updates)
 	}
-	if got := results(out); got != "duplicate,duplicate,duplicate,applied,duplicate,duplicate,duplicate,duplicate" {
+	if got := results(out); got != want {
 		t.Fatalf("outcomes %s", got)
 	}
 }

@@ -105,6 +105,12 @@ func (s *Sink) checkType(name, typ string, k known) error {
 // writeOrdered sends one thing's coalesced live records as a blind merge patch of the classic
 // shadow. It returns only transient errors; permanent ones set the records aside.
 func (s *Sink) writeOrdered(ctx context.Context, b *processor.Batch, u *processor.Update, live []int, out []processor.Outcome, pub *publishState) error {
+	if s.wasWritten(b, u.Thing) {
+		for _, i := range live {
+			out[i] = processor.Outcome{Result: processor.Applied}
+		}
+		return nil
+	}
 	patch := u.Doc
 	if len(live) != len(u.Items) {
 		patch = b.Coalesce(append([]int(nil), live...))
@@ -148,7 +154,25 @@ func (s *Sink) writeOrdered(ctx context.Context, b *processor.Batch, u *processo
 			out[i] = processor.Outcome{Result: processor.Applied}
 		}
 	}
+	s.markWritten(b, u.Thing)
 	return nil
+}
+
+// wasWritten reports whether thing's records of batch b were written by an earlier Apply of b.
+func (s *Sink) wasWritten(b *processor.Batch, thing string) bool {
+	s.writtenMu.Lock()
+	defer s.writtenMu.Unlock()
+	return s.writtenBatch == b && s.written[thing]
+}
+
+// markWritten remembers that thing's records of batch b are written (only for the latest batch).
+func (s *Sink) markWritten(b *processor.Batch, thing string) {
+	s.writtenMu.Lock()
+	defer s.writtenMu.Unlock()
+	if s.writtenBatch != b {
+		s.writtenBatch, s.written = b, make(map[string]bool)
+	}
+	s.written[thing] = true
 }
 
 func wrapReported(members []byte) []byte {
