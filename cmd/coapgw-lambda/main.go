@@ -17,6 +17,13 @@
 //	COAPGW_PUBLISH_TOPIC       also publish every record to this MQTT topic ({type}, {thing})
 //	COAPGW_IOT_DATA_ENDPOINT   the account's iot:Data-ATS endpoint (else DescribeEndpoint, once)
 //	COAPGW_THING_CACHE_SIZE    things remembered per execution environment (default 100000)
+//	COAPGW_THING_CACHE_BYTES   their memory, estimated (default a quarter of the function's memory)
+//	COAPGW_FIFO_QUEUE          the queue is FIFO, one message group per thing: blind writes
+//	COAPGW_ADOPT_THINGS        use existing things (fleet provisioning, JITP) as they are
+//
+// Memory: unless GOMEMLIMIT is set, the Go runtime's soft limit is 90 % of the function's memory
+// (AWS_LAMBDA_FUNCTION_MEMORY_SIZE), so the collector works harder before the function is killed.
+//
 //	COAPGW_IOT_CONCURRENCY     things updated at once within a batch (default 32)
 //	COAPGW_LOG_LEVEL           debug, info, warn or error (default info; logs are JSON)
 //	COAPGW_AWS_ENDPOINT        base URL for every AWS API (tests against an emulator only)
@@ -29,6 +36,8 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime/debug"
+	"strconv"
 
 	"github.com/aws/aws-lambda-go/lambda"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
@@ -48,6 +57,9 @@ func main() {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "coapgw-lambda: invalid configuration:\n"+err.Error())
 		os.Exit(2)
+	}
+	if limit, _ := memoryDefaults(os.Getenv); limit > 0 {
+		debug.SetMemoryLimit(limit)
 	}
 	log, err := ops.NewLogger(os.Stderr, cfg.Log.Level, "json") // Lambda logs are JSON
 	if err != nil {
@@ -86,12 +98,30 @@ func checkConfig(args []string, getenv func(string) string, stdout, stderr io.Wr
 // `coapgw process`) and validates them, every problem at once.
 func loadConfig(getenv func(string) string) (config.Config, error) {
 	cfg, err := config.FromEnv(config.Lambda, getenv)
+	if _, cache := memoryDefaults(getenv); cache > 0 && getenv("COAPGW_THING_CACHE_BYTES") == "" {
+		cfg.IoT.ThingCacheBytes = config.Size(cache)
+	}
 	return cfg, errors.Join(err, cfg.Validate(config.Lambda))
+}
+
+// memoryDefaults derives from the function's memory (AWS_LAMBDA_FUNCTION_MEMORY_SIZE, MB) the Go
+// runtime's memory limit — 90 %, 0 when GOMEMLIMIT is set — and the thing cache's bytes, a
+// quarter; both 0 outside Lambda.
+func memoryDefaults(getenv func(string) string) (limit, cache int64) {
+	mb, err := strconv.ParseInt(getenv("AWS_LAMBDA_FUNCTION_MEMORY_SIZE"), 10, 64)
+	if err != nil || mb <= 0 {
+		return 0, 0
+	}
+	if getenv("GOMEMLIMIT") == "" {
+		limit = mb << 20 * 9 / 10
+	}
+	return limit, mb << 20 / 4
 }
 
 // sinkConfig is the AWS IoT sink's part of the settings.
 func sinkConfig(c config.IoT) awsiot.Config {
-	return awsiot.Config{PublishTopic: c.PublishTopic, DataEndpoint: c.DataEndpoint, ThingCacheSize: c.ThingCacheSize, Concurrency: c.Concurrency}
+	return awsiot.Config{PublishTopic: c.PublishTopic, DataEndpoint: c.DataEndpoint, ThingCacheSize: c.ThingCacheSize, ThingCacheBytes: int(c.ThingCacheBytes), Concurrency: c.Concurrency,
+		Ordered: c.Ordered, AdoptThings: c.AdoptThings}
 }
 
 // newHandler builds the processor on the AWS IoT sink, with credentials and region from the SDK

@@ -97,3 +97,27 @@ func TestHandlerFromEnvironment(t *testing.T) {
 		t.Fatalf("shadow %q %v", s, err)
 	}
 }
+
+// TestMemoryDefaults: in a 256 MB function the thing cache gets 64 MiB and the Go runtime a 90 %
+// soft limit; COAPGW_THING_CACHE_BYTES and GOMEMLIMIT win; outside Lambda nothing changes.
+func TestMemoryDefaults(t *testing.T) {
+	c, err := loadConfig(env(map[string]string{"AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "256", "COAPGW_FIFO_QUEUE": "true", "COAPGW_ADOPT_THINGS": "true"}))
+	cfg := sinkConfig(c.IoT)
+	if err != nil || cfg.ThingCacheBytes != 64<<20 || !cfg.Ordered || !cfg.AdoptThings {
+		t.Fatalf("%+v %v", cfg, err)
+	}
+	if limit, _ := memoryDefaults(env(map[string]string{"AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "256"})); limit != 256<<20*9/10 {
+		t.Fatalf("limit %d", limit)
+	}
+	if limit, _ := memoryDefaults(env(map[string]string{"AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "256", "GOMEMLIMIT": "100MiB"})); limit != 0 {
+		t.Fatalf("GOMEMLIMIT overridden: %d", limit)
+	}
+	c, _ = loadConfig(env(map[string]string{"AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "256", "COAPGW_THING_CACHE_BYTES": "8MiB"}))
+	if c.IoT.ThingCacheBytes != 8<<20 {
+		t.Fatalf("explicit size lost: %d", c.IoT.ThingCacheBytes)
+	}
+	c, _ = loadConfig(env(nil))
+	if l, cache := memoryDefaults(env(nil)); l != 0 || cache != 0 || c.IoT.ThingCacheBytes != 64<<20 {
+		t.Fatalf("outside Lambda: %d %d %d", l, cache, c.IoT.ThingCacheBytes)
+	}
+}

@@ -132,10 +132,19 @@ func TestAWSPipelineEndToEnd(t *testing.T) {
 // TestAWSOutageUnderLoad: with --ack-after=spool, cutting the gateway off from SQS in the middle of
 // a load changes nothing for the devices (every request still gets 2.04) while the spool grows;
 // when the link is back everything drains, and every acknowledged record is in its shadow.
-func TestAWSOutageUnderLoad(t *testing.T) {
+func TestAWSOutageUnderLoad(t *testing.T) { outageUnderLoad(t, "coapgw-outage", nil) }
+
+// TestAWSOutageUnderLoadFIFO is TestAWSOutageUnderLoad on a FIFO queue: the gateway sets one
+// message group per thing and `coapgw process` writes shadows blindly in queue order, with no
+// duplicate detection that could drop a late record.
+func TestAWSOutageUnderLoadFIFO(t *testing.T) {
+	outageUnderLoad(t, "coapgw-outage.fifo", map[string]string{"FifoQueue": "true"})
+}
+
+func outageUnderLoad(t *testing.T, queueName string, attrs map[string]string) {
 	m := awstest.Start(t)
 	awsEnv(t)
-	queue := m.CreateQueue(t.Context(), "coapgw-outage", nil)
+	queue := m.CreateQueue(t.Context(), queueName, attrs)
 	proxy := m.NewProxy(t)
 	w := startProcess(t, m, queue)
 	g := startGW(t, t.TempDir(), "--queue", queue, "--aws-endpoint", proxy.Endpoint())
@@ -434,4 +443,72 @@ func logGatewayOnFailure(t *testing.T, g *gw) {
 		t.Logf("gateway metrics:\n%s", strings.Join(lines, "\n"))
 	}
 	t.Logf("gateway log:\n%s", g.stderr.String())
+}
+
+// TestAWSFIFOReportedIsTheDevices: with a FIFO queue (the forwarder sets one message group per
+// thing; `coapgw process` sees the .fifo URL and writes shadows in queue order), what a device
+// POSTs is, byte for byte, all that GetThingShadow shows in state.reported: nothing of coapgw's.
+// The thing's type is in its named shadow "coapgw".
+func TestAWSFIFOReportedIsTheDevices(t *testing.T) {
+	m := awstest.Start(t)
+	awsEnv(t)
+	queue := m.CreateQueue(t.Context(), "coapgw-e2e.fifo", map[string]string{"FifoQueue": "true"})
+	ctx, cancel := context.WithCancel(context.Background())
+	code := make(chan int, 1)
+	go func() {
+		code <- run(ctx, []string{"process", "--queue", queue, "--aws-endpoint", m.Endpoint(),
+			"--http-addr", fmt.Sprintf("127.0.0.1:%d", freeTCPPort(t)), "--batch-wait", "50ms", "--wait-time", "1s"}, io.Discard, os.Stderr)
+	}()
+	defer func() {
+		cancel()
+		if c := <-code; c != 0 {
+			t.Errorf("coapgw process exited %d", c)
+		}
+	}()
+	g := startGW(t, t.TempDir(), "--queue", queue, "--aws-endpoint", m.Endpoint())
+	c, err := coaptest.Dial(g.coap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for _, p := range []string{`{"bat":3.3,"temp":18.5}`, `{"temp":19.5,"pos":{"lat":1,"lon":2}}`, `{"bat":3.1,"pos":{"lat":null}}`} {
+		if resp, err := c.Post("/meter/m-1", p); err != nil || resp.Code != coapmsg.Changed {
+			t.Fatalf("post %s: %v %+v", p, err, resp)
+		}
+	}
+	get := func(query string) (map[string]any, error) {
+		// moto routes by the service in the signature's scope; it does not check the signature.
+		req, _ := http.NewRequest(http.MethodGet, m.Endpoint()+"/things/m-1/shadow"+query, nil)
+		req.Header.Set("Authorization", "AWS4-HMAC-SHA256 Credential=test/20260101/"+awstest.Region+"/iotdata/aws4_request, SignedHeaders=host, Signature=0")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return nil, err
+		}
+		defer resp.Body.Close()
+		var doc struct {
+			State struct {
+				Reported map[string]any `json:"reported"`
+			} `json:"state"`
+		}
+		err = json.NewDecoder(resp.Body).Decode(&doc)
+		return doc.State.Reported, err
+	}
+	const want = `{"bat":3.1,"pos":{"lon":2},"temp":19.5}`
+	for deadline := time.Now().Add(60 * time.Second); ; {
+		r, err := get("")
+		b, _ := json.Marshal(r)
+		if err == nil && string(b) == want {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("state.reported = %s (%v), want exactly %s", b, err, want)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if r, err := get("?name=" + awsiot.RegistryShadow); err != nil || fmt.Sprint(r) != "map[type:meter]" {
+		t.Fatalf("registry shadow reported = %v (%v)", r, err)
+	}
+	if err := g.stop(syscall.SIGTERM); err != nil {
+		t.Fatalf("SIGTERM: %v\n%s", err, g.stderr)
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -43,7 +44,8 @@ func consumeConfig(c config.Config) consume.Config {
 
 // sinkConfig is the AWS IoT sink's part of the settings.
 func sinkConfig(c config.IoT) awsiot.Config {
-	return awsiot.Config{PublishTopic: c.PublishTopic, DataEndpoint: c.DataEndpoint, ThingCacheSize: c.ThingCacheSize, Concurrency: c.Concurrency}
+	return awsiot.Config{PublishTopic: c.PublishTopic, DataEndpoint: c.DataEndpoint, ThingCacheSize: c.ThingCacheSize, ThingCacheBytes: int(c.ThingCacheBytes), Concurrency: c.Concurrency,
+		Ordered: c.Ordered, AdoptThings: c.AdoptThings}
 }
 
 // runProcess implements `coapgw process`: it consumes the SQS queue the gateways forward to and
@@ -82,6 +84,7 @@ func runProcess(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		return 2
 	}
 	ccfg, scfg := consumeConfig(cfg), sinkConfig(cfg.IoT)
+	scfg.Ordered = scfg.Ordered || strings.HasSuffix(cfg.AWS.Queue, ".fifo")
 	awsCfg, err := awsconfig.LoadDefaultConfig(ctx)
 	if err != nil {
 		log.Error("load AWS configuration", "err", err)

@@ -182,10 +182,13 @@ type Consume struct {
 
 // IoT configures the AWS IoT sink (internal/sink/awsiot) of `coapgw process` and the Lambda.
 type IoT struct {
-	PublishTopic   string // publish-topic
-	DataEndpoint   string // iot-data-endpoint
-	ThingCacheSize int    // thing-cache-size
-	Concurrency    int    // iot-concurrency
+	PublishTopic    string // publish-topic
+	DataEndpoint    string // iot-data-endpoint
+	ThingCacheSize  int    // thing-cache-size
+	ThingCacheBytes Size   // thing-cache-bytes
+	Concurrency     int    // iot-concurrency
+	Ordered         bool   // fifo-queue
+	AdoptThings     bool   // adopt-things
 }
 
 // AWS holds what every AWS client shares.
@@ -253,7 +256,7 @@ func Default() Config {
 			Sink: "awsiot", Pollers: 4, BatchSize: 1000, VisibilityTimeout: 60 * time.Second,
 			WaitTime: 20 * time.Second, BatchWait: 250 * time.Millisecond, StopTimeout: 15 * time.Second,
 		},
-		IoT: IoT{ThingCacheSize: 100_000, Concurrency: 32},
+		IoT: IoT{ThingCacheSize: 100_000, ThingCacheBytes: 64 * MiB, Concurrency: 32},
 		HTTP: HTTP{Addr: "127.0.0.1:8080", ReadTimeout: 30 * time.Second, WriteTimeout: 60 * time.Second,
 			IdleTimeout: 60 * time.Second, MaxConns: 256},
 		Log: Log{Level: "info", Format: "text"},

@@ -103,7 +103,7 @@ func TestEveryDocumentedSettingLoads(t *testing.T) {
 		"iot-data-endpoint": "x.iot.eu-west-1.amazonaws.com", "aws-endpoint": "http://127.0.0.1:5000",
 		"http-addr": "127.0.0.1:8", "log-level": "warn", "log-format": "json", "pollers": "2", "batch-size": "10",
 		"thing-cache-size": "5", "iot-concurrency": "3", "visibility-timeout": "30s", "wait-time": "1s",
-		"batch-wait": "10ms", "stop-timeout": "2s",
+		"batch-wait": "10ms", "stop-timeout": "2s", "thing-cache-bytes": "8MiB", "fifo-queue": "true", "adopt-things": "true",
 	}
 	for role, settings := range map[Role]map[string]string{Serve: serve, Process: process} {
 		var args []string
@@ -132,7 +132,7 @@ func TestEveryDocumentedSettingLoads(t *testing.T) {
 	}
 	c, err := FromEnv(Lambda, env(map[string]string{"COAPGW_PUBLISH_TOPIC": "t/{type}", "COAPGW_IOT_DATA_ENDPOINT": "x.example",
 		"COAPGW_THING_CACHE_SIZE": "500", "COAPGW_IOT_CONCURRENCY": "8", "COAPGW_LOG_LEVEL": "debug", "COAPGW_AWS_ENDPOINT": "http://127.0.0.1:1"}))
-	if err != nil || c.IoT != (IoT{PublishTopic: "t/{type}", DataEndpoint: "x.example", ThingCacheSize: 500, Concurrency: 8}) ||
+	if err != nil || c.IoT != (IoT{PublishTopic: "t/{type}", DataEndpoint: "x.example", ThingCacheSize: 500, ThingCacheBytes: 64 * MiB, Concurrency: 8}) ||
 		c.Log.Level != "debug" || c.AWS.Endpoint != "http://127.0.0.1:1" {
 		t.Fatalf("lambda: %+v %v", c, err)
 	}

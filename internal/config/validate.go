@@ -271,6 +271,9 @@ func (c *Config) validateIoT(v *validator) {
 	if s.ThingCacheSize < 1 {
 		v.bad("thing-cache-size %d: want a positive number", s.ThingCacheSize)
 	}
+	if s.ThingCacheBytes < 1 {
+		v.bad("thing-cache-bytes %d: want a positive size", s.ThingCacheBytes)
+	}
 	if s.Concurrency < 1 || s.Concurrency > 1024 {
 		v.bad("iot-concurrency %d: want 1–1024", s.Concurrency)
 	}

@@ -80,6 +80,19 @@ func (s *Sink) Apply(ctx context.Context, b *processor.Batch) ([]processor.Outco
 	return out, nil
 }
 
+// refuse sets the live records aside if err is permanent, else returns it.
+func (s *Sink) refuse(err error, live []int, out []processor.Outcome) error {
+	var pe *permanentError
+	if !errors.As(err, &pe) {
+		return err
+	}
+	for _, i := range live {
+		out[i] = setAside(pe.reason)
+	}
+	s.m.setAside.WithLabelValues(pe.label).Add(float64(len(live)))
+	return nil
+}
+
 func setAside(reason string) processor.Outcome {
 	return processor.Outcome{Result: processor.SetAside, Reason: reason}
 }
@@ -88,6 +101,12 @@ func setAside(reason string) processor.Outcome {
 // ones set the records aside.
 func (s *Sink) update(ctx context.Context, b *processor.Batch, u *processor.Update, out []processor.Outcome, pub *publishState) error {
 	live := append([]int(nil), u.Items...)
+	if s.cfg.Ordered {
+		if _, err := s.knownThing(ctx, u.Type, u.Thing); err != nil {
+			return s.refuse(err, live, out)
+		}
+		return s.writeOrdered(ctx, b, u, live, out, pub)
+	}
 	if reserved(u.Doc) {
 		live = live[:0]
 		for _, i := range u.Items {
@@ -104,15 +123,7 @@ func (s *Sink) update(ctx context.Context, b *processor.Batch, u *processor.Upda
 	}
 	th, err := s.thing(ctx, u.Type, u.Thing)
 	if err != nil {
-		var pe *permanentError
-		if !errors.As(err, &pe) {
-			return err
-		}
-		for _, i := range live {
-			out[i] = setAside(pe.reason)
-		}
-		s.m.setAside.WithLabelValues(pe.label).Add(float64(len(live)))
-		return nil
+		return s.refuse(err, live, out)
 	}
 	for attempt := 0; ; attempt++ {
 		done, err := s.write(ctx, b, u, th, live, out, pub)

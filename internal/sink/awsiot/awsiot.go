@@ -13,7 +13,7 @@
 // DescribeThing says which type it has. A thing that exists with another type (or none) is a
 // permanent error: its records are set aside with the reason "thing X exists with type Y".
 //
-// Shadow, order and redelivery. The sink keeps, next to the properties, a reserved reported key
+// Shadow, order and redelivery (versioned mode, the default). The sink keeps, next to the properties, a reserved reported key
 // "_coapgw" = {"v":1,"type":T,"t":stamps} where stamps encode every leaf's received_at in
 // nanoseconds (and deletions), so that the processor's per-leaf last-writer-wins rule (see
 // processor.Doc) holds in AWS: each update is a read-modify-write of the cached document, sent as
@@ -22,6 +22,20 @@
 // again). A redelivered record or one older than what the shadow shows changes nothing and
 // costs no call (Outcome Duplicate). Records whose property "_coapgw" would clash with the
 // reserved key are set aside, and the reserved key counts toward the 8 KB limit.
+//
+// Ordered mode (Config.Ordered, for a FIFO queue with one message group per thing; see
+// ordered.go): a thing's batches reach one consumer at a time in queue order, so each batch is
+// one blind merge-patch UpdateThingShadow — no version, no read — and state.reported holds only
+// the devices' properties. The thing type lives in the named shadow RegistryShadow ("coapgw"),
+// read once per thing per consumer and written once per thing; "_coapgw" is an ordinary
+// property. The trade-off (a record that enters the queue out of order can overwrite a newer
+// value) is in docs/aws-processing.md.
+//
+// Existing things (Config.AdoptThings): a thing that exists with another type or none is used
+// as it is, its type never changed.
+//
+// Memory: the thing cache is bounded by count (ThingCacheSize) and by estimated bytes
+// (ThingCacheBytes, thingCost per thing).
 //
 // Errors. Throttling is retried by the SDK's adaptive retryer; what remains is transient
 // (throttling, 5xx, network, credentials, access denied: Apply returns an error and the processor
@@ -49,9 +63,11 @@
 //
 // Configuration (Config; env COAPGW_* in cmd/coapgw process and cmd/coapgw-lambda):
 // PublishTopic (publish_topic, default "" = off; {type} and {thing} are replaced), DataEndpoint
-// (iot_data_endpoint), ThingCacheSize (thing_cache_size, default 100000), TypeCacheSize
+// (iot_data_endpoint), ThingCacheSize (thing_cache_size, default 100000), ThingCacheBytes
+// (thing_cache_bytes, default 64 MiB; in Lambda a quarter of the function's memory), TypeCacheSize
 // (default 10000), Concurrency (iot_concurrency, things updated at once, default 32),
-// MaxAttempts (SDK attempts per call, default 5).
+// MaxAttempts (SDK attempts per call, default 5), Ordered (fifo_queue; `coapgw process` sets it
+// for a .fifo queue URL), AdoptThings (adopt_things).
 package awsiot
 
 import (
@@ -109,6 +125,10 @@ type Config struct {
 	// ThingCacheSize bounds the things remembered (type, shadow version and state); default
 	// 100000.
 	ThingCacheSize int
+	// ThingCacheBytes bounds the memory of the things remembered, estimated per thing
+	// (thingCost: about 3.1 KB for a state of 20 numeric properties, 170 bytes in Ordered mode);
+	// default 64 MiB.
+	ThingCacheBytes int
 	// TypeCacheSize bounds the thing types remembered as existing; default 10000.
 	TypeCacheSize int
 	// Concurrency is the number of things updated at once within a batch; default 32.
@@ -117,11 +137,24 @@ type Config struct {
 	MaxAttempts int
 	// ConflictRetries bounds the re-reads after version conflicts in one Apply; default 5.
 	ConflictRetries int
+	// Ordered says the queue is FIFO with one message group per thing (the forwarder's
+	// MessageGroupId): a thing's batches reach one consumer at a time, in order. Shadows are then
+	// written blindly (one UpdateThingShadow per thing per batch, no read, nothing of coapgw's in
+	// the reported state); the thing's type is kept in its named shadow RegistryShadow.
+	Ordered bool
+	// AdoptThings makes a thing that already exists (with any type, or none: fleet provisioning
+	// and JITP create such things) usable as it is; its type is never changed, and records of
+	// any type are applied to it. Off: such a thing is a permanent error for records of another
+	// type.
+	AdoptThings bool
 }
 
 func (c *Config) setDefaults() {
 	if c.ThingCacheSize == 0 {
 		c.ThingCacheSize = 100_000
+	}
+	if c.ThingCacheBytes == 0 {
+		c.ThingCacheBytes = 64 << 20
 	}
 	if c.TypeCacheSize == 0 {
 		c.TypeCacheSize = 10_000
@@ -140,7 +173,7 @@ func (c *Config) setDefaults() {
 // Validate reports every problem with c at once.
 func (c Config) Validate() error {
 	var errs []error
-	if c.ThingCacheSize < 0 || c.TypeCacheSize < 0 {
+	if c.ThingCacheSize < 0 || c.TypeCacheSize < 0 || c.ThingCacheBytes < 0 {
 		errs = append(errs, errors.New("awsiot: cache sizes must not be negative"))
 	}
 	if c.Concurrency < 0 || c.Concurrency > 1024 {
@@ -167,6 +200,7 @@ type Sink struct {
 	m    *metrics
 
 	things *lru[string, *thingState]
+	known  *lru[string, known] // Ordered mode's things
 	types  *lru[string, struct{}]
 
 	flightMu sync.Mutex
@@ -175,6 +209,12 @@ type Sink struct {
 	pubMu    sync.Mutex
 	pubBatch *processor.Batch // the batch published records belong to (retries reuse the batch)
 	pubDone  []bool
+
+	// Ordered mode: the things of the batch in hand already written, so that the processor's
+	// retry of the batch after a transient failure writes only the others.
+	writtenMu    sync.Mutex
+	writtenBatch *processor.Batch
+	written      map[string]bool
 
 	// thingLocks serialise the updates of one thing across concurrent Apply calls (the worker's
 	// pollers): two of them writing the same shadow against the same version would make one get
@@ -229,7 +269,8 @@ func newSink(cfg Config, iotc iotAPI, data iotDataAPI, log *slog.Logger, reg pro
 	}
 	return &Sink{
 		cfg: cfg, iot: iotc, data: data, log: log, m: m,
-		things:   newLRU[string, *thingState](cfg.ThingCacheSize),
+		things:   newByteLRU[string](cfg.ThingCacheSize, cfg.ThingCacheBytes, thingCost),
+		known:    newByteLRU[string](cfg.ThingCacheSize, cfg.ThingCacheBytes, knownCost),
 		types:    newLRU[string, struct{}](cfg.TypeCacheSize),
 		flights:  make(map[string]*flight),
 		lockSeed: maphash.MakeSeed(),

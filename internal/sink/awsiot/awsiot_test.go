@@ -292,8 +292,22 @@ func TestClassification(t *testing.T) {
 // TestTransientPartialFailure: when one thing fails, the others are remembered, and the retry
 // of the batch only calls for the failed one.
 func TestTransientPartialFailure(t *testing.T) {
+	for _, tc := range []struct {
+		ordered bool
+		updates int // on the retry
+		results string
+	}{
+		{false, 1, "duplicate,duplicate,duplicate,applied,duplicate,duplicate,duplicate,duplicate"},
+		// Ordered: dev-3's registry shadow and its shadow; the others are not written again.
+		{true, 2, "applied,applied,applied,applied,applied,applied,applied,applied"},
+	} {
+		t.Run(fmt.Sprintf("ordered=%v", tc.ordered), func(t *testing.T) { transientPartialFailure(t, tc.ordered, tc.updates, tc.results) })
+	}
+}
+
+func transientPartialFailure(t *testing.T, ordered bool, updates int, want string) {
 	f := newFakeAWS()
-	s := newTestSink(t, f, Config{})
+	s := newTestSink(t, f, Config{Ordered: ordered})
 	f.fail = func(op, thing string) error {
 		if op == "UpdateThingShadow" && thing == "dev-3" {
 			return apiErr("ThrottlingException")
@@ -314,10 +328,10 @@ func TestTransientPartialFailure(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := f.count("UpdateThingShadow") - before; got != 1 {
-		t.Fatalf("retry made %d updates, want 1", got)
+	if got := f.count("UpdateThingShadow") - before; got != updates {
+		t.Fatalf("retry made %d updates, want %d", got, updates)
 	}
-	if got := results(out); got != "duplicate,duplicate,duplicate,applied,duplicate,duplicate,duplicate,duplicate" {
+	if got := results(out); got != want {
 		t.Fatalf("outcomes %s", got)
 	}
 }
@@ -460,5 +474,120 @@ func TestConcurrentApplySerialisesAThing(t *testing.T) {
 		if _, ok := got[fmt.Sprintf("k%d", k)]; !ok {
 			t.Errorf("k%d missing from %s", k, f.state("dev-1"))
 		}
+	}
+}
+
+// TestFallbackTimeFromMetadata: a property coapgw did not stamp counts as written when AWS wrote
+// it (metadata.reported.<leaf>.timestamp), not at the document's timestamp, which is when the
+// response was sent: a record received after the foreign write but before the read applies.
+func TestFallbackTimeFromMetadata(t *testing.T) {
+	s := fuzzSink()
+	th, err := s.parseShadow([]byte(`{"state":{"reported":{"temp":5,"pos":{"lat":1}}},
+		"metadata":{"reported":{"temp":{"timestamp":1000},"pos":{"lat":{"timestamp":1000}}}},
+		"version":3,"timestamp":2000}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := processortest.Batch(t, processortest.Rec("gw", "sensor", "dev", time.Unix(1500, 0), `{"temp":1,"pos":{"lat":2}}`))
+	next := th.doc.Clone()
+	if !next.Merge(b.Updates[0].Doc) {
+		t.Fatal("a record newer than the foreign write was taken as older")
+	}
+	if got := string(next.AppendState(nil)); got != `{"pos":{"lat":2},"temp":1}` {
+		t.Fatalf("state %s", got)
+	}
+	// Older than the foreign write: nothing changes.
+	b = processortest.Batch(t, processortest.Rec("gw", "sensor", "dev", time.Unix(900, 0), `{"temp":0}`))
+	if th.doc.Clone().Merge(b.Updates[0].Doc) {
+		t.Fatal("a record older than the foreign write changed the state")
+	}
+}
+
+// TestSizeCountsDesired: AWS counts the desired state toward the 8 KB document limit too, so a
+// record that fits next to the reported state alone but not with the desired state is set aside
+// with the reason, not sent to be refused.
+func TestSizeCountsDesired(t *testing.T) {
+	f := newFakeAWS()
+	f.setShadow("dev", `{"temp":5}`)
+	f.setDesired("dev", fmt.Sprintf(`{"config":%q}`, strings.Repeat("c", 5000)))
+	s := newTestSink(t, f, Config{})
+	later := time.Unix(1_900_000_000, 0) // after the fake's shadow times
+	out := apply(t, s, processortest.Rec("gw", "sensor", "dev", later, fmt.Sprintf(`{"blob":%q}`, strings.Repeat("b", 4000))))
+	if results(out) != "set_aside" || !strings.Contains(out[0].Reason, "desired state") {
+		t.Fatalf("%s %q", results(out), out[0].Reason)
+	}
+	if f.count("UpdateThingShadow") != 0 {
+		t.Fatalf("calls %v", f)
+	}
+	if out := apply(t, s, processortest.Rec("gw", "sensor", "dev", later.Add(time.Second), `{"temp":6}`)); results(out) != "applied" {
+		t.Fatalf("a small record: %s", results(out))
+	}
+}
+
+// TestAdoptThings: a thing that exists without a type (fleet provisioning, JITP) or with another
+// one is a permanent error by default, and with AdoptThings is used as it is — its type is not
+// changed — in both write modes; the next records cost no control-plane call.
+func TestAdoptThings(t *testing.T) {
+	for _, ordered := range []bool{false, true} {
+		t.Run(fmt.Sprintf("ordered=%v", ordered), func(t *testing.T) {
+			f := newFakeAWS()
+			f.types["meter"] = true
+			f.things["prov-1"] = ""      // untyped, as fleet provisioning creates them
+			f.things["prov-2"] = "meter" // another type
+			strict := newTestSink(t, f, Config{Ordered: ordered})
+			out := apply(t, strict, rec("prov-1", 1, `{"temp":1}`), rec("prov-2", 1, `{"temp":1}`))
+			if out[0].Reason != "thing prov-1 exists without a thing type" || out[1].Reason != "thing prov-2 exists with type meter" {
+				t.Fatalf("without adoption: %+v", out)
+			}
+			adopt := newTestSink(t, f, Config{Ordered: ordered, AdoptThings: true})
+			out = apply(t, adopt, rec("prov-1", 2, `{"temp":2}`), rec("prov-2", 2, `{"temp":2}`))
+			if results(out) != "applied,applied" {
+				t.Fatalf("adopted: %+v", out)
+			}
+			if f.things["prov-1"] != "" || f.things["prov-2"] != "meter" {
+				t.Fatalf("types changed: %v", f.things)
+			}
+			for _, th := range []string{"prov-1", "prov-2"} {
+				if !strings.Contains(f.state(th), `"temp":2`) {
+					t.Fatalf("%s: %s", th, f.state(th))
+				}
+			}
+			cp := f.controlPlane()
+			if out := apply(t, adopt, rec("prov-1", 3, `{"temp":3}`), rec("prov-2", 3, `{"temp":3}`)); results(out) != "applied,applied" {
+				t.Fatalf("again: %+v", out)
+			}
+			if f.controlPlane() != cp {
+				t.Fatalf("control-plane calls for adopted things: %v", f)
+			}
+		})
+	}
+}
+
+// TestOrderedPatch: in ordered mode a batch is one blind merge patch — values, null for
+// deletions — and an object deleted and written again within the batch is cleared by an update
+// of its own first, since a merge patch cannot drop members it does not name.
+func TestOrderedPatch(t *testing.T) {
+	f := newFakeAWS()
+	s := newTestSink(t, f, Config{Ordered: true})
+	apply(t, s, rec("dev", 1, `{"pos":{"lat":0,"lon":0,"x":9},"temp":1,"fw":"1"}`))
+	updates := f.count("UpdateThingShadow")
+	out := apply(t, s,
+		rec("dev", 2, `{"pos":{"lat":1,"lon":2}}`),
+		rec("dev", 3, `{"pos":null,"fw":null}`),
+		rec("dev", 4, `{"pos":{"alt":5},"temp":2}`),
+	)
+	if results(out) != "applied,applied,applied" {
+		t.Fatalf("%s", results(out))
+	}
+	if got := canon(t, f.state("dev")); got != canon(t, `{"pos":{"alt":5},"temp":2}`) {
+		t.Fatalf("state %s", f.state("dev"))
+	}
+	if f.count("UpdateThingShadow") != updates+2 {
+		t.Fatalf("calls %v", f)
+	}
+	// Without a replaced object: one update.
+	apply(t, s, rec("dev", 5, `{"temp":3}`), rec("dev", 6, `{"pos":{"alt":6}}`))
+	if f.count("UpdateThingShadow") != updates+3 || canon(t, f.state("dev")) != canon(t, `{"pos":{"alt":6},"temp":3}`) {
+		t.Fatalf("%s %v", f.state("dev"), f)
 	}
 }

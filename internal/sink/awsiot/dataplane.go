@@ -39,15 +39,19 @@ const (
 
 // UpdateThingShadowInput is iotdataplane.UpdateThingShadowInput's subset used here.
 type UpdateThingShadowInput struct {
-	ThingName string
-	Payload   []byte
+	ThingName  string
+	ShadowName string // a named shadow; "" = the classic shadow
+	Payload    []byte
 }
 
 // UpdateThingShadowOutput carries the response document.
 type UpdateThingShadowOutput struct{ Payload []byte }
 
-// GetThingShadowInput names the thing whose classic shadow to read.
-type GetThingShadowInput struct{ ThingName string }
+// GetThingShadowInput names the thing whose shadow to read.
+type GetThingShadowInput struct {
+	ThingName  string
+	ShadowName string // a named shadow; "" = the classic shadow
+}
 
 // GetThingShadowOutput carries the shadow document.
 type GetThingShadowOutput struct{ Payload []byte }
@@ -84,7 +88,7 @@ func newDataClient(cfg aws.Config, endpoint func(ctx context.Context) (string, e
 
 // UpdateThingShadow is POST /things/{thingName}/shadow.
 func (c *dataClient) UpdateThingShadow(ctx context.Context, in *UpdateThingShadowInput) (*UpdateThingShadowOutput, error) {
-	body, err := c.invoke(ctx, "UpdateThingShadow", http.MethodPost, "/things/"+url.PathEscape(in.ThingName)+"/shadow", "", in.Payload)
+	body, err := c.invoke(ctx, "UpdateThingShadow", http.MethodPost, "/things/"+url.PathEscape(in.ThingName)+"/shadow", shadowQuery(in.ShadowName), in.Payload)
 	if err != nil {
 		return nil, err
 	}
@@ -93,11 +97,19 @@ func (c *dataClient) UpdateThingShadow(ctx context.Context, in *UpdateThingShado
 
 // GetThingShadow is GET /things/{thingName}/shadow.
 func (c *dataClient) GetThingShadow(ctx context.Context, in *GetThingShadowInput) (*GetThingShadowOutput, error) {
-	body, err := c.invoke(ctx, "GetThingShadow", http.MethodGet, "/things/"+url.PathEscape(in.ThingName)+"/shadow", "", nil)
+	body, err := c.invoke(ctx, "GetThingShadow", http.MethodGet, "/things/"+url.PathEscape(in.ThingName)+"/shadow", shadowQuery(in.ShadowName), nil)
 	if err != nil {
 		return nil, err
 	}
 	return &GetThingShadowOutput{Payload: body}, nil
+}
+
+// shadowQuery is the query string naming a named shadow ("" for the classic one).
+func shadowQuery(name string) string {
+	if name == "" {
+		return ""
+	}
+	return "name=" + url.QueryEscape(name)
 }
 
 // Publish is POST /topics/{topic}?qos=N.
@@ -219,10 +231,31 @@ func (s *signer) HandleFinalize(ctx context.Context, in middleware.FinalizeInput
 	if err != nil {
 		return middleware.FinalizeOutput{}, middleware.Metadata{}, fmt.Errorf("retrieve credentials: %w", err)
 	}
-	if err := s.s.SignHTTP(ctx, creds, req.Request, v4.GetPayloadHash(ctx), dataSigningName, s.region, time.Now().UTC()); err != nil {
+	region := signingRegion(req.URL.Hostname(), s.region)
+	if err := s.s.SignHTTP(ctx, creds, req.Request, v4.GetPayloadHash(ctx), dataSigningName, region, time.Now().UTC()); err != nil {
 		return middleware.FinalizeOutput{}, middleware.Metadata{}, fmt.Errorf("sign request: %w", err)
 	}
 	return next.HandleFinalize(ctx, in)
+}
+
+// signingRegion is the region a request to the data endpoint host must be signed for: the one
+// in an AWS IoT endpoint's name (<prefix>-ats.iot.<region>.amazonaws.com[.cn], also the
+// iot-data/data-ats forms), so that an endpoint of another region (a standby region's) works;
+// fallback (the config's region) for any other host.
+func signingRegion(host, fallback string) string {
+	labels := strings.Split(strings.ToLower(host), ".")
+	for i := 0; i+2 < len(labels); i++ {
+		if labels[i+2] != "amazonaws" {
+			continue
+		}
+		switch labels[i] {
+		case "iot", "iot-data", "data-ats", "data":
+			if r := labels[i+1]; r != "" && strings.Count(r, "-") >= 2 {
+				return r
+			}
+		}
+	}
+	return fallback
 }
 
 func deserialize(ctx context.Context, in middleware.DeserializeInput, next middleware.DeserializeHandler) (middleware.DeserializeOutput, middleware.Metadata, error) {

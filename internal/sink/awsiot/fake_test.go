@@ -38,6 +38,7 @@ type fakeAWS struct {
 
 type fakeShadow struct {
 	reported map[string]any
+	desired  map[string]any // set by setDesired only
 	version  int64
 }
 
@@ -129,11 +130,15 @@ func (f *fakeAWS) GetThingShadow(ctx context.Context, in *GetThingShadowInput) (
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	sh := f.shadows[in.ThingName]
+	sh := f.shadows[shadowKey(in.ThingName, in.ShadowName)]
 	if sh == nil {
 		return nil, apiErr("ResourceNotFoundException")
 	}
-	b, _ := json.Marshal(map[string]any{"state": map[string]any{"reported": sh.reported}, "version": sh.version, "timestamp": f.now})
+	state := map[string]any{"reported": sh.reported}
+	if sh.desired != nil {
+		state["desired"] = sh.desired
+	}
+	b, _ := json.Marshal(map[string]any{"state": state, "version": sh.version, "timestamp": f.now})
 	return &GetThingShadowOutput{Payload: b}, nil
 }
 
@@ -155,13 +160,14 @@ func (f *fakeAWS) UpdateThingShadow(ctx context.Context, in *UpdateThingShadowIn
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	sh := f.shadows[in.ThingName]
+	key := shadowKey(in.ThingName, in.ShadowName)
+	sh := f.shadows[key]
 	if doc.Version != nil && (sh == nil || sh.version != *doc.Version) {
 		return nil, apiErr("ConflictException")
 	}
 	if sh == nil {
 		sh = &fakeShadow{reported: map[string]any{}}
-		f.shadows[in.ThingName] = sh
+		f.shadows[key] = sh
 	}
 	mergePatch(sh.reported, doc.State.Reported)
 	sh.version++
@@ -236,6 +242,27 @@ func (f *fakeAWS) setShadow(thing, reported string) {
 	sh.reported = r
 	sh.version++
 	f.now++
+}
+
+// shadowKey is the key of a thing's shadow in fakeAWS.shadows: the thing's name for the classic
+// shadow, "thing#name" for a named one.
+func shadowKey(thing, name string) string {
+	if name == "" {
+		return thing
+	}
+	return thing + "#" + name
+}
+
+// setDesired sets a shadow's desired state (someone else's: an application's).
+func (f *fakeAWS) setDesired(thing, desired string) {
+	var d map[string]any
+	if err := json.Unmarshal([]byte(desired), &d); err != nil {
+		panic(err)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.shadows[thing].desired = d
+	f.shadows[thing].version++
 }
 
 func (f *fakeAWS) String() string {

@@ -1,6 +1,7 @@
 package awsiot
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -39,7 +40,7 @@ func (s *Sink) write(ctx context.Context, b *processor.Batch, u *processor.Updat
 		s.m.unchanged.Inc()
 		return true, s.publish(ctx, b, live, pub)
 	}
-	if reason := s.limits(next, th.typ); reason != "" {
+	if reason := s.limits(next, th); reason != "" {
 		// Find the records that do not fit, one by one, from the state before this batch.
 		cur, changed := th.doc, false
 		keep := make([]int, 0, len(live))
@@ -49,7 +50,7 @@ func (s *Sink) write(ctx context.Context, b *processor.Batch, u *processor.Updat
 				keep = append(keep, i)
 				continue
 			}
-			if reason := s.limits(c, th.typ); reason != "" {
+			if reason := s.limits(c, th); reason != "" {
 				out[i] = setAside(reason)
 				s.m.setAside.WithLabelValues("shadow_limit").Inc()
 				continue
@@ -93,7 +94,7 @@ func (s *Sink) write(ctx context.Context, b *processor.Batch, u *processor.Updat
 		s.things.Remove(u.Thing)
 		s.log.Warn("shadow update response without a version", "thing", u.Thing, "err", err)
 	} else {
-		s.things.Add(u.Thing, &thingState{typ: th.typ, version: doc.Version, doc: next})
+		s.things.Add(u.Thing, &thingState{typ: th.typ, version: doc.Version, doc: compact(next), desired: th.desired})
 	}
 	// Each record: applied if it changed the state before this batch, else a duplicate.
 	for _, i := range live {
@@ -107,6 +108,17 @@ func (s *Sink) write(ctx context.Context, b *processor.Batch, u *processor.Updat
 		out[i] = processor.Outcome{Result: processor.Applied}
 	}
 	return true, nil
+}
+
+// compact returns a copy of d that shares no memory with the batch it was merged from (whose
+// values would keep whole decoded payloads alive in the cache): its values in one buffer.
+func compact(d *processor.Doc) *processor.Doc {
+	bin := d.AppendBinary(nil)
+	c := processor.NewDoc()
+	if err := c.UnmarshalBinary(append(make([]byte, 0, len(bin)), bin...)); err != nil {
+		return d
+	}
+	return c
 }
 
 // meta is the value of the reserved key.
@@ -145,9 +157,10 @@ func (s *Sink) updateBody(th *thingState, next *processor.Doc) []byte {
 	return append(b, '}')
 }
 
-// limits checks a thing's state against the shadow limits, the reserved key included (AWS
-// counts the whole reported object toward its size limit).
-func (s *Sink) limits(d *processor.Doc, typ string) string {
+// limits checks a thing's state d against the shadow limits, the reserved key included: AWS
+// counts the whole state document toward its size limit, the desired state (as last read) too.
+func (s *Sink) limits(d *processor.Doc, th *thingState) string {
+	typ := th.typ
 	if reason := d.CheckLimits(); reason != "" {
 		return reason
 	}
@@ -155,8 +168,11 @@ func (s *Sink) limits(d *processor.Doc, typ string) string {
 	if !d.Empty() {
 		size++ // the comma
 	}
+	if th.desired > 0 {
+		size += th.desired
+	}
 	if size > processor.MaxShadowBytes {
-		return fmt.Sprintf("shadow would be %d bytes with coapgw's per-property times, over the %d-byte limit", size, processor.MaxShadowBytes)
+		return fmt.Sprintf("shadow would be %d bytes with coapgw's per-property times and the desired state (%d bytes), over the %d-byte limit", size, th.desired, processor.MaxShadowBytes)
 	}
 	return ""
 }
@@ -192,7 +208,11 @@ func (s *Sink) parseShadow(payload []byte) (*thingState, error) {
 	var doc struct {
 		State struct {
 			Reported map[string]json.RawMessage `json:"reported"`
+			Desired  json.RawMessage            `json:"desired"`
 		} `json:"state"`
+		Metadata struct {
+			Reported map[string]json.RawMessage `json:"reported"`
+		} `json:"metadata"`
 		Version   int64 `json:"version"`
 		Timestamp int64 `json:"timestamp"`
 	}
@@ -200,6 +220,12 @@ func (s *Sink) parseShadow(payload []byte) (*thingState, error) {
 		return nil, err
 	}
 	th := &thingState{version: doc.Version}
+	if d := doc.State.Desired; len(d) > 0 && string(d) != "null" {
+		var buf bytes.Buffer
+		if err := json.Compact(&buf, d); err == nil {
+			th.desired = buf.Len()
+		}
+	}
 	var stamps *processor.Doc
 	if raw, ok := doc.State.Reported[ReservedKey]; ok {
 		delete(doc.State.Reported, ReservedKey)
@@ -212,11 +238,13 @@ func (s *Sink) parseShadow(payload []byte) (*thingState, error) {
 			}
 		}
 	}
+	// Properties the stamps do not explain count as written when AWS wrote them (their
+	// metadata); the document's own timestamp is when the response was sent, the last resort.
 	fallback := doc.Timestamp * 1e9
 	if fallback == 0 {
 		fallback = s.now().UnixNano()
 	}
-	d, err := rebuild(stamps, doc.State.Reported, fallback)
+	d, err := rebuildMeta(stamps, doc.State.Reported, doc.Metadata.Reported, fallback)
 	if err != nil {
 		return nil, err
 	}

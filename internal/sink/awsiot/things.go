@@ -15,7 +15,19 @@ type thingState struct {
 	typ     string         // its thing type ("" = none, or unknown for a shadow without stamps)
 	version int64          // its shadow's version; 0 = no shadow
 	doc     *processor.Doc // its reported state with coapgw's per-leaf times
+	desired int            // bytes of its desired state (compact JSON; 0 = none), as last read
 }
+
+// thingCost estimates the heap a cached thing holds, in bytes: the cache's entry and state, and
+// per property its node (key, time, value slice) and its key's and value's bytes. It is
+// calibrated on the write path (a state merged from a batch, then compacted), the larger of the
+// two; a state read from a shadow takes less (TestThingCostEstimate measures both).
+func thingCost(th *thingState) int {
+	return 300 + len(th.typ) + 120*th.doc.Properties() + th.doc.Size()
+}
+
+// knownCost estimates the heap of an Ordered sink's cached thing (name, type, entry).
+func knownCost(k known) int { return 160 + len(k.typ) }
 
 type flight struct {
 	done chan struct{}
@@ -23,24 +35,24 @@ type flight struct {
 }
 
 // CachedThings is the number of things in the cache.
-func (s *Sink) CachedThings() int { return s.things.Len() }
+func (s *Sink) CachedThings() int { return s.things.Len() + s.known.Len() }
+
+// CachedBytes is the estimated heap of the things in the cache (bounded by ThingCacheBytes).
+func (s *Sink) CachedBytes() int { return s.things.Bytes() + s.known.Bytes() }
 
 // thing returns what the sink knows of a thing, making sure it exists with type typ: from the
 // cache, else from its shadow, else by creating it. A *permanentError says it cannot be used.
 func (s *Sink) thing(ctx context.Context, typ, name string) (*thingState, error) {
 	if th, ok := s.things.Get(name); ok {
 		s.m.cacheHit.Inc()
-		if th.typ != typ {
-			return nil, conflict(name, th.typ)
-		}
-		return th, nil
+		return th, s.checkType(name, typ, known{typ: th.typ})
 	}
 	s.m.cacheMiss.Inc()
 	th, err := s.loadShadow(ctx, name)
 	if err != nil {
 		return nil, err
 	}
-	if th.typ != "" && th.typ != typ {
+	if th.typ != "" && th.typ != typ && !s.cfg.AdoptThings {
 		// coapgw created it with another type: the registry has the last word.
 		actual, exists, err := s.describe(ctx, name)
 		if err != nil {
@@ -55,7 +67,7 @@ func (s *Sink) thing(ctx context.Context, typ, name string) (*thingState, error)
 			return th, nil
 		}
 	}
-	if th.typ != typ {
+	if th.typ != typ && (th.typ == "" || !s.cfg.AdoptThings) {
 		if err := s.ensureType(ctx, typ); err != nil {
 			return nil, err
 		}
@@ -66,8 +78,8 @@ func (s *Sink) thing(ctx context.Context, typ, name string) (*thingState, error)
 		th.typ = actual
 	}
 	s.things.Add(name, th)
-	if th.typ != typ {
-		return nil, conflict(name, th.typ)
+	if err := s.checkType(name, typ, known{typ: th.typ}); err != nil {
+		return nil, err
 	}
 	return th, nil
 }

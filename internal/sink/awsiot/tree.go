@@ -237,6 +237,13 @@ func readStamps(p []byte, d *processor.Doc, base int64, depth int) ([]byte, erro
 // fallback (the shadow's last update time), so that older records do not overwrite it while newer
 // ones do.
 func rebuild(stamps *processor.Doc, fields map[string]json.RawMessage, fallback int64) (*processor.Doc, error) {
+	return rebuildMeta(stamps, fields, nil, fallback)
+}
+
+// rebuildMeta is rebuild with the shadow's metadata.reported (nil if none): a value the stamps
+// do not explain counts as written at its own metadata timestamp (when AWS wrote it), and only
+// without one at fallback.
+func rebuildMeta(stamps *processor.Doc, fields, meta map[string]json.RawMessage, fallback int64) (*processor.Doc, error) {
 	var st processor.Node // the zero Node, an empty object, stands for no stamps
 	if stamps != nil {
 		st = stamps.Root()
@@ -249,7 +256,7 @@ func rebuild(stamps *processor.Doc, fields map[string]json.RawMessage, fallback 
 	}
 	r := rebuilder{fallback: fallback}
 	r.vals.Grow(size)
-	return r.object(st, fields)
+	return r.object(st, fields, meta)
 }
 
 type rebuilder struct {
@@ -258,7 +265,7 @@ type rebuilder struct {
 }
 
 // object rebuilds an object from its stamps (an object node) and its members.
-func (r *rebuilder) object(stamps processor.Node, fields map[string]json.RawMessage) (*processor.Doc, error) {
+func (r *rebuilder) object(stamps processor.Node, fields, meta map[string]json.RawMessage) (*processor.Doc, error) {
 	d := processor.NewDoc()
 	d.SetFloor(stamps.Time())
 	keys := make([]string, 0, len(fields))
@@ -282,11 +289,14 @@ func (r *rebuilder) object(stamps processor.Node, fields map[string]json.RawMess
 			if stamped && st.Kind() == processor.ObjectNode {
 				sub = st
 			}
-			var sf map[string]json.RawMessage
+			var sf, sm map[string]json.RawMessage
 			if err := json.Unmarshal(raw, &sf); err != nil {
 				return nil, fmt.Errorf("awsiot: shadow reported state: %w", err)
 			}
-			if err := r.setObject(d, key, sub, sf); err != nil {
+			if m, ok := meta[key]; ok && len(m) > 0 && m[0] == '{' {
+				_ = json.Unmarshal(m, &sm) // metadata that does not parse: the fallback time
+			}
+			if err := r.setObject(d, key, sub, sf, sm); err != nil {
 				return nil, err
 			}
 		case ok && string(raw) != "null":
@@ -298,6 +308,8 @@ func (r *rebuilder) object(stamps processor.Node, fields map[string]json.RawMess
 			ts := r.fallback
 			if stamped && st.Kind() == processor.ValueNode {
 				ts = st.Time()
+			} else if t, ok := metaTime(meta[key]); ok {
+				ts = t
 			}
 			if err := d.SetValue(key, ts, r.vals.Bytes()[start:end:end]); err != nil {
 				return nil, fmt.Errorf("awsiot: shadow reported state: %w", err)
@@ -306,7 +318,7 @@ func (r *rebuilder) object(stamps processor.Node, fields map[string]json.RawMess
 		case st.Kind() == processor.DeletedNode:
 			d.SetDeleted(key, st.Time())
 		case st.Kind() == processor.ObjectNode:
-			if err := r.setObject(d, key, st, nil); err != nil {
+			if err := r.setObject(d, key, st, nil, nil); err != nil {
 				return nil, err
 			}
 		default: // a value coapgw wrote that is gone: deleted by someone else since
@@ -318,8 +330,8 @@ func (r *rebuilder) object(stamps processor.Node, fields map[string]json.RawMess
 
 // setObject sets d's member key to the object rebuilt from stamps and fields, unless it is an
 // empty object: nothing to keep.
-func (r *rebuilder) setObject(d *processor.Doc, key string, stamps processor.Node, fields map[string]json.RawMessage) error {
-	o, err := r.object(stamps, fields)
+func (r *rebuilder) setObject(d *processor.Doc, key string, stamps processor.Node, fields, meta map[string]json.RawMessage) error {
+	o, err := r.object(stamps, fields, meta)
 	if err != nil {
 		return err
 	}
@@ -327,4 +339,18 @@ func (r *rebuilder) setObject(d *processor.Doc, key string, stamps processor.Nod
 		d.SetObject(key, o)
 	}
 	return nil
+}
+
+// metaTime is the time (Unix ns) in a leaf's metadata, {"timestamp":<Unix seconds>}.
+func metaTime(raw json.RawMessage) (int64, bool) {
+	if len(raw) == 0 || raw[0] != '{' {
+		return 0, false
+	}
+	var m struct {
+		Timestamp int64 `json:"timestamp"`
+	}
+	if err := json.Unmarshal(raw, &m); err != nil || m.Timestamp <= 0 {
+		return 0, false
+	}
+	return m.Timestamp * 1e9, true
 }

@@ -33,6 +33,7 @@ resource "aws_lambda_function" "processor" {
         COAPGW_IOT_DATA_ENDPOINT = data.aws_iot_endpoint.data.endpoint_address
         COAPGW_PUBLISH_TOPIC     = var.publish_topic
         COAPGW_LOG_LEVEL         = "info"
+        COAPGW_FIFO_QUEUE        = tostring(var.fifo_queue)
       },
       var.lambda_environment,
     )
@@ -51,8 +52,8 @@ resource "aws_lambda_function" "processor" {
 resource "aws_lambda_event_source_mapping" "processor" {
   event_source_arn                   = aws_sqs_queue.main.arn
   function_name                      = aws_lambda_function.processor.arn
-  batch_size                         = var.event_source_batch_size
-  maximum_batching_window_in_seconds = var.event_source_batching_window_seconds
+  batch_size                         = var.fifo_queue ? min(var.event_source_batch_size, 10) : var.event_source_batch_size
+  maximum_batching_window_in_seconds = var.fifo_queue ? null : var.event_source_batching_window_seconds
   function_response_types            = ["ReportBatchItemFailures"]
 
   scaling_config {

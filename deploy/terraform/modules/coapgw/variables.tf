@@ -114,6 +114,12 @@ variable "event_source_batching_window_seconds" {
   }
 }
 
+variable "fifo_queue" {
+  description = "Make the queue (and its DLQ) FIFO: one message group per thing, so the processor writes each batch as one blind shadow update and keeps nothing of its own in state.reported (docs/aws-processing.md, Two write modes). The event source mapping then takes at most 10 messages per batch, with no batching window."
+  type        = bool
+  default     = false
+}
+
 variable "event_source_max_concurrency" {
   description = "Most concurrent processor invocations the SQS event source mapping starts (2-1000). Bounds the rate of AWS IoT API calls."
   type        = number
