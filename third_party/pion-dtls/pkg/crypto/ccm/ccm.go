@@ -202,17 +202,17 @@ func (c *ccm) Seal(dst, nonce, plaintext, adata []byte) []byte {
 		panic(err) // nolint
 	}
 
-	var iv, s0 [ccmBlockSize]byte
+	var blocks [2 * ccmBlockSize]byte // one allocation: c.b.Encrypt makes them escape
+	iv, s0 := blocks[:ccmBlockSize], blocks[ccmBlockSize:]
 	iv[0] = c.L - 1
 	copy(iv[1:ccmBlockSize-c.L], nonce)
-	c.b.Encrypt(s0[:], iv[:])
+	c.b.Encrypt(s0, iv)
 	for i := 0; i < int(c.M); i++ {
 		tag[i] ^= s0[i]
 	}
 	iv[len(iv)-1] |= 1
-	stream := cipher.NewCTR(c.b, iv[:])
 	ret, out := sliceForAppend(dst, len(plaintext)+int(c.M))
-	stream.XORKeyStream(out, plaintext)
+	c.ctr(out, plaintext, iv, s0)
 	copy(out[len(plaintext):], tag)
 
 	return ret
@@ -232,32 +232,56 @@ func (c *ccm) Open(dst, nonce, ciphertext, adata []byte) ([]byte, error) {
 		return nil, errCiphertextTooLong
 	}
 
-	tag := make([]byte, int(c.M))
+	var tagBuf [ccmBlockSize]byte
+	tag := tagBuf[:c.M]
 	copy(tag, ciphertext[len(ciphertext)-int(c.M):])
 	ciphertextWithoutTag := ciphertext[:len(ciphertext)-int(c.M)]
 
-	var iv, s0 [ccmBlockSize]byte
+	var blocks [2 * ccmBlockSize]byte // one allocation: c.b.Encrypt makes them escape
+	iv, s0 := blocks[:ccmBlockSize], blocks[ccmBlockSize:]
 	iv[0] = c.L - 1
 	copy(iv[1:ccmBlockSize-c.L], nonce)
-	c.b.Encrypt(s0[:], iv[:])
+	c.b.Encrypt(s0, iv)
 	for i := 0; i < int(c.M); i++ {
 		tag[i] ^= s0[i]
 	}
 	iv[len(iv)-1] |= 1
-	stream := cipher.NewCTR(c.b, iv[:])
 
-	// Cannot decrypt directly to dst since we're not supposed to
-	// reveal the plaintext to the caller if authentication fails.
-	plaintext := make([]byte, len(ciphertextWithoutTag))
-	stream.XORKeyStream(plaintext, ciphertextWithoutTag)
+	// Decrypted into dst (in place when dst is ciphertext[:0]) and wiped if authentication
+	// fails, as crypto/cipher's GCM does: the caller never sees an unauthenticated plaintext.
+	ret, plaintext := sliceForAppend(dst, len(ciphertextWithoutTag))
+	c.ctr(plaintext, ciphertextWithoutTag, iv, s0)
 	expectedTag, err := c.tag(nonce, plaintext, adata)
 	if err != nil {
+		clear(plaintext)
+
 		return nil, err
 	}
 
 	if subtle.ConstantTimeCompare(tag, expectedTag) != 1 {
+		clear(plaintext)
+
 		return nil, errOpen
 	}
 
-	return append(dst, plaintext...), nil
+	return ret, nil
+}
+
+// ctr XORs src with CCM's key stream, the encryptions of the counter blocks from ctr on
+// (RFC 3610 Section 2.3), into dst, a block at a time, with ks as scratch: cipher.NewCTR
+// allocated a stream (with a copy of the expanded key) per record (coapgw patch, PATCH.md).
+// ctr is incremented in place over the whole block, as crypto/cipher's CTR does; within
+// MaxLength only its last L bytes change. dst and src may alias exactly.
+func (c *ccm) ctr(dst, src, ctr, ks []byte) {
+	for len(src) > 0 {
+		c.b.Encrypt(ks, ctr)
+		n := subtle.XORBytes(dst, src, ks)
+		dst, src = dst[n:], src[n:]
+		for i := ccmBlockSize - 1; i >= 0; i-- {
+			ctr[i]++
+			if ctr[i] != 0 {
+				break
+			}
+		}
+	}
 }
