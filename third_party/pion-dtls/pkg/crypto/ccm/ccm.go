@@ -121,8 +121,9 @@ func (c *ccm) cbcData(mac, data []byte) {
 
 var errPlaintextTooLong = errors.New("ccm: plaintext too large")
 
-func (c *ccm) tag(nonce, plaintext, adata []byte) ([]byte, error) {
-	var mac [ccmBlockSize]byte
+// tag computes the CBC-MAC in mac, ccmBlockSize zero bytes the caller provides (with the
+// caller's other blocks: one allocation, as c.b.Encrypt makes them escape; coapgw patch).
+func (c *ccm) tag(mac, nonce, plaintext, adata []byte) ([]byte, error) {
 
 	if len(adata) > 0 {
 		mac[0] |= 1 << 6
@@ -137,7 +138,7 @@ func (c *ccm) tag(nonce, plaintext, adata []byte) ([]byte, error) {
 	}
 	binary.BigEndian.PutUint64(mac[ccmBlockSize-8:], uint64(len(plaintext)))
 	copy(mac[1:ccmBlockSize-c.L], nonce)
-	c.b.Encrypt(mac[:], mac[:])
+	c.b.Encrypt(mac, mac)
 
 	var block [ccmBlockSize]byte
 	if adataLength := uint64(len(adata)); adataLength > 0 { //nolint:nestif
@@ -159,12 +160,12 @@ func (c *ccm) tag(nonce, plaintext, adata []byte) ([]byte, error) {
 			binary.BigEndian.PutUint64(block[2:i], adataLength)
 		}
 		i = copy(block[i:], adata)
-		c.cbcRound(mac[:], block[:])
-		c.cbcData(mac[:], adata[i:])
+		c.cbcRound(mac, block[:])
+		c.cbcData(mac, adata[i:])
 	}
 
 	if len(plaintext) > 0 {
-		c.cbcData(mac[:], plaintext)
+		c.cbcData(mac, plaintext)
 	}
 
 	return mac[:c.M], nil
@@ -196,14 +197,14 @@ func sliceForAppend(in []byte, n int) (head, tail []byte) {
 //
 // The plaintext and dst may alias exactly or not at all.
 func (c *ccm) Seal(dst, nonce, plaintext, adata []byte) []byte {
-	tag, err := c.tag(nonce, plaintext, adata)
+	var blocks [3 * ccmBlockSize]byte // one allocation: c.b.Encrypt makes them escape
+	mac, iv, s0 := blocks[:ccmBlockSize], blocks[ccmBlockSize:2*ccmBlockSize], blocks[2*ccmBlockSize:]
+	tag, err := c.tag(mac, nonce, plaintext, adata)
 	if err != nil {
 		// The cipher.AEAD interface doesn't allow for an error return.
 		panic(err) // nolint
 	}
 
-	var blocks [2 * ccmBlockSize]byte // one allocation: c.b.Encrypt makes them escape
-	iv, s0 := blocks[:ccmBlockSize], blocks[ccmBlockSize:]
 	iv[0] = c.L - 1
 	copy(iv[1:ccmBlockSize-c.L], nonce)
 	c.b.Encrypt(s0, iv)
@@ -237,8 +238,8 @@ func (c *ccm) Open(dst, nonce, ciphertext, adata []byte) ([]byte, error) {
 	copy(tag, ciphertext[len(ciphertext)-int(c.M):])
 	ciphertextWithoutTag := ciphertext[:len(ciphertext)-int(c.M)]
 
-	var blocks [2 * ccmBlockSize]byte // one allocation: c.b.Encrypt makes them escape
-	iv, s0 := blocks[:ccmBlockSize], blocks[ccmBlockSize:]
+	var blocks [3 * ccmBlockSize]byte // one allocation: c.b.Encrypt makes them escape
+	mac, iv, s0 := blocks[:ccmBlockSize], blocks[ccmBlockSize:2*ccmBlockSize], blocks[2*ccmBlockSize:]
 	iv[0] = c.L - 1
 	copy(iv[1:ccmBlockSize-c.L], nonce)
 	c.b.Encrypt(s0, iv)
@@ -251,7 +252,7 @@ func (c *ccm) Open(dst, nonce, ciphertext, adata []byte) ([]byte, error) {
 	// fails, as crypto/cipher's GCM does: the caller never sees an unauthenticated plaintext.
 	ret, plaintext := sliceForAppend(dst, len(ciphertextWithoutTag))
 	c.ctr(plaintext, ciphertextWithoutTag, iv, s0)
-	expectedTag, err := c.tag(nonce, plaintext, adata)
+	expectedTag, err := c.tag(mac, nonce, plaintext, adata)
 	if err != nil {
 		clear(plaintext)
 

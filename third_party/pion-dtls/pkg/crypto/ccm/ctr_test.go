@@ -18,7 +18,7 @@ import (
 
 // referenceSeal is Seal as pion wrote it, with cipher.NewCTR.
 func referenceSeal(c *ccm, nonce, plaintext, adata []byte) []byte {
-	tag, err := c.tag(nonce, plaintext, adata)
+	tag, err := c.tag(make([]byte, ccmBlockSize), nonce, plaintext, adata)
 	if err != nil {
 		panic(err)
 	}
