@@ -6,13 +6,13 @@ import "runtime/debug"
 // GOGC nor GOMEMLIMIT (either one leaves both to the runtime and the operator).
 //
 // GOGC=200 lets the heap grow to three times what is live between collections instead of
-// twice: a DTLS handshake allocates ~70 KB in pion, so collections are a large share of a
-// handshake's CPU (docs/benchmarks.md, "Handshakes with fewer collections"). The soft memory
-// limit keeps the larger target from raising the peak where it matters: past it the runtime
-// collects earlier, as if GOGC were lower. It is 512 MiB per 100,000 established DTLS sessions
-// allowed (dtls-max-sessions, at least 512 MiB): at the default cap a gateway whose every
-// session is awake holds ~250 MB live, and collects at 512 MiB rather than at twice what is
-// live.
+// twice: pion allocates tens of KB per DTLS handshake, so collections are a large share of a
+// handshake's CPU (docs/benchmarks.md, "Fewer allocations in pion, and a GC default"). The
+// soft memory limit keeps the larger target from raising the peak where it matters: past it
+// the runtime collects earlier, as if GOGC were lower. It is 512 MiB per 100,000 established
+// DTLS sessions allowed (dtls-max-sessions, at least 512 MiB): at the default cap a gateway
+// whose every session is awake holds ~250 MB live and collects at 512 MiB, about where
+// GOGC=100 would, rather than at three times what is live.
 const (
 	defaultGCPercent      = 200
 	memoryLimitPerSession = 512 << 20 / 100_000
