@@ -108,6 +108,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "coapgw:", err)
 		return 2
 	}
+	setGCDefaults(os.Getenv, cfg.DTLS.MaxSessions)
 	g, err := gateway.New(cfg, log)
 	if err != nil {
 		log.Error("start", "err", err)

@@ -1,6 +1,7 @@
 package dtlsrecord
 
 import (
+	"bytes"
 	"testing"
 
 	"github.com/pion/dtls/v3"
@@ -81,6 +82,32 @@ func BenchmarkSealOpen(b *testing.B) {
 		}
 		if _, _, err := server.Open(rec); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// TestSealOpenAllocs: a record sealed and opened costs at most 5 allocations with either
+// suite: pion's CCM, patched (third_party/pion-dtls/PATCH.md), builds no CTR stream per record
+// and opens in place, and the RFC 9146 additional data is built in one allocation (before:
+// 16 with CCM_8, 7 with GCM).
+func TestSealOpenAllocs(t *testing.T) {
+	for _, suite := range []dtls.CipherSuiteID{dtls.TLS_PSK_WITH_AES_128_CCM_8, dtls.TLS_PSK_WITH_AES_128_GCM_SHA256} {
+		server, client := fixedPair(t, suite, true)
+		payload := []byte(`....{"t":21.5,"h":40}.................`)
+		rec := make([]byte, 0, 128)
+		allocs := testing.AllocsPerRun(100, func() {
+			var err error
+			rec, err = client.Seal(rec[:0], TypeApplicationData, payload)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r, _, err := server.Open(rec)
+			if err != nil || !bytes.Equal(r.Data, payload) {
+				t.Fatalf("open: %v, %q", err, r.Data)
+			}
+		})
+		if allocs > 5 {
+			t.Errorf("%v: %.0f allocations per record sealed and opened, want at most 5", suite, allocs)
 		}
 	}
 }

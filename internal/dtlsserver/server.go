@@ -431,7 +431,9 @@ func (s *Server) runSession(ss *session, conn *dtls.Conn, vc *vconn, resumed boo
 		s.m.handshake(resultOK)
 		s.promote(ss)
 	}
-	buf := make([]byte, s.cfg.MaxDatagram)
+	b := s.disp.bufs.Get().(*[]byte) // enqueue copies what it keeps
+	defer s.disp.bufs.Put(b)
+	buf := (*b)[:cap(*b)]
 	slots := make(chan struct{}, dispatchPerSession)
 	for {
 		n, err := conn.Read(buf)

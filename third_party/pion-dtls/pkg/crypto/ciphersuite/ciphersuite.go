@@ -168,7 +168,8 @@ func generateAEADAdditionalData(h *recordlayer.Header, payloadLen int) []byte {
 // generateAEADAdditionalDataCID generates additional data for AEAD ciphers
 // according to https://datatracker.ietf.org/doc/html/rfc9146#name-aead-ciphers
 func generateAEADAdditionalDataCID(h *recordlayer.Header, payloadLen int) []byte {
-	var builder cryptobyte.Builder
+	// Sized up front: a zero Builder grew its buffer five times per record (coapgw patch).
+	builder := cryptobyte.NewBuilder(make([]byte, 0, 23+len(h.ConnectionID)))
 
 	builder.AddUint64(seqNumPlaceholder)
 	builder.AddUint8(uint8(protocol.ContentTypeConnectionID))

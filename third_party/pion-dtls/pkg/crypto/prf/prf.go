@@ -157,8 +157,11 @@ func PreMasterSecret(publicKey, privateKey []byte, curve elliptic.Curve) ([]byte
 //
 // https://tools.ietf.org/html/rfc4346w
 func PHash(secret, seed []byte, requestedLength int, hashFunc HashFunc) ([]byte, error) {
-	hmacSHA256 := func(key, data []byte) ([]byte, error) {
-		mac := hmac.New(hashFunc, key)
+	// One HMAC keyed once, Reset between rounds: hmac.New per round hashed the key's pads
+	// again each time (coapgw patch, PATCH.md).
+	mac := hmac.New(hashFunc, secret)
+	hmacSHA256 := func(_, data []byte) ([]byte, error) {
+		mac.Reset()
 		if _, err := mac.Write(data); err != nil {
 			return nil, err
 		}

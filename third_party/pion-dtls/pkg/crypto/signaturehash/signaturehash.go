@@ -188,17 +188,25 @@ func (a *Algorithm) Unmarshal(sigScheme tls.SignatureScheme) error {
 	}
 
 	// Validate signature algorithm
-	if _, ok := signature.Algorithms()[a.Signature]; !ok {
+	if _, ok := knownSignatures[a.Signature]; !ok {
 		return errInvalidSignatureAlgorithm
 	}
 
 	// Validate hash algorithm
-	if _, ok := hash.Algorithms()[a.Hash]; !ok || (ok && a.Hash == hash.None) {
+	if _, ok := knownHashes[a.Hash]; !ok || (ok && a.Hash == hash.None) {
 		return errInvalidHashAlgorithm
 	}
 
 	return nil
 }
+
+// knownSignatures and knownHashes are built once: signature.Algorithms and hash.Algorithms
+// build a new map at every call, and Unmarshal runs for every scheme a ClientHello lists
+// (coapgw patch, PATCH.md). Only read.
+var (
+	knownSignatures = signature.Algorithms() //nolint:gochecknoglobals
+	knownHashes     = hash.Algorithms()      //nolint:gochecknoglobals
+)
 
 // Marshal encodes the Algorithm to the correct TLS 1.2 byte-split or
 // the TLS 1.3 PSS full uint16 schemes.
