@@ -121,9 +121,8 @@ func (c *ccm) cbcData(mac, data []byte) {
 
 var errPlaintextTooLong = errors.New("ccm: plaintext too large")
 
-// tag computes the CBC-MAC in mac, ccmBlockSize zero bytes the caller provides (with the
-// caller's other blocks: one allocation, as c.b.Encrypt makes them escape; coapgw patch).
-func (c *ccm) tag(mac, nonce, plaintext, adata []byte) ([]byte, error) {
+func (c *ccm) tag(nonce, plaintext, adata []byte) ([]byte, error) {
+	var mac [ccmBlockSize]byte
 
 	if len(adata) > 0 {
 		mac[0] |= 1 << 6
@@ -138,7 +137,7 @@ func (c *ccm) tag(mac, nonce, plaintext, adata []byte) ([]byte, error) {
 	}
 	binary.BigEndian.PutUint64(mac[ccmBlockSize-8:], uint64(len(plaintext)))
 	copy(mac[1:ccmBlockSize-c.L], nonce)
-	c.b.Encrypt(mac, mac)
+	c.b.Encrypt(mac[:], mac[:])
 
 	var block [ccmBlockSize]byte
 	if adataLength := uint64(len(adata)); adataLength > 0 { //nolint:nestif
@@ -160,12 +159,12 @@ func (c *ccm) tag(mac, nonce, plaintext, adata []byte) ([]byte, error) {
 			binary.BigEndian.PutUint64(block[2:i], adataLength)
 		}
 		i = copy(block[i:], adata)
-		c.cbcRound(mac, block[:])
-		c.cbcData(mac, adata[i:])
+		c.cbcRound(mac[:], block[:])
+		c.cbcData(mac[:], adata[i:])
 	}
 
 	if len(plaintext) > 0 {
-		c.cbcData(mac, plaintext)
+		c.cbcData(mac[:], plaintext)
 	}
 
 	return mac[:c.M], nil
@@ -197,23 +196,23 @@ func sliceForAppend(in []byte, n int) (head, tail []byte) {
 //
 // The plaintext and dst may alias exactly or not at all.
 func (c *ccm) Seal(dst, nonce, plaintext, adata []byte) []byte {
-	var blocks [3 * ccmBlockSize]byte // one allocation: c.b.Encrypt makes them escape
-	mac, iv, s0 := blocks[:ccmBlockSize], blocks[ccmBlockSize:2*ccmBlockSize], blocks[2*ccmBlockSize:]
-	tag, err := c.tag(mac, nonce, plaintext, adata)
+	tag, err := c.tag(nonce, plaintext, adata)
 	if err != nil {
 		// The cipher.AEAD interface doesn't allow for an error return.
 		panic(err) // nolint
 	}
 
+	var iv, s0 [ccmBlockSize]byte
 	iv[0] = c.L - 1
 	copy(iv[1:ccmBlockSize-c.L], nonce)
-	c.b.Encrypt(s0, iv)
+	c.b.Encrypt(s0[:], iv[:])
 	for i := 0; i < int(c.M); i++ {
 		tag[i] ^= s0[i]
 	}
 	iv[len(iv)-1] |= 1
+	stream := cipher.NewCTR(c.b, iv[:])
 	ret, out := sliceForAppend(dst, len(plaintext)+int(c.M))
-	c.ctr(out, plaintext, iv, s0)
+	stream.XORKeyStream(out, plaintext)
 	copy(out[len(plaintext):], tag)
 
 	return ret
@@ -233,56 +232,32 @@ func (c *ccm) Open(dst, nonce, ciphertext, adata []byte) ([]byte, error) {
 		return nil, errCiphertextTooLong
 	}
 
-	var tagBuf [ccmBlockSize]byte
-	tag := tagBuf[:c.M]
+	tag := make([]byte, int(c.M))
 	copy(tag, ciphertext[len(ciphertext)-int(c.M):])
 	ciphertextWithoutTag := ciphertext[:len(ciphertext)-int(c.M)]
 
-	var blocks [3 * ccmBlockSize]byte // one allocation: c.b.Encrypt makes them escape
-	mac, iv, s0 := blocks[:ccmBlockSize], blocks[ccmBlockSize:2*ccmBlockSize], blocks[2*ccmBlockSize:]
+	var iv, s0 [ccmBlockSize]byte
 	iv[0] = c.L - 1
 	copy(iv[1:ccmBlockSize-c.L], nonce)
-	c.b.Encrypt(s0, iv)
+	c.b.Encrypt(s0[:], iv[:])
 	for i := 0; i < int(c.M); i++ {
 		tag[i] ^= s0[i]
 	}
 	iv[len(iv)-1] |= 1
+	stream := cipher.NewCTR(c.b, iv[:])
 
-	// Decrypted into dst (in place when dst is ciphertext[:0]) and wiped if authentication
-	// fails, as crypto/cipher's GCM does: the caller never sees an unauthenticated plaintext.
-	ret, plaintext := sliceForAppend(dst, len(ciphertextWithoutTag))
-	c.ctr(plaintext, ciphertextWithoutTag, iv, s0)
-	expectedTag, err := c.tag(mac, nonce, plaintext, adata)
+	// Cannot decrypt directly to dst since we're not supposed to
+	// reveal the plaintext to the caller if authentication fails.
+	plaintext := make([]byte, len(ciphertextWithoutTag))
+	stream.XORKeyStream(plaintext, ciphertextWithoutTag)
+	expectedTag, err := c.tag(nonce, plaintext, adata)
 	if err != nil {
-		clear(plaintext)
-
 		return nil, err
 	}
 
 	if subtle.ConstantTimeCompare(tag, expectedTag) != 1 {
-		clear(plaintext)
-
 		return nil, errOpen
 	}
 
-	return ret, nil
-}
-
-// ctr XORs src with CCM's key stream, the encryptions of the counter blocks from ctr on
-// (RFC 3610 Section 2.3), into dst, a block at a time, with ks as scratch: cipher.NewCTR
-// allocated a stream (with a copy of the expanded key) per record (coapgw patch, PATCH.md).
-// ctr is incremented in place over the whole block, as crypto/cipher's CTR does; within
-// MaxLength only its last L bytes change. dst and src may alias exactly.
-func (c *ccm) ctr(dst, src, ctr, ks []byte) {
-	for len(src) > 0 {
-		c.b.Encrypt(ks, ctr)
-		n := subtle.XORBytes(dst, src, ks)
-		dst, src = dst[n:], src[n:]
-		for i := ccmBlockSize - 1; i >= 0; i-- {
-			ctr[i]++
-			if ctr[i] != 0 {
-				break
-			}
-		}
-	}
+	return append(dst, plaintext...), nil
 }
