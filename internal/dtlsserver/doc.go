@@ -102,8 +102,8 @@
 // at a time; the server's share from go tool pprof -tagfocus side=server on -cpuprofile), 2
 // vCPU shared with other work (load average 11): a CON POST and its 2.04 cost the server ~6.3
 // µs over 64 DTLS sessions in the record layer (~13.7 µs with pion's per-Conn path, same run)
-// against ~3.0 µs over plain CoAP; a full PSK handshake with cookie ~76 µs of server CPU (~235
-// µs with the client). What the record layer adds per message is pion's AES-CCM (~0.9 µs a
+// against ~3.0 µs over plain CoAP; a full PSK handshake with cookie ~75–80 µs of server CPU (~235
+// µs with the client; after the pion patches of third_party/pion-dtls/PATCH.md, 76–100 before). What the record layer adds per message is pion's AES-CCM (~0.9 µs a
 // record each way, BenchmarkSealOpen in package dtlsrecord) and, one request at a time, a
 // sender wake-up per answer, which batches amortise under load. docs/benchmarks.md has make
 // bench's figures.
