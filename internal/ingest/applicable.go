@@ -10,6 +10,7 @@ import (
 	"github.com/coapgw/coapgw/internal/coapmsg"
 	"github.com/coapgw/coapgw/internal/coapserver"
 	"github.com/coapgw/coapgw/internal/processor"
+	"github.com/coapgw/coapgw/internal/record"
 )
 
 // Registry is what the device API reads from the local registry (local mode), so that a record
@@ -139,7 +140,12 @@ func (h *Handler) Processed(seq uint64) {
 // known yet (or the registry cannot be read).
 func (h *Handler) admitShadow(w *coapserver.ResponseWriter, r *coapserver.Request, e *thingEntry) bool {
 	s := h.shadows
-	payload := r.Payload()
+	// The bounds below are of the payload's JSON form, what the registry merges.
+	payload, err := record.ToJSON(nil, contentFormat(r), r.Payload(), h.cfg.MaxDepth)
+	if err != nil { // validate accepted it: cannot happen
+		h.reject(w, coapmsg.BadRequest, "payload cannot be decoded")
+		return false
+	}
 	// A key is rendered with \u0008 and \u000c where the payload may say \b and \f: 4 bytes
 	// more per backslash covers it.
 	size, props := len(payload)+4*bytes.Count(payload, backslash), bytes.Count(payload, colon)
@@ -159,7 +165,6 @@ func (h *Handler) admitShadow(w *coapserver.ResponseWriter, r *coapserver.Reques
 			return false
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		var err error
 		state, err = s.reg.State(ctx, string(r.Path(1)))
 		cancel()
 		if err != nil {

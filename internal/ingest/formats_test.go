@@ -1,0 +1,142 @@
+package ingest
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/fxamacker/cbor/v2"
+
+	"github.com/coapgw/coapgw/internal/processor"
+	"github.com/coapgw/coapgw/internal/record"
+)
+
+// TestJSONCBOREquivalence is the property that makes CBOR a second spelling of JSON: a random
+// object sent as JSON and as CBOR is accepted or refused alike by the device API's checks, and
+// when accepted gives the same document (state, history numbers, size, properties). The objects
+// break the rules now and then (empty keys, NUL, nesting past 6) so that refusals are compared
+// too.
+func TestJSONCBOREquivalence(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	ems := []cbor.EncMode{}
+	for _, o := range []cbor.EncOptions{{}, {ShortestFloat: cbor.ShortestFloat16}} {
+		em, err := o.EncMode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ems = append(ems, em)
+	}
+	accepted, refused := 0, 0
+	for i := range 3000 {
+		obj := randObject(rng, 1)
+		var jb bytes.Buffer
+		enc := json.NewEncoder(&jb)
+		enc.SetEscapeHTML(false)
+		if err := enc.Encode(obj); err != nil {
+			t.Fatal(err)
+		}
+		js := bytes.TrimSpace(jb.Bytes())
+		cb, err := ems[i%2].Marshal(obj)
+		if err != nil {
+			t.Fatal(err)
+		}
+		errJSON := checkJSONObject(js, 6)
+		conv, errCBOR := record.ToJSON(nil, record.FormatCBOR, cb, 6)
+		if errCBOR == nil {
+			errCBOR = checkJSONObject(conv, 6)
+		}
+		if (errJSON == nil) != (errCBOR == nil) {
+			t.Fatalf("%s: JSON check %v, CBOR check %v", js, errJSON, errCBOR)
+		}
+		if errJSON != nil {
+			refused++
+			continue
+		}
+		accepted++
+		dj, err1 := processor.DecodeJSON(js, 7)
+		dc, err2 := processor.DecodeCBOR(cb, 7)
+		if err1 != nil || err2 != nil {
+			t.Fatalf("%s: decode JSON %v, CBOR %v", js, err1, err2)
+		}
+		var sj, sc any
+		if err := json.Unmarshal(dj.AppendState(nil), &sj); err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal(dc.AppendState(nil), &sc); err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(sj, sc) || numbers(dj) != numbers(dc) || dj.Properties() != dc.Properties() || dj.Depth() != dc.Depth() {
+			t.Fatalf("JSON %s gives state %s\nCBOR %x gives %s", js, dj.AppendState(nil), cb, dc.AppendState(nil))
+		}
+	}
+	if accepted < 1000 || refused < 100 {
+		t.Fatalf("%d accepted, %d refused: the generator does not cover both", accepted, refused)
+	}
+}
+
+func numbers(d *processor.Doc) string {
+	var b strings.Builder
+	d.Numbers(func(path string, v float64) { fmt.Fprintf(&b, "%s=%v;", path, v) })
+	return b.String()
+}
+
+func randObject(rng *rand.Rand, depth int) map[string]any {
+	m := map[string]any{}
+	for range rng.IntN(5) {
+		m[randString(rng, true)] = randValue(rng, depth)
+	}
+	return m
+}
+
+func randValue(rng *rand.Rand, depth int) any {
+	switch rng.IntN(9) {
+	case 0:
+		if depth < 7 {
+			return randObject(rng, depth+1)
+		}
+		return nil
+	case 1:
+		if depth < 7 {
+			a := make([]any, rng.IntN(4))
+			for i := range a {
+				a[i] = randValue(rng, depth+1)
+			}
+			return a
+		}
+		return true
+	case 2:
+		return rng.Int64N(1<<40) - 1<<39
+	case 3:
+		return rng.Uint64()
+	case 4:
+		return math.Float64frombits(rng.Uint64()&^(0x7ff<<52) | uint64(rng.IntN(0x7fe))<<52) // finite
+	case 5:
+		return float64(rng.IntN(2000)) / 8
+	case 6:
+		return randString(rng, false)
+	case 7:
+		return rng.IntN(2) == 0
+	}
+	return nil
+}
+
+func randString(rng *rand.Rand, key bool) string {
+	alphabet := []string{"a", "b", "temp", "\"", "\\", "\n", "\x01", "é", "💡", "<"}
+	if rng.IntN(40) == 0 {
+		alphabet = append(alphabet, "\x00")
+	}
+	n := rng.IntN(4)
+	if key && n == 0 && rng.IntN(4) != 0 {
+		n = 1 // mostly nonempty keys
+	}
+	var b strings.Builder
+	for range n {
+		b.WriteString(alphabet[rng.IntN(len(alphabet))])
+	}
+	return b.String()
+}
