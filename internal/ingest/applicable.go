@@ -135,13 +135,16 @@ func (h *Handler) Processed(seq uint64) {
 	}
 }
 
+// decoders are the processor's: what the device API predicts is what the registry will do.
+var decoders = processor.DefaultDecoders()
+
 // admitShadow lets r's record through and counts it in e's budget, or answers r and returns
 // false: 4.13 if the record would take the thing's state past a limit, 5.03 if that cannot be
 // known yet (or the registry cannot be read).
 func (h *Handler) admitShadow(w *coapserver.ResponseWriter, r *coapserver.Request, e *thingEntry) bool {
 	s := h.shadows
 	// The bounds below are of the payload's JSON form, what the registry merges.
-	payload, err := record.ToJSON(nil, contentFormat(r), r.Payload(), h.cfg.MaxDepth)
+	payload, err := record.ToJSON(nil, contentFormat(r), r.Payload(), h.cfg.MaxDepth, r.Received.UnixNano())
 	if err != nil { // validate accepted it: cannot happen
 		h.reject(w, coapmsg.BadRequest, "payload cannot be decoded")
 		return false
@@ -176,7 +179,8 @@ func (h *Handler) admitShadow(w *coapserver.ResponseWriter, r *coapserver.Reques
 		e.size, e.props = state.Size(), state.Properties() // exact: nothing is pending
 	}
 	// The document keeps references to the payload, which the request's buffer is not.
-	rec, err := processor.DecodeJSON(bytes.Clone(payload), r.Received.UnixNano())
+	// (A CBOR or SenML payload is decoded as the processor will, with the readings' own times.)
+	rec, err := decoders[contentFormat(r)].Decode(bytes.Clone(r.Payload()), r.Received.UnixNano())
 	if err != nil { // validate accepted it: cannot happen
 		h.reject(w, coapmsg.BadRequest, "payload cannot be decoded")
 		return false

@@ -12,6 +12,7 @@ import (
 
 	"github.com/fxamacker/cbor/v2"
 
+	"github.com/coapgw/coapgw/internal/coapmsg"
 	"github.com/coapgw/coapgw/internal/processor"
 	"github.com/coapgw/coapgw/internal/record"
 )
@@ -46,7 +47,7 @@ func TestJSONCBOREquivalence(t *testing.T) {
 			t.Fatal(err)
 		}
 		errJSON := checkJSONObject(js, 6)
-		conv, errCBOR := record.ToJSON(nil, record.FormatCBOR, cb, 6)
+		conv, errCBOR := record.ToJSON(nil, record.FormatCBOR, cb, 6, 0)
 		if errCBOR == nil {
 			errCBOR = checkJSONObject(conv, 6)
 		}
@@ -139,4 +140,34 @@ func randString(rng *rand.Rand, key bool) string {
 		b.WriteString(alphabet[rng.IntN(len(alphabet))])
 	}
 	return b.String()
+}
+
+// TestFormatsStored: a CBOR map, a SenML JSON pack and a SenML CBOR pack get 2.04 and are stored
+// byte for byte with their Content-Format, for the processor to decode.
+func TestFormatsStored(t *testing.T) {
+	senmlCBOR, _ := cbor.Marshal([]map[int]any{{-2: "d/", 0: "temp", 1: "Cel", 2: 21.5}})
+	for _, c := range []struct {
+		name    string
+		cf      uint16
+		payload string
+	}{
+		{"CBOR", record.FormatCBOR, "\xa1\x64temp\xf9\x4d\x60"},
+		{"SenML JSON", record.FormatSenMLJSON, `[{"bn":"d/","n":"temp","u":"Cel","v":21.5},{"n":"temp","t":-60,"v":21}]`},
+		{"SenML CBOR", record.FormatSenMLCBOR, string(senmlCBOR)},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := newRig(t)
+			resp := r.do(coapmsg.POST, append(pathOpts("a", "b"), cf(byte(c.cf))), c.payload)
+			if resp.Code != coapmsg.Changed {
+				t.Fatalf("code %v %q, want 2.04", resp.Code, resp.Payload)
+			}
+			var rec record.Record
+			if r.sp.stored() != 1 || record.Decode(r.sp.data[0], &rec) != nil {
+				t.Fatalf("%d records stored, want 1", r.sp.stored())
+			}
+			if rec.ContentFormat != c.cf || string(rec.Payload) != c.payload {
+				t.Errorf("stored cf %d %x, want cf %d %x", rec.ContentFormat, rec.Payload, c.cf, c.payload)
+			}
+		})
+	}
 }

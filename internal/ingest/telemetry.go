@@ -33,7 +33,7 @@ func (h *Handler) validate(next coapserver.Handler) coapserver.Handler {
 			h.reject(w, coapmsg.BadRequest, "empty payload: want a JSON object")
 		default:
 			bp := h.bufs.Get().(*[]byte)
-			js, err := record.ToJSON((*bp)[:0], contentFormat(r), r.Payload(), h.cfg.MaxDepth)
+			js, err := record.ToJSON((*bp)[:0], contentFormat(r), r.Payload(), h.cfg.MaxDepth, r.Received.UnixNano())
 			if err == nil {
 				keys := h.keys.Get().(*jsonscan.Keys)
 				err = scanPayload(js, h.cfg.MaxDepth, keys)

@@ -30,12 +30,15 @@ func (f DecoderFunc) Decode(payload []byte, ts int64) (*Doc, error) { return f(p
 // for a request that had none.
 type Decoders map[uint16]Decoder
 
-// DefaultDecoders decodes JSON objects, with Content-Format 50 or none, and CBOR maps (60).
+// DefaultDecoders decodes JSON objects, with Content-Format 50 or none, CBOR maps (60) and SenML
+// packs (110 JSON, 112 CBOR).
 func DefaultDecoders() Decoders {
 	return Decoders{
 		record.FormatJSON:      DecoderFunc(DecodeJSON),
 		record.NoContentFormat: DecoderFunc(DecodeJSON),
 		record.FormatCBOR:      DecoderFunc(DecodeCBOR),
+		record.FormatSenMLJSON: SenMLDecoder(record.FormatSenMLJSON),
+		record.FormatSenMLCBOR: SenMLDecoder(record.FormatSenMLCBOR),
 	}
 }
 

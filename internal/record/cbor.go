@@ -303,25 +303,36 @@ func AppendJSONNumber(dst []byte, f float64, bits int) []byte {
 	return dst
 }
 
-// ToJSON appends to dst the JSON object that a payload of Content-Format cf stands for and
-// returns it: a JSON payload (50, or none) is returned as it is, without copying; a CBOR one (60)
-// is converted (CBORToJSON). It returns ErrFormat for any other format. The caller applies the
-// JSON rules to the result.
-func ToJSON(dst []byte, cf uint16, payload []byte, maxDepth int) ([]byte, error) {
+// ToJSON appends to dst the JSON object that a payload of Content-Format cf, received at now
+// (Unix nanoseconds), stands for and returns it: a JSON payload (50, or none) is returned as it
+// is, without copying; a CBOR one (60) is converted (CBORToJSON); a SenML pack (110, 112) becomes
+// the object of each name's latest value (senml.go). It returns ErrFormat for any other format.
+// The caller applies the JSON rules to the result.
+func ToJSON(dst []byte, cf uint16, payload []byte, maxDepth int, now int64) ([]byte, error) {
 	switch cf {
 	case FormatJSON, NoContentFormat:
 		return payload, nil
 	case FormatCBOR:
 		return CBORToJSON(dst, payload, maxDepth)
+	case FormatSenMLJSON, FormatSenMLCBOR:
+		rs, err := ParseSenML(nil, cf, payload, now)
+		if err != nil {
+			return dst, err
+		}
+		return SenMLToJSON(dst, rs), nil
 	}
 	return dst, ErrFormat
 }
 
 // ErrFormat: a Content-Format a record cannot carry.
-var ErrFormat = errors.New("content-format must be 50 (JSON) or 60 (CBOR)")
+var ErrFormat = errors.New("content-format must be 50 (JSON), 60 (CBOR), 110 or 112 (SenML)")
 
 // Accepted reports whether a record may carry a payload of Content-Format cf (none counts as
 // JSON).
 func Accepted(cf uint16) bool {
-	return cf == FormatJSON || cf == NoContentFormat || cf == FormatCBOR
+	switch cf {
+	case FormatJSON, NoContentFormat, FormatCBOR, FormatSenMLJSON, FormatSenMLCBOR:
+		return true
+	}
+	return false
 }

@@ -165,3 +165,5 @@ func approxEqual(j, c any) bool {
 	}
 	return reflect.DeepEqual(j, c)
 }
+
+func jsonUnmarshal(s string, v any) error { return json.Unmarshal([]byte(s), v) }
