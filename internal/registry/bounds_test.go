@@ -279,6 +279,7 @@ func TestMigrationToBoundsCountsHistory(t *testing.T) {
 	}
 	if _, err := e.r.wdb.ExecContext(t.Context(), `DROP INDEX history_by_t_last;
 		ALTER TABLE totals DROP COLUMN set_aside_dropped; ALTER TABLE totals DROP COLUMN history_bytes;
+		ALTER TABLE properties DROP COLUMN unit; -- migration 7
 		PRAGMA user_version = 5`); err != nil {
 		t.Fatal(err)
 	}

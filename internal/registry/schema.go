@@ -104,6 +104,10 @@ var migrations = []migration{
 	// 6: bounds (bounds.go): the set-aside records dropped for MaxSetAside, the history's
 	// estimated size on disk for HistoryMaxBytes, and an index to find its oldest chunks.
 	{fn: migrateBounds},
+
+	// 7: the unit of a property (SenML readings carry one, history_write.go): the last unit a
+	// reading of that property came with, "" if none did.
+	{sql: `ALTER TABLE properties ADD COLUMN unit TEXT NOT NULL DEFAULT '';`},
 }
 
 // migration is one schema step: SQL, or a function for what SQL alone cannot do.
