@@ -171,3 +171,14 @@ func TestFormatsStored(t *testing.T) {
 		})
 	}
 }
+
+// TestBenchPayloadsAgree: the benchmark's payloads are the same reading.
+func TestBenchPayloadsAgree(t *testing.T) {
+	want := string(benchPayloads[record.FormatJSON])
+	for f, p := range benchPayloads {
+		js, err := record.ToJSON(nil, f, p, 6, 0)
+		if err != nil || string(js) != want {
+			t.Errorf("format %d: %s, %v; want %s", f, js, err, want)
+		}
+	}
+}
