@@ -52,7 +52,7 @@ func historyOf(t *testing.T, g *gw, thing string, n int) map[string]apiUnitSerie
 // samples as SenML CBOR; libcoap's client posts SenML JSON (-t 110; its -e
 // would take a "%" in the payload for percent-encoding, hence no "%RH"). The CBOR thing's shadow is
 // the JSON thing's; the SenML things' history has one point per reading at the device's times,
-// with the unit; refused CBOR gets 4.00 naming what is wrong.
+// with the unit; refused CBOR gets 4.00 naming what is wrong; GET /health with Accept 60 gets CBOR.
 func TestFormatsEndToEnd(t *testing.T) {
 	if err := exec.Command("python3", "-c", "import aiocoap, cbor2").Run(); err != nil {
 		if httpapitest.RequirePeers() {
@@ -88,6 +88,7 @@ func TestFormatsEndToEnd(t *testing.T) {
 		"cbor-bytes":   {"4.00", "byte strings"},
 		"cbor-tag":     {"4.00", "tags are not supported"},
 		"senml-future": {"4.00", "in the future"},
+		"health-cbor":  {"2.05", "cf=60 status=ok"},
 	} {
 		if a := got[name]; a[0] != want[0] || !strings.Contains(a[1], want[1]) {
 			t.Errorf("%s: %s %q, want %s containing %q", name, a[0], a[1], want[0], want[1])

@@ -182,3 +182,46 @@ func TestBenchPayloadsAgree(t *testing.T) {
 		}
 	}
 }
+
+// TestHealthInCBOR: GET /health with Accept 60 gets the same answer as a CBOR map, Content-Format
+// 60; Accept 50 and none get JSON; another Accept gets 4.06.
+func TestHealthInCBOR(t *testing.T) {
+	r := newRig(t)
+	pad := coapmsg.Option{Number: coapmsg.URIHost, Value: []byte(strings.Repeat("h", 60))} // no Echo needed
+	for _, c := range []struct {
+		accept []coapmsg.Option
+		code   coapmsg.Code
+		cf     uint32
+	}{
+		{[]coapmsg.Option{cf(60)}, coapmsg.Content, 60},
+		{[]coapmsg.Option{cf(50)}, coapmsg.Content, 50},
+		{nil, coapmsg.Content, 50},
+		{[]coapmsg.Option{cf(41)}, coapmsg.NotAcceptable, 0},
+	} {
+		opts := append(pathOpts("health"), pad)
+		for _, a := range c.accept {
+			opts = append(opts, coapmsg.Option{Number: coapmsg.Accept, Value: a.Value})
+		}
+		resp := r.do(coapmsg.GET, opts, "")
+		if resp.Code != c.code {
+			t.Fatalf("accept %v: %v %q", c.accept, resp.Code, resp.Payload)
+		}
+		if c.code != coapmsg.Content {
+			continue
+		}
+		var got uint32
+		if o, ok := resp.Option(coapmsg.ContentFormat); ok {
+			got, _ = coapmsg.Uint(o)
+		}
+		var v map[string]any
+		var err error
+		if c.cf == 60 {
+			err = cbor.Unmarshal(resp.Payload, &v)
+		} else {
+			err = json.Unmarshal(resp.Payload, &v)
+		}
+		if got != c.cf || err != nil || v["status"] != "ok" || len(v) != 4 {
+			t.Errorf("accept %v: cf %d, %v %v; want cf %d with status ok and 4 keys", c.accept, got, v, err, c.cf)
+		}
+	}
+}

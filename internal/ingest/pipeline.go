@@ -10,7 +10,8 @@ import (
 // meets its parts. Every step either answers the request or hands it to the next:
 //
 //	(coapserver: option checks, 4.02 and 5.05, and Block1 bodies reassembled, before any of this)
-//	router       /.well-known/core, /health: GET only, acceptable Accept, then the resource;
+//	router       /.well-known/core, /health: GET only, acceptable Accept (/health: JSON or
+//	             CBOR), then the resource;
 //	             POST and PUT: telemetry; else 4.05 or 4.04
 //	telemetry:
 //	  validate   /{type}/{id}, names, Content-Format, size, JSON object and the shadow rules:
@@ -36,8 +37,8 @@ func (h *Handler) pipeline() coapserver.Handler {
 		h.thingCheck, // --max-things 5.03; local mode: another type 4.00, shadow too big 4.13
 	)
 	return &router{
-		wellKnown: getOnly(coapmsg.FormatLinkFormat, coapserver.HandlerFunc(h.wellKnown)),
-		health:    getOnly(record.FormatJSON, coapserver.HandlerFunc(h.health)),
+		wellKnown: getOnly(coapserver.HandlerFunc(h.wellKnown), coapmsg.FormatLinkFormat),
+		health:    getOnly(coapserver.HandlerFunc(h.health), record.FormatJSON, record.FormatCBOR),
 		telemetry: telemetry,
 	}
 }

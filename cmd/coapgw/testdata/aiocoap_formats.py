@@ -8,7 +8,7 @@ import json
 import sys
 
 import cbor2
-from aiocoap import POST, Context, Message
+from aiocoap import GET, POST, Context, Message
 
 
 async def main(hostport, bt):
@@ -33,6 +33,19 @@ async def main(hostport, bt):
     await req("cbor-bytes", "/sensor/cb-2", cbor2.dumps({"raw": b"\x01\x02"}), 60)
     await req("cbor-tag", "/sensor/cb-2", cbor2.dumps({"t": cbor2.CBORTag(1, 1700000000)}), 60)
     await req("senml-future", "/sensor/sm-2", cbor2.dumps([{0: "x", 2: 1.0, 6: bt + 3 * 3600}]), 112)
+    # /health in the device's format: Accept 60 gets a CBOR map (after an Echo round trip,
+    # RFC 9175, as the answer is larger than three times the request).
+    def health():
+        m = Message(code=GET, uri=f"coap://{hostport}/health")
+        m.opt.accept = 60
+        return m
+    r = await asyncio.wait_for(ctx.request(health()).response, 20)
+    if r.code.dotted == "4.01" and r.opt.echo is not None:
+        m = health()
+        m.opt.echo = r.opt.echo
+        r = await asyncio.wait_for(ctx.request(m).response, 20)
+    status = cbor2.loads(r.payload).get("status") if r.opt.content_format == 60 else None
+    out.append({"name": "health-cbor", "code": r.code.dotted, "payload": f"cf={int(r.opt.content_format)} status={status}"})
     await ctx.shutdown()
     for o in out:
         print(json.dumps(o))
