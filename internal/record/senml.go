@@ -1,15 +1,12 @@
 package record
 
 import (
-	"bytes"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
 	"slices"
 	"strconv"
-	"unicode/utf8"
 
 	"github.com/fxamacker/cbor/v2"
 )
@@ -54,29 +51,59 @@ type Reading struct {
 	IsNum bool
 }
 
-// senmlRecord is one SenML record as sent: JSON labels and CBOR integer labels (§6).
+// senmlRecord is one SenML CBOR record as sent (§6: integer labels); fxamacker/cbor decodes it.
 type senmlRecord struct {
-	BVer *float64 `json:"bver" cbor:"-1,keyasint"`
-	BN   *string  `json:"bn" cbor:"-2,keyasint"`
-	BT   *float64 `json:"bt" cbor:"-3,keyasint"`
-	BU   *string  `json:"bu" cbor:"-4,keyasint"`
-	BV   *float64 `json:"bv" cbor:"-5,keyasint"`
-	BS   *float64 `json:"bs" cbor:"-6,keyasint"`
-	N    string   `json:"n" cbor:"0,keyasint"`
-	U    string   `json:"u" cbor:"1,keyasint"`
-	V    *float64 `json:"v" cbor:"2,keyasint"`
-	VS   *string  `json:"vs" cbor:"3,keyasint"`
-	VB   *bool    `json:"vb" cbor:"4,keyasint"`
-	S    *float64 `json:"s" cbor:"5,keyasint"`
-	T    float64  `json:"t" cbor:"6,keyasint"`
-	VD   *string  `json:"vd" cbor:"-"`
-	VDB  []byte   `json:"-" cbor:"8,keyasint"`
+	BVer *float64 `cbor:"-1,keyasint"`
+	BN   *string  `cbor:"-2,keyasint"`
+	BT   *float64 `cbor:"-3,keyasint"`
+	BU   *string  `cbor:"-4,keyasint"`
+	BV   *float64 `cbor:"-5,keyasint"`
+	BS   *float64 `cbor:"-6,keyasint"`
+	N    string   `cbor:"0,keyasint"`
+	U    string   `cbor:"1,keyasint"`
+	V    *float64 `cbor:"2,keyasint"`
+	VS   *string  `cbor:"3,keyasint"`
+	VB   *bool    `cbor:"4,keyasint"`
+	S    *float64 `cbor:"5,keyasint"`
+	T    float64  `cbor:"6,keyasint"`
+	VD   []byte   `cbor:"8,keyasint"`
+}
+
+// fields is r as senmlFields.
+func (r *senmlRecord) fields() senmlFields {
+	f := senmlFields{n: r.N, u: r.U, t: r.T, vdb: r.VD}
+	setF := func(p *float64, dst *float64, bit uint16) {
+		if p != nil {
+			*dst, f.has = *p, f.has|bit
+		}
+	}
+	setS := func(p *string, dst *string, bit uint16) {
+		if p != nil {
+			*dst, f.has = *p, f.has|bit
+		}
+	}
+	setF(r.BVer, &f.bver, hasBVer)
+	setF(r.BT, &f.bt, hasBT)
+	setF(r.BV, &f.bv, hasBV)
+	setF(r.BS, &f.bs, hasBS)
+	setF(r.V, &f.v, hasV)
+	setF(r.S, &f.s, hasS)
+	setS(r.BN, &f.bn, hasBN)
+	setS(r.BU, &f.bu, hasBU)
+	setS(r.VS, &f.vs, hasVS)
+	if r.VB != nil {
+		f.vb, f.has = *r.VB, f.has|hasVB
+	}
+	if r.VD != nil {
+		f.has |= hasVDB
+	}
+	return f
 }
 
 var senmlCBOR = func() cbor.DecMode {
 	dm, err := cbor.DecOptions{
 		DupMapKey:        cbor.DupMapKeyEnforcedAPF,
-		MaxNestedLevels:  4,
+		MaxNestedLevels:  16,
 		MaxArrayElements: 1 << 16,
 		MaxMapPairs:      1 << 10,
 		TagsMd:           cbor.TagsForbidden,
@@ -93,23 +120,21 @@ var senmlCBOR = func() cbor.DecMode {
 // ParseSenML appends to dst the readings of a SenML pack of Content-Format cf (110 or 112),
 // received at now (Unix nanoseconds).
 func ParseSenML(dst []Reading, cf uint16, payload []byte, now int64) ([]Reading, error) {
-	var pack []senmlRecord
+	var pack []senmlFields
 	switch cf {
 	case FormatSenMLJSON:
-		if !utf8.Valid(payload) {
-			return dst, errors.New("SenML JSON is not UTF-8")
-		}
-		if err := json.Unmarshal(payload, &pack); err != nil {
-			return dst, fmt.Errorf("invalid SenML JSON: %s", jsonReason(err))
-		}
-		if bytes.Contains(payload, []byte(`_"`)) {
-			if err := mustUnderstand(payload); err != nil {
-				return dst, err
-			}
+		var err error
+		if pack, err = readSenMLJSON(make([]senmlFields, 0, 8), payload); err != nil {
+			return dst, err
 		}
 	case FormatSenMLCBOR:
-		if err := senmlCBOR.Unmarshal(payload, &pack); err != nil {
+		var recs []senmlRecord
+		if err := senmlCBOR.Unmarshal(payload, &recs); err != nil {
 			return dst, fmt.Errorf("invalid SenML CBOR: %s", cborReason(err))
+		}
+		pack = make([]senmlFields, len(recs))
+		for i := range recs {
+			pack[i] = recs[i].fields()
 		}
 	default:
 		return dst, ErrFormat
@@ -121,32 +146,32 @@ func ParseSenML(dst []Reading, cf uint16, payload []byte, now int64) ([]Reading,
 	var bt, bv, bs float64
 	for i := range pack {
 		r := &pack[i]
-		if r.BVer != nil && *r.BVer > 10 {
-			return dst, fmt.Errorf("SenML version %v not supported", *r.BVer)
+		if r.has&hasBVer != 0 && r.bver > 10 {
+			return dst, fmt.Errorf("SenML version %v not supported", r.bver)
 		}
-		if r.BN != nil {
-			bn = *r.BN
+		if r.has&hasBN != 0 {
+			bn = r.bn
 		}
-		if r.BU != nil {
-			bu = *r.BU
+		if r.has&hasBU != 0 {
+			bu = r.bu
 		}
-		if r.BT != nil {
-			bt = *r.BT
+		if r.has&hasBT != 0 {
+			bt = r.bt
 		}
-		if r.BV != nil {
-			bv = *r.BV
+		if r.has&hasBV != 0 {
+			bv = r.bv
 		}
-		if r.BS != nil {
-			bs = *r.BS
+		if r.has&hasBS != 0 {
+			bs = r.bs
 		}
-		rd := Reading{Name: bn + r.N, Unit: r.U}
+		rd := Reading{Name: bn + r.n, Unit: r.u}
 		if rd.Unit == "" {
 			rd.Unit = bu
 		}
 		if !validSenMLName(rd.Name) {
 			return dst, fmt.Errorf("SenML record %d: bad name %.32q", i, rd.Name)
 		}
-		t := bt + r.T
+		t := bt + r.t
 		if !finite(t) || !finite(bv) || !finite(bs) || math.Abs(t) >= 1e10 {
 			return dst, fmt.Errorf("SenML record %d: bad time or base value", i)
 		}
@@ -159,18 +184,18 @@ func ParseSenML(dst []Reading, cf uint16, payload []byte, now int64) ([]Reading,
 			return dst, fmt.Errorf("SenML record %d: time %.0f s in the future", i, float64(rd.Time-now)/1e9)
 		}
 		switch {
-		case r.V != nil:
-			rd.Num, rd.IsNum = bv+*r.V, true
-		case r.VS != nil:
-			rd.Value = appendQuoted(nil, []byte(*r.VS))
-		case r.VB != nil:
-			rd.Value = strconv.AppendBool(nil, *r.VB)
-		case r.VD != nil:
-			rd.Value = appendQuoted(nil, []byte(*r.VD))
-		case r.VDB != nil:
-			rd.Value = appendQuoted(nil, base64.RawURLEncoding.AppendEncode(nil, r.VDB))
-		case r.S != nil:
-			rd.Num, rd.IsNum = bs+*r.S, true
+		case r.has&hasV != 0:
+			rd.Num, rd.IsNum = bv+r.v, true
+		case r.has&hasVS != 0:
+			rd.Value = appendQuoted(nil, []byte(r.vs))
+		case r.has&hasVB != 0:
+			rd.Value = strconv.AppendBool(nil, r.vb)
+		case r.has&hasVD != 0:
+			rd.Value = appendQuoted(nil, []byte(r.vd))
+		case r.has&hasVDB != 0:
+			rd.Value = appendQuoted(nil, base64.RawURLEncoding.AppendEncode(nil, r.vdb))
+		case r.has&hasS != 0:
+			rd.Num, rd.IsNum = bs+r.s, true
 		default:
 			return dst, fmt.Errorf("SenML record %d (%.32s) has no value", i, rd.Name)
 		}
@@ -190,30 +215,6 @@ func finite(f float64) bool { return !math.IsNaN(f) && !math.IsInf(f, 0) }
 func appendQuoted(dst, s []byte) []byte {
 	dst = append(dst, '"')
 	return append(appendJSONString(dst, s), '"')
-}
-
-func jsonReason(err error) string {
-	var te *json.UnmarshalTypeError
-	if errors.As(err, &te) {
-		return fmt.Sprintf("%s is %s, want %s", te.Field, te.Value, te.Type)
-	}
-	return err.Error()
-}
-
-// mustUnderstand refuses a SenML JSON pack with a field whose label ends in "_" (§4.4).
-func mustUnderstand(payload []byte) error {
-	var pack []map[string]json.RawMessage
-	if err := json.Unmarshal(payload, &pack); err != nil {
-		return fmt.Errorf("invalid SenML JSON: %s", jsonReason(err))
-	}
-	for i, r := range pack {
-		for k := range r {
-			if len(k) > 0 && k[len(k)-1] == '_' {
-				return fmt.Errorf("SenML record %d: must-understand field %.32q not supported", i, k)
-			}
-		}
-	}
-	return nil
 }
 
 // validSenMLName is RFC 8428 §4.5.1: a letter or digit, then letters, digits and "-:./_".
