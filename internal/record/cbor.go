@@ -253,8 +253,9 @@ const hexDigits = "0123456789abcdef"
 
 // appendJSONString appends the UTF-8 text s escaped for the inside of a JSON string: '"', '\'
 // and the control characters, nothing else.
-func appendJSONString(dst, s []byte) []byte {
-	for _, c := range s {
+func appendJSONString[T string | []byte](dst []byte, s T) []byte {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
 		switch {
 		case c == '"' || c == '\\':
 			dst = append(dst, '\\', c)

@@ -120,11 +120,11 @@ var senmlCBOR = func() cbor.DecMode {
 // ParseSenML appends to dst the readings of a SenML pack of Content-Format cf (110 or 112),
 // received at now (Unix nanoseconds).
 func ParseSenML(dst []Reading, cf uint16, payload []byte, now int64) ([]Reading, error) {
-	var pack []senmlFields
+	rs := senmlResolver{now: now, dst: dst, vals: make([]byte, 0, 64+len(payload))}
+	n := len(dst)
 	switch cf {
 	case FormatSenMLJSON:
-		var err error
-		if pack, err = readSenMLJSON(make([]senmlFields, 0, 8), payload); err != nil {
+		if err := readSenMLJSON(payload, rs.add); err != nil {
 			return dst, err
 		}
 	case FormatSenMLCBOR:
@@ -132,87 +132,104 @@ func ParseSenML(dst []Reading, cf uint16, payload []byte, now int64) ([]Reading,
 		if err := senmlCBOR.Unmarshal(payload, &recs); err != nil {
 			return dst, fmt.Errorf("invalid SenML CBOR: %s", cborReason(err))
 		}
-		pack = make([]senmlFields, len(recs))
 		for i := range recs {
-			pack[i] = recs[i].fields()
+			f := recs[i].fields()
+			if err := rs.add(i, &f); err != nil {
+				return dst, err
+			}
 		}
 	default:
 		return dst, ErrFormat
 	}
-	if len(pack) == 0 {
+	if len(rs.dst) == n {
 		return dst, errors.New("SenML pack has no records")
 	}
-	var bn, bu string
-	var bt, bv, bs float64
-	for i := range pack {
-		r := &pack[i]
-		if r.has&hasBVer != 0 && r.bver > 10 {
-			return dst, fmt.Errorf("SenML version %v not supported", r.bver)
-		}
-		if r.has&hasBN != 0 {
-			bn = r.bn
-		}
-		if r.has&hasBU != 0 {
-			bu = r.bu
-		}
-		if r.has&hasBT != 0 {
-			bt = r.bt
-		}
-		if r.has&hasBV != 0 {
-			bv = r.bv
-		}
-		if r.has&hasBS != 0 {
-			bs = r.bs
-		}
-		rd := Reading{Name: bn + r.n, Unit: r.u}
-		if rd.Unit == "" {
-			rd.Unit = bu
-		}
-		if !validSenMLName(rd.Name) {
-			return dst, fmt.Errorf("SenML record %d: bad name %.32q", i, rd.Name)
-		}
-		t := bt + r.t
-		if !finite(t) || !finite(bv) || !finite(bs) || math.Abs(t) >= 1e10 {
-			return dst, fmt.Errorf("SenML record %d: bad time or base value", i)
-		}
-		if t < relativeLimit {
-			rd.Time = now + int64(math.Round(t*1e9))
-		} else {
-			rd.Time = int64(math.Round(t * 1e9))
-		}
-		if rd.Time > now+MaxFuture {
-			return dst, fmt.Errorf("SenML record %d: time %.0f s in the future", i, float64(rd.Time-now)/1e9)
-		}
-		switch {
-		case r.has&hasV != 0:
-			rd.Num, rd.IsNum = bv+r.v, true
-		case r.has&hasVS != 0:
-			rd.Value = appendQuoted(nil, []byte(r.vs))
-		case r.has&hasVB != 0:
-			rd.Value = strconv.AppendBool(nil, r.vb)
-		case r.has&hasVD != 0:
-			rd.Value = appendQuoted(nil, []byte(r.vd))
-		case r.has&hasVDB != 0:
-			rd.Value = appendQuoted(nil, base64.RawURLEncoding.AppendEncode(nil, r.vdb))
-		case r.has&hasS != 0:
-			rd.Num, rd.IsNum = bs+r.s, true
-		default:
-			return dst, fmt.Errorf("SenML record %d (%.32s) has no value", i, rd.Name)
-		}
-		if rd.IsNum {
-			if !finite(rd.Num) {
-				return dst, fmt.Errorf("SenML record %d: value out of range", i)
-			}
-			rd.Value = AppendJSONNumber(nil, rd.Num, 64)
-		}
-		dst = append(dst, rd)
+	return rs.dst, nil
+}
+
+// senmlResolver resolves a pack's records one after the other (§4.6): the base fields in force,
+// and the readings so far, whose values share one buffer.
+type senmlResolver struct {
+	bn, bu     string
+	bt, bv, bs float64
+	now        int64
+	dst        []Reading
+	vals       []byte // appended to only: a reading's Value stays valid when it grows
+}
+
+func (z *senmlResolver) add(i int, r *senmlFields) error {
+	if r.has&hasBVer != 0 && r.bver > 10 {
+		return fmt.Errorf("SenML version %v not supported", r.bver)
 	}
-	return dst, nil
+	if r.has&hasBN != 0 {
+		z.bn = r.bn
+	}
+	if r.has&hasBU != 0 {
+		z.bu = r.bu
+	}
+	if r.has&hasBT != 0 {
+		z.bt = r.bt
+	}
+	if r.has&hasBV != 0 {
+		z.bv = r.bv
+	}
+	if r.has&hasBS != 0 {
+		z.bs = r.bs
+	}
+	rd := Reading{Name: r.n, Unit: r.u}
+	if z.bn != "" {
+		rd.Name = z.bn + r.n
+	}
+	if rd.Unit == "" {
+		rd.Unit = z.bu
+	}
+	if !validSenMLName(rd.Name) {
+		return fmt.Errorf("SenML record %d: bad name %.32q", i, rd.Name)
+	}
+	t := z.bt + r.t
+	if !finite(t) || !finite(z.bv) || !finite(z.bs) || math.Abs(t) >= 1e10 {
+		return fmt.Errorf("SenML record %d: bad time or base value", i)
+	}
+	if t < relativeLimit {
+		rd.Time = z.now + int64(math.Round(t*1e9))
+	} else {
+		rd.Time = int64(math.Round(t * 1e9))
+	}
+	if rd.Time > z.now+MaxFuture {
+		return fmt.Errorf("SenML record %d: time %.0f s in the future", i, float64(rd.Time-z.now)/1e9)
+	}
+	start := len(z.vals)
+	switch {
+	case r.has&hasV != 0:
+		rd.Num, rd.IsNum = z.bv+r.v, true
+	case r.has&hasVS != 0:
+		z.vals = appendQuoted(z.vals, r.vs)
+	case r.has&hasVB != 0:
+		z.vals = strconv.AppendBool(z.vals, r.vb)
+	case r.has&hasVD != 0:
+		z.vals = appendQuoted(z.vals, r.vd)
+	case r.has&hasVDB != 0:
+		z.vals = append(z.vals, '"')
+		z.vals = append(base64.RawURLEncoding.AppendEncode(z.vals, r.vdb), '"')
+	case r.has&hasS != 0:
+		rd.Num, rd.IsNum = z.bs+r.s, true
+	default:
+		return fmt.Errorf("SenML record %d (%.32s) has no value", i, rd.Name)
+	}
+	if rd.IsNum {
+		if !finite(rd.Num) {
+			return fmt.Errorf("SenML record %d: value out of range", i)
+		}
+		z.vals = AppendJSONNumber(z.vals, rd.Num, 64)
+	}
+	rd.Value = z.vals[start:len(z.vals):len(z.vals)]
+	z.dst = append(z.dst, rd)
+	return nil
 }
 
 func finite(f float64) bool { return !math.IsNaN(f) && !math.IsInf(f, 0) }
 
-func appendQuoted(dst, s []byte) []byte {
+func appendQuoted[T string | []byte](dst []byte, s T) []byte {
 	dst = append(dst, '"')
 	return append(appendJSONString(dst, s), '"')
 }
@@ -267,14 +284,33 @@ func Latest(readings []Reading) []Reading {
 
 // SenMLToJSON appends the JSON form of a SenML pack: one object with each name's latest value.
 func SenMLToJSON(dst []byte, readings []Reading) []byte {
+	if len(readings) > 16 {
+		readings = Latest(readings)
+	}
 	dst = append(dst, '{')
-	for i, r := range Latest(readings) {
-		if i > 0 {
+	first := true
+	for i, r := range readings {
+		if !isLatest(readings, i) {
+			continue
+		}
+		if !first {
 			dst = append(dst, ',')
 		}
-		dst = appendQuoted(dst, []byte(r.Name))
+		first = false
+		dst = appendQuoted(dst, r.Name)
 		dst = append(dst, ':')
 		dst = append(dst, r.Value...)
 	}
 	return append(dst, '}')
+}
+
+// isLatest reports whether readings[i] is its name's latest (of equal times, the later one).
+func isLatest(readings []Reading, i int) bool {
+	r := &readings[i]
+	for j := range readings {
+		if o := &readings[j]; j != i && o.Name == r.Name && (o.Time > r.Time || o.Time == r.Time && j > i) {
+			return false
+		}
+	}
+	return true
 }

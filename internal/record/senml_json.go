@@ -35,47 +35,49 @@ const (
 	hasVDB
 )
 
-// readSenMLJSON reads a SenML JSON pack (RFC 8428 §5) with jsonscan's scanner, appending its
-// records to dst: an array of objects whose known fields have the types §5 gives them; unknown
+// readSenMLJSON reads a SenML JSON pack (RFC 8428 §5) with jsonscan's scanner, handing each
+// record to add as it is read: an array of objects whose known fields have the types §5 gives them; unknown
 // fields are skipped, a field whose label ends in "_" (must-understand, §4.4) is refused. The
 // scanner's rules hold for every string and number (UTF-8, no NUL, numbers within float64).
-func readSenMLJSON(dst []senmlFields, b []byte) ([]senmlFields, error) {
+func readSenMLJSON(b []byte, add func(i int, r *senmlFields) error) error {
 	p := jsonscan.Scanner{B: b}
 	p.WS()
 	if p.I >= len(b) || b[p.I] != '[' {
-		return dst, fmt.Errorf("invalid SenML JSON: want an array of records")
+		return fmt.Errorf("invalid SenML JSON: want an array of records")
 	}
 	p.I++
 	p.WS()
 	if p.I < len(b) && b[p.I] == ']' {
 		p.I++
 	} else {
-		for {
+		for i := 0; ; i++ {
 			p.WS()
 			var r senmlFields
-			if err := readSenMLRecord(&p, &r, len(dst)); err != nil {
-				return dst, err
+			if err := readSenMLRecord(&p, &r, i); err != nil {
+				return err
 			}
-			dst = append(dst, r)
+			if err := add(i, &r); err != nil {
+				return err
+			}
 			p.WS()
 			if p.I >= len(b) {
-				return dst, p.Errf("unexpected end")
+				return p.Errf("unexpected end")
 			}
 			if b[p.I] == ']' {
 				p.I++
 				break
 			}
 			if b[p.I] != ',' {
-				return dst, p.Errf("unexpected %q", b[p.I])
+				return p.Errf("unexpected %q", b[p.I])
 			}
 			p.I++
 		}
 	}
 	p.WS()
 	if p.I != len(b) {
-		return dst, p.Errf("trailing data")
+		return p.Errf("trailing data")
 	}
-	return dst, nil
+	return nil
 }
 
 func readSenMLRecord(p *jsonscan.Scanner, r *senmlFields, i int) error {
