@@ -1,6 +1,8 @@
 // Package record defines the unit of telemetry that travels from the gateway's spool to the queue
 // and the processor, its versioned, binary-safe encoding, and the rules its fields follow: the
-// AWS IoT name rule for type and id (ValidName) and the Content-Format numbers it carries.
+// AWS IoT name rule for type and id (ValidName), the Content-Format numbers it carries, and what
+// each payload format stands for in the JSON model the shadow rules apply to (ToJSON: CBOR maps
+// in cbor.go, SenML packs and their readings in senml.go and senml_json.go).
 //
 // Encoding, version 1 (all integers big-endian):
 //
