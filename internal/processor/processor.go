@@ -1,7 +1,8 @@
 // Package processor turns telemetry records into thing state: it decodes each record's payload
 // into properties by its Content-Format (decode.go: JSON, CBOR, SenML; a SenML pack's readings
-// keep the device's times, senml.go), coalesces the records of one thing in a batch into one update, hands the batch
-// to a Sink (the local registry, later AWS IoT) and classifies what went wrong.
+// keep the device's times, senml.go), coalesces the records of one thing in a batch into one
+// update, hands the batch to a Sink (the local registry, later AWS IoT) and classifies what went
+// wrong.
 //
 // The core is sink- and source-independent: Process takes a batch of records (Input: a record
 // its driver decoded once, or the raw bytes of one it could not decode, with the reason) and

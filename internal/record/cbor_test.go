@@ -168,3 +168,24 @@ func approxEqual(j, c any) bool {
 }
 
 func jsonUnmarshal(s string, v any) error { return json.Unmarshal([]byte(s), v) }
+
+// BenchmarkCBORToJSON converts the ingest benchmark's reading; the wellformed sub-benchmark is
+// the fxamacker/cbor check alone, for how much of it that is.
+func BenchmarkCBORToJSON(b *testing.B) {
+	p := []byte("\xa3\x64temp\xf9\x4d\x60\x63hum\x18\x28\x63pad\x78\x1axxxxxxxxxxxxxxxxxxxxxxxxxx")
+	buf := make([]byte, 0, 256)
+	b.Run("convert", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := CBORToJSON(buf[:0], p, 6); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("wellformed", func(b *testing.B) {
+		for b.Loop() {
+			if err := cborWellformed.Wellformed(p); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

@@ -290,7 +290,7 @@ func SenMLToJSON(dst []byte, readings []Reading) []byte {
 	dst = append(dst, '{')
 	first := true
 	for i, r := range readings {
-		if !isLatest(readings, i) {
+		if !LatestAt(readings, i) {
 			continue
 		}
 		if !first {
@@ -304,8 +304,9 @@ func SenMLToJSON(dst []byte, readings []Reading) []byte {
 	return append(dst, '}')
 }
 
-// isLatest reports whether readings[i] is its name's latest (of equal times, the later one).
-func isLatest(readings []Reading, i int) bool {
+// LatestAt reports whether readings[i] is its name's latest (of equal times, the later one) in
+// readings: Latest without allocating, for a short pack.
+func LatestAt(readings []Reading, i int) bool {
 	r := &readings[i]
 	for j := range readings {
 		if o := &readings[j]; j != i && o.Name == r.Name && (o.Time > r.Time || o.Time == r.Time && j > i) {

@@ -50,16 +50,23 @@ func (a *applyTx) logEntry(th *thingState, t int64, vals []byte) {
 // readings adds a SenML pack's numeric readings, grouped by time: readings of one name at one
 // time keep the later one (as the shadow does).
 func (a *applyTx) readings(th *thingState, rs []record.Reading) error {
-	rs = slices.Clone(rs)
-	slices.SortStableFunc(rs, func(x, y record.Reading) int { return cmp.Compare(x.Time, y.Time) })
+	byTime := func(x, y record.Reading) int { return cmp.Compare(x.Time, y.Time) }
+	if !slices.IsSortedFunc(rs, byTime) {
+		rs = slices.Clone(rs)
+		slices.SortStableFunc(rs, byTime)
+	}
 	for len(rs) > 0 {
 		n := 1
 		for n < len(rs) && rs[n].Time == rs[0].Time {
 			n++
 		}
 		vals := a.w.vals[:0]
-		for _, r := range record.Latest(rs[:n]) {
-			if !r.IsNum {
+		group := rs[:n]
+		if n > 16 {
+			group = record.Latest(group) // LatestAt is quadratic
+		}
+		for i, r := range group {
+			if !r.IsNum || n <= 16 && !record.LatestAt(group, i) {
 				continue
 			}
 			id, err := a.property(r.Name)
