@@ -31,8 +31,9 @@ import (
 // The errors are short and meant for a 4.00 diagnostic.
 
 // cborWellformed checks CBOR well-formedness (RFC 8949 §5.3.1) with fxamacker/cbor: one item,
-// valid UTF-8 in text strings, nesting far below the call stack's limits. CBORToJSON's own walk
-// then only maps what it was given.
+// nesting far below the call stack's limits. (Its Wellformed does not check text strings'
+// UTF-8: the walk does, TestCBORToJSON "bad UTF-8".) CBORToJSON's own walk then maps what it was
+// given.
 var cborWellformed = func() cbor.DecMode {
 	dm, err := cbor.DecOptions{
 		MaxNestedLevels:  cborMaxNesting,
