@@ -47,9 +47,12 @@ func TestJSONCBOREquivalence(t *testing.T) {
 			t.Fatal(err)
 		}
 		errJSON := checkJSONObject(js, 6)
+		// The device API does not scan a CBOR payload's JSON form: the conversion keeps the rules.
 		conv, errCBOR := record.ToJSON(nil, record.FormatCBOR, cb, 6, 0)
 		if errCBOR == nil {
-			errCBOR = checkJSONObject(conv, 6)
+			if err := checkJSONObject(conv, 6); err != nil {
+				t.Fatalf("%x converts to %s, which breaks a rule: %v", cb, conv, err)
+			}
 		}
 		if (errJSON == nil) != (errCBOR == nil) {
 			t.Fatalf("%s: JSON check %v, CBOR check %v", js, errJSON, errCBOR)
@@ -224,4 +227,22 @@ func TestHealthInCBOR(t *testing.T) {
 			t.Errorf("accept %v: cf %d, %v %v; want cf %d with status ok and 4 keys", c.accept, got, v, err, c.cf)
 		}
 	}
+}
+
+// FuzzCBORRules: whatever CBOR the conversion accepts keeps the JSON rules (the device API does
+// not scan a CBOR payload's JSON form) — duplicate keys in any spelling, NUL, depth included.
+func FuzzCBORRules(f *testing.F) {
+	for _, s := range []string{"\xa2\x61\x61\x01\x61\x61\x02", "\xa1\x60\x01", "\xa1\x61\x61\x61\x00",
+		"\xbf\x7f\x61\x61\xff\x01\x61\x61\x02\xff", "\xa9\x61a\x01\x61b\x01\x61c\x01\x61d\x01\x61e\x01\x61f\x01\x61g\x01\x61h\x01\x61a\x01"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		js, err := record.CBORToJSON(nil, b, 6)
+		if err != nil {
+			return
+		}
+		if err := checkJSONObject(js, 6); err != nil {
+			t.Fatalf("%x converts to %s, which breaks a rule: %v", b, js, err)
+		}
+	})
 }

@@ -34,7 +34,7 @@ func (h *Handler) validate(next coapserver.Handler) coapserver.Handler {
 		default:
 			bp := h.bufs.Get().(*[]byte)
 			js, err := record.ToJSON((*bp)[:0], contentFormat(r), r.Payload(), h.cfg.MaxDepth, r.Received.UnixNano())
-			if err == nil {
+			if err == nil && contentFormat(r) != record.FormatCBOR { // CBORToJSON keeps the rules itself
 				keys := h.keys.Get().(*jsonscan.Keys)
 				err = scanPayload(js, h.cfg.MaxDepth, keys)
 				keys.Reset(nil)

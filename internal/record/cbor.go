@@ -1,6 +1,7 @@
 package record
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"math"
@@ -28,7 +29,11 @@ import (
 //     simple values have no JSON form the device could mean unambiguously: an error, never a
 //     guess.
 //
-// The errors are short and meant for a 4.00 diagnostic.
+// The result keeps the shadow rules by construction (numbers are finite float64s or 64-bit
+// integers, text is UTF-8 without NUL, keys are nonempty and unique in their map, nesting is
+// within maxDepth), so it needs no JSON check of its own; the ingest property test
+// TestJSONCBOREquivalence holds it to the JSON check. The errors are short and meant for a 4.00
+// diagnostic.
 
 // cborWellformed checks CBOR well-formedness (RFC 8949 §5.3.1) with fxamacker/cbor: one item,
 // nesting far below the call stack's limits. (Its Wellformed does not check text strings'
@@ -182,6 +187,7 @@ func (w *cborWalk) container(dst []byte, depth int, isMap, indef bool, n uint64)
 		open, closeCh = '{', '}'
 	}
 	dst = append(dst, open)
+	var keys cborKeys
 	for k := uint64(0); indef || k < n; k++ {
 		if indef && w.isBreak() {
 			break
@@ -196,8 +202,12 @@ func (w *cborWalk) container(dst []byte, depth int, isMap, indef bool, n uint64)
 			if w.b[w.i]>>5 != 3 {
 				return dst, errors.New("CBOR map keys must be text strings")
 			}
+			start := len(dst)
 			var err error
 			if dst, err = w.item(dst, depth); err != nil {
+				return dst, err
+			}
+			if err := keys.add(dst, start, len(dst)); err != nil {
 				return dst, err
 			}
 			dst = append(dst, ':')
@@ -247,7 +257,47 @@ func (w *cborWalk) take(n uint64) ([]byte, error) {
 	if !utf8.Valid(s) {
 		return nil, errors.New("malformed CBOR: text string is not UTF-8")
 	}
+	if bytes.IndexByte(s, 0) >= 0 {
+		return nil, errors.New(`NUL (\u0000) in string`)
+	}
 	return s, nil
+}
+
+// cborKeys are the keys of one map so far, as the offsets of their JSON strings in the output
+// (a key's JSON form is a function of its text, so equal text is equal bytes): the shadow rules'
+// keys nonempty and unique. Up to 8 keys are compared in place, more through a set.
+type cborKeys struct {
+	n    int
+	offs [8][2]int
+	set  map[string]struct{}
+}
+
+func (k *cborKeys) add(dst []byte, start, end int) error {
+	key := dst[start:end]
+	if len(key) == 2 { // ""
+		return errors.New("empty key")
+	}
+	if k.set == nil {
+		for _, o := range k.offs[:k.n] {
+			if string(dst[o[0]:o[1]]) == string(key) {
+				return fmt.Errorf("duplicate key %.32s", key)
+			}
+		}
+		if k.n < len(k.offs) {
+			k.offs[k.n] = [2]int{start, end}
+			k.n++
+			return nil
+		}
+		k.set = make(map[string]struct{}, 2*len(k.offs))
+		for _, o := range k.offs {
+			k.set[string(dst[o[0]:o[1]])] = struct{}{}
+		}
+	}
+	if _, dup := k.set[string(key)]; dup {
+		return fmt.Errorf("duplicate key %.32s", key)
+	}
+	k.set[string(key)] = struct{}{}
+	return nil
 }
 
 const hexDigits = "0123456789abcdef"

@@ -41,6 +41,13 @@ func TestCBORToJSON(t *testing.T) {
 		{"truncated", "a2616101", "", "malformed CBOR"},
 		{"trailing", "a0a0", "", "malformed CBOR"},
 		{"bad UTF-8", "a16161 61ff", "", "malformed CBOR"},
+		{"duplicate key", "a2616101616102", "", "duplicate key"},
+		{"duplicate key, one chunked", "bf7f6161ff016161 02ff", "", "duplicate key"},
+		{"duplicate ninth key", "a9616101616201616301616401616501616601616701616801616102", "", "duplicate key"},
+		{"nine keys", "a9616101616201616301616401616501616601616701616801616901", `{"a":1,"b":1,"c":1,"d":1,"e":1,"f":1,"g":1,"h":1,"i":1}`, ""},
+		{"same key in two maps", "a26161a1616101616201", `{"a":{"a":1},"b":1}`, ""},
+		{"empty key", "a16001", "", "empty key"},
+		{"NUL", "a161616100", "", "NUL"},
 		{"depth 6 ok", "a1616181818181a0", `{"a":[[[[{}]]]]}`, ""},
 		{"depth 7", "a161618181818181a0", "", "nested deeper than 6"},
 	}
