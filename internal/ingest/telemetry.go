@@ -14,7 +14,8 @@ import (
 // validate is the first step of telemetry (pipeline.go): it answers 4.00, 4.13 or 4.15 to a
 // POST or PUT for a valid /{type}/{id} whose payload is not a JSON object, or a CBOR (or SenML)
 // one whose JSON form (record.ToJSON) is not, and passes the rest on. The shadow rules apply to
-// the JSON form, so they are the same whatever format the device chose.
+// the JSON form (a CBOR map's conversion keeps them itself), so they are the same whatever format
+// the device chose.
 func (h *Handler) validate(next coapserver.Handler) coapserver.Handler {
 	return coapserver.HandlerFunc(func(w *coapserver.ResponseWriter, r *coapserver.Request) {
 		switch {
