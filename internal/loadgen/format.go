@@ -63,3 +63,12 @@ func (c *Config) format() (cf uint32, appendPayload func(b []byte, seq uint64, p
 	}
 	return f.cf, f.append
 }
+
+// padLen is the pad that makes the reading's JSON form size bytes at seq (none if it is longer).
+func padLen(size int, seq uint64) int {
+	digits := 1
+	for n := seq; n >= 10; n /= 10 {
+		digits++
+	}
+	return max(0, size-len(`{"temp":21.5,"seq":,"pad":""}`)-digits)
+}

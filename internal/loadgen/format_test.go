@@ -19,6 +19,11 @@ func TestFormatsSameReading(t *testing.T) {
 			t.Errorf("%s: %x reads as %s, %v; want %s", name, p, js, err, want)
 		}
 	}
+	for _, seq := range []uint64{1, 123456, 1 << 40} {
+		if p := formats["json"].append(nil, seq, make([]byte, padLen(64, seq))); len(p) != 64 {
+			t.Errorf("seq %d: JSON payload %d bytes, want --payload-size 64", seq, len(p))
+		}
+	}
 	for _, n := range []uint64{0, 23, 24, 255, 256, 65535, 65536, 1 << 32} {
 		p := formats["cbor"].append(nil, n, nil)
 		if _, err := record.ToJSON(nil, record.FormatCBOR, p, 6, 0); err != nil {

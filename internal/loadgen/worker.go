@@ -369,13 +369,7 @@ func (w *worker) send(d *device, s *slot, now int64) {
 	for i := range tl {
 		s.token[i] = byte(r >> (8 * i))
 	}
-	// The pad makes the JSON form PayloadSize bytes: what the reading takes besides it, at this
-	// seq, is the unpadded JSON's length.
-	pad := w.pad[:0]
-	if n := w.cfg.PayloadSize - len(`{"temp":21.5,"seq":,"pad":""}`) - digits(d.seq); n > 0 {
-		pad = w.pad[:n]
-	}
-	w.pay = w.appendPayload(w.pay[:0], d.seq, pad)
+	w.pay = w.appendPayload(w.pay[:0], d.seq, w.pad[:padLen(w.cfg.PayloadSize, d.seq)])
 
 	w.enc.Type = w.msgType
 	w.enc.Code = w.code
@@ -597,13 +591,4 @@ func (w *worker) outstanding() int {
 		}
 	}
 	return n
-}
-
-// digits is the number of decimal digits of n.
-func digits(n uint64) int {
-	d := 1
-	for ; n >= 10; n /= 10 {
-		d++
-	}
-	return d
 }
