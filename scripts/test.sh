@@ -24,6 +24,11 @@ if ! python3 -c "import aiocoap" >/dev/null 2>&1; then
   python3 -m pip install --quiet --disable-pip-version-check 'aiocoap==0.4.17'
 fi
 
+if ! python3 -c "import cbor2" >/dev/null 2>&1; then
+  echo "== installing cbor2 (CBOR encoder for the aiocoap formats test)"
+  python3 -m pip install --quiet --disable-pip-version-check 'cbor2==6.2.1'
+fi
+
 GOBIN_DIR="$(go env GOPATH)/bin"
 export PATH="$GOBIN_DIR:$PATH"
 if ! command -v staticcheck >/dev/null 2>&1; then

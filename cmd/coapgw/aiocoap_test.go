@@ -56,7 +56,7 @@ func TestAiocoapClient(t *testing.T) {
 		{"health", "2.05", "ACK", `"status":"ok"`, 50},
 		{"bad-json", "4.00", "ACK", "invalid JSON", -1},
 		{"not-object", "4.00", "ACK", "JSON object", -1},
-		{"cbor", "4.15", "ACK", "content-format", -1},
+		{"xml", "4.15", "ACK", "content-format", -1},
 		{"bad-id", "4.00", "ACK", "id must match", -1},
 		{"three-segments", "4.00", "ACK", "/{type}/{id}", -1},
 		{"delete", "4.05", "ACK", "", -1},

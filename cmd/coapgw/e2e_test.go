@@ -266,9 +266,9 @@ func TestLibcoapClient(t *testing.T) {
 	if !strings.Contains(out, "4.00") {
 		t.Fatalf("invalid JSON via coap-client: %q", out)
 	}
-	out = run("-m", "post", "-t", "60", "-e", `{}`, uri("/sensor/dev-3"))
+	out = run("-m", "post", "-t", "41", "-e", `<a/>`, uri("/sensor/dev-3"))
 	if !strings.Contains(out, "4.15") {
-		t.Fatalf("CBOR via coap-client: %q", out)
+		t.Fatalf("XML via coap-client: %q", out)
 	}
 	if err := g.stop(syscall.SIGTERM); err != nil {
 		t.Fatal(err)

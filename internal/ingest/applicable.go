@@ -10,6 +10,7 @@ import (
 	"github.com/coapgw/coapgw/internal/coapmsg"
 	"github.com/coapgw/coapgw/internal/coapserver"
 	"github.com/coapgw/coapgw/internal/processor"
+	"github.com/coapgw/coapgw/internal/record"
 )
 
 // Registry is what the device API reads from the local registry (local mode), so that a record
@@ -134,12 +135,20 @@ func (h *Handler) Processed(seq uint64) {
 	}
 }
 
+// decoders are the processor's: what the device API predicts is what the registry will do.
+var decoders = processor.DefaultDecoders()
+
 // admitShadow lets r's record through and counts it in e's budget, or answers r and returns
 // false: 4.13 if the record would take the thing's state past a limit, 5.03 if that cannot be
 // known yet (or the registry cannot be read).
 func (h *Handler) admitShadow(w *coapserver.ResponseWriter, r *coapserver.Request, e *thingEntry) bool {
 	s := h.shadows
-	payload := r.Payload()
+	// The bounds below are of the payload's JSON form, what the registry merges.
+	payload, err := record.ToJSON(nil, contentFormat(r), r.Payload(), h.cfg.MaxDepth, r.Received.UnixNano())
+	if err != nil { // validate accepted it: cannot happen
+		h.reject(w, coapmsg.BadRequest, "payload cannot be decoded")
+		return false
+	}
 	// A key is rendered with \u0008 and \u000c where the payload may say \b and \f: 4 bytes
 	// more per backslash covers it.
 	size, props := len(payload)+4*bytes.Count(payload, backslash), bytes.Count(payload, colon)
@@ -159,7 +168,6 @@ func (h *Handler) admitShadow(w *coapserver.ResponseWriter, r *coapserver.Reques
 			return false
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		var err error
 		state, err = s.reg.State(ctx, string(r.Path(1)))
 		cancel()
 		if err != nil {
@@ -171,7 +179,8 @@ func (h *Handler) admitShadow(w *coapserver.ResponseWriter, r *coapserver.Reques
 		e.size, e.props = state.Size(), state.Properties() // exact: nothing is pending
 	}
 	// The document keeps references to the payload, which the request's buffer is not.
-	rec, err := processor.DecodeJSON(bytes.Clone(payload), r.Received.UnixNano())
+	// (A CBOR or SenML payload is decoded as the processor will, with the readings' own times.)
+	rec, err := decoders[contentFormat(r)].Decode(bytes.Clone(r.Payload()), r.Received.UnixNano())
 	if err != nil { // validate accepted it: cannot happen
 		h.reject(w, coapmsg.BadRequest, "payload cannot be decoded")
 		return false

@@ -228,7 +228,7 @@ func TestContentFormatLength(t *testing.T) {
 		{"5 bytes", "\x00\x00\x00\x00\x32", coapmsg.Changed, record.NoContentFormat},
 		{"2 bytes, leading zero", "\x00\x32", coapmsg.Changed, 50},
 		{"empty: text/plain", "", coapmsg.UnsupportedFormat, 0},
-		{"2 bytes, 60", "\x00\x3c", coapmsg.UnsupportedFormat, 0},
+		{"2 bytes, 41", "\x00\x29", coapmsg.UnsupportedFormat, 0},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -3,11 +3,12 @@
 //
 // Resources:
 //
-//	POST|PUT /{type}/{id}      telemetry, a JSON object (Content-Format absent or 50); in local
-//	                           mode with Accept: 50, the 2.04 carries the thing's delta
+//	POST|PUT /{type}/{id}      telemetry, a JSON object (Content-Format absent or 50), a CBOR map
+//	                           (60) or a SenML pack (110 JSON, 112 CBOR); in local mode with
+//	                           Accept: 50, the 2.04 carries the thing's delta
 //	GET /{type}/{id}           local mode: the thing's delta; with Observe, notifications
 //	GET /.well-known/core      RFC 6690 link format, filterable by rt= and href=
-//	GET /health                2.05 JSON: status, spool depth, lag, version
+//	GET /health                2.05 JSON (CBOR to Accept 60): status, spool depth, lag, version
 //
 // The exchange layer (coapserver) has already answered every request with an option it does not
 // accept (4.02, 5.05). The rest goes through the pipeline assembled in pipeline.go, in the order
@@ -44,7 +45,9 @@
 //
 // JSON (jsoncheck.go): besides RFC 8259, the shadow rules of internal/jsonscan (numbers within
 // float64's range, no NUL, no unpaired surrogate, keys nonempty and unique in their object), 4.00
-// with a diagnostic.
+// with a diagnostic. A CBOR or SenML payload is checked as the JSON object it stands for
+// (record.ToJSON), so the rules, the depth limit and the shadow budget are the same for every
+// format; the record keeps the payload as sent, with its Content-Format.
 //
 // --max-things (Config.MaxThings; thinglimit.go): the gateway keeps the things it knows in memory
 // (one map entry each, about 70 bytes with a short name), loaded at start and learnt as records of

@@ -10,7 +10,8 @@ import (
 // meets its parts. Every step either answers the request or hands it to the next:
 //
 //	(coapserver: option checks, 4.02 and 5.05, and Block1 bodies reassembled, before any of this)
-//	router       /.well-known/core, /health: GET only, acceptable Accept, then the resource;
+//	router       /.well-known/core, /health: GET only, acceptable Accept (/health: JSON or
+//	             CBOR), then the resource;
 //	             POST and PUT: telemetry; local mode, GET /{type}/{id}: bind, then the
 //	             thing's pending change (downlink.go); else 4.05 or 4.04
 //	telemetry:
@@ -40,12 +41,12 @@ func (h *Handler) pipeline() coapserver.Handler {
 		h.downlink,   // local mode, Accept: 50: the thing's delta rides in the 2.04
 	)
 	rt := &router{
-		wellKnown: getOnly(coapmsg.FormatLinkFormat, coapserver.HandlerFunc(h.wellKnown)),
-		health:    getOnly(record.FormatJSON, coapserver.HandlerFunc(h.health)),
+		wellKnown: getOnly(coapserver.HandlerFunc(h.wellKnown), coapmsg.FormatLinkFormat),
+		health:    getOnly(coapserver.HandlerFunc(h.health), record.FormatJSON, record.FormatCBOR),
 		telemetry: telemetry,
 	}
 	if h.cfg.Deltas != nil {
-		rt.thing = chain(getOnly(record.FormatJSON, coapserver.HandlerFunc(h.getThing)),
+		rt.thing = chain(getOnly(coapserver.HandlerFunc(h.getThing), record.FormatJSON),
 			h.bind, // a device reads only its own thing, as it writes only its own
 		)
 	}

@@ -4,6 +4,7 @@ import (
 	"github.com/coapgw/coapgw/internal/coapmsg"
 	"github.com/coapgw/coapgw/internal/coapserver"
 	"github.com/coapgw/coapgw/internal/record"
+	"slices"
 )
 
 // router sends a request to its resource by path and method:
@@ -37,15 +38,16 @@ func (rt *router) ServeCoAP(w *coapserver.ResponseWriter, r *coapserver.Request)
 	}
 }
 
-// getOnly serves a read-only resource of content format cf: 4.05 to a method other than GET,
-// 4.06 to a request that accepts only another format.
-func getOnly(cf uint16, next coapserver.Handler) coapserver.Handler {
+// getOnly serves a read-only resource in the content formats cfs (the first one when the request
+// has no Accept): 4.05 to a method other than GET, 4.06 to a request that accepts only another
+// format.
+func getOnly(next coapserver.Handler, cfs ...uint16) coapserver.Handler {
 	return coapserver.HandlerFunc(func(w *coapserver.ResponseWriter, r *coapserver.Request) {
 		if r.Method() != coapmsg.GET {
 			w.Respond(coapmsg.MethodNotAllowed, nil)
 			return
 		}
-		if a, ok := r.Accept(); ok && a != cf {
+		if a, ok := r.Accept(); ok && !slices.Contains(cfs, a) {
 			w.Respond(coapmsg.NotAcceptable, nil)
 			return
 		}

@@ -12,7 +12,10 @@ import (
 )
 
 // validate is the first step of telemetry (pipeline.go): it answers 4.00, 4.13 or 4.15 to a
-// POST or PUT that is not a JSON object for a valid /{type}/{id}, and passes the rest on.
+// POST or PUT for a valid /{type}/{id} whose payload is not a JSON object, or a CBOR (or SenML)
+// one whose JSON form (record.ToJSON) is not, and passes the rest on. The shadow rules apply to
+// the JSON form (a CBOR map's conversion keeps them itself), so they are the same whatever format
+// the device chose.
 func (h *Handler) validate(next coapserver.Handler) coapserver.Handler {
 	return coapserver.HandlerFunc(func(w *coapserver.ResponseWriter, r *coapserver.Request) {
 		switch {
@@ -22,18 +25,26 @@ func (h *Handler) validate(next coapserver.Handler) coapserver.Handler {
 			h.reject(w, coapmsg.BadRequest, "type must match [a-zA-Z0-9:_-]{1,128}")
 		case !record.ValidName(r.Path(1)):
 			h.reject(w, coapmsg.BadRequest, "id must match [a-zA-Z0-9:_-]{1,128}")
-		case contentFormat(r) != record.NoContentFormat && contentFormat(r) != record.FormatJSON:
-			h.reject(w, coapmsg.UnsupportedFormat, "content-format must be 50 (JSON)")
+		case !record.Accepted(contentFormat(r)):
+			h.reject(w, coapmsg.UnsupportedFormat, record.ErrFormat.Error())
 		case len(r.Payload()) > h.cfg.MaxPayload:
 			w.SetUintOption(coapmsg.Size1, uint32(h.cfg.MaxPayload))
 			h.reject(w, coapmsg.RequestEntityTooLarge, "payload too large")
 		case len(r.Payload()) == 0:
 			h.reject(w, coapmsg.BadRequest, "empty payload: want a JSON object")
 		default:
-			keys := h.keys.Get().(*jsonscan.Keys)
-			err := scanPayload(r.Payload(), h.cfg.MaxDepth, keys)
-			keys.Reset(nil)
-			h.keys.Put(keys)
+			bp := h.bufs.Get().(*[]byte)
+			js, err := record.ToJSON((*bp)[:0], contentFormat(r), r.Payload(), h.cfg.MaxDepth, r.Received.UnixNano())
+			if err == nil && contentFormat(r) != record.FormatCBOR { // CBORToJSON keeps the rules itself
+				keys := h.keys.Get().(*jsonscan.Keys)
+				err = scanPayload(js, h.cfg.MaxDepth, keys)
+				keys.Reset(nil)
+				h.keys.Put(keys)
+			}
+			if cf := contentFormat(r); cf != record.FormatJSON && cf != record.NoContentFormat && cap(js) > cap(*bp) {
+				*bp = js[:0] // grown by the conversion; a JSON payload is the request's own
+			}
+			h.bufs.Put(bp)
 			if err != nil {
 				msg := err.Error()
 				if len(msg) > 64 {

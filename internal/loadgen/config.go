@@ -27,6 +27,7 @@ type Config struct {
 	Devices     int           // virtual devices, one UDP socket each
 	Inflight    int           // requests each device keeps outstanding
 	PayloadSize int           // bytes of JSON payload per request (at least the unpadded object)
+	Format      string        // payload format: json (default), cbor, senml-json, senml-cbor (format.go)
 	Duration    time.Duration // measured window
 	Warmup      time.Duration // traffic before the measured window, not counted
 	Ramp        time.Duration // devices start evenly spread over this span
@@ -93,6 +94,7 @@ func (c *Config) Flags(fs *flag.FlagSet) {
 	fs.IntVar(&c.Devices, "devices", c.Devices, "virtual devices, each with its own UDP socket")
 	fs.IntVar(&c.Inflight, "inflight", c.Inflight, "requests each device keeps in flight")
 	fs.IntVar(&c.PayloadSize, "payload-size", c.PayloadSize, "JSON payload size in `bytes`")
+	fs.StringVar(&c.Format, "format", c.Format, "payload `format`: json, cbor, senml-json or senml-cbor (the same reading, padded alike)")
 	fs.DurationVar(&c.Duration, "duration", c.Duration, "measured window")
 	fs.DurationVar(&c.Warmup, "warmup", c.Warmup, "traffic before the measured window, not counted")
 	fs.DurationVar(&c.Ramp, "ramp", c.Ramp, "spread device start-up over this span")
@@ -137,6 +139,9 @@ func (c *Config) Validate() error {
 	}
 	if c.PayloadSize < 0 || c.PayloadSize > 60000 {
 		bad("payload-size must be 0-60000, got %d", c.PayloadSize)
+	}
+	if _, ok := formats[c.Format]; !ok && c.Format != "" {
+		bad("format must be json, cbor, senml-json or senml-cbor, got %q", c.Format)
 	}
 	if c.Duration <= 0 {
 		bad("duration must be positive, got %v", c.Duration)

@@ -4,7 +4,8 @@
 // Every virtual device has its own UDP socket (so its own source port, as the server sees a real
 // fleet), its own MID space starting at a random value, and a random token per request. Each
 // keeps Config.Inflight POST /{type}/{id} requests outstanding, with a JSON payload
-// (Content-Format 50) padded to Config.PayloadSize. Config.Method and Config.Path change the
+// (Content-Format 50) padded to Config.PayloadSize, or the same reading as CBOR or SenML
+// (Config.Format, --format; format.go). Config.Method and Config.Path change the
 // method (PUT) and send every device's requests to one fixed path instead, so other servers can
 // be measured the same way (make bench drives libcoap's example server with PUT /example_data). In CON mode requests are retransmitted as
 // RFC 7252 §4.2 says (ACK_TIMEOUT, ACK_RANDOM_FACTOR, MAX_RETRANSMIT, doubling); piggybacked

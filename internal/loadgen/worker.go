@@ -92,13 +92,14 @@ func (c *counters) add(o *counters) {
 // worker owns a set of devices and drives them from one goroutine with an epoll loop. Nothing
 // in the per-message path allocates.
 type worker struct {
-	cfg      *Config
-	epfd     int
-	devs     []device
-	slots    []slot // device i owns slots[i*Inflight : (i+1)*Inflight]
-	base     time.Time
-	winStart int64
-	winEnd   int64
+	cfg           *Config
+	appendPayload func(b []byte, seq uint64, pad []byte) []byte // Config.Format's
+	epfd          int
+	devs          []device
+	slots         []slot // device i owns slots[i*Inflight : (i+1)*Inflight]
+	base          time.Time
+	winStart      int64
+	winEnd        int64
 
 	initTimeout float64 // AckTimeout in ns
 	randSpan    float64 // AckTimeout*(AckRandomFactor-1) in ns
@@ -196,7 +197,9 @@ func buildWorker(cfg *Config, raddr *net.UDPAddr, sessions []*dtlsSession, first
 	for i := range w.slots {
 		w.slots[i].pkt = arena[i*pktCap : i*pktCap : (i+1)*pktCap]
 	}
-	cf := coapmsg.AppendUint(nil, uint32(coapmsg.FormatJSON))
+	cfn, appendPayload := cfg.format()
+	w.appendPayload = appendPayload
+	cf := coapmsg.AppendUint(nil, cfn)
 	typ := []byte(cfg.Type)
 	// With a fixed path every device shares one option list; encoding only reads it.
 	var fixed []coapmsg.Option
@@ -366,13 +369,7 @@ func (w *worker) send(d *device, s *slot, now int64) {
 	for i := range tl {
 		s.token[i] = byte(r >> (8 * i))
 	}
-	w.pay = append(w.pay[:0], `{"temp":21.5,"seq":`...)
-	w.pay = strconv.AppendUint(w.pay, d.seq, 10)
-	w.pay = append(w.pay, `,"pad":"`...)
-	if n := w.cfg.PayloadSize - len(w.pay) - 2; n > 0 {
-		w.pay = append(w.pay, w.pad[:n]...)
-	}
-	w.pay = append(w.pay, `"}`...)
+	w.pay = w.appendPayload(w.pay[:0], d.seq, w.pad[:padLen(w.cfg.PayloadSize, d.seq)])
 
 	w.enc.Type = w.msgType
 	w.enc.Code = w.code

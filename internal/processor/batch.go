@@ -22,7 +22,10 @@ type Item struct {
 	Record record.Record // decoded; of an undecodable record (see Input) only what the source knew
 	Raw    []byte        // the encoded record, kept only when it could not be decoded
 	Doc    *Doc          // the payload's properties, every leaf stamped with Record.ReceivedAt
-	Err    error         // set: the record failed permanently before the sink and must be set aside
+	// Readings are a SenML pack's readings (ReadingsDecoder), each with its own time and unit,
+	// for history; the Doc's leaves then carry the readings' times. Nil for other formats.
+	Readings []record.Reading
+	Err      error // set: the record failed permanently before the sink and must be set aside
 }
 
 // Update is the coalesced change of one thing: all the batch's valid records of (Type, Thing).
@@ -78,7 +81,7 @@ func NewBatch(inputs []Input, decoders Decoders) *Batch {
 		}
 		it.Err = validate(&it.Record)
 		if it.Err == nil {
-			it.Doc, it.Err = decode(decoders, &it.Record)
+			it.Doc, it.Readings, it.Err = decode(decoders, &it.Record)
 		}
 		if it.Err != nil {
 			continue
@@ -129,22 +132,29 @@ func validate(r *record.Record) error {
 	return nil
 }
 
-func decode(decoders Decoders, r *record.Record) (*Doc, error) {
+func decode(decoders Decoders, r *record.Record) (*Doc, []record.Reading, error) {
 	dec := decoders[r.ContentFormat]
 	if dec == nil {
 		if r.ContentFormat == record.NoContentFormat {
-			return nil, fmt.Errorf("payload without content format not supported")
+			return nil, nil, fmt.Errorf("payload without content format not supported")
 		}
-		return nil, fmt.Errorf("content format %d not supported", r.ContentFormat)
+		return nil, nil, fmt.Errorf("content format %d not supported", r.ContentFormat)
 	}
-	d, err := dec.Decode(r.Payload, r.ReceivedAt.UnixNano())
+	var d *Doc
+	var rs []record.Reading
+	var err error
+	if rd, ok := dec.(ReadingsDecoder); ok {
+		d, rs, err = rd.DecodeReadings(r.Payload, r.ReceivedAt.UnixNano())
+	} else {
+		d, err = dec.Decode(r.Payload, r.ReceivedAt.UnixNano())
+	}
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if reason := d.CheckLimits(); reason != "" {
-		return nil, fmt.Errorf("payload alone: %s", reason)
+		return nil, nil, fmt.Errorf("payload alone: %s", reason)
 	}
-	return d, nil
+	return d, rs, nil
 }
 
 // receivedRange returns the oldest and newest received_at of the batch's decodable records.

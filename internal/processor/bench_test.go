@@ -8,9 +8,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fxamacker/cbor/v2"
+
 	"github.com/coapgw/coapgw/internal/processor"
 	"github.com/coapgw/coapgw/internal/processor/spoolsource"
 	"github.com/coapgw/coapgw/internal/processortest"
+	"github.com/coapgw/coapgw/internal/record"
 	"github.com/coapgw/coapgw/internal/registry"
 	"github.com/coapgw/coapgw/internal/spool"
 )
@@ -21,15 +24,52 @@ const benchThings = 10_000
 // typical sensor payload (3 numbers, a string) with values that change every record, received
 // 10 µs apart from start, encoded as the spool holds them, numbered from seq.
 func benchRecords(b testing.TB, n int, seq uint64, start time.Time) []spool.Entry {
+	return benchRecordsFormat(b, n, seq, start, record.FormatJSON)
+}
+
+// benchRecordsFormat is benchRecords with the payloads in another format (the same readings):
+// CBOR as a device encodes it (floats at the shortest exact width), SenML with relative times 0
+// (the time the gateway received it).
+func benchRecordsFormat(b testing.TB, n int, seq uint64, start time.Time, format uint16) []spool.Entry {
+	em, err := cbor.EncOptions{ShortestFloat: cbor.ShortestFloat16, Sort: cbor.SortCanonical}.EncMode()
+	if err != nil {
+		b.Fatal(err)
+	}
 	es := make([]spool.Entry, n)
 	for i := range es {
 		k := int(seq) + i
+		temp, hum, bat := float64(15+k%20)+float64(k%10)/10, 30+k%50, 3+float64(k%100)/100
+		var payload []byte
+		switch format {
+		case record.FormatJSON:
+			payload = fmt.Appendf(nil, `{"temp":%d.%d,"hum":%d,"bat":3.%02d,"fw":"1.4.2"}`, 15+k%20, k%10, 30+k%50, k%100)
+		case record.FormatCBOR:
+			payload, err = em.Marshal(map[string]any{"temp": temp, "hum": hum, "bat": bat, "fw": "1.4.2"})
+		case record.FormatSenMLJSON:
+			payload = fmt.Appendf(nil, `[{"n":"temp","v":%d.%d},{"n":"hum","v":%d},{"n":"bat","v":3.%02d},{"n":"fw","vs":"1.4.2"}]`, 15+k%20, k%10, 30+k%50, k%100)
+		case record.FormatSenMLCBOR:
+			payload, err = em.Marshal([]map[int]any{{0: "temp", 2: temp}, {0: "hum", 2: hum}, {0: "bat", 2: bat}, {0: "fw", 3: "1.4.2"}})
+		}
+		if err != nil {
+			b.Fatal(err)
+		}
 		r := processortest.Rec("gw1", fmt.Sprintf("sensor-%d", k%4), fmt.Sprintf("dev-%05d", k%benchThings),
-			start.Add(time.Duration(k)*10*time.Microsecond),
-			fmt.Sprintf(`{"temp":%d.%d,"hum":%d,"bat":3.%d,"fw":"1.4.2"}`, 15+k%20, k%10, 30+k%50, k%100))
+			start.Add(time.Duration(k)*10*time.Microsecond), string(payload))
+		r.ContentFormat = format
 		es[i] = processortest.Entry(b, seq+uint64(i), r)
 	}
 	return es
+}
+
+// BenchmarkProcessRegistryFormats is BenchmarkProcessRegistry with the same readings in each
+// format, side by side: the figure is each format's records/s against json's.
+func BenchmarkProcessRegistryFormats(b *testing.B) {
+	for _, f := range []struct {
+		name string
+		cf   uint16
+	}{{"json", record.FormatJSON}, {"cbor", record.FormatCBOR}, {"senml-json", record.FormatSenMLJSON}, {"senml-cbor", record.FormatSenMLCBOR}} {
+		b.Run(f.name, func(b *testing.B) { benchProcessRegistry(b, f.cf) })
+	}
 }
 
 func openBenchRegistry(b *testing.B) *registry.Registry {
@@ -46,7 +86,9 @@ func openBenchRegistry(b *testing.B) *registry.Registry {
 // in the loop, as the spool source does) over 10,000 things that already exist, so every record
 // is a shadow update, a message count and three history points. One op is one record; records/s is the figure, last-quarter-records/s the
 // steady state.
-func BenchmarkProcessRegistry(b *testing.B) {
+func BenchmarkProcessRegistry(b *testing.B) { benchProcessRegistry(b, record.FormatJSON) }
+
+func benchProcessRegistry(b *testing.B, format uint16) {
 	reg := openBenchRegistry(b)
 	p, err := processor.New(processor.Config{}, reg, nil, nil)
 	if err != nil {
@@ -62,7 +104,7 @@ func BenchmarkProcessRegistry(b *testing.B) {
 	}
 	const batch = 20000 // the default BatchSize: what Run takes when the spool holds a backlog
 	n := max(b.N, batch)
-	es := benchRecords(b, n, benchThings+1, start)
+	es := benchRecordsFormat(b, n, benchThings+1, start, format)
 	b.ResetTimer()
 	t0 := time.Now()
 	var t3q time.Time // when the last quarter started

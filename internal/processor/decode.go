@@ -30,13 +30,27 @@ func (f DecoderFunc) Decode(payload []byte, ts int64) (*Doc, error) { return f(p
 // for a request that had none.
 type Decoders map[uint16]Decoder
 
-// DefaultDecoders decodes JSON objects, with Content-Format 50 or none. CBOR (60) and SenML
-// (110, 112) will be added here.
+// DefaultDecoders decodes JSON objects, with Content-Format 50 or none, CBOR maps (60) and SenML
+// packs (110 JSON, 112 CBOR).
 func DefaultDecoders() Decoders {
 	return Decoders{
 		record.FormatJSON:      DecoderFunc(DecodeJSON),
 		record.NoContentFormat: DecoderFunc(DecodeJSON),
+		record.FormatCBOR:      DecoderFunc(DecodeCBOR),
+		record.FormatSenMLJSON: SenMLDecoder(record.FormatSenMLJSON),
+		record.FormatSenMLCBOR: SenMLDecoder(record.FormatSenMLCBOR),
 	}
+}
+
+// DecodeCBOR decodes a payload that must be one CBOR map with a JSON form (record.CBORToJSON):
+// that JSON, decoded by DecodeJSON, so that the same object sent as JSON or as CBOR gives the
+// same document.
+func DecodeCBOR(payload []byte, ts int64) (*Doc, error) {
+	js, err := record.CBORToJSON(nil, payload, MaxShadowDepth)
+	if err != nil {
+		return nil, err
+	}
+	return DecodeJSON(js, ts)
 }
 
 // DecodeJSON decodes a payload that must be one JSON object (RFC 8259, UTF-8) nested at most

@@ -1,6 +1,8 @@
 // Package processor turns telemetry records into thing state: it decodes each record's payload
-// into properties, coalesces the records of one thing in a batch into one update, hands the batch
-// to a Sink (the local registry, later AWS IoT) and classifies what went wrong.
+// into properties by its Content-Format (decode.go: JSON, CBOR, SenML; a SenML pack's readings
+// keep the device's times, senml.go), coalesces the records of one thing in a batch into one
+// update, hands the batch to a Sink (the local registry, later AWS IoT) and classifies what went
+// wrong.
 //
 // The core is sink- and source-independent: Process takes a batch of records (Input: a record
 // its driver decoded once, or the raw bytes of one it could not decode, with the reason) and
@@ -12,7 +14,8 @@
 //
 // Errors. A record that can never be applied is set aside with its reason and never blocks the
 // records behind it: an undecodable record, a thing or type name outside ^[a-zA-Z0-9:_-]{1,128}$,
-// an unsupported content format, a payload that is not one JSON object or is nested deeper than
+// an unsupported content format, a payload that is not one JSON object (or CBOR map, or SenML
+// pack with a JSON form) or is nested deeper than
 // MaxShadowDepth, a payload whose own state exceeds MaxShadowBytes (found here), and what the sink
 // finds per record (a thing that exists with another type, a merged shadow over the limits). Any
 // error the Sink returns for the batch as a whole is transient (a database or network failure,

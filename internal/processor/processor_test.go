@@ -227,7 +227,7 @@ func TestPermanentSetAside(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	p := newProcessor(t, processor.Config{}, sink, reg)
 	bad := rec("a", 2, `{}`)
-	bad.ContentFormat = 60
+	bad.ContentFormat = 41
 	noCF := rec("a", 4, `{"v":9}`)
 	noCF.ContentFormat = record.NoContentFormat
 	es := processortest.Inputs(
@@ -254,7 +254,7 @@ func TestPermanentSetAside(t *testing.T) {
 		{processor.Applied, ""},
 		{processor.SetAside, "must be a JSON object"},
 		{processor.SetAside, "invalid JSON"},
-		{processor.SetAside, "content format 60 not supported"},
+		{processor.SetAside, "content format 41 not supported"},
 		{processor.SetAside, "thing type name"},
 		{processor.SetAside, "thing name"},
 		{processor.SetAside, "over the 8192-byte limit"},

@@ -1,6 +1,8 @@
 // Package record defines the unit of telemetry that travels from the gateway's spool to the queue
 // and the processor, its versioned, binary-safe encoding, and the rules its fields follow: the
-// AWS IoT name rule for type and id (ValidName) and the Content-Format numbers it carries.
+// AWS IoT name rule for type and id (ValidName), the Content-Format numbers it carries, and what
+// each payload format stands for in the JSON model the shadow rules apply to (ToJSON: CBOR maps
+// in cbor.go, SenML packs and their readings in senml.go and senml_json.go).
 //
 // Encoding, version 1 (all integers big-endian):
 //
@@ -33,10 +35,14 @@ const Version = 1
 // NoContentFormat marks a request that carried no Content-Format option.
 const NoContentFormat = 0xFFFF
 
-// FormatJSON is the CoAP Content-Format number (RFC 7252 §12.3) of application/json, the payload
-// format a record carries today; CBOR (60) and SenML (110, 112) will join it. The numbers are
-// coapmsg's registry, named here for what a record carries.
-const FormatJSON = coapmsg.FormatJSON
+// The CoAP Content-Format numbers (RFC 7252 §12.3, RFC 8428 §12.3) of the payloads a record
+// carries. The payload is kept as the device sent it; ToJSON says what it stands for.
+const (
+	FormatJSON      = coapmsg.FormatJSON // application/json: one JSON object
+	FormatCBOR      = coapmsg.FormatCBOR // application/cbor: one CBOR map (cbor.go)
+	FormatSenMLJSON = 110                // application/senml+json (senml.go)
+	FormatSenMLCBOR = 112                // application/senml+cbor (senml.go)
+)
 
 // Record is one accepted telemetry message.
 type Record struct {

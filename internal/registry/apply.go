@@ -147,6 +147,7 @@ func (a *applyTx) undo() {
 	for _, path := range a.newProps {
 		delete(a.w.props, path)
 	}
+	a.w.units = nil
 	for _, name := range a.newTypes {
 		delete(a.w.tnames, a.w.types[name])
 		delete(a.w.types, name)

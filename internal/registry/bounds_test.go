@@ -279,7 +279,8 @@ func TestMigrationToBoundsCountsHistory(t *testing.T) {
 	}
 	if _, err := e.r.wdb.ExecContext(t.Context(), `DROP INDEX history_by_t_last;
 		ALTER TABLE totals DROP COLUMN set_aside_dropped; ALTER TABLE totals DROP COLUMN history_bytes;
-		DROP TABLE desired; PRAGMA user_version = 5`); err != nil {
+		DROP TABLE desired; ALTER TABLE properties DROP COLUMN unit; -- migrations 7 and 8
+		PRAGMA user_version = 5`); err != nil {
 		t.Fatal(err)
 	}
 	e.reopen()

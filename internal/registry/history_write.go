@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
@@ -10,10 +11,16 @@ import (
 	"slices"
 
 	"github.com/coapgw/coapgw/internal/processor"
+	"github.com/coapgw/coapgw/internal/record"
 )
 
-// history adds the numeric properties of an applied record to this Apply's history_log row.
+// history adds the numeric properties of an applied record to this Apply's history_log row: one
+// entry at the record's received_at, or for a SenML pack (it.Readings) one entry per distinct
+// reading time, at the device's time, with the readings' units stored on their properties.
 func (a *applyTx) history(th *thingState, it *processor.Item) error {
+	if it.Readings != nil {
+		return a.readings(th, it.Readings)
+	}
 	vals := a.w.vals[:0]
 	var err error
 	it.Doc.Numbers(func(path string, v float64) {
@@ -30,9 +37,68 @@ func (a *applyTx) history(th *thingState, it *processor.Item) error {
 	if err != nil || len(vals) == 0 {
 		return err
 	}
-	a.w.log = appendLogEntry(a.w.log, th.id, it.Record.ReceivedAt.UnixNano(), vals)
+	a.logEntry(th, it.Record.ReceivedAt.UnixNano(), vals)
+	return nil
+}
+
+func (a *applyTx) logEntry(th *thingState, t int64, vals []byte) {
+	a.w.log = appendLogEntry(a.w.log, th.id, t, vals)
 	a.w.logN++
 	a.w.pending[th.id]++
+}
+
+// readings adds a SenML pack's numeric readings, grouped by time: readings of one name at one
+// time keep the later one (as the shadow does).
+func (a *applyTx) readings(th *thingState, rs []record.Reading) error {
+	byTime := func(x, y record.Reading) int { return cmp.Compare(x.Time, y.Time) }
+	if !slices.IsSortedFunc(rs, byTime) {
+		rs = slices.Clone(rs)
+		slices.SortStableFunc(rs, byTime)
+	}
+	for len(rs) > 0 {
+		n := 1
+		for n < len(rs) && rs[n].Time == rs[0].Time {
+			n++
+		}
+		vals := a.w.vals[:0]
+		group := rs[:n]
+		if n > 16 {
+			group = record.Latest(group) // LatestAt is quadratic
+		}
+		for i, r := range group {
+			if !r.IsNum || n <= 16 && !record.LatestAt(group, i) {
+				continue
+			}
+			id, err := a.property(r.Name)
+			if err != nil {
+				return err
+			}
+			if err := a.unit(id, r.Name, r.Unit); err != nil {
+				return err
+			}
+			vals = appendValue(vals, id, r.Num)
+		}
+		a.w.vals = vals
+		if len(vals) > 0 {
+			a.logEntry(th, rs[0].Time, vals)
+		}
+		rs = rs[n:]
+	}
+	return nil
+}
+
+// unit stores a property's unit when it changed.
+func (a *applyTx) unit(id int64, path, unit string) error {
+	if a.w.units == nil {
+		a.w.units = map[string]string{}
+	}
+	if u, ok := a.w.units[path]; ok && u == unit {
+		return nil
+	}
+	if _, err := a.tx.ExecContext(a.ctx, `UPDATE properties SET unit = ? WHERE id = ?`, unit, id); err != nil {
+		return fmt.Errorf("property %s unit: %w", path, err)
+	}
+	a.w.units[path] = unit
 	return nil
 }
 

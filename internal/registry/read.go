@@ -278,12 +278,12 @@ func (r *Registry) History(ctx context.Context, name string, q HistoryQuery) ([]
 	}
 	out := make([]Series, 0, len(byProp))
 	for id, pts := range byProp {
-		var path string
-		if err := r.rdb.QueryRowContext(ctx, `SELECT path FROM properties WHERE id = ?`, id).Scan(&path); err != nil {
+		var path, unit string
+		if err := r.rdb.QueryRowContext(ctx, `SELECT path, unit FROM properties WHERE id = ?`, id).Scan(&path, &unit); err != nil {
 			return nil, fmt.Errorf("history %s: %w", name, err)
 		}
 		slices.Reverse(pts)
-		out = append(out, Series{Property: path, Points: pts})
+		out = append(out, Series{Property: path, Unit: unit, Points: pts})
 	}
 	slices.SortFunc(out, func(a, b Series) int { return strings.Compare(a.Property, b.Property) })
 	return out, nil

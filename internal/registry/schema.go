@@ -111,6 +111,10 @@ var migrations = []migration{
 		thing_id INTEGER PRIMARY KEY REFERENCES things(id),
 		doc      BLOB NOT NULL
 	);`},
+
+	// 8: the unit of a property (SenML readings carry one, history_write.go): the last unit a
+	// reading of that property came with, "" if none did.
+	{sql: `ALTER TABLE properties ADD COLUMN unit TEXT NOT NULL DEFAULT '';`},
 }
 
 // migration is one schema step: SQL, or a function for what SQL alone cannot do.

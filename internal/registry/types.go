@@ -53,6 +53,7 @@ type Point struct {
 // ("temp", "env.hum").
 type Series struct {
 	Property string  `json:"property"`
+	Unit     string  `json:"unit,omitempty"` // SenML's unit of the property's readings, if any
 	Points   []Point `json:"points"`
 }
 

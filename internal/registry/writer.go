@@ -16,7 +16,8 @@ type writer struct {
 	tnames map[int64]string
 	marks  map[string]uint64 // gw → highest seq processed
 	things map[string]*thingState
-	props  map[string]int64 // property path → id
+	props  map[string]int64  // property path → id
+	units  map[string]string // property path → its unit as stored; nil after a rollback
 
 	pending     map[int64]int // thing id → history entries added since its history was last trimmed
 	pruneCursor int64         // round-robin position of the age pruning, a thing id

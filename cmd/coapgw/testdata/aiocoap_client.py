@@ -49,7 +49,7 @@ async def main(hostport):
     await req("health", GET, "/health")
     await req("bad-json", POST, "/sensor/aio-3", b'{"temp":', cf=50)
     await req("not-object", POST, "/sensor/aio-3", b'[1,2]', cf=50)
-    await req("cbor", POST, "/sensor/aio-3", b'\xa0', cf=60)
+    await req("xml", POST, "/sensor/aio-3", b'<a/>', cf=41)
     await req("bad-id", POST, "/sensor/bad%20id", b'{"x":1}', cf=50)
     await req("three-segments", POST, "/a/b/c", b'{"x":1}', cf=50)
     await req("delete", DELETE, "/sensor/aio-1")

@@ -742,8 +742,9 @@ function deviceView(name) {
     const plotEl = h('div', { class: 'chart' });
     const latest = h('span', { class: 'latest' });
     const n = h('span', { class: 'n' });
+    const unit = h('span', { class: 'unit' });
     const card = h('div', { class: 'panel chart-card', 'data-prop': prop },
-      h('div', { class: 'chart-title' }, h('span', { class: 'prop' }, prop), n, latest), plotEl);
+      h('div', { class: 'chart-title' }, h('span', { class: 'prop' }, prop), unit, n, latest), plotEl);
     chartsBox.append(card);
     const accent = cssVar('--accent') || '#2563eb';
     const grid = cssVar('--border') || '#e2e7ee';
@@ -762,7 +763,7 @@ function deviceView(name) {
         { label: prop, stroke: accent, width: 2, fill: accent.startsWith('#') ? `${accent}22` : undefined, points: { size: 4 } },
       ],
     }, [[], []], plotEl);
-    const c = { card, u, latest, n, plotEl };
+    const c = { card, u, latest, n, unit, plotEl };
     charts.set(prop, c);
     return c;
   }
@@ -794,7 +795,9 @@ function deviceView(name) {
       const data = [pts.map((p) => p[0]), pts.map((p) => p[1])];
       const c = charts.get(s.property) || makeChart(s.property);
       c.u.setData(data);
-      c.latest.textContent = fmtValue(pts[pts.length - 1][1]);
+      // SenML readings carry a unit (RFC 8428 "u"): shown next to the name and the value.
+      c.unit.textContent = s.unit ? `[${s.unit}]` : '';
+      c.latest.textContent = fmtValue(pts[pts.length - 1][1]) + (s.unit ? ` ${s.unit}` : '');
       c.n.textContent = `${fmtInt(pts.length)} point${pts.length === 1 ? '' : 's'}`;
     }
     for (const [prop, c] of charts) {

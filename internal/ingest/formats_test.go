@@ -1,0 +1,248 @@
+package ingest
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/fxamacker/cbor/v2"
+
+	"github.com/coapgw/coapgw/internal/coapmsg"
+	"github.com/coapgw/coapgw/internal/processor"
+	"github.com/coapgw/coapgw/internal/record"
+)
+
+// TestJSONCBOREquivalence is the property that makes CBOR a second spelling of JSON: a random
+// object sent as JSON and as CBOR is accepted or refused alike by the device API's checks, and
+// when accepted gives the same document (state, history numbers, size, properties). The objects
+// break the rules now and then (empty keys, NUL, nesting past 6) so that refusals are compared
+// too.
+func TestJSONCBOREquivalence(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	ems := []cbor.EncMode{}
+	for _, o := range []cbor.EncOptions{{}, {ShortestFloat: cbor.ShortestFloat16}} {
+		em, err := o.EncMode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ems = append(ems, em)
+	}
+	accepted, refused := 0, 0
+	for i := range 3000 {
+		obj := randObject(rng, 1)
+		var jb bytes.Buffer
+		enc := json.NewEncoder(&jb)
+		enc.SetEscapeHTML(false)
+		if err := enc.Encode(obj); err != nil {
+			t.Fatal(err)
+		}
+		js := bytes.TrimSpace(jb.Bytes())
+		cb, err := ems[i%2].Marshal(obj)
+		if err != nil {
+			t.Fatal(err)
+		}
+		errJSON := checkJSONObject(js, 6)
+		// The device API does not scan a CBOR payload's JSON form: the conversion keeps the rules.
+		conv, errCBOR := record.ToJSON(nil, record.FormatCBOR, cb, 6, 0)
+		if errCBOR == nil {
+			if err := checkJSONObject(conv, 6); err != nil {
+				t.Fatalf("%x converts to %s, which breaks a rule: %v", cb, conv, err)
+			}
+		}
+		if (errJSON == nil) != (errCBOR == nil) {
+			t.Fatalf("%s: JSON check %v, CBOR check %v", js, errJSON, errCBOR)
+		}
+		if errJSON != nil {
+			refused++
+			continue
+		}
+		accepted++
+		dj, err1 := processor.DecodeJSON(js, 7)
+		dc, err2 := processor.DecodeCBOR(cb, 7)
+		if err1 != nil || err2 != nil {
+			t.Fatalf("%s: decode JSON %v, CBOR %v", js, err1, err2)
+		}
+		var sj, sc any
+		if err := json.Unmarshal(dj.AppendState(nil), &sj); err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal(dc.AppendState(nil), &sc); err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(sj, sc) || numbers(dj) != numbers(dc) || dj.Properties() != dc.Properties() || dj.Depth() != dc.Depth() {
+			t.Fatalf("JSON %s gives state %s\nCBOR %x gives %s", js, dj.AppendState(nil), cb, dc.AppendState(nil))
+		}
+	}
+	if accepted < 1000 || refused < 100 {
+		t.Fatalf("%d accepted, %d refused: the generator does not cover both", accepted, refused)
+	}
+}
+
+func numbers(d *processor.Doc) string {
+	var b strings.Builder
+	d.Numbers(func(path string, v float64) { fmt.Fprintf(&b, "%s=%v;", path, v) })
+	return b.String()
+}
+
+func randObject(rng *rand.Rand, depth int) map[string]any {
+	m := map[string]any{}
+	for range rng.IntN(5) {
+		m[randString(rng, true)] = randValue(rng, depth)
+	}
+	return m
+}
+
+func randValue(rng *rand.Rand, depth int) any {
+	switch rng.IntN(9) {
+	case 0:
+		if depth < 7 {
+			return randObject(rng, depth+1)
+		}
+		return nil
+	case 1:
+		if depth < 7 {
+			a := make([]any, rng.IntN(4))
+			for i := range a {
+				a[i] = randValue(rng, depth+1)
+			}
+			return a
+		}
+		return true
+	case 2:
+		return rng.Int64N(1<<40) - 1<<39
+	case 3:
+		return rng.Uint64()
+	case 4:
+		return math.Float64frombits(rng.Uint64()&^(0x7ff<<52) | uint64(rng.IntN(0x7fe))<<52) // finite
+	case 5:
+		return float64(rng.IntN(2000)) / 8
+	case 6:
+		return randString(rng, false)
+	case 7:
+		return rng.IntN(2) == 0
+	}
+	return nil
+}
+
+func randString(rng *rand.Rand, key bool) string {
+	alphabet := []string{"a", "b", "temp", "\"", "\\", "\n", "\x01", "é", "💡", "<"}
+	if rng.IntN(40) == 0 {
+		alphabet = append(alphabet, "\x00")
+	}
+	n := rng.IntN(4)
+	if key && n == 0 && rng.IntN(4) != 0 {
+		n = 1 // mostly nonempty keys
+	}
+	var b strings.Builder
+	for range n {
+		b.WriteString(alphabet[rng.IntN(len(alphabet))])
+	}
+	return b.String()
+}
+
+// TestFormatsStored: a CBOR map, a SenML JSON pack and a SenML CBOR pack get 2.04 and are stored
+// byte for byte with their Content-Format, for the processor to decode.
+func TestFormatsStored(t *testing.T) {
+	senmlCBOR, _ := cbor.Marshal([]map[int]any{{-2: "d/", 0: "temp", 1: "Cel", 2: 21.5}})
+	for _, c := range []struct {
+		name    string
+		cf      uint16
+		payload string
+	}{
+		{"CBOR", record.FormatCBOR, "\xa1\x64temp\xf9\x4d\x60"},
+		{"SenML JSON", record.FormatSenMLJSON, `[{"bn":"d/","n":"temp","u":"Cel","v":21.5},{"n":"temp","t":-60,"v":21}]`},
+		{"SenML CBOR", record.FormatSenMLCBOR, string(senmlCBOR)},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := newRig(t)
+			resp := r.do(coapmsg.POST, append(pathOpts("a", "b"), cf(byte(c.cf))), c.payload)
+			if resp.Code != coapmsg.Changed {
+				t.Fatalf("code %v %q, want 2.04", resp.Code, resp.Payload)
+			}
+			var rec record.Record
+			if r.sp.stored() != 1 || record.Decode(r.sp.data[0], &rec) != nil {
+				t.Fatalf("%d records stored, want 1", r.sp.stored())
+			}
+			if rec.ContentFormat != c.cf || string(rec.Payload) != c.payload {
+				t.Errorf("stored cf %d %x, want cf %d %x", rec.ContentFormat, rec.Payload, c.cf, c.payload)
+			}
+		})
+	}
+}
+
+// TestBenchPayloadsAgree: the benchmark's payloads are the same reading.
+func TestBenchPayloadsAgree(t *testing.T) {
+	want := string(benchPayloads[record.FormatJSON])
+	for f, p := range benchPayloads {
+		js, err := record.ToJSON(nil, f, p, 6, 0)
+		if err != nil || string(js) != want {
+			t.Errorf("format %d: %s, %v; want %s", f, js, err, want)
+		}
+	}
+}
+
+// TestHealthInCBOR: GET /health with Accept 60 gets the same answer as a CBOR map, Content-Format
+// 60; Accept 50 and none get JSON; another Accept gets 4.06.
+func TestHealthInCBOR(t *testing.T) {
+	r := newRig(t)
+	pad := coapmsg.Option{Number: coapmsg.URIHost, Value: []byte(strings.Repeat("h", 60))} // no Echo needed
+	for _, c := range []struct {
+		accept []coapmsg.Option
+		code   coapmsg.Code
+		cf     uint32
+	}{
+		{[]coapmsg.Option{cf(60)}, coapmsg.Content, 60},
+		{[]coapmsg.Option{cf(50)}, coapmsg.Content, 50},
+		{nil, coapmsg.Content, 50},
+		{[]coapmsg.Option{cf(41)}, coapmsg.NotAcceptable, 0},
+	} {
+		opts := append(pathOpts("health"), pad)
+		for _, a := range c.accept {
+			opts = append(opts, coapmsg.Option{Number: coapmsg.Accept, Value: a.Value})
+		}
+		resp := r.do(coapmsg.GET, opts, "")
+		if resp.Code != c.code {
+			t.Fatalf("accept %v: %v %q", c.accept, resp.Code, resp.Payload)
+		}
+		if c.code != coapmsg.Content {
+			continue
+		}
+		var got uint32
+		if o, ok := resp.Option(coapmsg.ContentFormat); ok {
+			got, _ = coapmsg.Uint(o)
+		}
+		var v map[string]any
+		var err error
+		if c.cf == 60 {
+			err = cbor.Unmarshal(resp.Payload, &v)
+		} else {
+			err = json.Unmarshal(resp.Payload, &v)
+		}
+		if got != c.cf || err != nil || v["status"] != "ok" || len(v) != 4 {
+			t.Errorf("accept %v: cf %d, %v %v; want cf %d with status ok and 4 keys", c.accept, got, v, err, c.cf)
+		}
+	}
+}
+
+// FuzzCBORRules: whatever CBOR the conversion accepts keeps the JSON rules (the device API does
+// not scan a CBOR payload's JSON form) — duplicate keys in any spelling, NUL, depth included.
+func FuzzCBORRules(f *testing.F) {
+	for _, s := range []string{"\xa2\x61\x61\x01\x61\x61\x02", "\xa1\x60\x01", "\xa1\x61\x61\x61\x00",
+		"\xbf\x7f\x61\x61\xff\x01\x61\x61\x02\xff", "\xa9\x61a\x01\x61b\x01\x61c\x01\x61d\x01\x61e\x01\x61f\x01\x61g\x01\x61h\x01\x61a\x01"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		js, err := record.CBORToJSON(nil, b, 6)
+		if err != nil {
+			return
+		}
+		if err := checkJSONObject(js, 6); err != nil {
+			t.Fatalf("%x converts to %s, which breaks a rule: %v", b, js, err)
+		}
+	})
+}

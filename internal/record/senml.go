@@ -1,0 +1,317 @@
+package record
+
+import (
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"strconv"
+
+	"github.com/fxamacker/cbor/v2"
+)
+
+// SenML (RFC 8428) payloads, JSON (110) and CBOR (112), are packs of readings: each resolved
+// (§4.6) into a Reading with its name, unit, time and value. The rules:
+//
+//   - the base name, time, unit, value and sum (bn, bt, bu, bv, bs) apply to their record and
+//     the ones after it until a record sets them again; a bver above 10 is refused;
+//   - a resolved name must follow §4.5.1 (first character a letter or digit, then letters,
+//     digits and "-:./_");
+//   - a resolved time below 2^28 is relative to the time the gateway received the message
+//     (0, or no time at all, is "now"); from 2^28 on it is Unix seconds;
+//   - a record's value is v (plus bv), vs, vb or vd (bytes in SenML CBOR: written as base64url,
+//     as SenML JSON carries them); a record with none of them and a sum (s plus bs) has the sum
+//     as its value; a record with no value at all, NaN or an infinity is refused;
+//   - a reading more than MaxFuture after the time the gateway received the message is refused
+//     (a device clock gone wrong); an old reading is accepted: it loses to newer state in the
+//     shadow and is dropped from history by its retention;
+//   - several readings of one name are a batch: all go to history at their own times, and the
+//     one with the latest time (of equal times, the later in the pack) is the name's value in
+//     the JSON form, {"name": value, ...}, which is what the shadow gets;
+//   - fields whose label ends in "_" (must-understand, §4.4) in SenML JSON are refused; other
+//     unknown fields are ignored.
+//
+// The errors are short and meant for a 4.00 diagnostic.
+
+// MaxFuture is how far past the time the gateway received a SenML pack one of its readings may
+// be.
+const MaxFuture = 10 * 60 * 1e9 // nanoseconds
+
+// relativeLimit: times below it are relative (RFC 8428 §4.5.3).
+const relativeLimit = 1 << 28
+
+// Reading is one resolved SenML record.
+type Reading struct {
+	Name  string
+	Unit  string  // "" when none
+	Time  int64   // Unix nanoseconds
+	Value []byte  // compact JSON: a number, a string, true or false
+	Num   float64 // the value, when it is a number (IsNum)
+	IsNum bool
+}
+
+// senmlRecord is one SenML CBOR record as sent (§6: integer labels); fxamacker/cbor decodes it.
+type senmlRecord struct {
+	BVer *float64 `cbor:"-1,keyasint"`
+	BN   *string  `cbor:"-2,keyasint"`
+	BT   *float64 `cbor:"-3,keyasint"`
+	BU   *string  `cbor:"-4,keyasint"`
+	BV   *float64 `cbor:"-5,keyasint"`
+	BS   *float64 `cbor:"-6,keyasint"`
+	N    string   `cbor:"0,keyasint"`
+	U    string   `cbor:"1,keyasint"`
+	V    *float64 `cbor:"2,keyasint"`
+	VS   *string  `cbor:"3,keyasint"`
+	VB   *bool    `cbor:"4,keyasint"`
+	S    *float64 `cbor:"5,keyasint"`
+	T    float64  `cbor:"6,keyasint"`
+	VD   []byte   `cbor:"8,keyasint"`
+}
+
+// fields is r as senmlFields.
+func (r *senmlRecord) fields() senmlFields {
+	f := senmlFields{n: r.N, u: r.U, t: r.T, vdb: r.VD}
+	setF := func(p *float64, dst *float64, bit uint16) {
+		if p != nil {
+			*dst, f.has = *p, f.has|bit
+		}
+	}
+	setS := func(p *string, dst *string, bit uint16) {
+		if p != nil {
+			*dst, f.has = *p, f.has|bit
+		}
+	}
+	setF(r.BVer, &f.bver, hasBVer)
+	setF(r.BT, &f.bt, hasBT)
+	setF(r.BV, &f.bv, hasBV)
+	setF(r.BS, &f.bs, hasBS)
+	setF(r.V, &f.v, hasV)
+	setF(r.S, &f.s, hasS)
+	setS(r.BN, &f.bn, hasBN)
+	setS(r.BU, &f.bu, hasBU)
+	setS(r.VS, &f.vs, hasVS)
+	if r.VB != nil {
+		f.vb, f.has = *r.VB, f.has|hasVB
+	}
+	if r.VD != nil {
+		f.has |= hasVDB
+	}
+	return f
+}
+
+var senmlCBOR = func() cbor.DecMode {
+	dm, err := cbor.DecOptions{
+		DupMapKey:        cbor.DupMapKeyEnforcedAPF,
+		MaxNestedLevels:  16,
+		MaxArrayElements: 1 << 16,
+		MaxMapPairs:      1 << 10,
+		TagsMd:           cbor.TagsForbidden,
+		UTF8:             cbor.UTF8RejectInvalid,
+		NaN:              cbor.NaNDecodeForbidden,
+		Inf:              cbor.InfDecodeForbidden,
+	}.DecMode()
+	if err != nil {
+		panic(err)
+	}
+	return dm
+}()
+
+// ParseSenML appends to dst the readings of a SenML pack of Content-Format cf (110 or 112),
+// received at now (Unix nanoseconds).
+func ParseSenML(dst []Reading, cf uint16, payload []byte, now int64) ([]Reading, error) {
+	rs := senmlResolver{now: now, dst: dst, vals: make([]byte, 0, 64+len(payload))}
+	n := len(dst)
+	switch cf {
+	case FormatSenMLJSON:
+		if err := readSenMLJSON(payload, rs.add); err != nil {
+			return dst, err
+		}
+	case FormatSenMLCBOR:
+		var recs []senmlRecord
+		if err := senmlCBOR.Unmarshal(payload, &recs); err != nil {
+			return dst, fmt.Errorf("invalid SenML CBOR: %s", cborReason(err))
+		}
+		for i := range recs {
+			f := recs[i].fields()
+			if err := rs.add(i, &f); err != nil {
+				return dst, err
+			}
+		}
+	default:
+		return dst, ErrFormat
+	}
+	if len(rs.dst) == n {
+		return dst, errors.New("SenML pack has no records")
+	}
+	return rs.dst, nil
+}
+
+// senmlResolver resolves a pack's records one after the other (§4.6): the base fields in force,
+// and the readings so far, whose values share one buffer.
+type senmlResolver struct {
+	bn, bu     string
+	bt, bv, bs float64
+	now        int64
+	dst        []Reading
+	vals       []byte // appended to only: a reading's Value stays valid when it grows
+}
+
+func (z *senmlResolver) add(i int, r *senmlFields) error {
+	if r.has&hasBVer != 0 && r.bver > 10 {
+		return fmt.Errorf("SenML version %v not supported", r.bver)
+	}
+	if r.has&hasBN != 0 {
+		z.bn = r.bn
+	}
+	if r.has&hasBU != 0 {
+		z.bu = r.bu
+	}
+	if r.has&hasBT != 0 {
+		z.bt = r.bt
+	}
+	if r.has&hasBV != 0 {
+		z.bv = r.bv
+	}
+	if r.has&hasBS != 0 {
+		z.bs = r.bs
+	}
+	rd := Reading{Name: r.n, Unit: r.u}
+	if z.bn != "" {
+		rd.Name = z.bn + r.n
+	}
+	if rd.Unit == "" {
+		rd.Unit = z.bu
+	}
+	if !validSenMLName(rd.Name) {
+		return fmt.Errorf("SenML record %d: bad name %.32q", i, rd.Name)
+	}
+	t := z.bt + r.t
+	if !finite(t) || !finite(z.bv) || !finite(z.bs) || math.Abs(t) >= 1e10 {
+		return fmt.Errorf("SenML record %d: bad time or base value", i)
+	}
+	if t < relativeLimit {
+		rd.Time = z.now + int64(math.Round(t*1e9))
+	} else {
+		rd.Time = int64(math.Round(t * 1e9))
+	}
+	if rd.Time > z.now+MaxFuture {
+		return fmt.Errorf("SenML record %d: time %.0f s in the future", i, float64(rd.Time-z.now)/1e9)
+	}
+	start := len(z.vals)
+	switch {
+	case r.has&hasV != 0:
+		rd.Num, rd.IsNum = z.bv+r.v, true
+	case r.has&hasVS != 0:
+		z.vals = appendQuoted(z.vals, r.vs)
+	case r.has&hasVB != 0:
+		z.vals = strconv.AppendBool(z.vals, r.vb)
+	case r.has&hasVD != 0:
+		z.vals = appendQuoted(z.vals, r.vd)
+	case r.has&hasVDB != 0:
+		z.vals = append(z.vals, '"')
+		z.vals = append(base64.RawURLEncoding.AppendEncode(z.vals, r.vdb), '"')
+	case r.has&hasS != 0:
+		rd.Num, rd.IsNum = z.bs+r.s, true
+	default:
+		return fmt.Errorf("SenML record %d (%.32s) has no value", i, rd.Name)
+	}
+	if rd.IsNum {
+		if !finite(rd.Num) {
+			return fmt.Errorf("SenML record %d: value out of range", i)
+		}
+		z.vals = AppendJSONNumber(z.vals, rd.Num, 64)
+	}
+	rd.Value = z.vals[start:len(z.vals):len(z.vals)]
+	z.dst = append(z.dst, rd)
+	return nil
+}
+
+func finite(f float64) bool { return !math.IsNaN(f) && !math.IsInf(f, 0) }
+
+func appendQuoted[T string | []byte](dst []byte, s T) []byte {
+	dst = append(dst, '"')
+	return append(appendJSONString(dst, s), '"')
+}
+
+// validSenMLName is RFC 8428 §4.5.1: a letter or digit, then letters, digits and "-:./_".
+func validSenMLName(s string) bool {
+	if s == "" || !isAlnum(s[0]) {
+		return false
+	}
+	for i := 1; i < len(s); i++ {
+		c := s[i]
+		if !isAlnum(c) && c != '-' && c != ':' && c != '.' && c != '/' && c != '_' {
+			return false
+		}
+	}
+	return true
+}
+
+func isAlnum(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+}
+
+// Latest returns, of readings, the one per name with the latest time (of equal times, the later
+// one), in the order of their names' first appearance.
+func Latest(readings []Reading) []Reading {
+	out := make([]Reading, 0, len(readings))
+	var index map[string]int // for a long pack
+	if len(readings) > 16 {
+		index = make(map[string]int, len(readings))
+	}
+	for _, r := range readings {
+		var i int
+		if index != nil {
+			j, ok := index[r.Name]
+			if i = -1; ok {
+				i = j
+			} else {
+				index[r.Name] = len(out)
+			}
+		} else {
+			i = slices.IndexFunc(out, func(o Reading) bool { return o.Name == r.Name })
+		}
+		switch {
+		case i < 0:
+			out = append(out, r)
+		case r.Time >= out[i].Time:
+			out[i] = r
+		}
+	}
+	return out
+}
+
+// SenMLToJSON appends the JSON form of a SenML pack: one object with each name's latest value.
+func SenMLToJSON(dst []byte, readings []Reading) []byte {
+	if len(readings) > 16 {
+		readings = Latest(readings)
+	}
+	dst = append(dst, '{')
+	first := true
+	for i, r := range readings {
+		if !LatestAt(readings, i) {
+			continue
+		}
+		if !first {
+			dst = append(dst, ',')
+		}
+		first = false
+		dst = appendQuoted(dst, r.Name)
+		dst = append(dst, ':')
+		dst = append(dst, r.Value...)
+	}
+	return append(dst, '}')
+}
+
+// LatestAt reports whether readings[i] is its name's latest (of equal times, the later one) in
+// readings: Latest without allocating, for a short pack.
+func LatestAt(readings []Reading, i int) bool {
+	r := &readings[i]
+	for j := range readings {
+		if o := &readings[j]; j != i && o.Name == r.Name && (o.Time > r.Time || o.Time == r.Time && j > i) {
+			return false
+		}
+	}
+	return true
+}

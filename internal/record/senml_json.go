@@ -1,0 +1,281 @@
+package record
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+
+	"github.com/coapgw/coapgw/internal/jsonscan"
+)
+
+// senmlFields is one SenML record as read, whatever its format: has says which fields were
+// present.
+type senmlFields struct {
+	has                  uint16
+	bver, bt, bv, bs     float64
+	v, s, t              float64
+	bn, bu, n, u, vs, vd string
+	vb                   bool
+	vdb                  []byte
+}
+
+// Bits of senmlFields.has.
+const (
+	hasBVer uint16 = 1 << iota
+	hasBN
+	hasBT
+	hasBU
+	hasBV
+	hasBS
+	hasV
+	hasVS
+	hasVB
+	hasS
+	hasVD
+	hasVDB
+)
+
+// readSenMLJSON reads a SenML JSON pack (RFC 8428 §5) with jsonscan's scanner, handing each
+// record to add as it is read: an array of objects whose known fields have the types §5 gives them; unknown
+// fields are skipped, a field whose label ends in "_" (must-understand, §4.4) is refused. The
+// scanner's rules hold for every string and number (UTF-8, no NUL, numbers within float64).
+func readSenMLJSON(b []byte, add func(i int, r *senmlFields) error) error {
+	p := jsonscan.Scanner{B: b}
+	p.WS()
+	if p.I >= len(b) || b[p.I] != '[' {
+		return fmt.Errorf("invalid SenML JSON: want an array of records")
+	}
+	p.I++
+	p.WS()
+	if p.I < len(b) && b[p.I] == ']' {
+		p.I++
+	} else {
+		for i := 0; ; i++ {
+			p.WS()
+			var r senmlFields
+			if err := readSenMLRecord(&p, &r, i); err != nil {
+				return err
+			}
+			if err := add(i, &r); err != nil {
+				return err
+			}
+			p.WS()
+			if p.I >= len(b) {
+				return p.Errf("unexpected end")
+			}
+			if b[p.I] == ']' {
+				p.I++
+				break
+			}
+			if b[p.I] != ',' {
+				return p.Errf("unexpected %q", b[p.I])
+			}
+			p.I++
+		}
+	}
+	p.WS()
+	if p.I != len(b) {
+		return p.Errf("trailing data")
+	}
+	return nil
+}
+
+func readSenMLRecord(p *jsonscan.Scanner, r *senmlFields, i int) error {
+	if p.I >= len(p.B) || p.B[p.I] != '{' {
+		return fmt.Errorf("invalid SenML JSON: record %d is not an object", i)
+	}
+	p.I++
+	p.WS()
+	if p.I < len(p.B) && p.B[p.I] == '}' {
+		p.I++
+		return nil
+	}
+	for {
+		p.WS()
+		if p.I >= len(p.B) || p.B[p.I] != '"' {
+			return p.Errf("object key must be a string")
+		}
+		key, err := readString(p)
+		if err != nil {
+			return err
+		}
+		p.WS()
+		if p.I >= len(p.B) || p.B[p.I] != ':' {
+			return p.Errf("missing ':'")
+		}
+		p.I++
+		p.WS()
+		if err := readSenMLField(p, r, key, i); err != nil {
+			return err
+		}
+		p.WS()
+		if p.I >= len(p.B) {
+			return p.Errf("unexpected end")
+		}
+		switch p.B[p.I] {
+		case ',':
+			p.I++
+		case '}':
+			p.I++
+			return nil
+		default:
+			return p.Errf("unexpected %q", p.B[p.I])
+		}
+	}
+}
+
+func readSenMLField(p *jsonscan.Scanner, r *senmlFields, key string, i int) error {
+	var num *float64
+	var str *string
+	var bit uint16
+	switch key {
+	case "bver":
+		num, bit = &r.bver, hasBVer
+	case "bt":
+		num, bit = &r.bt, hasBT
+	case "bv":
+		num, bit = &r.bv, hasBV
+	case "bs":
+		num, bit = &r.bs, hasBS
+	case "v":
+		num, bit = &r.v, hasV
+	case "s":
+		num, bit = &r.s, hasS
+	case "t":
+		num = &r.t
+	case "bn":
+		str, bit = &r.bn, hasBN
+	case "bu":
+		str, bit = &r.bu, hasBU
+	case "n":
+		str = &r.n
+	case "u":
+		str = &r.u
+	case "vs":
+		str, bit = &r.vs, hasVS
+	case "vd":
+		str, bit = &r.vd, hasVD
+	case "vb":
+		r.has |= hasVB
+		switch {
+		case p.I < len(p.B) && p.B[p.I] == 't':
+			r.vb = true
+			return p.Lit("true")
+		case p.I < len(p.B) && p.B[p.I] == 'f':
+			r.vb = false
+			return p.Lit("false")
+		}
+		return fmt.Errorf("invalid SenML JSON: record %d: vb must be a boolean", i)
+	default:
+		if len(key) > 0 && key[len(key)-1] == '_' {
+			return fmt.Errorf("SenML record %d: must-understand field %.32q not supported", i, key)
+		}
+		return skipJSON(p, 0)
+	}
+	r.has |= bit
+	if num != nil {
+		if p.I >= len(p.B) || p.B[p.I] != '-' && (p.B[p.I] < '0' || p.B[p.I] > '9') {
+			return fmt.Errorf("invalid SenML JSON: record %d: %s must be a number", i, key)
+		}
+		start := p.I
+		if err := p.Num(); err != nil {
+			return err
+		}
+		f, err := strconv.ParseFloat(string(p.B[start:p.I]), 64)
+		if err != nil { // Num checked the range
+			return p.Errf("bad number")
+		}
+		*num = f
+		return nil
+	}
+	if p.I >= len(p.B) || p.B[p.I] != '"' {
+		return fmt.Errorf("invalid SenML JSON: record %d: %s must be a string", i, key)
+	}
+	s, err := readString(p)
+	*str = s
+	return err
+}
+
+// readString reads the string at p.I, unescaped.
+func readString(p *jsonscan.Scanner) (string, error) {
+	start := p.I
+	escaped, err := p.StrEsc()
+	if err != nil {
+		return "", err
+	}
+	raw := p.B[start:p.I]
+	if !escaped {
+		return string(raw[1 : len(raw)-1]), nil
+	}
+	var s string
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return "", p.Errf("bad string: %v", err)
+	}
+	return s, nil
+}
+
+// skipJSON skips the value at p.I (an unknown field's), nested at most 8 levels.
+func skipJSON(p *jsonscan.Scanner, depth int) error {
+	if p.I >= len(p.B) {
+		return p.Errf("unexpected end")
+	}
+	switch c := p.B[p.I]; {
+	case c == '"':
+		return p.Str()
+	case c == 't':
+		return p.Lit("true")
+	case c == 'f':
+		return p.Lit("false")
+	case c == 'n':
+		return p.Lit("null")
+	case c == '-' || c >= '0' && c <= '9':
+		return p.Num()
+	case c == '{' || c == '[':
+		if depth >= 8 {
+			return p.Errf("nested too deep")
+		}
+		closeCh := byte(']')
+		if c == '{' {
+			closeCh = '}'
+		}
+		p.I++
+		p.WS()
+		if p.I < len(p.B) && p.B[p.I] == closeCh {
+			p.I++
+			return nil
+		}
+		for {
+			p.WS()
+			if c == '{' {
+				if p.I >= len(p.B) || p.B[p.I] != '"' {
+					return p.Errf("object key must be a string")
+				}
+				if err := p.Str(); err != nil {
+					return err
+				}
+				p.WS()
+				if p.I >= len(p.B) || p.B[p.I] != ':' {
+					return p.Errf("missing ':'")
+				}
+				p.I++
+				p.WS()
+			}
+			if err := skipJSON(p, depth+1); err != nil {
+				return err
+			}
+			p.WS()
+			if p.I >= len(p.B) {
+				return p.Errf("unexpected end")
+			}
+			if p.B[p.I] == closeCh {
+				p.I++
+				return nil
+			}
+			if p.B[p.I] != ',' {
+				return p.Errf("unexpected %q", p.B[p.I])
+			}
+			p.I++
+		}
+	}
+	return p.Errf("unexpected %q", p.B[p.I])
+}
