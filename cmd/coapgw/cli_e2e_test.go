@@ -190,7 +190,7 @@ func TestSendPlain(t *testing.T) {
 		{"NON", []string{"--non", base + "/sensor/dev-2", `{"temp":1}`}, 0, `^2\.04 Changed\n$`, ""},
 		{"flags after the URI", []string{base + "/sensor/dev-3", `{"temp":3}`, "--format", "json"}, 0, `^\{"code":"2\.04","status":"Changed"\}\n$`, ""},
 		{"PUT", []string{"--method", "put", base + "/sensor/dev-4", `{"temp":4}`}, 0, `^2\.04 Changed\n$`, ""},
-		{"CBOR is refused", []string{"--content-format", "60", base + "/sensor/dev-5", `{}`}, 1, `^4\.15 Unsupported Content-Format\n`, ""},
+		{"XML is refused", []string{"--content-format", "41", base + "/sensor/dev-5", `{}`}, 1, `^4\.15 Unsupported Content-Format\n`, ""},
 		{"no Content-Format", []string{"--content-format", "none", base + "/sensor/dev-5", `{"temp":5}`}, 0, `^2\.04 Changed\n$`, ""},
 		{"bad Content-Format", []string{"--content-format", "json", base + "/sensor/dev-5", `{}`}, 2, `^$`, "--content-format"},
 		{"bad JSON", []string{base + "/sensor/dev-1", `{"temp":`}, 1, `^4\.00 Bad Request\ninvalid JSON`, ""},

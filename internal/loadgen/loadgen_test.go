@@ -164,10 +164,11 @@ func TestPutFixedPath(t *testing.T) {
 func TestRetransmission(t *testing.T) {
 	r := startResponder(t, respDropFirst)
 	cfg := testConfig(r.addr())
-	// Timeouts long against a busy machine's scheduling delays: with 30 ms a responder held up
-	// for more than the second timeout (60 ms) on a loaded machine drew a third transmission.
-	cfg.AckTimeout = 100 * time.Millisecond
-	cfg.Duration = 1200 * time.Millisecond
+	// Timeouts long against a busy machine's scheduling delays: a responder held up for more
+	// than the second timeout drew a third transmission, with 30 ms and then, under -race on a
+	// loaded machine (the first request of each device answered after 400-600 ms), with 100 ms.
+	cfg.AckTimeout = 250 * time.Millisecond
+	cfg.Duration = 1500 * time.Millisecond
 	res := run(t, cfg)
 
 	if res.Delivered < 20 {

@@ -1,0 +1,5 @@
+//go:build !race
+
+package dtlsrecord
+
+const raceEnabled = false
