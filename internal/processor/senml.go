@@ -29,9 +29,12 @@ func (f SenMLDecoder) DecodeReadings(payload []byte, ts int64) (*Doc, []record.R
 	if err != nil {
 		return nil, nil, err
 	}
-	// The shadow rules (DecodeJSON's) apply to the pack's JSON form, as the device API checks it.
-	if _, err := DecodeJSON(record.SenMLToJSON(nil, rs), ts); err != nil {
-		return nil, nil, err
+	// The shadow rules (DecodeJSON's) apply to the pack's JSON form, as the device API checks it;
+	// the readings tell when it certainly keeps them, and the form is checked only otherwise.
+	if !record.JSONFormKeepsRules(rs) {
+		if _, err := DecodeJSON(record.SenMLToJSON(nil, rs), ts); err != nil {
+			return nil, nil, err
+		}
 	}
 	latest := record.Latest(rs)
 	d := NewDoc()

@@ -1,12 +1,14 @@
 package record
 
 import (
+	"bytes"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"math"
 	"slices"
 	"strconv"
+	"unicode/utf8"
 
 	"github.com/fxamacker/cbor/v2"
 )
@@ -120,7 +122,50 @@ var senmlCBOR = func() cbor.DecMode {
 // ParseSenML appends to dst the readings of a SenML pack of Content-Format cf (110 or 112),
 // received at now (Unix nanoseconds).
 func ParseSenML(dst []Reading, cf uint16, payload []byte, now int64) ([]Reading, error) {
-	rs := senmlResolver{now: now, dst: dst, vals: make([]byte, 0, 64+len(payload))}
+	return parseSenML(dst, make([]byte, 0, 64+len(payload)), cf, payload, now)
+}
+
+// SenMLPack holds a pack's readings and their values' bytes for reuse: Parse is ParseSenML
+// without allocating the slices again once they have grown. Readings and their Values are valid
+// until the next Parse.
+type SenMLPack struct {
+	Readings []Reading
+	vals     []byte
+}
+
+// Parse replaces p.Readings with the readings of a SenML pack, as ParseSenML.
+func (p *SenMLPack) Parse(cf uint16, payload []byte, now int64) error {
+	clear(p.Readings) // drop the last pack's strings
+	if cap(p.vals) < 64+len(payload) {
+		p.vals = make([]byte, 0, 64+len(payload))
+	}
+	rs, err := parseSenML(p.Readings[:0], p.vals[:0], cf, payload, now)
+	p.Readings = rs
+	if err != nil {
+		p.Readings = rs[:0]
+	}
+	return err
+}
+
+// JSONFormKeepsRules reports whether the JSON form of readings (SenMLToJSON) certainly keeps the
+// shadow rules (jsonscan/rules.go), without building it: names are nonempty ASCII (§4.5.1) and
+// unique in the form; numbers are finite float64s written exactly; so only a string value can
+// break a rule, by holding U+0000 (written \u0000) or bytes that are not UTF-8. False means
+// "not certainly": the caller checks the JSON form itself, for its exact error.
+func JSONFormKeepsRules(readings []Reading) bool {
+	for i := range readings {
+		v := readings[i].Value
+		if len(v) > 0 && v[0] == '"' && (bytes.Contains(v, nulEscape) || !utf8.Valid(v)) {
+			return false
+		}
+	}
+	return true
+}
+
+var nulEscape = []byte(`\u0000`)
+
+func parseSenML(dst []Reading, vals []byte, cf uint16, payload []byte, now int64) ([]Reading, error) {
+	rs := senmlResolver{now: now, dst: dst, vals: vals}
 	n := len(dst)
 	switch cf {
 	case FormatSenMLJSON:
