@@ -122,7 +122,8 @@ var senmlCBOR = func() cbor.DecMode {
 // ParseSenML appends to dst the readings of a SenML pack of Content-Format cf (110 or 112),
 // received at now (Unix nanoseconds).
 func ParseSenML(dst []Reading, cf uint16, payload []byte, now int64) ([]Reading, error) {
-	return parseSenML(dst, make([]byte, 0, 64+len(payload)), cf, payload, now)
+	var recs []senmlRecord
+	return parseSenML(dst, make([]byte, 0, 64+len(payload)), &recs, nil, cf, payload, now)
 }
 
 // SenMLPack holds a pack's readings and their values' bytes for reuse: Parse is ParseSenML
@@ -131,6 +132,8 @@ func ParseSenML(dst []Reading, cf uint16, payload []byte, now int64) ([]Reading,
 type SenMLPack struct {
 	Readings []Reading
 	vals     []byte
+	recs     []senmlRecord     // SenML CBOR's records as decoded
+	names    map[string]string // see senmlResolver.str
 }
 
 // Parse replaces p.Readings with the readings of a SenML pack, as ParseSenML.
@@ -139,7 +142,10 @@ func (p *SenMLPack) Parse(cf uint16, payload []byte, now int64) error {
 	if cap(p.vals) < 64+len(payload) {
 		p.vals = make([]byte, 0, 64+len(payload))
 	}
-	rs, err := parseSenML(p.Readings[:0], p.vals[:0], cf, payload, now)
+	if p.names == nil {
+		p.names = make(map[string]string)
+	}
+	rs, err := parseSenML(p.Readings[:0], p.vals[:0], &p.recs, p.names, cf, payload, now)
 	p.Readings = rs
 	if err != nil {
 		p.Readings = rs[:0]
@@ -164,21 +170,25 @@ func JSONFormKeepsRules(readings []Reading) bool {
 
 var nulEscape = []byte(`\u0000`)
 
-func parseSenML(dst []Reading, vals []byte, cf uint16, payload []byte, now int64) ([]Reading, error) {
-	rs := senmlResolver{now: now, dst: dst, vals: vals}
+// parseSenML is ParseSenML with the buffers to use: vals for the values' bytes, recs for SenML
+// CBOR's records (cleared first: the decoder fills only the fields present), names (or nil) for
+// the strings of SenML JSON's names and units.
+func parseSenML(dst []Reading, vals []byte, recs *[]senmlRecord, names map[string]string, cf uint16, payload []byte, now int64) ([]Reading, error) {
+	rs := senmlResolver{now: now, dst: dst, vals: vals, names: names}
 	n := len(dst)
 	switch cf {
 	case FormatSenMLJSON:
-		if err := readSenMLJSON(payload, rs.add); err != nil {
+		if err := readSenMLJSON(payload, &rs); err != nil {
 			return dst, err
 		}
 	case FormatSenMLCBOR:
-		var recs []senmlRecord
-		if err := senmlCBOR.Unmarshal(payload, &recs); err != nil {
+		clear((*recs)[:cap(*recs)])
+		*recs = (*recs)[:0]
+		if err := senmlCBOR.Unmarshal(payload, recs); err != nil {
 			return dst, fmt.Errorf("invalid SenML CBOR: %s", cborReason(err))
 		}
-		for i := range recs {
-			f := recs[i].fields()
+		for i := range *recs {
+			f := (*recs)[i].fields()
 			if err := rs.add(i, &f); err != nil {
 				return dst, err
 			}
@@ -199,7 +209,24 @@ type senmlResolver struct {
 	bt, bv, bs float64
 	now        int64
 	dst        []Reading
-	vals       []byte // appended to only: a reading's Value stays valid when it grows
+	vals       []byte            // appended to only: a reading's Value stays valid when it grows
+	names      map[string]string // SenMLPack's: SenML JSON's names and units made strings once
+}
+
+// str returns b as a string, the one made before for the same text when there is a names map
+// (bounded: names and units repeat from pack to pack, other text need not).
+func (z *senmlResolver) str(b []byte) string {
+	if z.names == nil || len(b) > 64 {
+		return string(b)
+	}
+	if s, ok := z.names[string(b)]; ok {
+		return s
+	}
+	s := string(b)
+	if len(z.names) < 256 {
+		z.names[s] = s
+	}
+	return s
 }
 
 func (z *senmlResolver) add(i int, r *senmlFields) error {
@@ -247,6 +274,8 @@ func (z *senmlResolver) add(i int, r *senmlFields) error {
 	switch {
 	case r.has&hasV != 0:
 		rd.Num, rd.IsNum = z.bv+r.v, true
+	case r.has&hasVS != 0 && r.vsb != nil:
+		z.vals = appendQuoted(z.vals, r.vsb)
 	case r.has&hasVS != 0:
 		z.vals = appendQuoted(z.vals, r.vs)
 	case r.has&hasVB != 0:
