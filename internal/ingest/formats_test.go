@@ -250,6 +250,7 @@ func FuzzCBORRules(f *testing.F) {
 // FuzzSenMLRules: the device API decides on a SenML pack from its readings
 // (record.JSONFormKeepsRules) without scanning its JSON form; whatever pack that passes, the JSON
 // form keeps the rules, and a pack it does not pass is still decided by the form's check.
+// SenMLPack.Check, which validate calls, says the same as Parse and JSONFormKeepsRules.
 func FuzzSenMLRules(f *testing.F) {
 	for _, s := range []string{`[{"n":"a","vs":"x"},{"n":"a","v":1}]`, `[{"n":"a","vs":"\\u0000"}]`, `[{"n":"a","vs":"é\t"}]`} {
 		f.Add(true, []byte(s))
@@ -267,8 +268,13 @@ func FuzzSenMLRules(f *testing.F) {
 			return
 		}
 		js := record.SenMLToJSON(nil, pk.Readings)
-		if err := checkJSONObject(js, 1); record.JSONFormKeepsRules(pk.Readings) && err != nil {
+		keeps := record.JSONFormKeepsRules(pk.Readings)
+		if err := checkJSONObject(js, 1); keeps && err != nil {
 			t.Fatalf("%x: readings pass, JSON form %s breaks a rule: %v", b, js, err)
+		}
+		var ck record.SenMLPack // what validate calls
+		if got, err := ck.Check(cf, b, 1); err != nil || got != keeps {
+			t.Fatalf("%x: Check says %v, %v; Parse accepted, JSONFormKeepsRules %v", b, got, err, keeps)
 		}
 	})
 }

@@ -55,8 +55,8 @@ func (h *Handler) checkPayload(r *coapserver.Request) error {
 		// A pack's JSON form is one flat object whose only rule to check is in its string
 		// values: the readings tell without building it and scanning it again.
 		pk := senmlPacks.Get().(*record.SenMLPack)
-		err := pk.Parse(cf, r.Payload(), r.Received.UnixNano())
-		sure := err == nil && h.cfg.MaxDepth >= 1 && record.JSONFormKeepsRules(pk.Readings)
+		keeps, err := pk.Check(cf, r.Payload(), r.Received.UnixNano())
+		sure := err == nil && keeps && h.cfg.MaxDepth >= 1
 		senmlPacks.Put(pk)
 		if err != nil || sure {
 			return err

@@ -123,7 +123,8 @@ var senmlCBOR = func() cbor.DecMode {
 // received at now (Unix nanoseconds).
 func ParseSenML(dst []Reading, cf uint16, payload []byte, now int64) ([]Reading, error) {
 	var recs []senmlRecord
-	return parseSenML(dst, make([]byte, 0, 64+len(payload)), &recs, nil, cf, payload, now)
+	z := senmlResolver{now: now, dst: dst, vals: make([]byte, 0, 64+len(payload))}
+	return parseSenML(&z, &recs, cf, payload)
 }
 
 // SenMLPack holds a pack's readings and their values' bytes for reuse: Parse is ParseSenML
@@ -138,6 +139,20 @@ type SenMLPack struct {
 
 // Parse replaces p.Readings with the readings of a SenML pack, as ParseSenML.
 func (p *SenMLPack) Parse(cf uint16, payload []byte, now int64) error {
+	return p.parse(cf, payload, now, false)
+}
+
+// Check is Parse for a caller that only asks whether the pack is accepted and its JSON form
+// certainly keeps the shadow rules (JSONFormKeepsRules): the numbers are checked but not
+// written, so the Value of a numeric reading in p.Readings is nil.
+func (p *SenMLPack) Check(cf uint16, payload []byte, now int64) (keepsRules bool, err error) {
+	if err := p.parse(cf, payload, now, true); err != nil {
+		return false, err
+	}
+	return JSONFormKeepsRules(p.Readings), nil
+}
+
+func (p *SenMLPack) parse(cf uint16, payload []byte, now int64, noNumbers bool) error {
 	clear(p.Readings) // drop the last pack's strings
 	if cap(p.vals) < 64+len(payload) {
 		p.vals = make([]byte, 0, 64+len(payload))
@@ -145,7 +160,8 @@ func (p *SenMLPack) Parse(cf uint16, payload []byte, now int64) error {
 	if p.names == nil {
 		p.names = make(map[string]string)
 	}
-	rs, err := parseSenML(p.Readings[:0], p.vals[:0], &p.recs, p.names, cf, payload, now)
+	z := senmlResolver{now: now, dst: p.Readings[:0], vals: p.vals[:0], names: p.names, noNumbers: noNumbers}
+	rs, err := parseSenML(&z, &p.recs, cf, payload)
 	p.Readings = rs
 	if err != nil {
 		p.Readings = rs[:0]
@@ -170,15 +186,14 @@ func JSONFormKeepsRules(readings []Reading) bool {
 
 var nulEscape = []byte(`\u0000`)
 
-// parseSenML is ParseSenML with the buffers to use: vals for the values' bytes, recs for SenML
-// CBOR's records (cleared first: the decoder fills only the fields present), names (or nil) for
-// the strings of SenML JSON's names and units.
-func parseSenML(dst []Reading, vals []byte, recs *[]senmlRecord, names map[string]string, cf uint16, payload []byte, now int64) ([]Reading, error) {
-	rs := senmlResolver{now: now, dst: dst, vals: vals, names: names}
+// parseSenML is ParseSenML with the resolver to use (its readings so far, buffers and options)
+// and recs for SenML CBOR's records (cleared first: the decoder fills only the fields present).
+func parseSenML(rs *senmlResolver, recs *[]senmlRecord, cf uint16, payload []byte) ([]Reading, error) {
+	dst := rs.dst
 	n := len(dst)
 	switch cf {
 	case FormatSenMLJSON:
-		if err := readSenMLJSON(payload, &rs); err != nil {
+		if err := readSenMLJSON(payload, rs); err != nil {
 			return dst, err
 		}
 	case FormatSenMLCBOR:
@@ -211,6 +226,7 @@ type senmlResolver struct {
 	dst        []Reading
 	vals       []byte            // appended to only: a reading's Value stays valid when it grows
 	names      map[string]string // SenMLPack's: SenML JSON's names and units made strings once
+	noNumbers  bool              // SenMLPack.Check's: numeric Values left nil
 }
 
 // str returns b as a string, the one made before for the same text when there is a names map
@@ -294,9 +310,13 @@ func (z *senmlResolver) add(i int, r *senmlFields) error {
 		if !finite(rd.Num) {
 			return fmt.Errorf("SenML record %d: value out of range", i)
 		}
-		z.vals = AppendJSONNumber(z.vals, rd.Num, 64)
+		if !z.noNumbers {
+			z.vals = AppendJSONNumber(z.vals, rd.Num, 64)
+		}
 	}
-	rd.Value = z.vals[start:len(z.vals):len(z.vals)]
+	if !rd.IsNum || !z.noNumbers {
+		rd.Value = z.vals[start:len(z.vals):len(z.vals)]
+	}
 	z.dst = append(z.dst, rd)
 	return nil
 }
