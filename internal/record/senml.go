@@ -153,7 +153,7 @@ func (p *SenMLPack) Check(cf uint16, payload []byte, now int64) (keepsRules bool
 }
 
 func (p *SenMLPack) parse(cf uint16, payload []byte, now int64, noNumbers bool) error {
-	clear(p.Readings) // drop the last pack's strings
+	clear(p.Readings[:cap(p.Readings)]) // drop the last pack's strings, a failed one's too
 	if cap(p.vals) < 64+len(payload) {
 		p.vals = make([]byte, 0, 64+len(payload))
 	}
