@@ -246,3 +246,66 @@ func FuzzCBORRules(f *testing.F) {
 		}
 	})
 }
+
+// FuzzSenMLRules: the device API decides on a SenML pack from its readings
+// (record.JSONFormKeepsRules) without scanning its JSON form; whatever pack that passes, the JSON
+// form keeps the rules, and a pack it does not pass is still decided by the form's check.
+// SenMLPack.Check, which validate calls, says the same as Parse and JSONFormKeepsRules.
+func FuzzSenMLRules(f *testing.F) {
+	for _, s := range []string{`[{"n":"a","vs":"x"},{"n":"a","v":1}]`, `[{"n":"a","vs":"\\u0000"}]`, `[{"n":"a","vs":"é\t"}]`} {
+		f.Add(true, []byte(s))
+	}
+	for _, s := range []string{"\x81\xa2\x00\x61a\x03\x61\x00", "\x81\xa2\x00\x61a\x03\x62\xc3\xa9", "\x82\xa2\x00\x61a\x02\x01\xa2\x00\x61a\x08\x41\x00"} {
+		f.Add(false, []byte(s))
+	}
+	f.Fuzz(func(t *testing.T, isJSON bool, b []byte) {
+		cf := uint16(record.FormatSenMLCBOR)
+		if isJSON {
+			cf = record.FormatSenMLJSON
+		}
+		var pk record.SenMLPack
+		if err := pk.Parse(cf, b, 1); err != nil {
+			return
+		}
+		js := record.SenMLToJSON(nil, pk.Readings)
+		keeps := record.JSONFormKeepsRules(pk.Readings)
+		if err := checkJSONObject(js, 1); keeps && err != nil {
+			t.Fatalf("%x: readings pass, JSON form %s breaks a rule: %v", b, js, err)
+		}
+		var ck record.SenMLPack // what validate calls
+		if got, err := ck.Check(cf, b, 1); err != nil || got != keeps {
+			t.Fatalf("%x: Check says %v, %v; Parse accepted, JSONFormKeepsRules %v", b, got, err, keeps)
+		}
+	})
+}
+
+// TestSenMLChecks: a SenML pack's string values decide validate's answer as the JSON form's check
+// does, whether the readings alone can tell (plain text) or not (NUL, a backslash before u0000).
+func TestSenMLChecks(t *testing.T) {
+	for _, c := range []struct {
+		name, payload string
+		cf            byte
+		code          coapmsg.Code
+	}{
+		{"plain", `[{"n":"a","vs":"x"}]`, 110, coapmsg.Changed},
+		{"backslash u0000", `[{"n":"a","vs":"\\u0000"}]`, 110, coapmsg.Changed},
+		{"escaped NUL", `[{"n":"a","vs":"\u0000"}]`, 110, coapmsg.BadRequest},
+		{"CBOR NUL", "\x81\xa2\x00\x61a\x03\x61\x00", 112, coapmsg.BadRequest},
+		{"CBOR text", "\x81\xa2\x00\x61a\x03\x62\xc3\xa9", 112, coapmsg.Changed},
+		{"CBOR bytes", "\x81\xa2\x00\x61a\x08\x41\x00", 112, coapmsg.Changed},
+	} {
+		var pk record.SenMLPack
+		if err := pk.Parse(uint16(c.cf), []byte(c.payload), 1); err == nil {
+			slow := checkJSONObject(record.SenMLToJSON(nil, pk.Readings), 6)
+			if (slow == nil) != (c.code == coapmsg.Changed) {
+				t.Errorf("%s: the JSON form's check says %v, the case wants %s", c.name, slow, c.code)
+			}
+		}
+		r := newRig(t)
+		if got := r.do(coapmsg.POST, append(pathOpts("a", "b"), cf(c.cf)), c.payload); got.Code != c.code {
+			t.Errorf("%s: %v %q, want %v", c.name, got.Code, got.Payload, c.code)
+		} else if stored := len(r.sp.data) != 0; stored != (c.code == coapmsg.Changed) {
+			t.Errorf("%s: stored %v", c.name, stored)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"errors"
+	"sync"
 	"time"
 
 	"github.com/coapgw/coapgw/internal/coapmsg"
@@ -33,19 +34,7 @@ func (h *Handler) validate(next coapserver.Handler) coapserver.Handler {
 		case len(r.Payload()) == 0:
 			h.reject(w, coapmsg.BadRequest, "empty payload: want a JSON object")
 		default:
-			bp := h.bufs.Get().(*[]byte)
-			js, err := record.ToJSON((*bp)[:0], contentFormat(r), r.Payload(), h.cfg.MaxDepth, r.Received.UnixNano())
-			if err == nil && contentFormat(r) != record.FormatCBOR { // CBORToJSON keeps the rules itself
-				keys := h.keys.Get().(*jsonscan.Keys)
-				err = scanPayload(js, h.cfg.MaxDepth, keys)
-				keys.Reset(nil)
-				h.keys.Put(keys)
-			}
-			if cf := contentFormat(r); cf != record.FormatJSON && cf != record.NoContentFormat && cap(js) > cap(*bp) {
-				*bp = js[:0] // grown by the conversion; a JSON payload is the request's own
-			}
-			h.bufs.Put(bp)
-			if err != nil {
+			if err := h.checkPayload(r); err != nil {
 				msg := err.Error()
 				if len(msg) > 64 {
 					msg = msg[:64]
@@ -57,6 +46,39 @@ func (h *Handler) validate(next coapserver.Handler) coapserver.Handler {
 		}
 	})
 }
+
+// checkPayload applies validate's payload rules: r's payload, of an accepted Content-Format, must
+// stand for a JSON object (record.ToJSON) that keeps the shadow rules and maxDepth.
+func (h *Handler) checkPayload(r *coapserver.Request) error {
+	cf := contentFormat(r)
+	if cf == record.FormatSenMLJSON || cf == record.FormatSenMLCBOR {
+		// A pack's JSON form is one flat object whose only rule to check is in its string
+		// values: the readings tell without building it and scanning it again.
+		pk := senmlPacks.Get().(*record.SenMLPack)
+		keeps, err := pk.Check(cf, r.Payload(), r.Received.UnixNano())
+		sure := err == nil && keeps && h.cfg.MaxDepth >= 1
+		senmlPacks.Put(pk)
+		if err != nil || sure {
+			return err
+		}
+	}
+	bp := h.bufs.Get().(*[]byte)
+	js, err := record.ToJSON((*bp)[:0], cf, r.Payload(), h.cfg.MaxDepth, r.Received.UnixNano())
+	if err == nil && cf != record.FormatCBOR { // CBORToJSON keeps the rules itself
+		keys := h.keys.Get().(*jsonscan.Keys)
+		err = scanPayload(js, h.cfg.MaxDepth, keys)
+		keys.Reset(nil)
+		h.keys.Put(keys)
+	}
+	if cf != record.FormatJSON && cf != record.NoContentFormat && cap(js) > cap(*bp) {
+		*bp = js[:0] // grown by the conversion; a JSON payload is the request's own
+	}
+	h.bufs.Put(bp)
+	return err
+}
+
+// senmlPacks are checkPayload's reusable SenML readings.
+var senmlPacks = sync.Pool{New: func() any { return new(record.SenMLPack) }}
 
 // contentFormat is the request's Content-Format as the record stores it: record.NoContentFormat
 // when it had none (so a request claiming 65535, which the record cannot tell from none, is

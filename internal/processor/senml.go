@@ -1,6 +1,11 @@
 package processor
 
-import "github.com/coapgw/coapgw/internal/record"
+import (
+	"slices"
+	"sync"
+
+	"github.com/coapgw/coapgw/internal/record"
+)
 
 // A ReadingsDecoder is a Decoder whose payloads carry timestamped readings (SenML): besides the
 // document it returns every reading, for history. The document's leaves carry the readings'
@@ -25,13 +30,19 @@ func (f SenMLDecoder) Decode(payload []byte, ts int64) (*Doc, error) {
 
 // DecodeReadings returns the pack's document and readings.
 func (f SenMLDecoder) DecodeReadings(payload []byte, ts int64) (*Doc, []record.Reading, error) {
-	rs, err := record.ParseSenML(nil, uint16(f), payload, ts)
+	pk := senmlPacks.Get().(*record.SenMLPack)
+	err := pk.Parse(uint16(f), payload, ts)
+	rs := ownReadings(pk.Readings)
+	senmlPacks.Put(pk)
 	if err != nil {
 		return nil, nil, err
 	}
-	// The shadow rules (DecodeJSON's) apply to the pack's JSON form, as the device API checks it.
-	if _, err := DecodeJSON(record.SenMLToJSON(nil, rs), ts); err != nil {
-		return nil, nil, err
+	// The shadow rules (DecodeJSON's) apply to the pack's JSON form, as the device API checks it;
+	// the readings tell when it certainly keeps them, and the form is checked only otherwise.
+	if !record.JSONFormKeepsRules(rs) {
+		if _, err := DecodeJSON(record.SenMLToJSON(nil, rs), ts); err != nil {
+			return nil, nil, err
+		}
 	}
 	latest := record.Latest(rs)
 	d := NewDoc()
@@ -42,4 +53,27 @@ func (f SenMLDecoder) DecodeReadings(payload []byte, ts int64) (*Doc, []record.R
 		}
 	}
 	return d, rs, nil
+}
+
+// senmlPacks are DecodeReadings' reusable parse buffers (and the strings of the names they saw).
+var senmlPacks = sync.Pool{New: func() any { return new(record.SenMLPack) }}
+
+// ownReadings copies readings out of a SenMLPack: one slice, the values in one buffer (the
+// strings are immutable and stay shared).
+func ownReadings(readings []record.Reading) []record.Reading {
+	if len(readings) == 0 {
+		return nil
+	}
+	n := 0
+	for i := range readings {
+		n += len(readings[i].Value)
+	}
+	out := slices.Clone(readings)
+	vals := make([]byte, 0, n)
+	for i := range out {
+		start := len(vals)
+		vals = append(vals, out[i].Value...)
+		out[i].Value = vals[start:len(vals):len(vals)]
+	}
+	return out
 }

@@ -1,12 +1,14 @@
 package record
 
 import (
+	"bytes"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"math"
 	"slices"
 	"strconv"
+	"unicode/utf8"
 
 	"github.com/fxamacker/cbor/v2"
 )
@@ -120,20 +122,88 @@ var senmlCBOR = func() cbor.DecMode {
 // ParseSenML appends to dst the readings of a SenML pack of Content-Format cf (110 or 112),
 // received at now (Unix nanoseconds).
 func ParseSenML(dst []Reading, cf uint16, payload []byte, now int64) ([]Reading, error) {
-	rs := senmlResolver{now: now, dst: dst, vals: make([]byte, 0, 64+len(payload))}
+	var recs []senmlRecord
+	z := senmlResolver{now: now, dst: dst, vals: make([]byte, 0, 64+len(payload))}
+	return parseSenML(&z, &recs, cf, payload)
+}
+
+// SenMLPack holds a pack's readings and their values' bytes for reuse: Parse is ParseSenML
+// without allocating the slices again once they have grown. Readings and their Values are valid
+// until the next Parse.
+type SenMLPack struct {
+	Readings []Reading
+	vals     []byte
+	recs     []senmlRecord     // SenML CBOR's records as decoded
+	names    map[string]string // see senmlResolver.str
+}
+
+// Parse replaces p.Readings with the readings of a SenML pack, as ParseSenML.
+func (p *SenMLPack) Parse(cf uint16, payload []byte, now int64) error {
+	return p.parse(cf, payload, now, false)
+}
+
+// Check is Parse for a caller that only asks whether the pack is accepted and its JSON form
+// certainly keeps the shadow rules (JSONFormKeepsRules): the numbers are checked but not
+// written, so the Value of a numeric reading in p.Readings is nil.
+func (p *SenMLPack) Check(cf uint16, payload []byte, now int64) (keepsRules bool, err error) {
+	if err := p.parse(cf, payload, now, true); err != nil {
+		return false, err
+	}
+	return JSONFormKeepsRules(p.Readings), nil
+}
+
+func (p *SenMLPack) parse(cf uint16, payload []byte, now int64, noNumbers bool) error {
+	clear(p.Readings[:cap(p.Readings)]) // drop the last pack's strings, a failed one's too
+	if cap(p.vals) < 64+len(payload) {
+		p.vals = make([]byte, 0, 64+len(payload))
+	}
+	if p.names == nil {
+		p.names = make(map[string]string)
+	}
+	z := senmlResolver{now: now, dst: p.Readings[:0], vals: p.vals[:0], names: p.names, noNumbers: noNumbers}
+	rs, err := parseSenML(&z, &p.recs, cf, payload)
+	p.Readings = rs
+	if err != nil {
+		p.Readings = rs[:0]
+	}
+	return err
+}
+
+// JSONFormKeepsRules reports whether the JSON form of readings (SenMLToJSON) certainly keeps the
+// shadow rules (jsonscan/rules.go), without building it: names are nonempty ASCII (§4.5.1) and
+// unique in the form; numbers are finite float64s written exactly; so only a string value can
+// break a rule, by holding U+0000 (written \u0000) or bytes that are not UTF-8. False means
+// "not certainly": the caller checks the JSON form itself, for its exact error.
+func JSONFormKeepsRules(readings []Reading) bool {
+	for i := range readings {
+		v := readings[i].Value
+		if len(v) > 0 && v[0] == '"' && (bytes.Contains(v, nulEscape) || !utf8.Valid(v)) {
+			return false
+		}
+	}
+	return true
+}
+
+var nulEscape = []byte(`\u0000`)
+
+// parseSenML is ParseSenML with the resolver to use (its readings so far, buffers and options)
+// and recs for SenML CBOR's records (cleared first: the decoder fills only the fields present).
+func parseSenML(rs *senmlResolver, recs *[]senmlRecord, cf uint16, payload []byte) ([]Reading, error) {
+	dst := rs.dst
 	n := len(dst)
 	switch cf {
 	case FormatSenMLJSON:
-		if err := readSenMLJSON(payload, rs.add); err != nil {
+		if err := readSenMLJSON(payload, rs); err != nil {
 			return dst, err
 		}
 	case FormatSenMLCBOR:
-		var recs []senmlRecord
-		if err := senmlCBOR.Unmarshal(payload, &recs); err != nil {
+		clear((*recs)[:cap(*recs)])
+		*recs = (*recs)[:0]
+		if err := senmlCBOR.Unmarshal(payload, recs); err != nil {
 			return dst, fmt.Errorf("invalid SenML CBOR: %s", cborReason(err))
 		}
-		for i := range recs {
-			f := recs[i].fields()
+		for i := range *recs {
+			f := (*recs)[i].fields()
 			if err := rs.add(i, &f); err != nil {
 				return dst, err
 			}
@@ -154,7 +224,25 @@ type senmlResolver struct {
 	bt, bv, bs float64
 	now        int64
 	dst        []Reading
-	vals       []byte // appended to only: a reading's Value stays valid when it grows
+	vals       []byte            // appended to only: a reading's Value stays valid when it grows
+	names      map[string]string // SenMLPack's: SenML JSON's names and units made strings once
+	noNumbers  bool              // SenMLPack.Check's: numeric Values left nil
+}
+
+// str returns b as a string, the one made before for the same text when there is a names map
+// (bounded: names and units repeat from pack to pack, other text need not).
+func (z *senmlResolver) str(b []byte) string {
+	if z.names == nil || len(b) > 64 {
+		return string(b)
+	}
+	if s, ok := z.names[string(b)]; ok {
+		return s
+	}
+	s := string(b)
+	if len(z.names) < 256 {
+		z.names[s] = s
+	}
+	return s
 }
 
 func (z *senmlResolver) add(i int, r *senmlFields) error {
@@ -202,6 +290,8 @@ func (z *senmlResolver) add(i int, r *senmlFields) error {
 	switch {
 	case r.has&hasV != 0:
 		rd.Num, rd.IsNum = z.bv+r.v, true
+	case r.has&hasVS != 0 && r.vsb != nil:
+		z.vals = appendQuoted(z.vals, r.vsb)
 	case r.has&hasVS != 0:
 		z.vals = appendQuoted(z.vals, r.vs)
 	case r.has&hasVB != 0:
@@ -220,9 +310,13 @@ func (z *senmlResolver) add(i int, r *senmlFields) error {
 		if !finite(rd.Num) {
 			return fmt.Errorf("SenML record %d: value out of range", i)
 		}
-		z.vals = AppendJSONNumber(z.vals, rd.Num, 64)
+		if !z.noNumbers {
+			z.vals = AppendJSONNumber(z.vals, rd.Num, 64)
+		}
 	}
-	rd.Value = z.vals[start:len(z.vals):len(z.vals)]
+	if !rd.IsNum || !z.noNumbers {
+		rd.Value = z.vals[start:len(z.vals):len(z.vals)]
+	}
 	z.dst = append(z.dst, rd)
 	return nil
 }

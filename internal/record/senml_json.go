@@ -17,6 +17,7 @@ type senmlFields struct {
 	bn, bu, n, u, vs, vd string
 	vb                   bool
 	vdb                  []byte
+	vsb                  []byte // SenML JSON's vs, unescaped (in place of vs): no string to make
 }
 
 // Bits of senmlFields.has.
@@ -36,10 +37,10 @@ const (
 )
 
 // readSenMLJSON reads a SenML JSON pack (RFC 8428 §5) with jsonscan's scanner, handing each
-// record to add as it is read: an array of objects whose known fields have the types §5 gives them; unknown
+// record to z as it is read: an array of objects whose known fields have the types §5 gives them; unknown
 // fields are skipped, a field whose label ends in "_" (must-understand, §4.4) is refused. The
 // scanner's rules hold for every string and number (UTF-8, no NUL, numbers within float64).
-func readSenMLJSON(b []byte, add func(i int, r *senmlFields) error) error {
+func readSenMLJSON(b []byte, z *senmlResolver) error {
 	p := jsonscan.Scanner{B: b}
 	p.WS()
 	if p.I >= len(b) || b[p.I] != '[' {
@@ -53,10 +54,10 @@ func readSenMLJSON(b []byte, add func(i int, r *senmlFields) error) error {
 		for i := 0; ; i++ {
 			p.WS()
 			var r senmlFields
-			if err := readSenMLRecord(&p, &r, i); err != nil {
+			if err := readSenMLRecord(&p, z, &r, i); err != nil {
 				return err
 			}
-			if err := add(i, &r); err != nil {
+			if err := z.add(i, &r); err != nil {
 				return err
 			}
 			p.WS()
@@ -80,7 +81,7 @@ func readSenMLJSON(b []byte, add func(i int, r *senmlFields) error) error {
 	return nil
 }
 
-func readSenMLRecord(p *jsonscan.Scanner, r *senmlFields, i int) error {
+func readSenMLRecord(p *jsonscan.Scanner, z *senmlResolver, r *senmlFields, i int) error {
 	if p.I >= len(p.B) || p.B[p.I] != '{' {
 		return fmt.Errorf("invalid SenML JSON: record %d is not an object", i)
 	}
@@ -95,7 +96,7 @@ func readSenMLRecord(p *jsonscan.Scanner, r *senmlFields, i int) error {
 		if p.I >= len(p.B) || p.B[p.I] != '"' {
 			return p.Errf("object key must be a string")
 		}
-		key, err := readString(p)
+		key, err := readBytes(p)
 		if err != nil {
 			return err
 		}
@@ -105,7 +106,7 @@ func readSenMLRecord(p *jsonscan.Scanner, r *senmlFields, i int) error {
 		}
 		p.I++
 		p.WS()
-		if err := readSenMLField(p, r, key, i); err != nil {
+		if err := readSenMLField(p, z, r, key, i); err != nil {
 			return err
 		}
 		p.WS()
@@ -124,11 +125,11 @@ func readSenMLRecord(p *jsonscan.Scanner, r *senmlFields, i int) error {
 	}
 }
 
-func readSenMLField(p *jsonscan.Scanner, r *senmlFields, key string, i int) error {
+func readSenMLField(p *jsonscan.Scanner, z *senmlResolver, r *senmlFields, key []byte, i int) error {
 	var num *float64
 	var str *string
 	var bit uint16
-	switch key {
+	switch string(key) {
 	case "bver":
 		num, bit = &r.bver, hasBVer
 	case "bt":
@@ -191,27 +192,31 @@ func readSenMLField(p *jsonscan.Scanner, r *senmlFields, key string, i int) erro
 	if p.I >= len(p.B) || p.B[p.I] != '"' {
 		return fmt.Errorf("invalid SenML JSON: record %d: %s must be a string", i, key)
 	}
-	s, err := readString(p)
-	*str = s
+	b, err := readBytes(p)
+	if bit == hasVS {
+		r.vsb = b
+	} else {
+		*str = z.str(b)
+	}
 	return err
 }
 
-// readString reads the string at p.I, unescaped.
-func readString(p *jsonscan.Scanner) (string, error) {
+// readBytes reads the string at p.I, unescaped: in place when it has no escape.
+func readBytes(p *jsonscan.Scanner) ([]byte, error) {
 	start := p.I
 	escaped, err := p.StrEsc()
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	raw := p.B[start:p.I]
 	if !escaped {
-		return string(raw[1 : len(raw)-1]), nil
+		return raw[1 : len(raw)-1], nil
 	}
 	var s string
 	if err := json.Unmarshal(raw, &s); err != nil {
-		return "", p.Errf("bad string: %v", err)
+		return nil, p.Errf("bad string: %v", err)
 	}
-	return s, nil
+	return []byte(s), nil
 }
 
 // skipJSON skips the value at p.I (an unknown field's), nested at most 8 levels.
