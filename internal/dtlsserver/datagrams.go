@@ -19,6 +19,11 @@ func (s *Server) read() {
 	r := udpbatch.NewReader(s.conn, readBatch, s.cfg.MaxDatagram+1)
 	for {
 		n, err := r.Read()
+		// The answers to a batch's records (sealed by Send on this goroutine) go out together:
+		// one wake-up of the sender and one sendmmsg(2) for the batch, not one each.
+		if n > 1 {
+			s.out.Hold()
+		}
 		for i := range n {
 			from, data := r.Datagram(i)
 			if len(data) > s.cfg.MaxDatagram {
@@ -26,6 +31,9 @@ func (s *Server) read() {
 				continue
 			}
 			s.route(data, from)
+		}
+		if n > 1 {
+			s.out.Release()
 		}
 		if err != nil {
 			var ne net.Error
