@@ -24,13 +24,14 @@ func (s *Server) read() {
 		if n > 1 {
 			s.out.Hold()
 		}
+		now := time.Now().UnixNano() // one clock read per batch: the sessions' idle and recheck times
 		for i := range n {
 			from, data := r.Datagram(i)
 			if len(data) > s.cfg.MaxDatagram {
 				s.m.disp(dispOversized)
 				continue
 			}
-			s.route(data, from)
+			s.route(data, from, now)
 		}
 		if n > 1 {
 			s.out.Release()
@@ -50,9 +51,8 @@ func (s *Server) read() {
 const readBatch = 32
 
 // deliver hands a datagram to ss after recheck.go's check, if due: to its record layer, or
-// queued for its pion Conn.
-func (s *Server) deliver(ss *session, data []byte, from netip.AddrPort) {
-	now := time.Now().UnixNano()
+// queued for its pion Conn. now is when the reader got it (UnixNano).
+func (s *Server) deliver(ss *session, data []byte, from netip.AddrPort, now int64) {
 	if s.recheckDue(ss, now) && !s.stillValid(ss, now) {
 		s.m.disp(dispRevoked)
 		return
