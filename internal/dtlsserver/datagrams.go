@@ -19,8 +19,9 @@ func (s *Server) read() {
 	r := udpbatch.NewReader(s.conn, readBatch, s.cfg.MaxDatagram+1)
 	for {
 		n, err := r.Read()
-		// The answers to a batch's records (sealed by Send on this goroutine) go out together:
-		// one wake-up of the sender and one sendmmsg(2) for the batch, not one each.
+		// The answers sent while a batch is worked through (by this goroutine's handlers, or by
+		// the spool's after an fsync) go out together at its end: one wake-up of the sender
+		// and one sendmmsg(2), not one each.
 		if n > 1 {
 			s.out.Hold()
 		}
