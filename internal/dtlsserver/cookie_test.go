@@ -194,7 +194,7 @@ func TestHelloVerifyRequest(t *testing.T) {
 
 	ts := startServer(t, Config{})
 	from := netip.MustParseAddrPort("127.0.0.9:40000")
-	if n := testing.AllocsPerRun(1000, func() { ts.route(hello, from) }); n != 0 {
+	if n := testing.AllocsPerRun(1000, func() { ts.route(hello, from, time.Now().UnixNano()) }); n != 0 {
 		t.Fatalf("%v allocations per ClientHello answered", n)
 	}
 }
@@ -352,7 +352,7 @@ func TestSpoofedSourcesKeepNoState(t *testing.T) {
 	}
 	goroutines, before := handshakeGoroutines(), heap()
 	for i := range sources {
-		ts.route(hello, netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 4 + byte(i>>16), byte(i >> 8), byte(i)}), 1024+uint16(i%60000)))
+		ts.route(hello, netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 4 + byte(i>>16), byte(i >> 8), byte(i)}), 1024+uint16(i%60000)), time.Now().UnixNano())
 	}
 	after := heap()
 	v := counterValue(ts.reg, "coapgw_dtls_datagrams_total", "disposition", "hello_verify")

@@ -19,13 +19,23 @@ func (s *Server) read() {
 	r := udpbatch.NewReader(s.conn, readBatch, s.cfg.MaxDatagram+1)
 	for {
 		n, err := r.Read()
+		// The answers sent while a batch is worked through (by this goroutine's handlers, or by
+		// the spool's after an fsync) go out together at its end: one wake-up of the sender
+		// and one sendmmsg(2), not one each.
+		if n > 1 {
+			s.out.Hold()
+		}
+		now := time.Now().UnixNano() // one clock read per batch: the sessions' idle and recheck times
 		for i := range n {
 			from, data := r.Datagram(i)
 			if len(data) > s.cfg.MaxDatagram {
 				s.m.disp(dispOversized)
 				continue
 			}
-			s.route(data, from)
+			s.route(data, from, now)
+		}
+		if n > 1 {
+			s.out.Release()
 		}
 		if err != nil {
 			var ne net.Error
@@ -42,9 +52,8 @@ func (s *Server) read() {
 const readBatch = 32
 
 // deliver hands a datagram to ss after recheck.go's check, if due: to its record layer, or
-// queued for its pion Conn.
-func (s *Server) deliver(ss *session, data []byte, from netip.AddrPort) {
-	now := time.Now().UnixNano()
+// queued for its pion Conn. now is when the reader got it (UnixNano).
+func (s *Server) deliver(ss *session, data []byte, from netip.AddrPort, now int64) {
 	if s.recheckDue(ss, now) && !s.stillValid(ss, now) {
 		s.m.disp(dispRevoked)
 		return

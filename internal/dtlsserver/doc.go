@@ -66,7 +66,10 @@
 // (keys derived by pion's PRF; records numbered on from pion's; RFC 6347 §4.1.2.6 replay window
 // of 64, starting above the highest number pion accepted), and hands each CoAP message straight
 // to the exchange layer; Send seals the answer and queues it for the sender goroutine, which
-// writes in batches (sendmmsg). No goroutine per session, none per message. A record that does
+// writes in batches (sendmmsg). While the reader works through a recvmmsg batch of more than one
+// datagram it holds the queue (udpbatch.Queue.Hold), so the batch's answers go out together,
+// with one wake-up of the sender, not one each (answers sent meanwhile from other goroutines
+// wait for the batch's end too). No goroutine per session, none per message. A record that does
 // not authenticate, is replayed or too old, or carries no or another Connection ID is dropped
 // silently (RFC 6347 §4.1.2.7) and counted; a close_notify or fatal alert ends the session (a
 // close_notify is answered); a ClientHello from the session's address starts a new handshake;

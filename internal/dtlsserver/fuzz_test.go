@@ -84,7 +84,7 @@ func FuzzDatagram(f *testing.F) {
 		<-done
 	})
 	f.Fuzz(func(t *testing.T, data []byte, p uint8) {
-		s.route(data, peer(p))
+		s.route(data, peer(p), time.Now().UnixNano())
 		if _, hs := s.Sessions(); hs > 8 {
 			t.Fatalf("%d handshakes in progress, over MaxHandshakes", hs)
 		}

@@ -236,7 +236,8 @@ func isClientHello(data []byte) bool {
 // address it came from. An epoch-0 ClientHello without a valid cookie is answered with a
 // HelloVerifyRequest and nothing else (cookie.go); only one with a valid cookie from an address
 // without a session (or whose session is established: the device restarted) starts a new one.
-func (s *Server) route(data []byte, from netip.AddrPort) {
+// now is when the reader got the datagram (UnixNano; one clock read per recvmmsg batch).
+func (s *Server) route(data []byte, from netip.AddrPort, now int64) {
 	if len(data) < recordHeaderLen {
 		s.m.disp(dispShort)
 		return
@@ -253,7 +254,7 @@ func (s *Server) route(data []byte, from netip.AddrPort) {
 			s.m.disp(dispUnknownCID)
 			return
 		}
-		s.deliver(ss, data, from)
+		s.deliver(ss, data, from, now)
 		return
 	}
 	s.mu.RLock()
@@ -268,7 +269,7 @@ func (s *Server) route(data []byte, from netip.AddrPort) {
 		}
 	}
 	if ss != nil && !(hello && ss.est.Load()) {
-		s.deliver(ss, data, from)
+		s.deliver(ss, data, from, now)
 		return
 	}
 	if !hello {

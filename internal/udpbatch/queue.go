@@ -15,6 +15,8 @@ type Queue struct {
 	cur    *batch
 	spare  *batch
 	wake   chan struct{}
+	held   int  // Hold calls not yet Released
+	later  bool // a Send while held: Release wakes Run
 	closed bool
 	done   chan struct{}
 }
@@ -48,7 +50,39 @@ func (q *Queue) Send(peer netip.AddrPort, b []byte) {
 	off := len(q.cur.arena)
 	q.cur.arena = append(q.cur.arena, b...)
 	q.cur.items = append(q.cur.items, item{peer: peer, off: off, end: len(q.cur.arena)})
+	held := q.held > 0
+	q.later = q.later || held
 	q.mu.Unlock()
+	if !held {
+		q.signal()
+	}
+}
+
+// Hold makes Send only queue, without waking Run, until the matching Release: a goroutine that
+// answers a batch of datagrams holds the queue meanwhile, and its answers go out together, with
+// one wake-up of Run and as few sendmmsg(2) calls as the batch size allows, rather than one
+// each. Holds nest; every Hold needs its Release, and other goroutines' datagrams wait too.
+func (q *Queue) Hold() {
+	q.mu.Lock()
+	q.held++
+	q.mu.Unlock()
+}
+
+// Release ends a Hold; the last one wakes Run if something was queued meanwhile.
+func (q *Queue) Release() {
+	q.mu.Lock()
+	q.held--
+	wake := q.held == 0 && q.later
+	if wake {
+		q.later = false
+	}
+	q.mu.Unlock()
+	if wake {
+		q.signal()
+	}
+}
+
+func (q *Queue) signal() {
 	select {
 	case q.wake <- struct{}{}:
 	default:

@@ -63,3 +63,58 @@ func TestQueueAndReader(t *testing.T) {
 		})
 	}
 }
+
+// TestQueueHold: while the queue is held nothing is written; the last Release (holds nest)
+// writes everything queued meanwhile, and Sends after it go out at once again.
+func TestQueueHold(t *testing.T) {
+	src, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	dst, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dst.Close()
+	q := NewQueue(4)
+	done := make(chan struct{})
+	go func() { defer close(done); q.Run(src, func(err error) { t.Error(err) }) }()
+	defer func() { q.Close(); <-done }()
+	to := dst.LocalAddr().(*net.UDPAddr).AddrPort()
+	r := NewReader(dst, 16, 64)
+	read := func(wait time.Duration) []string {
+		var got []string
+		_ = dst.SetReadDeadline(time.Now().Add(wait))
+		for {
+			n, err := r.Read()
+			for i := range n {
+				_, b := r.Datagram(i)
+				got = append(got, string(b))
+			}
+			if err != nil {
+				return got
+			}
+		}
+	}
+	q.Hold()
+	q.Hold()
+	for i := range 6 {
+		q.Send(to, fmt.Appendf(nil, "held %d", i))
+	}
+	if got := read(100 * time.Millisecond); len(got) > 0 {
+		t.Fatalf("written while held: %q", got)
+	}
+	q.Release()
+	if got := read(100 * time.Millisecond); len(got) > 0 {
+		t.Fatalf("written while still held once: %q", got)
+	}
+	q.Release()
+	if got := read(300 * time.Millisecond); fmt.Sprint(got) != "[held 0 held 1 held 2 held 3 held 4 held 5]" {
+		t.Fatalf("after the last Release: %q", got)
+	}
+	q.Send(to, []byte("free"))
+	if got := read(300 * time.Millisecond); fmt.Sprint(got) != "[free]" {
+		t.Fatalf("after the hold: %q", got)
+	}
+}
