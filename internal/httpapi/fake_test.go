@@ -60,7 +60,9 @@ func (f *fakeStore) report(name, typ string, at time.Time, state map[string]any)
 	}
 	t.LastSeen = at
 	t.Messages++
-	t.Version++
+	if len(state) > 0 { // as the registry: an empty update changes nothing, so no new version
+		t.Version++
+	}
 	f.messages++
 	merge(t.reported, t.meta, state, "", at, t.history)
 }
@@ -192,8 +194,8 @@ func (f *fakeStore) Shadow(ctx context.Context, name string) ([]byte, error) {
 		return nil, f.err
 	}
 	t, ok := f.things[name]
-	if !ok {
-		return nil, registry.ErrNotFound
+	if !ok || t.Version == 0 {
+		return nil, registry.ErrNotFound // as the registry: a thing that only sent {} has no shadow
 	}
 	return json.Marshal(map[string]any{
 		"state":     map[string]any{"reported": t.reported},

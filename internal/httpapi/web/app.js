@@ -663,9 +663,12 @@ function deviceView(name) {
 
   async function loadThing() {
     try {
+      // A thing that only sent {} exists but has no shadow (404, as in AWS): the thing's own
+      // answer says whether the device is missing.
       const [t, shadow] = await Promise.all([
         api(`api/things/${encodeURIComponent(name)}`, ctl.signal),
-        api(`api/things/${encodeURIComponent(name)}/shadow`, ctl.signal),
+        api(`api/things/${encodeURIComponent(name)}/shadow`, ctl.signal)
+          .catch((e) => { if (e.status === 404) return { state: {}, metadata: {} }; throw e; }),
       ]);
       missing = false;
       typeChip.textContent = t.thingTypeName;
