@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -42,4 +43,92 @@ func TestBrowserEmptyReport(t *testing.T) {
 		t.Errorf("page of a device that sent {}: %q", txt)
 	}
 	consoleCheckExcept(t, console, "404")
+}
+
+// TestBrowserChartGapsAndFreshness: a pause in the data breaks the chart's line, the time axis
+// has one format (HH:MM:SS within a day, MM-DD HH:MM beyond), and the freshness dot compares the
+// silence with the device's own reporting interval.
+func TestBrowserChartGapsAndFreshness(t *testing.T) {
+	f, ts := browserFixture(t, Config{})
+	now := time.Now()
+	// Every 5 minutes for two hours, silent from 80 to 40 minutes ago, last seen 3 minutes ago.
+	for m := 123; m >= 3; m -= 5 {
+		if m < 80 && m > 40 {
+			continue
+		}
+		f.store.report("slow-1", "meter", now.Add(-time.Duration(m)*time.Minute), map[string]any{"watts": float64(m)})
+	}
+	// Every 30 s for half an hour, last seen 3 minutes ago.
+	for s := 1800 + 180; s >= 180; s -= 30 {
+		f.store.report("chatty-1", "meter", now.Add(-time.Duration(s)*time.Second), map[string]any{"watts": float64(s)})
+	}
+	// Every 6 hours for three days.
+	for h := 72; h >= 0; h -= 6 {
+		f.store.report("daily-1", "meter", now.Add(-time.Duration(h)*time.Hour), map[string]any{"watts": float64(h)})
+	}
+	ctx, cancel := httpapitest.Browser(t)
+	defer cancel()
+	console := httpapitest.WatchConsole(t, ctx)
+	if err := chromedp.Do(ctx, chromedp.Navigate(ts.URL+"/")); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, ctx, "the list", `document.querySelectorAll('#things tbody tr[data-name]').length === 3`)
+	dot := func(name string) string {
+		return eval[string](t, ctx, `document.querySelector('#things tbody tr[data-name="`+name+`"] .dot').className`)
+	}
+	// The old rule (fresh under 60 s) made both orange.
+	if d := dot("slow-1"); d != "dot fresh" {
+		t.Errorf("slow-1 (every 5 min, seen 3 min ago): %q, want fresh", d)
+	}
+	if d := dot("chatty-1"); d != "dot recent" {
+		t.Errorf("chatty-1 (every 30 s, seen 3 min ago): %q, want recent", d)
+	}
+
+	ticks := `document.querySelector('.chart').uplot.axes[0]._values`
+	if err := chromedp.Do(ctx, chromedp.Navigate(ts.URL+"/#/things/slow-1")); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, ctx, "the chart", `!!document.querySelector('.chart-card[data-prop="watts"]') && document.querySelector('.chart').uplot.axes[0]._values !== null`)
+	if g := eval[string](t, ctx, `document.querySelector('.chart-card[data-prop="watts"]').dataset.gaps`); g != "1" {
+		t.Errorf("slow-1 chart has %s gaps, want 1", g)
+	}
+	if n := eval[int](t, ctx, `document.querySelector('.chart').uplot.data[1].filter(v => v === null).length`); n != 1 {
+		t.Errorf("slow-1 chart data has %d null points, want 1", n)
+	}
+	if d := eval[string](t, ctx, `document.querySelector('.facts .dot').className`); d != "dot fresh" {
+		t.Errorf("slow-1 page dot %q, want fresh", d)
+	}
+	within := eval[[]string](t, ctx, ticks)
+	if len(within) == 0 {
+		t.Error("no ticks on the two-hour axis")
+	}
+	for _, v := range within {
+		if !regexp.MustCompile(`^\d\d:\d\d:\d\d$`).MatchString(v) {
+			t.Errorf("two-hour axis tick %q, want HH:MM:SS (all ticks %q)", v, within)
+		}
+	}
+
+	if err := chromedp.Do(ctx, chromedp.Navigate(ts.URL+"/#/things/chatty-1")); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, ctx, "the chatty chart", `document.querySelector('.chart-card[data-prop="watts"] .n') && document.querySelector('.chart-card[data-prop="watts"] .n').textContent === '61 points'`)
+	if g := eval[string](t, ctx, `document.querySelector('.chart-card[data-prop="watts"]').dataset.gaps`); g != "0" {
+		t.Errorf("chatty-1 chart has %s gaps, want 0", g)
+	}
+
+	if err := chromedp.Do(ctx, chromedp.Navigate(ts.URL+"/#/things/daily-1")); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, ctx, "the three-day chart", `document.querySelector('.chart-card[data-prop="watts"] .n') && document.querySelector('.chart-card[data-prop="watts"] .n').textContent === '13 points' && document.querySelector('.chart').uplot.axes[0]._values !== null`)
+	beyond := eval[[]string](t, ctx, ticks)
+	if len(beyond) == 0 {
+		t.Error("no ticks on the three-day axis")
+	}
+	for _, v := range beyond {
+		if !regexp.MustCompile(`^\d\d-\d\d \d\d:\d\d$`).MatchString(v) {
+			t.Errorf("three-day axis tick %q, want MM-DD HH:MM (all ticks %q)", v, beyond)
+		}
+	}
+	httpapitest.Screenshot(t, ctx, "device-days.png")
+	console.Check(t)
 }

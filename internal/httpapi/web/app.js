@@ -83,20 +83,41 @@ function ago(ms) {
   return `${Math.floor(s / 86400)} d ago`;
 }
 
-function freshness(ms) {
+// freshness classes a last-seen time against the device's own reporting interval (every, in
+// seconds; 0 when unknown): fresh within two intervals, recent within ten, old after. A minute and
+// an hour are the floors, so a chatty device is not orange after a second of silence.
+function freshness(ms, every) {
   const s = (serverNow() - ms) / 1000;
-  if (s < 60) return 'fresh';
-  if (s < 3600) return 'recent';
+  const i = every > 0 ? every : 30;
+  if (s < Math.max(60, 2 * i + 5)) return 'fresh';
+  if (s < Math.max(3600, 10 * i)) return 'recent';
   return 'old';
+}
+
+// median of the numbers in xs (unsorted), 0 for none.
+function median(xs) {
+  if (!xs.length) return 0;
+  const a = [...xs].sort((x, y) => x - y);
+  const m = a.length >> 1;
+  return a.length % 2 ? a[m] : (a[m - 1] + a[m]) / 2;
+}
+
+// thingInterval is a thing's mean reporting interval in seconds from its first and last seen
+// times and its message count; 0 when it reported fewer than twice.
+function thingInterval(t) {
+  const span = (Date.parse(t.lastSeen) - Date.parse(t.firstSeen)) / 1000;
+  return t.messages > 1 && span > 0 ? span / (t.messages - 1) : 0;
 }
 
 const fullTime = (ms) => (ms ? new Date(ms).toLocaleString() : '');
 
-// relTime renders a self-updating "N s ago".
-function relTime(ms, withDot) {
+// relTime renders a self-updating "N s ago"; with a dot when every (the device's reporting
+// interval in seconds, see freshness) is given.
+function relTime(ms, every) {
   const text = h('span', { class: 'rel', 'data-ts': ms, title: fullTime(ms) }, ago(ms));
-  if (!withDot) return text;
-  return h('span', { class: 'seen' }, h('i', { class: `dot ${freshness(ms)}`, 'data-dot': ms }), text);
+  if (every == null) return text;
+  const title = every > 0 ? `reports about every ${fmtDuration(every)}` : null;
+  return h('span', { class: 'seen' }, h('i', { class: `dot ${freshness(ms, every)}`, 'data-dot': ms, 'data-every': every, title }), text);
 }
 
 function tickRelTimes() {
@@ -106,7 +127,7 @@ function tickRelTimes() {
     if (el.textContent !== s) el.textContent = s;
   }
   for (const el of document.querySelectorAll('[data-dot]')) {
-    el.className = `dot ${freshness(Number(el.dataset.dot))}`;
+    el.className = `dot ${freshness(Number(el.dataset.dot), Number(el.dataset.every))}`;
   }
 }
 
@@ -477,7 +498,7 @@ function devicesView(params) {
       h('a', { class: 'thing-name', href }, t.thingName),
       h('div', { class: 'thing-sub' }, t.thingTypeName)),
     h('td', { class: 'col-type' }, h('span', { class: 'chip' }, t.thingTypeName)),
-    h('td', null, relTime(seen, true)),
+    h('td', null, relTime(seen, thingInterval(t))),
     h('td', { class: 'r num col-msgs' }, fmtInt(t.messages)),
     h('td', { class: 'col-first muted' }, relTime(Date.parse(t.firstSeen) || 0)));
   }
@@ -599,6 +620,43 @@ function metaTime(m) {
 const RANGES = [['15m', '15 min'], ['1h', '1 h'], ['24h', '24 h'], ['', 'All']];
 let chosenRange = '';
 
+// GAP_FACTOR: a pause between two samples longer than this many typical intervals breaks the
+// chart's line.
+const GAP_FACTOR = 3;
+
+// withGaps turns sorted [[t, v], ...] (t in seconds) into uPlot data, with a null point in every
+// pause longer than GAP_FACTOR median intervals, so that the line breaks there instead of drawing
+// a straight line across it. It returns the data, the gap count and the median interval.
+function withGaps(pts) {
+  const every = median(pts.slice(1).map((p, i) => p[0] - pts[i][0]).filter((d) => d > 0));
+  const xs = [], ys = [];
+  let gaps = 0;
+  pts.forEach(([t, v], i) => {
+    if (i && every > 0 && t - pts[i - 1][0] > GAP_FACTOR * every) {
+      xs.push((t + pts[i - 1][0]) / 2);
+      ys.push(null);
+      gaps++;
+    }
+    xs.push(t);
+    ys.push(v);
+  });
+  return { data: [xs, ys], gaps, every };
+}
+
+const pad2 = (n) => String(n).padStart(2, '0');
+
+// timeTicks formats the time axis with one format for every tick, chosen by the shown span:
+// HH:MM:SS within a day, MM-DD HH:MM beyond (local time, 24 h).
+function timeTicks(u, splits) {
+  const span = u.scales.x.max - u.scales.x.min;
+  return splits.map((t) => {
+    const d = new Date(t * 1000);
+    const hm = `${pad2(d.getHours())}:${pad2(d.getMinutes())}`;
+    if (span <= 86400) return `${hm}:${pad2(d.getSeconds())}`;
+    return `${pad2(d.getMonth() + 1)}-${pad2(d.getDate())} ${hm}`;
+  });
+}
+
 function cssVar(name) {
   return getComputedStyle(document.documentElement).getPropertyValue(name).trim();
 }
@@ -660,6 +718,7 @@ function deviceView(name) {
   function fact(k, v) { return h('div', { class: 'fact' }, h('div', { class: 'k' }, k), h('div', { class: 'v' }, v)); }
 
   let missing = false;
+  let historyEvery = 0; // the median reporting interval in the history shown, seconds
 
   async function loadThing() {
     try {
@@ -673,7 +732,7 @@ function deviceView(name) {
       missing = false;
       typeChip.textContent = t.thingTypeName;
       facts.replaceChildren(
-        fact('Last seen', relTime(Date.parse(t.lastSeen) || 0, true)),
+        fact('Last seen', relTime(Date.parse(t.lastSeen) || 0, historyEvery || thingInterval(t))),
         fact('First seen', relTime(Date.parse(t.firstSeen) || 0)),
         fact('Messages', fmtInt(t.messages)),
         fact('Version', fmtInt(t.version)));
@@ -760,12 +819,13 @@ function deviceView(name) {
       cursor: { drag: { x: true, y: false } },
       legend: { show: false },
       scales: { x: { time: true } },
-      axes: [axis, { ...axis, size: 56 }],
+      axes: [{ ...axis, values: timeTicks, space: 80 }, { ...axis, size: 56 }],
       series: [
         {},
-        { label: prop, stroke: accent, width: 2, fill: accent.startsWith('#') ? `${accent}22` : undefined, points: { size: 4 } },
+        { label: prop, stroke: accent, width: 2, fill: accent.startsWith('#') ? `${accent}22` : undefined, points: { size: 4 }, spanGaps: false },
       ],
     }, [[], []], plotEl);
+    plotEl.uplot = u; // for tests: the data and the tick labels drawn
     const c = { card, u, latest, n, unit, plotEl };
     charts.set(prop, c);
     return c;
@@ -792,11 +852,14 @@ function deviceView(name) {
     }
     const placeholder = $('#no-history', chartsBox);
     if (placeholder) placeholder.remove();
+    const intervals = [];
     for (const s of series) {
       seen.add(s.property);
       const pts = s.points.map((p) => [Date.parse(p.t) / 1000, p.v]).sort((a, b) => a[0] - b[0]);
-      const data = [pts.map((p) => p[0]), pts.map((p) => p[1])];
+      const { data, gaps, every } = withGaps(pts);
+      if (every > 0) intervals.push(every);
       const c = charts.get(s.property) || makeChart(s.property);
+      c.card.dataset.gaps = gaps;
       c.u.setData(data);
       // SenML readings carry a unit (RFC 8428 "u"): shown next to the name and the value.
       c.unit.textContent = s.unit ? `[${s.unit}]` : '';
@@ -805,6 +868,16 @@ function deviceView(name) {
     }
     for (const [prop, c] of charts) {
       if (!seen.has(prop)) { c.u.destroy(); c.card.remove(); charts.delete(prop); }
+    }
+    // The history's median interval is a better measure of the device's rhythm than the mean
+    // over its life (thingInterval), which pauses stretch.
+    const dot = $('.facts .dot', head);
+    if (intervals.length) historyEvery = Math.min(...intervals);
+    if (dot && historyEvery) {
+      const every = historyEvery;
+      dot.dataset.every = every;
+      dot.title = `reports about every ${fmtDuration(every)}`;
+      dot.className = `dot ${freshness(Number(dot.dataset.dot), every)}`;
     }
   }
 
