@@ -3,6 +3,7 @@ package httpapi
 import (
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -130,5 +131,45 @@ func TestBrowserChartGapsAndFreshness(t *testing.T) {
 		}
 	}
 	httpapitest.Screenshot(t, ctx, "device-days.png")
+	console.Check(t)
+}
+
+// TestBrowserLoadingAndCSV: pages say "Loading…" until their data arrives, and the device page
+// links the history it shows as CSV.
+func TestBrowserLoadingAndCSV(t *testing.T) {
+	f, ts := browserFixture(t, Config{})
+	f.store.report("dev-1", "t", time.Now().Add(-time.Minute), map[string]any{"x": 1.5})
+	f.store.report("dev-1", "t", time.Now(), map[string]any{"x": 2})
+	f.store.gate = make(chan struct{})
+	var once sync.Once
+	open := func() { once.Do(func() { close(f.store.gate) }) }
+	defer open()
+	ctx, cancel := httpapitest.Browser(t)
+	defer cancel()
+	console := httpapitest.WatchConsole(t, ctx)
+	if err := chromedp.Do(ctx, chromedp.Navigate(ts.URL+"/#/things/dev-1")); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, ctx, "the loading state", `document.querySelector('#state tr.loading') && document.querySelector('#history-loading') && document.querySelector('#state').innerText.includes('Loading…')`)
+	open()
+	poll(t, ctx, "the data", `!!document.querySelector('#state tr[data-prop="x"]') && !!document.querySelector('.chart-card[data-prop="x"]')`)
+	if n := eval[int](t, ctx, `document.querySelectorAll('.loading').length`); n != 0 {
+		t.Errorf("%d loading placeholders left after the data arrived", n)
+	}
+	if href := eval[string](t, ctx, `document.querySelector('#history-csv').getAttribute('href')`); href != "api/things/dev-1/history.csv" {
+		t.Errorf("CSV link %q", href)
+	}
+	got, err := chromedp.Run(ctx, chromedp.Evaluate[string](`fetch(document.querySelector('#history-csv').href).then(r => r.text())`, chromedp.EvalAwaitPromise))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lines := strings.Split(strings.TrimSpace(got), "\n"); len(lines) != 3 || strings.TrimSpace(lines[0]) != "time,property,value,unit" ||
+		!strings.Contains(lines[1], ",x,1.5,") || !strings.Contains(lines[2], ",x,2,") {
+		t.Errorf("CSV download %q", got)
+	}
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`.seg button[data-range="1h"]`))); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, ctx, "the CSV link of the range", `document.querySelector('#history-csv').getAttribute('href') === 'api/things/dev-1/history.csv?since=1h'`)
 	console.Check(t)
 }

@@ -27,6 +27,14 @@ type fakeStore struct {
 	err       error // returned by every call when set
 	lastThing registry.ThingQuery
 	lastHist  registry.HistoryQuery
+	gate      chan struct{} // when set before serving: Things, Thing and History wait for it to close
+}
+
+// wait blocks until the gate (if any) is closed, to show a page before its data.
+func (f *fakeStore) wait() {
+	if f.gate != nil {
+		<-f.gate
+	}
 }
 
 type fakeThing struct {
@@ -34,6 +42,7 @@ type fakeThing struct {
 	reported map[string]any
 	meta     map[string]any // mirrors reported, leaves {"timestamp": epochSeconds}
 	history  map[string][]registry.Point
+	units    map[string]string // property -> SenML unit, set by tests
 }
 
 func newFakeStore() *fakeStore {
@@ -141,6 +150,7 @@ func decodeCursor(c string) (int, error) {
 }
 
 func (f *fakeStore) Things(ctx context.Context, q registry.ThingQuery) (registry.ThingPage, error) {
+	f.wait()
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.lastThing = q
@@ -175,6 +185,7 @@ func (f *fakeStore) Things(ctx context.Context, q registry.ThingQuery) (registry
 }
 
 func (f *fakeStore) Thing(ctx context.Context, name string) (registry.Thing, error) {
+	f.wait()
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.err != nil {
@@ -206,6 +217,7 @@ func (f *fakeStore) Shadow(ctx context.Context, name string) ([]byte, error) {
 }
 
 func (f *fakeStore) History(ctx context.Context, name string, q registry.HistoryQuery) ([]registry.Series, error) {
+	f.wait()
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.lastHist = q
@@ -233,7 +245,7 @@ func (f *fakeStore) History(ctx context.Context, name string, q registry.History
 		if len(pts) > q.Limit {
 			pts = pts[len(pts)-q.Limit:]
 		}
-		out = append(out, registry.Series{Property: prop, Points: pts})
+		out = append(out, registry.Series{Property: prop, Unit: t.units[prop], Points: pts})
 	}
 	return out, nil
 }

@@ -8,6 +8,8 @@
 //	/api/things/{name}                                one thing
 //	/api/things/{name}/shadow                         the AWS GetThingShadow document
 //	/api/things/{name}/history?property=&since=&limit= {"thingName": ..., "series": [...]}
+//	/api/things/{name}/history.csv?property=&since=&limit= the same as CSV: time,property,value,unit
+//	                                                  (csv.go), oldest first
 //	/api/errors?limit=&cursor=                        set-aside records, newest first
 //	/api/status                                       gateway and registry status for the dashboard
 //	/api/events                                       Server-Sent Events: "thing" and "resync"
@@ -220,6 +222,7 @@ func (a *API) Register(mux *http.ServeMux) {
 	mux.Handle("DELETE /api/things/{name}", a.write(http.HandlerFunc(a.handleDeleteThing)))
 	api("/api/things/{name}/shadow", a.handleShadow)
 	api("/api/things/{name}/history", a.handleHistory)
+	api("/api/things/{name}/history.csv", a.handleHistoryCSV)
 	api("/api/errors", a.handleErrors)
 	api("/api/status", a.handleStatus)
 	api("/api/events", a.handleEvents)

@@ -409,6 +409,13 @@ function emptyRow(cols, title, text) {
   return h('tr', null, h('td', { colspan: cols }, h('div', { class: 'empty' }, h('strong', null, title), text)));
 }
 
+// loadingRow fills a table until its first answer.
+function loadingRow(cols) {
+  const r = emptyRow(cols, 'Loading…', '');
+  r.classList.add('loading');
+  return r;
+}
+
 function errorRow(cols, err) {
   return emptyRow(cols, 'Could not load', err.message);
 }
@@ -446,7 +453,7 @@ function devicesView(params) {
     'aria-label': 'Thing name prefix', autocomplete: 'off', spellcheck: 'false', value: state.prefix,
   });
   const total = h('span', { class: 'muted num', id: 'things-total' });
-  const tbody = h('tbody');
+  const tbody = h('tbody', null, loadingRow(5));
   const prev = h('button', { class: 'btn', id: 'pg-prev', disabled: true, 'aria-label': 'Previous page' }, '‹ Prev');
   const next = h('button', { class: 'btn', id: 'pg-next', disabled: true, 'aria-label': 'Next page' }, 'Next ›');
   const range = h('span', { class: 'num', id: 'pg-range' });
@@ -513,7 +520,7 @@ function devicesView(params) {
       page = await api(`api/things${qs({ type: state.type, prefix: state.prefix, limit: PAGE_SIZE, cursor })}`, ctl.signal);
     } catch (e) {
       if (e.name === 'AbortError') return;
-      if (!tbody.children.length || e.status) tbody.replaceChildren(errorRow(5, e));
+      if (!tbody.children.length || $('.loading', tbody) || e.status) tbody.replaceChildren(errorRow(5, e));
       return;
     }
     const first = state.shown.size === 0;
@@ -666,9 +673,13 @@ function deviceView(name) {
   const charts = new Map(); // property -> {card, u, latest, n}
   const facts = h('div', { class: 'facts' });
   const typeChip = h('span', { class: 'chip' });
-  const stateBody = h('tbody');
+  const stateBody = h('tbody', null, loadingRow(3));
   const rawPre = h('pre', { id: 'raw-shadow' });
-  const chartsBox = h('div', { class: 'charts', id: 'charts' });
+  const chartsBox = h('div', { class: 'charts', id: 'charts' },
+    h('div', { class: 'panel empty loading', id: 'history-loading' }, h('strong', null, 'Loading…'), 'history'));
+  const csv = h('a', { class: 'btn', id: 'history-csv', download: '', title: 'The history shown, as CSV' }, 'CSV');
+  const setCSV = () => { csv.href = `api/things/${encodeURIComponent(name)}/history.csv${qs({ since: chosenRange })}`; };
+  setCSV();
   const seg = h('div', { class: 'seg', role: 'group', 'aria-label': 'Time range' });
   const head = h('div', { class: 'panel device-head' },
     h('div', null, h('h1', { id: 'device-name' }, name), typeChip),
@@ -701,7 +712,7 @@ function deviceView(name) {
     h('div', { class: 'device-grid' },
       h('div', null, stateCard, desiredCard),
       h('div', null,
-        h('div', { class: 'charts-head', style: 'margin-bottom:10px' }, h('h2', null, 'History'), h('span', { class: 'spacer' }), seg),
+        h('div', { class: 'charts-head', style: 'margin-bottom:10px' }, h('h2', null, 'History'), h('span', { class: 'spacer' }), seg, csv),
         chartsBox)));
 
   for (const [v, label] of RANGES) {
@@ -709,6 +720,7 @@ function deviceView(name) {
       type: 'button', class: v === chosenRange ? 'on' : null, 'data-range': v,
       onclick: () => {
         chosenRange = v;
+        setCSV();
         for (const b of seg.children) b.classList.toggle('on', b.dataset.range === v);
         loadHistory();
       },
@@ -838,8 +850,11 @@ function deviceView(name) {
     } catch (e) {
       if (e.name === 'AbortError') return;
       if (e.status === 404) chartsBox.replaceChildren(h('div', { class: 'panel empty' }, 'No history.'));
+      else if ($('#history-loading', chartsBox)) chartsBox.replaceChildren(h('div', { class: 'panel empty' }, h('strong', null, 'Could not load'), e.message));
       return;
     }
+    const loading = $('#history-loading', chartsBox);
+    if (loading) loading.remove();
     const seen = new Set();
     const series = body.series.filter((s) => s.points.length).sort((a, b) => a.property.localeCompare(b.property));
     if (!series.length) {
@@ -920,7 +935,7 @@ function deviceView(name) {
 
 function errorsView() {
   const state = { cursors: [''], ctl: null };
-  const tbody = h('tbody');
+  const tbody = h('tbody', null, loadingRow(4));
   const prev = h('button', { class: 'btn', disabled: true }, '‹ Prev');
   const next = h('button', { class: 'btn', disabled: true }, 'Next ›');
   const range = h('span', { class: 'num' });
