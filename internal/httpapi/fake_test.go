@@ -294,3 +294,42 @@ func (f *fakeStore) DeleteThing(ctx context.Context, name string) error {
 	delete(f.things, name)
 	return nil
 }
+
+var _ SetAsideStore = (*fakeStore)(nil)
+
+func (f *fakeStore) SetAsideReasons(ctx context.Context) ([]registry.SetAsideReason, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err != nil {
+		return nil, f.err
+	}
+	var out []registry.SetAsideReason
+	idx := map[string]int{}
+	for _, s := range f.setAsides {
+		i, ok := idx[s.Reason]
+		if !ok {
+			i = len(out)
+			idx[s.Reason] = i
+			out = append(out, registry.SetAsideReason{Reason: s.Reason})
+		}
+		out[i].Count++
+		if s.At.After(out[i].Last) {
+			out[i].Last = s.At
+		}
+	}
+	slices.SortStableFunc(out, func(x, y registry.SetAsideReason) int {
+		return cmp.Or(cmp.Compare(y.Count, x.Count), y.Last.Compare(x.Last))
+	})
+	return out, nil
+}
+
+func (f *fakeStore) DismissSetAsides(ctx context.Context, reason string) (int64, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err != nil {
+		return 0, f.err
+	}
+	n := len(f.setAsides)
+	f.setAsides = slices.DeleteFunc(f.setAsides, func(s registry.SetAside) bool { return s.Reason == reason })
+	return int64(n - len(f.setAsides)), nil
+}
