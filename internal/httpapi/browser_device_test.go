@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"fmt"
 	"regexp"
 	"strings"
 	"sync"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 	"github.com/coapgw/coapgw/internal/httpapitest"
+	"github.com/coapgw/coapgw/internal/registry"
 )
 
 // consoleCheckExcept fails t for browser errors other than failed loads of the given URL parts
@@ -171,5 +173,46 @@ func TestBrowserLoadingAndCSV(t *testing.T) {
 		t.Fatal(err)
 	}
 	poll(t, ctx, "the CSV link of the range", `document.querySelector('#history-csv').getAttribute('href') === 'api/things/dev-1/history.csv?since=1h'`)
+	console.Check(t)
+}
+
+// TestBrowserSetAsideGroups: the set-aside page counts the records by reason, and a reason's
+// records can be dismissed (after logging in: a write needs the token on loopback too).
+func TestBrowserSetAsideGroups(t *testing.T) {
+	f, ts := browserFixture(t, Config{Token: testToken})
+	now := time.Now()
+	for i := range 40 {
+		f.store.setAside(registry.SetAside{GW: "gw-a", Seq: uint64(i + 1), Type: "t", Thing: "dev-1",
+			Reason: "payload is not a JSON object", At: now.Add(time.Duration(i-60) * time.Second)})
+	}
+	for i := range 2 {
+		f.store.setAside(registry.SetAside{GW: "gw-a", Seq: uint64(i + 100), Type: "t", Thing: "dev-2",
+			Reason: "shadow would exceed 8 KiB (AWS limit)", At: now.Add(time.Duration(i-10) * time.Second)})
+	}
+	ctx, cancel := httpapitest.Browser(t)
+	defer cancel()
+	console := httpapitest.WatchConsole(t, ctx)
+	if err := chromedp.Do(ctx, chromedp.Navigate(ts.URL+"/#/errors")); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, ctx, "the groups", `document.querySelectorAll('#reasons tr[data-reason]').length === 2`)
+	if got := eval[string](t, ctx, `[...document.querySelectorAll('#reasons tr[data-reason]')].map(r => r.dataset.reason + '=' + r.querySelector('.count').textContent).join('; ')`); got != "payload is not a JSON object=40; shadow would exceed 8 KiB (AWS limit)=2" {
+		t.Errorf("groups %q", got)
+	}
+	login := fmt.Sprintf(`fetch('api/login', {method: 'POST', headers: {'Content-Type': 'application/json'}, body: JSON.stringify({token: %q})}).then(r => r.status)`, testToken)
+	if st, err := chromedp.Run(ctx, chromedp.Evaluate[float64](login, chromedp.EvalAwaitPromise)); err != nil || st != 204 {
+		t.Fatalf("login: %v %v", st, err)
+	}
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`#reasons tr[data-reason="payload is not a JSON object"] .dismiss`))); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, ctx, "the dismissal", `document.querySelector('#reasons-msg').textContent === 'Dismissed 40 records.' && document.querySelectorAll('#reasons tr[data-reason]').length === 1 && document.querySelectorAll('#errors tbody tr[data-seq]').length === 2`)
+	f.store.mu.Lock()
+	n := len(f.store.setAsides)
+	f.store.mu.Unlock()
+	if n != 2 {
+		t.Errorf("%d records held after the dismissal, want 2", n)
+	}
+	httpapitest.Screenshot(t, ctx, "errors-grouped.png")
 	console.Check(t)
 }

@@ -940,7 +940,17 @@ function errorsView() {
   const next = h('button', { class: 'btn', disabled: true }, 'Next ›');
   const range = h('span', { class: 'num' });
   const total = h('span', { class: 'muted num' });
-  const el = h('div', { class: 'panel' },
+  // The records grouped by reason, each group dismissable (a write: it needs the token).
+  const reasonsBody = h('tbody', null, loadingRow(4));
+  const reasonsMsg = h('span', { class: 'muted', id: 'reasons-msg', role: 'status' });
+  const reasonsEl = h('div', { class: 'panel', id: 'reasons-panel', style: 'margin-bottom:14px' },
+    h('div', { class: 'panel-head' }, h('h2', null, 'By reason'), h('span', { class: 'spacer' }), reasonsMsg),
+    h('div', { class: 'table-wrap' },
+      h('table', { class: 'grid', id: 'reasons' },
+        h('thead', null, h('tr', null,
+          h('th', null, 'Reason'), h('th', { class: 'r' }, 'Records'), h('th', null, 'Latest'), h('th', null, ''))),
+        reasonsBody)));
+  const listEl = h('div', { class: 'panel' },
     h('div', { class: 'panel-head' }, h('h2', null, 'Set-aside records'),
       h('span', { class: 'muted' }, 'Records that failed permanently, newest first'), h('span', { class: 'spacer' }), total),
     h('div', { class: 'table-wrap' },
@@ -952,6 +962,40 @@ function errorsView() {
           h('th', { class: 'col-type' }, 'Payload'))),
         tbody)),
     h('div', { class: 'pager' }, range, h('span', { class: 'spacer' }), prev, next));
+  const el = h('div', null, reasonsEl, listEl);
+
+  async function loadReasons() {
+    let body;
+    try {
+      body = await api('api/errors/reasons', state.ctl && state.ctl.signal);
+    } catch (e) {
+      if (e.name === 'AbortError') return;
+      if (e.status === 404) { reasonsEl.hidden = true; return; } // a gateway without the route
+      if (e.status || $('.loading', reasonsBody)) reasonsBody.replaceChildren(errorRow(4, e));
+      return;
+    }
+    reasonsBody.replaceChildren(...(body.reasons.length ? body.reasons.map((g) => h('tr', { 'data-reason': g.reason },
+      h('td', { class: 'reason' }, g.reason),
+      h('td', { class: 'r num count' }, fmtInt(g.count)),
+      h('td', null, relTime(Date.parse(g.lastAt) || 0)),
+      h('td', { class: 'r' }, h('button', {
+        type: 'button', class: 'btn dismiss', title: 'Delete these records from the list',
+        onclick: () => dismiss(g.reason),
+      }, 'Dismiss')))) : [emptyRow(4, 'Nothing set aside', '')]));
+  }
+
+  async function dismiss(reason) {
+    try {
+      const { dismissed } = await api(`api/errors${qs({ reason })}`, null, { method: 'DELETE' });
+      reasonsMsg.textContent = `Dismissed ${fmtInt(dismissed)} record${dismissed === 1 ? '' : 's'}.`;
+    } catch (e) {
+      reasonsMsg.textContent = `Not dismissed: ${e.message}`;
+      return;
+    }
+    state.cursors = [''];
+    load();
+    refreshStatus(false);
+  }
 
   function payloadText(r) {
     if (r.payload !== undefined) return JSON.stringify(r.payload);
@@ -967,7 +1011,10 @@ function errorsView() {
     state.ctl = ctl;
     let page;
     try {
-      page = await api(`api/errors${qs({ limit: PAGE_SIZE, cursor: state.cursors[state.cursors.length - 1] })}`, ctl.signal);
+      [page] = await Promise.all([
+        api(`api/errors${qs({ limit: PAGE_SIZE, cursor: state.cursors[state.cursors.length - 1] })}`, ctl.signal),
+        loadReasons(),
+      ]);
     } catch (e) {
       if (e.name !== 'AbortError' && e.status) tbody.replaceChildren(errorRow(4, e));
       return;
