@@ -216,3 +216,34 @@ func TestBrowserSetAsideGroups(t *testing.T) {
 	httpapitest.Screenshot(t, ctx, "errors-grouped.png")
 	console.Check(t)
 }
+
+// TestBrowserSortDevices: the list's headers sort the page shown by name, type and last seen,
+// and a second click reverses the order.
+func TestBrowserSortDevices(t *testing.T) {
+	f, ts := browserFixture(t, Config{})
+	now := time.Now()
+	f.store.report("b-dev", "zeta", now.Add(-3*time.Minute), map[string]any{"x": 1})
+	f.store.report("c-dev", "alpha", now.Add(-1*time.Minute), map[string]any{"x": 1})
+	f.store.report("a-dev", "mid", now.Add(-2*time.Minute), map[string]any{"x": 1})
+	ctx, cancel := httpapitest.Browser(t)
+	defer cancel()
+	console := httpapitest.WatchConsole(t, ctx)
+	if err := chromedp.Do(ctx, chromedp.Navigate(ts.URL+"/")); err != nil {
+		t.Fatal(err)
+	}
+	order := `[...document.querySelectorAll('#things tbody tr[data-name]')].map(r => r.dataset.name).join(',')`
+	poll(t, ctx, "the list, newest first", order+` === 'c-dev,a-dev,b-dev'`)
+	for _, c := range []struct{ col, want string }{
+		{"name", "a-dev,b-dev,c-dev"},
+		{"name", "c-dev,b-dev,a-dev"},
+		{"type", "c-dev,a-dev,b-dev"},
+		{"seen", "c-dev,a-dev,b-dev"}, // newest first on the first click
+		{"seen", "b-dev,a-dev,c-dev"},
+	} {
+		if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`#things th[data-sort="`+c.col+`"] button`))); err != nil {
+			t.Fatal(err)
+		}
+		poll(t, ctx, "sorted by "+c.col+": "+c.want, order+` === '`+c.want+`'`)
+	}
+	console.Check(t)
+}

@@ -444,6 +444,8 @@ function devicesView(params) {
     cursors: [''], // cursor of each page visited; the last is the current page
     ctl: null,
     shown: new Map(), // name -> lastSeen shown, to flash changed rows
+    sort: { key: '', desc: false }, // the order of the page shown; '' = the gateway's (newest first)
+    page: null,
   };
 
   const typeSel = h('select', { class: 'field', id: 'f-type', 'aria-label': 'Thing type' },
@@ -466,13 +468,31 @@ function devicesView(params) {
     h('div', { class: 'table-wrap' },
       h('table', { class: 'grid', id: 'things' },
         h('thead', null, h('tr', null,
-          h('th', null, 'Device'),
-          h('th', { class: 'col-type' }, 'Type'),
-          h('th', null, 'Last seen'),
+          sortTh('name', 'Device'),
+          sortTh('type', 'Type', 'col-type'),
+          sortTh('seen', 'Last seen'),
           h('th', { class: 'r col-msgs' }, 'Messages'),
           h('th', { class: 'col-first' }, 'First seen'))),
         tbody)),
     h('div', { class: 'pager' }, range, h('span', { class: 'spacer' }), prev, next));
+
+  // sortTh is a header that sorts the page shown by key (again: the other way round).
+  function sortTh(key, label, cls) {
+    return h('th', { class: cls, 'data-sort': key },
+      h('button', {
+        type: 'button', class: 'sort', title: 'Sort this page',
+        onclick: () => {
+          state.sort = { key, desc: state.sort.key === key ? !state.sort.desc : key === 'seen' };
+          if (state.page) show(state.page, false);
+        },
+      }, label));
+  }
+
+  const sorters = {
+    name: (a, b) => a.thingName.localeCompare(b.thingName),
+    type: (a, b) => a.thingTypeName.localeCompare(b.thingTypeName) || a.thingName.localeCompare(b.thingName),
+    seen: (a, b) => (Date.parse(a.lastSeen) || 0) - (Date.parse(b.lastSeen) || 0),
+  };
 
   const syncHash = () => {
     const q = qs({ type: state.type, prefix: state.prefix });
@@ -523,10 +543,24 @@ function devicesView(params) {
       if (!tbody.children.length || $('.loading', tbody) || e.status) tbody.replaceChildren(errorRow(5, e));
       return;
     }
-    const first = state.shown.size === 0;
+    state.page = page;
+    show(page, true);
+  }
+
+  // show renders a page of things in the chosen order; flash marks rows changed since the last.
+  function show(page, flash) {
+    const first = !flash || state.shown.size === 0;
     const seenBefore = state.shown;
     state.shown = new Map();
-    const rows = page.things.map((t) => {
+    let things = page.things;
+    if (state.sort.key) {
+      things = [...things].sort(sorters[state.sort.key]);
+      if (state.sort.desc) things.reverse();
+    }
+    for (const th of el.querySelectorAll('th[data-sort]')) {
+      th.setAttribute('aria-sort', th.dataset.sort !== state.sort.key ? 'none' : state.sort.desc ? 'descending' : 'ascending');
+    }
+    const rows = things.map((t) => {
       const changed = !first && seenBefore.get(t.thingName) !== t.lastSeen;
       state.shown.set(t.thingName, t.lastSeen);
       return row(t, changed);
