@@ -136,12 +136,13 @@ func TestBrowserChartGapsAndFreshness(t *testing.T) {
 	console.Check(t)
 }
 
-// TestBrowserLoadingAndCSV: pages say "Loading…" until their data arrives, and the device page
-// links the history it shows as CSV.
+// TestBrowserLoadingAndCSV: pages say "Loading…" until their data arrives, reported values show
+// their SenML unit, and the device page links the history it shows as CSV.
 func TestBrowserLoadingAndCSV(t *testing.T) {
 	f, ts := browserFixture(t, Config{})
 	f.store.report("dev-1", "t", time.Now().Add(-time.Minute), map[string]any{"x": 1.5})
 	f.store.report("dev-1", "t", time.Now(), map[string]any{"x": 2})
+	f.store.things["dev-1"].units = map[string]string{"x": "W"}
 	f.store.gate = make(chan struct{})
 	var once sync.Once
 	open := func() { once.Do(func() { close(f.store.gate) }) }
@@ -158,6 +159,8 @@ func TestBrowserLoadingAndCSV(t *testing.T) {
 	if n := eval[int](t, ctx, `document.querySelectorAll('.loading').length`); n != 0 {
 		t.Errorf("%d loading placeholders left after the data arrived", n)
 	}
+	// The unit of the history is shown with the reported value too.
+	poll(t, ctx, "the value with its unit", `document.querySelector('#state tr[data-prop="x"] .value').textContent === '2 W' && document.querySelector('.chart-card[data-prop="x"] .latest').textContent === '2 W'`)
 	if href := eval[string](t, ctx, `document.querySelector('#history-csv').getAttribute('href')`); href != "api/things/dev-1/history.csv" {
 		t.Errorf("CSV link %q", href)
 	}
@@ -166,7 +169,7 @@ func TestBrowserLoadingAndCSV(t *testing.T) {
 		t.Fatal(err)
 	}
 	if lines := strings.Split(strings.TrimSpace(got), "\n"); len(lines) != 3 || strings.TrimSpace(lines[0]) != "time,property,value,unit" ||
-		!strings.Contains(lines[1], ",x,1.5,") || !strings.Contains(lines[2], ",x,2,") {
+		!strings.Contains(lines[1], ",x,1.5,W") || !strings.Contains(lines[2], ",x,2,W") {
 		t.Errorf("CSV download %q", got)
 	}
 	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`.seg button[data-range="1h"]`))); err != nil {

@@ -765,6 +765,8 @@ function deviceView(name) {
 
   let missing = false;
   let historyEvery = 0; // the median reporting interval in the history shown, seconds
+  const units = new Map(); // property -> SenML unit, from the history
+  const withUnit = (prop, v) => fmtValue(v) + (typeof v === 'number' && units.get(prop) ? ` ${units.get(prop)}` : '');
 
   async function loadThing() {
     try {
@@ -788,7 +790,7 @@ function deviceView(name) {
       $('#shadow-version', stateCard).textContent = shadow.version != null ? `version ${fmtInt(shadow.version)}` : '';
       stateBody.replaceChildren(...(props.length ? props.map((p) => h('tr', { 'data-prop': p.path },
         h('td', { class: 'prop' }, p.path),
-        h('td', { class: 'value' }, fmtValue(p.value)),
+        h('td', { class: 'value', 'data-v': JSON.stringify(p.value) }, withUnit(p.path, p.value)),
         h('td', { class: 'when' }, p.ts ? relTime(p.ts) : ''))) : [emptyRow(3, 'Nothing reported yet', '')]));
       rawPre.textContent = JSON.stringify(shadow, null, 2);
       showDesired(shadow);
@@ -912,6 +914,11 @@ function deviceView(name) {
       c.u.setData(data);
       // SenML readings carry a unit (RFC 8428 "u"): shown next to the name and the value.
       c.unit.textContent = s.unit ? `[${s.unit}]` : '';
+      if (s.unit && units.get(s.property) !== s.unit) {
+        units.set(s.property, s.unit);
+        const cell = $(`tr[data-prop="${CSS.escape(s.property)}"] .value`, stateBody);
+        if (cell && cell.dataset.v != null) cell.textContent = withUnit(s.property, JSON.parse(cell.dataset.v));
+      }
       c.latest.textContent = fmtValue(pts[pts.length - 1][1]) + (s.unit ? ` ${s.unit}` : '');
       c.n.textContent = `${fmtInt(pts.length)} point${pts.length === 1 ? '' : 's'}`;
     }
