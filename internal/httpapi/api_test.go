@@ -20,6 +20,7 @@ import (
 
 // The registry implements the Store this package declares.
 var _ Store = (*registry.Registry)(nil)
+var _ SetAsideStore = (*registry.Registry)(nil)
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)

@@ -105,7 +105,7 @@ func TestPublicNeedsTheToken(t *testing.T) {
 	f := newFixture(t, Config{Token: testToken, Public: true})
 	f.seed()
 	for _, target := range []string{"/api/things", "/api/thing-types", "/api/things/sensor-1", "/api/things/sensor-1/shadow",
-		"/api/things/sensor-1/history", "/api/errors", "/api/status", "/api/events", "/api/nope"} {
+		"/api/things/sensor-1/history", "/api/things/sensor-1/history.csv", "/api/errors", "/api/status", "/api/events", "/api/nope"} {
 		wantUnauthorized(t, target+" without a token", call(t, f.mux, "GET", target, "gw.example:8080"))
 		wantUnauthorized(t, target+" with a wrong token", call(t, f.mux, "GET", target, "gw.example:8080", "Authorization", "Bearer "+testToken+"x"))
 	}

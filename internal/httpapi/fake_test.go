@@ -27,6 +27,14 @@ type fakeStore struct {
 	err       error // returned by every call when set
 	lastThing registry.ThingQuery
 	lastHist  registry.HistoryQuery
+	gate      chan struct{} // when set before serving: Things, Thing and History wait for it to close
+}
+
+// wait blocks until the gate (if any) is closed, to show a page before its data.
+func (f *fakeStore) wait() {
+	if f.gate != nil {
+		<-f.gate
+	}
 }
 
 type fakeThing struct {
@@ -34,6 +42,7 @@ type fakeThing struct {
 	reported map[string]any
 	meta     map[string]any // mirrors reported, leaves {"timestamp": epochSeconds}
 	history  map[string][]registry.Point
+	units    map[string]string // property -> SenML unit, set by tests
 }
 
 func newFakeStore() *fakeStore {
@@ -60,7 +69,9 @@ func (f *fakeStore) report(name, typ string, at time.Time, state map[string]any)
 	}
 	t.LastSeen = at
 	t.Messages++
-	t.Version++
+	if len(state) > 0 { // as the registry: an empty update changes nothing, so no new version
+		t.Version++
+	}
 	f.messages++
 	merge(t.reported, t.meta, state, "", at, t.history)
 }
@@ -139,6 +150,7 @@ func decodeCursor(c string) (int, error) {
 }
 
 func (f *fakeStore) Things(ctx context.Context, q registry.ThingQuery) (registry.ThingPage, error) {
+	f.wait()
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.lastThing = q
@@ -173,6 +185,7 @@ func (f *fakeStore) Things(ctx context.Context, q registry.ThingQuery) (registry
 }
 
 func (f *fakeStore) Thing(ctx context.Context, name string) (registry.Thing, error) {
+	f.wait()
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.err != nil {
@@ -192,8 +205,8 @@ func (f *fakeStore) Shadow(ctx context.Context, name string) ([]byte, error) {
 		return nil, f.err
 	}
 	t, ok := f.things[name]
-	if !ok {
-		return nil, registry.ErrNotFound
+	if !ok || t.Version == 0 {
+		return nil, registry.ErrNotFound // as the registry: a thing that only sent {} has no shadow
 	}
 	return json.Marshal(map[string]any{
 		"state":     map[string]any{"reported": t.reported},
@@ -204,6 +217,7 @@ func (f *fakeStore) Shadow(ctx context.Context, name string) ([]byte, error) {
 }
 
 func (f *fakeStore) History(ctx context.Context, name string, q registry.HistoryQuery) ([]registry.Series, error) {
+	f.wait()
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.lastHist = q
@@ -231,7 +245,7 @@ func (f *fakeStore) History(ctx context.Context, name string, q registry.History
 		if len(pts) > q.Limit {
 			pts = pts[len(pts)-q.Limit:]
 		}
-		out = append(out, registry.Series{Property: prop, Points: pts})
+		out = append(out, registry.Series{Property: prop, Unit: t.units[prop], Points: pts})
 	}
 	return out, nil
 }
@@ -279,4 +293,43 @@ func (f *fakeStore) DeleteThing(ctx context.Context, name string) error {
 	}
 	delete(f.things, name)
 	return nil
+}
+
+var _ SetAsideStore = (*fakeStore)(nil)
+
+func (f *fakeStore) SetAsideReasons(ctx context.Context) ([]registry.SetAsideReason, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err != nil {
+		return nil, f.err
+	}
+	var out []registry.SetAsideReason
+	idx := map[string]int{}
+	for _, s := range f.setAsides {
+		i, ok := idx[s.Reason]
+		if !ok {
+			i = len(out)
+			idx[s.Reason] = i
+			out = append(out, registry.SetAsideReason{Reason: s.Reason})
+		}
+		out[i].Count++
+		if s.At.After(out[i].Last) {
+			out[i].Last = s.At
+		}
+	}
+	slices.SortStableFunc(out, func(x, y registry.SetAsideReason) int {
+		return cmp.Or(cmp.Compare(y.Count, x.Count), y.Last.Compare(x.Last))
+	})
+	return out, nil
+}
+
+func (f *fakeStore) DismissSetAsides(ctx context.Context, reason string) (int64, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err != nil {
+		return 0, f.err
+	}
+	n := len(f.setAsides)
+	f.setAsides = slices.DeleteFunc(f.setAsides, func(s registry.SetAside) bool { return s.Reason == reason })
+	return int64(n - len(f.setAsides)), nil
 }

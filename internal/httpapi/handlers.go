@@ -138,30 +138,13 @@ func (a *API) handleHistory(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	q, err := parseQuery(r.URL.RawQuery, "property", "since", "limit")
-	var hq registry.HistoryQuery
-	if err == nil {
-		hq.Property, err = q.property()
-	}
-	if err == nil {
-		hq.Since, err = q.since(a.cfg.Now())
-	}
-	if err == nil {
-		hq.Limit, err = q.limit(defaultHistoryLimit)
-	}
+	hq, err := parseHistoryQuery(r, a.cfg.Now())
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	ctx, cancel := a.ctx(r)
-	defer cancel()
-	series, err := a.store.History(ctx, name, hq)
-	if err == nil && len(series) == 0 {
-		// An empty history may mean an unknown thing; the store need not say which.
-		_, err = a.store.Thing(ctx, name)
-	}
-	if err != nil {
-		a.storeError(w, r, "thing "+quote(name), err)
+	series, ok := a.history(w, r, name, hq)
+	if !ok {
 		return
 	}
 	if series == nil {

@@ -8,7 +8,13 @@
 //	/api/things/{name}                                one thing
 //	/api/things/{name}/shadow                         the AWS GetThingShadow document
 //	/api/things/{name}/history?property=&since=&limit= {"thingName": ..., "series": [...]}
+//	/api/things/{name}/history.csv?property=&since=&limit= the same as CSV: time,property,value,unit
+//	                                                  (csv.go), oldest first
 //	/api/errors?limit=&cursor=                        set-aside records, newest first
+//	/api/errors/reasons                               {"reasons": [{"reason", "count", "lastAt"}]}: the
+//	                                                  set-aside records counted by reason (setaside.go)
+//	DELETE /api/errors?reason=                        {"dismissed": n}: the records with that reason
+//	                                                  deleted (a write: needs the token)
 //	/api/status                                       gateway and registry status for the dashboard
 //	/api/events                                       Server-Sent Events: "thing" and "resync"
 //	DELETE /api/things/{name}                         204: the thing, its shadow, history and
@@ -21,8 +27,8 @@
 //
 // Access. Config.Token is the API token ("" when none is configured); Config.Public says the
 // server listens on an address other than loopback ([IsLoopback] of the bound address is false).
-//   - Writes (DELETE /api/things/{name}, PUT of a shadow's desired state) always need the token,
-//     on loopback too.
+//   - Writes (DELETE /api/things/{name}, PUT of a shadow's desired state, DELETE /api/errors)
+//     always need the token, on loopback too.
 //   - Reads need the token when the server is public, and are open on loopback.
 //   - On loopback the Host header must be localhost, a loopback IP or one of
 //     Config.AllowedHosts, with any port; anything else gets 403, which defeats DNS rebinding (a
@@ -220,9 +226,14 @@ func (a *API) Register(mux *http.ServeMux) {
 	mux.Handle("DELETE /api/things/{name}", a.write(http.HandlerFunc(a.handleDeleteThing)))
 	api("/api/things/{name}/shadow", a.handleShadow)
 	api("/api/things/{name}/history", a.handleHistory)
+	api("/api/things/{name}/history.csv", a.handleHistoryCSV)
 	api("/api/errors", a.handleErrors)
 	api("/api/status", a.handleStatus)
 	api("/api/events", a.handleEvents)
+	if ss, ok := a.store.(SetAsideStore); ok {
+		api("/api/errors/reasons", a.handleReasons(ss))
+		mux.Handle("DELETE /api/errors", a.write(a.handleDismiss(ss)))
+	}
 	if ds, ok := a.store.(DesiredStore); ok {
 		mux.Handle("PUT /api/things/{name}/shadow", a.write(a.handlePutShadow(ds)))
 	}

@@ -83,20 +83,41 @@ function ago(ms) {
   return `${Math.floor(s / 86400)} d ago`;
 }
 
-function freshness(ms) {
+// freshness classes a last-seen time against the device's own reporting interval (every, in
+// seconds; 0 when unknown): fresh within two intervals, recent within ten, old after. A minute and
+// an hour are the floors, so a chatty device is not orange after a second of silence.
+function freshness(ms, every) {
   const s = (serverNow() - ms) / 1000;
-  if (s < 60) return 'fresh';
-  if (s < 3600) return 'recent';
+  const i = every > 0 ? every : 30;
+  if (s < Math.max(60, 2 * i + 5)) return 'fresh';
+  if (s < Math.max(3600, 10 * i)) return 'recent';
   return 'old';
+}
+
+// median of the numbers in xs (unsorted), 0 for none.
+function median(xs) {
+  if (!xs.length) return 0;
+  const a = [...xs].sort((x, y) => x - y);
+  const m = a.length >> 1;
+  return a.length % 2 ? a[m] : (a[m - 1] + a[m]) / 2;
+}
+
+// thingInterval is a thing's mean reporting interval in seconds from its first and last seen
+// times and its message count; 0 when it reported fewer than twice.
+function thingInterval(t) {
+  const span = (Date.parse(t.lastSeen) - Date.parse(t.firstSeen)) / 1000;
+  return t.messages > 1 && span > 0 ? span / (t.messages - 1) : 0;
 }
 
 const fullTime = (ms) => (ms ? new Date(ms).toLocaleString() : '');
 
-// relTime renders a self-updating "N s ago".
-function relTime(ms, withDot) {
+// relTime renders a self-updating "N s ago"; with a dot when every (the device's reporting
+// interval in seconds, see freshness) is given.
+function relTime(ms, every) {
   const text = h('span', { class: 'rel', 'data-ts': ms, title: fullTime(ms) }, ago(ms));
-  if (!withDot) return text;
-  return h('span', { class: 'seen' }, h('i', { class: `dot ${freshness(ms)}`, 'data-dot': ms }), text);
+  if (every == null) return text;
+  const title = every > 0 ? `reports about every ${fmtDuration(every)}` : null;
+  return h('span', { class: 'seen' }, h('i', { class: `dot ${freshness(ms, every)}`, 'data-dot': ms, 'data-every': every, title }), text);
 }
 
 function tickRelTimes() {
@@ -106,7 +127,7 @@ function tickRelTimes() {
     if (el.textContent !== s) el.textContent = s;
   }
   for (const el of document.querySelectorAll('[data-dot]')) {
-    el.className = `dot ${freshness(Number(el.dataset.dot))}`;
+    el.className = `dot ${freshness(Number(el.dataset.dot), Number(el.dataset.every))}`;
   }
 }
 
@@ -388,6 +409,13 @@ function emptyRow(cols, title, text) {
   return h('tr', null, h('td', { colspan: cols }, h('div', { class: 'empty' }, h('strong', null, title), text)));
 }
 
+// loadingRow fills a table until its first answer.
+function loadingRow(cols) {
+  const r = emptyRow(cols, 'Loading…', '');
+  r.classList.add('loading');
+  return r;
+}
+
 function errorRow(cols, err) {
   return emptyRow(cols, 'Could not load', err.message);
 }
@@ -416,6 +444,8 @@ function devicesView(params) {
     cursors: [''], // cursor of each page visited; the last is the current page
     ctl: null,
     shown: new Map(), // name -> lastSeen shown, to flash changed rows
+    sort: { key: '', desc: false }, // the order of the page shown; '' = the gateway's (newest first)
+    page: null,
   };
 
   const typeSel = h('select', { class: 'field', id: 'f-type', 'aria-label': 'Thing type' },
@@ -425,7 +455,7 @@ function devicesView(params) {
     'aria-label': 'Thing name prefix', autocomplete: 'off', spellcheck: 'false', value: state.prefix,
   });
   const total = h('span', { class: 'muted num', id: 'things-total' });
-  const tbody = h('tbody');
+  const tbody = h('tbody', null, loadingRow(5));
   const prev = h('button', { class: 'btn', id: 'pg-prev', disabled: true, 'aria-label': 'Previous page' }, '‹ Prev');
   const next = h('button', { class: 'btn', id: 'pg-next', disabled: true, 'aria-label': 'Next page' }, 'Next ›');
   const range = h('span', { class: 'num', id: 'pg-range' });
@@ -438,13 +468,31 @@ function devicesView(params) {
     h('div', { class: 'table-wrap' },
       h('table', { class: 'grid', id: 'things' },
         h('thead', null, h('tr', null,
-          h('th', null, 'Device'),
-          h('th', { class: 'col-type' }, 'Type'),
-          h('th', null, 'Last seen'),
+          sortTh('name', 'Device'),
+          sortTh('type', 'Type', 'col-type'),
+          sortTh('seen', 'Last seen'),
           h('th', { class: 'r col-msgs' }, 'Messages'),
           h('th', { class: 'col-first' }, 'First seen'))),
         tbody)),
     h('div', { class: 'pager' }, range, h('span', { class: 'spacer' }), prev, next));
+
+  // sortTh is a header that sorts the page shown by key (again: the other way round).
+  function sortTh(key, label, cls) {
+    return h('th', { class: cls, 'data-sort': key },
+      h('button', {
+        type: 'button', class: 'sort', title: 'Sort this page',
+        onclick: () => {
+          state.sort = { key, desc: state.sort.key === key ? !state.sort.desc : key === 'seen' };
+          if (state.page) show(state.page, false);
+        },
+      }, label));
+  }
+
+  const sorters = {
+    name: (a, b) => a.thingName.localeCompare(b.thingName),
+    type: (a, b) => a.thingTypeName.localeCompare(b.thingTypeName) || a.thingName.localeCompare(b.thingName),
+    seen: (a, b) => (Date.parse(a.lastSeen) || 0) - (Date.parse(b.lastSeen) || 0),
+  };
 
   const syncHash = () => {
     const q = qs({ type: state.type, prefix: state.prefix });
@@ -477,7 +525,7 @@ function devicesView(params) {
       h('a', { class: 'thing-name', href }, t.thingName),
       h('div', { class: 'thing-sub' }, t.thingTypeName)),
     h('td', { class: 'col-type' }, h('span', { class: 'chip' }, t.thingTypeName)),
-    h('td', null, relTime(seen, true)),
+    h('td', null, relTime(seen, thingInterval(t))),
     h('td', { class: 'r num col-msgs' }, fmtInt(t.messages)),
     h('td', { class: 'col-first muted' }, relTime(Date.parse(t.firstSeen) || 0)));
   }
@@ -492,13 +540,27 @@ function devicesView(params) {
       page = await api(`api/things${qs({ type: state.type, prefix: state.prefix, limit: PAGE_SIZE, cursor })}`, ctl.signal);
     } catch (e) {
       if (e.name === 'AbortError') return;
-      if (!tbody.children.length || e.status) tbody.replaceChildren(errorRow(5, e));
+      if (!tbody.children.length || $('.loading', tbody) || e.status) tbody.replaceChildren(errorRow(5, e));
       return;
     }
-    const first = state.shown.size === 0;
+    state.page = page;
+    show(page, true);
+  }
+
+  // show renders a page of things in the chosen order; flash marks rows changed since the last.
+  function show(page, flash) {
+    const first = !flash || state.shown.size === 0;
     const seenBefore = state.shown;
     state.shown = new Map();
-    const rows = page.things.map((t) => {
+    let things = page.things;
+    if (state.sort.key) {
+      things = [...things].sort(sorters[state.sort.key]);
+      if (state.sort.desc) things.reverse();
+    }
+    for (const th of el.querySelectorAll('th[data-sort]')) {
+      th.setAttribute('aria-sort', th.dataset.sort !== state.sort.key ? 'none' : state.sort.desc ? 'descending' : 'ascending');
+    }
+    const rows = things.map((t) => {
       const changed = !first && seenBefore.get(t.thingName) !== t.lastSeen;
       state.shown.set(t.thingName, t.lastSeen);
       return row(t, changed);
@@ -599,6 +661,43 @@ function metaTime(m) {
 const RANGES = [['15m', '15 min'], ['1h', '1 h'], ['24h', '24 h'], ['', 'All']];
 let chosenRange = '';
 
+// GAP_FACTOR: a pause between two samples longer than this many typical intervals breaks the
+// chart's line.
+const GAP_FACTOR = 3;
+
+// withGaps turns sorted [[t, v], ...] (t in seconds) into uPlot data, with a null point in every
+// pause longer than GAP_FACTOR median intervals, so that the line breaks there instead of drawing
+// a straight line across it. It returns the data, the gap count and the median interval.
+function withGaps(pts) {
+  const every = median(pts.slice(1).map((p, i) => p[0] - pts[i][0]).filter((d) => d > 0));
+  const xs = [], ys = [];
+  let gaps = 0;
+  pts.forEach(([t, v], i) => {
+    if (i && every > 0 && t - pts[i - 1][0] > GAP_FACTOR * every) {
+      xs.push((t + pts[i - 1][0]) / 2);
+      ys.push(null);
+      gaps++;
+    }
+    xs.push(t);
+    ys.push(v);
+  });
+  return { data: [xs, ys], gaps, every };
+}
+
+const pad2 = (n) => String(n).padStart(2, '0');
+
+// timeTicks formats the time axis with one format for every tick, chosen by the shown span:
+// HH:MM:SS within a day, MM-DD HH:MM beyond (local time, 24 h).
+function timeTicks(u, splits) {
+  const span = u.scales.x.max - u.scales.x.min;
+  return splits.map((t) => {
+    const d = new Date(t * 1000);
+    const hm = `${pad2(d.getHours())}:${pad2(d.getMinutes())}`;
+    if (span <= 86400) return `${hm}:${pad2(d.getSeconds())}`;
+    return `${pad2(d.getMonth() + 1)}-${pad2(d.getDate())} ${hm}`;
+  });
+}
+
 function cssVar(name) {
   return getComputedStyle(document.documentElement).getPropertyValue(name).trim();
 }
@@ -608,9 +707,13 @@ function deviceView(name) {
   const charts = new Map(); // property -> {card, u, latest, n}
   const facts = h('div', { class: 'facts' });
   const typeChip = h('span', { class: 'chip' });
-  const stateBody = h('tbody');
+  const stateBody = h('tbody', null, loadingRow(3));
   const rawPre = h('pre', { id: 'raw-shadow' });
-  const chartsBox = h('div', { class: 'charts', id: 'charts' });
+  const chartsBox = h('div', { class: 'charts', id: 'charts' },
+    h('div', { class: 'panel empty loading', id: 'history-loading' }, h('strong', null, 'Loading…'), 'history'));
+  const csv = h('a', { class: 'btn', id: 'history-csv', download: '', title: 'The history shown, as CSV' }, 'CSV');
+  const setCSV = () => { csv.href = `api/things/${encodeURIComponent(name)}/history.csv${qs({ since: chosenRange })}`; };
+  setCSV();
   const seg = h('div', { class: 'seg', role: 'group', 'aria-label': 'Time range' });
   const head = h('div', { class: 'panel device-head' },
     h('div', null, h('h1', { id: 'device-name' }, name), typeChip),
@@ -643,7 +746,7 @@ function deviceView(name) {
     h('div', { class: 'device-grid' },
       h('div', null, stateCard, desiredCard),
       h('div', null,
-        h('div', { class: 'charts-head', style: 'margin-bottom:10px' }, h('h2', null, 'History'), h('span', { class: 'spacer' }), seg),
+        h('div', { class: 'charts-head', style: 'margin-bottom:10px' }, h('h2', null, 'History'), h('span', { class: 'spacer' }), seg, csv),
         chartsBox)));
 
   for (const [v, label] of RANGES) {
@@ -651,6 +754,7 @@ function deviceView(name) {
       type: 'button', class: v === chosenRange ? 'on' : null, 'data-range': v,
       onclick: () => {
         chosenRange = v;
+        setCSV();
         for (const b of seg.children) b.classList.toggle('on', b.dataset.range === v);
         loadHistory();
       },
@@ -660,17 +764,23 @@ function deviceView(name) {
   function fact(k, v) { return h('div', { class: 'fact' }, h('div', { class: 'k' }, k), h('div', { class: 'v' }, v)); }
 
   let missing = false;
+  let historyEvery = 0; // the median reporting interval in the history shown, seconds
+  const units = new Map(); // property -> SenML unit, from the history
+  const withUnit = (prop, v) => fmtValue(v) + (typeof v === 'number' && units.get(prop) ? ` ${units.get(prop)}` : '');
 
   async function loadThing() {
     try {
+      // A thing that only sent {} exists but has no shadow (404, as in AWS): the thing's own
+      // answer says whether the device is missing.
       const [t, shadow] = await Promise.all([
         api(`api/things/${encodeURIComponent(name)}`, ctl.signal),
-        api(`api/things/${encodeURIComponent(name)}/shadow`, ctl.signal),
+        api(`api/things/${encodeURIComponent(name)}/shadow`, ctl.signal)
+          .catch((e) => { if (e.status === 404) return { state: {}, metadata: {} }; throw e; }),
       ]);
       missing = false;
       typeChip.textContent = t.thingTypeName;
       facts.replaceChildren(
-        fact('Last seen', relTime(Date.parse(t.lastSeen) || 0, true)),
+        fact('Last seen', relTime(Date.parse(t.lastSeen) || 0, historyEvery || thingInterval(t))),
         fact('First seen', relTime(Date.parse(t.firstSeen) || 0)),
         fact('Messages', fmtInt(t.messages)),
         fact('Version', fmtInt(t.version)));
@@ -680,7 +790,7 @@ function deviceView(name) {
       $('#shadow-version', stateCard).textContent = shadow.version != null ? `version ${fmtInt(shadow.version)}` : '';
       stateBody.replaceChildren(...(props.length ? props.map((p) => h('tr', { 'data-prop': p.path },
         h('td', { class: 'prop' }, p.path),
-        h('td', { class: 'value' }, fmtValue(p.value)),
+        h('td', { class: 'value', 'data-v': JSON.stringify(p.value) }, withUnit(p.path, p.value)),
         h('td', { class: 'when' }, p.ts ? relTime(p.ts) : ''))) : [emptyRow(3, 'Nothing reported yet', '')]));
       rawPre.textContent = JSON.stringify(shadow, null, 2);
       showDesired(shadow);
@@ -757,12 +867,13 @@ function deviceView(name) {
       cursor: { drag: { x: true, y: false } },
       legend: { show: false },
       scales: { x: { time: true } },
-      axes: [axis, { ...axis, size: 56 }],
+      axes: [{ ...axis, values: timeTicks, space: 80 }, { ...axis, size: 56 }],
       series: [
         {},
-        { label: prop, stroke: accent, width: 2, fill: accent.startsWith('#') ? `${accent}22` : undefined, points: { size: 4 } },
+        { label: prop, stroke: accent, width: 2, fill: accent.startsWith('#') ? `${accent}22` : undefined, points: { size: 4 }, spanGaps: false },
       ],
     }, [[], []], plotEl);
+    plotEl.uplot = u; // for tests: the data and the tick labels drawn
     const c = { card, u, latest, n, unit, plotEl };
     charts.set(prop, c);
     return c;
@@ -775,8 +886,11 @@ function deviceView(name) {
     } catch (e) {
       if (e.name === 'AbortError') return;
       if (e.status === 404) chartsBox.replaceChildren(h('div', { class: 'panel empty' }, 'No history.'));
+      else if ($('#history-loading', chartsBox)) chartsBox.replaceChildren(h('div', { class: 'panel empty' }, h('strong', null, 'Could not load'), e.message));
       return;
     }
+    const loading = $('#history-loading', chartsBox);
+    if (loading) loading.remove();
     const seen = new Set();
     const series = body.series.filter((s) => s.points.length).sort((a, b) => a.property.localeCompare(b.property));
     if (!series.length) {
@@ -789,19 +903,37 @@ function deviceView(name) {
     }
     const placeholder = $('#no-history', chartsBox);
     if (placeholder) placeholder.remove();
+    const intervals = [];
     for (const s of series) {
       seen.add(s.property);
       const pts = s.points.map((p) => [Date.parse(p.t) / 1000, p.v]).sort((a, b) => a[0] - b[0]);
-      const data = [pts.map((p) => p[0]), pts.map((p) => p[1])];
+      const { data, gaps, every } = withGaps(pts);
+      if (every > 0) intervals.push(every);
       const c = charts.get(s.property) || makeChart(s.property);
+      c.card.dataset.gaps = gaps;
       c.u.setData(data);
       // SenML readings carry a unit (RFC 8428 "u"): shown next to the name and the value.
       c.unit.textContent = s.unit ? `[${s.unit}]` : '';
+      if (s.unit && units.get(s.property) !== s.unit) {
+        units.set(s.property, s.unit);
+        const cell = $(`tr[data-prop="${CSS.escape(s.property)}"] .value`, stateBody);
+        if (cell && cell.dataset.v != null) cell.textContent = withUnit(s.property, JSON.parse(cell.dataset.v));
+      }
       c.latest.textContent = fmtValue(pts[pts.length - 1][1]) + (s.unit ? ` ${s.unit}` : '');
       c.n.textContent = `${fmtInt(pts.length)} point${pts.length === 1 ? '' : 's'}`;
     }
     for (const [prop, c] of charts) {
       if (!seen.has(prop)) { c.u.destroy(); c.card.remove(); charts.delete(prop); }
+    }
+    // The history's median interval is a better measure of the device's rhythm than the mean
+    // over its life (thingInterval), which pauses stretch.
+    const dot = $('.facts .dot', head);
+    if (intervals.length) historyEvery = Math.min(...intervals);
+    if (dot && historyEvery) {
+      const every = historyEvery;
+      dot.dataset.every = every;
+      dot.title = `reports about every ${fmtDuration(every)}`;
+      dot.className = `dot ${freshness(Number(dot.dataset.dot), every)}`;
     }
   }
 
@@ -844,12 +976,22 @@ function deviceView(name) {
 
 function errorsView() {
   const state = { cursors: [''], ctl: null };
-  const tbody = h('tbody');
+  const tbody = h('tbody', null, loadingRow(4));
   const prev = h('button', { class: 'btn', disabled: true }, '‹ Prev');
   const next = h('button', { class: 'btn', disabled: true }, 'Next ›');
   const range = h('span', { class: 'num' });
   const total = h('span', { class: 'muted num' });
-  const el = h('div', { class: 'panel' },
+  // The records grouped by reason, each group dismissable (a write: it needs the token).
+  const reasonsBody = h('tbody', null, loadingRow(4));
+  const reasonsMsg = h('span', { class: 'muted', id: 'reasons-msg', role: 'status' });
+  const reasonsEl = h('div', { class: 'panel', id: 'reasons-panel', style: 'margin-bottom:14px' },
+    h('div', { class: 'panel-head' }, h('h2', null, 'By reason'), h('span', { class: 'spacer' }), reasonsMsg),
+    h('div', { class: 'table-wrap' },
+      h('table', { class: 'grid', id: 'reasons' },
+        h('thead', null, h('tr', null,
+          h('th', null, 'Reason'), h('th', { class: 'r' }, 'Records'), h('th', null, 'Latest'), h('th', null, ''))),
+        reasonsBody)));
+  const listEl = h('div', { class: 'panel' },
     h('div', { class: 'panel-head' }, h('h2', null, 'Set-aside records'),
       h('span', { class: 'muted' }, 'Records that failed permanently, newest first'), h('span', { class: 'spacer' }), total),
     h('div', { class: 'table-wrap' },
@@ -861,6 +1003,40 @@ function errorsView() {
           h('th', { class: 'col-type' }, 'Payload'))),
         tbody)),
     h('div', { class: 'pager' }, range, h('span', { class: 'spacer' }), prev, next));
+  const el = h('div', null, reasonsEl, listEl);
+
+  async function loadReasons() {
+    let body;
+    try {
+      body = await api('api/errors/reasons', state.ctl && state.ctl.signal);
+    } catch (e) {
+      if (e.name === 'AbortError') return;
+      if (e.status === 404) { reasonsEl.hidden = true; return; } // a gateway without the route
+      if (e.status || $('.loading', reasonsBody)) reasonsBody.replaceChildren(errorRow(4, e));
+      return;
+    }
+    reasonsBody.replaceChildren(...(body.reasons.length ? body.reasons.map((g) => h('tr', { 'data-reason': g.reason },
+      h('td', { class: 'reason' }, g.reason),
+      h('td', { class: 'r num count' }, fmtInt(g.count)),
+      h('td', null, relTime(Date.parse(g.lastAt) || 0)),
+      h('td', { class: 'r' }, h('button', {
+        type: 'button', class: 'btn dismiss', title: 'Delete these records from the list',
+        onclick: () => dismiss(g.reason),
+      }, 'Dismiss')))) : [emptyRow(4, 'Nothing set aside', '')]));
+  }
+
+  async function dismiss(reason) {
+    try {
+      const { dismissed } = await api(`api/errors${qs({ reason })}`, null, { method: 'DELETE' });
+      reasonsMsg.textContent = `Dismissed ${fmtInt(dismissed)} record${dismissed === 1 ? '' : 's'}.`;
+    } catch (e) {
+      reasonsMsg.textContent = `Not dismissed: ${e.message}`;
+      return;
+    }
+    state.cursors = [''];
+    load();
+    refreshStatus(false);
+  }
 
   function payloadText(r) {
     if (r.payload !== undefined) return JSON.stringify(r.payload);
@@ -876,7 +1052,10 @@ function errorsView() {
     state.ctl = ctl;
     let page;
     try {
-      page = await api(`api/errors${qs({ limit: PAGE_SIZE, cursor: state.cursors[state.cursors.length - 1] })}`, ctl.signal);
+      [page] = await Promise.all([
+        api(`api/errors${qs({ limit: PAGE_SIZE, cursor: state.cursors[state.cursors.length - 1] })}`, ctl.signal),
+        loadReasons(),
+      ]);
     } catch (e) {
       if (e.name !== 'AbortError' && e.status) tbody.replaceChildren(errorRow(4, e));
       return;
