@@ -14,16 +14,7 @@ import (
 // /history, one line per point, oldest first: time (RFC 3339, UTC, to the millisecond),
 // property, value, unit. Reads follow the token rules of every read.
 func (a *API) handleHistoryCSV(w http.ResponseWriter, r *http.Request) {
-	name, ok := thingName(w, r)
-	if !ok {
-		return
-	}
-	hq, err := parseHistoryQuery(r, a.cfg.Now())
-	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
-		return
-	}
-	series, ok := a.history(w, r, name, hq)
+	name, _, series, ok := a.historyRequest(w, r)
 	if !ok {
 		return
 	}

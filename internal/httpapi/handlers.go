@@ -133,17 +133,25 @@ type historyBody struct {
 	Series []registry.Series `json:"series"`
 }
 
-func (a *API) handleHistory(w http.ResponseWriter, r *http.Request) {
+// historyRequest reads the thing's name and the history query of r and fetches the series, or
+// answers the error (400 for a bad query, what a.history answers otherwise) and says !ok.
+// /history and /history.csv share it.
+func (a *API) historyRequest(w http.ResponseWriter, r *http.Request) (string, registry.HistoryQuery, []registry.Series, bool) {
 	name, ok := thingName(w, r)
 	if !ok {
-		return
+		return "", registry.HistoryQuery{}, nil, false
 	}
 	hq, err := parseHistoryQuery(r, a.cfg.Now())
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
-		return
+		return "", registry.HistoryQuery{}, nil, false
 	}
 	series, ok := a.history(w, r, name, hq)
+	return name, hq, series, ok
+}
+
+func (a *API) handleHistory(w http.ResponseWriter, r *http.Request) {
+	name, hq, series, ok := a.historyRequest(w, r)
 	if !ok {
 		return
 	}
