@@ -60,6 +60,10 @@
 // each change (NotifyThing, which the registry triggers; the exchange layer's observe.go). A GET
 // refused by binding counts as unauthorized in coapgw_ingest_records_total.
 //
+// The 2018 CoAP-to-AWS-IoT ingestor's devices (Config.CompatSeed, --compat seed; compat.go): a
+// GET with a payload is telemetry, as a POST, and answers carry the text RECEIVED OK or FAILURE.
+// With --envelope seed (Config.JSONOnly) only JSON payloads are accepted (else 4.15).
+//
 // Local mode (Config.Registry; applicable.go): every known thing also has a type — a record
 // naming it under another gets 4.00 "thing X exists with type Y" — and upper bounds of its
 // reported state's size and properties, so that a record that would take it past 8 KB or
@@ -127,6 +131,11 @@ type Config struct {
 	// Deltas, if set (local mode), gives each thing's pending desired-state change, which the
 	// 2.04 to a device that asks for it carries (downlink.go) and GET /{type}/{id} returns.
 	Deltas Deltas
+	// CompatSeed is --compat seed: a GET with a payload is telemetry, and the answers carry the
+	// texts RECEIVED OK and FAILURE, as the 2018 CoAP-to-AWS-IoT ingestor's did (compat.go).
+	CompatSeed bool
+	// JSONOnly (--envelope seed) refuses payloads other than JSON with 4.15 (compat.go).
+	JSONOnly bool
 }
 
 // Handler is the device API, a coapserver.Handler.
