@@ -13,7 +13,8 @@ import (
 //
 //   - a GET with a non-empty payload is telemetry (router.go), exactly as a POST: the same
 //     validation, identity binding, limits and spool, and its answer only once the record is
-//     durable. A GET without a payload is what it always is (downlink.go, or 4.05);
+//     durable; coapgw_ingest_get_writes_total counts them. A GET without a payload is what it
+//     always is (downlink.go, or 4.05);
 //   - every telemetry answer that acknowledges a record, for any method, carries the text
 //     RECEIVED OK (Content-Format 0, text/plain), unless the device asked for its delta with
 //     Accept: 50 and has one (downlink.go), or the amplification bound leaves it out
@@ -61,6 +62,15 @@ func (h *Handler) diagnostic(w *coapserver.ResponseWriter, diag []byte) []byte {
 		diag = failureMsg
 	}
 	return w.Diagnostic(diag)
+}
+
+// countGET counts the GETs with a payload taken as telemetry (coapgw_ingest_get_writes_total),
+// so that an operator can tell when no device needs --compat seed any more.
+func (h *Handler) countGET(next coapserver.Handler) coapserver.Handler {
+	return coapserver.HandlerFunc(func(w *coapserver.ResponseWriter, r *coapserver.Request) {
+		h.getWrites.Inc()
+		next.ServeCoAP(w, r)
+	})
 }
 
 // jsonOnly is the step after validate with --envelope seed (Config.JSONOnly): the 2018

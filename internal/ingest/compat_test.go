@@ -6,6 +6,7 @@ import (
 	"github.com/coapgw/coapgw/internal/coapmsg"
 	"github.com/coapgw/coapgw/internal/record"
 	"github.com/coapgw/coapgw/internal/spool"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // TestCompatSeedGETIsTelemetry: with --compat seed a GET with a JSON payload on /{type}/{id} is
@@ -36,6 +37,9 @@ func TestCompatSeedGETIsTelemetry(t *testing.T) {
 		if n := r.sp.stored(); n != i+1 {
 			t.Fatalf("compat seed, after %v: %d records stored, want %d", m, n, i+1)
 		}
+	}
+	if n := testutil.ToFloat64(r.h.getWrites); n != 1 {
+		t.Fatalf("coapgw_ingest_get_writes_total %v, want 1", n)
 	}
 	var rec record.Record
 	if err := record.Decode(r.sp.data[0], &rec); err != nil {

@@ -38,7 +38,8 @@
 // thing_limit: 5.03 for a new thing beyond --max-things, type_conflict: 4.00 for a thing that
 // exists with another type, shadow_limit and property_limit: 4.13 for a record its thing's
 // shadow cannot take, thing_busy: 5.03 while that cannot be known yet),
-// coapgw_ingest_echo_challenges_total, coapgw_ingest_things (things known, with --max-things or
+// coapgw_ingest_echo_challenges_total, coapgw_ingest_get_writes_total (--compat seed only: GETs
+// with a payload taken as telemetry), coapgw_ingest_things (things known, with --max-things or
 // a Registry), coapgw_ingest_thing_models (things whose state is kept in memory, applicable.go;
 // with a Registry), coapgw_ingest_rate_limit_devices and
 // coapgw_ingest_rate_limit_untracked_total (with --device-rate only; limit.go).
@@ -159,6 +160,7 @@ type Handler struct {
 	notifiers []Notifier
 
 	echoChallenges prometheus.Counter
+	getWrites      prometheus.Counter // --compat seed: GETs with a payload taken as telemetry
 }
 
 var (
@@ -249,6 +251,13 @@ func New(cfg Config, sp Spool, log *slog.Logger, reg prometheus.Registerer) (*Ha
 			reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "coapgw_ingest_thing_models",
 				Help: "Things past half a shadow limit whose state the gateway keeps in memory to decide their records."},
 				func() float64 { return float64(h.shadows.models.Load()) }))
+		}
+	}
+	if cfg.CompatSeed {
+		h.getWrites = prometheus.NewCounter(prometheus.CounterOpts{Name: "coapgw_ingest_get_writes_total",
+			Help: "GET requests with a payload taken as telemetry (--compat seed); 0 for a whole reporting cycle: no device needs the mode."})
+		if reg != nil {
+			reg.MustRegister(h.getWrites)
 		}
 	}
 	h.serve = h.pipeline()

@@ -49,7 +49,9 @@ func (h *Handler) pipeline() coapserver.Handler {
 		wellKnown: getOnly(coapserver.HandlerFunc(h.wellKnown), coapmsg.FormatLinkFormat),
 		health:    getOnly(coapserver.HandlerFunc(h.health), record.FormatJSON, record.FormatCBOR),
 		telemetry: telemetry,
-		getWrites: h.cfg.CompatSeed,
+	}
+	if h.cfg.CompatSeed {
+		rt.getTelemetry = h.countGET(telemetry)
 	}
 	if h.cfg.Deltas != nil {
 		rt.thing = chain(getOnly(coapserver.HandlerFunc(h.getThing), record.FormatJSON),

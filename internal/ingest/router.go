@@ -18,7 +18,7 @@ import (
 type router struct {
 	wellKnown, health, telemetry coapserver.Handler
 	thing                        coapserver.Handler // GET /{type}/{id}; nil: 4.05
-	getWrites                    bool               // --compat seed: a GET with a payload is telemetry
+	getTelemetry                 coapserver.Handler // --compat seed: a GET with a payload; nil: not telemetry
 }
 
 func (rt *router) ServeCoAP(w *coapserver.ResponseWriter, r *coapserver.Request) {
@@ -27,8 +27,10 @@ func (rt *router) ServeCoAP(w *coapserver.ResponseWriter, r *coapserver.Request)
 		rt.wellKnown.ServeCoAP(w, r)
 	case r.NumPath() == 1 && string(r.Path(0)) == "health":
 		rt.health.ServeCoAP(w, r)
-	case m == coapmsg.POST || m == coapmsg.PUT || m == coapmsg.GET && rt.getWrites && len(r.Payload()) > 0:
+	case m == coapmsg.POST || m == coapmsg.PUT:
 		rt.telemetry.ServeCoAP(w, r)
+	case m == coapmsg.GET && rt.getTelemetry != nil && len(r.Payload()) > 0:
+		rt.getTelemetry.ServeCoAP(w, r)
 	case r.NumPath() == 2 && record.ValidName(r.Path(0)) && record.ValidName(r.Path(1)):
 		if m == coapmsg.GET && rt.thing != nil {
 			rt.thing.ServeCoAP(w, r)
