@@ -11,6 +11,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -277,6 +278,51 @@ func TestSeedProcessBothShapes(t *testing.T) {
 	for thing, typ := range map[string]string{"old-plain": "x-node-plain", "new-plain": "sensor-plain"} {
 		if attrs, desc := describe(thing, typ); len(attrs) != 0 || desc != "" {
 			t.Errorf("without --seed-shadow: %s attributes %v, type description %q, want none", thing, attrs, desc)
+		}
+	}
+}
+
+// TestSeedShadowLocal: in local mode --seed-shadow puts the 2018 keys into the registry's
+// shadow as well (after a GET with a payload, under --compat seed); without it the shadow is
+// the device's keys only.
+func TestSeedShadowLocal(t *testing.T) {
+	for _, c := range []struct {
+		flags []string
+		want  string
+	}{
+		{[]string{"--seed-shadow"}, `{"metric1":3,"online":"true","type":"x-node","uuid":"dev-9"}`},
+		{nil, `{"metric1":3}`},
+	} {
+		g := startGW(t, t.TempDir(), append([]string{"--process", "local", "--compat", "seed"}, c.flags...)...)
+		cl, err := coaptest.Dial(g.coap)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := cl.Do(cl.Request(coapmsg.Confirmable, coapmsg.GET, "/x-node/dev-9", []byte(`{"metric1":3}`)))
+		cl.Close()
+		if err != nil || resp.Code != coapmsg.Changed || string(resp.Payload) != "RECEIVED OK" {
+			t.Fatalf("%v: GET with payload: %v %+v", c.flags, err, resp)
+		}
+		var got string
+		for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+			var sh struct {
+				State struct {
+					Reported json.RawMessage `json:"reported"`
+				} `json:"state"`
+			}
+			if r, err := http.Get("http://" + g.http + "/api/things/dev-9/shadow"); err == nil {
+				_ = json.NewDecoder(r.Body).Decode(&sh)
+				r.Body.Close()
+			}
+			if got = string(sh.State.Reported); got == c.want {
+				break
+			}
+		}
+		if got != c.want {
+			t.Errorf("%v: reported %s, want %s", c.flags, got, c.want)
+		}
+		if err := g.stop(syscall.SIGTERM); err != nil {
+			t.Fatalf("SIGTERM: %v\n%s", err, g.stderr)
 		}
 	}
 }
