@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v coap-client-notls >/dev/null 2>&1 || need_apt+=(libcoap3-bin)
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+command -v npm >/dev/null 2>&1 || need_apt+=(nodejs npm)
 if ((${#need_apt[@]})); then
   echo "== installing ${need_apt[*]}"
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
@@ -27,6 +28,14 @@ fi
 if ! python3 -c "import cbor2" >/dev/null 2>&1; then
   echo "== installing cbor2 (CBOR encoder for the aiocoap formats test)"
   python3 -m pip install --quiet --disable-pip-version-check 'cbor2==6.2.1'
+fi
+
+# node-coap, the CoAP client of the 2018 CoAP-to-AWS-IoT ingestor's example device, for the
+# --compat seed test (cmd/coapgw/seed_e2e_test.go reads COAPGW_NODE_COAP).
+export COAPGW_NODE_COAP="${COAPGW_NODE_COAP:-${XDG_CACHE_HOME:-$HOME/.cache}/coapgw/node-coap-1.5.0}"
+if [ ! -f "$COAPGW_NODE_COAP/node_modules/coap/package.json" ]; then
+  echo "== installing node-coap (the 2018 example device's client) into $COAPGW_NODE_COAP"
+  npm install --silent --no-audit --no-fund --prefix "$COAPGW_NODE_COAP" coap@1.5.0 >/dev/null
 fi
 
 GOBIN_DIR="$(go env GOPATH)/bin"
@@ -51,5 +60,5 @@ DEPLOY_CHECKS="fmt validate checkov" scripts/deploy-checks.sh
 export COAPGW_ARTIFACTS="${COAPGW_ARTIFACTS:-$PWD/artifacts}"
 mkdir -p "$COAPGW_ARTIFACTS"
 echo "== go test -race (screenshots in $COAPGW_ARTIFACTS)"
-# COAPGW_REQUIRE_PEERS turns a missing peer (coap-client, aiocoap, chromium, moto) into a failure instead of a skip.
+# COAPGW_REQUIRE_PEERS turns a missing peer (coap-client, aiocoap, chromium, moto, node-coap) into a failure instead of a skip.
 COAPGW_REQUIRE_PEERS=1 go test -race -count=1 -timeout 20m ./...

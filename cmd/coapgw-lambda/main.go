@@ -134,11 +134,13 @@ func newHandler(ctx context.Context, cfg config.Config, log *slog.Logger) (*cons
 	if ep := cfg.AWS.Endpoint; ep != "" {
 		awsCfg.BaseEndpoint = &ep
 	}
-	sink, err := awsiot.New(sinkConfig(cfg.IoT), awsCfg, log, nil)
+	scfg := sinkConfig(cfg.IoT)
+	scfg.SeedShadow = cfg.Compat.SeedShadow
+	sink, err := awsiot.New(scfg, awsCfg, log, nil)
 	if err != nil {
 		return nil, err
 	}
-	proc, err := processor.New(processor.Config{}, sink, log, nil)
+	proc, err := processor.New(processor.Config{SeedShadow: cfg.Compat.SeedShadow}, sink, log, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -217,15 +217,15 @@ type processWorker struct {
 	reader *awsiot.Sink
 }
 
-// startProcess runs `coapgw process` on queue until the test ends.
-func startProcess(t *testing.T, m *awstest.Moto, queue string) *processWorker {
+// startProcess runs `coapgw process` on queue, with extra flags, until the test ends.
+func startProcess(t *testing.T, m *awstest.Moto, queue string, extra ...string) *processWorker {
 	t.Helper()
 	w := &processWorker{t: t, http: fmt.Sprintf("127.0.0.1:%d", freeTCPPort(t)), log: &syncBuffer{}}
 	ctx, cancel := context.WithCancel(context.Background())
 	code := make(chan int, 1)
 	go func() {
-		code <- run(ctx, []string{"process", "--queue", queue, "--sink", "awsiot", "--aws-endpoint", m.Endpoint(),
-			"--http-addr", w.http, "--batch-wait", "50ms", "--wait-time", "1s"}, io.Discard, w.log)
+		code <- run(ctx, append([]string{"process", "--queue", queue, "--sink", "awsiot", "--aws-endpoint", m.Endpoint(),
+			"--http-addr", w.http, "--batch-wait", "50ms", "--wait-time", "1s"}, extra...), io.Discard, w.log)
 	}()
 	t.Cleanup(func() {
 		cancel()

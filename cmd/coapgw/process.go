@@ -85,6 +85,7 @@ func runProcess(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	}
 	ccfg, scfg := consumeConfig(cfg), sinkConfig(cfg.IoT)
 	scfg.Ordered = scfg.Ordered || strings.HasSuffix(cfg.AWS.Queue, ".fifo")
+	scfg.SeedShadow = cfg.Compat.SeedShadow
 	awsCfg, err := awsconfig.LoadDefaultConfig(ctx)
 	if err != nil {
 		log.Error("load AWS configuration", "err", err)
@@ -100,7 +101,7 @@ func runProcess(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		log.Error("start", "err", err)
 		return 1
 	}
-	proc, err := processor.New(processor.Config{BatchSize: cfg.Consume.BatchSize}, sink, log, reg)
+	proc, err := processor.New(processor.Config{BatchSize: cfg.Consume.BatchSize, SeedShadow: cfg.Compat.SeedShadow}, sink, log, reg)
 	if err != nil {
 		log.Error("start", "err", err)
 		return 1

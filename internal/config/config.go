@@ -66,6 +66,7 @@ type Config struct {
 	AWS         AWS
 	HTTP        HTTP
 	Log         Log
+	Compat      Compat
 }
 
 // CoAP configures the UDP server and its exchange layer (internal/coapserver).
@@ -216,6 +217,14 @@ type HTTP struct {
 	MaxConns int
 }
 
+// Compat makes coapgw a drop-in replacement for the 2018 CoAP-to-AWS-IoT ingestor
+// (docs/migrate-from-2018.md): its devices, its queue messages and its shadows.
+type Compat struct {
+	Device     string // compat: off, or seed (GET with a payload is telemetry; RECEIVED OK / FAILURE)
+	Envelope   string // envelope: coapgw, or seed (the 2018 ingestor's SQS message)
+	SeedShadow bool   // seed-shadow: online, uuid and type in reported state; type description, FirstSeen
+}
+
 // Log configures the logger.
 type Log struct {
 	Level  string // log-level: debug, info, warn or error
@@ -259,7 +268,8 @@ func Default() Config {
 		IoT: IoT{ThingCacheSize: 100_000, ThingCacheBytes: 64 * MiB, Concurrency: 32},
 		HTTP: HTTP{Addr: "127.0.0.1:8080", ReadTimeout: 30 * time.Second, WriteTimeout: 60 * time.Second,
 			IdleTimeout: 60 * time.Second, MaxConns: 256},
-		Log: Log{Level: "info", Format: "text"},
+		Log:    Log{Level: "info", Format: "text"},
+		Compat: Compat{Device: "off", Envelope: "coapgw"},
 	}
 }
 

@@ -97,6 +97,7 @@ func TestEveryDocumentedSettingLoads(t *testing.T) {
 		"forward-shutdown-grace": "1s", "forward-max-waiters": "10", "queue-fifo": "true", "queue-max-batch-bytes": "256KiB",
 		"http-read-timeout": "5s", "http-write-timeout": "7s", "http-idle-timeout": "9s", "http-max-conns": "11",
 		"block-size": "256", "blockwise-max-bytes": "1MiB", "blockwise-per-peer": "2", "blockwise-timeout": "30s",
+		"compat": "seed", "envelope": "seed", "seed-shadow": "true",
 	}
 	process := map[string]string{
 		"queue": "https://sqs.eu-west-1.amazonaws.com/1/q", "sink": "awsiot", "publish-topic": "t/{thing}",
@@ -104,6 +105,7 @@ func TestEveryDocumentedSettingLoads(t *testing.T) {
 		"http-addr": "127.0.0.1:8", "log-level": "warn", "log-format": "json", "pollers": "2", "batch-size": "10",
 		"thing-cache-size": "5", "iot-concurrency": "3", "visibility-timeout": "30s", "wait-time": "1s",
 		"batch-wait": "10ms", "stop-timeout": "2s", "thing-cache-bytes": "8MiB", "fifo-queue": "true", "adopt-things": "true",
+		"seed-shadow": "true",
 	}
 	for role, settings := range map[Role]map[string]string{Serve: serve, Process: process} {
 		var args []string
@@ -249,6 +251,8 @@ func TestValidateReportsEverything(t *testing.T) {
 			[]string{"max-payload 65537: want 1–65536", "block-size 48: want a power of two", "blockwise-max-bytes 8KiB", "blockwise-per-peer 0", "blockwise-timeout"}},
 		{Serve, "fleet_key_file: /k\ndtls_recheck_interval: 10ms\n", []string{"dtls-recheck-interval 10ms: want 100ms–1m"}},
 		{Serve, "fleet_key_file: /k\ndtls_recheck_interval: 2m\n", []string{"dtls-recheck-interval 2m0s: want 100ms–1m"}},
+		{Serve, "compat: get\nenvelope: seed\n", []string{`compat "get": want off or seed`, "envelope seed needs --queue"}},
+		{Serve, "envelope: v2\n", []string{`envelope "v2": want coapgw or seed`}},
 		{Process, "queue: nope\npollers: 0\nhttp_addr: ':70000'\nvisibility_timeout: 1s\n",
 			[]string{`queue "nope"`, "pollers 0", `http-addr ":70000": port 70000`, "visibility-timeout 1s"}},
 	}

@@ -128,6 +128,11 @@ func (c *Config) options(role Role) []option {
 		{name: "wait-time", roles: pr, help: "long-polling wait of each receive (at most 20s); a stop waits for the polls in flight", ptr: &c.Consume.WaitTime},
 		{name: "batch-wait", roles: pr, help: "how long a batch gathers messages after its first", ptr: &c.Consume.BatchWait},
 		{name: "stop-timeout", roles: pr, help: "on SIGTERM, how long the current batch may still take", ptr: &c.Consume.StopTimeout},
+
+		// The 2018 CoAP-to-AWS-IoT ingestor's devices, queue messages and shadows (docs/migrate-from-2018.md)
+		{name: "compat", roles: sp, help: "off, or seed: a GET, POST or PUT with a payload on /{type}/{id} is telemetry, answered with the text RECEIVED OK (errors: FAILURE), as the 2018 ingestor did", ptr: &c.Compat.Device},
+		{name: "envelope", roles: sp, help: "SQS message body with --queue: coapgw (docs/envelope.md), or seed: the 2018 ingestor's {timestamp, ip, path, method, payload}; seed accepts only JSON payloads (Content-Format absent or 50)", ptr: &c.Compat.Envelope},
+		{name: "seed-shadow", roles: sp | pr | Lambda, help: "write shadows as the 2018 processor did: online \"true\", uuid and type in state.reported; AWS: thing type description = its name, thing attribute FirstSeen", ptr: &c.Compat.SeedShadow},
 	}
 	out := table[:0]
 	for _, o := range table {

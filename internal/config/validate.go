@@ -37,6 +37,7 @@ func (c *Config) Validate(role Role) error {
 	switch role {
 	case Serve:
 		c.validateServe(v)
+		c.validateCompat(v)
 	case Process:
 		c.validateQueueURL(v, true)
 		c.validateConsume(v)

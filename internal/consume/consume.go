@@ -1,6 +1,7 @@
 // Package consume drives the processor core from Amazon SQS: Worker is the long-running consumer
 // (`coapgw process`), Handler the core of the Lambda function (cmd/coapgw-lambda). Both decode
-// each message body (internal/envelope) into a record, hand the records to the processor (which
+// each message body (internal/envelope: the envelope, or the 2018 ingestor's message, detected
+// per message) into a record, hand the records to the processor (which
 // coalesces them per thing and applies them to its sink, AWS IoT in production) and acknowledge
 // each message by what became of its record:
 //
@@ -58,10 +59,12 @@ type Processor interface {
 var _ Processor = (*processor.Processor)(nil)
 
 // decodeBody turns an SQS message body into the processor's input: the record, decoded once
-// from the envelope, with its gateway sequence number. A body that is not an envelope is an
-// error: the message is set aside here, without reaching the processor.
+// from the envelope, with its gateway sequence number, or from the 2018 CoAP-to-AWS-IoT
+// ingestor's message (envelope.DecodeAny tells them apart per message, so gateways and old
+// ingestors can feed one queue). A body that is neither is an error: the message is set aside
+// here, without reaching the processor.
 func decodeBody(body string) (processor.Input, error) {
-	rec, err := envelope.Decode(body)
+	rec, err := envelope.DecodeAny(body)
 	if err != nil {
 		return processor.Input{}, err
 	}

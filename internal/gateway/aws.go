@@ -30,6 +30,7 @@ func (g *Gateway) openForward() error {
 	}
 	pub, err := sqs.New(sqs.Config{
 		QueueURL: g.cfg.AWS.Queue, FIFO: g.cfg.Forward.QueueFIFO, MaxBatchBytes: int(g.cfg.Forward.QueueMaxBatch),
+		Seed: g.cfg.Compat.Envelope == "seed",
 	}, awsCfg)
 	if err != nil {
 		return err

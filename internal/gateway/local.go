@@ -51,7 +51,8 @@ func (g *Gateway) openLocal() error {
 	l.api = httpapi.New(g.httpAccess, reg, g.status, g.log.With("component", "httpapi"))
 	l.proc, err = processor.New(processor.Config{
 		BatchSize: g.cfg.Local.Batch, BackoffMin: g.cfg.Local.BackoffMin, BackoffMax: g.cfg.Local.BackoffMax,
-		OnApplied: func(things []string) { l.api.Notify(things...) },
+		OnApplied:  func(things []string) { l.api.Notify(things...) },
+		SeedShadow: g.cfg.Compat.SeedShadow,
 	}, l.guard, g.log.With("component", "processor"), g.reg)
 	if err != nil {
 		reg.Close()

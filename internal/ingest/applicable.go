@@ -164,7 +164,7 @@ func (h *Handler) admitShadow(w *coapserver.ResponseWriter, r *coapserver.Reques
 		if e.pending > 0 || e.last > s.processed.Load() || e.size < 0 && s.startPending() {
 			h.results[resThingBusy].Inc()
 			w.SetUintOption(coapmsg.MaxAge, 1)
-			w.Respond(coapmsg.ServiceUnavailable, w.Diagnostic([]byte("thing busy, send again")))
+			w.Respond(coapmsg.ServiceUnavailable, h.diagnostic(w, []byte("thing busy, send again")))
 			return false
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -195,12 +195,12 @@ func (h *Handler) admitShadow(w *coapserver.ResponseWriter, r *coapserver.Reques
 	case nsize > s.maxSize:
 		h.results[resShadowLimit].Inc()
 		w.SetUintOption(coapmsg.Size1, uint32(max(s.maxSize-e.size, 0)))
-		w.Respond(coapmsg.RequestEntityTooLarge, w.Diagnostic(fmt.Appendf(nil, "shadow would be %d bytes, over %d", nsize, s.maxSize)))
+		w.Respond(coapmsg.RequestEntityTooLarge, h.diagnostic(w, fmt.Appendf(nil, "shadow would be %d bytes, over %d", nsize, s.maxSize)))
 		s.keep(e, state)
 		return false
 	case s.maxProps > 0 && nprops > s.maxProps:
 		h.results[resPropertyLimit].Inc()
-		w.Respond(coapmsg.RequestEntityTooLarge, w.Diagnostic(fmt.Appendf(nil, "thing would have %d properties, over %d", nprops, s.maxProps)))
+		w.Respond(coapmsg.RequestEntityTooLarge, h.diagnostic(w, fmt.Appendf(nil, "thing would have %d properties, over %d", nprops, s.maxProps)))
 		s.keep(e, state)
 		return false
 	}

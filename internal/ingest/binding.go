@@ -145,5 +145,5 @@ func identityNames(identity string, typ, thing []byte) bool {
 // unauthorized answers 4.01 or 4.03 with a diagnostic and counts the request as unauthorized.
 func (h *Handler) unauthorized(w *coapserver.ResponseWriter, code coapmsg.Code, diag string) {
 	h.results[resUnauthorized].Inc()
-	w.Respond(code, w.Diagnostic([]byte(diag)))
+	w.Respond(code, h.diagnostic(w, []byte(diag)))
 }

@@ -38,7 +38,8 @@
 // thing_limit: 5.03 for a new thing beyond --max-things, type_conflict: 4.00 for a thing that
 // exists with another type, shadow_limit and property_limit: 4.13 for a record its thing's
 // shadow cannot take, thing_busy: 5.03 while that cannot be known yet),
-// coapgw_ingest_echo_challenges_total, coapgw_ingest_things (things known, with --max-things or
+// coapgw_ingest_echo_challenges_total, coapgw_ingest_get_writes_total (--compat seed only: GETs
+// with a payload taken as telemetry), coapgw_ingest_things (things known, with --max-things or
 // a Registry), coapgw_ingest_thing_models (things whose state is kept in memory, applicable.go;
 // with a Registry), coapgw_ingest_rate_limit_devices and
 // coapgw_ingest_rate_limit_untracked_total (with --device-rate only; limit.go).
@@ -59,6 +60,10 @@
 // GET /{type}/{id} returns it, after identity binding; with Observe the device is notified of
 // each change (NotifyThing, which the registry triggers; the exchange layer's observe.go). A GET
 // refused by binding counts as unauthorized in coapgw_ingest_records_total.
+//
+// The 2018 CoAP-to-AWS-IoT ingestor's devices (Config.CompatSeed, --compat seed; compat.go): a
+// GET with a payload is telemetry, as a POST, and answers carry the text RECEIVED OK or FAILURE.
+// With --envelope seed (Config.JSONOnly) only JSON payloads are accepted (else 4.15).
 //
 // Local mode (Config.Registry; applicable.go): every known thing also has a type — a record
 // naming it under another gets 4.00 "thing X exists with type Y" — and upper bounds of its
@@ -127,6 +132,11 @@ type Config struct {
 	// Deltas, if set (local mode), gives each thing's pending desired-state change, which the
 	// 2.04 to a device that asks for it carries (downlink.go) and GET /{type}/{id} returns.
 	Deltas Deltas
+	// CompatSeed is --compat seed: a GET with a payload is telemetry, and the answers carry the
+	// texts RECEIVED OK and FAILURE, as the 2018 CoAP-to-AWS-IoT ingestor's did (compat.go).
+	CompatSeed bool
+	// JSONOnly (--envelope seed) refuses payloads other than JSON with 4.15 (compat.go).
+	JSONOnly bool
 }
 
 // Handler is the device API, a coapserver.Handler.
@@ -150,6 +160,7 @@ type Handler struct {
 	notifiers []Notifier
 
 	echoChallenges prometheus.Counter
+	getWrites      prometheus.Counter // --compat seed: GETs with a payload taken as telemetry
 }
 
 var (
@@ -240,6 +251,13 @@ func New(cfg Config, sp Spool, log *slog.Logger, reg prometheus.Registerer) (*Ha
 			reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "coapgw_ingest_thing_models",
 				Help: "Things past half a shadow limit whose state the gateway keeps in memory to decide their records."},
 				func() float64 { return float64(h.shadows.models.Load()) }))
+		}
+	}
+	if cfg.CompatSeed {
+		h.getWrites = prometheus.NewCounter(prometheus.CounterOpts{Name: "coapgw_ingest_get_writes_total",
+			Help: "GET requests with a payload taken as telemetry (--compat seed); 0 for a whole reporting cycle: no device needs the mode."})
+		if reg != nil {
+			reg.MustRegister(h.getWrites)
 		}
 	}
 	h.serve = h.pipeline()

@@ -12,11 +12,14 @@ import (
 //	(coapserver: option checks, 4.02 and 5.05, and Block1 bodies reassembled, before any of this)
 //	router       /.well-known/core, /health: GET only, acceptable Accept (/health: JSON or
 //	             CBOR), then the resource;
-//	             POST and PUT: telemetry; local mode, GET /{type}/{id}: bind, then the
-//	             thing's pending change (downlink.go); else 4.05 or 4.04
+//	             POST and PUT (--compat seed: and GET with a payload): telemetry; local mode,
+//	             GET /{type}/{id}: bind, then the thing's pending change (downlink.go); else
+//	             4.05 or 4.04
 //	telemetry:
+//	  received   --compat seed: RECEIVED OK attached for the 2.04 to carry (compat.go)
 //	  validate   /{type}/{id}, names, Content-Format, size, JSON object and the shadow rules:
 //	             4.00, 4.13, 4.15
+//	  jsonOnly   --envelope seed: 4.15 for a payload that is not JSON (compat.go)
 //	  bind       DTLS: only the identity's own /{type}/{id}, else 4.03; plain CoAP: 4.01 for a
 //	             thing with a credential (--plain-coap unbound) or any (off)
 //	  drain      5.03 once Drain was called
@@ -33,7 +36,9 @@ import (
 // telemetry for a valid /{type}/{id}.
 func (h *Handler) pipeline() coapserver.Handler {
 	telemetry := chain(coapserver.HandlerFunc(h.store),
+		h.received,   // --compat seed: the 2.04 carries RECEIVED OK
 		h.validate,   // path, names, Content-Format, size, JSON object: 4.00, 4.13, 4.15
+		h.jsonOnly,   // --envelope seed: 4.15 for CBOR and SenML
 		h.bind,       // 4.03 for another identity's thing, 4.01 for plain CoAP a thing may not use
 		h.drain,      // 5.03 "gateway shutting down" once Drain was called
 		h.rateLimit,  // 5.03 with Max-Age (a NON: dropped) beyond --device-rate
@@ -44,6 +49,9 @@ func (h *Handler) pipeline() coapserver.Handler {
 		wellKnown: getOnly(coapserver.HandlerFunc(h.wellKnown), coapmsg.FormatLinkFormat),
 		health:    getOnly(coapserver.HandlerFunc(h.health), record.FormatJSON, record.FormatCBOR),
 		telemetry: telemetry,
+	}
+	if h.cfg.CompatSeed {
+		rt.getTelemetry = h.countGET(telemetry)
 	}
 	if h.cfg.Deltas != nil {
 		rt.thing = chain(getOnly(coapserver.HandlerFunc(h.getThing), record.FormatJSON),

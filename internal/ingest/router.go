@@ -11,12 +11,14 @@ import (
 //
 //	/.well-known/core, /health   GET (else 4.05), with an Accept they can satisfy (else 4.06)
 //	any POST or PUT              telemetry, whose validation answers a path other than /{type}/{id}
+//	GET with a payload           --compat seed only: telemetry, as a POST (compat.go)
 //	GET /{type}/{id}             local mode: the thing's pending desired-state change (downlink.go)
 //	/{type}/{id}, other methods  4.05
 //	anything else                4.04
 type router struct {
 	wellKnown, health, telemetry coapserver.Handler
 	thing                        coapserver.Handler // GET /{type}/{id}; nil: 4.05
+	getTelemetry                 coapserver.Handler // --compat seed: a GET with a payload; nil: not telemetry
 }
 
 func (rt *router) ServeCoAP(w *coapserver.ResponseWriter, r *coapserver.Request) {
@@ -27,6 +29,8 @@ func (rt *router) ServeCoAP(w *coapserver.ResponseWriter, r *coapserver.Request)
 		rt.health.ServeCoAP(w, r)
 	case m == coapmsg.POST || m == coapmsg.PUT:
 		rt.telemetry.ServeCoAP(w, r)
+	case m == coapmsg.GET && rt.getTelemetry != nil && len(r.Payload()) > 0:
+		rt.getTelemetry.ServeCoAP(w, r)
 	case r.NumPath() == 2 && record.ValidName(r.Path(0)) && record.ValidName(r.Path(1)):
 		if m == coapmsg.GET && rt.thing != nil {
 			rt.thing.ServeCoAP(w, r)

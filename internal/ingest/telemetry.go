@@ -179,7 +179,7 @@ func (h *Handler) done(w *coapserver.ResponseWriter, err error) {
 // stored, the device should send again later.
 func (h *Handler) unavailable(w *coapserver.ResponseWriter, diag string) {
 	w.SetUintOption(coapmsg.MaxAge, uint32(h.cfg.RetryAfter))
-	w.Respond(coapmsg.ServiceUnavailable, w.Diagnostic([]byte(diag)))
+	w.Respond(coapmsg.ServiceUnavailable, h.diagnostic(w, []byte(diag)))
 }
 
 // limited answers a device over its --device-rate: 5.03 with Max-Age, the whole seconds until it
@@ -191,10 +191,10 @@ func (h *Handler) limited(w *coapserver.ResponseWriter, wait time.Duration) {
 		return
 	}
 	w.SetUintOption(coapmsg.MaxAge, uint32(max(1, (wait+time.Second-1)/time.Second)))
-	w.Respond(coapmsg.ServiceUnavailable, w.Diagnostic([]byte("device over its rate limit")))
+	w.Respond(coapmsg.ServiceUnavailable, h.diagnostic(w, []byte("device over its rate limit")))
 }
 
 func (h *Handler) reject(w *coapserver.ResponseWriter, code coapmsg.Code, diag string) {
 	h.results[resRejected].Inc()
-	w.Respond(code, w.Diagnostic([]byte(diag)))
+	w.Respond(code, h.diagnostic(w, []byte(diag)))
 }

@@ -131,7 +131,7 @@ func (h *Handler) thingCheck(next coapserver.Handler) coapserver.Handler {
 		}
 		if other := h.things.otherType(e, r.Path(0)); other != "" {
 			h.results[resTypeConflict].Inc()
-			w.Respond(coapmsg.BadRequest, w.Diagnostic(fmt.Appendf(nil, "thing %.48s exists with type %.48s", r.Path(1), other)))
+			w.Respond(coapmsg.BadRequest, h.diagnostic(w, fmt.Appendf(nil, "thing %.48s exists with type %.48s", r.Path(1), other)))
 			return
 		}
 		if h.shadows != nil && !h.admitShadow(w, r, e) {

@@ -45,7 +45,9 @@
 // Configuration (Config): BatchSize, the most records Run takes from its source at once, is
 // --processor-batch (COAPGW_PROCESSOR_BATCH, default 20000); BackoffMin and BackoffMax (default
 // 100ms and 30s) bound the waits between retries of a failed batch (--processor-backoff-min and
-// --processor-backoff-max). Decoders, Sleep, Now and OnApplied are for wiring and tests.
+// --processor-backoff-max). SeedShadow (--seed-shadow, seed_shadow) adds the 2018 CoAP-to-AWS-IoT
+// processor's online, uuid and type keys to reported state (seedshadow.go). Decoders, Sleep, Now
+// and OnApplied are for wiring and tests.
 package processor
 
 import (
@@ -88,6 +90,9 @@ type Config struct {
 	// OnApplied, if set, is called after each applied batch with the names of the things that
 	// had a record applied (for the dashboard's live updates). It must not block.
 	OnApplied func(things []string)
+	// SeedShadow (--seed-shadow) adds the 2018 processor's keys to every thing's reported
+	// state: online "true", uuid (the thing name) and type (seedshadow.go).
+	SeedShadow bool
 }
 
 func (c *Config) setDefaults() {
@@ -192,7 +197,7 @@ func (p *Processor) Process(ctx context.Context, inputs []Input) ([]Outcome, err
 		return nil, nil
 	}
 	start := p.cfg.Now()
-	b := NewBatch(inputs, p.cfg.Decoders)
+	b := p.newBatch(inputs)
 	return p.process(ctx, b, p.cfg.Now().Sub(start))
 }
 

@@ -96,7 +96,7 @@ func (p *Processor) read(ctx context.Context, src Source, out chan<- prepared) e
 			continue
 		}
 		start := p.cfg.Now()
-		pb := prepared{last: in[len(in)-1].Record.Seq, b: NewBatch(in, p.cfg.Decoders)}
+		pb := prepared{last: in[len(in)-1].Record.Seq, b: p.newBatch(in)}
 		pb.decodeTime = p.cfg.Now().Sub(start)
 		select {
 		case out <- pb:

@@ -13,6 +13,10 @@
 // without end: access denied, a missing queue and outages are fixed by operators, not by dropping
 // data).
 //
+// With Config.Seed (--envelope seed) the body is the 2018 CoAP-to-AWS-IoT ingestor's message
+// (envelope.AppendSeed) for every record it can carry — a JSON payload; anything else (a record
+// spooled before the switch) keeps the envelope, which coapgw's consumers read as well.
+//
 // Messages carry the String attributes coapgw-type and coapgw-thing. Standard queues by default;
 // a FIFO queue (URL ending in ".fifo", or Config.FIFO) gets MessageGroupId = thing name (the
 // record's id) and MessageDeduplicationId = gw + "-" + seq, replaced by a SHA-256-based id when that
@@ -29,7 +33,7 @@
 //
 // Configuration (flag, COAPGW_* variable and YAML key from internal/config): Config.QueueURL
 // (--queue), Config.FIFO (--queue-fifo), Config.MaxBatchBytes (--queue-max-batch-bytes, default
-// 1 MiB).
+// 1 MiB), Config.Seed (--envelope seed).
 package sqs
 
 import (
@@ -78,6 +82,10 @@ type Config struct {
 	QueueURL      string // required
 	FIFO          bool   // treat the queue as FIFO even if the URL does not end in ".fifo"
 	MaxBatchBytes int    // bytes per request; default and maximum MaxBatchBytes
+	// Seed writes the 2018 CoAP-to-AWS-IoT ingestor's message instead of the envelope
+	// (--envelope seed; envelope.AppendSeed). A record that message cannot carry (not JSON)
+	// goes out in the envelope, which coapgw's consumers read as well.
+	Seed bool
 }
 
 // Publisher sends records to one SQS queue. It is safe for concurrent use.
@@ -85,6 +93,7 @@ type Publisher struct {
 	api      sqsAPI
 	url      *string
 	fifo     bool
+	seed     bool
 	maxBytes int
 }
 
@@ -143,6 +152,7 @@ func newPublisher(cfg Config, api sqsAPI) (*Publisher, error) {
 		api:      api,
 		url:      aws.String(cfg.QueueURL),
 		fifo:     cfg.FIFO || strings.HasSuffix(u.Path, ".fifo"),
+		seed:     cfg.Seed,
 		maxBytes: cfg.MaxBatchBytes,
 	}, nil
 }
@@ -307,7 +317,7 @@ func (p *Publisher) collect(rq *request, out *awssqs.SendMessageBatchOutput, rec
 
 // entry builds the batch entry for one record and returns its size as SQS counts it.
 func (p *Publisher) entry(rec *record.Record, i int) (types.SendMessageBatchRequestEntry, int, error) {
-	body, err := envelope.Encode(*rec)
+	body, err := p.body(rec)
 	if err != nil {
 		return types.SendMessageBatchRequestEntry{}, 0, fmt.Errorf("%w: %w", forward.ErrRejected, err)
 	}
@@ -331,6 +341,21 @@ func (p *Publisher) entry(rec *record.Record, i int) (types.SendMessageBatchRequ
 		e.MessageDeduplicationId = aws.String(fifoID(rec.GW, "-"+strconv.FormatUint(rec.Seq, 10)))
 	}
 	return e, size, nil
+}
+
+// body is the message body for rec: the envelope, or with Config.Seed the 2018 message when it
+// can carry the record.
+func (p *Publisher) body(rec *record.Record) (string, error) {
+	if p.seed {
+		b, err := envelope.AppendSeed(make([]byte, 0, 128+len(rec.Payload)*5/4), rec)
+		if err == nil {
+			return string(b), nil
+		}
+		if !errors.Is(err, envelope.ErrNotSeed) {
+			return "", err
+		}
+	}
+	return envelope.Encode(*rec)
 }
 
 // fifoID returns s+suffix if it is a valid MessageGroupId/MessageDeduplicationId (1–128 characters

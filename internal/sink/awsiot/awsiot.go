@@ -67,7 +67,8 @@
 // (thing_cache_bytes, default 64 MiB; in Lambda a quarter of the function's memory), TypeCacheSize
 // (default 10000), Concurrency (iot_concurrency, things updated at once, default 32),
 // MaxAttempts (SDK attempts per call, default 5), Ordered (fifo_queue; `coapgw process` sets it
-// for a .fifo queue URL), AdoptThings (adopt_things).
+// for a .fifo queue URL), AdoptThings (adopt_things), SeedShadow (seed_shadow: thing type
+// description and FirstSeen attribute as the 2018 processor wrote them; seedshadow.go).
 package awsiot
 
 import (
@@ -147,6 +148,9 @@ type Config struct {
 	// any type are applied to it. Off: such a thing is a permanent error for records of another
 	// type.
 	AdoptThings bool
+	// SeedShadow (--seed-shadow) creates thing types with their name as description and things
+	// with the attribute FirstSeen, as the 2018 CoAP-to-AWS-IoT processor did (seedshadow.go).
+	SeedShadow bool
 }
 
 func (c *Config) setDefaults() {

@@ -115,7 +115,7 @@ func (s *Sink) ensureType(ctx context.Context, typ string) error {
 	s.flights[typ] = f
 	s.flightMu.Unlock()
 
-	_, err := s.iot.CreateThingType(ctx, &iot.CreateThingTypeInput{ThingTypeName: aws.String(typ)})
+	_, err := s.iot.CreateThingType(ctx, &iot.CreateThingTypeInput{ThingTypeName: aws.String(typ), ThingTypeProperties: s.typeProperties(typ)})
 	s.m.call("CreateThingType", err)
 	switch {
 	case err == nil, hasCode(err, "ResourceAlreadyExistsException"):
@@ -134,7 +134,7 @@ func (s *Sink) ensureType(ctx context.Context, typ string) error {
 // of a thing that already existed with another configuration.
 func (s *Sink) createThing(ctx context.Context, name, typ string) (string, error) {
 	for attempt := 0; ; attempt++ {
-		_, err := s.iot.CreateThing(ctx, &iot.CreateThingInput{ThingName: aws.String(name), ThingTypeName: aws.String(typ)})
+		_, err := s.iot.CreateThing(ctx, &iot.CreateThingInput{ThingName: aws.String(name), ThingTypeName: aws.String(typ), AttributePayload: s.thingAttributes()})
 		s.m.call("CreateThing", err)
 		switch {
 		case err == nil:
