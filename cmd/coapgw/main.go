@@ -3,6 +3,7 @@
 //	coapgw [serve] [flags]    run the gateway (the default)
 //	coapgw spool [flags]      print the records of a data dir, one JSON line each
 //	coapgw process [flags]    apply records from an SQS queue to AWS IoT (the worker)
+//	coapgw drain [flags]      forward the whole spool to SQS and exit (before termination)
 //	coapgw device CMD [flags] device credentials: add, list, rotate, revoke, key
 //	coapgw send [flags] URI [PAYLOAD]  send one request, as a device would (CON or NON, DTLS)
 //	coapgw version            also --version, -version
@@ -38,6 +39,7 @@ Commands:
   send      send one request to a gateway as a device would: coapgw send -h
   spool     print the records of a data directory, one JSON line each
   process   apply records from an SQS queue to AWS IoT (the worker): coapgw process -h
+  drain     forward the whole spool to SQS, then exit (before an instance terminates)
   device    device credentials: add, list, rotate, revoke, key (coapgw device -h)
   version   print the version (also --version)
 
@@ -73,8 +75,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return runProcess(ctx, args, stdout, stderr)
 	case "device":
 		return runDevice(ctx, args, stdout, stderr)
+	case "drain":
+		return runDrain(ctx, args, stdout, stderr)
 	}
-	fmt.Fprintf(stderr, "coapgw: unknown command %q (serve, send, spool, process, device, version, help)\n", cmd)
+	fmt.Fprintf(stderr, "coapgw: unknown command %q (serve, send, spool, process, device, drain, version, help)\n", cmd)
 	return 2
 }
 

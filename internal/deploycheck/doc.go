@@ -11,6 +11,11 @@
 // by the gateway and canary roles on exactly var.fleet_key_secret_arn, a required variable whose
 // validation rejects wildcards and partial ARNs, and its KMS key only through Secrets Manager.
 //
+// TestLifecycleDrain runs the scale-in path the module installs (deploy/systemd/coapgw-lifecycle)
+// against moto's Auto Scaling and SQS, a fake instance metadata service and the real binary
+// (testdata/lifecycle): records acknowledged while SQS was unreachable are all in the queue after
+// the termination hook's drain, and the lifecycle action is completed.
+//
 // testdata/bad is a deliberately broken fixture that every check must reject, so the checks are
 // shown to be able to fail.
 package deploycheck

@@ -80,14 +80,10 @@ func New(cfg config.Config, log *slog.Logger) (*Gateway, error) {
 	g := &Gateway{cfg: cfg, log: log, reg: prometheus.NewRegistry()}
 	g.queueAcks = g.queueAckRun()
 	g.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	sp, err := spool.Open(filepath.Join(cfg.Spool.DataDir, "spool"), spool.Options{
-		MaxBytes: int64(cfg.Spool.MaxBytes), SegmentBytes: int64(cfg.Spool.SegmentBytes),
-		Logger: log.With("component", "spool"), Registerer: g.reg,
-	})
+	sp, err := g.openSpool()
 	if err != nil {
-		return nil, fmt.Errorf("open spool: %w", err)
+		return nil, err
 	}
-	g.spool = sp
 	if err := g.openHTTPAccess(); err != nil {
 		sp.Close()
 		return nil, err
@@ -164,6 +160,19 @@ func New(cfg config.Config, log *slog.Logger) (*Gateway, error) {
 		}
 	}
 	return g, nil
+}
+
+// openSpool opens <data-dir>/spool as g.spool.
+func (g *Gateway) openSpool() (*spool.Disk, error) {
+	sp, err := spool.Open(filepath.Join(g.cfg.Spool.DataDir, "spool"), spool.Options{
+		MaxBytes: int64(g.cfg.Spool.MaxBytes), SegmentBytes: int64(g.cfg.Spool.SegmentBytes),
+		Logger: g.log.With("component", "spool"), Registerer: g.reg,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open spool: %w", err)
+	}
+	g.spool = sp
+	return sp, nil
 }
 
 // lag is how far behind the stage after the spool is: the forwarder's, or the local processor's.
