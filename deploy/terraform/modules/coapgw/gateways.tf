@@ -73,6 +73,11 @@ locals {
       COAPGW_HTTP_ADDR       = ":${var.http_port}"
       COAPGW_LOG_FORMAT      = "json"
       AWS_REGION             = local.region
+      # Stage lag and spool depth to CloudWatch through the local agent (monitoring.tf).
+      COAPGW_EMF_INTERVAL  = "60s"
+      COAPGW_EMF_ADDR      = "tcp://127.0.0.1:25888"
+      COAPGW_EMF_NAMESPACE = local.metrics_namespace
+      COAPGW_EMF_LOG_GROUP = aws_cloudwatch_log_group.gateway_metrics.name
     },
     var.gateway_environment,
   )

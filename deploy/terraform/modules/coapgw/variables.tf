@@ -444,3 +444,25 @@ variable "drain_timeout_seconds" {
     error_message = "drain_timeout_seconds must be between 60 and 7200 (the lifecycle hook's heartbeat timeout limits)."
   }
 }
+
+variable "gateway_lag_alarm_seconds" {
+  description = "Alarm when a gateway's oldest record not yet accepted by SQS is older than this (StageLagSeconds from the gateways' EMF metrics): SQS unreachable or throttled, the spool filling."
+  type        = number
+  default     = 300
+
+  validation {
+    condition     = var.gateway_lag_alarm_seconds >= 10
+    error_message = "gateway_lag_alarm_seconds must be at least 10."
+  }
+}
+
+variable "ingest_stopped_alarm_minutes" {
+  description = "Alarm when no record has been sent to the queue (SQS NumberOfMessagesSent) for this many minutes: every gateway down or unreachable, or devices silent. 0: no such alarm (fleets that sleep longer)."
+  type        = number
+  default     = 15
+
+  validation {
+    condition     = var.ingest_stopped_alarm_minutes >= 0 && var.ingest_stopped_alarm_minutes <= 1440 && floor(var.ingest_stopped_alarm_minutes) == var.ingest_stopped_alarm_minutes
+    error_message = "ingest_stopped_alarm_minutes must be a whole number of minutes from 0 to 1440."
+  }
+}

@@ -81,6 +81,22 @@ run "eip_mode" {
     error_message = "cloud-init must set the gateway id from the instance id and install the lifecycle drain"
   }
   assert {
+    condition     = strcontains(local.user_data, "COAPGW_EMF_INTERVAL=60s") && strcontains(local.user_data, "COAPGW_EMF_ADDR=tcp://127.0.0.1:25888") && strcontains(local.user_data, "COAPGW_EMF_NAMESPACE=coapgw/coapgw") && strcontains(local.user_data, "amazon-cloudwatch-agent") && strcontains(local.user_data, "\"emf\": {}")
+    error_message = "the gateways must send their lag and spool depth as EMF to the CloudWatch agent, which cloud-init installs with its EMF listener"
+  }
+  assert {
+    condition     = aws_cloudwatch_metric_alarm.gateway_lag.metric_name == "StageLagSeconds" && aws_cloudwatch_metric_alarm.gateway_lag.namespace == "coapgw/coapgw" && aws_cloudwatch_metric_alarm.gateway_lag.threshold == 300
+    error_message = "an alarm on the gateways' lag"
+  }
+  assert {
+    condition     = aws_cloudwatch_metric_alarm.ingest_stopped[0].metric_name == "NumberOfMessagesSent" && aws_cloudwatch_metric_alarm.ingest_stopped[0].evaluation_periods == 15 && aws_cloudwatch_metric_alarm.ingest_stopped[0].comparison_operator == "LessThanThreshold" && aws_cloudwatch_metric_alarm.ingest_stopped[0].treat_missing_data == "breaching"
+    error_message = "an alarm when nothing reaches the queue for 15 minutes"
+  }
+  assert {
+    condition     = aws_cloudwatch_log_metric_filter.set_aside.pattern == "\"records set aside\"" && aws_cloudwatch_metric_alarm.set_aside.metric_name == "ProcessorSetAsideBatches" && aws_cloudwatch_metric_alarm.set_aside.namespace == local.canary_namespace
+    error_message = "an alarm on records the processor sets aside"
+  }
+  assert {
     condition     = aws_sqs_queue.main.visibility_timeout_seconds == 6 * var.lambda_timeout_seconds
     error_message = "visibility timeout must be 6x the Lambda timeout"
   }
