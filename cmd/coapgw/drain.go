@@ -2,15 +2,11 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
-	"os"
 
 	"github.com/coapgw/coapgw/internal/config"
 	"github.com/coapgw/coapgw/internal/gateway"
-	"github.com/coapgw/coapgw/internal/ops"
 )
 
 const drainUsage = `usage: coapgw drain [serve's flags]
@@ -26,27 +22,9 @@ serve's flags:
 `
 
 func runDrain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	l, err := config.Load(config.Serve, "coapgw drain", drainUsage, args, os.Getenv, stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
-	}
-	if l == nil {
-		fmt.Fprintln(stderr, "coapgw:", err)
-		return 2
-	}
-	if len(l.Args) > 0 {
-		fmt.Fprintf(stderr, "coapgw: unexpected arguments %q\n", l.Args)
-		return 2
-	}
-	cfg := l.Config
-	if err := errors.Join(err, cfg.Validate(config.Serve)); err != nil {
-		fmt.Fprintln(stderr, "coapgw: invalid configuration:\n"+err.Error())
-		return 2
-	}
-	log, err := ops.NewLogger(stderr, cfg.Log.Level, cfg.Log.Format)
-	if err != nil {
-		fmt.Fprintln(stderr, "coapgw:", err)
-		return 2
+	cfg, log, code, done := loadCommand(config.Serve, "coapgw drain", "coapgw drain", drainUsage, args, stdout, stderr)
+	if done {
+		return code
 	}
 	res, err := gateway.Drain(ctx, cfg, log)
 	if err != nil {

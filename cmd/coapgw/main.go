@@ -11,8 +11,6 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -21,7 +19,6 @@ import (
 
 	"github.com/coapgw/coapgw/internal/config"
 	"github.com/coapgw/coapgw/internal/gateway"
-	"github.com/coapgw/coapgw/internal/ops"
 )
 
 func main() {
@@ -83,34 +80,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 }
 
 func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	l, err := config.Load(config.Serve, "coapgw serve", usage, args, os.Getenv, stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
-	}
-	if l == nil {
-		fmt.Fprintln(stderr, "coapgw:", err)
-		return 2
-	}
-	if len(l.Args) > 0 {
-		fmt.Fprintf(stderr, "coapgw: unexpected arguments %q\n", l.Args)
-		return 2
-	}
-	cfg := l.Config
-	if err := errors.Join(err, cfg.Validate(config.Serve)); err != nil {
-		fmt.Fprintln(stderr, "coapgw: invalid configuration:\n"+err.Error())
-		return 2
-	}
-	if l.CheckOnly {
-		fmt.Fprintln(stdout, "# configuration is valid")
-		if err := cfg.WriteYAML(stdout, config.Serve); err != nil {
-			return 1
-		}
-		return 0
-	}
-	log, err := ops.NewLogger(stderr, cfg.Log.Level, cfg.Log.Format)
-	if err != nil { // Validate checked both
-		fmt.Fprintln(stderr, "coapgw:", err)
-		return 2
+	cfg, log, code, done := loadCommand(config.Serve, "coapgw", "coapgw serve", usage, args, stdout, stderr)
+	if done {
+		return code
 	}
 	setGCDefaults(os.Getenv, cfg.DTLS.MaxSessions)
 	g, err := gateway.New(cfg, log)
