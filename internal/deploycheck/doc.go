@@ -1,8 +1,10 @@
 // Package deploycheck holds no code: its tests read the Terraform under deploy/terraform with
 // hcl/v2 and assert the deployment's security invariants: least-privilege IAM without wildcard
-// actions, SQS and AWS IoT actions scoped to the queue, thing, thing-type and topic ARNs, policies
-// only from aws_iam_policy_document, no access keys, IMDSv2, a dead-letter redrive with
-// maxReceiveCount 5, encrypted queues, no SSH and only CoAP over UDP open to the world.
+// actions, SQS and AWS IoT actions scoped to the queue, thing, thing-type and topic ARNs,
+// autoscaling and logs actions to the module's own group and log groups, policies only from
+// aws_iam_policy_document, no access keys, IMDSv2, a dead-letter redrive with maxReceiveCount 5,
+// encrypted queues, no SSH, only CoAP over UDP open to the world, and a termination lifecycle hook
+// on every Auto Scaling group (the spool drain).
 //
 // The deployment speaks DTLS by default. A small evaluator (variables' defaults, locals, count,
 // for_each and ports; anything that needs a plan is unknown, and unknown fails) shows that with
