@@ -50,7 +50,7 @@ func validIncarnation(s string) bool {
 // tmp file, fsync, rename, fsync of the directory) when there is none or it is damaged. If it
 // cannot be written, the spool runs with an incarnation kept in memory only, and a warning: its
 // records redelivered after a restart then get new deduplication ids, so the FIFO queue may take
-// them twice (the processor's (gw, seq) key still drops the second).
+// them twice (a duplicate the processor's merge rules make harmless, as for any resent record).
 func (d *Disk) loadIncarnation() string {
 	path := filepath.Join(d.dir, incarnationFile)
 	b, err := os.ReadFile(path)

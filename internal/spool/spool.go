@@ -3,8 +3,8 @@
 //
 // A spool directory holds numbered segment files (00000000000000000001.seg, named by the first
 // sequence number that may be in them), a cursor file saying what the forwarder has delivered, an
-// incarnation file and a LOCK file. Each entry is stored as one frame (see frame.go): a CRC32C (Castagnoli), the data length
-// and the entry's sequence number, then the data. Sequence numbers strictly increase and are never
+// incarnation file and a LOCK file. Each entry is stored as one frame (see frame.go): a CRC32C
+// (Castagnoli), the data length and the entry's sequence number, then the data. Sequence numbers strictly increase and are never
 // reused; gaps are allowed (a batch that failed to reach the disk leaves one).
 //
 // Appends are group-committed: Append queues the frame in memory and returns at once; a single commit

@@ -91,6 +91,7 @@ locals {
     drain_unit_file    = file("${path.module}/../../../systemd/coapgw-drain.service")
     lifecycle_unit     = file("${path.module}/../../../systemd/coapgw-lifecycle.service")
     lifecycle_script   = file("${path.module}/../../../systemd/coapgw-lifecycle")
+    drain_stop_seconds = var.drain_timeout_seconds - 60
     lifecycle_env      = "COAPGW_ASG_NAME=${local.gateway_asg_name}\nCOAPGW_LIFECYCLE_HOOK=${local.drain_hook_name}\nAWS_REGION=${local.region}"
     eip_allocation_ids = join(" ", [for e in aws_eip.gateway : e.allocation_id])
     region             = local.region
