@@ -250,7 +250,7 @@ func TestProbeDTLS(t *testing.T) {
 		{"closed port", closedAddr, psk, "nothing listens on the port", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			hs, err := probeDTLS(t.Context(), tc.addr, 2500*time.Millisecond, testIdentity, tc.psk)
+			hs, _, err := probeDTLS(t.Context(), tc.addr, 2500*time.Millisecond, testIdentity, tc.psk)
 			t.Logf("handshake %v, err %v", hs, err)
 			if tc.wantErr == "" {
 				if err != nil {
@@ -361,7 +361,7 @@ func TestProbeRealGatewayDTLS(t *testing.T) {
 		t.Errorf("canary against the gateway: %v, want 1 OK\n%s\n%s", got, logs.String(), stderr.String())
 	}
 	wrong, _ := devicePSK(bytes.Repeat([]byte{0x43}, 32), testIdentity)
-	if _, err := probeDTLS(t.Context(), coaps, 2*time.Second, testIdentity, wrong); !errors.As(err, new(*handshakeError)) {
+	if _, _, err := probeDTLS(t.Context(), coaps, 2*time.Second, testIdentity, wrong); !errors.As(err, new(*handshakeError)) {
 		t.Errorf("probe with a wrong key: %v, want a failed handshake", err)
 	}
 }

@@ -23,6 +23,10 @@
 //	HealthCheckOK, HealthCheckFailed   Count, once without dimensions (the alarm) and per Target
 //	LatencyMs                          Milliseconds, per Target, for answered probes (with DTLS
 //	                                   from the first handshake message to the answer)
+//	LagSeconds                         Seconds, per Target and without dimensions: lag_seconds of
+//	                                   the gateway's /health answer (how far its forwarding is
+//	                                   behind), for answers that carry it
+//	SpoolDepth                         Count, per Target: spool_depth of the /health answer
 //
 // A probe succeeds when the gateway answers 2.05 Content (piggybacked in the ACK, or as a separate
 // response after an empty ACK) within COAPGW_CANARY_TIMEOUT, which bounds the handshake too; the
@@ -45,6 +49,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -181,6 +186,7 @@ type result struct {
 	target    string
 	latency   time.Duration
 	handshake time.Duration // DTLS only
+	health    gatewayHealth
 	err       error
 }
 
@@ -209,9 +215,9 @@ func (c *canary) run(ctx context.Context) error {
 			case keyErr != nil:
 				r.err = keyErr
 			case c.identity != "":
-				r.handshake, r.err = probeDTLS(ctx, t, c.timeout, c.identity, psk)
+				r.handshake, r.health, r.err = probeDTLS(ctx, t, c.timeout, c.identity, psk)
 			default:
-				r.err = probe(ctx, t, c.timeout)
+				r.health, r.err = probe(ctx, t, c.timeout)
 			}
 			r.latency = time.Since(start)
 			results[i] = r
@@ -249,6 +255,17 @@ func (c *canary) run(ctx context.Context) error {
 		data = append(data, count("HealthCheckFailed", 0, dims, now), count("HealthCheckOK", 1, dims, now),
 			cwtypes.MetricDatum{MetricName: aws.String("LatencyMs"), Dimensions: dims, Timestamp: aws.Time(now),
 				Unit: cwtypes.StandardUnitMilliseconds, Value: aws.Float64(float64(r.latency.Microseconds()) / 1000)})
+		// The gateway's own view of its backlog, per target and once without dimensions (the
+		// maximum over the gateways is the alarm's statistic).
+		if h := r.health; h.LagSeconds != nil {
+			for _, d := range [][]cwtypes.Dimension{dims, nil} {
+				data = append(data, cwtypes.MetricDatum{MetricName: aws.String("LagSeconds"), Dimensions: d, Timestamp: aws.Time(now),
+					Unit: cwtypes.StandardUnitSeconds, Value: aws.Float64(*h.LagSeconds)})
+			}
+		}
+		if h := r.health; h.SpoolDepth != nil {
+			data = append(data, count("SpoolDepth", *h.SpoolDepth, dims, now))
+		}
 	}
 	data = append(data, count("HealthCheckFailed", failed, nil, now), count("HealthCheckOK", ok, nil, now))
 	// PutMetricData takes at most 1000 data points per call.
@@ -270,13 +287,13 @@ func count(name string, v float64, dims []cwtypes.Dimension, t time.Time) cwtype
 // probe sends CON GET /health to target and waits for a 2.05 response. A 4.01 with an Echo
 // option (the gateway verifying the canary's address before a larger answer, RFC 9175) is
 // followed by the same request carrying the Echo value, as a device would.
-func probe(ctx context.Context, target string, timeout time.Duration) error {
+func probe(ctx context.Context, target string, timeout time.Duration) (gatewayHealth, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "udp", target)
 	if err != nil {
-		return err
+		return gatewayHealth{}, err
 	}
 	defer conn.Close()
 	return checkHealth(ctx, conn)
@@ -285,14 +302,30 @@ func probe(ctx context.Context, target string, timeout time.Duration) error {
 // checkHealth sends CON GET /health on conn and waits, until ctx's deadline, for a 2.05
 // response (with the Echo round trip probe describes). The CON is retransmitted after 1 s, 2 s,
 // 4 s, ... until then.
-func checkHealth(ctx context.Context, conn net.Conn) error {
+func checkHealth(ctx context.Context, conn net.Conn) (gatewayHealth, error) {
 	req := coapclient.Request{Code: coapmsg.GET, Path: []string{"health"}, ContentFormat: -1}
 	resp, err := coapclient.Do(ctx, conn, req, coapclient.Params{AckTimeout: time.Second, AckRandomFactor: 1, MaxRetransmit: 16})
 	if err != nil {
-		return err
+		return gatewayHealth{}, err
 	}
 	if resp.Code != coapmsg.Content {
-		return fmt.Errorf("gateway answered %v: %.200s", resp.Code, resp.Payload)
+		return gatewayHealth{}, fmt.Errorf("gateway answered %v: %.200s", resp.Code, resp.Payload)
 	}
-	return nil
+	return parseHealth(resp.Payload), nil
+}
+
+// gatewayHealth is what a gateway's /health answer says about its backlog; a field is nil when
+// the answer lacks it (an older gateway, a body that is not JSON): no metric for it then.
+type gatewayHealth struct {
+	LagSeconds *float64 `json:"lag_seconds"`
+	SpoolDepth *float64 `json:"spool_depth"`
+}
+
+// parseHealth reads the JSON /health answer; anything else gives an empty gatewayHealth.
+func parseHealth(body []byte) gatewayHealth {
+	var h gatewayHealth
+	if json.Unmarshal(body, &h) != nil {
+		return gatewayHealth{}
+	}
+	return h
 }

@@ -100,7 +100,7 @@ func TestProbe(t *testing.T) {
 		{"4.01", unauthorized, "4.01"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			err := probe(context.Background(), tc.addr, 2500*time.Millisecond)
+			_, err := probe(context.Background(), tc.addr, 2500*time.Millisecond)
 			if tc.wantErr == "" && err != nil {
 				t.Fatalf("probe: %v", err)
 			}
@@ -122,7 +122,8 @@ func (f *fakeCW) PutMetricData(_ context.Context, in *cloudwatch.PutMetricDataIn
 
 func TestRunPublishesAggregate(t *testing.T) {
 	ok := fakeGateway(t, func(req *coapmsg.Message, conn *net.UDPConn, peer *net.UDPAddr) {
-		send(t, conn, peer, coapmsg.Message{Type: coapmsg.Acknowledgement, Code: coapmsg.Content, MID: req.MID, Token: req.Token})
+		send(t, conn, peer, coapmsg.Message{Type: coapmsg.Acknowledgement, Code: coapmsg.Content, MID: req.MID, Token: req.Token,
+			Payload: []byte(`{"status":"ok","spool_depth":1234,"lag_seconds":97.25,"version":"x"}`)})
 	})
 	silent := fakeGateway(t, func(*coapmsg.Message, *net.UDPConn, *net.UDPAddr) {})
 	cw := &fakeCW{}
@@ -149,6 +150,26 @@ func TestRunPublishesAggregate(t *testing.T) {
 	}
 	if got["HealthCheckOK"] != 1 || got["HealthCheckFailed"] != 1 {
 		t.Errorf("aggregate metrics %v, want 1 OK and 1 failed", got)
+	}
+	// The answering gateway's lag_seconds and spool_depth from /health become metrics; the
+	// silent one has none.
+	perTarget := map[string]map[string]float64{}
+	for _, in := range cw.in {
+		for _, d := range in.MetricData {
+			if len(d.Dimensions) == 1 {
+				tgt := *d.Dimensions[0].Value
+				if perTarget[tgt] == nil {
+					perTarget[tgt] = map[string]float64{}
+				}
+				perTarget[tgt][*d.MetricName] = *d.Value
+			}
+		}
+	}
+	if got["LagSeconds"] != 97.25 || perTarget[ok]["LagSeconds"] != 97.25 || perTarget[ok]["SpoolDepth"] != 1234 {
+		t.Errorf("lag and depth: aggregate %v, per target %v; want 97.25 s and 1234", got, perTarget[ok])
+	}
+	if _, has := perTarget[silent]["LagSeconds"]; has {
+		t.Errorf("a lag for the gateway that did not answer: %v", perTarget[silent])
 	}
 }
 
@@ -216,7 +237,7 @@ func TestProbeRealGateway(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if err := probe(context.Background(), target, 5*time.Second); err != nil {
+	if _, err := probe(context.Background(), target, 5*time.Second); err != nil {
 		t.Fatalf("probe of the running gateway: %v\n%s", err, stderr.String())
 	}
 	cmd.Process.Signal(syscall.SIGTERM)
@@ -224,7 +245,7 @@ func TestProbeRealGateway(t *testing.T) {
 	if err := <-exited; err != nil {
 		t.Fatalf("gateway exit: %v\n%s", err, stderr.String())
 	}
-	if err := probe(context.Background(), target, 3*time.Second); err == nil {
+	if _, err := probe(context.Background(), target, 3*time.Second); err == nil {
 		t.Fatal("probe of a stopped gateway succeeded")
 	}
 }

@@ -3,6 +3,7 @@
 //	coapgw [serve] [flags]    run the gateway (the default)
 //	coapgw spool [flags]      print the records of a data dir, one JSON line each
 //	coapgw process [flags]    apply records from an SQS queue to AWS IoT (the worker)
+//	coapgw drain [flags]      forward the whole spool to SQS and exit (before termination)
 //	coapgw device CMD [flags] device credentials: add, list, rotate, revoke, key
 //	coapgw send [flags] URI [PAYLOAD]  send one request, as a device would (CON or NON, DTLS)
 //	coapgw version            also --version, -version
@@ -10,8 +11,6 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -20,7 +19,6 @@ import (
 
 	"github.com/coapgw/coapgw/internal/config"
 	"github.com/coapgw/coapgw/internal/gateway"
-	"github.com/coapgw/coapgw/internal/ops"
 )
 
 func main() {
@@ -38,6 +36,7 @@ Commands:
   send      send one request to a gateway as a device would: coapgw send -h
   spool     print the records of a data directory, one JSON line each
   process   apply records from an SQS queue to AWS IoT (the worker): coapgw process -h
+  drain     forward the whole spool to SQS, then exit (before an instance terminates)
   device    device credentials: add, list, rotate, revoke, key (coapgw device -h)
   version   print the version (also --version)
 
@@ -73,40 +72,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return runProcess(ctx, args, stdout, stderr)
 	case "device":
 		return runDevice(ctx, args, stdout, stderr)
+	case "drain":
+		return runDrain(ctx, args, stdout, stderr)
 	}
-	fmt.Fprintf(stderr, "coapgw: unknown command %q (serve, send, spool, process, device, version, help)\n", cmd)
+	fmt.Fprintf(stderr, "coapgw: unknown command %q (serve, send, spool, process, device, drain, version, help)\n", cmd)
 	return 2
 }
 
 func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	l, err := config.Load(config.Serve, "coapgw serve", usage, args, os.Getenv, stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
-	}
-	if l == nil {
-		fmt.Fprintln(stderr, "coapgw:", err)
-		return 2
-	}
-	if len(l.Args) > 0 {
-		fmt.Fprintf(stderr, "coapgw: unexpected arguments %q\n", l.Args)
-		return 2
-	}
-	cfg := l.Config
-	if err := errors.Join(err, cfg.Validate(config.Serve)); err != nil {
-		fmt.Fprintln(stderr, "coapgw: invalid configuration:\n"+err.Error())
-		return 2
-	}
-	if l.CheckOnly {
-		fmt.Fprintln(stdout, "# configuration is valid")
-		if err := cfg.WriteYAML(stdout, config.Serve); err != nil {
-			return 1
-		}
-		return 0
-	}
-	log, err := ops.NewLogger(stderr, cfg.Log.Level, cfg.Log.Format)
-	if err != nil { // Validate checked both
-		fmt.Fprintln(stderr, "coapgw:", err)
-		return 2
+	cfg, log, code, done := loadCommand(config.Serve, "coapgw", "coapgw serve", usage, args, stdout, stderr)
+	if done {
+		return code
 	}
 	setGCDefaults(os.Getenv, cfg.DTLS.MaxSessions)
 	g, err := gateway.New(cfg, log)

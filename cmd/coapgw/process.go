@@ -3,10 +3,7 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
-	"fmt"
 	"io"
-	"os"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -54,34 +51,9 @@ func sinkConfig(c config.IoT) awsiot.Config {
 // (instance or task role, AWS_* variables). Exit codes: 0 after a clean stop, 1 when it could not
 // start, 2 for bad usage.
 func runProcess(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	l, err := config.Load(config.Process, "coapgw process", processUsage, args, os.Getenv, stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
-	}
-	if l == nil {
-		fmt.Fprintf(stderr, "coapgw process: %v\n", err)
-		return 2
-	}
-	if len(l.Args) > 0 {
-		fmt.Fprintf(stderr, "coapgw process: unexpected arguments %q\n", l.Args)
-		return 2
-	}
-	cfg := l.Config
-	if err := errors.Join(err, cfg.Validate(config.Process)); err != nil {
-		fmt.Fprintf(stderr, "coapgw process: invalid configuration:\n%v\n", err)
-		return 2
-	}
-	if l.CheckOnly {
-		fmt.Fprintln(stdout, "# configuration is valid")
-		if err := cfg.WriteYAML(stdout, config.Process); err != nil {
-			return 1
-		}
-		return 0
-	}
-	log, err := ops.NewLogger(stderr, cfg.Log.Level, cfg.Log.Format)
-	if err != nil {
-		fmt.Fprintf(stderr, "coapgw process: %v\n", err)
-		return 2
+	cfg, log, code, done := loadCommand(config.Process, "coapgw process", "coapgw process", processUsage, args, stdout, stderr)
+	if done {
+		return code
 	}
 	ccfg, scfg := consumeConfig(cfg), sinkConfig(cfg.IoT)
 	scfg.Ordered = scfg.Ordered || strings.HasSuffix(cfg.AWS.Queue, ".fifo")

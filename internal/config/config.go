@@ -67,6 +67,7 @@ type Config struct {
 	HTTP        HTTP
 	Log         Log
 	Compat      Compat
+	EMF         EMF
 }
 
 // CoAP configures the UDP server and its exchange layer (internal/coapserver).
@@ -231,6 +232,15 @@ type Log struct {
 	Format string // log-format: text or json
 }
 
+// EMF configures the gateway's CloudWatch embedded metric format documents (internal/ops EMF):
+// its stage lag and spool depth, for CloudWatch alarms.
+type EMF struct {
+	Interval  time.Duration // emf-interval: 0 (the default) writes none
+	Addr      string        // emf-addr: "" the log stream (stderr); tcp:// or udp:// the CloudWatch agent
+	Namespace string        // emf-namespace
+	LogGroup  string        // emf-log-group: _aws.LogGroupName, where the agent puts them
+}
+
 // Default returns the configuration used when nothing is set: local mode on :5683 and :8080.
 func Default() Config {
 	host, _ := os.Hostname()
@@ -270,6 +280,7 @@ func Default() Config {
 			IdleTimeout: 60 * time.Second, MaxConns: 256},
 		Log:    Log{Level: "info", Format: "text"},
 		Compat: Compat{Device: "off", Envelope: "coapgw"},
+		EMF:    EMF{Namespace: "coapgw"},
 	}
 }
 

@@ -102,6 +102,17 @@ func (c *Config) validateLog(v *validator, role Role) {
 	if role != Lambda && c.Log.Format != "text" && c.Log.Format != "json" {
 		v.bad("log-format %q: want text or json", c.Log.Format)
 	}
+	if role == Serve {
+		if c.EMF.Interval < 0 || (c.EMF.Interval > 0 && c.EMF.Interval < time.Second) {
+			v.bad("emf-interval %s: want 0 (off) or at least 1s", c.EMF.Interval)
+		}
+		if a := c.EMF.Addr; a != "" && !strings.HasPrefix(a, "tcp://") && !strings.HasPrefix(a, "udp://") {
+			v.bad("emf-addr %q: want empty, tcp://host:port or udp://host:port", a)
+		}
+		if n := c.EMF.Namespace; n == "" || len(n) > 255 || strings.HasPrefix(n, "AWS/") {
+			v.bad("emf-namespace %q: want 1–255 characters, not starting with AWS/", n)
+		}
+	}
 }
 
 func (c *Config) validateQueueURL(v *validator, required bool) {

@@ -265,6 +265,7 @@ func checkIAM(c *config) (violations []string, statements int) {
 		violations = append(violations, checkFleetKeyStatement(c, st)...)
 		for _, a := range st.actions {
 			service, _, _ := strings.Cut(a, ":")
+			violations = append(violations, checkScopedToModule(st, a, service)...)
 			if service != "sqs" && service != "iot" {
 				continue
 			}
@@ -288,6 +289,63 @@ func checkIAM(c *config) (violations []string, statements int) {
 		}
 	}
 	return violations, statements
+}
+
+// moduleScoped: services whose actions may only name resources of this module, by the
+// attribute that must start every resource (the gateway completing its own group's lifecycle
+// action; the CloudWatch agent and the functions writing to their own log groups).
+var moduleScoped = map[string]string{
+	"autoscaling": "${aws_autoscaling_group.",
+	"logs":        "${aws_cloudwatch_log_group.",
+}
+
+// checkScopedToModule: an autoscaling or logs action only on this module's group or log groups.
+func checkScopedToModule(st statement, action, service string) (violations []string) {
+	prefix, ok := moduleScoped[service]
+	if !ok || st.effect != "Allow" {
+		return nil
+	}
+	if len(st.resources) == 0 {
+		return []string{fmt.Sprintf("%s: %s without resources", st.where, action)}
+	}
+	for _, r := range st.resources {
+		if !strings.HasPrefix(r, prefix) {
+			violations = append(violations, fmt.Sprintf("%s: %s on %q, want %s...", st.where, action, r, prefix))
+		}
+	}
+	return violations
+}
+
+// checkDrainHook: every Auto Scaling group holds terminating instances for the spool drain: a
+// lifecycle hook on autoscaling:EC2_INSTANCE_TERMINATING (an initial_lifecycle_hook block or an
+// aws_autoscaling_lifecycle_hook naming the group), so scale-in does not delete a spool volume
+// whose records were acknowledged but not yet forwarded.
+func checkDrainHook(c *config) (violations []string, groups int) {
+	const terminating = "autoscaling:EC2_INSTANCE_TERMINATING"
+	hooked := map[string]bool{}
+	for _, h := range c.of("resource", "aws_autoscaling_lifecycle_hook") {
+		g, okG := h.Body.Attributes["autoscaling_group_name"]
+		tr, okT := h.Body.Attributes["lifecycle_transition"]
+		if okG && okT && slices.Contains(c.renderings(tr.Expr, nil, 0), terminating) {
+			for _, r := range c.renderings(g.Expr, nil, 0) {
+				hooked[r] = true
+			}
+		}
+	}
+	for _, g := range c.of("resource", "aws_autoscaling_group") {
+		groups++
+		ok := hooked["${aws_autoscaling_group."+g.Labels[1]+".name}"]
+		for _, b := range g.Body.Blocks {
+			if tr, has := b.Body.Attributes["lifecycle_transition"]; b.Type == "initial_lifecycle_hook" && has &&
+				slices.Contains(c.renderings(tr.Expr, nil, 0), terminating) {
+				ok = true
+			}
+		}
+		if !ok {
+			violations = append(violations, fmt.Sprintf("%s: no %s lifecycle hook: scale-in deletes spools that were not drained", at(g), terminating))
+		}
+	}
+	return violations, groups
 }
 
 // allowedManagedPolicies are the only AWS-managed policies a role may have attached.
@@ -516,6 +574,11 @@ func TestDeployTerraform(t *testing.T) {
 		t.Error("plain coap: no module with security groups or load balancers found")
 	}
 	report(t, "fleet key", checkFleetKey(c, "gateway", "canary"))
+	v, n = checkDrainHook(c)
+	report(t, "drain hook", v)
+	if n == 0 {
+		t.Error("drain hook: no Auto Scaling group found")
+	}
 }
 
 // TestBadFixture shows that every check can fail: testdata/bad breaks each rule once.
@@ -530,7 +593,10 @@ func TestBadFixture(t *testing.T) {
 			`iot:UpdateThingShadow on "arn:aws:iot:eu-west-1:123456789012:thingtype/x", want an AWS IoT thing ARN`,
 			`wildcard action "not_*"`,
 			`unexpected AWS IoT action iot:DeleteThing`,
+			`autoscaling:CompleteLifecycleAction on "*", want ${aws_autoscaling_group.`,
+			`logs:PutLogEvents on "arn:aws:logs:eu-west-1:123456789012:log-group:other:*", want ${aws_cloudwatch_log_group.`,
 		},
+		"drain hook":     {"aws_autoscaling_group.unhooked (main.tf:"},
 		"policy sources": {"is not data.aws_iam_policy_document.*.json", "AdministratorAccess"},
 		"access keys":    {"aws_iam_access_key.ci"},
 		"imdsv2":         {"aws_launch_template.optional", "aws_instance.none"},
@@ -562,6 +628,7 @@ func TestBadFixture(t *testing.T) {
 	queues, _ := checkQueues(c)
 	ingress, _ := checkIngress(c)
 	plain, _ := checkPlainCoAP(c)
+	hook, _ := checkDrainHook(c)
 	var fleetIAM []string
 	for _, st := range c.statements() {
 		fleetIAM = append(fleetIAM, checkFleetKeyStatement(c, st)...)
@@ -576,6 +643,7 @@ func TestBadFixture(t *testing.T) {
 		"imdsv2":         imds,
 		"queues":         queues,
 		"ingress":        ingress,
+		"drain hook":     hook,
 	}
 	for check, subs := range want {
 		for _, sub := range subs {

@@ -30,7 +30,8 @@ func (g *Gateway) openForward() error {
 	}
 	pub, err := sqs.New(sqs.Config{
 		QueueURL: g.cfg.AWS.Queue, FIFO: g.cfg.Forward.QueueFIFO, MaxBatchBytes: int(g.cfg.Forward.QueueMaxBatch),
-		Seed: g.cfg.Compat.Envelope == "seed",
+		Seed:        g.cfg.Compat.Envelope == "seed",
+		Incarnation: g.spool.Incarnation(), // FIFO dedup ids unique even where the gateway id repeats
 	}, awsCfg)
 	if err != nil {
 		return err

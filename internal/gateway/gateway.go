@@ -10,7 +10,9 @@
 // Configuration: config.Config, role config.Serve; every section goes to its component. The
 // gateway's own keys are shutdown_timeout (how long a stop waits for requests in flight),
 // fail_linger (how long a failed gateway answers 5.03 and /readyz 503 before it exits) and
-// ready_max_lag (default 1m; 0 turns the stage's part of /readyz off). The local
+// ready_max_lag (default 1m; 0 turns the stage's part of /readyz off); emf_interval, emf_addr,
+// emf_namespace and emf_log_group send the stage lag and the spool depth to CloudWatch as
+// embedded metric format (emf.go). The local
 // section's max_things goes to the device API; in local mode the device API also reads the
 // registry (its things with their types, a thing's reported state: ingest.Registry)
 // and is told how far the processor got after each batch, and max_properties goes to both
@@ -66,6 +68,7 @@ type Gateway struct {
 
 	local   *local      // nil unless --process=local and no --queue
 	forward *forwarding // nil unless --queue
+	emf     *ops.EMF    // nil unless --emf-interval
 	// queueAcks logs the runs of --ack-after queue waits that failed (stage.go).
 	queueAcks *ops.FailureRun
 	started   time.Time
@@ -80,14 +83,10 @@ func New(cfg config.Config, log *slog.Logger) (*Gateway, error) {
 	g := &Gateway{cfg: cfg, log: log, reg: prometheus.NewRegistry()}
 	g.queueAcks = g.queueAckRun()
 	g.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	sp, err := spool.Open(filepath.Join(cfg.Spool.DataDir, "spool"), spool.Options{
-		MaxBytes: int64(cfg.Spool.MaxBytes), SegmentBytes: int64(cfg.Spool.SegmentBytes),
-		Logger: log.With("component", "spool"), Registerer: g.reg,
-	})
+	sp, err := g.openSpool()
 	if err != nil {
-		return nil, fmt.Errorf("open spool: %w", err)
+		return nil, err
 	}
-	g.spool = sp
 	if err := g.openHTTPAccess(); err != nil {
 		sp.Close()
 		return nil, err
@@ -150,6 +149,9 @@ func New(cfg config.Config, log *slog.Logger) (*Gateway, error) {
 			return fail(err)
 		}
 	}
+	if g.emf, err = g.openEMF(); err != nil {
+		return fail(err)
+	}
 	if cfg.HTTP.Addr != "" {
 		oc := g.opsConfig()
 		if cfg.HTTP.MetricsAuth {
@@ -165,6 +167,19 @@ func New(cfg config.Config, log *slog.Logger) (*Gateway, error) {
 		}
 	}
 	return g, nil
+}
+
+// openSpool opens <data-dir>/spool as g.spool.
+func (g *Gateway) openSpool() (*spool.Disk, error) {
+	sp, err := spool.Open(filepath.Join(g.cfg.Spool.DataDir, "spool"), spool.Options{
+		MaxBytes: int64(g.cfg.Spool.MaxBytes), SegmentBytes: int64(g.cfg.Spool.SegmentBytes),
+		Logger: g.log.With("component", "spool"), Registerer: g.reg,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open spool: %w", err)
+	}
+	g.spool = sp
+	return sp, nil
 }
 
 // lag is how far behind the stage after the spool is: the forwarder's, or the local processor's.

@@ -101,6 +101,10 @@ func (g *Gateway) Serve(ctx context.Context) error {
 	case g.forward != nil:
 		stage = gr.start("forwarder", g.forward.fwd.Run)
 	}
+	var emf *actor
+	if g.emf != nil {
+		emf = gr.start("emf", g.emf.Run)
+	}
 	g.log.Info("coapgw serving", "process", g.cfg.Local.Process, "queue", g.cfg.AWS.Queue, "ack_after", g.cfg.Forward.AckAfter, "coap", addrString(g.CoAPAddr()), "coaps", addrString(g.CoAPSAddr()), "http", g.HTTPAddr(), "data_dir", g.cfg.Spool.DataDir, "version", Version)
 	g.ready.Store(true) // after the start line, so that whoever saw /readyz 200 can read it
 
@@ -120,6 +124,7 @@ func (g *Gateway) Serve(ctx context.Context) error {
 	}
 	gr.stopping.Store(true)
 	g.shutdown(transports, stage, httpActor)
+	emf.stop() // after the spool's close: its last document shows what the stop left
 	gr.wg.Wait()
 	return failure
 }

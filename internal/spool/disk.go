@@ -31,6 +31,8 @@ type Disk struct {
 	m        *metrics
 	unlock   func() error
 	fresh    bool // Open found neither a cursor nor a segment (see Fresh)
+	// incarnation names this life of the directory (incarnation.go); set by Open, then read-only.
+	incarnation string
 
 	// Append side.
 	mu      sync.Mutex
@@ -135,6 +137,7 @@ func open(dir string, opts Options, fsys fileSystem) (_ *Disk, err error) {
 	if err := d.recover(); err != nil {
 		return nil, err
 	}
+	d.incarnation = d.loadIncarnation()
 	go d.run()
 	return d, nil
 }

@@ -11,8 +11,9 @@ import (
 // own goroutine, asynchronous callbacks, cap, cursor) without durability. Size is accounted in frame
 // bytes, as on disk.
 type Memory struct {
-	maxBytes int64
-	m        *metrics
+	maxBytes    int64
+	m           *metrics
+	incarnation string
 
 	mu      sync.Mutex
 	chunk   []byte // where queued data is copied; never grown, so queued entries may alias it
@@ -55,13 +56,14 @@ func NewMemory(opts Options) *Memory {
 		panic(fmt.Sprintf("spool: %v", err))
 	}
 	mem := &Memory{
-		maxBytes: opts.MaxBytes,
-		m:        m,
-		nextSeq:  1,
-		wake:     make(chan struct{}, 1),
-		quit:     make(chan struct{}),
-		done:     make(chan struct{}),
-		notify:   make(chan struct{}),
+		maxBytes:    opts.MaxBytes,
+		m:           m,
+		nextSeq:     1,
+		incarnation: newIncarnation(),
+		wake:        make(chan struct{}, 1),
+		quit:        make(chan struct{}),
+		done:        make(chan struct{}),
+		notify:      make(chan struct{}),
 	}
 	go mem.run()
 	return mem

@@ -113,3 +113,53 @@ func TestMemoryRaiseSeq(t *testing.T) {
 		t.Fatalf("RaiseSeq lowered: next %d", m.Stats().NextSeq)
 	}
 }
+
+// TestIncarnation: a spool directory keeps its incarnation across restarts, a new or replaced
+// directory gets another one, and a damaged incarnation file is replaced rather than trusted.
+func TestIncarnation(t *testing.T) {
+	dir := t.TempDir()
+	d := openT(t, dir, Options{})
+	first := d.Incarnation()
+	if !validIncarnation(first) {
+		t.Fatalf("incarnation %q is not 16 hex digits", first)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	d = openT(t, dir, Options{})
+	if got := d.Incarnation(); got != first {
+		t.Errorf("after a restart the incarnation is %q, want %q", got, first)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// The directory deleted and made again (a replacement instance's new volume).
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	d = openT(t, dir, Options{})
+	if got := d.Incarnation(); got == first || !validIncarnation(got) {
+		t.Errorf("a new directory has incarnation %q, want a new one (old %q)", got, first)
+	}
+	if other := openT(t, t.TempDir(), Options{}); other.Incarnation() == d.Incarnation() {
+		t.Error("two spool directories share an incarnation")
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := os.WriteFile(filepath.Join(dir, incarnationFile), []byte("not hex at all!!"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	d = openT(t, dir, Options{})
+	if got := d.Incarnation(); !validIncarnation(got) {
+		t.Errorf("damaged file gave incarnation %q", got)
+	}
+	m1, m2 := NewMemory(Options{}), NewMemory(Options{})
+	defer m1.Close()
+	defer m2.Close()
+	if m1.Incarnation() == m2.Incarnation() || !validIncarnation(m1.Incarnation()) {
+		t.Errorf("memory logs' incarnations %q and %q", m1.Incarnation(), m2.Incarnation())
+	}
+}

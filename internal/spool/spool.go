@@ -2,9 +2,9 @@
 // record must reach, fsync'd, before the device gets its 2.04.
 //
 // A spool directory holds numbered segment files (00000000000000000001.seg, named by the first
-// sequence number that may be in them), a cursor file saying what the forwarder has delivered, and a
-// LOCK file. Each entry is stored as one frame (see frame.go): a CRC32C (Castagnoli), the data length
-// and the entry's sequence number, then the data. Sequence numbers strictly increase and are never
+// sequence number that may be in them), a cursor file saying what the forwarder has delivered, an
+// incarnation file and a LOCK file. Each entry is stored as one frame (see frame.go): a CRC32C
+// (Castagnoli), the data length and the entry's sequence number, then the data. Sequence numbers strictly increase and are never
 // reused; gaps are allowed (a batch that failed to reach the disk leaves one).
 //
 // Appends are group-committed: Append queues the frame in memory and returns at once; a single commit
@@ -22,7 +22,11 @@
 // spool lift the sequence above what it knows was used before the first Append: the gateway raises
 // it past the local registry's high-water mark for its id, and in AWS mode starts a fresh spool at
 // the wall clock in nanoseconds. The raised floor is persisted at once; the next batch starts a new
-// segment (recovery accepts a frame only within 2^32 of the one before it in a segment).
+// segment (recovery accepts a frame only within 2^32 of the one before it in a segment). The
+// incarnation file (16 random hex digits, written at the first Open) names the directory's life:
+// Incarnation is the same across restarts and new for a directory deleted or replaced, so (gateway
+// id, incarnation, seq) is unique even where a replacement reuses the gateway id (the FIFO
+// deduplication id, internal/queue/sqs).
 //
 // Recovery on Open: a torn tail (a partial, zeroed or otherwise invalid region at the end of the last
 // segment) is truncated to the last good frame. An invalid region anywhere else is skipped: the

@@ -19,7 +19,8 @@
 //
 // Messages carry the String attributes coapgw-type and coapgw-thing. Standard queues by default;
 // a FIFO queue (URL ending in ".fifo", or Config.FIFO) gets MessageGroupId = thing name (the
-// record's id) and MessageDeduplicationId = gw + "-" + seq, replaced by a SHA-256-based id when that
+// record's id) and MessageDeduplicationId = gw + "-" + incarnation + "-" + seq (Config.Incarnation,
+// the spool's; gw + "-" + seq without one), replaced by a SHA-256-based id when that
 // is longer than 128 characters or holds characters SQS does not allow there. The forwarder sends
 // several batches at once and retries records on their own, so a FIFO queue sees per-thing order
 // only roughly; the processor does not depend on order (received_at decides).
@@ -86,6 +87,11 @@ type Config struct {
 	// (--envelope seed; envelope.AppendSeed). A record that message cannot carry (not JSON)
 	// goes out in the envelope, which coapgw's consumers read as well.
 	Seed bool
+	// Incarnation names the spool the records come from (spool.Disk.Incarnation): FIFO
+	// deduplication ids are gw-incarnation-seq, so a spool that reuses an earlier spool's gateway
+	// id and sequence numbers (a replacement instance) does not have its records dropped as
+	// duplicates, while a record sent again from the same spool keeps its id. Empty: gw-seq.
+	Incarnation string
 }
 
 // Publisher sends records to one SQS queue. It is safe for concurrent use.
@@ -95,6 +101,7 @@ type Publisher struct {
 	fifo     bool
 	seed     bool
 	maxBytes int
+	dedupSep string // "-" + Config.Incarnation + "-", or "-"
 }
 
 // New builds a Publisher on an SQS client made from awsCfg (and optFns); it does no I/O.
@@ -148,12 +155,16 @@ func newPublisher(cfg Config, api sqsAPI) (*Publisher, error) {
 	if cfg.MaxBatchBytes == 0 {
 		cfg.MaxBatchBytes = MaxBatchBytes
 	}
+	if len(cfg.Incarnation) > 32 || !validIDChars(cfg.Incarnation) {
+		return nil, fmt.Errorf("sqs: incarnation %q must be at most 32 characters from ASCII 0x21-0x7E", cfg.Incarnation)
+	}
 	return &Publisher{
 		api:      api,
 		url:      aws.String(cfg.QueueURL),
 		fifo:     cfg.FIFO || strings.HasSuffix(u.Path, ".fifo"),
 		seed:     cfg.Seed,
 		maxBytes: cfg.MaxBatchBytes,
+		dedupSep: dedupSep(cfg.Incarnation),
 	}, nil
 }
 
@@ -338,7 +349,7 @@ func (p *Publisher) entry(rec *record.Record, i int) (types.SendMessageBatchRequ
 	}
 	if p.fifo {
 		e.MessageGroupId = aws.String(fifoID(rec.ID, ""))
-		e.MessageDeduplicationId = aws.String(fifoID(rec.GW, "-"+strconv.FormatUint(rec.Seq, 10)))
+		e.MessageDeduplicationId = aws.String(fifoID(rec.GW, p.dedupSep+strconv.FormatUint(rec.Seq, 10)))
 	}
 	return e, size, nil
 }
@@ -356,6 +367,14 @@ func (p *Publisher) body(rec *record.Record) (string, error) {
 		}
 	}
 	return envelope.Encode(*rec)
+}
+
+// dedupSep is what goes between the gateway id and the sequence number in a deduplication id.
+func dedupSep(incarnation string) string {
+	if incarnation == "" {
+		return "-"
+	}
+	return "-" + incarnation + "-"
 }
 
 // fifoID returns s+suffix if it is a valid MessageGroupId/MessageDeduplicationId (1–128 characters

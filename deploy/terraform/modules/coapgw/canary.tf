@@ -6,7 +6,7 @@
 
 locals {
   canary           = var.canary_zip_path != ""
-  canary_namespace = "coapgw/${var.name}"
+  canary_namespace = local.metrics_namespace # shared with the gateways' EMF metrics
   canary_identity  = var.canary_identity != "" ? var.canary_identity : "canary/${var.name}"
   canary_targets = length(var.canary_targets) > 0 ? var.canary_targets : (
     local.use_nlb ? ["${aws_lb.coap[0].dns_name}:${var.coaps_port}"] : [for e in aws_eip.gateway : "${e.public_ip}:${var.coaps_port}"]

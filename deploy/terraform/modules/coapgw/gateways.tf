@@ -73,6 +73,11 @@ locals {
       COAPGW_HTTP_ADDR       = ":${var.http_port}"
       COAPGW_LOG_FORMAT      = "json"
       AWS_REGION             = local.region
+      # Stage lag and spool depth to CloudWatch through the local agent (monitoring.tf).
+      COAPGW_EMF_INTERVAL  = "60s"
+      COAPGW_EMF_ADDR      = "tcp://127.0.0.1:25888"
+      COAPGW_EMF_NAMESPACE = local.metrics_namespace
+      COAPGW_EMF_LOG_GROUP = aws_cloudwatch_log_group.gateway_metrics.name
     },
     var.gateway_environment,
   )
@@ -83,6 +88,11 @@ locals {
     binary_sha256      = var.binary_sha256
     env_file           = join("\n", [for k in sort(keys(local.gateway_env)) : "${k}=${local.gateway_env[k]}"])
     unit_file          = file("${path.module}/../../../systemd/coapgw.service")
+    drain_unit_file    = file("${path.module}/../../../systemd/coapgw-drain.service")
+    lifecycle_unit     = file("${path.module}/../../../systemd/coapgw-lifecycle.service")
+    lifecycle_script   = file("${path.module}/../../../systemd/coapgw-lifecycle")
+    drain_stop_seconds = var.drain_timeout_seconds - 60
+    lifecycle_env      = "COAPGW_ASG_NAME=${local.gateway_asg_name}\nCOAPGW_LIFECYCLE_HOOK=${local.drain_hook_name}\nAWS_REGION=${local.region}"
     eip_allocation_ids = join(" ", [for e in aws_eip.gateway : e.allocation_id])
     region             = local.region
   })
@@ -153,9 +163,15 @@ resource "aws_launch_template" "gateway" {
   tags = local.tags
 }
 
+locals {
+  # Known before the group exists: the instances' cloud-init and the IAM policy name them.
+  gateway_asg_name = "${var.name}-gateway"
+  drain_hook_name  = "${var.name}-drain"
+}
+
 resource "aws_autoscaling_group" "gateway" {
   # checkov:skip=CKV2_AWS_15:With exposure = "eip" there is no load balancer to take health checks from; with "nlb" health_check_type is ELB.
-  name                      = "${var.name}-gateway"
+  name                      = local.gateway_asg_name
   vpc_zone_identifier       = var.subnet_ids
   desired_capacity          = var.gateway_count
   min_size                  = var.gateway_count
@@ -168,6 +184,18 @@ resource "aws_autoscaling_group" "gateway" {
   launch_template {
     id      = aws_launch_template.gateway.id
     version = aws_launch_template.gateway.latest_version
+  }
+
+  # Scale-in, instance refresh and health replacements all wait in Terminating:Wait until the
+  # instance's coapgw-lifecycle has stopped the gateway and forwarded its whole spool to SQS
+  # (deploy/systemd/coapgw-lifecycle): the spool volume is deleted with the instance, and its
+  # records were already acknowledged with 2.04. An initial hook, so that the first instances
+  # have it too. Past the heartbeat timeout the termination goes on regardless.
+  initial_lifecycle_hook {
+    name                 = local.drain_hook_name
+    lifecycle_transition = "autoscaling:EC2_INSTANCE_TERMINATING"
+    heartbeat_timeout    = var.drain_timeout_seconds
+    default_result       = "CONTINUE"
   }
 
   # Replace instances one at a time when the launch template changes (new binary, new settings).
@@ -189,12 +217,16 @@ resource "aws_autoscaling_group" "gateway" {
 }
 
 # ---------------------------------------------------------------------------------------------
-# exposure = "eip": one static address per possible instance; each instance claims a free one.
+# exposure = "eip": one static address per gateway (gateway_count, the group's desired and
+# minimum size); each instance claims a free one at boot. Not one per possible instance: an
+# address no instance holds would be handed to devices and probed by the canary, which then
+# fails forever. A replacement takes over the address of the instance it replaces once that one
+# has drained and terminated (coapgw-claim-eip waits for it).
 # ---------------------------------------------------------------------------------------------
 
 resource "aws_eip" "gateway" {
   # checkov:skip=CKV2_AWS_19:The addresses are associated by the instances themselves at boot (cloud-init, ec2:AssociateAddress), since Auto Scaling instances are not known to Terraform.
-  count  = local.use_eip ? max(var.gateway_max_count, var.gateway_count) : 0
+  count  = local.use_eip ? var.gateway_count : 0
   domain = "vpc"
   tags   = merge(local.tags, { Name = "${var.name}-gateway-${count.index}" })
 }

@@ -1,5 +1,7 @@
 # Least privilege, and no wildcard actions anywhere (internal/deploycheck asserts it):
 #   gateways:  sqs:SendMessage on the queue; the binary object; their EIP association; SSM;
+#              completing their group's termination lifecycle action (after the spool drain);
+#              the CloudWatch agent's writes to the gateway metrics log group;
 #              the fleet key secret (and its CMK, through Secrets Manager only, if one is given).
 #   processor: consume the queue; thing types, things, shadows (and the topic if set); its logs.
 #   canary:    cloudwatch:PutMetricData, restricted by namespace; its logs; the fleet key secret
@@ -133,6 +135,22 @@ data "aws_iam_policy_document" "gateway" {
     effect    = "Allow"
     actions   = ["secretsmanager:GetSecretValue"]
     resources = [var.fleet_key_secret_arn]
+  }
+
+  # The CloudWatch agent puts the gateway's EMF metric documents into their log group only.
+  statement {
+    sid       = "GatewayMetricsLogs"
+    effect    = "Allow"
+    actions   = ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"]
+    resources = ["${aws_cloudwatch_log_group.gateway_metrics.arn}:*"]
+  }
+
+  # coapgw-lifecycle ends its own Terminating:Wait once the spool is drained (gateways.tf).
+  statement {
+    sid       = "CompleteOwnTermination"
+    effect    = "Allow"
+    actions   = ["autoscaling:CompleteLifecycleAction"]
+    resources = [aws_autoscaling_group.gateway.arn]
   }
 
   dynamic "statement" {

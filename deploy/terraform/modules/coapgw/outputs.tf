@@ -19,7 +19,7 @@ output "processor_function_name" {
 }
 
 output "gateway_addresses" {
-  description = "Where devices send CoAP over DTLS (UDP coaps_port): the Elastic IPs (exposure = \"eip\") or the NLB's DNS name (\"nlb\")."
+  description = "Where devices send CoAP over DTLS (UDP coaps_port): the Elastic IPs, one per gateway_count, each held by a running gateway (exposure = \"eip\"), or the NLB's DNS name (\"nlb\")."
   value       = local.use_nlb ? [aws_lb.coap[0].dns_name] : [for e in aws_eip.gateway : e.public_ip]
 }
 

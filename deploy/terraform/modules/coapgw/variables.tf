@@ -195,7 +195,7 @@ variable "gateway_count" {
 }
 
 variable "gateway_max_count" {
-  description = "Most gateway instances the Auto Scaling group may run (e.g. during an instance refresh). With exposure = \"eip\" one Elastic IP is allocated per possible instance."
+  description = "Most gateway instances the Auto Scaling group may run. With exposure = \"eip\" there is one Elastic IP per gateway_count, not per possible instance: an instance beyond gateway_count gets no address until one is freed."
   type        = number
   default     = 3
 
@@ -427,5 +427,42 @@ variable "canary_identity" {
   validation {
     condition     = var.canary_identity == "" || can(regex("^[A-Za-z0-9:_-]{1,128}/[A-Za-z0-9:_-]{1,128}$", var.canary_identity))
     error_message = "canary_identity must be empty or {type}/{id}, each 1-128 characters of letters, digits, ':', '_' and '-'."
+  }
+}
+
+# ---------------------------------------------------------------------------------------------
+# Scale-in drain (issue 14)
+# ---------------------------------------------------------------------------------------------
+
+variable "drain_timeout_seconds" {
+  description = "Heartbeat timeout of the Auto Scaling termination lifecycle hook: how long a terminating gateway may take to forward its whole spool to SQS (coapgw drain) before the instance and its spool volume go regardless. A drain normally takes seconds; the time matters during an SQS outage."
+  type        = number
+  default     = 900
+
+  validation {
+    condition     = var.drain_timeout_seconds >= 60 && var.drain_timeout_seconds <= 7200
+    error_message = "drain_timeout_seconds must be between 60 and 7200 (the lifecycle hook's heartbeat timeout limits)."
+  }
+}
+
+variable "gateway_lag_alarm_seconds" {
+  description = "Alarm when a gateway's oldest record not yet accepted by SQS is older than this (StageLagSeconds from the gateways' EMF metrics): SQS unreachable or throttled, the spool filling."
+  type        = number
+  default     = 300
+
+  validation {
+    condition     = var.gateway_lag_alarm_seconds >= 10
+    error_message = "gateway_lag_alarm_seconds must be at least 10."
+  }
+}
+
+variable "ingest_stopped_alarm_minutes" {
+  description = "Alarm when no record has been sent to the queue (SQS NumberOfMessagesSent) for this many minutes: every gateway down or unreachable, or devices silent. 0: no such alarm (fleets that sleep longer)."
+  type        = number
+  default     = 15
+
+  validation {
+    condition     = var.ingest_stopped_alarm_minutes >= 0 && var.ingest_stopped_alarm_minutes <= 1440 && floor(var.ingest_stopped_alarm_minutes) == var.ingest_stopped_alarm_minutes
+    error_message = "ingest_stopped_alarm_minutes must be a whole number of minutes from 0 to 1440."
   }
 }

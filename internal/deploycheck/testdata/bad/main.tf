@@ -29,6 +29,22 @@ data "aws_iam_policy_document" "bad" {
       resources   = ["*"]
     }
   }
+
+  statement {
+    actions   = ["autoscaling:CompleteLifecycleAction"]
+    resources = ["*"]
+  }
+
+  statement {
+    actions   = ["logs:PutLogEvents"]
+    resources = ["arn:aws:logs:eu-west-1:123456789012:log-group:other:*"]
+  }
+}
+
+# Scale-in would delete its instances' spools without a drain.
+resource "aws_autoscaling_group" "unhooked" {
+  max_size = 2
+  min_size = 1
 }
 
 resource "aws_iam_role_policy" "inline_json" {

@@ -65,8 +65,36 @@ run "eip_mode" {
   command = plan
 
   assert {
-    condition     = length(aws_eip.gateway) == 3 && length(aws_lb.coap) == 0
-    error_message = "exposure = eip: one EIP per possible instance (max 3), no NLB"
+    condition     = length(aws_eip.gateway) == var.gateway_count && length(aws_lb.coap) == 0
+    error_message = "exposure = eip: one EIP per gateway (gateway_count, not gateway_max_count), no NLB"
+  }
+  assert {
+    condition     = length(local.canary_targets) == var.gateway_count
+    error_message = "the canary probes one address per gateway, none that no instance holds"
+  }
+  assert {
+    condition     = one(aws_autoscaling_group.gateway.initial_lifecycle_hook).lifecycle_transition == "autoscaling:EC2_INSTANCE_TERMINATING" && one(aws_autoscaling_group.gateway.initial_lifecycle_hook).heartbeat_timeout == 900
+    error_message = "a termination lifecycle hook must hold terminating gateways while their spool drains"
+  }
+  assert {
+    condition     = strcontains(local.user_data, "coapgw-gateway-id") && strcontains(local.user_data, "meta-data/instance-id") && strcontains(local.user_data, "coapgw-lifecycle.service") && strcontains(local.user_data, "COAPGW_LIFECYCLE_HOOK=coapgw-drain") && strcontains(local.user_data, "COAPGW_ASG_NAME=coapgw-gateway")
+    error_message = "cloud-init must set the gateway id from the instance id and install the lifecycle drain"
+  }
+  assert {
+    condition     = strcontains(local.user_data, "COAPGW_EMF_INTERVAL=60s") && strcontains(local.user_data, "COAPGW_EMF_ADDR=tcp://127.0.0.1:25888") && strcontains(local.user_data, "COAPGW_EMF_NAMESPACE=coapgw/coapgw") && strcontains(local.user_data, "amazon-cloudwatch-agent") && strcontains(local.user_data, "\"emf\": {}")
+    error_message = "the gateways must send their lag and spool depth as EMF to the CloudWatch agent, which cloud-init installs with its EMF listener"
+  }
+  assert {
+    condition     = aws_cloudwatch_metric_alarm.gateway_lag.metric_name == "StageLagSeconds" && aws_cloudwatch_metric_alarm.gateway_lag.namespace == "coapgw/coapgw" && aws_cloudwatch_metric_alarm.gateway_lag.threshold == 300
+    error_message = "an alarm on the gateways' lag"
+  }
+  assert {
+    condition     = aws_cloudwatch_metric_alarm.ingest_stopped[0].metric_name == "NumberOfMessagesSent" && aws_cloudwatch_metric_alarm.ingest_stopped[0].evaluation_periods == 15 && aws_cloudwatch_metric_alarm.ingest_stopped[0].comparison_operator == "LessThanThreshold" && aws_cloudwatch_metric_alarm.ingest_stopped[0].treat_missing_data == "breaching"
+    error_message = "an alarm when nothing reaches the queue for 15 minutes"
+  }
+  assert {
+    condition     = aws_cloudwatch_log_metric_filter.set_aside.pattern == "\"records set aside\"" && aws_cloudwatch_metric_alarm.set_aside.metric_name == "ProcessorSetAsideBatches" && aws_cloudwatch_metric_alarm.set_aside.namespace == local.canary_namespace
+    error_message = "an alarm on records the processor sets aside"
   }
   assert {
     condition     = aws_sqs_queue.main.visibility_timeout_seconds == 6 * var.lambda_timeout_seconds
@@ -132,7 +160,7 @@ run "eip_mode" {
 
   # The canary speaks DTLS with its own identity.
   assert {
-    condition     = alltrue([for t in split(",", aws_lambda_function.canary[0].environment[0].variables.COAPGW_CANARY_TARGETS) : endswith(t, ":5684")]) && length(split(",", aws_lambda_function.canary[0].environment[0].variables.COAPGW_CANARY_TARGETS)) == 3
+    condition     = alltrue([for t in split(",", aws_lambda_function.canary[0].environment[0].variables.COAPGW_CANARY_TARGETS) : endswith(t, ":5684")]) && length(split(",", aws_lambda_function.canary[0].environment[0].variables.COAPGW_CANARY_TARGETS)) == var.gateway_count
     error_message = "canary: every EIP on the DTLS port"
   }
   assert {
