@@ -3,6 +3,8 @@ package record
 import (
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
+	"math/big"
 	"reflect"
 	"strings"
 	"testing"
@@ -58,6 +60,9 @@ func TestCBORToJSON(t *testing.T) {
 				t.Fatal(err)
 			}
 			got, err := CBORToJSON(nil, b, 6)
+			if _, cerr := CheckCBOR(nil, b, 6); fmt.Sprint(cerr) != fmt.Sprint(err) {
+				t.Errorf("CheckCBOR says %v, CBORToJSON %v", cerr, err)
+			}
 			if c.err != "" {
 				if err == nil || !strings.Contains(err.Error(), c.err) {
 					t.Fatalf("got %s, %v; want an error containing %q", got, err, c.err)
@@ -102,8 +107,9 @@ func TestCBORSmallerThanJSON(t *testing.T) {
 	}
 }
 
-// FuzzCBORToJSON: whatever the bytes, CBORToJSON does not panic, and what it accepts is valid
-// JSON that fxamacker/cbor also decodes, to the same value.
+// FuzzCBORToJSON: whatever the bytes, CBORToJSON does not panic, and what it accepts is
+// well-formed for fxamacker/cbor (the walk checks it alone) and valid JSON that fxamacker/cbor
+// also decodes, to the same value.
 func FuzzCBORToJSON(f *testing.F) {
 	for _, s := range []string{"a0", "a16174f94d60", "bf61619f0102ffff", "a1616182a161780180", "a16174c11a5f000000", "a10101", "a2616101"} {
 		b, _ := hex.DecodeString(s)
@@ -111,8 +117,14 @@ func FuzzCBORToJSON(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		js, err := CBORToJSON(nil, b, 6)
+		if _, cerr := CheckCBOR(nil, b, 6); fmt.Sprint(cerr) != fmt.Sprint(err) {
+			t.Fatalf("%x: CheckCBOR says %v, CBORToJSON %v", b, cerr, err)
+		}
 		if err != nil {
 			return
+		}
+		if err := cborWellformed.Wellformed(b); err != nil {
+			t.Fatalf("%x converts to %s, but fxamacker/cbor finds it malformed: %v", b, js, err)
 		}
 		var fromJSON any
 		if err := json.Unmarshal(js, &fromJSON); err != nil {
@@ -165,6 +177,8 @@ func approxEqual(j, c any) bool {
 			f = float64(c)
 		case float64:
 			f = c
+		case big.Int: // a negative integer beyond int64
+			f, _ = c.Float64()
 		default:
 			return false
 		}

@@ -14,10 +14,9 @@ type senmlFields struct {
 	has                  uint16
 	bver, bt, bv, bs     float64
 	v, s, t              float64
-	bn, bu, n, u, vs, vd string
+	bn, bu, n, u, vs, vd []byte // text as read (unescaped); vd: SenML JSON's base64url text
 	vb                   bool
-	vdb                  []byte
-	vsb                  []byte // SenML JSON's vs, unescaped (in place of vs): no string to make
+	vdb                  []byte // SenML CBOR's vd: the bytes
 }
 
 // Bits of senmlFields.has.
@@ -127,7 +126,7 @@ func readSenMLRecord(p *jsonscan.Scanner, z *senmlResolver, r *senmlFields, i in
 
 func readSenMLField(p *jsonscan.Scanner, z *senmlResolver, r *senmlFields, key []byte, i int) error {
 	var num *float64
-	var str *string
+	var str *[]byte
 	var bit uint16
 	switch string(key) {
 	case "bver":
@@ -193,11 +192,7 @@ func readSenMLField(p *jsonscan.Scanner, z *senmlResolver, r *senmlFields, key [
 		return fmt.Errorf("invalid SenML JSON: record %d: %s must be a string", i, key)
 	}
 	b, err := readBytes(p)
-	if bit == hasVS {
-		r.vsb = b
-	} else {
-		*str = z.str(b)
-	}
+	*str = b
 	return err
 }
 
