@@ -47,8 +47,12 @@ func TestJSONCBOREquivalence(t *testing.T) {
 			t.Fatal(err)
 		}
 		errJSON := checkJSONObject(js, 6)
-		// The device API does not scan a CBOR payload's JSON form: the conversion keeps the rules.
+		// The device API does not scan a CBOR payload's JSON form: the conversion keeps the rules,
+		// and the device API checks without writing it (CheckCBOR), for the same answer.
 		conv, errCBOR := record.ToJSON(nil, record.FormatCBOR, cb, 6, 0)
+		if _, errCheck := record.CheckCBOR(nil, cb, 6); fmt.Sprint(errCheck) != fmt.Sprint(errCBOR) {
+			t.Fatalf("%x: CheckCBOR %v, conversion %v", cb, errCheck, errCBOR)
+		}
 		if errCBOR == nil {
 			if err := checkJSONObject(conv, 6); err != nil {
 				t.Fatalf("%x converts to %s, which breaks a rule: %v", cb, conv, err)
