@@ -2,6 +2,7 @@ package processor
 
 import (
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/coapgw/coapgw/internal/record"
@@ -44,15 +45,35 @@ func (f SenMLDecoder) DecodeReadings(payload []byte, ts int64) (*Doc, []record.R
 			return nil, nil, err
 		}
 	}
-	latest := record.Latest(rs)
-	d := NewDoc()
-	d.Grow(len(latest))
-	for _, r := range latest {
-		if err := d.SetValue(r.Name, r.Time, r.Value); err != nil {
-			return nil, nil, err
-		}
+	return senmlDoc(rs), rs, nil
+}
+
+// senmlDoc is the document of a pack's readings: each name's latest value at its reading's time
+// (what SetValue would build, the members put in order once).
+func senmlDoc(rs []record.Reading) *Doc {
+	latest := rs
+	if len(rs) > 16 {
+		latest = record.Latest(rs) // LatestAt is quadratic
 	}
-	return d, rs, nil
+	d := &Doc{root: node{kids: make([]member, 0, len(latest))}}
+	sorted := true
+	for i := range latest {
+		r := &latest[i]
+		if len(rs) <= 16 && !record.LatestAt(latest, i) {
+			continue
+		}
+		kids := d.root.kids
+		if k := len(kids); k > 0 && kids[k-1].key >= r.Name {
+			sorted = false
+		}
+		// A reading's value is a number, a string, true or false: never null, an object or an
+		// array (SetValue's cases).
+		d.root.kids = append(kids, member{key: r.Name, node: node{kind: kindValue, ts: r.Time, val: r.Value}})
+	}
+	if !sorted {
+		slices.SortFunc(d.root.kids, func(a, b member) int { return strings.Compare(a.key, b.key) })
+	}
+	return d
 }
 
 // senmlPacks are DecodeReadings' reusable parse buffers (and the strings of the names they saw).

@@ -373,6 +373,9 @@ var errNonFinite = errors.New("NaN and infinity are not supported: JSON has no f
 // or float64 (bits 64): the shortest digits that read back as f, in exponent form below 1e-6 and
 // from 1e21.
 func AppendJSONNumber(dst []byte, f float64, bits int) []byte {
+	if f == math.Trunc(f) && math.Abs(f) < 1e15 && (f != 0 || !math.Signbit(f)) {
+		return strconv.AppendInt(dst, int64(f), 10) // what AppendFloat writes, sooner
+	}
 	format := byte('f')
 	if abs := math.Abs(f); abs != 0 {
 		if bits == 64 && (abs < 1e-6 || abs >= 1e21) ||

@@ -4,8 +4,10 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"math"
 	"math/big"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -209,4 +211,23 @@ func BenchmarkCBORToJSON(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestAppendJSONNumberIntegers: the integer shortcut writes what strconv.AppendFloat writes, at
+// the edges (negative zero, 1e15) and for random integral values.
+func TestAppendJSONNumberIntegers(t *testing.T) {
+	fs := []float64{0, math.Copysign(0, -1), 1, -1, 40, 1e15 - 1, -(1e15 - 1), 1e15, 1e16, 123456789012345, 0.5, -21.5}
+	for i := range 2000 {
+		fs = append(fs, float64(int64(i*7919)*int64(i*104729)%2e15-1e15))
+	}
+	for _, f := range fs {
+		got := string(AppendJSONNumber(nil, f, 64))
+		want := strconv.FormatFloat(f, 'f', -1, 64)
+		if math.Abs(f) >= 1e21 {
+			continue
+		}
+		if got != want {
+			t.Errorf("%v: %s, want %s", f, got, want)
+		}
+	}
 }
