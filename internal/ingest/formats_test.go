@@ -254,9 +254,11 @@ func FuzzCBORRules(f *testing.F) {
 // FuzzSenMLRules: the device API decides on a SenML pack from its readings
 // (record.JSONFormKeepsRules) without scanning its JSON form; whatever pack that passes, the JSON
 // form keeps the rules, and a pack it does not pass is still decided by the form's check.
-// SenMLPack.Check, which validate calls, says the same as Parse and JSONFormKeepsRules.
+// SenMLPack.Check, which validate calls, says the same as Parse (the same error, or none) and
+// JSONFormKeepsRules.
 func FuzzSenMLRules(f *testing.F) {
-	for _, s := range []string{`[{"n":"a","vs":"x"},{"n":"a","v":1}]`, `[{"n":"a","vs":"\\u0000"}]`, `[{"n":"a","vs":"é\t"}]`} {
+	for _, s := range []string{`[{"n":"a","vs":"x"},{"n":"a","v":1}]`, `[{"n":"a","vs":"\\u0000"}]`, `[{"n":"a","vs":"é\t"}]`,
+		`[{"n":"a","v":1e308,"bv":1e308}]`, `[{"n":"a","s":1e308},{"n":"b","bs":1e308,"s":1e308}]`, `[{"n":"a","v":-0.5e-3,"s":"x"}]`} {
 		f.Add(true, []byte(s))
 	}
 	for _, s := range []string{"\x81\xa2\x00\x61a\x03\x61\x00", "\x81\xa2\x00\x61a\x03\x62\xc3\xa9", "\x82\xa2\x00\x61a\x02\x01\xa2\x00\x61a\x08\x41\x00"} {
@@ -267,8 +269,12 @@ func FuzzSenMLRules(f *testing.F) {
 		if isJSON {
 			cf = record.FormatSenMLJSON
 		}
-		var pk record.SenMLPack
-		if err := pk.Parse(cf, b, 1); err != nil {
+		var pk, ck record.SenMLPack // ck: what validate calls
+		err := pk.Parse(cf, b, 1)
+		if _, cerr := ck.Check(cf, b, 1); fmt.Sprint(cerr) != fmt.Sprint(err) {
+			t.Fatalf("%x: Check says %v, Parse %v", b, cerr, err)
+		}
+		if err != nil {
 			return
 		}
 		js := record.SenMLToJSON(nil, pk.Readings)
@@ -276,7 +282,6 @@ func FuzzSenMLRules(f *testing.F) {
 		if err := checkJSONObject(js, 1); keeps && err != nil {
 			t.Fatalf("%x: readings pass, JSON form %s breaks a rule: %v", b, js, err)
 		}
-		var ck record.SenMLPack // what validate calls
 		if got, err := ck.Check(cf, b, 1); err != nil || got != keeps {
 			t.Fatalf("%x: Check says %v, %v; Parse accepted, JSONFormKeepsRules %v", b, got, err, keeps)
 		}

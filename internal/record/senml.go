@@ -76,8 +76,7 @@ func (p *SenMLPack) Parse(cf uint16, payload []byte, now int64) error {
 
 // Check is Parse for a caller that only asks whether the pack is accepted and its JSON form
 // certainly keeps the shadow rules (what JSONFormKeepsRules says of Parse's readings): every
-// rule of Parse is checked, but no name, unit or value is written, so p.Readings hold only
-// their times.
+// rule of Parse is checked, but no reading is kept (p.Readings is left empty).
 func (p *SenMLPack) Check(cf uint16, payload []byte, now int64) (keepsRules bool, err error) {
 	return p.parse(cf, payload, now, true)
 }
@@ -133,7 +132,7 @@ func parseSenML(rs *senmlResolver, cf uint16, payload []byte) ([]Reading, error)
 	default:
 		return dst, ErrFormat
 	}
-	if len(rs.dst) == n {
+	if len(rs.dst) == n && rs.n == 0 {
 		return dst, errors.New("SenML pack has no records")
 	}
 	return rs.dst, nil
@@ -149,7 +148,8 @@ type senmlResolver struct {
 	vals       []byte            // appended to only: a reading's Value stays valid when it grows
 	names      map[string]string // SenMLPack's: names and units made strings once
 	scratch    []byte            // a name put together
-	check      bool              // SenMLPack.Check's: no names, units or Values
+	check      bool              // SenMLPack.Check's: no readings, only their count
+	n          int               // check: the readings
 	unsure     bool              // check: a string value may break a shadow rule
 }
 
@@ -215,22 +215,31 @@ func (z *senmlResolver) add(i int, r *senmlFields) error {
 	}
 	start := len(z.vals)
 	switch {
+	case r.has&hasV != 0 && r.vraw != nil && z.bv == 0:
+		// Check, and the value is v alone: within float64's range, as read, so finite
+	case r.has&hasS != 0 && r.sraw != nil && z.bs == 0 && r.has&(hasV|hasVS|hasVB|hasVD|hasVDB) == 0:
 	case r.has&hasV != 0:
+		if r.vraw != nil {
+			r.v, _ = strconv.ParseFloat(string(r.vraw), 64) // scanned as a number
+		}
 		rd.Num, rd.IsNum = z.bv+r.v, true
 	case r.has&hasVS != 0:
-		z.text(r.vs)
+		z.text(r.vs, r.plain&hasVS != 0)
 	case r.has&hasVB != 0:
 		if !z.check {
 			z.vals = strconv.AppendBool(z.vals, r.vb)
 		}
 	case r.has&hasVD != 0:
-		z.text(r.vd)
+		z.text(r.vd, r.plain&hasVD != 0)
 	case r.has&hasVDB != 0:
 		if !z.check {
 			z.vals = append(z.vals, '"')
 			z.vals = append(base64.RawURLEncoding.AppendEncode(z.vals, r.vdb), '"')
 		}
 	case r.has&hasS != 0:
+		if r.sraw != nil {
+			r.s, _ = strconv.ParseFloat(string(r.sraw), 64)
+		}
 		rd.Num, rd.IsNum = z.bs+r.s, true
 	default:
 		return fmt.Errorf("SenML record %d (%.32s) has no value", i, z.name(r.n))
@@ -246,7 +255,11 @@ func (z *senmlResolver) add(i int, r *senmlFields) error {
 	if !z.check {
 		rd.Value = z.vals[start:len(z.vals):len(z.vals)]
 	}
-	z.dst = append(z.dst, rd)
+	if z.check {
+		z.n++ // Check keeps no readings
+	} else {
+		z.dst = append(z.dst, rd)
+	}
 	return nil
 }
 
@@ -260,14 +273,15 @@ func (z *senmlResolver) name(n []byte) string {
 }
 
 // text writes a string value as JSON; for Check, it only notes whether the JSON form may break a
-// shadow rule (JSONFormKeepsRules says the same of the written value: its escaped form holds
-// \u0000 exactly when the text holds NUL or a backslash before u0000).
-func (z *senmlResolver) text(s []byte) {
+// shadow rule, as JSONFormKeepsRules would find in the written value: its escaped form holds
+// \u0000 exactly when the text holds NUL or a backslash before u0000, and plain ASCII text (no
+// control character, no backslash) holds neither.
+func (z *senmlResolver) text(s []byte, plain bool) {
 	if !z.check {
 		z.vals = appendQuoted(z.vals, s)
 		return
 	}
-	if bytes.IndexByte(s, 0) >= 0 || bytes.Contains(s, nulEscape) || !utf8.Valid(s) {
+	if !plain && (bytes.IndexByte(s, 0) >= 0 || bytes.Contains(s, nulEscape) || !utf8.Valid(s)) {
 		z.unsure = true
 	}
 }

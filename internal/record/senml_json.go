@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"unicode/utf8"
 
 	"github.com/coapgw/coapgw/internal/jsonscan"
 )
@@ -17,6 +18,8 @@ type senmlFields struct {
 	bn, bu, n, u, vs, vd []byte // text as read (unescaped); vd: SenML JSON's base64url text
 	vb                   bool
 	vdb                  []byte // SenML CBOR's vd: the bytes
+	vraw, sraw           []byte // for Check, SenML JSON's v and s as read, parsed only if needed
+	plain                uint16 // hasVS, hasVD: SenML JSON's vs, vd is plain ASCII (readBytes)
 }
 
 // Bits of senmlFields.has.
@@ -95,7 +98,7 @@ func readSenMLRecord(p *jsonscan.Scanner, z *senmlResolver, r *senmlFields, i in
 		if p.I >= len(p.B) || p.B[p.I] != '"' {
 			return p.Errf("object key must be a string")
 		}
-		key, err := readBytes(p)
+		key, _, err := readBytes(p)
 		if err != nil {
 			return err
 		}
@@ -181,6 +184,14 @@ func readSenMLField(p *jsonscan.Scanner, z *senmlResolver, r *senmlFields, key [
 		if err := p.Num(); err != nil {
 			return err
 		}
+		if z.check && (bit == hasV || bit == hasS) { // Num checked the range: see senmlResolver.num
+			if bit == hasV {
+				r.vraw = p.B[start:p.I]
+			} else {
+				r.sraw = p.B[start:p.I]
+			}
+			return nil
+		}
 		f, err := strconv.ParseFloat(string(p.B[start:p.I]), 64)
 		if err != nil { // Num checked the range
 			return p.Errf("bad number")
@@ -191,27 +202,45 @@ func readSenMLField(p *jsonscan.Scanner, z *senmlResolver, r *senmlFields, key [
 	if p.I >= len(p.B) || p.B[p.I] != '"' {
 		return fmt.Errorf("invalid SenML JSON: record %d: %s must be a string", i, key)
 	}
-	b, err := readBytes(p)
+	b, plain, err := readBytes(p)
 	*str = b
+	if plain {
+		r.plain |= bit
+	} else {
+		r.plain &^= bit
+	}
 	return err
 }
 
-// readBytes reads the string at p.I, unescaped: in place when it has no escape.
-func readBytes(p *jsonscan.Scanner) ([]byte, error) {
+// readBytes reads the string at p.I, unescaped: in place when it has no escape; plain when it is
+// printable ASCII without a backslash.
+func readBytes(p *jsonscan.Scanner) (s []byte, plain bool, err error) {
 	start := p.I
+	// Plain ASCII, as labels and most names and text are: what StrEsc would check, in a loop
+	// over locals.
+	for i, b := start+1, p.B; i < len(b); i++ {
+		c := b[i]
+		if c == '"' {
+			p.I = i + 1
+			return b[start+1 : i], true, nil
+		}
+		if c < 0x20 || c == '\\' || c >= utf8.RuneSelf {
+			break
+		}
+	}
 	escaped, err := p.StrEsc()
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	raw := p.B[start:p.I]
 	if !escaped {
-		return raw[1 : len(raw)-1], nil
+		return raw[1 : len(raw)-1], false, nil
 	}
-	var s string
-	if err := json.Unmarshal(raw, &s); err != nil {
-		return nil, p.Errf("bad string: %v", err)
+	var u string
+	if err := json.Unmarshal(raw, &u); err != nil {
+		return nil, false, p.Errf("bad string: %v", err)
 	}
-	return []byte(s), nil
+	return []byte(u), false, nil
 }
 
 // skipJSON skips the value at p.I (an unknown field's), nested at most 8 levels.
