@@ -30,6 +30,7 @@ func TestParseSenML(t *testing.T) {
 		{"latest by time, not by order", `[{"n":"a","t":-1,"v":2},{"n":"a","t":-5,"v":1}]`,
 			"a||-1|2 a||-5|1", `{"a":2}`},
 		{"future within tolerance", `[{"n":"a","bt":1800000300,"v":1}]`, "a||300|1", `{"a":1}`},
+		{"a year old: accepted (history's retention drops it)", `[{"n":"a","bt":1768464000,"v":1}]`, "a||-31536000|1", `{"a":1}`},
 		{"future beyond tolerance", `[{"n":"a","bt":1800000601,"v":1}]`, "error: in the future", ""},
 		{"no value", `[{"n":"a"}]`, "error: has no value", ""},
 		{"bad name", `[{"n":"-a","v":1}]`, "error: bad name", ""},
