@@ -74,6 +74,23 @@ func (p *SenMLPack) Parse(cf uint16, payload []byte, now int64) error {
 	return err
 }
 
+// ParseTo is Parse for a caller that keeps the readings: they are appended to dst and their values
+// written to a new buffer, so they stay valid after the next Parse (the pack's interned names and
+// scratch are still reused). p.Readings is left empty.
+func (p *SenMLPack) ParseTo(dst []Reading, cf uint16, payload []byte, now int64) ([]Reading, error) {
+	if p.names == nil {
+		p.names = make(map[string]string)
+	}
+	n := len(dst)
+	z := senmlResolver{now: now, dst: dst, vals: make([]byte, 0, 64+len(payload)), names: p.names, scratch: p.scratch[:0]}
+	rs, err := parseSenML(&z, cf, payload)
+	p.scratch = z.scratch
+	if err != nil {
+		return rs[:n], err
+	}
+	return rs, nil
+}
+
 // Check is Parse for a caller that only asks whether the pack is accepted and its JSON form
 // certainly keeps the shadow rules (what JSONFormKeepsRules says of Parse's readings): every
 // rule of Parse is checked, but no reading is kept (p.Readings is left empty).
