@@ -231,13 +231,17 @@ func (z *senmlResolver) add(i int, r *senmlFields) error {
 		return fmt.Errorf("SenML record %d: time %.0f s in the future", i, float64(rd.Time-z.now)/1e9)
 	}
 	start := len(z.vals)
+	var raw []byte // a number's SenML JSON text, when it is the value
 	switch {
-	case r.has&hasV != 0 && r.vraw != nil && z.bv == 0:
+	case z.check && r.has&hasV != 0 && r.vraw != nil && z.bv == 0:
 		// Check, and the value is v alone: within float64's range, as read, so finite
-	case r.has&hasS != 0 && r.sraw != nil && z.bs == 0 && r.has&(hasV|hasVS|hasVB|hasVD|hasVDB) == 0:
+	case z.check && r.has&hasS != 0 && r.sraw != nil && z.bs == 0 && r.has&(hasV|hasVS|hasVB|hasVD|hasVDB) == 0:
 	case r.has&hasV != 0:
 		if r.vraw != nil {
 			r.v, _ = strconv.ParseFloat(string(r.vraw), 64) // scanned as a number
+			if z.bv == 0 {
+				raw = r.vraw
+			}
 		}
 		rd.Num, rd.IsNum = z.bv+r.v, true
 	case r.has&hasVS != 0:
@@ -256,6 +260,9 @@ func (z *senmlResolver) add(i int, r *senmlFields) error {
 	case r.has&hasS != 0:
 		if r.sraw != nil {
 			r.s, _ = strconv.ParseFloat(string(r.sraw), 64)
+			if z.bs == 0 {
+				raw = r.sraw
+			}
 		}
 		rd.Num, rd.IsNum = z.bs+r.s, true
 	default:
@@ -265,7 +272,11 @@ func (z *senmlResolver) add(i int, r *senmlFields) error {
 		if !finite(rd.Num) {
 			return fmt.Errorf("SenML record %d: value out of range", i)
 		}
-		if !z.check {
+		switch {
+		case z.check:
+		case raw != nil && shortestNumber(raw): // SenML JSON's text is already the value's form
+			z.vals = append(z.vals, raw...)
+		default:
 			z.vals = AppendJSONNumber(z.vals, rd.Num, 64)
 		}
 	}

@@ -18,7 +18,7 @@ type senmlFields struct {
 	bn, bu, n, u, vs, vd []byte // text as read (unescaped); vd: SenML JSON's base64url text
 	vb                   bool
 	vdb                  []byte // SenML CBOR's vd: the bytes
-	vraw, sraw           []byte // for Check, SenML JSON's v and s as read, parsed only if needed
+	vraw, sraw           []byte // SenML JSON's v and s as read: add parses them when needed
 	plain                uint16 // hasVS, hasVD: SenML JSON's vs, vd is plain ASCII (readBytes)
 }
 
@@ -184,7 +184,7 @@ func readSenMLField(p *jsonscan.Scanner, z *senmlResolver, r *senmlFields, key [
 		if err := p.Num(); err != nil {
 			return err
 		}
-		if z.check && (bit == hasV || bit == hasS) { // Num checked the range: see senmlResolver.num
+		if bit == hasV || bit == hasS { // parsed by add, when needed (Num checked the range)
 			if bit == hasV {
 				r.vraw = p.B[start:p.I]
 			} else {
@@ -307,4 +307,41 @@ func skipJSON(p *jsonscan.Scanner, depth int) error {
 		}
 	}
 	return p.Errf("unexpected %q", p.B[p.I])
+}
+
+// shortestNumber reports whether t, a JSON number's text (jsonscan-checked), is what
+// AppendJSONNumber writes for its value, so that it can be copied: no exponent, no trailing zero
+// in a fraction, at most 15 significant digits (every such decimal is its float64's shortest
+// form), not below 1e-6 unless zero, and not -0 (which a base value of +0 turns into 0).
+func shortestNumber(t []byte) bool {
+	neg := len(t) > 0 && t[0] == '-'
+	if neg {
+		t = t[1:]
+	}
+	if len(t) == 0 || t[len(t)-1] == '.' {
+		return false
+	}
+	if len(t) == 1 && t[0] == '0' {
+		return !neg
+	}
+	digits, leadZeros, point, started := 0, 0, false, false
+	for _, c := range t {
+		switch {
+		case c == '.':
+			point = true
+		case c == '0' && !started:
+			if point {
+				leadZeros++
+			}
+		case c >= '0' && c <= '9':
+			started = true
+			digits++
+		default:
+			return false // an exponent
+		}
+	}
+	if point && t[len(t)-1] == '0' {
+		return false
+	}
+	return digits <= 15 && leadZeros < 6
 }
