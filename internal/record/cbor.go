@@ -373,8 +373,10 @@ var errNonFinite = errors.New("NaN and infinity are not supported: JSON has no f
 // or float64 (bits 64): the shortest digits that read back as f, in exponent form below 1e-6 and
 // from 1e21.
 func AppendJSONNumber(dst []byte, f float64, bits int) []byte {
-	if f == math.Trunc(f) && math.Abs(f) < 1e15 && (f != 0 || !math.Signbit(f)) {
-		return strconv.AppendInt(dst, int64(f), 10) // what AppendFloat writes, sooner
+	// A shortcut to what AppendFloat writes, sooner: an integer that is its value's shortest
+	// form (below 1e15 as a double, up to 2^24 as a single, where every integer is exact).
+	if abs := math.Abs(f); f == math.Trunc(f) && (bits == 64 && abs < 1e15 || abs <= 1<<24) && (f != 0 || !math.Signbit(f)) {
+		return strconv.AppendInt(dst, int64(f), 10)
 	}
 	format := byte('f')
 	if abs := math.Abs(f); abs != 0 {

@@ -245,6 +245,35 @@ func BenchmarkCBORToJSON(b *testing.B) {
 	})
 }
 
+// FuzzAppendJSONNumber: the integer shortcut writes what strconv.AppendFloat writes, for doubles
+// and singles (a single above 2^24 such as 123456792 is written 123456790, its shortest form).
+func FuzzAppendJSONNumber(f *testing.F) {
+	for _, v := range []float64{0, 1, -1, 21.3, 3.07, -0.5, 0.000001, 1e-7, 123456789.12345, 1 << 24, 1<<24 + 2, 123456792, 0.1 + 0.2, 1e15 - 0.5} {
+		f.Add(math.Float64bits(v))
+	}
+	f.Fuzz(func(t *testing.T, u uint64) {
+		v := math.Float64frombits(u)
+		if !finite(v) {
+			return
+		}
+		for _, c := range []struct {
+			v    float64
+			bits int
+		}{{v, 64}, {float64(float32(v)), 32}, {math.Round(v*100) / 100, 64}, {float64(float32(math.Round(v*100) / 100)), 32}} {
+			if !finite(c.v) {
+				continue
+			}
+			want := strconv.FormatFloat(c.v, 'f', -1, c.bits)
+			if a := math.Abs(c.v); c.v != 0 && (c.bits == 64 && (a < 1e-6 || a >= 1e21) || c.bits == 32 && (float32(a) < 1e-6 || float32(a) >= 1e21)) {
+				continue // exponent form: AppendFloat itself
+			}
+			if got := string(AppendJSONNumber(nil, c.v, c.bits)); got != want {
+				t.Fatalf("%v (%d bits): %s, want %s", c.v, c.bits, got, want)
+			}
+		}
+	})
+}
+
 // TestAppendJSONNumberIntegers: the integer shortcut writes what strconv.AppendFloat writes, at
 // the edges (negative zero, 1e15) and for random integral values.
 func TestAppendJSONNumberIntegers(t *testing.T) {
