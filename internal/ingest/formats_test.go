@@ -47,8 +47,12 @@ func TestJSONCBOREquivalence(t *testing.T) {
 			t.Fatal(err)
 		}
 		errJSON := checkJSONObject(js, 6)
-		// The device API does not scan a CBOR payload's JSON form: the conversion keeps the rules.
+		// The device API does not scan a CBOR payload's JSON form: the conversion keeps the rules,
+		// and the device API checks without writing it (CheckCBOR), for the same answer.
 		conv, errCBOR := record.ToJSON(nil, record.FormatCBOR, cb, 6, 0)
+		if _, errCheck := record.CheckCBOR(nil, cb, 6); fmt.Sprint(errCheck) != fmt.Sprint(errCBOR) {
+			t.Fatalf("%x: CheckCBOR %v, conversion %v", cb, errCheck, errCBOR)
+		}
 		if errCBOR == nil {
 			if err := checkJSONObject(conv, 6); err != nil {
 				t.Fatalf("%x converts to %s, which breaks a rule: %v", cb, conv, err)
@@ -230,7 +234,8 @@ func TestHealthInCBOR(t *testing.T) {
 }
 
 // FuzzCBORRules: whatever CBOR the conversion accepts keeps the JSON rules (the device API does
-// not scan a CBOR payload's JSON form) — duplicate keys in any spelling, NUL, depth included.
+// not scan a CBOR payload's JSON form) — duplicate keys in any spelling, NUL, depth included —
+// and the processor decodes it.
 func FuzzCBORRules(f *testing.F) {
 	for _, s := range []string{"\xa2\x61\x61\x01\x61\x61\x02", "\xa1\x60\x01", "\xa1\x61\x61\x61\x00",
 		"\xbf\x7f\x61\x61\xff\x01\x61\x61\x02\xff", "\xa9\x61a\x01\x61b\x01\x61c\x01\x61d\x01\x61e\x01\x61f\x01\x61g\x01\x61h\x01\x61a\x01"} {
@@ -244,15 +249,21 @@ func FuzzCBORRules(f *testing.F) {
 		if err := checkJSONObject(js, 6); err != nil {
 			t.Fatalf("%x converts to %s, which breaks a rule: %v", b, js, err)
 		}
+		// What the device API accepts, the processor decodes: never set aside.
+		if _, err := processor.DecodeCBOR(b, 1); err != nil {
+			t.Fatalf("%x accepted, the processor cannot decode it: %v", b, err)
+		}
 	})
 }
 
 // FuzzSenMLRules: the device API decides on a SenML pack from its readings
 // (record.JSONFormKeepsRules) without scanning its JSON form; whatever pack that passes, the JSON
 // form keeps the rules, and a pack it does not pass is still decided by the form's check.
-// SenMLPack.Check, which validate calls, says the same as Parse and JSONFormKeepsRules.
+// SenMLPack.Check, which validate calls, says the same as Parse (the same error, or none) and
+// JSONFormKeepsRules; the processor decodes what is accepted.
 func FuzzSenMLRules(f *testing.F) {
-	for _, s := range []string{`[{"n":"a","vs":"x"},{"n":"a","v":1}]`, `[{"n":"a","vs":"\\u0000"}]`, `[{"n":"a","vs":"é\t"}]`} {
+	for _, s := range []string{`[{"n":"a","vs":"x"},{"n":"a","v":1}]`, `[{"n":"a","vs":"\\u0000"}]`, `[{"n":"a","vs":"é\t"}]`,
+		`[{"n":"a","v":1e308,"bv":1e308}]`, `[{"n":"a","s":1e308},{"n":"b","bs":1e308,"s":1e308}]`, `[{"n":"a","v":-0.5e-3,"s":"x"}]`} {
 		f.Add(true, []byte(s))
 	}
 	for _, s := range []string{"\x81\xa2\x00\x61a\x03\x61\x00", "\x81\xa2\x00\x61a\x03\x62\xc3\xa9", "\x82\xa2\x00\x61a\x02\x01\xa2\x00\x61a\x08\x41\x00"} {
@@ -263,8 +274,12 @@ func FuzzSenMLRules(f *testing.F) {
 		if isJSON {
 			cf = record.FormatSenMLJSON
 		}
-		var pk record.SenMLPack
-		if err := pk.Parse(cf, b, 1); err != nil {
+		var pk, ck record.SenMLPack // ck: what validate calls
+		err := pk.Parse(cf, b, 1)
+		if _, cerr := ck.Check(cf, b, 1); fmt.Sprint(cerr) != fmt.Sprint(err) {
+			t.Fatalf("%x: Check says %v, Parse %v", b, cerr, err)
+		}
+		if err != nil {
 			return
 		}
 		js := record.SenMLToJSON(nil, pk.Readings)
@@ -272,9 +287,16 @@ func FuzzSenMLRules(f *testing.F) {
 		if err := checkJSONObject(js, 1); keeps && err != nil {
 			t.Fatalf("%x: readings pass, JSON form %s breaks a rule: %v", b, js, err)
 		}
-		var ck record.SenMLPack // what validate calls
 		if got, err := ck.Check(cf, b, 1); err != nil || got != keeps {
 			t.Fatalf("%x: Check says %v, %v; Parse accepted, JSONFormKeepsRules %v", b, got, err, keeps)
+		}
+		// What the device API accepts (the readings, or the form's check, say the rules hold),
+		// the processor decodes, into the readings Parse gave: never set aside.
+		if formErr := checkJSONObject(js, 6); keeps || formErr == nil {
+			_, rs, err := processor.SenMLDecoder(cf).DecodeReadings(b, 1)
+			if err != nil || fmt.Sprint(rs) != fmt.Sprint(pk.Readings) {
+				t.Fatalf("%x accepted; the processor gives %v, %v, Parse %v", b, rs, err, pk.Readings)
+			}
 		}
 	})
 }

@@ -31,7 +31,7 @@ func (h *Handler) health(w *coapserver.ResponseWriter, r *coapserver.Request) {
 	if a, ok := r.Accept(); ok && a == record.FormatCBOR {
 		cf = record.FormatCBOR
 		var err error
-		body, err = cbor.Marshal(healthBody{status, st.Depth, math.Round(lag.Seconds()*1000) / 1000, h.cfg.Version})
+		body, err = healthCBOR.Marshal(healthBody{status, st.Depth, math.Round(lag.Seconds()*1000) / 1000, h.cfg.Version})
 		if err != nil { // cannot happen: strings and numbers
 			w.Respond(coapmsg.InternalServerError, nil)
 			return
@@ -45,6 +45,16 @@ func (h *Handler) health(w *coapserver.ResponseWriter, r *coapserver.Request) {
 	w.SetUintOption(coapmsg.ContentFormat, uint32(cf))
 	w.Respond(coapmsg.Content, body)
 }
+
+// healthCBOR writes a float at the shortest width that holds it exactly (a lag of 0 or 0.5 s is a
+// 3-byte half, not a 9-byte double), as a device's own encoder would.
+var healthCBOR = func() cbor.EncMode {
+	em, err := cbor.EncOptions{ShortestFloat: cbor.ShortestFloat16}.EncMode()
+	if err != nil {
+		panic(err)
+	}
+	return em
+}()
 
 // healthBody is /health's answer in CBOR: the JSON answer's keys, in its order.
 type healthBody struct {

@@ -63,12 +63,18 @@ func (h *Handler) checkPayload(r *coapserver.Request) error {
 		}
 	}
 	bp := h.bufs.Get().(*[]byte)
-	js, err := record.ToJSON((*bp)[:0], cf, r.Payload(), h.cfg.MaxDepth, r.Received.UnixNano())
-	if err == nil && cf != record.FormatCBOR { // CBORToJSON keeps the rules itself
-		keys := h.keys.Get().(*jsonscan.Keys)
-		err = scanPayload(js, h.cfg.MaxDepth, keys)
-		keys.Reset(nil)
-		h.keys.Put(keys)
+	var js []byte
+	var err error
+	if cf == record.FormatCBOR { // the conversion keeps the rules itself: no JSON form to scan
+		js, err = record.CheckCBOR((*bp)[:0], r.Payload(), h.cfg.MaxDepth)
+	} else {
+		js, err = record.ToJSON((*bp)[:0], cf, r.Payload(), h.cfg.MaxDepth, r.Received.UnixNano())
+		if err == nil {
+			keys := h.keys.Get().(*jsonscan.Keys)
+			err = scanPayload(js, h.cfg.MaxDepth, keys)
+			keys.Reset(nil)
+			h.keys.Put(keys)
+		}
 	}
 	if cf != record.FormatJSON && cf != record.NoContentFormat && cap(js) > cap(*bp) {
 		*bp = js[:0] // grown by the conversion; a JSON payload is the request's own

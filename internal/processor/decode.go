@@ -46,7 +46,9 @@ func DefaultDecoders() Decoders {
 // that JSON, decoded by DecodeJSON, so that the same object sent as JSON or as CBOR gives the
 // same document.
 func DecodeCBOR(payload []byte, ts int64) (*Doc, error) {
-	js, err := record.CBORToJSON(nil, payload, MaxShadowDepth)
+	// The document keeps slices of the JSON form: one buffer, sized for a usual payload's form
+	// (text gains its quotes, small integers a digit or two).
+	js, err := record.CBORToJSON(make([]byte, 0, 2*len(payload)+16), payload, MaxShadowDepth)
 	if err != nil {
 		return nil, err
 	}

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/coapgw/coapgw/internal/processor"
+	"github.com/coapgw/coapgw/internal/processortest"
 	"github.com/coapgw/coapgw/internal/record"
 )
 
@@ -31,6 +32,7 @@ func BenchmarkDecodeFormats(b *testing.B) {
 			rd, _ := dec.(processor.ReadingsDecoder)
 			b.ReportAllocs()
 			b.ResetTimer()
+			cpu0 := processortest.ProcessCPU()
 			for i := 0; i < b.N; i++ {
 				p := payloads[i%len(payloads)]
 				var err error
@@ -43,6 +45,8 @@ func BenchmarkDecodeFormats(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
+			b.StopTimer()
+			b.ReportMetric(float64(processortest.ProcessCPU()-cpu0)/float64(b.N), "cpu-ns/op")
 		})
 	}
 }

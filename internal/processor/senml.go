@@ -1,7 +1,9 @@
 package processor
 
 import (
+	"bytes"
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/coapgw/coapgw/internal/record"
@@ -31,8 +33,7 @@ func (f SenMLDecoder) Decode(payload []byte, ts int64) (*Doc, error) {
 // DecodeReadings returns the pack's document and readings.
 func (f SenMLDecoder) DecodeReadings(payload []byte, ts int64) (*Doc, []record.Reading, error) {
 	pk := senmlPacks.Get().(*record.SenMLPack)
-	err := pk.Parse(uint16(f), payload, ts)
-	rs := ownReadings(pk.Readings)
+	rs, err := pk.ParseTo(make([]record.Reading, 0, maxRecords(uint16(f), payload)), uint16(f), payload, ts)
 	senmlPacks.Put(pk)
 	if err != nil {
 		return nil, nil, err
@@ -44,36 +45,50 @@ func (f SenMLDecoder) DecodeReadings(payload []byte, ts int64) (*Doc, []record.R
 			return nil, nil, err
 		}
 	}
-	latest := record.Latest(rs)
-	d := NewDoc()
-	d.Grow(len(latest))
-	for _, r := range latest {
-		if err := d.SetValue(r.Name, r.Time, r.Value); err != nil {
-			return nil, nil, err
+	return senmlDoc(rs), rs, nil
+}
+
+// senmlDoc is the document of a pack's readings: each name's latest value at its reading's time
+// (what SetValue would build). The readings are put in order by index, so that no member is
+// moved once written.
+func senmlDoc(rs []record.Reading) *Doc {
+	latest := rs
+	if len(rs) > 16 {
+		latest = record.Latest(rs) // LatestAt is quadratic
+	}
+	var buf [16]int
+	order := buf[:0]
+	for i := range latest {
+		if len(rs) > 16 || record.LatestAt(latest, i) {
+			order = append(order, i)
 		}
 	}
-	return d, rs, nil
+	slices.SortFunc(order, func(a, b int) int { return strings.Compare(latest[a].Name, latest[b].Name) })
+	kids := make([]member, len(order))
+	for k, i := range order {
+		// A reading's value is a number, a string, true or false: never null, an object or an
+		// array (SetValue's cases).
+		r := &latest[i]
+		kids[k] = member{key: r.Name, node: node{kind: kindValue, ts: r.Time, val: r.Value}}
+	}
+	return &Doc{root: node{kids: kids}}
 }
 
 // senmlPacks are DecodeReadings' reusable parse buffers (and the strings of the names they saw).
 var senmlPacks = sync.Pool{New: func() any { return new(record.SenMLPack) }}
 
-// ownReadings copies readings out of a SenMLPack: one slice, the values in one buffer (the
-// strings are immutable and stay shared).
-func ownReadings(readings []record.Reading) []record.Reading {
-	if len(readings) == 0 {
-		return nil
+// maxRecords is about how many records a SenML pack holds, at least, to size its readings: the
+// objects of a SenML JSON pack, the bytes of a SenML CBOR pack that could start a map, at most
+// 256 (a longer pack's readings grow as they are read).
+func maxRecords(cf uint16, payload []byte) int {
+	if cf == record.FormatSenMLJSON {
+		return min(bytes.Count(payload, []byte{'{'}), 256)
 	}
 	n := 0
-	for i := range readings {
-		n += len(readings[i].Value)
+	for _, c := range payload {
+		if c>>5 == 5 {
+			n++
+		}
 	}
-	out := slices.Clone(readings)
-	vals := make([]byte, 0, n)
-	for i := range out {
-		start := len(vals)
-		vals = append(vals, out[i].Value...)
-		out[i].Value = vals[start:len(vals):len(vals)]
-	}
-	return out
+	return min(n, 256)
 }

@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"unicode/utf8"
 
-	"github.com/fxamacker/cbor/v2"
 	"github.com/x448/float16"
 )
 
@@ -35,25 +34,6 @@ import (
 // TestJSONCBOREquivalence holds it to the JSON check. The errors are short and meant for a 4.00
 // diagnostic.
 
-// cborWellformed checks CBOR well-formedness (RFC 8949 §5.3.1) with fxamacker/cbor: one item,
-// nesting far below the call stack's limits. (Its Wellformed does not check text strings'
-// UTF-8: the walk does, TestCBORToJSON "bad UTF-8".) CBORToJSON's own walk then maps what it was
-// given.
-var cborWellformed = func() cbor.DecMode {
-	dm, err := cbor.DecOptions{
-		MaxNestedLevels:  cborMaxNesting,
-		MaxArrayElements: 1 << 16,
-		MaxMapPairs:      1 << 16,
-		IndefLength:      cbor.IndefLengthAllowed,
-		TagsMd:           cbor.TagsAllowed, // refused below, with a clearer message
-		UTF8:             cbor.UTF8RejectInvalid,
-	}.DecMode()
-	if err != nil {
-		panic(err)
-	}
-	return dm
-}()
-
 // cborMaxNesting bounds the walk's recursion whatever maxDepth a caller passes.
 const cborMaxNesting = 32
 
@@ -61,14 +41,25 @@ const cborMaxNesting = 32
 // above), or returns an error if b is not one well-formed CBOR map that has a JSON form. Maps and
 // arrays nested deeper than maxDepth levels (the top-level map is level 1) are an error too.
 func CBORToJSON(dst, b []byte, maxDepth int) ([]byte, error) {
+	return cborToJSON(dst, b, maxDepth, false)
+}
+
+// CheckCBOR returns the error CBORToJSON would return for b, without writing its JSON form; it
+// appends to scratch only what it compares (the keys) and returns it, to be reused.
+func CheckCBOR(scratch, b []byte, maxDepth int) ([]byte, error) {
+	return cborToJSON(scratch, b, maxDepth, true)
+}
+
+func cborToJSON(dst, b []byte, maxDepth int, check bool) ([]byte, error) {
 	if len(b) == 0 || b[0]>>5 != 5 {
 		return dst, errors.New("payload must be a CBOR map")
 	}
-	if err := cborWellformed.Wellformed(b); err != nil {
-		return dst, fmt.Errorf("malformed CBOR: %s", cborReason(err))
+	w := cborWalk{b: b, maxDepth: min(maxDepth, cborMaxNesting), check: check}
+	dst, err := w.item(dst, 0)
+	if err == nil && w.i != len(b) {
+		err = errors.New("malformed CBOR: trailing data")
 	}
-	w := cborWalk{b: b, maxDepth: min(maxDepth, cborMaxNesting)}
-	return w.item(dst, 0)
+	return dst, err
 }
 
 func cborReason(err error) string {
@@ -82,11 +73,15 @@ func cborReason(err error) string {
 	return s
 }
 
-// cborWalk reads well-formed CBOR (cborWellformed said so); the bounds checks stay anyway.
+// cborWalk reads CBOR and checks that it is well-formed (RFC 8949 §5.3.1) as it goes: every
+// head's additional information, every length against what is left, indefinite lengths only
+// where they are allowed; text strings' UTF-8 (each chunk on its own). FuzzCBORToJSON holds it
+// to fxamacker/cbor's Wellformed.
 type cborWalk struct {
 	b        []byte
 	i        int
 	maxDepth int
+	check    bool // CheckCBOR's: only the keys are written
 }
 
 var errCBORTruncated = errors.New("malformed CBOR: unexpected end")
@@ -141,6 +136,22 @@ func (w *cborWalk) item(dst []byte, depth int) ([]byte, error) {
 	if err != nil {
 		return dst, err
 	}
+	if info == 31 && (major < 2 || major == 6) || major == 7 && (info == 31 || info == 24 && arg < 32) {
+		return dst, errors.New("malformed CBOR: bad additional information")
+	}
+	if w.check { // values are checked, not written
+		switch {
+		case major < 2 || major == 7 && info >= 20 && info <= 22:
+			return dst, nil
+		case major == 3:
+			return w.text(dst, info, arg, false)
+		case major == 7 && info >= 25 && info <= 27:
+			if !finite(cborFloat(info, arg)) {
+				return dst, errNonFinite
+			}
+			return dst, nil
+		}
+	}
 	switch major {
 	case 0:
 		return strconv.AppendUint(dst, arg, 10), nil
@@ -153,7 +164,7 @@ func (w *cborWalk) item(dst []byte, depth int) ([]byte, error) {
 	case 2:
 		return dst, errors.New("CBOR byte strings are not supported: send text")
 	case 3:
-		return w.text(dst, info, arg)
+		return w.text(dst, info, arg, true)
 	case 4, 5:
 		if depth+1 > w.maxDepth {
 			return dst, fmt.Errorf("CBOR nested deeper than %d levels", w.maxDepth)
@@ -171,14 +182,23 @@ func (w *cborWalk) item(dst []byte, depth int) ([]byte, error) {
 		return append(dst, "null"...), nil
 	case 23:
 		return dst, errors.New("CBOR undefined is not supported: send null")
-	case 25:
-		return appendFloat(dst, float64(float16.Frombits(uint16(arg)).Float32()), 32)
-	case 26:
-		return appendFloat(dst, float64(math.Float32frombits(uint32(arg))), 32)
+	case 25, 26:
+		return appendFloat(dst, cborFloat(info, arg), 32)
 	case 27:
-		return appendFloat(dst, math.Float64frombits(arg), 64)
+		return appendFloat(dst, cborFloat(info, arg), 64)
 	}
 	return dst, fmt.Errorf("CBOR simple value %d is not supported", arg)
+}
+
+// cborFloat is the value of a half (info 25), single (26) or double (27) float.
+func cborFloat(info byte, arg uint64) float64 {
+	switch info {
+	case 25:
+		return float64(float16.Frombits(uint16(arg)).Float32())
+	case 26:
+		return float64(math.Float32frombits(uint32(arg)))
+	}
+	return math.Float64frombits(arg)
 }
 
 func (w *cborWalk) container(dst []byte, depth int, isMap, indef bool, n uint64) ([]byte, error) {
@@ -203,8 +223,11 @@ func (w *cborWalk) container(dst []byte, depth int, isMap, indef bool, n uint64)
 				return dst, errors.New("CBOR map keys must be text strings")
 			}
 			start := len(dst)
-			var err error
-			if dst, err = w.item(dst, depth); err != nil {
+			_, info, arg, err := w.head()
+			if err != nil {
+				return dst, err
+			}
+			if dst, err = w.text(dst, info, arg, true); err != nil { // written even by check
 				return dst, err
 			}
 			if err := keys.add(dst, start, len(dst)); err != nil {
@@ -221,15 +244,20 @@ func (w *cborWalk) container(dst []byte, depth int, isMap, indef bool, n uint64)
 }
 
 // text appends a text string (definite, or indefinite: a sequence of definite chunks) as a JSON
-// string.
-func (w *cborWalk) text(dst []byte, info byte, n uint64) ([]byte, error) {
-	dst = append(dst, '"')
+// string; when write is false, it only checks it.
+func (w *cborWalk) text(dst []byte, info byte, n uint64, write bool) ([]byte, error) {
+	if write {
+		dst = append(dst, '"')
+	}
 	if info != 31 {
 		s, err := w.take(n)
 		if err != nil {
 			return dst, err
 		}
-		return append(appendJSONString(dst, s), '"'), nil
+		if write {
+			dst = append(appendJSONString(dst, s), '"')
+		}
+		return dst, nil
 	}
 	for !w.isBreak() {
 		major, info, n, err := w.head()
@@ -243,9 +271,14 @@ func (w *cborWalk) text(dst []byte, info byte, n uint64) ([]byte, error) {
 		if err != nil {
 			return dst, err
 		}
-		dst = appendJSONString(dst, s)
+		if write {
+			dst = appendJSONString(dst, s)
+		}
 	}
-	return append(dst, '"'), nil
+	if write {
+		dst = append(dst, '"')
+	}
+	return dst, nil
 }
 
 func (w *cborWalk) take(n uint64) ([]byte, error) {
@@ -328,16 +361,23 @@ func appendJSONString[T string | []byte](dst []byte, s T) []byte {
 // appendFloat appends f as encoding/json writes a float of that many bits; NaN and the
 // infinities are an error.
 func appendFloat(dst []byte, f float64, bits int) ([]byte, error) {
-	if math.IsNaN(f) || math.IsInf(f, 0) {
-		return dst, errors.New("NaN and infinity are not supported: JSON has no form for them")
+	if !finite(f) {
+		return dst, errNonFinite
 	}
 	return AppendJSONNumber(dst, f, bits), nil
 }
+
+var errNonFinite = errors.New("NaN and infinity are not supported: JSON has no form for them")
 
 // AppendJSONNumber appends the finite float f as Go's encoding/json writes a float32 (bits 32)
 // or float64 (bits 64): the shortest digits that read back as f, in exponent form below 1e-6 and
 // from 1e21.
 func AppendJSONNumber(dst []byte, f float64, bits int) []byte {
+	// A shortcut to what AppendFloat writes, sooner: an integer that is its value's shortest
+	// form (below 1e15 as a double, up to 2^24 as a single, where every integer is exact).
+	if abs := math.Abs(f); f == math.Trunc(f) && (bits == 64 && abs < 1e15 || abs <= 1<<24) && (f != 0 || !math.Signbit(f)) {
+		return strconv.AppendInt(dst, int64(f), 10)
+	}
 	format := byte('f')
 	if abs := math.Abs(f); abs != 0 {
 		if bits == 64 && (abs < 1e-6 || abs >= 1e21) ||

@@ -9,8 +9,6 @@ import (
 	"slices"
 	"strconv"
 	"unicode/utf8"
-
-	"github.com/fxamacker/cbor/v2"
 )
 
 // SenML (RFC 8428) payloads, JSON (110) and CBOR (112), are packs of readings: each resolved
@@ -53,78 +51,11 @@ type Reading struct {
 	IsNum bool
 }
 
-// senmlRecord is one SenML CBOR record as sent (§6: integer labels); fxamacker/cbor decodes it.
-type senmlRecord struct {
-	BVer *float64 `cbor:"-1,keyasint"`
-	BN   *string  `cbor:"-2,keyasint"`
-	BT   *float64 `cbor:"-3,keyasint"`
-	BU   *string  `cbor:"-4,keyasint"`
-	BV   *float64 `cbor:"-5,keyasint"`
-	BS   *float64 `cbor:"-6,keyasint"`
-	N    string   `cbor:"0,keyasint"`
-	U    string   `cbor:"1,keyasint"`
-	V    *float64 `cbor:"2,keyasint"`
-	VS   *string  `cbor:"3,keyasint"`
-	VB   *bool    `cbor:"4,keyasint"`
-	S    *float64 `cbor:"5,keyasint"`
-	T    float64  `cbor:"6,keyasint"`
-	VD   []byte   `cbor:"8,keyasint"`
-}
-
-// fields is r as senmlFields.
-func (r *senmlRecord) fields() senmlFields {
-	f := senmlFields{n: r.N, u: r.U, t: r.T, vdb: r.VD}
-	setF := func(p *float64, dst *float64, bit uint16) {
-		if p != nil {
-			*dst, f.has = *p, f.has|bit
-		}
-	}
-	setS := func(p *string, dst *string, bit uint16) {
-		if p != nil {
-			*dst, f.has = *p, f.has|bit
-		}
-	}
-	setF(r.BVer, &f.bver, hasBVer)
-	setF(r.BT, &f.bt, hasBT)
-	setF(r.BV, &f.bv, hasBV)
-	setF(r.BS, &f.bs, hasBS)
-	setF(r.V, &f.v, hasV)
-	setF(r.S, &f.s, hasS)
-	setS(r.BN, &f.bn, hasBN)
-	setS(r.BU, &f.bu, hasBU)
-	setS(r.VS, &f.vs, hasVS)
-	if r.VB != nil {
-		f.vb, f.has = *r.VB, f.has|hasVB
-	}
-	if r.VD != nil {
-		f.has |= hasVDB
-	}
-	return f
-}
-
-var senmlCBOR = func() cbor.DecMode {
-	dm, err := cbor.DecOptions{
-		DupMapKey:        cbor.DupMapKeyEnforcedAPF,
-		MaxNestedLevels:  16,
-		MaxArrayElements: 1 << 16,
-		MaxMapPairs:      1 << 10,
-		TagsMd:           cbor.TagsForbidden,
-		UTF8:             cbor.UTF8RejectInvalid,
-		NaN:              cbor.NaNDecodeForbidden,
-		Inf:              cbor.InfDecodeForbidden,
-	}.DecMode()
-	if err != nil {
-		panic(err)
-	}
-	return dm
-}()
-
 // ParseSenML appends to dst the readings of a SenML pack of Content-Format cf (110 or 112),
 // received at now (Unix nanoseconds).
 func ParseSenML(dst []Reading, cf uint16, payload []byte, now int64) ([]Reading, error) {
-	var recs []senmlRecord
 	z := senmlResolver{now: now, dst: dst, vals: make([]byte, 0, 64+len(payload))}
-	return parseSenML(&z, &recs, cf, payload)
+	return parseSenML(&z, cf, payload)
 }
 
 // SenMLPack holds a pack's readings and their values' bytes for reuse: Parse is ParseSenML
@@ -133,40 +64,56 @@ func ParseSenML(dst []Reading, cf uint16, payload []byte, now int64) ([]Reading,
 type SenMLPack struct {
 	Readings []Reading
 	vals     []byte
-	recs     []senmlRecord     // SenML CBOR's records as decoded
+	scratch  []byte
 	names    map[string]string // see senmlResolver.str
 }
 
 // Parse replaces p.Readings with the readings of a SenML pack, as ParseSenML.
 func (p *SenMLPack) Parse(cf uint16, payload []byte, now int64) error {
-	return p.parse(cf, payload, now, false)
+	_, err := p.parse(cf, payload, now, false)
+	return err
+}
+
+// ParseTo is Parse for a caller that keeps the readings: they are appended to dst and their values
+// written to a new buffer, so they stay valid after the next Parse (the pack's interned names and
+// scratch are still reused). p.Readings is left empty.
+func (p *SenMLPack) ParseTo(dst []Reading, cf uint16, payload []byte, now int64) ([]Reading, error) {
+	if p.names == nil {
+		p.names = make(map[string]string)
+	}
+	n := len(dst)
+	z := senmlResolver{now: now, dst: dst, vals: make([]byte, 0, 64+len(payload)), names: p.names, scratch: p.scratch[:0]}
+	rs, err := parseSenML(&z, cf, payload)
+	p.scratch = z.scratch
+	if err != nil {
+		return rs[:n], err
+	}
+	return rs, nil
 }
 
 // Check is Parse for a caller that only asks whether the pack is accepted and its JSON form
-// certainly keeps the shadow rules (JSONFormKeepsRules): the numbers are checked but not
-// written, so the Value of a numeric reading in p.Readings is nil.
+// certainly keeps the shadow rules (what JSONFormKeepsRules says of Parse's readings): every
+// rule of Parse is checked, but no reading is kept (p.Readings is left empty).
 func (p *SenMLPack) Check(cf uint16, payload []byte, now int64) (keepsRules bool, err error) {
-	if err := p.parse(cf, payload, now, true); err != nil {
-		return false, err
-	}
-	return JSONFormKeepsRules(p.Readings), nil
+	return p.parse(cf, payload, now, true)
 }
 
-func (p *SenMLPack) parse(cf uint16, payload []byte, now int64, noNumbers bool) error {
+func (p *SenMLPack) parse(cf uint16, payload []byte, now int64, check bool) (keeps bool, err error) {
 	clear(p.Readings[:cap(p.Readings)]) // drop the last pack's strings, a failed one's too
-	if cap(p.vals) < 64+len(payload) {
+	if !check && cap(p.vals) < 64+len(payload) {
 		p.vals = make([]byte, 0, 64+len(payload))
 	}
 	if p.names == nil {
 		p.names = make(map[string]string)
 	}
-	z := senmlResolver{now: now, dst: p.Readings[:0], vals: p.vals[:0], names: p.names, noNumbers: noNumbers}
-	rs, err := parseSenML(&z, &p.recs, cf, payload)
-	p.Readings = rs
+	z := senmlResolver{now: now, dst: p.Readings[:0], vals: p.vals[:0], names: p.names, check: check, scratch: p.scratch[:0]}
+	rs, err := parseSenML(&z, cf, payload)
+	p.Readings, p.scratch = rs, z.scratch
 	if err != nil {
 		p.Readings = rs[:0]
+		return false, err
 	}
-	return err
+	return !z.unsure, nil
 }
 
 // JSONFormKeepsRules reports whether the JSON form of readings (SenMLToJSON) certainly keeps the
@@ -186,9 +133,8 @@ func JSONFormKeepsRules(readings []Reading) bool {
 
 var nulEscape = []byte(`\u0000`)
 
-// parseSenML is ParseSenML with the resolver to use (its readings so far, buffers and options)
-// and recs for SenML CBOR's records (cleared first: the decoder fills only the fields present).
-func parseSenML(rs *senmlResolver, recs *[]senmlRecord, cf uint16, payload []byte) ([]Reading, error) {
+// parseSenML is ParseSenML with the resolver to use (its readings so far, buffers and options).
+func parseSenML(rs *senmlResolver, cf uint16, payload []byte) ([]Reading, error) {
 	dst := rs.dst
 	n := len(dst)
 	switch cf {
@@ -197,21 +143,13 @@ func parseSenML(rs *senmlResolver, recs *[]senmlRecord, cf uint16, payload []byt
 			return dst, err
 		}
 	case FormatSenMLCBOR:
-		clear((*recs)[:cap(*recs)])
-		*recs = (*recs)[:0]
-		if err := senmlCBOR.Unmarshal(payload, recs); err != nil {
-			return dst, fmt.Errorf("invalid SenML CBOR: %s", cborReason(err))
-		}
-		for i := range *recs {
-			f := (*recs)[i].fields()
-			if err := rs.add(i, &f); err != nil {
-				return dst, err
-			}
+		if err := readSenMLCBOR(payload, rs); err != nil {
+			return dst, err
 		}
 	default:
 		return dst, ErrFormat
 	}
-	if len(rs.dst) == n {
+	if len(rs.dst) == n && rs.n == 0 {
 		return dst, errors.New("SenML pack has no records")
 	}
 	return rs.dst, nil
@@ -220,13 +158,16 @@ func parseSenML(rs *senmlResolver, recs *[]senmlRecord, cf uint16, payload []byt
 // senmlResolver resolves a pack's records one after the other (§4.6): the base fields in force,
 // and the readings so far, whose values share one buffer.
 type senmlResolver struct {
-	bn, bu     string
+	bn, bu     []byte // in force; they point into the payload (or a string's unescaped copy)
 	bt, bv, bs float64
 	now        int64
 	dst        []Reading
 	vals       []byte            // appended to only: a reading's Value stays valid when it grows
-	names      map[string]string // SenMLPack's: SenML JSON's names and units made strings once
-	noNumbers  bool              // SenMLPack.Check's: numeric Values left nil
+	names      map[string]string // SenMLPack's: names and units made strings once
+	scratch    []byte            // a name put together
+	check      bool              // SenMLPack.Check's: no readings, only their count
+	n          int               // check: the readings
+	unsure     bool              // check: a string value may break a shadow rule
 }
 
 // str returns b as a string, the one made before for the same text when there is a names map
@@ -264,15 +205,18 @@ func (z *senmlResolver) add(i int, r *senmlFields) error {
 	if r.has&hasBS != 0 {
 		z.bs = r.bs
 	}
-	rd := Reading{Name: r.n, Unit: r.u}
-	if z.bn != "" {
-		rd.Name = z.bn + r.n
+	if !validSenMLName(z.bn, r.n) {
+		return fmt.Errorf("SenML record %d: bad name %.32q", i, z.name(r.n))
 	}
-	if rd.Unit == "" {
-		rd.Unit = z.bu
-	}
-	if !validSenMLName(rd.Name) {
-		return fmt.Errorf("SenML record %d: bad name %.32q", i, rd.Name)
+	var rd Reading
+	if !z.check { // Check needs neither names nor units
+		rd.Name = z.name(r.n)
+		if unit := r.u; len(unit) > 0 || len(z.bu) > 0 {
+			if len(unit) == 0 {
+				unit = z.bu
+			}
+			rd.Unit = z.str(unit)
+		}
 	}
 	t := z.bt + r.t
 	if !finite(t) || !finite(z.bv) || !finite(z.bs) || math.Abs(t) >= 1e10 {
@@ -287,38 +231,87 @@ func (z *senmlResolver) add(i int, r *senmlFields) error {
 		return fmt.Errorf("SenML record %d: time %.0f s in the future", i, float64(rd.Time-z.now)/1e9)
 	}
 	start := len(z.vals)
+	var raw []byte // a number's SenML JSON text, when it is the value
 	switch {
+	case z.check && r.has&hasV != 0 && r.vraw != nil && z.bv == 0:
+		// Check, and the value is v alone: within float64's range, as read, so finite
+	case z.check && r.has&hasS != 0 && r.sraw != nil && z.bs == 0 && r.has&(hasV|hasVS|hasVB|hasVD|hasVDB) == 0:
 	case r.has&hasV != 0:
+		if r.vraw != nil {
+			r.v, _ = strconv.ParseFloat(string(r.vraw), 64) // scanned as a number
+			if z.bv == 0 {
+				raw = r.vraw
+			}
+		}
 		rd.Num, rd.IsNum = z.bv+r.v, true
-	case r.has&hasVS != 0 && r.vsb != nil:
-		z.vals = appendQuoted(z.vals, r.vsb)
 	case r.has&hasVS != 0:
-		z.vals = appendQuoted(z.vals, r.vs)
+		z.text(r.vs, r.plain&hasVS != 0)
 	case r.has&hasVB != 0:
-		z.vals = strconv.AppendBool(z.vals, r.vb)
+		if !z.check {
+			z.vals = strconv.AppendBool(z.vals, r.vb)
+		}
 	case r.has&hasVD != 0:
-		z.vals = appendQuoted(z.vals, r.vd)
+		z.text(r.vd, r.plain&hasVD != 0)
 	case r.has&hasVDB != 0:
-		z.vals = append(z.vals, '"')
-		z.vals = append(base64.RawURLEncoding.AppendEncode(z.vals, r.vdb), '"')
+		if !z.check {
+			z.vals = append(z.vals, '"')
+			z.vals = append(base64.RawURLEncoding.AppendEncode(z.vals, r.vdb), '"')
+		}
 	case r.has&hasS != 0:
+		if r.sraw != nil {
+			r.s, _ = strconv.ParseFloat(string(r.sraw), 64)
+			if z.bs == 0 {
+				raw = r.sraw
+			}
+		}
 		rd.Num, rd.IsNum = z.bs+r.s, true
 	default:
-		return fmt.Errorf("SenML record %d (%.32s) has no value", i, rd.Name)
+		return fmt.Errorf("SenML record %d (%.32s) has no value", i, z.name(r.n))
 	}
 	if rd.IsNum {
 		if !finite(rd.Num) {
 			return fmt.Errorf("SenML record %d: value out of range", i)
 		}
-		if !z.noNumbers {
+		switch {
+		case z.check:
+		case raw != nil && shortestNumber(raw): // SenML JSON's text is already the value's form
+			z.vals = append(z.vals, raw...)
+		default:
 			z.vals = AppendJSONNumber(z.vals, rd.Num, 64)
 		}
 	}
-	if !rd.IsNum || !z.noNumbers {
+	if !z.check {
 		rd.Value = z.vals[start:len(z.vals):len(z.vals)]
 	}
-	z.dst = append(z.dst, rd)
+	if z.check {
+		z.n++ // Check keeps no readings
+	} else {
+		z.dst = append(z.dst, rd)
+	}
 	return nil
+}
+
+// name is the resolved name of a record named n: the base name and n.
+func (z *senmlResolver) name(n []byte) string {
+	if len(z.bn) == 0 {
+		return z.str(n)
+	}
+	z.scratch = append(append(z.scratch[:0], z.bn...), n...)
+	return z.str(z.scratch)
+}
+
+// text writes a string value as JSON; for Check, it only notes whether the JSON form may break a
+// shadow rule, as JSONFormKeepsRules would find in the written value: its escaped form holds
+// \u0000 exactly when the text holds NUL or a backslash before u0000, and plain ASCII text (no
+// control character, no backslash) holds neither.
+func (z *senmlResolver) text(s []byte, plain bool) {
+	if !z.check {
+		z.vals = appendQuoted(z.vals, s)
+		return
+	}
+	if !plain && (bytes.IndexByte(s, 0) >= 0 || bytes.Contains(s, nulEscape) || !utf8.Valid(s)) {
+		z.unsure = true
+	}
 }
 
 func finite(f float64) bool { return !math.IsNaN(f) && !math.IsInf(f, 0) }
@@ -328,13 +321,20 @@ func appendQuoted[T string | []byte](dst []byte, s T) []byte {
 	return append(appendJSONString(dst, s), '"')
 }
 
-// validSenMLName is RFC 8428 §4.5.1: a letter or digit, then letters, digits and "-:./_".
-func validSenMLName(s string) bool {
-	if s == "" || !isAlnum(s[0]) {
+// validSenMLName is RFC 8428 §4.5.1 for the name bn+n: a letter or digit, then letters, digits
+// and "-:./_".
+func validSenMLName(bn, n []byte) bool {
+	if len(bn) == 0 {
+		bn, n = n, nil
+	}
+	if len(bn) == 0 || !isAlnum(bn[0]) {
 		return false
 	}
-	for i := 1; i < len(s); i++ {
-		c := s[i]
+	return senmlNameChars(bn[1:]) && senmlNameChars(n)
+}
+
+func senmlNameChars(s []byte) bool {
+	for _, c := range s {
 		if !isAlnum(c) && c != '-' && c != ':' && c != '.' && c != '/' && c != '_' {
 			return false
 		}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"unicode/utf8"
 
 	"github.com/coapgw/coapgw/internal/jsonscan"
 )
@@ -14,10 +15,11 @@ type senmlFields struct {
 	has                  uint16
 	bver, bt, bv, bs     float64
 	v, s, t              float64
-	bn, bu, n, u, vs, vd string
+	bn, bu, n, u, vs, vd []byte // text as read (unescaped); vd: SenML JSON's base64url text
 	vb                   bool
-	vdb                  []byte
-	vsb                  []byte // SenML JSON's vs, unescaped (in place of vs): no string to make
+	vdb                  []byte // SenML CBOR's vd: the bytes
+	vraw, sraw           []byte // SenML JSON's v and s as read: add parses them when needed
+	plain                uint16 // hasVS, hasVD: SenML JSON's vs, vd is plain ASCII (readBytes)
 }
 
 // Bits of senmlFields.has.
@@ -96,7 +98,7 @@ func readSenMLRecord(p *jsonscan.Scanner, z *senmlResolver, r *senmlFields, i in
 		if p.I >= len(p.B) || p.B[p.I] != '"' {
 			return p.Errf("object key must be a string")
 		}
-		key, err := readBytes(p)
+		key, _, err := readBytes(p)
 		if err != nil {
 			return err
 		}
@@ -127,7 +129,7 @@ func readSenMLRecord(p *jsonscan.Scanner, z *senmlResolver, r *senmlFields, i in
 
 func readSenMLField(p *jsonscan.Scanner, z *senmlResolver, r *senmlFields, key []byte, i int) error {
 	var num *float64
-	var str *string
+	var str *[]byte
 	var bit uint16
 	switch string(key) {
 	case "bver":
@@ -182,6 +184,14 @@ func readSenMLField(p *jsonscan.Scanner, z *senmlResolver, r *senmlFields, key [
 		if err := p.Num(); err != nil {
 			return err
 		}
+		if bit == hasV || bit == hasS { // parsed by add, when needed (Num checked the range)
+			if bit == hasV {
+				r.vraw = p.B[start:p.I]
+			} else {
+				r.sraw = p.B[start:p.I]
+			}
+			return nil
+		}
 		f, err := strconv.ParseFloat(string(p.B[start:p.I]), 64)
 		if err != nil { // Num checked the range
 			return p.Errf("bad number")
@@ -192,31 +202,45 @@ func readSenMLField(p *jsonscan.Scanner, z *senmlResolver, r *senmlFields, key [
 	if p.I >= len(p.B) || p.B[p.I] != '"' {
 		return fmt.Errorf("invalid SenML JSON: record %d: %s must be a string", i, key)
 	}
-	b, err := readBytes(p)
-	if bit == hasVS {
-		r.vsb = b
+	b, plain, err := readBytes(p)
+	*str = b
+	if plain {
+		r.plain |= bit
 	} else {
-		*str = z.str(b)
+		r.plain &^= bit
 	}
 	return err
 }
 
-// readBytes reads the string at p.I, unescaped: in place when it has no escape.
-func readBytes(p *jsonscan.Scanner) ([]byte, error) {
+// readBytes reads the string at p.I, unescaped: in place when it has no escape; plain when it is
+// printable ASCII without a backslash.
+func readBytes(p *jsonscan.Scanner) (s []byte, plain bool, err error) {
 	start := p.I
+	// Plain ASCII, as labels and most names and text are: what StrEsc would check, in a loop
+	// over locals.
+	for i, b := start+1, p.B; i < len(b); i++ {
+		c := b[i]
+		if c == '"' {
+			p.I = i + 1
+			return b[start+1 : i], true, nil
+		}
+		if c < 0x20 || c == '\\' || c >= utf8.RuneSelf {
+			break
+		}
+	}
 	escaped, err := p.StrEsc()
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	raw := p.B[start:p.I]
 	if !escaped {
-		return raw[1 : len(raw)-1], nil
+		return raw[1 : len(raw)-1], false, nil
 	}
-	var s string
-	if err := json.Unmarshal(raw, &s); err != nil {
-		return nil, p.Errf("bad string: %v", err)
+	var u string
+	if err := json.Unmarshal(raw, &u); err != nil {
+		return nil, false, p.Errf("bad string: %v", err)
 	}
-	return []byte(s), nil
+	return []byte(u), false, nil
 }
 
 // skipJSON skips the value at p.I (an unknown field's), nested at most 8 levels.
@@ -283,4 +307,41 @@ func skipJSON(p *jsonscan.Scanner, depth int) error {
 		}
 	}
 	return p.Errf("unexpected %q", p.B[p.I])
+}
+
+// shortestNumber reports whether t, a JSON number's text (jsonscan-checked), is what
+// AppendJSONNumber writes for its value, so that it can be copied: no exponent, no trailing zero
+// in a fraction, at most 15 significant digits (every such decimal is its float64's shortest
+// form), not below 1e-6 unless zero, and not -0 (which a base value of +0 turns into 0).
+func shortestNumber(t []byte) bool {
+	neg := len(t) > 0 && t[0] == '-'
+	if neg {
+		t = t[1:]
+	}
+	if len(t) == 0 || t[len(t)-1] == '.' {
+		return false
+	}
+	if len(t) == 1 && t[0] == '0' {
+		return !neg
+	}
+	digits, leadZeros, point, started := 0, 0, false, false
+	for _, c := range t {
+		switch {
+		case c == '.':
+			point = true
+		case c == '0' && !started:
+			if point {
+				leadZeros++
+			}
+		case c >= '0' && c <= '9':
+			started = true
+			digits++
+		default:
+			return false // an exponent
+		}
+	}
+	if point && t[len(t)-1] == '0' {
+		return false
+	}
+	return digits <= 15 && leadZeros < 6
 }

@@ -3,10 +3,13 @@ package record
 import (
 	"encoding/hex"
 	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/fxamacker/cbor/v2"
+
+	"github.com/coapgw/coapgw/internal/jsonscan"
 )
 
 const now = int64(1_800_000_000) * 1e9 // the time the gateway received the pack
@@ -30,6 +33,7 @@ func TestParseSenML(t *testing.T) {
 		{"latest by time, not by order", `[{"n":"a","t":-1,"v":2},{"n":"a","t":-5,"v":1}]`,
 			"a||-1|2 a||-5|1", `{"a":2}`},
 		{"future within tolerance", `[{"n":"a","bt":1800000300,"v":1}]`, "a||300|1", `{"a":1}`},
+		{"a year old: accepted (history's retention drops it)", `[{"n":"a","bt":1768464000,"v":1}]`, "a||-31536000|1", `{"a":1}`},
 		{"future beyond tolerance", `[{"n":"a","bt":1800000601,"v":1}]`, "error: in the future", ""},
 		{"no value", `[{"n":"a"}]`, "error: has no value", ""},
 		{"bad name", `[{"n":"-a","v":1}]`, "error: bad name", ""},
@@ -85,7 +89,7 @@ func TestParseSenML(t *testing.T) {
 func senmlCBORLabels(p []map[string]any) []map[any]any {
 	labels := map[string]int{"bver": -1, "bn": -2, "bt": -3, "bu": -4, "bv": -5, "bs": -6,
 		"n": 0, "u": 1, "v": 2, "vs": 3, "vb": 4, "s": 5, "t": 6, "ut": 7, "vd": 8}
-	var out []map[any]any
+	out := []map[any]any{} // [] is an empty array, not null
 	for _, r := range p {
 		m := map[any]any{}
 		for k, v := range r {
@@ -136,7 +140,7 @@ func FuzzSenML(f *testing.F) {
 			return
 		}
 		for _, r := range rs {
-			if !validSenMLName(r.Name) || r.Time > now+MaxFuture || len(r.Value) == 0 {
+			if !validSenMLName([]byte(r.Name), nil) || r.Time > now+MaxFuture || len(r.Value) == 0 {
 				t.Fatalf("accepted %+v", r)
 			}
 		}
@@ -145,4 +149,36 @@ func FuzzSenML(f *testing.F) {
 			t.Fatalf("JSON form %s: %v", SenMLToJSON(nil, rs), err)
 		}
 	})
+}
+
+// FuzzShortestNumber: a number's text that shortestNumber lets SenML JSON copy is exactly what
+// AppendJSONNumber writes for its value, so the JSON form is the same either way.
+func FuzzShortestNumber(f *testing.F) {
+	for _, s := range []string{"0", "-0", "21.5", "21.50", "100", "-3.07", "0.000001", "0.0000001",
+		"123456789012345", "1234567890123456", "0.1", "1e5", "123456.789012345", "9007199254740993", "0.30000000000000004"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		p := jsonscan.Scanner{B: []byte(s)}
+		if len(s) == 0 || (s[0] != '-' && (s[0] < '0' || s[0] > '9')) || p.Num() != nil || p.I != len(s) {
+			return // not one JSON number within float64's range
+		}
+		if !shortestNumber([]byte(s)) {
+			return
+		}
+		v, err := strconv.ParseFloat(s, 64)
+		if got := string(AppendJSONNumber(nil, v, 64)); err != nil || got != s {
+			t.Fatalf("%s: copied, but its value is written %s (%v)", s, got, err)
+		}
+	})
+}
+
+func TestShortestNumber(t *testing.T) {
+	for s, want := range map[string]bool{"0": true, "-0": false, "21.5": true, "21.50": false, "100": true,
+		"-3.07": true, "0.000001": true, "0.0000001": false, "123456789012345": true,
+		"1234567890123456": false, "1e5": false, "0.5": true} {
+		if got := shortestNumber([]byte(s)); got != want {
+			t.Errorf("%s: %v, want %v", s, got, want)
+		}
+	}
 }
