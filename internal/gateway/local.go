@@ -48,7 +48,11 @@ func (g *Gateway) openLocal() error {
 		return err
 	}
 	l := &local{reg: reg, guard: &storeGuard{sink: reg}}
-	l.api = httpapi.New(g.httpAccess, reg, g.status, g.log.With("component", "httpapi"))
+	apiCfg := g.httpAccess
+	// A deleted thing stops counting against --max-things and may come back with another type.
+	// g.ingest is set before the HTTP API serves.
+	apiCfg.OnDelete = func(name string) { g.ingest.ForgetThing(name) }
+	l.api = httpapi.New(apiCfg, reg, g.status, g.log.With("component", "httpapi"))
 	l.proc, err = processor.New(processor.Config{
 		BatchSize: g.cfg.Local.Batch, BackoffMin: g.cfg.Local.BackoffMin, BackoffMax: g.cfg.Local.BackoffMax,
 		OnApplied: func(things []string) { l.api.Notify(things...) },

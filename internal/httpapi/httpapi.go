@@ -142,6 +142,11 @@ type Config struct {
 	// SessionTTL is how long a dashboard login lasts at most (default 24h); the cookie also ends
 	// with the browser session.
 	SessionTTL time.Duration
+
+	// OnDelete, if set, is called with a thing's name before DELETE /api/things/{name} deletes it
+	// from the store, so that the gateway forgets it (the device API's --max-things count and
+	// the thing's type: ingest.Handler.ForgetThing).
+	OnDelete func(name string)
 }
 
 func (c *Config) setDefaults() {
