@@ -4,7 +4,14 @@
 // Routes (GET; HEAD works too; errors are JSON {"error": "..."}):
 //
 //	/api/thing-types                                  {"thingTypes": [...]}
-//	/api/things?type=&prefix=&limit=&cursor=          {"things": [...], "nextToken": "...", "total": N}
+//	/api/things?type=&prefix=&limit=&cursor=&sort=&order=&latest=
+//	                                                  {"things": [...], "nextToken": "...", "total": N}:
+//	                                                  sort is lastSeen (default), firstSeen, messages,
+//	                                                  name or type; order asc or desc (default: asc
+//	                                                  for name and type, desc otherwise); latest=N
+//	                                                  (0–20) adds each thing's N newest reported
+//	                                                  values, "latest": [{"property", "value",
+//	                                                  "unit", "t"}]; a cursor is of one sort and order
 //	/api/things/{name}                                one thing
 //	/api/things/{name}/shadow                         the AWS GetThingShadow document
 //	/api/things/{name}/history?property=&since=&limit= {"thingName": ..., "series": [...]}
@@ -331,14 +338,16 @@ func writeRawJSON(w http.ResponseWriter, code int, b []byte) {
 }
 
 // storeError answers for an error of the store: 404 for registry.ErrNotFound, 400 for
-// registry.ErrInvalidCursor, nothing for a client that went away, 503 for a store that did not
+// registry.ErrInvalidCursor and registry.ErrInvalidQuery, nothing for a client that went away, 503 for a store that did not
 // answer in time, and 500 without the message otherwise (the message goes to the log).
 func (a *API) storeError(w http.ResponseWriter, r *http.Request, what string, err error) {
 	switch {
 	case errors.Is(err, registry.ErrNotFound):
 		writeError(w, http.StatusNotFound, what+" not found")
 	case errors.Is(err, registry.ErrInvalidCursor):
-		writeError(w, http.StatusBadRequest, "cursor is not a token this API returned; start again without it")
+		writeError(w, http.StatusBadRequest, "cursor is not a token this API returned for this query; start again without it")
+	case errors.Is(err, registry.ErrInvalidQuery):
+		writeError(w, http.StatusBadRequest, err.Error())
 	case r.Context().Err() != nil:
 		// The client is gone; nobody reads the answer.
 	case errors.Is(err, context.DeadlineExceeded):

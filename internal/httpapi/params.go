@@ -12,6 +12,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/coapgw/coapgw/internal/record"
+	"github.com/coapgw/coapgw/internal/registry"
 )
 
 const (
@@ -81,6 +82,32 @@ func (q query) limit(def int) (int, error) {
 	n, err := strconv.Atoi(s)
 	if err != nil || n < 1 || n > maxLimit {
 		return 0, fmt.Errorf("limit must be an integer from 1 to %d, got %s", maxLimit, quote(s))
+	}
+	return n, nil
+}
+
+// sort returns the things list's sort and order parameters, "" when absent (the store's
+// defaults: lastSeen, and its default order).
+func (q query) sort() (string, string, error) {
+	sort, order := q.get("sort"), q.get("order")
+	if _, present := q["sort"]; present && !slices.Contains(registry.ThingSorts, sort) {
+		return "", "", fmt.Errorf("sort must be one of %s, got %s", strings.Join(registry.ThingSorts, ", "), quote(sort))
+	}
+	if _, present := q["order"]; present && order != registry.OrderAsc && order != registry.OrderDesc {
+		return "", "", fmt.Errorf("order must be %s or %s, got %s", registry.OrderAsc, registry.OrderDesc, quote(order))
+	}
+	return sort, order, nil
+}
+
+// latest returns how many latest values per thing the things list gives, 0 when absent.
+func (q query) latest() (int, error) {
+	s := q.get("latest")
+	if _, present := q["latest"]; !present {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 || n > registry.MaxLatest {
+		return 0, fmt.Errorf("latest must be an integer from 0 to %d, got %s", registry.MaxLatest, quote(s))
 	}
 	return n, nil
 }

@@ -208,12 +208,12 @@ func (a *applyTx) run(b *processor.Batch) error {
 
 func (a *applyTx) setAside(it *processor.Item, i int, reason string) error {
 	a.out[i] = processor.Outcome{Result: processor.SetAside, Reason: reason}
-	payload := it.Record.Payload
+	payload, format := it.Record.Payload, int64(it.Record.ContentFormat)
 	if it.Raw != nil {
-		payload = it.Raw
+		payload, format = it.Raw, formatRaw
 	}
 	res, err := a.st.insSetAside.ExecContext(a.ctx, it.Record.GW, int64(it.Seq),
-		it.Record.ReceivedAt.UnixNano(), it.Record.Type, it.Record.ID, reason, payload, a.now)
+		it.Record.ReceivedAt.UnixNano(), it.Record.Type, it.Record.ID, reason, payload, a.now, format)
 	if err != nil {
 		return fmt.Errorf("set aside: %w", err)
 	}
@@ -222,3 +222,8 @@ func (a *applyTx) setAside(it *processor.Item, i int, reason string) error {
 	}
 	return nil
 }
+
+// formatRaw is the set_asides format of a record whose payload column holds the whole encoded
+// record, which could not be decoded (migration 9); NULL is unknown, any other the record's
+// content format.
+const formatRaw = -1

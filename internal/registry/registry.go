@@ -56,7 +56,11 @@
 // HistoryMaxAge.
 //
 // Things list. Things are listed by the seen column, last_seen in whole seconds, newest first:
-// its indexes are updated at most once a second per thing, not with every record.
+// its indexes are updated at most once a second per thing, not with every record. They can also
+// be sorted by first seen, records applied (the counted column, written with seen), name or type
+// name, either way (list.go); every sort is a keyset walk on an index, and an indexed column is
+// written only when its value changes. A page can carry each thing's newest reported values
+// (ThingQuery.Latest), read from its shadow, with their SenML units.
 //
 // Credentials. Device credentials (credentials.go) live in the same file: one per thing, its key
 // sealed by internal/credential. Adding one creates the thing (and its type) if needed. The file
