@@ -141,6 +141,13 @@ func merge(dst, meta, src map[string]any, prefix string, at time.Time, hist map[
 	}
 }
 
+// lastQuery is the query of the last Things call.
+func (f *fakeStore) lastQuery() registry.ThingQuery {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.lastThing
+}
+
 func (f *fakeStore) setAside(r registry.SetAside) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
