@@ -52,6 +52,12 @@ func (g *Gateway) openLocal() error {
 	// A deleted thing stops counting against --max-things and may come back with another type.
 	// g.ingest is set before the HTTP API serves.
 	apiCfg.OnDelete = func(name string) { g.ingest.ForgetThing(name) }
+	// A retried record may create a thing or change its state behind the device API's back.
+	apiCfg.OnRetried = func(things []registry.NamedThing) {
+		for _, t := range things {
+			g.ingest.ThingChanged(t.Name, t.Type)
+		}
+	}
 	l.api = httpapi.New(apiCfg, reg, g.status, g.log.With("component", "httpapi"))
 	l.proc, err = processor.New(processor.Config{
 		BatchSize: g.cfg.Local.Batch, BackoffMin: g.cfg.Local.BackoffMin, BackoffMax: g.cfg.Local.BackoffMax,

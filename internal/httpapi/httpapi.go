@@ -22,6 +22,9 @@
 //	                                                  set-aside records counted by reason (setaside.go)
 //	DELETE /api/errors?reason=                        {"dismissed": n}: the records with that reason
 //	                                                  deleted (a write: needs the token)
+//	POST /api/errors/retry?reason= | ?gw=&seq=        {"applied", "setAside", "skipped"}: the records
+//	                                                  with that reason, or the one record, applied
+//	                                                  again (registry.RetrySetAsides; a write)
 //	/api/status                                       gateway and registry status for the dashboard
 //	/api/events                                       Server-Sent Events: "thing" and "resync"
 //	DELETE /api/things/{name}                         204: the thing, its shadow, history and
@@ -34,8 +37,8 @@
 //
 // Access. Config.Token is the API token ("" when none is configured); Config.Public says the
 // server listens on an address other than loopback ([IsLoopback] of the bound address is false).
-//   - Writes (DELETE /api/things/{name}, PUT of a shadow's desired state, DELETE /api/errors)
-//     always need the token, on loopback too.
+//   - Writes (DELETE /api/things/{name}, PUT of a shadow's desired state, DELETE /api/errors,
+//     POST /api/errors/retry) always need the token, on loopback too.
 //   - Reads need the token when the server is public, and are open on loopback.
 //   - On loopback the Host header must be localhost, a loopback IP or one of
 //     Config.AllowedHosts, with any port; anything else gets 403, which defeats DNS rebinding (a
@@ -154,6 +157,9 @@ type Config struct {
 	// from the store, so that the gateway forgets it (the device API's --max-things count and
 	// the thing's type: ingest.Handler.ForgetThing).
 	OnDelete func(name string)
+	// OnRetried, if set, is called with the things that had a set-aside record applied by
+	// POST /api/errors/retry, so that the gateway learns them (ingest.Handler.ThingChanged).
+	OnRetried func(things []registry.NamedThing)
 }
 
 func (c *Config) setDefaults() {
@@ -245,6 +251,13 @@ func (a *API) Register(mux *http.ServeMux) {
 	if ss, ok := a.store.(SetAsideStore); ok {
 		api("/api/errors/reasons", a.handleReasons(ss))
 		mux.Handle("DELETE /api/errors", a.write(a.handleDismiss(ss)))
+	}
+	if rs, ok := a.store.(RetryStore); ok {
+		mux.Handle("POST /api/errors/retry", a.write(a.handleRetry(rs)))
+		mux.Handle("/api/errors/retry", a.recoverer(a.access.guard(false, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Allow", "POST")
+			writeError(w, http.StatusMethodNotAllowed, "method "+r.Method+" not allowed")
+		}))))
 	}
 	if ds, ok := a.store.(DesiredStore); ok {
 		mux.Handle("PUT /api/things/{name}/shadow", a.write(a.handlePutShadow(ds)))

@@ -112,6 +112,27 @@ func (q query) latest() (int, error) {
 	return n, nil
 }
 
+// retrySelection returns the records a retry selects: reason, or gw and seq (one record; gw may
+// be empty, for a record that could not be decoded).
+func (q query) retrySelection() (registry.RetrySelection, error) {
+	_, hasGW := q["gw"]
+	_, hasSeq := q["seq"]
+	reason := q.get("reason")
+	switch {
+	case reason != "" && (hasGW || hasSeq):
+		return registry.RetrySelection{}, errors.New("give reason, or gw and seq, not both")
+	case reason != "":
+		return registry.RetrySelection{Reason: reason}, nil
+	case !hasSeq:
+		return registry.RetrySelection{}, errors.New("reason is required (the exact reason of the records to retry), or gw and seq of one record")
+	}
+	seq, err := strconv.ParseUint(q.get("seq"), 10, 64)
+	if err != nil {
+		return registry.RetrySelection{}, fmt.Errorf("seq must be a record's sequence number, got %s", quote(q.get("seq")))
+	}
+	return registry.RetrySelection{GW: q.get("gw"), Seq: seq}, nil
+}
+
 // name returns an optional name-like parameter (thing type), "" when absent.
 func (q query) name(k string) (string, error) {
 	s := q.get(k)

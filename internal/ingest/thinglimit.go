@@ -140,6 +140,32 @@ func (h *Handler) ForgetThing(name string) bool {
 	return h.things.forget(name, h.shadows)
 }
 
+// ThingChanged tells the device API that the registry changed thing name, of type typ, without
+// a record of the device API (a set-aside record retried through the HTTP API; the gateway
+// wires it): a thing it did not know is learnt with its type, and counts against --max-things
+// (as the things known at start, even beyond the cap); the shadow budget of a known thing
+// becomes unknown, so that its state is read from the registry when it is next needed.
+func (h *Handler) ThingChanged(name, typ string) {
+	t := h.things
+	if t == nil {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	e := t.known[name]
+	if e == nil {
+		t.known[name] = &thingEntry{typ: t.intern(typ), budget: unknownBudget}
+		t.n.Store(int64(len(t.known)))
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.model != nil && h.shadows != nil {
+		h.shadows.models.Add(-1)
+	}
+	e.model, e.size = nil, -1
+}
+
 // otherType returns the type e has if it is not typ, "" if it is typ (or types are not checked).
 func (t *thingIndex) otherType(e *thingEntry, typ []byte) string {
 	if !t.checkTypes || e.typ == string(typ) {

@@ -103,12 +103,7 @@ func BenchmarkServeCoAPThingCap(b *testing.B) {
 func TestForgetThing(t *testing.T) {
 	reg := &fakeRegistry{}
 	r := newLocalRig(t, Config{MaxThings: 2}, reg)
-	post := func(typ, id string, want coapmsg.Code) {
-		t.Helper()
-		if resp := r.do(coapmsg.POST, pathOpts(typ, id), `{"t":1}`); resp.Code != want {
-			t.Fatalf("%s/%s: %v %q, want %v", typ, id, resp.Code, resp.Payload, want)
-		}
-	}
+	post := func(typ, id string, want coapmsg.Code) { t.Helper(); r.postWant(t, typ, id, want) }
 	post("sensor", "dev-1", coapmsg.Changed)
 	post("sensor", "dev-2", coapmsg.Changed)
 	reg.apply(r.h)
@@ -137,5 +132,43 @@ func TestForgetThing(t *testing.T) {
 	}
 	if got := r.h.things.n.Load(); got != 2 {
 		t.Fatalf("things known = %d, want 2", got)
+	}
+}
+
+// TestThingChanged: a thing a retried record created in the registry is learnt with its type and
+// counts against --max-things; a known thing's state is read from the registry again after a
+// retry changed it.
+func TestThingChanged(t *testing.T) {
+	reg := &fakeRegistry{}
+	r := newLocalRig(t, Config{MaxThings: 2}, reg)
+	post := func(typ, id string, want coapmsg.Code) { t.Helper(); r.postWant(t, typ, id, want) }
+	post("sensor", "dev-1", coapmsg.Changed)
+	reg.apply(r.h)
+	r.h.ThingChanged("dev-2", "bench")
+	if got := r.h.things.n.Load(); got != 2 {
+		t.Fatalf("things known = %d, want 2", got)
+	}
+	post("sensor", "dev-2", coapmsg.BadRequest) // it exists with type bench
+	post("sensor", "dev-3", coapmsg.ServiceUnavailable)
+	reads := reg.shadowReads()
+	post("bench", "dev-2", coapmsg.Changed)
+	reg.apply(r.h)
+	post("sensor", "dev-1", coapmsg.Changed) // within its known budget: no read
+	if got := reg.shadowReads(); got != reads+1 {
+		t.Fatalf("%d state reads, want %d (dev-2's)", got, reads+1)
+	}
+	reg.apply(r.h)
+	r.h.ThingChanged("dev-1", "sensor")
+	post("sensor", "dev-1", coapmsg.Changed)
+	if got := reg.shadowReads(); got != reads+2 {
+		t.Fatalf("%d state reads, want %d: dev-1's state not read again after the change", got, reads+2)
+	}
+}
+
+// postWant posts {"t":1} to /typ/id and fails t unless the answer is want.
+func (r *rig) postWant(t *testing.T, typ, id string, want coapmsg.Code) {
+	t.Helper()
+	if resp := r.do(coapmsg.POST, pathOpts(typ, id), `{"t":1}`); resp.Code != want {
+		t.Fatalf("%s/%s: %v %q, want %v", typ, id, resp.Code, resp.Payload, want)
 	}
 }

@@ -62,6 +62,10 @@
 // written only when its value changes. A page can carry each thing's newest reported values
 // (ThingQuery.Latest), read from its shadow, with their SenML units.
 //
+// Retry (retry.go). RetrySetAsides runs set-aside records (by reason, or one by gw and seq)
+// through the apply step again, deleting each one's set-aside row in the transaction that
+// applies it, or setting it aside again with the new reason: never applied twice, never lost.
+//
 // Credentials. Device credentials (credentials.go) live in the same file: one per thing, its key
 // sealed by internal/credential. Adding one creates the thing (and its type) if needed. The file
 // and its WAL and SHM files are mode 0600.

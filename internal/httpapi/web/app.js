@@ -994,12 +994,12 @@ function deviceView(name) {
 
 function errorsView() {
   const state = { cursors: [''], ctl: null };
-  const tbody = h('tbody', null, loadingRow(4));
+  const tbody = h('tbody', null, loadingRow(5));
   const prev = h('button', { class: 'btn', disabled: true }, '‹ Prev');
   const next = h('button', { class: 'btn', disabled: true }, 'Next ›');
   const range = h('span', { class: 'num' });
   const total = h('span', { class: 'muted num' });
-  // The records grouped by reason, each group dismissable (a write: it needs the token).
+  // The records grouped by reason, each group retried or dismissed (writes: they need the token).
   const reasonsBody = h('tbody', null, loadingRow(4));
   const reasonsMsg = h('span', { class: 'muted', id: 'reasons-msg', role: 'status' });
   const reasonsEl = h('div', { class: 'panel', id: 'reasons-panel', style: 'margin-bottom:14px' },
@@ -1018,7 +1018,8 @@ function errorsView() {
           h('th', null, 'Set aside'),
           h('th', null, 'Device'),
           h('th', null, 'Reason'),
-          h('th', { class: 'col-type' }, 'Payload'))),
+          h('th', { class: 'col-type' }, 'Payload'),
+          h('th', null, ''))),
         tbody)),
     h('div', { class: 'pager' }, range, h('span', { class: 'spacer' }), prev, next));
   const el = h('div', null, reasonsEl, listEl);
@@ -1037,10 +1038,34 @@ function errorsView() {
       h('td', { class: 'reason' }, g.reason),
       h('td', { class: 'r num count' }, fmtInt(g.count)),
       h('td', null, relTime(Date.parse(g.lastAt) || 0)),
-      h('td', { class: 'r' }, h('button', {
-        type: 'button', class: 'btn dismiss', title: 'Delete these records from the list',
-        onclick: () => dismiss(g.reason),
-      }, 'Dismiss')))) : [emptyRow(4, 'Nothing set aside', '')]));
+      h('td', { class: 'r actions' },
+        h('button', {
+          type: 'button', class: 'btn retry', title: 'Apply these records again (after fixing the cause)',
+          onclick: () => retry({ reason: g.reason }),
+        }, 'Retry'),
+        h('button', {
+          type: 'button', class: 'btn dismiss', title: 'Delete these records from the list',
+          onclick: () => dismiss(g.reason),
+        }, 'Dismiss')))) : [emptyRow(4, 'Nothing set aside', '')]));
+  }
+
+  // retry applies set-aside records again: those of a reason, or one (gw, seq). Each is applied
+  // or set aside again with its new reason.
+  async function retry(sel) {
+    let res;
+    try {
+      res = await api(`api/errors/retry${qs(sel)}`, null, { method: 'POST' });
+    } catch (e) {
+      reasonsMsg.textContent = `Not retried: ${e.message}`;
+      return;
+    }
+    const n = res.applied + res.setAside;
+    let msg = `Retried ${fmtInt(n)} record${n === 1 ? '' : 's'}: ${fmtInt(res.applied)} applied, ${fmtInt(res.setAside)} set aside again.`;
+    if (res.skipped) msg += ` ${fmtInt(res.skipped)} set aside by an older version cannot be retried.`;
+    reasonsMsg.textContent = msg;
+    state.cursors = [''];
+    load();
+    refreshStatus(false);
   }
 
   async function dismiss(reason) {
@@ -1075,7 +1100,7 @@ function errorsView() {
         loadReasons(),
       ]);
     } catch (e) {
-      if (e.name !== 'AbortError' && e.status) tbody.replaceChildren(errorRow(4, e));
+      if (e.name !== 'AbortError' && e.status) tbody.replaceChildren(errorRow(5, e));
       return;
     }
     tbody.replaceChildren(...(page.records.length ? page.records.map((r) => {
@@ -1086,8 +1111,12 @@ function errorsView() {
         h('td', null, r.thingName ? h('a', { class: 'thing-name', href: `#/things/${encodeURIComponent(r.thingName)}` }, r.thingName) : h('span', { class: 'muted' }, '—'),
           h('div', { class: 'muted', style: 'font-size:12px' }, r.thingTypeName || '')),
         h('td', { class: 'reason' }, r.reason),
-        h('td', { class: 'col-type' }, p ? h('details', { class: 'payload-full' }, h('summary', null, h('div', { class: 'payload' }, p))) : ''));
-    }) : [emptyRow(4, 'Nothing set aside', 'Every record so far was applied.')]));
+        h('td', { class: 'col-type' }, p ? h('details', { class: 'payload-full' }, h('summary', null, h('div', { class: 'payload' }, p))) : ''),
+        h('td', { class: 'r' }, h('button', {
+          type: 'button', class: 'btn retry-one', title: 'Apply this record again',
+          onclick: () => retry({ gw: r.gw, seq: r.seq }),
+        }, 'Retry')));
+    }) : [emptyRow(5, 'Nothing set aside', 'Every record so far was applied.')]));
     const start = (state.cursors.length - 1) * PAGE_SIZE;
     total.textContent = `${fmtInt(page.total)} record${page.total === 1 ? '' : 's'}`;
     range.textContent = page.records.length ? `${fmtInt(start + 1)}–${fmtInt(start + page.records.length)} of ${fmtInt(page.total)}` : '';
