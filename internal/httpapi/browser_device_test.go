@@ -101,6 +101,7 @@ func TestBrowserChartGapsAndFreshness(t *testing.T) {
 	if d := eval[string](t, ctx, `document.querySelector('.facts .dot').className`); d != "dot fresh" {
 		t.Errorf("slow-1 page dot %q, want fresh", d)
 	}
+	httpapitest.Screenshot(t, ctx, "device-gap.png")
 	within := eval[[]string](t, ctx, ticks)
 	if len(within) == 0 {
 		t.Error("no ticks on the two-hour axis")
