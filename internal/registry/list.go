@@ -35,9 +35,9 @@ var listSorts = map[string]listSort{
 // the second; within one second of last_seen, most recently created first). Paging is by keyset
 // on an index of the sort (migrations 4 and 9), so every page costs the same however deep; a
 // thing that moves in the order between two pages (seen again) may be skipped or repeated, never
-// a page is wrong. SortMessages orders by the count as of the thing's last whole second of
-// last_seen (the column written with seen), so that its index changes at most once a second per
-// thing; Messages shows the exact count. A Sort or Order it does not know wraps ErrInvalidQuery,
+// a page is wrong. SortMessages orders by the counted column, the count written when the
+// second of last_seen changes or the count grew by more than 16 and a sixteenth (things.go), so that its
+// index does not change with every record; Messages shows the exact count. A Sort or Order it does not know wraps ErrInvalidQuery,
 // a cursor of another sort or order is ErrInvalidCursor.
 func (r *Registry) Things(ctx context.Context, q ThingQuery) (ThingPage, error) {
 	limit := pageSize(q.Limit)

@@ -170,3 +170,24 @@ func TestThingsLatest(t *testing.T) {
 		t.Errorf("without Latest: %+v, %v", p.Things[0].Latest, err)
 	}
 }
+
+// TestThingsSortedByMessagesBurst: a thing that sent a burst of records within one second and
+// went quiet sorts by its count (within 6%), although the second of its last_seen changed only
+// once: 60 records in one second come before 50 records in 50 seconds.
+func TestThingsSortedByMessagesBurst(t *testing.T) {
+	e := newEnv(t, Options{})
+	e.send(rec("sensor", "burst", 1, `{"v":0}`))
+	for i := range 59 {
+		e.send(rec("sensor", "burst", 2+float64(i)/100, `{"v":1}`)) // one batch each, all in second 2
+	}
+	for i := range 50 {
+		e.send(rec("sensor", "steady", float64(10+i), `{"v":1}`))
+	}
+	p, err := e.r.Things(t.Context(), ThingQuery{Sort: SortMessages})
+	if err != nil || len(p.Things) != 2 {
+		t.Fatal(p, err)
+	}
+	if p.Things[0].Name != "burst" || p.Things[0].Messages != 60 {
+		t.Errorf("by messages: %s (%d) first, want burst (60)", p.Things[0].Name, p.Things[0].Messages)
+	}
+}

@@ -118,8 +118,8 @@ var migrations = []migration{
 
 	// 9: the things list sorted by other columns (list.go) with indexes that do not change with
 	// every record: by name and type (type_id, name), by first_seen (written only when it
-	// changes), and by counted, the messages count as of the last change of seen (so at most
-	// once a second per thing, like seen). The content format of a set-aside record, so that it
+	// changes), and by counted, the messages count written with seen (once a second per thing
+	// at most) or when it lags by more than 16 records and a sixteenth. The content format of a set-aside record, so that it
 	// can be retried (retry.go): NULL when unknown (set aside before this migration), -1 when
 	// the payload is the whole undecodable record; and set-aside records by reason.
 	{sql: `ALTER TABLE things ADD COLUMN counted INTEGER NOT NULL DEFAULT 0;

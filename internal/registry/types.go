@@ -59,7 +59,7 @@ type ThingQuery struct {
 const (
 	SortLastSeen  = "lastSeen"  // last_seen to the second, then newest created
 	SortFirstSeen = "firstSeen" // first_seen, then id
-	SortMessages  = "messages"  // records applied, as of the thing's last second (see list.go), then id
+	SortMessages  = "messages"  // records applied (within its last second, 16 records or 6%: list.go), then id
 	SortName      = "name"
 	SortType      = "type" // type name, then thing name
 )

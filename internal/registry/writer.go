@@ -52,7 +52,7 @@ func (s *stmts) all() []**sql.Stmt {
 }
 
 var stmtSQL = map[string]string{
-	"selThing":     `SELECT id, type_id, first_seen, last_seen, seen, messages, version, shadow FROM things WHERE name = ?`,
+	"selThing":     `SELECT id, type_id, first_seen, last_seen, seen, counted, messages, version, shadow FROM things WHERE name = ?`,
 	"selShadow":    `SELECT shadow FROM things WHERE id = ?`,
 	"insType":      `INSERT INTO thing_types (name, created_at) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET name = name RETURNING id`,
 	"incType":      `UPDATE thing_types SET things = things + 1 WHERE id = ?`,
