@@ -32,6 +32,7 @@ func (g *Gateway) openLocal() error {
 	if histMax == 0 {
 		histMax = -1 // no cap
 	}
+	var proc *processor.Processor // set below, before anything can retry a record
 	reg, err := registry.Open(filepath.Join(g.cfg.Spool.DataDir, "registry.db"), registry.Options{
 		HistoryMaxAge: g.cfg.Local.HistoryMaxAge, HistoryMaxPoints: g.cfg.Local.HistoryMaxPoints,
 		HistoryMaxBytes: histMax, MaxSetAside: g.cfg.Local.MaxSetAside, MaxProperties: g.cfg.Local.MaxProperties,
@@ -39,6 +40,8 @@ func (g *Gateway) openLocal() error {
 		// Observe: a thing's delta changed; the device API notifies its observers. g.ingest is
 		// set before anything can change a delta (the HTTP API and the processor start later).
 		OnDelta: func(name string) { g.ingest.NotifyThing(name) },
+		// A retried set-aside record is decoded as the processor decodes records now.
+		Batch: func(in []processor.Input) *processor.Batch { return proc.Batch(in) },
 	})
 	if err != nil {
 		return fmt.Errorf("open registry: %w", err)
@@ -67,6 +70,7 @@ func (g *Gateway) openLocal() error {
 		reg.Close()
 		return err
 	}
+	proc = l.proc
 	g.local = l
 	return nil
 }

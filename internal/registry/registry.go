@@ -142,6 +142,11 @@ type Options struct {
 	// called with the registry locked: it must not block or call the registry, except Delta.
 	OnDelta func(name string)
 
+	// Batch builds the batch of a retry of set-aside records (retry.go) as the processor builds
+	// its batches (processor.(*Processor).Batch); nil: processor.NewBatch with the default
+	// decoders.
+	Batch func([]processor.Input) *processor.Batch
+
 	// MaxProperties is --max-properties: a record that would give its thing more properties is
 	// set aside (applicable.go); 0: no cap (the gateway's default is 256).
 	MaxProperties int
@@ -177,6 +182,11 @@ func (o *Options) setDefaults() {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Batch == nil {
+		o.Batch = func(in []processor.Input) *processor.Batch {
+			return processor.NewBatch(in, processor.DefaultDecoders())
+		}
 	}
 	if o.logMax <= 0 {
 		o.logMax = 200_000

@@ -34,7 +34,7 @@ type RetryResult struct {
 const retryChunk = 500
 
 // RetrySetAsides applies set-aside records again: each goes through the step that set it aside
-// (decoded by its content format as the processor decodes by default, then applied as Apply
+// (decoded by its content format as the processor decodes, Options.Batch, then applied as Apply
 // applies a record), in the order they were set aside, a chunk of records per transaction. In
 // the transaction that applies a record, its set-aside row is deleted; one that fails again is
 // set aside again in the same transaction, with the new reason and the time of the retry. So a
@@ -118,7 +118,7 @@ func (r *Registry) retryChunk(ctx context.Context, where string, args []any, aft
 	if len(inputs) == 0 {
 		return n, next, nil
 	}
-	b := processor.NewBatch(inputs, processor.DefaultDecoders())
+	b := r.opts.Batch(inputs)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.closed {

@@ -180,3 +180,29 @@ func TestRetryConcurrent(t *testing.T) {
 		t.Errorf("counts %+v", c)
 	}
 }
+
+// TestRetryBatch: a retry builds its batch with Options.Batch (the gateway's processor, which
+// may add keys of its own, --seed-shadow on main), not only the default decoding.
+func TestRetryBatch(t *testing.T) {
+	e := newEnv(t, Options{Batch: func(in []processor.Input) *processor.Batch {
+		b := processor.NewBatch(in, processor.DefaultDecoders())
+		for i := range b.Updates {
+			_ = b.Updates[i].Doc.SetValue("via", 1, []byte(`"processor"`))
+		}
+		return b
+	}})
+	e.send(rec("sensor", "a", 1, `{"v":1}`))
+	r := rec("meter", "a", 2, `{"w":2}`)
+	if o := e.apply(e.batch(r)); o[0].Result != processor.SetAside {
+		t.Fatalf("%+v", o)
+	}
+	if err := e.r.DeleteThing(t.Context(), "a"); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := e.r.RetrySetAsides(t.Context(), RetrySelection{Reason: "thing a exists with type sensor"}); err != nil || res.Applied != 1 {
+		t.Fatalf("%+v %v", res, err)
+	}
+	if got := e.reported("a"); got != `{"via":"processor","w":2}` {
+		t.Errorf("reported %s, want the processor's batch", got)
+	}
+}
