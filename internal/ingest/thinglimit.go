@@ -164,6 +164,12 @@ func (h *Handler) ThingChanged(name, typ string) {
 		h.shadows.models.Add(-1)
 	}
 	e.model, e.size = nil, -1
+	if e.typ != typ && e.pending == 0 {
+		// It exists with another type now (deleted, and created again by the retry). While a
+		// record of it is being appended, the entry stays as it is: that record's outcome
+		// decides, and the type is learnt at the next retry or restart.
+		t.known[name] = &thingEntry{typ: t.intern(typ), budget: budget{size: -1, last: e.last}}
+	}
 }
 
 // otherType returns the type e has if it is not typ, "" if it is typ (or types are not checked).

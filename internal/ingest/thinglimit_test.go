@@ -163,6 +163,14 @@ func TestThingChanged(t *testing.T) {
 	if got := reg.shadowReads(); got != reads+2 {
 		t.Fatalf("%d state reads, want %d: dev-1's state not read again after the change", got, reads+2)
 	}
+	// Deleted and created again by a retry with another type: the new type holds.
+	reg.apply(r.h)
+	r.h.ThingChanged("dev-1", "meter")
+	post("sensor", "dev-1", coapmsg.BadRequest)
+	post("meter", "dev-1", coapmsg.Changed)
+	if got := r.h.things.n.Load(); got != 2 {
+		t.Fatalf("things known = %d, want 2", got)
+	}
 }
 
 // postWant posts {"t":1} to /typ/id and fails t unless the answer is want.
