@@ -32,6 +32,7 @@ func (g *Gateway) openLocal() error {
 	if histMax == 0 {
 		histMax = -1 // no cap
 	}
+	var proc *processor.Processor // set below, before anything can retry a record
 	reg, err := registry.Open(filepath.Join(g.cfg.Spool.DataDir, "registry.db"), registry.Options{
 		HistoryMaxAge: g.cfg.Local.HistoryMaxAge, HistoryMaxPoints: g.cfg.Local.HistoryMaxPoints,
 		HistoryMaxBytes: histMax, MaxSetAside: g.cfg.Local.MaxSetAside, MaxProperties: g.cfg.Local.MaxProperties,
@@ -39,6 +40,8 @@ func (g *Gateway) openLocal() error {
 		// Observe: a thing's delta changed; the device API notifies its observers. g.ingest is
 		// set before anything can change a delta (the HTTP API and the processor start later).
 		OnDelta: func(name string) { g.ingest.NotifyThing(name) },
+		// A retried set-aside record is decoded as the processor decodes records now.
+		Batch: func(in []processor.Input) *processor.Batch { return proc.Batch(in) },
 	})
 	if err != nil {
 		return fmt.Errorf("open registry: %w", err)
@@ -48,7 +51,17 @@ func (g *Gateway) openLocal() error {
 		return err
 	}
 	l := &local{reg: reg, guard: &storeGuard{sink: reg}}
-	l.api = httpapi.New(g.httpAccess, reg, g.status, g.log.With("component", "httpapi"))
+	apiCfg := g.httpAccess
+	// A deleted thing stops counting against --max-things and may come back with another type.
+	// g.ingest is set before the HTTP API serves.
+	apiCfg.OnDelete = func(name string) { g.ingest.ForgetThing(name) }
+	// A retried record may create a thing or change its state behind the device API's back.
+	apiCfg.OnRetried = func(things []registry.NamedThing) {
+		for _, t := range things {
+			g.ingest.ThingChanged(t.Name, t.Type)
+		}
+	}
+	l.api = httpapi.New(apiCfg, reg, g.status, g.log.With("component", "httpapi"))
 	l.proc, err = processor.New(processor.Config{
 		BatchSize: g.cfg.Local.Batch, BackoffMin: g.cfg.Local.BackoffMin, BackoffMax: g.cfg.Local.BackoffMax,
 		OnApplied:  func(things []string) { l.api.Notify(things...) },
@@ -58,6 +71,7 @@ func (g *Gateway) openLocal() error {
 		reg.Close()
 		return err
 	}
+	proc = l.proc
 	g.local = l
 	return nil
 }

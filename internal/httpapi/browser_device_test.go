@@ -101,6 +101,7 @@ func TestBrowserChartGapsAndFreshness(t *testing.T) {
 	if d := eval[string](t, ctx, `document.querySelector('.facts .dot').className`); d != "dot fresh" {
 		t.Errorf("slow-1 page dot %q, want fresh", d)
 	}
+	httpapitest.Screenshot(t, ctx, "device-gap.png")
 	within := eval[[]string](t, ctx, ticks)
 	if len(within) == 0 {
 		t.Error("no ticks on the two-hour axis")
@@ -220,33 +221,71 @@ func TestBrowserSetAsideGroups(t *testing.T) {
 	console.Check(t)
 }
 
-// TestBrowserSortDevices: the list's headers sort the page shown by name, type and last seen,
-// and a second click reverses the order.
+// TestBrowserSortDevices: the list's headers sort the whole list on the gateway, across pages:
+// name, type, last seen, messages and first seen, a second click reverses the order, the next
+// page continues it, and the address keeps it (a reload shows the same order). Each row shows
+// the device's latest values with their units. (The headers used to sort the page shown only.)
 func TestBrowserSortDevices(t *testing.T) {
 	f, ts := browserFixture(t, Config{})
 	now := time.Now()
-	f.store.report("b-dev", "zeta", now.Add(-3*time.Minute), map[string]any{"x": 1})
-	f.store.report("c-dev", "alpha", now.Add(-1*time.Minute), map[string]any{"x": 1})
-	f.store.report("a-dev", "mid", now.Add(-2*time.Minute), map[string]any{"x": 1})
+	// 60 devices, newest dev-59; dev-00 has the most messages; types cycle over three.
+	for i := range 60 {
+		name := fmt.Sprintf("dev-%02d", i)
+		for k := range 60 - i {
+			f.store.report(name, []string{"zeta", "alpha", "mid"}[i%3], now.Add(-time.Duration(60-i)*time.Minute-time.Duration(k)*time.Second),
+				map[string]any{"temp": 20 + float64(i)/2, "hum": 40 + i%7, "mode": "eco"})
+		}
+	}
+	f.store.mu.Lock()
+	f.store.things["dev-59"].units = map[string]string{"temp": "Cel", "hum": "%RH"}
+	f.store.mu.Unlock()
 	ctx, cancel := httpapitest.Browser(t)
 	defer cancel()
 	console := httpapitest.WatchConsole(t, ctx)
 	if err := chromedp.Do(ctx, chromedp.Navigate(ts.URL+"/")); err != nil {
 		t.Fatal(err)
 	}
-	order := `[...document.querySelectorAll('#things tbody tr[data-name]')].map(r => r.dataset.name).join(',')`
-	poll(t, ctx, "the list, newest first", order+` === 'c-dev,a-dev,b-dev'`)
-	for _, c := range []struct{ col, want string }{
-		{"name", "a-dev,b-dev,c-dev"},
-		{"name", "c-dev,b-dev,a-dev"},
-		{"type", "c-dev,a-dev,b-dev"},
-		{"seen", "c-dev,a-dev,b-dev"}, // newest first on the first click
-		{"seen", "b-dev,a-dev,c-dev"},
+	first := `document.querySelector('#things tbody tr[data-name]')?.dataset.name`
+	poll(t, ctx, "the list, newest first", first+` === 'dev-59' && document.querySelectorAll('#things tbody tr[data-name]').length === 50`)
+	latest := eval[string](t, ctx, `[...document.querySelectorAll('#things tbody tr[data-name="dev-59"] .val')].map(v => v.innerText).join(' | ')`)
+	if latest != "hum 43 %RH | mode eco | temp 49.5 Cel" {
+		t.Errorf("dev-59's latest values %q", latest)
+	}
+	httpapitest.Screenshot(t, ctx, "devices-latest.png")
+
+	for _, c := range []struct{ col, first, aria, hash string }{
+		{"name", "dev-00", "ascending", "#/?sort=name&order=asc"}, // on the second page in the default order
+		{"name", "dev-59", "descending", "#/?sort=name&order=desc"},
+		{"type", "dev-01", "ascending", "#/?sort=type&order=asc"}, // alpha: dev-01, dev-04, ...
+		{"messages", "dev-00", "descending", "#/?sort=messages&order=desc"},
+		{"messages", "dev-59", "ascending", "#/?sort=messages&order=asc"},
+		{"firstSeen", "dev-59", "descending", "#/?sort=firstSeen&order=desc"},
+		{"lastSeen", "dev-59", "descending", "#/"}, // the default order
+		{"lastSeen", "dev-00", "ascending", "#/?sort=lastSeen&order=asc"},
 	} {
 		if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`#things th[data-sort="`+c.col+`"] button`))); err != nil {
 			t.Fatal(err)
 		}
-		poll(t, ctx, "sorted by "+c.col+": "+c.want, order+` === '`+c.want+`'`)
+		poll(t, ctx, "sorted by "+c.col+" "+c.aria, first+` === '`+c.first+`' && document.querySelector('#things th[data-sort="`+c.col+`"]').getAttribute('aria-sort') === '`+c.aria+`'`)
+		if h := eval[string](t, ctx, `location.hash`); h != c.hash {
+			t.Errorf("sorted by %s %s: address %q, want %q", c.col, c.aria, h, c.hash)
+		}
+	}
+	// The order goes on across pages, and survives a reload.
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`#things th[data-sort="name"] button`))); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, ctx, "by name", first+` === 'dev-00'`)
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS("#pg-next"))); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, ctx, "the second page by name", first+` === 'dev-50' && document.querySelector('#pg-range').textContent === '51–60 of 60'`)
+	if err := chromedp.Do(ctx, chromedp.Reload()); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, ctx, "by name after a reload", first+` === 'dev-00' && document.querySelector('#things th[data-sort="name"]').getAttribute('aria-sort') === 'ascending'`)
+	if q := f.store.lastQuery(); q.Sort != "name" || q.Order != "asc" || q.Latest != 3 {
+		t.Errorf("the dashboard asked for %+v, want sort name, order asc, latest 3", q)
 	}
 	console.Check(t)
 }

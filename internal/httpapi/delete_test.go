@@ -2,15 +2,18 @@ package httpapi
 
 import (
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 )
 
 // TestDeleteThing: DELETE /api/things/{name} needs the token (on loopback too), answers 204 and
-// removes the thing; an unknown thing is 404, a bad name 400. It used to be 405.
+// removes the thing; an unknown thing is 404, a bad name 400. It used to be 405. Config.OnDelete
+// hears of every authorised delete of a valid name, and of no refused one.
 func TestDeleteThing(t *testing.T) {
 	for _, public := range []bool{false, true} {
-		f := newFixture(t, Config{Token: testToken, Public: public})
+		var deleted []string
+		f := newFixture(t, Config{Token: testToken, Public: public, OnDelete: func(name string) { deleted = append(deleted, name) }})
 		f.seed()
 		wantUnauthorized(t, "delete without a token", call(t, f.mux, "DELETE", "/api/things/sensor-1", "localhost:8080"))
 		wantUnauthorized(t, "delete with a wrong token", call(t, f.mux, "DELETE", "/api/things/sensor-1", "localhost:8080", "Authorization", "Bearer nope"))
@@ -33,6 +36,9 @@ func TestDeleteThing(t *testing.T) {
 		}
 		if r := call(t, f.mux, "DELETE", "/api/things/bad%20name", "localhost:8080", "Authorization", "Bearer "+testToken); r.code != 400 {
 			t.Errorf("public=%v: a bad name: %d %s", public, r.code, r.body)
+		}
+		if want := []string{"sensor-1", "sensor-1"}; !slices.Equal(deleted, want) {
+			t.Errorf("public=%v: OnDelete heard %q, want %q", public, deleted, want)
 		}
 		if !strings.Contains(f.logs.String(), "thing deleted") {
 			t.Errorf("the delete is not logged:\n%s", f.logs)

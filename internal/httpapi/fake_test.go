@@ -43,6 +43,7 @@ type fakeThing struct {
 	meta     map[string]any // mirrors reported, leaves {"timestamp": epochSeconds}
 	history  map[string][]registry.Point
 	units    map[string]string // property -> SenML unit, set by tests
+	latest   map[string]registry.Value
 }
 
 func newFakeStore() *fakeStore {
@@ -74,6 +75,39 @@ func (f *fakeStore) report(name, typ string, at time.Time, state map[string]any)
 	}
 	f.messages++
 	merge(t.reported, t.meta, state, "", at, t.history)
+	if t.latest == nil {
+		t.latest = map[string]registry.Value{}
+	}
+	var walk func(m map[string]any, prefix string)
+	walk = func(m map[string]any, prefix string) {
+		for k, v := range m {
+			if prefix != "" {
+				k = prefix + "." + k
+			}
+			if obj, ok := v.(map[string]any); ok {
+				walk(obj, k)
+				continue
+			}
+			b, _ := json.Marshal(v)
+			t.latest[k] = registry.Value{Property: k, Value: b, T: at}
+		}
+	}
+	walk(state, "")
+}
+
+// latestValues is what the registry gives as Thing.Latest: the n newest values (ties by
+// property), by property, with units.
+func (t *fakeThing) latestValues(n int) []registry.Value {
+	vals := slices.Collect(maps.Values(t.latest))
+	slices.SortFunc(vals, func(a, b registry.Value) int {
+		return cmp.Or(b.T.Compare(a.T), strings.Compare(a.Property, b.Property))
+	})
+	vals = vals[:min(n, len(vals))]
+	for i := range vals {
+		vals[i].Unit = t.units[vals[i].Property]
+	}
+	slices.SortFunc(vals, func(a, b registry.Value) int { return strings.Compare(a.Property, b.Property) })
+	return vals
 }
 
 func merge(dst, meta, src map[string]any, prefix string, at time.Time, hist map[string][]registry.Point) {
@@ -105,6 +139,13 @@ func merge(dst, meta, src map[string]any, prefix string, at time.Time, hist map[
 		}
 		hist[path] = append(hist[path], registry.Point{T: at, V: num})
 	}
+}
+
+// lastQuery is the query of the last Things call.
+func (f *fakeStore) lastQuery() registry.ThingQuery {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.lastThing
 }
 
 func (f *fakeStore) setAside(r registry.SetAside) {
@@ -167,11 +208,31 @@ func (f *fakeStore) Things(ctx context.Context, q registry.ThingQuery) (registry
 	var all []registry.Thing
 	for _, t := range f.things {
 		if (q.Type == "" || t.Type == q.Type) && strings.HasPrefix(t.Name, q.Prefix) {
-			all = append(all, t.Thing)
+			th := t.Thing
+			if q.Latest > 0 {
+				th.Latest = t.latestValues(q.Latest)
+			}
+			all = append(all, th)
 		}
 	}
+	sort := cmp.Or(q.Sort, registry.SortLastSeen)
+	byKey := map[string]func(a, b registry.Thing) int{
+		registry.SortLastSeen:  func(a, b registry.Thing) int { return a.LastSeen.Compare(b.LastSeen) },
+		registry.SortFirstSeen: func(a, b registry.Thing) int { return a.FirstSeen.Compare(b.FirstSeen) },
+		registry.SortMessages:  func(a, b registry.Thing) int { return cmp.Compare(a.Messages, b.Messages) },
+		registry.SortName:      func(a, b registry.Thing) int { return 0 },
+		registry.SortType:      func(a, b registry.Thing) int { return strings.Compare(a.Type, b.Type) },
+	}[sort]
+	if byKey == nil {
+		return registry.ThingPage{}, fmt.Errorf("%w: sort %q", registry.ErrInvalidQuery, q.Sort)
+	}
+	desc := cmp.Or(q.Order, registry.DefaultOrder(sort)) == registry.OrderDesc
 	slices.SortFunc(all, func(a, b registry.Thing) int {
-		return cmp.Or(b.LastSeen.Compare(a.LastSeen), strings.Compare(a.Name, b.Name))
+		c := cmp.Or(byKey(a, b), strings.Compare(a.Name, b.Name))
+		if desc {
+			return -c
+		}
+		return c
 	})
 	page := registry.ThingPage{Total: int64(len(all))}
 	if off < len(all) {

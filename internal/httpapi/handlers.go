@@ -61,10 +61,16 @@ func (a *API) handleThingTypes(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) handleThings(w http.ResponseWriter, r *http.Request) {
-	q, err := parseQuery(r.URL.RawQuery, "type", "prefix", "limit", "cursor")
+	q, err := parseQuery(r.URL.RawQuery, "type", "prefix", "limit", "cursor", "sort", "order", "latest")
 	var tq registry.ThingQuery
 	if err == nil {
 		tq.Type, err = q.name("type")
+	}
+	if err == nil {
+		tq.Sort, tq.Order, err = q.sort()
+	}
+	if err == nil {
+		tq.Latest, err = q.latest()
 	}
 	if err == nil {
 		tq.Prefix, err = q.prefix()

@@ -4,7 +4,14 @@
 // Routes (GET; HEAD works too; errors are JSON {"error": "..."}):
 //
 //	/api/thing-types                                  {"thingTypes": [...]}
-//	/api/things?type=&prefix=&limit=&cursor=          {"things": [...], "nextToken": "...", "total": N}
+//	/api/things?type=&prefix=&limit=&cursor=&sort=&order=&latest=
+//	                                                  {"things": [...], "nextToken": "...", "total": N}:
+//	                                                  sort is lastSeen (default), firstSeen, messages,
+//	                                                  name or type; order asc or desc (default: asc
+//	                                                  for name and type, desc otherwise); latest=N
+//	                                                  (0–20) adds each thing's N newest reported
+//	                                                  values, "latest": [{"property", "value",
+//	                                                  "unit", "t"}]; a cursor is of one sort and order
 //	/api/things/{name}                                one thing
 //	/api/things/{name}/shadow                         the AWS GetThingShadow document
 //	/api/things/{name}/history?property=&since=&limit= {"thingName": ..., "series": [...]}
@@ -15,6 +22,9 @@
 //	                                                  set-aside records counted by reason (setaside.go)
 //	DELETE /api/errors?reason=                        {"dismissed": n}: the records with that reason
 //	                                                  deleted (a write: needs the token)
+//	POST /api/errors/retry?reason= | ?gw=&seq=        {"applied", "setAside", "skipped"}: the records
+//	                                                  with that reason, or the one record, applied
+//	                                                  again (registry.RetrySetAsides; a write)
 //	/api/status                                       gateway and registry status for the dashboard
 //	/api/events                                       Server-Sent Events: "thing" and "resync"
 //	DELETE /api/things/{name}                         204: the thing, its shadow, history and
@@ -27,8 +37,8 @@
 //
 // Access. Config.Token is the API token ("" when none is configured); Config.Public says the
 // server listens on an address other than loopback ([IsLoopback] of the bound address is false).
-//   - Writes (DELETE /api/things/{name}, PUT of a shadow's desired state, DELETE /api/errors)
-//     always need the token, on loopback too.
+//   - Writes (DELETE /api/things/{name}, PUT of a shadow's desired state, DELETE /api/errors,
+//     POST /api/errors/retry) always need the token, on loopback too.
 //   - Reads need the token when the server is public, and are open on loopback.
 //   - On loopback the Host header must be localhost, a loopback IP or one of
 //     Config.AllowedHosts, with any port; anything else gets 403, which defeats DNS rebinding (a
@@ -142,6 +152,14 @@ type Config struct {
 	// SessionTTL is how long a dashboard login lasts at most (default 24h); the cookie also ends
 	// with the browser session.
 	SessionTTL time.Duration
+
+	// OnDelete, if set, is called with a thing's name before DELETE /api/things/{name} deletes it
+	// from the store, so that the gateway forgets it (the device API's --max-things count and
+	// the thing's type: ingest.Handler.ForgetThing).
+	OnDelete func(name string)
+	// OnRetried, if set, is called with the things that had a set-aside record applied by
+	// POST /api/errors/retry, so that the gateway learns them (ingest.Handler.ThingChanged).
+	OnRetried func(things []registry.NamedThing)
 }
 
 func (c *Config) setDefaults() {
@@ -233,6 +251,13 @@ func (a *API) Register(mux *http.ServeMux) {
 	if ss, ok := a.store.(SetAsideStore); ok {
 		api("/api/errors/reasons", a.handleReasons(ss))
 		mux.Handle("DELETE /api/errors", a.write(a.handleDismiss(ss)))
+	}
+	if rs, ok := a.store.(RetryStore); ok {
+		mux.Handle("POST /api/errors/retry", a.write(a.handleRetry(rs)))
+		mux.Handle("/api/errors/retry", a.recoverer(a.access.guard(false, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Allow", "POST")
+			writeError(w, http.StatusMethodNotAllowed, "method "+r.Method+" not allowed")
+		}))))
 	}
 	if ds, ok := a.store.(DesiredStore); ok {
 		mux.Handle("PUT /api/things/{name}/shadow", a.write(a.handlePutShadow(ds)))
@@ -326,14 +351,16 @@ func writeRawJSON(w http.ResponseWriter, code int, b []byte) {
 }
 
 // storeError answers for an error of the store: 404 for registry.ErrNotFound, 400 for
-// registry.ErrInvalidCursor, nothing for a client that went away, 503 for a store that did not
+// registry.ErrInvalidCursor and registry.ErrInvalidQuery, nothing for a client that went away, 503 for a store that did not
 // answer in time, and 500 without the message otherwise (the message goes to the log).
 func (a *API) storeError(w http.ResponseWriter, r *http.Request, what string, err error) {
 	switch {
 	case errors.Is(err, registry.ErrNotFound):
 		writeError(w, http.StatusNotFound, what+" not found")
 	case errors.Is(err, registry.ErrInvalidCursor):
-		writeError(w, http.StatusBadRequest, "cursor is not a token this API returned; start again without it")
+		writeError(w, http.StatusBadRequest, "cursor is not a token this API returned for this query; start again without it")
+	case errors.Is(err, registry.ErrInvalidQuery):
+		writeError(w, http.StatusBadRequest, err.Error())
 	case r.Context().Err() != nil:
 		// The client is gone; nobody reads the answer.
 	case errors.Is(err, context.DeadlineExceeded):

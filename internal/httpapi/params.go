@@ -12,6 +12,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/coapgw/coapgw/internal/record"
+	"github.com/coapgw/coapgw/internal/registry"
 )
 
 const (
@@ -83,6 +84,53 @@ func (q query) limit(def int) (int, error) {
 		return 0, fmt.Errorf("limit must be an integer from 1 to %d, got %s", maxLimit, quote(s))
 	}
 	return n, nil
+}
+
+// sort returns the things list's sort and order parameters, "" when absent (the store's
+// defaults: lastSeen, and its default order).
+func (q query) sort() (string, string, error) {
+	sort, order := q.get("sort"), q.get("order")
+	if _, present := q["sort"]; present && !slices.Contains(registry.ThingSorts, sort) {
+		return "", "", fmt.Errorf("sort must be one of %s, got %s", strings.Join(registry.ThingSorts, ", "), quote(sort))
+	}
+	if _, present := q["order"]; present && order != registry.OrderAsc && order != registry.OrderDesc {
+		return "", "", fmt.Errorf("order must be %s or %s, got %s", registry.OrderAsc, registry.OrderDesc, quote(order))
+	}
+	return sort, order, nil
+}
+
+// latest returns how many latest values per thing the things list gives, 0 when absent.
+func (q query) latest() (int, error) {
+	s := q.get("latest")
+	if _, present := q["latest"]; !present {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 || n > registry.MaxLatest {
+		return 0, fmt.Errorf("latest must be an integer from 0 to %d, got %s", registry.MaxLatest, quote(s))
+	}
+	return n, nil
+}
+
+// retrySelection returns the records a retry selects: reason, or gw and seq (one record; gw may
+// be empty, for a record that could not be decoded).
+func (q query) retrySelection() (registry.RetrySelection, error) {
+	_, hasGW := q["gw"]
+	_, hasSeq := q["seq"]
+	reason := q.get("reason")
+	switch {
+	case reason != "" && (hasGW || hasSeq):
+		return registry.RetrySelection{}, errors.New("give reason, or gw and seq, not both")
+	case reason != "":
+		return registry.RetrySelection{Reason: reason}, nil
+	case !hasSeq:
+		return registry.RetrySelection{}, errors.New("reason is required (the exact reason of the records to retry), or gw and seq of one record")
+	}
+	seq, err := strconv.ParseUint(q.get("seq"), 10, 64)
+	if err != nil {
+		return registry.RetrySelection{}, fmt.Errorf("seq must be a record's sequence number, got %s", quote(q.get("seq")))
+	}
+	return registry.RetrySelection{GW: q.get("gw"), Seq: seq}, nil
 }
 
 // name returns an optional name-like parameter (thing type), "" when absent.

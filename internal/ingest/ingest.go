@@ -53,7 +53,8 @@
 // --max-things (Config.MaxThings; thinglimit.go): the gateway keeps the things it knows in memory
 // (one map entry each, about 70 bytes with a short name), loaded at start and learnt as records of
 // new things reach the spool; a new thing beyond the cap gets 5.03 with Max-Age and "thing limit
-// reached" before anything is stored, and known things keep working.
+// reached" before anything is stored, and known things keep working. A thing deleted through
+// the HTTP API is forgotten (Handler.ForgetThing) and stops counting.
 //
 // Downlink (Config.Deltas, local mode; downlink.go): a thing's pending desired-state change rides
 // in the 2.04 to a report that asks for it with Accept: 50, within the amplification bound, and

@@ -14,6 +14,8 @@ import (
 // the things Config.Registry lists and learns each new thing, with the type its first request
 // names, when a record of it is let through to the spool (before the processor applies it; a
 // thing whose append then fails, or whose record is set aside, still counts until a restart).
+// A thing deleted from the registry (DELETE /api/things/{name}) is forgotten (ForgetThing): it
+// no longer counts against --max-things, and its name may come back with another type.
 //
 // --max-things: a new thing beyond max is refused. The index holds one entry per thing: at most
 // max, or the registry's count at start if that was larger (those things keep working, and no
@@ -95,6 +97,79 @@ func (t *thingIndex) admit(typ, id []byte, s *shadowBudget) *thingEntry {
 	t.known[string(id)] = e
 	t.n.Store(int64(len(t.known)))
 	return e
+}
+
+// forget drops thing name, unless a record of it let through is not processed yet (s: the
+// shadow budget, nil without a Registry): that record will create the thing again. It reports
+// whether the name is forgotten (or was not known).
+func (t *thingIndex) forget(name string, s *shadowBudget) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	e := t.known[name]
+	if e == nil {
+		return true
+	}
+	if s != nil {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		if e.pending > 0 || e.last > s.processed.Load() {
+			return false
+		}
+		if e.model != nil {
+			e.model = nil
+			s.models.Add(-1)
+		}
+	}
+	delete(t.known, name)
+	t.n.Store(int64(len(t.known)))
+	return true
+}
+
+// ForgetThing tells the device API that thing name is being deleted from the registry (the
+// HTTP API's DELETE /api/things/{name} calls it first; the gateway wires it): it stops counting
+// against --max-things, and a record of the name is taken for a new thing, of whatever type it
+// names. It reports false, and forgets nothing, while a record of the thing let through is not
+// processed yet: applied after the delete, that record creates the thing again, which so keeps
+// counting with its type. A record let through after ForgetThing and applied before the delete
+// is deleted with the thing and the name counts (more, never less than the registry holds).
+// True for a name the gateway does not know, and without --max-things and a Registry.
+func (h *Handler) ForgetThing(name string) bool {
+	if h.things == nil {
+		return true
+	}
+	return h.things.forget(name, h.shadows)
+}
+
+// ThingChanged tells the device API that the registry changed thing name, of type typ, without
+// a record of the device API (a set-aside record retried through the HTTP API; the gateway
+// wires it): a thing it did not know is learnt with its type, and counts against --max-things
+// (as the things known at start, even beyond the cap); the shadow budget of a known thing
+// becomes unknown, so that its state is read from the registry when it is next needed.
+func (h *Handler) ThingChanged(name, typ string) {
+	t := h.things
+	if t == nil {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	e := t.known[name]
+	if e == nil {
+		t.known[name] = &thingEntry{typ: t.intern(typ), budget: unknownBudget}
+		t.n.Store(int64(len(t.known)))
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.model != nil && h.shadows != nil {
+		h.shadows.models.Add(-1)
+	}
+	e.model, e.size = nil, -1
+	if e.typ != typ && e.pending == 0 {
+		// It exists with another type now (deleted, and created again by the retry). While a
+		// record of it is being appended, the entry stays as it is: that record's outcome
+		// decides, and the type is learnt at the next retry or restart.
+		t.known[name] = &thingEntry{typ: t.intern(typ), budget: budget{size: -1, last: e.last}}
+	}
 }
 
 // otherType returns the type e has if it is not typ, "" if it is typ (or types are not checked).

@@ -95,3 +95,88 @@ func TestThingLimitNoAlloc(t *testing.T) {
 func BenchmarkServeCoAPThingCap(b *testing.B) {
 	benchServeCoAP(b, Config{GatewayID: "gw", MaxThings: 100_000})
 }
+
+// TestForgetThing: with --max-things 2 in local mode, a deleted thing (ForgetThing, which the
+// HTTP API's DELETE calls) stops counting: a new thing is accepted without a restart, and the
+// deleted name may come back under another type. A thing with a record not processed yet is not
+// forgotten (that record will create it again): it keeps counting and keeps its type.
+func TestForgetThing(t *testing.T) {
+	reg := &fakeRegistry{}
+	r := newLocalRig(t, Config{MaxThings: 2}, reg)
+	post := func(typ, id string, want coapmsg.Code) { t.Helper(); r.postWant(t, typ, id, want) }
+	post("sensor", "dev-1", coapmsg.Changed)
+	post("sensor", "dev-2", coapmsg.Changed)
+	reg.apply(r.h)
+	post("sensor", "dev-3", coapmsg.ServiceUnavailable)
+	if !r.h.ForgetThing("dev-1") {
+		t.Fatal("ForgetThing(dev-1), every record processed: false")
+	}
+	if got := r.h.things.n.Load(); got != 1 {
+		t.Fatalf("things known after the delete = %d, want 1", got)
+	}
+	post("sensor", "dev-3", coapmsg.Changed)
+	post("sensor", "dev-4", coapmsg.ServiceUnavailable)
+
+	// dev-3's record is not processed yet: it stays, with its type.
+	if r.h.ForgetThing("dev-3") {
+		t.Fatal("ForgetThing(dev-3) with a record not processed: true")
+	}
+	post("meter", "dev-3", coapmsg.BadRequest)
+	reg.apply(r.h)
+	if !r.h.ForgetThing("dev-3") {
+		t.Fatal("ForgetThing(dev-3) once processed: false")
+	}
+	post("meter", "dev-3", coapmsg.Changed) // another type: the name is new
+	if !r.h.ForgetThing("no-such-thing") {
+		t.Fatal("ForgetThing of an unknown name: false")
+	}
+	if got := r.h.things.n.Load(); got != 2 {
+		t.Fatalf("things known = %d, want 2", got)
+	}
+}
+
+// TestThingChanged: a thing a retried record created in the registry is learnt with its type and
+// counts against --max-things; a known thing's state is read from the registry again after a
+// retry changed it.
+func TestThingChanged(t *testing.T) {
+	reg := &fakeRegistry{}
+	r := newLocalRig(t, Config{MaxThings: 2}, reg)
+	post := func(typ, id string, want coapmsg.Code) { t.Helper(); r.postWant(t, typ, id, want) }
+	post("sensor", "dev-1", coapmsg.Changed)
+	reg.apply(r.h)
+	r.h.ThingChanged("dev-2", "bench")
+	if got := r.h.things.n.Load(); got != 2 {
+		t.Fatalf("things known = %d, want 2", got)
+	}
+	post("sensor", "dev-2", coapmsg.BadRequest) // it exists with type bench
+	post("sensor", "dev-3", coapmsg.ServiceUnavailable)
+	reads := reg.shadowReads()
+	post("bench", "dev-2", coapmsg.Changed)
+	reg.apply(r.h)
+	post("sensor", "dev-1", coapmsg.Changed) // within its known budget: no read
+	if got := reg.shadowReads(); got != reads+1 {
+		t.Fatalf("%d state reads, want %d (dev-2's)", got, reads+1)
+	}
+	reg.apply(r.h)
+	r.h.ThingChanged("dev-1", "sensor")
+	post("sensor", "dev-1", coapmsg.Changed)
+	if got := reg.shadowReads(); got != reads+2 {
+		t.Fatalf("%d state reads, want %d: dev-1's state not read again after the change", got, reads+2)
+	}
+	// Deleted and created again by a retry with another type: the new type holds.
+	reg.apply(r.h)
+	r.h.ThingChanged("dev-1", "meter")
+	post("sensor", "dev-1", coapmsg.BadRequest)
+	post("meter", "dev-1", coapmsg.Changed)
+	if got := r.h.things.n.Load(); got != 2 {
+		t.Fatalf("things known = %d, want 2", got)
+	}
+}
+
+// postWant posts {"t":1} to /typ/id and fails t unless the answer is want.
+func (r *rig) postWant(t *testing.T, typ, id string, want coapmsg.Code) {
+	t.Helper()
+	if resp := r.do(coapmsg.POST, pathOpts(typ, id), `{"t":1}`); resp.Code != want {
+		t.Fatalf("%s/%s: %v %q, want %v", typ, id, resp.Code, resp.Payload, want)
+	}
+}

@@ -102,6 +102,11 @@ func NewBatch(inputs []Input, decoders Decoders) *Batch {
 	return b
 }
 
+// Batch is the batch the processor applies for inputs: decoded with its decoders (what Process
+// and Run apply). The registry's retry of set-aside records builds its batches with it, so that
+// a retried record is decoded as it would be now.
+func (p *Processor) Batch(inputs []Input) *Batch { return p.newBatch(inputs) }
+
 // Coalesce sorts items (indexes into b.Items, each with a Doc) by received_at then seq, and
 // returns their documents merged. A single item's document is returned as it is.
 func (b *Batch) Coalesce(items []int) *Doc {

@@ -24,8 +24,11 @@
 //
 // Logging: a run of sink failures (or of failed reads of Run's source) is logged once when it
 // starts and once when it ends, with how many failed (ops.FailureRun), not once per retry; the
-// records a batch set aside are logged as one line with their count and the first one's
-// (gw, seq, thing, reason). Stats reports a batch being retried (Retrying, LastError).
+// records set aside are summarised by reason (setaside_log.go): the first of a reason is logged
+// at once, the later ones as one line per reason per LogInterval (a minute) with their count and
+// the first one's (gw, seq, thing) — when the interval ends, by Run's timer when idle (a driver
+// calling Process gets them at its next batch). Stats reports a batch being retried (Retrying,
+// LastError).
 //
 // Idempotency and order are the Doc's rules: per-leaf last-writer-wins by received_at, so applying
 // a record twice, or an older record after a newer one, changes nothing it should not. Sinks that
@@ -46,8 +49,8 @@
 // --processor-batch (COAPGW_PROCESSOR_BATCH, default 20000); BackoffMin and BackoffMax (default
 // 100ms and 30s) bound the waits between retries of a failed batch (--processor-backoff-min and
 // --processor-backoff-max). SeedShadow (--seed-shadow, seed_shadow) adds the 2018 CoAP-to-AWS-IoT
-// processor's online, uuid and type keys to reported state (seedshadow.go). Decoders, Sleep, Now
-// and OnApplied are for wiring and tests.
+// processor's online, uuid and type keys to reported state (seedshadow.go). Decoders, Sleep, Now,
+// OnApplied and LogInterval are for wiring and tests.
 package processor
 
 import (
@@ -93,6 +96,9 @@ type Config struct {
 	// SeedShadow (--seed-shadow) adds the 2018 processor's keys to every thing's reported
 	// state: online "true", uuid (the thing name) and type (seedshadow.go).
 	SeedShadow bool
+	// LogInterval is how often at most the records set aside for one reason are logged, as one
+	// line with their count (default 1 minute; setaside_log.go).
+	LogInterval time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -113,6 +119,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.Now == nil {
 		c.Now = time.Now
+	}
+	if c.LogInterval <= 0 {
+		c.LogInterval = time.Minute
 	}
 }
 
@@ -162,6 +171,7 @@ type Processor struct {
 	// Runs of failures, each logged when it starts and when it ends (with the count), not per
 	// failure: the sink's, the source's reads.
 	sinkFails, readFails *ops.FailureRun
+	setAsides            *setAsideLog
 }
 
 // New returns a processor applying to sink. It validates cfg and registers the metrics; it does
@@ -179,7 +189,8 @@ func New(cfg Config, sink Sink, log *slog.Logger, reg prometheus.Registerer) (*P
 	}
 	p := &Processor{cfg: cfg, sink: sink, log: log,
 		sinkFails: ops.NewFailureRun(log, "sink failing; retrying the batch with backoff, nothing is acknowledged meanwhile", "sink succeeds again"),
-		readFails: ops.NewFailureRun(log, "reading the source failing; retrying with backoff", "reading the source succeeds again")}
+		readFails: ops.NewFailureRun(log, "reading the source failing; retrying with backoff", "reading the source succeeds again"),
+		setAsides: newSetAsideLog(log, cfg.LogInterval)}
 	m, err := newMetrics(reg, p.lagSeconds)
 	if err != nil {
 		return nil, fmt.Errorf("processor metrics: %w", err)
@@ -216,27 +227,12 @@ func (p *Processor) process(ctx context.Context, b *Batch, decodeTime time.Durat
 	}
 	markRepeats(b, out)
 	var n [SetAside + 1]int
-	first := -1 // the batch's first record set aside
-	for i, o := range out {
+	for _, o := range out {
 		if o.Result <= SetAside {
 			n[o.Result]++
 		}
-		if o.Result == SetAside {
-			if first < 0 {
-				first = i
-			}
-			it := &b.Items[i]
-			p.log.Debug("record set aside", "gw", it.Record.GW, "seq", it.Seq, "thing", it.Record.ID, "reason", o.Reason)
-		}
 	}
-	if first >= 0 {
-		// One line per batch, not per record: a device sending thousands of records that
-		// cannot be applied must not flood the log (each is kept with its reason where the
-		// sink keeps them, and counted in coapgw_processor_records_total; debug logs each).
-		it := &b.Items[first]
-		p.log.Info("records set aside", "records", n[SetAside], "first_gw", it.Record.GW, "first_seq", it.Seq,
-			"first_thing", it.Record.ID, "first_reason", out[first].Reason)
-	}
+	p.setAsides.batch(p.cfg.Now(), b, out) // summarised by reason (setaside_log.go)
 	p.m.applied.Add(float64(n[Applied]))
 	p.m.duplicate.Add(float64(n[Duplicate]))
 	p.m.setAside.Add(float64(n[SetAside]))

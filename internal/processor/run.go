@@ -48,8 +48,27 @@ func (p *Processor) Run(ctx context.Context, src Source) error {
 		for range batches { // let the reader finish
 		}
 	}()
+	// The set-aside summaries due while no batch comes are logged by this timer, the rest when
+	// Run ends.
+	flush := time.NewTimer(time.Hour)
+	flush.Stop()
+	defer func() { p.setAsides.flush(p.cfg.Now(), true) }()
+	defer flush.Stop()
 	for {
-		pb, ok := <-batches
+		var due <-chan time.Time
+		if d, ok := p.setAsides.due(p.cfg.Now()); ok {
+			flush.Reset(d)
+			due = flush.C
+		}
+		var pb prepared
+		var ok bool
+		select {
+		case pb, ok = <-batches:
+		case <-due:
+			p.setAsides.flush(p.cfg.Now(), false)
+			continue
+		}
+		flush.Stop()
 		if !ok {
 			return <-readErr
 		}

@@ -23,7 +23,7 @@ func (r *Registry) Apply(ctx context.Context, b *processor.Batch) ([]processor.O
 	if r.w.opts == nil {
 		return nil, errors.New("registry opened read-only for migration tests")
 	}
-	return r.w.apply(ctx, r.wdb, b)
+	return r.w.apply(ctx, r.wdb, b, nil)
 }
 
 // HighWater returns gw's high-water mark: the highest sequence number of gw's records the
@@ -49,6 +49,7 @@ type applyTx struct {
 	out []processor.Outcome
 
 	marks                          map[string]uint64
+	retry                          []int64 // retry.go: the set_asides row of each item, nil otherwise
 	slice                          []int64 // things of the frozen generation compacted
 	frozenDone, freeze             bool    // the frozen generation is all compacted; the current one is frozen
 	newThings, messages, setAsides int64
@@ -60,7 +61,10 @@ type applyTx struct {
 	live                           []int
 }
 
-func (w *writer) apply(ctx context.Context, db *sql.DB, b *processor.Batch) (_ []processor.Outcome, err error) {
+// apply applies b in one transaction. retry, when not nil, holds for each item the set_asides row
+// it is retried from (retry.go): the item is applied (or set aside again) only if it takes that
+// row, in the same transaction, and the high-water marks are left alone.
+func (w *writer) apply(ctx context.Context, db *sql.DB, b *processor.Batch, retry []int64) (_ []processor.Outcome, err error) {
 	w.evict()
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
@@ -71,6 +75,7 @@ func (w *writer) apply(ctx context.Context, db *sql.DB, b *processor.Batch) (_ [
 		now:   w.opts.Now().UnixNano(),
 		out:   make([]processor.Outcome, len(b.Items)),
 		marks: map[string]uint64{},
+		retry: retry,
 	}
 	w.log, w.logN = w.log[:0], 0
 	tp, wp := a.st.all(), w.st.all()
@@ -155,13 +160,8 @@ func (a *applyTx) undo() {
 }
 
 func (a *applyTx) run(b *processor.Batch) error {
-	for i := range b.Items {
-		it := &b.Items[i]
-		if it.Seq <= a.w.marks[it.Record.GW] {
-			a.out[i] = processor.Outcome{Result: processor.Duplicate}
-			continue
-		}
-		a.marks[it.Record.GW] = max(a.marks[it.Record.GW], it.Seq)
+	if err := a.marksOrRetry(b); err != nil {
+		return err
 	}
 	for i := range b.Items {
 		if it := &b.Items[i]; a.out[i].Result == 0 && it.Err != nil {
@@ -206,14 +206,32 @@ func (a *applyTx) run(b *processor.Batch) error {
 	return nil
 }
 
+// marksOrRetry tells the records to apply from the others: those at or below their gateway's
+// high-water mark are duplicates, and the marks move past the rest; a retry instead takes each
+// record's set-aside row (retry.go).
+func (a *applyTx) marksOrRetry(b *processor.Batch) error {
+	if a.retry != nil {
+		return a.takeSetAsides()
+	}
+	for i := range b.Items {
+		it := &b.Items[i]
+		if it.Seq <= a.w.marks[it.Record.GW] {
+			a.out[i] = processor.Outcome{Result: processor.Duplicate}
+			continue
+		}
+		a.marks[it.Record.GW] = max(a.marks[it.Record.GW], it.Seq)
+	}
+	return nil
+}
+
 func (a *applyTx) setAside(it *processor.Item, i int, reason string) error {
 	a.out[i] = processor.Outcome{Result: processor.SetAside, Reason: reason}
-	payload := it.Record.Payload
+	payload, format := it.Record.Payload, int64(it.Record.ContentFormat)
 	if it.Raw != nil {
-		payload = it.Raw
+		payload, format = it.Raw, formatRaw
 	}
 	res, err := a.st.insSetAside.ExecContext(a.ctx, it.Record.GW, int64(it.Seq),
-		it.Record.ReceivedAt.UnixNano(), it.Record.Type, it.Record.ID, reason, payload, a.now)
+		it.Record.ReceivedAt.UnixNano(), it.Record.Type, it.Record.ID, reason, payload, a.now, format)
 	if err != nil {
 		return fmt.Errorf("set aside: %w", err)
 	}
@@ -222,3 +240,8 @@ func (a *applyTx) setAside(it *processor.Item, i int, reason string) error {
 	}
 	return nil
 }
+
+// formatRaw is the set_asides format of a record whose payload column holds the whole encoded
+// record, which could not be decoded (migration 9); NULL is unknown, any other the record's
+// content format.
+const formatRaw = -1

@@ -277,7 +277,11 @@ func TestMigrationToBoundsCountsHistory(t *testing.T) {
 	if want == 0 {
 		t.Fatal("no history written")
 	}
-	if _, err := e.r.wdb.ExecContext(t.Context(), `DROP INDEX history_by_t_last;
+	if _, err := e.r.wdb.ExecContext(t.Context(), `DROP INDEX things_by_type_name; DROP INDEX things_by_first;
+		DROP INDEX things_by_type_first; DROP INDEX things_by_counted; DROP INDEX things_by_type_counted;
+		ALTER TABLE things DROP COLUMN counted; DROP INDEX set_asides_by_reason;
+		ALTER TABLE set_asides DROP COLUMN format; -- migration 9
+		DROP INDEX history_by_t_last;
 		ALTER TABLE totals DROP COLUMN set_aside_dropped; ALTER TABLE totals DROP COLUMN history_bytes;
 		DROP TABLE desired; ALTER TABLE properties DROP COLUMN unit; -- migrations 7 and 8
 		PRAGMA user_version = 5`); err != nil {

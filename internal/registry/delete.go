@@ -15,10 +15,9 @@ import (
 // (the dashboard's error list is a log). The totals lose the thing and its messages. It returns
 // ErrNotFound for an unknown thing.
 //
-// A record of the thing applied after the deletion creates it again, as new. A gateway serving
-// the registry keeps what it knows of the name in memory (its type, its count against
-// --max-things, its shadow's size bounds) until it restarts; those only ever refuse more, never
-// let through what the registry would set aside.
+// A record of the thing applied after the deletion creates it again, as new. The gateway's
+// device API forgets the name when the HTTP API deletes it (ingest.Handler.ForgetThing: its type
+// and its count against --max-things), unless a record of it is still on its way here.
 func (r *Registry) DeleteThing(ctx context.Context, name string) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()

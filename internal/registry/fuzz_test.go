@@ -7,10 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"testing"
 	"unicode/utf8"
 
 	"github.com/coapgw/coapgw/internal/processor"
+	"github.com/coapgw/coapgw/internal/record"
 )
 
 // Fuzz targets for what the registry decodes from its own database (TESTPLAN item 10): shadow
@@ -315,35 +317,60 @@ func FuzzDecodeChunk(f *testing.F) {
 	})
 }
 
-// FuzzThingCursor: decodeThingCursor never panics and answers ErrInvalidCursor for what it cannot
-// read; decode(encode(seen, id)) == (seen, id) for any pair; and a cursor it accepts re-encodes
-// to the canonical cursor of the same pair.
+// FuzzThingCursor: decodeListCursor never panics and answers ErrInvalidCursor for what it cannot
+// read (a cursor of another sort or order included); decode(encode(seen, id)) == (seen, id) for
+// any pair of a numeric sort, and of names for the name and type sorts; and a cursor it accepts
+// re-encodes to a cursor that decodes to the same keyset.
 func FuzzThingCursor(f *testing.F) {
 	for _, p := range [][2]int64{{1_700_000_000, 1}, {0, 0}, {-1, math.MaxInt64}, {math.MinInt64, math.MinInt64}} {
-		f.Add(encodeThingCursor(p[0], p[1]), p[0], p[1])
+		f.Add(encodeListCursor(SortLastSeen, OrderDesc, []any{p[0], p[1]}), p[0], p[1], "dev-1")
 	}
-	for _, s := range []string{"t2.1", "t2.1.2.3", "t1.1.2", "t2.+1.-0", "t2.1.99999999999999999999", "t2..", "t2.1.2\n"} {
-		f.Add(base64.RawURLEncoding.EncodeToString([]byte(s)), int64(1), int64(2))
+	f.Add(encodeListCursor(SortType, OrderAsc, []any{"sensor", "dev-1"}), int64(0), int64(0), "a:b_c-d")
+	f.Add(encodeListCursor(SortName, OrderDesc, []any{"dev-1"}), int64(0), int64(0), "x")
+	for _, s := range []string{"t3.lastSeen.desc.1", "t3.lastSeen.desc.1.2.3", "t2.1.2", "t3.lastSeen.desc.+1.-0",
+		"t3.lastSeen.desc.1.99999999999999999999", "t3.lastSeen.desc..", "t3.lastSeen.desc.1.2\n", "t3.name.asc.", "t3.type.asc.a"} {
+		f.Add(base64.RawURLEncoding.EncodeToString([]byte(s)), int64(1), int64(2), "n")
 	}
-	f.Add("dDIuMS4y=", int64(0), int64(0)) // padded
-	f.Add("!!", int64(0), int64(0))
-	f.Add("", int64(0), int64(0))
+	f.Add("dDIuMS4y=", int64(0), int64(0), "") // padded
+	f.Add("!!", int64(0), int64(0), "")
+	f.Add("", int64(0), int64(0), "")
 
-	f.Fuzz(func(t *testing.T, c string, seen, id int64) {
-		if s, i, err := decodeThingCursor(encodeThingCursor(seen, id)); err != nil || s != seen || i != id {
-			t.Fatalf("cursor of (%d, %d) decodes to (%d, %d), %v", seen, id, s, i, err)
-		}
-		s, i, err := decodeThingCursor(c)
-		if err != nil {
-			if err != ErrInvalidCursor || s != 0 || i != 0 {
-				t.Fatalf("(%d, %d, %v), want ErrInvalidCursor", s, i, err)
+	f.Fuzz(func(t *testing.T, c string, seen, id int64, name string) {
+		for _, sort := range ThingSorts {
+			for _, order := range []string{OrderAsc, OrderDesc} {
+				vals := []any{seen, id}
+				switch sort {
+				case SortName:
+					vals = []any{name}
+				case SortType:
+					vals = []any{name, name}
+				}
+				if record.ValidName(name) || listSorts[sort].col != "" {
+					got, err := decodeListCursor(encodeListCursor(sort, order, vals), sort, order)
+					if err != nil || !slices.Equal(got, vals) {
+						t.Fatalf("%s %s: cursor of %v decodes to %v, %v", sort, order, vals, got, err)
+					}
+					other := OrderAsc
+					if order == OrderAsc {
+						other = OrderDesc
+					}
+					if _, err := decodeListCursor(encodeListCursor(sort, order, vals), sort, other); err != ErrInvalidCursor {
+						t.Fatalf("%s %s: a cursor of the other order: %v, want ErrInvalidCursor", sort, order, err)
+					}
+				}
+				got, err := decodeListCursor(c, sort, order)
+				if err != nil {
+					if err != ErrInvalidCursor || got != nil {
+						t.Fatalf("(%v, %v), want ErrInvalidCursor", got, err)
+					}
+					continue
+				}
+				c2 := encodeListCursor(sort, order, got)
+				got2, err := decodeListCursor(c2, sort, order)
+				if err != nil || !slices.Equal(got, got2) {
+					t.Fatalf("cursor %q → %v → %q → %v, %v", c, got, c2, got2, err)
+				}
 			}
-			return
-		}
-		c2 := encodeThingCursor(s, i)
-		s2, i2, err := decodeThingCursor(c2)
-		if err != nil || s2 != s || i2 != i {
-			t.Fatalf("cursor %q → (%d, %d) → %q → (%d, %d), %v", c, s, i, c2, s2, i2, err)
 		}
 	})
 }

@@ -56,7 +56,15 @@
 // HistoryMaxAge.
 //
 // Things list. Things are listed by the seen column, last_seen in whole seconds, newest first:
-// its indexes are updated at most once a second per thing, not with every record.
+// its indexes are updated at most once a second per thing, not with every record. They can also
+// be sorted by first seen, records applied (the counted column, written with seen), name or type
+// name, either way (list.go); every sort is a keyset walk on an index, and an indexed column is
+// written only when its value changes. A page can carry each thing's newest reported values
+// (ThingQuery.Latest), read from its shadow, with their SenML units.
+//
+// Retry (retry.go). RetrySetAsides runs set-aside records (by reason, or one by gw and seq)
+// through the apply step again, deleting each one's set-aside row in the transaction that
+// applies it, or setting it aside again with the new reason: never applied twice, never lost.
 //
 // Credentials. Device credentials (credentials.go) live in the same file: one per thing, its key
 // sealed by internal/credential. Adding one creates the thing (and its type) if needed. The file
@@ -134,6 +142,11 @@ type Options struct {
 	// called with the registry locked: it must not block or call the registry, except Delta.
 	OnDelta func(name string)
 
+	// Batch builds the batch of a retry of set-aside records (retry.go) as the processor builds
+	// its batches (processor.(*Processor).Batch); nil: processor.NewBatch with the default
+	// decoders.
+	Batch func([]processor.Input) *processor.Batch
+
 	// MaxProperties is --max-properties: a record that would give its thing more properties is
 	// set aside (applicable.go); 0: no cap (the gateway's default is 256).
 	MaxProperties int
@@ -169,6 +182,11 @@ func (o *Options) setDefaults() {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Batch == nil {
+		o.Batch = func(in []processor.Input) *processor.Batch {
+			return processor.NewBatch(in, processor.DefaultDecoders())
+		}
 	}
 	if o.logMax <= 0 {
 		o.logMax = 200_000

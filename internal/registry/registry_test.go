@@ -442,25 +442,31 @@ func TestThingsQueryPlan(t *testing.T) {
 		`SELECT t.id FROM things t JOIN thing_types tt ON tt.id = t.type_id WHERE (t.seen, t.id) < (1, 1) ORDER BY t.seen DESC, t.id DESC LIMIT 10`,
 		`SELECT t.id FROM things t JOIN thing_types tt ON tt.id = t.type_id WHERE t.type_id = 1 AND (t.seen, t.id) < (1, 1) ORDER BY t.seen DESC, t.id DESC LIMIT 10`,
 	} {
-		rows, err := e.r.rdb.QueryContext(t.Context(), "EXPLAIN QUERY PLAN "+q)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var plan []string
-		for rows.Next() {
-			var id, parent, notused int
-			var detail string
-			if err := rows.Scan(&id, &parent, &notused, &detail); err != nil {
-				t.Fatal(err)
-			}
-			plan = append(plan, detail)
-		}
-		rows.Close()
-		p := strings.Join(plan, "; ")
+		p := e.queryPlan(q)
 		if strings.Contains(p, "TEMP B-TREE") || !strings.Contains(p, "INDEX things_by_") {
 			t.Errorf("plan for %s:\n%s", q, p)
 		}
 	}
+}
+
+// queryPlan is SQLite's EXPLAIN QUERY PLAN of a query, its steps joined with "; ".
+func (e *env) queryPlan(query string, args ...any) string {
+	e.t.Helper()
+	rows, err := e.r.rdb.QueryContext(e.t.Context(), "EXPLAIN QUERY PLAN "+query, args...)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer rows.Close()
+	var plan []string
+	for rows.Next() {
+		var id, parent, notused int
+		var detail string
+		if err := rows.Scan(&id, &parent, &notused, &detail); err != nil {
+			e.t.Fatal(err)
+		}
+		plan = append(plan, detail)
+	}
+	return strings.Join(plan, "; ")
 }
 
 func TestHistoryRetention(t *testing.T) {

@@ -115,6 +115,22 @@ var migrations = []migration{
 	// 8: the unit of a property (SenML readings carry one, history_write.go): the last unit a
 	// reading of that property came with, "" if none did.
 	{sql: `ALTER TABLE properties ADD COLUMN unit TEXT NOT NULL DEFAULT '';`},
+
+	// 9: the things list sorted by other columns (list.go) with indexes that do not change with
+	// every record: by name and type (type_id, name), by first_seen (written only when it
+	// changes), and by counted, the messages count written with seen (once a second per thing
+	// at most) or when it lags by more than 16 records and a sixteenth. The content format of a set-aside record, so that it
+	// can be retried (retry.go): NULL when unknown (set aside before this migration), -1 when
+	// the payload is the whole undecodable record; and set-aside records by reason.
+	{sql: `ALTER TABLE things ADD COLUMN counted INTEGER NOT NULL DEFAULT 0;
+	UPDATE things SET counted = messages;
+	CREATE INDEX things_by_type_name ON things(type_id, name);
+	CREATE INDEX things_by_first ON things(first_seen);
+	CREATE INDEX things_by_type_first ON things(type_id, first_seen);
+	CREATE INDEX things_by_counted ON things(counted);
+	CREATE INDEX things_by_type_counted ON things(type_id, counted);
+	ALTER TABLE set_asides ADD COLUMN format INTEGER;
+	CREATE INDEX set_asides_by_reason ON set_asides(reason);`},
 }
 
 // migration is one schema step: SQL, or a function for what SQL alone cannot do.

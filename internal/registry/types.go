@@ -26,15 +26,64 @@ type Thing struct {
 	LastSeen  time.Time `json:"lastSeen"`
 	Messages  int64     `json:"messages"`
 	Version   int64     `json:"version"` // the shadow's version
+	// Latest are the thing's most recently reported values (ThingQuery.Latest of them), by
+	// property; only in a ThingPage, and only when asked for.
+	Latest []Value `json:"latest,omitempty"`
 }
 
-// ThingQuery selects a page of things, newest LastSeen first.
+// Value is one reported value of a thing: a scalar leaf of its shadow's state.reported.
+type Value struct {
+	Property string          `json:"property"` // the JSON path joined with "."
+	Value    json.RawMessage `json:"value"`    // a JSON number, string or boolean
+	Unit     string          `json:"unit,omitempty"`
+	T        time.Time       `json:"t"` // when it was reported (received_at, or a SenML reading's time)
+}
+
+// ThingQuery selects a page of things, by default newest LastSeen first.
 type ThingQuery struct {
 	Type   string // "" = all types
 	Prefix string // thing name prefix filter, "" = none
 	Limit  int    // 1–1000; 0 means 100
-	Cursor string // opaque, from ThingPage.Next
+	Cursor string // opaque, from ThingPage.Next of the same Sort and Order
+	// Sort is the order of the list, one of ThingSorts; "" = SortLastSeen.
+	Sort string
+	// Order is OrderAsc or OrderDesc; "" = the sort's default (DefaultOrder).
+	Order string
+	// Latest is how many of each thing's most recently reported values to give (Thing.Latest),
+	// 0 = none, at most MaxLatest.
+	Latest int
 }
+
+// Sorts of the things list (ThingQuery.Sort). Every one is a keyset walk on an index, so every
+// page costs the same however deep.
+const (
+	SortLastSeen  = "lastSeen"  // last_seen to the second, then newest created
+	SortFirstSeen = "firstSeen" // first_seen, then id
+	SortMessages  = "messages"  // records applied (within its last second, 16 records or 6%: list.go), then id
+	SortName      = "name"
+	SortType      = "type" // type name, then thing name
+)
+
+// ThingSorts are the values of ThingQuery.Sort.
+var ThingSorts = []string{SortLastSeen, SortFirstSeen, SortMessages, SortName, SortType}
+
+// Orders of the things list (ThingQuery.Order).
+const (
+	OrderAsc  = "asc"
+	OrderDesc = "desc"
+)
+
+// DefaultOrder is the order of a sort when none is given: ascending by name and type, newest
+// and most first otherwise.
+func DefaultOrder(sort string) string {
+	if sort == SortName || sort == SortType {
+		return OrderAsc
+	}
+	return OrderDesc
+}
+
+// MaxLatest bounds ThingQuery.Latest.
+const MaxLatest = 20
 
 // ThingPage is one page of things.
 type ThingPage struct {

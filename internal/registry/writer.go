@@ -41,25 +41,26 @@ type writer struct {
 type stmts struct {
 	selThing, selShadow, insType, incType, insThing, updThing, updThingMeta, updSeen,
 	insProp, insLog, insChunk, selChunks, delChunks, delAged, nextThings,
-	insSetAside, upMark, upTotals, dropSetAsides, selOldest, delChunk, insChunkNew *sql.Stmt
+	insSetAside, upMark, upTotals, dropSetAsides, selOldest, delChunk, insChunkNew, updFirst *sql.Stmt
 }
 
 func (s *stmts) all() []**sql.Stmt {
 	return []**sql.Stmt{&s.selThing, &s.selShadow, &s.insType, &s.incType, &s.insThing, &s.updThing,
 		&s.updThingMeta, &s.updSeen, &s.insProp, &s.insLog, &s.insChunk, &s.selChunks, &s.delChunks,
 		&s.delAged, &s.nextThings, &s.insSetAside, &s.upMark, &s.upTotals, &s.dropSetAsides, &s.selOldest,
-		&s.delChunk, &s.insChunkNew}
+		&s.delChunk, &s.insChunkNew, &s.updFirst}
 }
 
 var stmtSQL = map[string]string{
-	"selThing":     `SELECT id, type_id, first_seen, last_seen, seen, messages, version, shadow FROM things WHERE name = ?`,
+	"selThing":     `SELECT id, type_id, first_seen, last_seen, seen, counted, messages, version, shadow FROM things WHERE name = ?`,
 	"selShadow":    `SELECT shadow FROM things WHERE id = ?`,
 	"insType":      `INSERT INTO thing_types (name, created_at) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET name = name RETURNING id`,
 	"incType":      `UPDATE thing_types SET things = things + 1 WHERE id = ?`,
-	"insThing":     `INSERT INTO things (name, type_id, first_seen, last_seen, seen, messages, version, shadow) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-	"updThing":     `UPDATE things SET first_seen = ?, last_seen = ?, messages = ?, version = ?, shadow = ? WHERE id = ?`,
-	"updThingMeta": `UPDATE things SET first_seen = ?, last_seen = ?, messages = ? WHERE id = ?`,
-	"updSeen":      `UPDATE things SET seen = ? WHERE id = ?`,
+	"insThing":     `INSERT INTO things (name, type_id, first_seen, last_seen, seen, messages, counted, version, shadow) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	"updThing":     `UPDATE things SET last_seen = ?, messages = ?, version = ?, shadow = ? WHERE id = ?`,
+	"updThingMeta": `UPDATE things SET last_seen = ?, messages = ? WHERE id = ?`,
+	"updSeen":      `UPDATE things SET seen = ?, counted = ? WHERE id = ?`,
+	"updFirst":     `UPDATE things SET first_seen = ? WHERE id = ?`,
 	"insProp":      `INSERT INTO properties (path) VALUES (?)`,
 	"insLog":       `INSERT INTO history_log (gen, entries, data) VALUES (?, ?, ?)`,
 	"insChunk":     insChunkSQL + ` RETURNING octet_length(data)`,
@@ -67,8 +68,8 @@ var stmtSQL = map[string]string{
 	"delChunks":    `DELETE FROM history WHERE thing_id = ? AND t_first < ? RETURNING octet_length(data), n`,
 	"delAged":      `DELETE FROM history WHERE thing_id = ? AND t_last < ? RETURNING octet_length(data), n`,
 	"nextThings":   `SELECT id FROM things WHERE id > ? ORDER BY id LIMIT ?`,
-	"insSetAside": `INSERT OR IGNORE INTO set_asides (gw, seq, received_at, type, thing, reason, payload, at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+	"insSetAside": `INSERT OR IGNORE INTO set_asides (gw, seq, received_at, type, thing, reason, payload, at, format)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 	"upMark": `INSERT INTO applied (gw, seq) VALUES (?, ?) ON CONFLICT (gw) DO UPDATE SET seq = max(seq, excluded.seq)`,
 	"upTotals": `UPDATE totals SET things = things + ?, messages = messages + ?, set_aside = set_aside + ?,
 		set_aside_dropped = set_aside_dropped + ?, history_bytes = history_bytes + ? WHERE id = 1`,
@@ -80,7 +81,8 @@ var stmtSQL = map[string]string{
 
 var stmtOrder = []string{"selThing", "selShadow", "insType", "incType", "insThing", "updThing",
 	"updThingMeta", "updSeen", "insProp", "insLog", "insChunk", "selChunks", "delChunks", "delAged",
-	"nextThings", "insSetAside", "upMark", "upTotals", "dropSetAsides", "selOldest", "delChunk", "insChunkNew"}
+	"nextThings", "insSetAside", "upMark", "upTotals", "dropSetAsides", "selOldest", "delChunk", "insChunkNew",
+	"updFirst"}
 
 // init prepares the statements and loads thing types and high-water marks.
 func (w *writer) init(ctx context.Context, db *sql.DB, opts *Options) error {

@@ -437,6 +437,21 @@ const searchIcon = () => {
   return svg;
 };
 
+// The sorts of the device list (the API's sort parameter), and how many of each device's latest
+// values the list shows.
+const SORTS = ['lastSeen', 'firstSeen', 'messages', 'name', 'type'];
+const defaultOrder = (key) => (key === 'name' || key === 'type' ? 'asc' : 'desc');
+const LATEST_VALUES = 3;
+const COLS = 6;
+
+// latestValues shows a device's latest reported values: "temp 21.5 °C", one chip each.
+function latestValues(latest) {
+  if (!latest || !latest.length) return h('span', { class: 'muted' }, '—');
+  return latest.map((v) => h('span', { class: 'val', 'data-prop': v.property, title: `${v.property} at ${new Date(v.t).toLocaleString()}` },
+    h('span', { class: 'val-name' }, v.property), ' ',
+    h('span', { class: 'val-value num' }, fmtValue(v.value) + (v.unit ? ` ${v.unit}` : ''))));
+}
+
 function devicesView(params) {
   const state = {
     type: params.get('type') || '',
@@ -444,7 +459,9 @@ function devicesView(params) {
     cursors: [''], // cursor of each page visited; the last is the current page
     ctl: null,
     shown: new Map(), // name -> lastSeen shown, to flash changed rows
-    sort: { key: '', desc: false }, // the order of the page shown; '' = the gateway's (newest first)
+    // The order of the list, sorted by the gateway across pages: '' = last seen, newest first.
+    sort: SORTS.includes(params.get('sort')) ? params.get('sort') : '',
+    order: ['asc', 'desc'].includes(params.get('order')) ? params.get('order') : '',
     page: null,
   };
 
@@ -455,7 +472,7 @@ function devicesView(params) {
     'aria-label': 'Thing name prefix', autocomplete: 'off', spellcheck: 'false', value: state.prefix,
   });
   const total = h('span', { class: 'muted num', id: 'things-total' });
-  const tbody = h('tbody', null, loadingRow(5));
+  const tbody = h('tbody', null, loadingRow(COLS));
   const prev = h('button', { class: 'btn', id: 'pg-prev', disabled: true, 'aria-label': 'Previous page' }, '‹ Prev');
   const next = h('button', { class: 'btn', id: 'pg-next', disabled: true, 'aria-label': 'Next page' }, 'Next ›');
   const range = h('span', { class: 'num', id: 'pg-range' });
@@ -470,32 +487,34 @@ function devicesView(params) {
         h('thead', null, h('tr', null,
           sortTh('name', 'Device'),
           sortTh('type', 'Type', 'col-type'),
-          sortTh('seen', 'Last seen'),
-          h('th', { class: 'r col-msgs' }, 'Messages'),
-          h('th', { class: 'col-first' }, 'First seen'))),
+          h('th', { class: 'col-latest' }, 'Latest values'),
+          sortTh('lastSeen', 'Last seen'),
+          sortTh('messages', 'Messages', 'r col-msgs'),
+          sortTh('firstSeen', 'First seen', 'col-first'))),
         tbody)),
     h('div', { class: 'pager' }, range, h('span', { class: 'spacer' }), prev, next));
 
-  // sortTh is a header that sorts the page shown by key (again: the other way round).
+  // sortTh is a header that sorts the whole list by key, from its first page (again: the other
+  // way round). Name and type start ascending, the others newest or most first.
   function sortTh(key, label, cls) {
     return h('th', { class: cls, 'data-sort': key },
       h('button', {
-        type: 'button', class: 'sort', title: 'Sort this page',
+        type: 'button', class: 'sort', title: 'Sort the list',
         onclick: () => {
-          state.sort = { key, desc: state.sort.key === key ? !state.sort.desc : key === 'seen' };
-          if (state.page) show(state.page, false);
+          const cur = sortKey();
+          state.order = cur === key ? (sortOrder() === 'asc' ? 'desc' : 'asc') : defaultOrder(key);
+          state.sort = key;
+          restart();
         },
       }, label));
   }
-
-  const sorters = {
-    name: (a, b) => a.thingName.localeCompare(b.thingName),
-    type: (a, b) => a.thingTypeName.localeCompare(b.thingTypeName) || a.thingName.localeCompare(b.thingName),
-    seen: (a, b) => (Date.parse(a.lastSeen) || 0) - (Date.parse(b.lastSeen) || 0),
-  };
+  const sortKey = () => state.sort || 'lastSeen';
+  const sortOrder = () => state.order || defaultOrder(sortKey());
 
   const syncHash = () => {
-    const q = qs({ type: state.type, prefix: state.prefix });
+    // The default order stays out of the address.
+    const custom = sortKey() !== 'lastSeen' || sortOrder() !== 'desc';
+    const q = qs({ type: state.type, prefix: state.prefix, sort: custom ? sortKey() : '', order: custom ? sortOrder() : '' });
     const want = `#/${q}`;
     if (location.hash !== want && !(location.hash === '' && want === '#/')) history.replaceState(null, '', want);
   };
@@ -525,6 +544,7 @@ function devicesView(params) {
       h('a', { class: 'thing-name', href }, t.thingName),
       h('div', { class: 'thing-sub' }, t.thingTypeName)),
     h('td', { class: 'col-type' }, h('span', { class: 'chip' }, t.thingTypeName)),
+    h('td', { class: 'col-latest' }, latestValues(t.latest)),
     h('td', null, relTime(seen, thingInterval(t))),
     h('td', { class: 'r num col-msgs' }, fmtInt(t.messages)),
     h('td', { class: 'col-first muted' }, relTime(Date.parse(t.firstSeen) || 0)));
@@ -537,37 +557,35 @@ function devicesView(params) {
     const cursor = state.cursors[state.cursors.length - 1];
     let page;
     try {
-      page = await api(`api/things${qs({ type: state.type, prefix: state.prefix, limit: PAGE_SIZE, cursor })}`, ctl.signal);
+      page = await api(`api/things${qs({
+        type: state.type, prefix: state.prefix, limit: PAGE_SIZE, cursor,
+        sort: state.sort, order: state.order, latest: LATEST_VALUES,
+      })}`, ctl.signal);
     } catch (e) {
       if (e.name === 'AbortError') return;
-      if (!tbody.children.length || $('.loading', tbody) || e.status) tbody.replaceChildren(errorRow(5, e));
+      if (!tbody.children.length || $('.loading', tbody) || e.status) tbody.replaceChildren(errorRow(COLS, e));
       return;
     }
     state.page = page;
     show(page, true);
   }
 
-  // show renders a page of things in the chosen order; flash marks rows changed since the last.
+  // show renders a page of things, in the gateway's order; flash marks rows changed since the last.
   function show(page, flash) {
     const first = !flash || state.shown.size === 0;
     const seenBefore = state.shown;
     state.shown = new Map();
-    let things = page.things;
-    if (state.sort.key) {
-      things = [...things].sort(sorters[state.sort.key]);
-      if (state.sort.desc) things.reverse();
-    }
     for (const th of el.querySelectorAll('th[data-sort]')) {
-      th.setAttribute('aria-sort', th.dataset.sort !== state.sort.key ? 'none' : state.sort.desc ? 'descending' : 'ascending');
+      th.setAttribute('aria-sort', th.dataset.sort !== sortKey() ? 'none' : sortOrder() === 'desc' ? 'descending' : 'ascending');
     }
-    const rows = things.map((t) => {
+    const rows = page.things.map((t) => {
       const changed = !first && seenBefore.get(t.thingName) !== t.lastSeen;
       state.shown.set(t.thingName, t.lastSeen);
       return row(t, changed);
     });
     if (rows.length) tbody.replaceChildren(...rows);
-    else if (state.type || state.prefix) tbody.replaceChildren(emptyRow(5, 'No matching devices', 'Try another type or prefix.'));
-    else tbody.replaceChildren(emptyRow(5, 'No devices yet', 'Devices appear here as soon as they send telemetry.'));
+    else if (state.type || state.prefix) tbody.replaceChildren(emptyRow(COLS, 'No matching devices', 'Try another type or prefix.'));
+    else tbody.replaceChildren(emptyRow(COLS, 'No devices yet', 'Devices appear here as soon as they send telemetry.'));
     const start = (state.cursors.length - 1) * PAGE_SIZE;
     total.textContent = `${fmtInt(page.total)} device${page.total === 1 ? '' : 's'}`;
     range.textContent = page.things.length ? `${fmtInt(start + 1)}–${fmtInt(start + page.things.length)} of ${fmtInt(page.total)}` : '';
@@ -976,12 +994,12 @@ function deviceView(name) {
 
 function errorsView() {
   const state = { cursors: [''], ctl: null };
-  const tbody = h('tbody', null, loadingRow(4));
+  const tbody = h('tbody', null, loadingRow(5));
   const prev = h('button', { class: 'btn', disabled: true }, '‹ Prev');
   const next = h('button', { class: 'btn', disabled: true }, 'Next ›');
   const range = h('span', { class: 'num' });
   const total = h('span', { class: 'muted num' });
-  // The records grouped by reason, each group dismissable (a write: it needs the token).
+  // The records grouped by reason, each group retried or dismissed (writes: they need the token).
   const reasonsBody = h('tbody', null, loadingRow(4));
   const reasonsMsg = h('span', { class: 'muted', id: 'reasons-msg', role: 'status' });
   const reasonsEl = h('div', { class: 'panel', id: 'reasons-panel', style: 'margin-bottom:14px' },
@@ -1000,7 +1018,8 @@ function errorsView() {
           h('th', null, 'Set aside'),
           h('th', null, 'Device'),
           h('th', null, 'Reason'),
-          h('th', { class: 'col-type' }, 'Payload'))),
+          h('th', { class: 'col-type' }, 'Payload'),
+          h('th', null, ''))),
         tbody)),
     h('div', { class: 'pager' }, range, h('span', { class: 'spacer' }), prev, next));
   const el = h('div', null, reasonsEl, listEl);
@@ -1019,10 +1038,34 @@ function errorsView() {
       h('td', { class: 'reason' }, g.reason),
       h('td', { class: 'r num count' }, fmtInt(g.count)),
       h('td', null, relTime(Date.parse(g.lastAt) || 0)),
-      h('td', { class: 'r' }, h('button', {
-        type: 'button', class: 'btn dismiss', title: 'Delete these records from the list',
-        onclick: () => dismiss(g.reason),
-      }, 'Dismiss')))) : [emptyRow(4, 'Nothing set aside', '')]));
+      h('td', { class: 'r actions' },
+        h('button', {
+          type: 'button', class: 'btn retry', title: 'Apply these records again (after fixing the cause)',
+          onclick: () => retry({ reason: g.reason }),
+        }, 'Retry'),
+        h('button', {
+          type: 'button', class: 'btn dismiss', title: 'Delete these records from the list',
+          onclick: () => dismiss(g.reason),
+        }, 'Dismiss')))) : [emptyRow(4, 'Nothing set aside', '')]));
+  }
+
+  // retry applies set-aside records again: those of a reason, or one (gw, seq). Each is applied
+  // or set aside again with its new reason.
+  async function retry(sel) {
+    let res;
+    try {
+      res = await api(`api/errors/retry${qs(sel)}`, null, { method: 'POST' });
+    } catch (e) {
+      reasonsMsg.textContent = `Not retried: ${e.message}`;
+      return;
+    }
+    const n = res.applied + res.setAside;
+    let msg = `Retried ${fmtInt(n)} record${n === 1 ? '' : 's'}: ${fmtInt(res.applied)} applied, ${fmtInt(res.setAside)} set aside again.`;
+    if (res.skipped) msg += ` ${fmtInt(res.skipped)} set aside by an older version cannot be retried.`;
+    reasonsMsg.textContent = msg;
+    state.cursors = [''];
+    load();
+    refreshStatus(false);
   }
 
   async function dismiss(reason) {
@@ -1057,7 +1100,7 @@ function errorsView() {
         loadReasons(),
       ]);
     } catch (e) {
-      if (e.name !== 'AbortError' && e.status) tbody.replaceChildren(errorRow(4, e));
+      if (e.name !== 'AbortError' && e.status) tbody.replaceChildren(errorRow(5, e));
       return;
     }
     tbody.replaceChildren(...(page.records.length ? page.records.map((r) => {
@@ -1068,8 +1111,12 @@ function errorsView() {
         h('td', null, r.thingName ? h('a', { class: 'thing-name', href: `#/things/${encodeURIComponent(r.thingName)}` }, r.thingName) : h('span', { class: 'muted' }, '—'),
           h('div', { class: 'muted', style: 'font-size:12px' }, r.thingTypeName || '')),
         h('td', { class: 'reason' }, r.reason),
-        h('td', { class: 'col-type' }, p ? h('details', { class: 'payload-full' }, h('summary', null, h('div', { class: 'payload' }, p))) : ''));
-    }) : [emptyRow(4, 'Nothing set aside', 'Every record so far was applied.')]));
+        h('td', { class: 'col-type' }, p ? h('details', { class: 'payload-full' }, h('summary', null, h('div', { class: 'payload' }, p))) : ''),
+        h('td', { class: 'r' }, h('button', {
+          type: 'button', class: 'btn retry-one', title: 'Apply this record again',
+          onclick: () => retry({ gw: r.gw, seq: r.seq }),
+        }, 'Retry')));
+    }) : [emptyRow(5, 'Nothing set aside', 'Every record so far was applied.')]));
     const start = (state.cursors.length - 1) * PAGE_SIZE;
     total.textContent = `${fmtInt(page.total)} record${page.total === 1 ? '' : 's'}`;
     range.textContent = page.records.length ? `${fmtInt(start + 1)}–${fmtInt(start + page.records.length)} of ${fmtInt(page.total)}` : '';
