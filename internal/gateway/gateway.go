@@ -42,8 +42,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
 
-// Version is set at build time with -ldflags "-X .../gateway.Version=...".
-var Version = "dev"
+// Version and Commit are set at build time with -ldflags "-X .../gateway.Version=... -X
+// .../gateway.Commit=..." (make build, the Dockerfile); cmd/coapgw fills them from Go's build
+// information otherwise. Both are reported by coapgw_build_info.
+var (
+	Version = "dev"
+	Commit  = ""
+)
 
 // Gateway is one running coapgw process.
 type Gateway struct {
@@ -79,7 +84,8 @@ func New(cfg config.Config, log *slog.Logger) (*Gateway, error) {
 	}
 	g := &Gateway{cfg: cfg, log: log, reg: prometheus.NewRegistry()}
 	g.queueAcks = g.queueAckRun()
-	g.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	g.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		ops.BuildInfo(Version, Commit))
 	sp, err := spool.Open(filepath.Join(cfg.Spool.DataDir, "spool"), spool.Options{
 		MaxBytes: int64(cfg.Spool.MaxBytes), SegmentBytes: int64(cfg.Spool.SegmentBytes),
 		Logger: log.With("component", "spool"), Registerer: g.reg,
