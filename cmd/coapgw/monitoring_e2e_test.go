@@ -130,6 +130,7 @@ func TestMonitoringMetricsExist(t *testing.T) {
 	if err := json.Unmarshal(b, &dash); err != nil {
 		t.Fatalf("%s is not JSON: %v", grafanaDashboard, err)
 	}
+	checkDashboardPanels(t, dash)
 	usedMetrics(used, grafanaDashboard, strings.Join(jsonStrings(dash, nil), "\n"))
 	rules, err := os.ReadFile(alertRules)
 	if err != nil {
@@ -188,6 +189,46 @@ func TestMonitoringMetricsExist(t *testing.T) {
 		for l, file := range ref.labels {
 			if l != "instance" && l != "job" && !slices.Contains(labels, l) {
 				t.Errorf("%s matches %s on label %q, which its series do not carry (they have %v)", file, name, l, labels)
+			}
+		}
+	}
+}
+
+// checkDashboardPanels checks what Grafana's import needs of the dashboard's panels: a unique
+// id, a position, and for each panel but the rows at least one query, each with an expression
+// on the dashboard's data source variable.
+func checkDashboardPanels(t *testing.T, dash any) {
+	t.Helper()
+	var d struct {
+		Title  string
+		Panels []struct {
+			ID         int
+			Type       string
+			Title      string
+			GridPos    *struct{ H, W, X, Y int } `json:"gridPos"`
+			Datasource struct{ UID string }
+			Targets    []struct{ Expr string }
+		}
+	}
+	b, _ := json.Marshal(dash)
+	if err := json.Unmarshal(b, &d); err != nil || d.Title == "" || len(d.Panels) == 0 {
+		t.Fatalf("the dashboard has no title or panels: %v", err)
+	}
+	ids := map[int]bool{}
+	for _, p := range d.Panels {
+		if ids[p.ID] || p.ID == 0 || p.GridPos == nil || p.GridPos.W == 0 || p.GridPos.X+p.GridPos.W > 24 {
+			t.Errorf("panel %q: id %d (unique, non-zero) and gridPos %+v (within 24 columns) needed", p.Title, p.ID, p.GridPos)
+		}
+		ids[p.ID] = true
+		if p.Type == "row" {
+			continue
+		}
+		if p.Datasource.UID != "${datasource}" || len(p.Targets) == 0 {
+			t.Errorf("panel %q: data source %q and %d queries, want ${datasource} and at least one", p.Title, p.Datasource.UID, len(p.Targets))
+		}
+		for _, q := range p.Targets {
+			if strings.TrimSpace(q.Expr) == "" {
+				t.Errorf("panel %q has an empty query", p.Title)
 			}
 		}
 	}
