@@ -84,8 +84,8 @@ func New(cfg config.Config, log *slog.Logger) (*Gateway, error) {
 	}
 	g := &Gateway{cfg: cfg, log: log, reg: prometheus.NewRegistry()}
 	g.queueAcks = g.queueAckRun()
-	g.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		ops.BuildInfo(Version, Commit))
+	g.reg.MustRegister(ops.BuildInfo(Version, Commit))
+	g.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	sp, err := spool.Open(filepath.Join(cfg.Spool.DataDir, "spool"), spool.Options{
 		MaxBytes: int64(cfg.Spool.MaxBytes), SegmentBytes: int64(cfg.Spool.SegmentBytes),
 		Logger: log.With("component", "spool"), Registerer: g.reg,
