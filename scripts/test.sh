@@ -7,23 +7,11 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v coap-client-notls >/dev/null 2>&1 || need_apt+=(libcoap3-bin)
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
-# The C device example (examples/libcoap) compiles against libcoap's headers; promtool (Debian's
-# prometheus package, without its recommended exporters) checks deploy/prometheus.
-command -v gcc >/dev/null 2>&1 || need_apt+=(gcc)
-command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
-pkg-config --exists libcoap-3-notls 2>/dev/null || need_apt+=(libcoap3-dev)
-need_apt_bare=()
-command -v promtool >/dev/null 2>&1 || need_apt_bare+=(prometheus)
-if ((${#need_apt[@]} + ${#need_apt_bare[@]})); then
-  echo "== installing ${need_apt[*]} ${need_apt_bare[*]}"
+if ((${#need_apt[@]})); then
+  echo "== installing ${need_apt[*]}"
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
   $SUDO apt-get update -qq
-  if ((${#need_apt[@]})); then
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
-  fi
-  if ((${#need_apt_bare[@]})); then
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt_bare[@]}" >/dev/null
-  fi
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
 if ! python3 -c "import moto.server" >/dev/null 2>&1; then
@@ -46,6 +34,20 @@ export PATH="$GOBIN_DIR:$PATH"
 if ! command -v staticcheck >/dev/null 2>&1; then
   echo "== installing staticcheck"
   go install honnef.co/go/tools/cmd/staticcheck@v0.8.2
+fi
+
+# The C device example (examples/libcoap) compiles with gcc against libcoap's headers; promtool
+# (Debian's prometheus package, without its recommended exporters) checks deploy/prometheus.
+example_apt=()
+command -v gcc >/dev/null 2>&1 || example_apt+=(gcc)
+command -v pkg-config >/dev/null 2>&1 || example_apt+=(pkg-config)
+pkg-config --exists libcoap-3-notls 2>/dev/null || example_apt+=(libcoap3-dev)
+command -v promtool >/dev/null 2>&1 || example_apt+=(prometheus)
+if ((${#example_apt[@]})); then
+  echo "== installing ${example_apt[*]}"
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${example_apt[@]}" >/dev/null
 fi
 
 echo "== gofmt"
