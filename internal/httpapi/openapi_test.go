@@ -51,10 +51,14 @@ type mountedRoute struct {
 	at                    string
 }
 
+// queryParam is a query parameter a handler accepts (a literal argument of parseQuery).
+type queryParam struct{ name, at string }
+
 // mountedRoutes reads every mux.Handle, mux.HandleFunc and api(...) call in the package's
 // non-test files: the routes Register mounts, whichever helper added them. A route registered
-// with a pattern that is not a string literal fails the test, so that none goes unseen.
-func mountedRoutes(t *testing.T) []mountedRoute {
+// with a pattern that is not a string literal fails the test, so that none goes unseen. It
+// also returns the query parameters the handlers accept: the literal arguments of parseQuery.
+func mountedRoutes(t *testing.T) ([]mountedRoute, []queryParam) {
 	t.Helper()
 	files, err := filepath.Glob("*.go")
 	if err != nil {
@@ -62,6 +66,7 @@ func mountedRoutes(t *testing.T) []mountedRoute {
 	}
 	fset := token.NewFileSet()
 	var routes []mountedRoute
+	var params []queryParam
 	for _, f := range files {
 		if strings.HasSuffix(f, "_test.go") {
 			continue
@@ -78,6 +83,15 @@ func mountedRoutes(t *testing.T) []mountedRoute {
 			getOnly := false
 			switch fn := call.Fun.(type) {
 			case *ast.Ident: // the api(pattern, h) helper of Register: GET and HEAD
+				if fn.Name == "parseQuery" {
+					for _, a := range call.Args[1:] {
+						if lit, ok := a.(*ast.BasicLit); ok && lit.Kind == token.STRING {
+							name, _ := strconv.Unquote(lit.Value)
+							params = append(params, queryParam{name, fset.Position(a.Pos()).String()})
+						}
+					}
+					return true
+				}
 				if fn.Name != "api" {
 					return true
 				}
@@ -111,7 +125,7 @@ func mountedRoutes(t *testing.T) []mountedRoute {
 			return true
 		})
 	}
-	return routes
+	return routes, params
 }
 
 // documentedRoute says whether the route is part of the documented API: everything under
@@ -120,10 +134,11 @@ func documentedRoute(path string) bool { return strings.HasPrefix(path, "/api/")
 
 // TestOpenAPIDocumentsEveryRoute: every /api/ route Register mounts is in openapi.json with
 // its method, and every documented operation is served by a mounted route. A route added
-// without documenting it fails here, naming the route and where it is registered.
+// without documenting it fails here, naming the route and where it is registered; so does a
+// query parameter a handler accepts that no operation documents.
 func TestOpenAPIDocumentsEveryRoute(t *testing.T) {
 	doc := loadOpenAPI(t)
-	routes := mountedRoutes(t)
+	routes, params := mountedRoutes(t)
 	if len(routes) < 10 {
 		t.Fatalf("read only %d routes from the source: %+v", len(routes), routes)
 	}
@@ -158,6 +173,24 @@ func TestOpenAPIDocumentsEveryRoute(t *testing.T) {
 			if item.GetOperation(m) == nil {
 				t.Errorf("route %q (%s) is not documented: add the %s operation to path %q in internal/httpapi/openapi.json", r.pattern, r.at, m, r.path)
 			}
+		}
+	}
+	documentedParams := map[string]bool{}
+	for _, item := range doc.Paths.Map() {
+		for _, op := range item.Operations() {
+			for _, p := range op.Parameters {
+				if p.Value != nil && p.Value.In == "query" {
+					documentedParams[p.Value.Name] = true
+				}
+			}
+		}
+	}
+	if len(params) < 5 {
+		t.Fatalf("read only %d query parameters from the source: %v", len(params), params)
+	}
+	for _, p := range params {
+		if !documentedParams[p.name] {
+			t.Errorf("query parameter %q (%s) is not documented on any operation in internal/httpapi/openapi.json", p.name, p.at)
 		}
 	}
 	for path, item := range doc.Paths.Map() {
