@@ -7,12 +7,16 @@
 # make soak       30 minutes of mixed load, restarts and a loss check on the real binary, local mode
 #                 (scripts/soak.sh; SOAK_DURATION=3m for a short try; not part of make test)
 # make lambda-zip bin/lambda/coapgw-lambda.zip and coapgw-canary.zip (provided.al2023, arm64)
-.PHONY: build build-bench test bench bench-go soak lambda-zip
+# make release    dist/coapgw-$(VERSION)-linux-{amd64,arm64}: static binaries (CGO_ENABLED=0,
+#                 -trimpath), and dist/SHA256SUMS (check with: cd dist && sha256sum -c SHA256SUMS)
+.PHONY: build build-bench test bench bench-go soak lambda-zip release
 
 # The version --version prints and /health reports: the nearest tag and the commits since
 # (git describe), or the commit; override with make build VERSION=v1.2.3.
+# COMMIT is the full commit hash `coapgw version` prints and coapgw_build_info reports.
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS = -X github.com/coapgw/coapgw/internal/gateway.Version=$(VERSION)
+COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null)
+LDFLAGS = -X github.com/coapgw/coapgw/internal/gateway.Version=$(VERSION) -X github.com/coapgw/coapgw/internal/gateway.Commit=$(COMMIT)
 
 build:
 	go build -ldflags '$(LDFLAGS)' -o bin/coapgw ./cmd/coapgw
@@ -44,3 +48,15 @@ lambda-zip:
 		else (cd bin/lambda/$$f && python3 -m zipfile -c ../$$f.zip bootstrap); fi; \
 		echo "bin/lambda/$$f.zip"; \
 	done
+
+# Static release binaries: no cgo (the registry's SQLite is pure Go), no local paths in the
+# binary (-trimpath), symbols stripped; one per platform, with their SHA-256 sums.
+RELEASE_PLATFORMS = linux/amd64 linux/arm64
+release:
+	@set -e; rm -rf dist && mkdir -p dist; \
+	for p in $(RELEASE_PLATFORMS); do \
+		os=$${p%/*}; arch=$${p#*/}; out=dist/coapgw-$(VERSION)-$$os-$$arch; \
+		CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch go build -trimpath -ldflags '-s -w $(LDFLAGS)' -o $$out ./cmd/coapgw; \
+		echo "$$out"; \
+	done; \
+	cd dist && sha256sum coapgw-* > SHA256SUMS && echo dist/SHA256SUMS

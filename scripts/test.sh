@@ -45,6 +45,20 @@ if ! command -v staticcheck >/dev/null 2>&1; then
   go install honnef.co/go/tools/cmd/staticcheck@v0.8.2
 fi
 
+# The C device example (examples/libcoap) compiles with gcc against libcoap's headers; promtool
+# (Debian's prometheus package, without its recommended exporters) checks deploy/prometheus.
+example_apt=()
+command -v gcc >/dev/null 2>&1 || example_apt+=(gcc)
+command -v pkg-config >/dev/null 2>&1 || example_apt+=(pkg-config)
+pkg-config --exists libcoap-3-notls 2>/dev/null || example_apt+=(libcoap3-dev)
+command -v promtool >/dev/null 2>&1 || example_apt+=(prometheus)
+if ((${#example_apt[@]})); then
+  echo "== installing ${example_apt[*]}"
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${example_apt[@]}" >/dev/null
+fi
+
 echo "== gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
 if [ -n "$unformatted" ]; then echo "gofmt would change: $unformatted"; exit 1; fi

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"runtime/debug"
 	"strings"
 	"testing"
@@ -27,28 +28,43 @@ func coapgw(t *testing.T, args ...string) (code int, stdout, stderr string) {
 	return exitCode(err), out.String(), errb.String()
 }
 
-// TestVersion: --version, -version and version print the version and exit 0 (--version used
-// to be an unknown serve flag: usage text and exit 2).
+// TestVersion: --version and -version print the version and exit 0 (--version used to be an
+// unknown serve flag: usage text and exit 2); `coapgw version` prints that line, the commit and
+// the Go version.
 func TestVersion(t *testing.T) {
-	for _, arg := range []string{"--version", "-version", "version"} {
+	for _, arg := range []string{"--version", "-version"} {
 		code, out, errs := coapgw(t, arg)
 		if code != 0 || !regexp.MustCompile(`^coapgw \S+\n$`).MatchString(out) || errs != "" {
 			t.Errorf("coapgw %s: exit %d, stdout %q, stderr %.200q; want 0 and \"coapgw <version>\"", arg, code, out, errs)
 		}
 	}
+	code, out, errs := coapgw(t, "version")
+	if code != 0 || !regexp.MustCompile(`^coapgw \S+\ncommit \S+\ngo go\S+ \w+/\w+\n$`).MatchString(out) || errs != "" {
+		t.Errorf("coapgw version: exit %d, stdout %q, stderr %.200q; want 0 and the version, commit and go lines", code, out, errs)
+	}
 }
 
-// TestVersionFromLdflags: the version -ldflags -X sets (as make build and the Dockerfile do)
-// is what --version prints and the start line logs.
+// TestVersionFromLdflags: the version and commit -ldflags -X sets (as make build, make release
+// and the Dockerfile do) are what --version and version print, what the start line logs, and
+// the labels of coapgw_build_info on /metrics.
 func TestVersionFromLdflags(t *testing.T) {
 	bin := filepath.Join(t.TempDir(), "coapgw")
-	ld := "-X github.com/coapgw/coapgw/internal/gateway.Version=v9.8.7-test"
+	ld := "-X github.com/coapgw/coapgw/internal/gateway.Version=v9.8.7-test -X github.com/coapgw/coapgw/internal/gateway.Commit=0123456789abcdef"
 	if out, err := exec.Command("go", "build", "-ldflags", ld, "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
 	out, err := exec.Command(bin, "--version").Output()
 	if err != nil || string(out) != "coapgw v9.8.7-test\n" {
 		t.Fatalf("--version: %v %q", err, out)
+	}
+	out, err = exec.Command(bin, "version").Output()
+	if err != nil || !strings.HasPrefix(string(out), "coapgw v9.8.7-test\ncommit 0123456789abcdef\ngo "+runtime.Version()+" ") {
+		t.Fatalf("version: %v %q", err, out)
+	}
+	metrics := scrape(t, startBinGW(t, bin, t.TempDir(), 0))
+	want := `coapgw_build_info{commit="0123456789abcdef",goversion="` + runtime.Version() + `",version="v9.8.7-test"} 1`
+	if !strings.Contains(metrics, want+"\n") {
+		t.Errorf("/metrics lacks %s:\n%s", want, grepLines(metrics, "build_info"))
 	}
 }
 

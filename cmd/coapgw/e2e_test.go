@@ -85,6 +85,12 @@ func startGW(t testing.TB, dataDir string, extra ...string) *gw {
 // at a free port); the test still reaches it over loopback.
 func startGWAt(t testing.TB, dataDir string, httpPort int, extra ...string) *gw {
 	t.Helper()
+	return startBinGW(t, binPath, dataDir, httpPort, extra...)
+}
+
+// startBinGW is startGWAt for the coapgw binary bin (one built with other flags).
+func startBinGW(t testing.TB, bin, dataDir string, httpPort int, extra ...string) *gw {
+	t.Helper()
 	g := &gw{t: t, dataDir: dataDir, stderr: &syncBuffer{}, done: make(chan error, 1)}
 	g.coap = netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(freeUDPPort(t)))
 	listen := ""
@@ -96,7 +102,7 @@ func startGWAt(t testing.TB, dataDir string, httpPort int, extra ...string) *gw 
 		listen = fmt.Sprintf("0.0.0.0:%d", httpPort)
 	}
 	args := append([]string{"serve", "--data-dir", dataDir, "--gateway-id", "gw-e2e", "--process", "none"}, extra...)
-	g.cmd = exec.Command(binPath, args...)
+	g.cmd = exec.Command(bin, args...)
 	// Addresses go through the environment, as an operator's would.
 	g.cmd.Env = append(os.Environ(), "COAPGW_COAP_ADDR="+g.coap.String(), "COAPGW_HTTP_ADDR="+listen)
 	g.cmd.Stderr = g.stderr

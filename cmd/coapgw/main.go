@@ -6,7 +6,7 @@
 //	coapgw drain [flags]      forward the whole spool to SQS and exit (before termination)
 //	coapgw device CMD [flags] device credentials: add, list, rotate, revoke, key
 //	coapgw send [flags] URI [PAYLOAD]  send one request, as a device would (CON or NON, DTLS)
-//	coapgw version            also --version, -version
+//	coapgw version            the version, commit and Go version (--version: the version)
 package main
 
 import (
@@ -38,7 +38,7 @@ Commands:
   process   apply records from an SQS queue to AWS IoT (the worker): coapgw process -h
   drain     forward the whole spool to SQS, then exit (before an instance terminates)
   device    device credentials: add, list, rotate, revoke, key (coapgw device -h)
-  version   print the version (also --version)
+  version   print the version, the commit and the Go version (--version: the version alone)
 
 Every command takes -h. Exit status: 0 done, 1 failed, 2 usage error.
 
@@ -49,8 +49,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	cmd := "serve"
 	if len(args) > 0 {
 		switch args[0] {
-		case "-version", "--version", "version":
+		case "-version", "--version":
 			fmt.Fprintln(stdout, "coapgw", gateway.Version)
+			return 0
+		case "version":
+			printVersion(stdout)
 			return 0
 		case "-h", "-help", "--help", "help":
 			// The whole usage on stdout: asked for, it is the command's output.

@@ -14,6 +14,7 @@ import (
 
 	"github.com/coapgw/coapgw/internal/config"
 	"github.com/coapgw/coapgw/internal/consume"
+	"github.com/coapgw/coapgw/internal/gateway"
 	"github.com/coapgw/coapgw/internal/ops"
 	"github.com/coapgw/coapgw/internal/processor"
 	"github.com/coapgw/coapgw/internal/sink/awsiot"
@@ -67,7 +68,8 @@ func runProcess(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		awsCfg.BaseEndpoint = &cfg.AWS.Endpoint
 	}
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		ops.BuildInfo(gateway.Version, gateway.Commit))
 	sink, err := awsiot.New(scfg, awsCfg, log, reg)
 	if err != nil {
 		log.Error("start", "err", err)

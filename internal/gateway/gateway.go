@@ -44,8 +44,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
 
-// Version is set at build time with -ldflags "-X .../gateway.Version=...".
-var Version = "dev"
+// Version and Commit are set at build time with -ldflags "-X .../gateway.Version=... -X
+// .../gateway.Commit=..." (make build, the Dockerfile); cmd/coapgw fills them from Go's build
+// information otherwise. Both are reported by coapgw_build_info.
+var (
+	Version = "dev"
+	Commit  = ""
+)
 
 // Gateway is one running coapgw process.
 type Gateway struct {
@@ -82,6 +87,7 @@ func New(cfg config.Config, log *slog.Logger) (*Gateway, error) {
 	}
 	g := &Gateway{cfg: cfg, log: log, reg: prometheus.NewRegistry()}
 	g.queueAcks = g.queueAckRun()
+	g.reg.MustRegister(ops.BuildInfo(Version, Commit))
 	g.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	sp, err := g.openSpool()
 	if err != nil {

@@ -248,6 +248,7 @@ func (a *API) Register(mux *http.ServeMux) {
 	api("/api/errors", a.handleErrors)
 	api("/api/status", a.handleStatus)
 	api("/api/events", a.handleEvents)
+	mux.Handle("GET /api/openapi.json", a.recoverer(http.HandlerFunc(serveOpenAPI))) // openapi.go
 	if ss, ok := a.store.(SetAsideStore); ok {
 		api("/api/errors/reasons", a.handleReasons(ss))
 		mux.Handle("DELETE /api/errors", a.write(a.handleDismiss(ss)))

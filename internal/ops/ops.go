@@ -26,7 +26,8 @@
 // Config keys (internal/config; HTTPConfig takes them): http_addr (--http-addr, empty disables
 // the server), pprof, http_read_timeout, http_write_timeout, http_idle_timeout, http_max_conns
 // (serve and process alike), log_level, log_format. Metrics: coapgw_http_connections (open
-// now), coapgw_http_max_connections (the cap in force).
+// now), coapgw_http_max_connections (the cap in force); each role also registers
+// coapgw_build_info{version,commit,goversion} = 1 ([BuildInfo]).
 package ops
 
 import (
