@@ -33,6 +33,8 @@
 //	                                                  write: needs the token); the shadow afterwards
 //	POST /api/login {"token": "..."}                  204 and a session cookie (see below)
 //	POST /api/logout                                  204, the session cookie removed
+//	/api/openapi.json                                 this API as an OpenAPI 3 document (openapi.go;
+//	                                                  public, no token)
 //	/                                                 the dashboard (embedded static files)
 //
 // Access. Config.Token is the API token ("" when none is configured); Config.Public says the

@@ -275,6 +275,10 @@ func TestOpenAPIAnswersValidate(t *testing.T) {
 		{method: "GET", target: "/api/things?type=sensor&limit=1", want: 200}, // with nextToken
 		{method: "GET", target: "/api/things?prefix=dev-&limit=1000", want: 200},
 		{method: "GET", target: "/api/things?limit=0", want: 400},
+		{method: "GET", target: "/api/things?sort=name&order=asc&latest=3", want: 200}, // with latest values
+		{method: "GET", target: "/api/things?sort=messages&latest=20&limit=1", want: 200},
+		{method: "GET", target: "/api/things?sort=colour", want: 400},
+		{method: "GET", target: "/api/things?latest=21", want: 400},
 		{method: "GET", target: "/api/things", host: "rebind.example", want: 403},
 		{method: "GET", target: "/api/things/dev-1", want: 200},
 		{method: "GET", target: "/api/things/nobody", want: 404},
@@ -300,6 +304,11 @@ func TestOpenAPIAnswersValidate(t *testing.T) {
 		{method: "DELETE", target: "/api/errors?reason=" + url.QueryEscape(reasons[0].Reason), want: 401},
 		{method: "DELETE", target: "/api/errors", token: true, want: 400},
 		{method: "DELETE", target: "/api/errors?reason=" + url.QueryEscape(reasons[0].Reason), token: true, want: 200},
+		{method: "POST", target: "/api/errors/retry?reason=" + url.QueryEscape(reasons[1].Reason), want: 401},
+		{method: "POST", target: "/api/errors/retry", token: true, want: 400},
+		{method: "POST", target: "/api/errors/retry?reason=no+such+reason", token: true, want: 404},
+		{method: "POST", target: "/api/errors/retry?gw=&seq=x", token: true, want: 400},
+		{method: "POST", target: "/api/errors/retry?reason=" + url.QueryEscape(reasons[1].Reason), token: true, want: 200},
 		{method: "GET", target: "/api/status", want: 200},
 		{method: "GET", target: "/api/events", want: 200},
 		{method: "POST", target: "/api/login", body: `{"token":"` + token + `"}`, want: 204},
