@@ -66,6 +66,7 @@ type Config struct {
 	AWS         AWS
 	HTTP        HTTP
 	Log         Log
+	Downlink    Downlink // downlink from AWS IoT (downlink.go)
 }
 
 // CoAP configures the UDP server and its exchange layer (internal/coapserver).
@@ -259,7 +260,8 @@ func Default() Config {
 		IoT: IoT{ThingCacheSize: 100_000, ThingCacheBytes: 64 * MiB, Concurrency: 32},
 		HTTP: HTTP{Addr: "127.0.0.1:8080", ReadTimeout: 30 * time.Second, WriteTimeout: 60 * time.Second,
 			IdleTimeout: 60 * time.Second, MaxConns: 256},
-		Log: Log{Level: "info", Format: "text"},
+		Log:      Log{Level: "info", Format: "text"},
+		Downlink: defaultDownlink(),
 	}
 }
 

@@ -30,6 +30,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/coapgw/coapgw/internal/awsdownlink"
 	"github.com/coapgw/coapgw/internal/coapserver"
 	"github.com/coapgw/coapgw/internal/config"
 	"github.com/coapgw/coapgw/internal/credential"
@@ -66,6 +67,8 @@ type Gateway struct {
 
 	local   *local      // nil unless --process=local and no --queue
 	forward *forwarding // nil unless --queue
+	// awsDownlink is the desired-state changes from AWS IoT (nil unless --iot-downlink-endpoint).
+	awsDownlink *awsdownlink.Downlink
 	// queueAcks logs the runs of --ack-after queue waits that failed (stage.go).
 	queueAcks *ops.FailureRun
 	started   time.Time
