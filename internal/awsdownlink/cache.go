@@ -254,7 +254,8 @@ type metrics struct {
 	entries, bytes, pending, connected prometheus.Gauge
 	evictions, resets, connects, lost  prometheus.Counter
 	fetches, messages                  *prometheus.CounterVec
-	notifyDropped, late                prometheus.Counter
+	notifyDropped                      prometheus.Counter
+	waits                              *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -271,9 +272,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		messages:      prometheus.NewCounterVec(prometheus.CounterOpts{Name: "coapgw_downlink_aws_messages_total", Help: "Shadow messages received, by topic (delta, documents, delete) and outcome (applied, stale, not_cached, invalid)."}, []string{"topic", "outcome"}),
 		notifyDropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "coapgw_downlink_aws_notify_dropped_total", Help: "Observe notifications not sent because the notification queue was full."}),
 	}
-	m.late = prometheus.NewCounter(prometheus.CounterOpts{Name: "coapgw_downlink_aws_fetch_late_total", Help: "Requests answered without waiting longer for their GetThingShadow (the budget passed)."})
+	m.waits = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "coapgw_downlink_aws_fetch_waits_total", Help: "Device requests that met a GetThingShadow in flight, by what they did: answered (it returned in time), late (the budget passed), skipped (waits took their share of the time: no wait)."}, []string{"outcome"})
 	if reg != nil {
-		reg.MustRegister(m.entries, m.bytes, m.pending, m.connected, m.evictions, m.resets, m.connects, m.lost, m.fetches, m.messages, m.notifyDropped, m.late)
+		reg.MustRegister(m.entries, m.bytes, m.pending, m.connected, m.evictions, m.resets, m.connects, m.lost, m.fetches, m.messages, m.notifyDropped, m.waits)
 	}
 	return m
 }

@@ -17,10 +17,14 @@
 // First contact. The cache holds only things whose device asked (a report with Accept, a GET)
 // since the start: on a thing's first request the gateway calls GetThingShadow once (rate
 // limited; coapgw_downlink_aws_fetches_total counts every call) and the answer waits for it at
-// most FetchBudget (200ms). A slower call does not hold the 2.04: the device gets it without
+// most FetchBudget (100ms). A slower call does not hold the 2.04: the device gets it without
 // the delta, and the delta comes with its next report (or as an Observe notification when the
 // call returns). This covers a delta set while the gateway was down, or before the device first
-// reached this gateway. A failed call is retried on the device's next request.
+// reached this gateway. A failed call is retried on the device's next request. The device API
+// asks on a CoAP socket's reader, which reads nothing while it waits: waits are allowed only
+// within a tenth of the time (waitFetch), so a burst of first requests after a restart costs
+// the other devices at most FetchBudget at a time, and those past the share get their 2.04 at
+// once, without the delta.
 //
 // Bounds. The cache is bounded by bytes (CacheBytes, an estimate per entry); beyond it the
 // oldest entries go and their things are fetched again on their next request. Notifications go
@@ -40,7 +44,7 @@
 //	coapgw_downlink_aws_cache_evictions_total  entries dropped to stay within the bytes
 //	coapgw_downlink_aws_cache_resets_total     cache emptied: the MQTT session was not resumed
 //	coapgw_downlink_aws_fetches_total{outcome} GetThingShadow calls: ok, error; not made: rate_limited, queue_full
-//	coapgw_downlink_aws_fetch_late_total       answers that stopped waiting for their GetThingShadow
+//	coapgw_downlink_aws_fetch_waits_total{outcome} requests that met a call in flight: answered, late, skipped
 //	coapgw_downlink_aws_messages_total{topic,outcome} delta, documents, delete: applied, stale, not_cached, invalid
 //	coapgw_downlink_aws_mqtt_connected         1 while connected
 //	coapgw_downlink_aws_mqtt_connects_total    connections made

@@ -43,7 +43,7 @@ type Config struct {
 	// CacheBytes bounds the delta cache (default 16 MiB).
 	CacheBytes int64
 	// FetchBudget is the longest a device's answer waits for its first GetThingShadow
-	// (default 200ms).
+	// (default 100ms; waitFetch).
 	FetchBudget time.Duration
 	// FetchRate is GetThingShadow calls started per second at most (default 50; AWS allows
 	// 4,000 a second to an account).
@@ -62,6 +62,10 @@ type Downlink struct {
 	// notifyq carries the names of things whose delta changed to the notifier.
 	notifyq  chan string
 	onChange func(name string)
+	// The time Delta may still spend waiting for fetches (waitFetch).
+	waitMu     sync.Mutex
+	waitCredit time.Duration
+	waitLast   time.Time
 }
 
 // New validates cfg and loads the certificate and key; it makes no connection. onChange is
@@ -82,7 +86,7 @@ func New(cfg Config, awsCfg aws.Config, onChange func(name string), log *slog.Lo
 		cfg.CacheBytes = 16 << 20
 	}
 	if cfg.FetchBudget <= 0 {
-		cfg.FetchBudget = 200 * time.Millisecond
+		cfg.FetchBudget = 100 * time.Millisecond
 	}
 	if cfg.FetchRate == 0 {
 		cfg.FetchRate = 50
@@ -109,7 +113,7 @@ func New(cfg Config, awsCfg aws.Config, onChange func(name string), log *slog.Lo
 	met := newMetrics(reg)
 	return &Downlink{
 		cfg: cfg, tls: tc, get: newDataPlane(cfg.ShadowEndpoint, awsCfg), log: log, met: met,
-		cache:  newCache(cfg.CacheBytes, cfg.FetchRate, met),
+		cache: newCache(cfg.CacheBytes, cfg.FetchRate, met), waitCredit: cfg.FetchBudget,
 		fetchq: make(chan string, 1024), notifyq: make(chan string, 1024), onChange: onChange,
 	}, nil
 }

@@ -69,7 +69,7 @@ func newTest(t *testing.T, cfg Config, f *fakeShadows) (*Downlink, chan string, 
 		cfg.FetchRate = 1000
 	}
 	met := newMetrics(reg)
-	d := &Downlink{cfg: cfg, get: f, log: slog.New(slog.DiscardHandler), met: met, cache: newCache(cfg.CacheBytes, cfg.FetchRate, met),
+	d := &Downlink{cfg: cfg, waitCredit: cfg.FetchBudget, get: f, log: slog.New(slog.DiscardHandler), met: met, cache: newCache(cfg.CacheBytes, cfg.FetchRate, met),
 		fetchq: make(chan string, 16), notifyq: make(chan string, 16), onChange: func(n string) {
 			select {
 			case changed <- n:
@@ -127,7 +127,7 @@ func TestSlowFetchDoesNotHoldTheAnswer(t *testing.T) {
 	if got := d.Delta([]byte("dev-1")); got != nil {
 		t.Fatalf("answer while GetThingShadow is slow: %q", got)
 	}
-	if n := testutil.ToFloat64(d.met.late); n != 1 {
+	if n := testutil.ToFloat64(d.met.waits.WithLabelValues("late")); n != 1 {
 		t.Fatalf("late = %v", n)
 	}
 	close(release)
@@ -144,6 +144,21 @@ func TestSlowFetchDoesNotHoldTheAnswer(t *testing.T) {
 	}
 	if f.count("dev-1") != 1 {
 		t.Fatalf("calls %d", f.count("dev-1"))
+	}
+}
+
+// TestWaitShare: waits for slow calls take at most their share of the time: right after one
+// request waited its whole budget, the next first request does not wait at all.
+func TestWaitShare(t *testing.T) {
+	f := newFake()
+	release := make(chan struct{})
+	defer close(release)
+	f.block["dev-1"], f.block["dev-2"] = release, release
+	d, _, _ := newTest(t, Config{FetchBudget: 20 * time.Millisecond}, f)
+	d.Delta([]byte("dev-1"))
+	d.Delta([]byte("dev-2"))
+	if late, skipped := testutil.ToFloat64(d.met.waits.WithLabelValues("late")), testutil.ToFloat64(d.met.waits.WithLabelValues("skipped")); late != 1 || skipped != 1 {
+		t.Fatalf("late %v skipped %v, want 1 and 1", late, skipped)
 	}
 }
 

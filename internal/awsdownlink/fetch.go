@@ -117,8 +117,9 @@ func (d *Downlink) fetch(ctx context.Context, name string) {
 // {"state":{<delta>},"version":N}, or nil (ingest.Deltas). For a thing already known it is a
 // map lookup under a read lock, without allocation. On a device's first request since the
 // start (or since its entry was evicted or the cache reset), it queues one GetThingShadow
-// (within the rate limit) and waits for it at most FetchBudget; past that, it answers nil and
-// the answer comes with the device's next request, or as an Observe notification.
+// (within the rate limit) and waits for it at most FetchBudget (waitFetch); past that, it
+// answers nil and the delta comes with the device's next request, or as an Observe
+// notification.
 func (d *Downlink) Delta(name []byte) []byte {
 	if msg, ok := d.cache.get(name); ok {
 		return msg
@@ -135,13 +136,47 @@ func (d *Downlink) Delta(name []byte) []byte {
 		}
 	}
 	if wait != nil {
-		t := time.NewTimer(d.cfg.FetchBudget)
-		select {
-		case <-wait:
-		case <-t.C:
-			d.met.late.Inc()
-		}
-		t.Stop()
+		d.waitFetch(wait)
 	}
 	return d.cache.msgOf(name)
 }
+
+// waitFetch waits for a fetch in flight, at most FetchBudget, and only while the waits of the
+// last moments stay within a tenth of the time: the device API calls Delta on a CoAP socket's
+// reader, which reads nothing else meanwhile. A burst of first requests (after a restart) thus
+// delays other devices' answers by at most FetchBudget at a time and a tenth overall; the
+// requests past it are answered without the delta at once.
+func (d *Downlink) waitFetch(wait chan struct{}) {
+	start := time.Now()
+	ok := d.spendWait(start, 0) > 0
+	if !ok {
+		d.met.waits.WithLabelValues("skipped").Inc()
+		return
+	}
+	t := time.NewTimer(d.cfg.FetchBudget)
+	select {
+	case <-wait:
+		d.met.waits.WithLabelValues("answered").Inc()
+	case <-t.C:
+		d.met.waits.WithLabelValues("late").Inc()
+	}
+	t.Stop()
+	now := time.Now()
+	d.spendWait(now, now.Sub(start))
+}
+
+// spendWait refills the wait credit for the time since it was last touched, takes spent from
+// it and returns what is left.
+func (d *Downlink) spendWait(now time.Time, spent time.Duration) time.Duration {
+	d.waitMu.Lock()
+	defer d.waitMu.Unlock()
+	if !d.waitLast.IsZero() {
+		d.waitCredit = min(d.cfg.FetchBudget, d.waitCredit+now.Sub(d.waitLast)/waitShare)
+	}
+	d.waitLast = now
+	d.waitCredit -= spent
+	return d.waitCredit
+}
+
+// waitShare: waits for GetThingShadow take at most 1/waitShare of a reader's time.
+const waitShare = 10
