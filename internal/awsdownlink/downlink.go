@@ -31,7 +31,7 @@ var Topics = []string{
 // Config configures the downlink from AWS IoT.
 type Config struct {
 	// Endpoint is the account's AWS IoT data endpoint for MQTT, host[:port] (port 8883 by
-	// default), iot-downlink-endpoint.
+	// default; on 443 the connection asks for ALPN x-amzn-mqtt-ca, as AWS IoT requires there).
 	Endpoint string
 	// ShadowEndpoint is the base URL for GetThingShadow (default https://<Endpoint's host>).
 	ShadowEndpoint string
@@ -95,8 +95,13 @@ func New(cfg Config, awsCfg aws.Config, onChange func(name string), log *slog.Lo
 	if err != nil {
 		return nil, fmt.Errorf("downlink certificate: %w", err)
 	}
-	host, _, _ := net.SplitHostPort(cfg.Endpoint)
+	host, port, _ := net.SplitHostPort(cfg.Endpoint)
 	tc := &tls.Config{Certificates: []tls.Certificate{cert}, ServerName: host, MinVersion: tls.VersionTLS12}
+	if port == "443" {
+		// AWS IoT takes MQTT with a client certificate on 443 when the client asks for this
+		// protocol (ALPN), so the gateways need no egress other than HTTPS.
+		tc.NextProtos = []string{"x-amzn-mqtt-ca"}
+	}
 	if cfg.CAFile != "" {
 		pem, err := os.ReadFile(cfg.CAFile)
 		if err != nil {

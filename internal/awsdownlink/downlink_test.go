@@ -332,6 +332,23 @@ func TestMQTT(t *testing.T) {
 	}
 }
 
+// TestALPNOn443: on port 443 the connection asks for AWS IoT's MQTT protocol by ALPN.
+func TestALPNOn443(t *testing.T) {
+	b := mqtttest.Start(t)
+	for ep, want := range map[string]string{"example-ats.iot.eu-west-1.amazonaws.com:443": "x-amzn-mqtt-ca", "example-ats.iot.eu-west-1.amazonaws.com": ""} {
+		d, err := New(Config{Endpoint: ep, ClientID: "c", CertFile: b.CertFile, KeyFile: b.KeyFile}, aws.Config{}, nil, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Join(d.tls.NextProtos, ","); got != want {
+			t.Errorf("%s: ALPN %q, want %q", ep, got, want)
+		}
+		if ep == "example-ats.iot.eu-west-1.amazonaws.com" && d.cfg.Endpoint != ep+":8883" {
+			t.Errorf("default port: %s", d.cfg.Endpoint)
+		}
+	}
+}
+
 func wait(t *testing.T, ch chan string) string {
 	t.Helper()
 	select {

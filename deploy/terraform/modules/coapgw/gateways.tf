@@ -74,6 +74,7 @@ locals {
       COAPGW_LOG_FORMAT      = "json"
       AWS_REGION             = local.region
     },
+    local.iot_downlink_env, # iot_downlink.tf
     var.gateway_environment,
   )
 
@@ -85,6 +86,7 @@ locals {
     unit_file          = file("${path.module}/../../../systemd/coapgw.service")
     eip_allocation_ids = join(" ", [for e in aws_eip.gateway : e.allocation_id])
     region             = local.region
+    iot_downlink       = local.iot_downlink_boot # iot_downlink.tf
   })
 }
 

@@ -429,3 +429,9 @@ variable "canary_identity" {
     error_message = "canary_identity must be empty or {type}/{id}, each 1-128 characters of letters, digits, ':', '_' and '-'."
   }
 }
+
+variable "iot_downlink" {
+  description = "Give the gateways desired state from AWS IoT shadows (docs/downlink.md): an IoT certificate and policy for the gateways (MQTT subscribe to the shadow delta topics), its key in an SSM SecureString parameter, iot:GetThingShadow for a device's first request. See iot_downlink.tf."
+  type        = bool
+  default     = false
+}
