@@ -103,7 +103,7 @@ func TestAWSDownlink(t *testing.T) {
 	args := []string{"--queue", queue, "--aws-endpoint", m.Endpoint(),
 		"--iot-downlink-endpoint", broker.Addr(), "--iot-downlink-cert-file", broker.CertFile,
 		"--iot-downlink-key-file", broker.KeyFile, "--iot-downlink-ca-file", broker.CAFile,
-		"--iot-downlink-fetch-budget", "2s"}
+		"--iot-downlink-fetch-budget", "2s", "--iot-downlink-documents"}
 	g := startGW(t, dir, args...)
 	post := func(g *gw, payload string) string {
 		t.Helper()

@@ -3,6 +3,7 @@ package awsdownlink
 import (
 	"bytes"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -20,6 +21,8 @@ type entry struct {
 	// fetching is closed when the GetThingShadow in flight ends; nil when none is.
 	fetching chan struct{}
 	cost     int64
+	// nextRefresh: the Unix nanoseconds before which no refresh is scheduled (refresh.go).
+	nextRefresh atomic.Int64
 }
 
 // entryOverhead is an entry's estimated memory besides its name and messages: the map slot,
@@ -53,15 +56,23 @@ func newCache(maxBytes int64, rate float64, met *metrics) *cache {
 	return &cache{m: map[string]*entry{}, maxBytes: maxBytes, rate: rate, burst: burst, tokens: burst, met: met}
 }
 
-// get returns the message of a known entry without waiting, and whether there is one.
-func (c *cache) get(name []byte) (msg []byte, ok bool) {
+// get returns the message of a known entry without waiting, whether there is one, and the
+// entry's refresh time.
+func (c *cache) get(name []byte) (msg []byte, ok bool, refresh *atomic.Int64) {
 	c.mu.RLock()
 	e := c.m[string(name)]
 	if e != nil && e.known && e.fetching == nil {
-		msg, ok = e.msg, true
+		msg, ok, refresh = e.msg, true, &e.nextRefresh
 	}
 	c.mu.RUnlock()
-	return msg, ok
+	return msg, ok, refresh
+}
+
+// allowAt takes a token from the GetThingShadow rate limiter.
+func (c *cache) allowAt(now time.Time) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.allow(now)
 }
 
 // msgOf returns the message of name's entry, whatever its state.
@@ -255,7 +266,7 @@ type metrics struct {
 	evictions, resets, connects, lost  prometheus.Counter
 	fetches, messages                  *prometheus.CounterVec
 	notifyDropped                      prometheus.Counter
-	waits                              *prometheus.CounterVec
+	waits, refreshes                   *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -273,8 +284,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		notifyDropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "coapgw_downlink_aws_notify_dropped_total", Help: "Observe notifications not sent because the notification queue was full."}),
 	}
 	m.waits = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "coapgw_downlink_aws_fetch_waits_total", Help: "Device requests that met a GetThingShadow in flight, by what they did: answered (it returned in time), late (the budget passed), skipped (waits took their share of the time: no wait)."}, []string{"outcome"})
+	m.refreshes = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "coapgw_downlink_aws_refreshes_total", Help: "GetThingShadow calls to learn whether a pending delta was cleared (without the documents topic), by outcome (ok, error, rate_limited: not made)."}, []string{"outcome"})
 	if reg != nil {
-		reg.MustRegister(m.entries, m.bytes, m.pending, m.connected, m.evictions, m.resets, m.connects, m.lost, m.fetches, m.messages, m.notifyDropped, m.waits)
+		reg.MustRegister(m.refreshes, m.entries, m.bytes, m.pending, m.connected, m.evictions, m.resets, m.connects, m.lost, m.fetches, m.messages, m.notifyDropped, m.waits)
 	}
 	return m
 }

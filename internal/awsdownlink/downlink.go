@@ -19,14 +19,17 @@ import (
 )
 
 // Topics are the topic filters the gateway subscribes to (and its IoT policy allows, exactly):
-// the classic shadow's delta, its documents (to learn that a delta shrank or is gone: AWS
-// publishes no delta then) and its deletion. A "+" matches one level, so the named shadows'
+// the classic shadow's delta, its deletion and, with Config.Documents, its documents (to learn
+// at once that a delta shrank or is gone: AWS publishes no delta then; refresh.go otherwise). A "+" matches one level, so the named shadows'
 // topics ($aws/things/{thing}/shadow/name/…) are not matched.
 var Topics = []string{
 	"$aws/things/+/shadow/update/delta",
-	"$aws/things/+/shadow/update/documents",
 	"$aws/things/+/shadow/delete/accepted",
+	DocumentsTopic,
 }
+
+// DocumentsTopic is subscribed to only with Config.Documents.
+const DocumentsTopic = "$aws/things/+/shadow/update/documents"
 
 // Config configures the downlink from AWS IoT.
 type Config struct {
@@ -48,6 +51,10 @@ type Config struct {
 	// FetchRate is GetThingShadow calls started per second at most (default 50; AWS allows
 	// 4,000 a second to an account).
 	FetchRate float64
+	// Documents subscribes to update/documents, to learn at once that a report cleared a delta
+	// (one message per shadow update of the account to each gateway); without it a pending
+	// delta is refreshed by GetThingShadow (refresh.go).
+	Documents bool
 }
 
 // Downlink keeps the pending deltas of the things whose devices asked for them, from AWS IoT.
@@ -59,6 +66,7 @@ type Downlink struct {
 	met    *metrics
 	cache  *cache
 	fetchq chan string
+	ref    refresher
 	// notifyq carries the names of things whose delta changed to the notifier.
 	notifyq  chan string
 	onChange func(name string)
@@ -120,6 +128,7 @@ func New(cfg Config, awsCfg aws.Config, onChange func(name string), log *slog.Lo
 		cfg: cfg, tls: tc, get: newDataPlane(cfg.ShadowEndpoint, awsCfg), log: log, met: met,
 		cache: newCache(cfg.CacheBytes, cfg.FetchRate, met), waitCredit: cfg.FetchBudget,
 		fetchq: make(chan string, 1024), notifyq: make(chan string, 1024), onChange: onChange,
+		ref: refresher{due: map[string]time.Time{}},
 	}, nil
 }
 
@@ -143,6 +152,9 @@ func (d *Downlink) Run(ctx context.Context) error {
 		wg.Go(func() { d.fetchLoop(ctx) })
 	}
 	wg.Go(func() { d.notifyLoop(ctx) })
+	if !d.cfg.Documents {
+		wg.Go(func() { d.refreshLoop(ctx) })
+	}
 	d.connectLoop(ctx)
 	wg.Wait()
 	return nil
@@ -234,7 +246,9 @@ func (d *Downlink) connectLoop(ctx context.Context) {
 func (d *Downlink) subscribe(ctx context.Context, c mqtt.Client) error {
 	filters := make(map[string]byte, len(Topics))
 	for _, t := range Topics {
-		filters[t] = 1
+		if t != DocumentsTopic || d.cfg.Documents {
+			filters[t] = 1
+		}
 	}
 	tok := c.SubscribeMultiple(filters, nil) // messages go to the default handler
 	if err := waitToken(ctx, tok); err != nil {

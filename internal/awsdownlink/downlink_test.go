@@ -70,7 +70,7 @@ func newTest(t *testing.T, cfg Config, f *fakeShadows) (*Downlink, chan string, 
 	}
 	met := newMetrics(reg)
 	d := &Downlink{cfg: cfg, waitCredit: cfg.FetchBudget, get: f, log: slog.New(slog.DiscardHandler), met: met, cache: newCache(cfg.CacheBytes, cfg.FetchRate, met),
-		fetchq: make(chan string, 16), notifyq: make(chan string, 16), onChange: func(n string) {
+		fetchq: make(chan string, 16), notifyq: make(chan string, 16), ref: refresher{due: map[string]time.Time{}}, onChange: func(n string) {
 			select {
 			case changed <- n:
 			default:
@@ -252,6 +252,46 @@ func TestMessagesByVersion(t *testing.T) {
 	}
 }
 
+// TestRefreshWithoutDocuments: without the documents topic, a request for a thing with a
+// pending delta schedules one GetThingShadow refreshDelay later (one, however many requests);
+// the refresh learns that the device's report cleared the delta.
+func TestRefreshWithoutDocuments(t *testing.T) {
+	f := newFake()
+	f.docs["dev-1"] = awsShadow
+	d, changed, _ := newTest(t, Config{}, f)
+	now := time.Now()
+	for range 3 {
+		d.Delta([]byte("dev-1"))
+	}
+	wait(t, changed) // the first GetThingShadow's
+	if due := d.dueRefreshes(now.Add(refreshDelay - time.Second)); len(due) != 0 {
+		t.Fatalf("refresh due before its delay: %v", due)
+	}
+	due := d.dueRefreshes(now.Add(refreshDelay + time.Second))
+	if len(due) != 1 || due[0] != "dev-1" {
+		t.Fatalf("due refreshes %v, want [dev-1] once", due)
+	}
+	// The worker applied the device's report meanwhile: AWS's shadow has no delta.
+	f.mu.Lock()
+	f.docs["dev-1"] = `{"state":{"desired":{"interval":60},"reported":{"interval":60}},"version":13}`
+	f.mu.Unlock()
+	d.refresh(t.Context(), "dev-1", time.Now())
+	if got := d.Delta([]byte("dev-1")); got != nil {
+		t.Fatalf("after the refresh: %q", got)
+	}
+	if n := testutil.ToFloat64(d.met.refreshes.WithLabelValues("ok")); n != 1 || f.count("dev-1") != 2 {
+		t.Fatalf("refreshes %v, calls %d", n, f.count("dev-1"))
+	}
+	if n := wait(t, changed); n != "dev-1" {
+		t.Fatalf("notified %q", n)
+	}
+	// No delta: requests schedule nothing more.
+	d.Delta([]byte("dev-1"))
+	if due := d.dueRefreshes(now.Add(time.Hour)); len(due) != 0 {
+		t.Fatalf("refresh scheduled without a delta: %v", due)
+	}
+}
+
 // TestCacheBound: the cache stays within its bytes; evicted things are fetched again.
 func TestCacheBound(t *testing.T) {
 	f := newFake()
@@ -287,7 +327,7 @@ func TestMQTT(t *testing.T) {
 	f.docs["dev-1"] = `{"state":{"reported":{"interval":30}},"version":3}`
 	reg := prometheus.NewRegistry()
 	changed := make(chan string, 16)
-	d, err := New(Config{Endpoint: b.Addr(), ClientID: "coapgw-test", CertFile: b.CertFile, KeyFile: b.KeyFile, CAFile: b.CAFile},
+	d, err := New(Config{Endpoint: b.Addr(), ClientID: "coapgw-test", CertFile: b.CertFile, KeyFile: b.KeyFile, CAFile: b.CAFile, Documents: true},
 		aws.Config{}, func(n string) { changed <- n }, nil, reg)
 	if err != nil {
 		t.Fatal(err)

@@ -121,7 +121,10 @@ func (d *Downlink) fetch(ctx context.Context, name string) {
 // answers nil and the delta comes with the device's next request, or as an Observe
 // notification.
 func (d *Downlink) Delta(name []byte) []byte {
-	if msg, ok := d.cache.get(name); ok {
+	if msg, ok, refresh := d.cache.get(name); ok {
+		if msg != nil && !d.cfg.Documents {
+			d.scheduleRefresh(name, refresh, time.Now())
+		}
 		return msg
 	}
 	n := string(name)

@@ -16,6 +16,7 @@ type Downlink struct {
 	CacheBytes  Size          // iot-downlink-cache-bytes
 	FetchBudget time.Duration // iot-downlink-fetch-budget
 	FetchRate   int           // iot-downlink-fetch-rate: GetThingShadow calls a second at most
+	Documents   bool          // iot-downlink-documents: subscribe to update/documents too
 }
 
 func defaultDownlink() Downlink {

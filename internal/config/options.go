@@ -108,6 +108,7 @@ func (c *Config) options(role Role) []option {
 		{name: "iot-downlink-cache-bytes", roles: sp, help: "memory for the deltas of the things whose devices asked; beyond it the oldest go (fetched again)", ptr: &c.Downlink.CacheBytes},
 		{name: "iot-downlink-fetch-budget", roles: sp, help: "longest a device's answer waits for the GetThingShadow of its first request (0–2s)", ptr: &c.Downlink.FetchBudget},
 		{name: "iot-downlink-fetch-rate", roles: sp, help: "GetThingShadow calls a second at most (a device's first request after a start)", ptr: &c.Downlink.FetchRate},
+		{name: "iot-downlink-documents", roles: sp, help: "also subscribe to the shadows' update/documents: a report that clears a delta is known at once, but every shadow update of the account is a message to every gateway (billed); off: a pending delta is read again with GetThingShadow 10s after its device's request", ptr: &c.Downlink.Documents},
 		{name: "aws-endpoint", roles: all, help: "base URL for every AWS API (tests against an emulator only)", ptr: &c.AWS.Endpoint},
 
 		// Forwarder (serve with --queue)

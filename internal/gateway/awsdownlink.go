@@ -21,6 +21,7 @@ func (g *Gateway) openAWSDownlink(awsCfg aws.Config) error {
 		Endpoint: c.Endpoint, ShadowEndpoint: g.cfg.AWS.Endpoint, ClientID: id,
 		CertFile: c.CertFile, KeyFile: c.KeyFile, CAFile: c.CAFile,
 		CacheBytes: int64(c.CacheBytes), FetchBudget: c.FetchBudget, FetchRate: float64(c.FetchRate),
+		Documents: c.Documents,
 	}, awsCfg, func(name string) { g.ingest.NotifyThing(name) }, g.log.With("component", "awsdownlink"), g.reg)
 	if err != nil {
 		return err

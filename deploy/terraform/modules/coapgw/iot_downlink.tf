@@ -1,7 +1,8 @@
 # Downlink from AWS IoT (iot_downlink = true; docs/downlink.md): the gateways connect to the
 # account's IoT data endpoint over MQTT (port 443 with ALPN x-amzn-mqtt-ca, so the HTTPS egress
-# rule covers it) with their own X.509 certificate, and subscribe to the classic shadows' delta,
-# documents and delete topics; a device's first request calls GetThingShadow once.
+# rule covers it) with their own X.509 certificate, and subscribe to the classic shadows' delta
+# and delete topics (and documents with iot_downlink_documents); a device's first request calls
+# GetThingShadow once.
 #
 #   certificate  one for the gateways, created by AWS IoT (aws_iot_certificate); its private key
 #                goes to an SSM SecureString parameter, which only the gateway role may read; at
@@ -9,7 +10,7 @@
 #                service (LoadCredential), never into user data or the environment. The key is
 #                also in the Terraform state (a sensitive attribute): keep the state encrypted.
 #   IoT policy   iot:Connect as ${var.name}-gw-<instance id> (each gateway's client id, so no
-#                two collide), iot:Subscribe on exactly the three topic filters and iot:Receive
+#                two collide), iot:Subscribe on exactly the topic filters it uses, iot:Receive
 #                on their topics (classic shadows only; named shadows such as coapgw's
 #                bookkeeping shadow do not match), nothing else: no publish, no shadow writes.
 #   IAM          the gateway role gets iot:GetThingShadow on things and ssm:GetParameter on the
@@ -24,6 +25,7 @@ locals {
   iot_downlink_env = var.iot_downlink ? {
     COAPGW_IOT_DOWNLINK_ENDPOINT  = "${data.aws_iot_endpoint.data.endpoint_address}:443"
     COAPGW_IOT_DOWNLINK_CERT_FILE = "/etc/coapgw/iot/cert.pem"
+    COAPGW_IOT_DOWNLINK_DOCUMENTS = tostring(var.iot_downlink_documents)
   } : {}
 
   # For the cloud-init template (gateways.tf): empty strings when off.
@@ -63,11 +65,12 @@ data "aws_iam_policy_document" "iot_downlink" {
     sid     = "SubscribeShadowDeltas"
     effect  = "Allow"
     actions = ["iot:Subscribe"]
-    resources = [
+    resources = concat([
       "${local.iot_downlink_arn}:topicfilter/$aws/things/+/shadow/update/delta",
-      "${local.iot_downlink_arn}:topicfilter/$aws/things/+/shadow/update/documents",
       "${local.iot_downlink_arn}:topicfilter/$aws/things/+/shadow/delete/accepted",
-    ]
+      ], var.iot_downlink_documents ? [
+      "${local.iot_downlink_arn}:topicfilter/$aws/things/+/shadow/update/documents",
+    ] : [])
   }
 
   # A topic name in a policy takes * for the thing, where the filter has +.
@@ -75,11 +78,12 @@ data "aws_iam_policy_document" "iot_downlink" {
     sid     = "ReceiveShadowDeltas"
     effect  = "Allow"
     actions = ["iot:Receive"]
-    resources = [
+    resources = concat([
       "${local.iot_downlink_arn}:topic/$aws/things/*/shadow/update/delta",
-      "${local.iot_downlink_arn}:topic/$aws/things/*/shadow/update/documents",
       "${local.iot_downlink_arn}:topic/$aws/things/*/shadow/delete/accepted",
-    ]
+      ], var.iot_downlink_documents ? [
+      "${local.iot_downlink_arn}:topic/$aws/things/*/shadow/update/documents",
+    ] : [])
   }
 }
 

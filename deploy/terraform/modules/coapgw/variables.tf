@@ -435,3 +435,9 @@ variable "iot_downlink" {
   type        = bool
   default     = false
 }
+
+variable "iot_downlink_documents" {
+  description = "With iot_downlink: also subscribe to the shadows' update/documents, so that a report clearing a delta is known at once. AWS then delivers (and bills) one message to every gateway for every shadow update in the account, i.e. for every applied report; off, a gateway reads a pending delta again with GetThingShadow 10 s after its device's request. See docs/downlink.md for the costs."
+  type        = bool
+  default     = false
+}
