@@ -77,7 +77,8 @@ func shadowVersion(t *testing.T, doc []byte) int64 {
 // TestAWSDownlink: a delta set in AWS IoT while the gateway was down reaches the device in the
 // 2.04 of its first report after the start (one GetThingShadow); a delta published on the MQTT
 // endpoint reaches it in the next 2.04 and as an Observe notification; the device reporting the
-// desired values clears it (the worker updates the shadow, AWS publishes update/documents).
+// desired values clears it (the worker updates the shadow, AWS publishes update/documents; or,
+// without the documents subscription, the gateway reads the shadow again).
 func TestAWSDownlink(t *testing.T) {
 	bin := coapClient(t)
 	m := awstest.Start(t)
@@ -104,7 +105,16 @@ func TestAWSDownlink(t *testing.T) {
 		"--iot-downlink-endpoint", broker.Addr(), "--iot-downlink-cert-file", broker.CertFile,
 		"--iot-downlink-key-file", broker.KeyFile, "--iot-downlink-ca-file", broker.CAFile,
 		"--iot-downlink-fetch-budget", "2s", "--iot-downlink-documents"}
+	// connected waits for a gateway's MQTT connection: until then its cache is emptied when the
+	// connection comes up (a new session), and the test wants each path taken on purpose.
+	connected := func(g *gw) {
+		t.Helper()
+		waitFor(t, "the MQTT connection", func() bool {
+			return strings.Contains(scrape(t, g), "coapgw_downlink_aws_mqtt_connected 1\n")
+		})
+	}
 	g := startGW(t, dir, args...)
+	connected(g)
 	post := func(g *gw, payload string) string {
 		t.Helper()
 		out, err := exec.Command(bin, "-m", "post", "-t", "50", "-A", "50", "-e", payload, "coap://"+g.coap.String()+"/sensor/dev-1").CombinedOutput()
@@ -136,6 +146,7 @@ func TestAWSDownlink(t *testing.T) {
 	}
 	v := shadowVersion(t, motoShadow(t, m, "dev-1", []byte(`{"state":{"desired":{"interval":60}}}`)))
 	g = startGW(t, dir, args...)
+	connected(g)
 	want := fmt.Sprintf(`{"state":{"interval":60},"version":%d}`, v)
 	if out := post(g, `{"temp":21}`); out != want {
 		t.Fatalf("first report after the start: %q, want %s\n%s", out, want, g.stderr)
@@ -202,5 +213,26 @@ func TestAWSDownlink(t *testing.T) {
 	}
 	if n := metricValue(t, scrape(t, g), `coapgw_downlink_aws_fetches_total{outcome="ok"}`); n != 1 {
 		t.Fatalf("GetThingShadow calls %v after the messages, want still 1", n)
+	}
+
+	// Without --iot-downlink-documents (the default), a gateway learns that the report cleared
+	// the delta by reading the shadow again (10s after a request while the delta is pending).
+	g2 := startGW(t, t.TempDir(), append(args[:len(args)-1], "--iot-downlink-client-id", "coapgw-refresh")...)
+	connected(g2)
+	motoShadow(t, m, "dev-1", []byte(`{"state":{"desired":{"mode":"eco"}}}`))
+	if out := post(g2, `{"temp":24}`); !strings.HasPrefix(out, `{"state":{"mode":"eco"},"version":`) {
+		t.Fatalf("first report to the second gateway: %q", out)
+	}
+	post(g2, `{"mode":"eco"}`)
+	reported("mode", `"eco"`)
+	start := time.Now()
+	for out := post(g2, `{"temp":25}`); out != ""; out = post(g2, `{"temp":25}`) {
+		if time.Since(start) > 45*time.Second {
+			t.Fatalf("the delta is still in the answers %v after the report: %q\n%s", time.Since(start), out, scrape(t, g2))
+		}
+		time.Sleep(time.Second)
+	}
+	if n := metricValue(t, scrape(t, g2), `coapgw_downlink_aws_refreshes_total{outcome="ok"}`); n < 1 {
+		t.Fatalf("refreshes %v", n)
 	}
 }

@@ -5,14 +5,15 @@
 //
 // Sources. The gateway connects to the account's AWS IoT data endpoint over MQTT with its own
 // X.509 certificate and subscribes (QoS 1, a persistent session: see connectLoop) to the
-// classic shadow's update/delta, update/documents and delete/accepted topics of every thing
-// (Topics). Named shadows' topics (the "coapgw" bookkeeping shadow of FIFO mode) are not
-// matched. A delta message's properties are merged into the thing's delta; a documents message
-// (published on every accepted update, a device's report included) gives the whole current
-// desired and reported state, from which the delta is computed as AWS computes it — that is
-// how the gateway learns that a report cleared a delta, since AWS publishes no delta message
-// when the delta becomes empty; a deleted shadow has no delta. Messages are applied by shadow
-// version: an older one than the cache's is dropped.
+// classic shadow's update/delta and delete/accepted topics of every thing (Topics), and with
+// Documents to update/documents. Named shadows' topics (the "coapgw" bookkeeping shadow of FIFO
+// mode) are not matched. A delta message's properties are merged into the thing's delta; a
+// documents message (published on every accepted update, a device's report included) gives the
+// whole current desired and reported state, from which the delta is computed as AWS computes
+// it; a deleted shadow has no delta. Messages are applied by shadow version: an older one than
+// the cache's is dropped. AWS publishes no delta message when a report empties the delta:
+// without Documents the gateway reads a pending delta's shadow again 10s after its device's
+// request (refresh.go, which weighs the two).
 //
 // First contact. The cache holds only things whose device asked (a report with Accept, a GET)
 // since the start: on a thing's first request the gateway calls GetThingShadow once (rate
@@ -33,8 +34,9 @@
 //
 // Config keys (serve): iot-downlink-endpoint, iot-downlink-client-id, iot-downlink-cert-file,
 // iot-downlink-key-file, iot-downlink-ca-file, iot-downlink-cache-bytes,
-// iot-downlink-fetch-budget, iot-downlink-fetch-rate; GetThingShadow goes to aws-endpoint when
-// that is set (tests against moto), else to https://<the endpoint's host>.
+// iot-downlink-fetch-budget, iot-downlink-fetch-rate, iot-downlink-documents; GetThingShadow
+// goes to aws-endpoint when that is set (tests against moto), else to https://<the endpoint's
+// host>. docs/downlink.md has the costs.
 //
 // Metrics:
 //
@@ -45,6 +47,7 @@
 //	coapgw_downlink_aws_cache_resets_total     cache emptied: the MQTT session was not resumed
 //	coapgw_downlink_aws_fetches_total{outcome} GetThingShadow calls: ok, error; not made: rate_limited, queue_full
 //	coapgw_downlink_aws_fetch_waits_total{outcome} requests that met a call in flight: answered, late, skipped
+//	coapgw_downlink_aws_refreshes_total{outcome} GetThingShadow of a pending delta: ok, error, rate_limited
 //	coapgw_downlink_aws_messages_total{topic,outcome} delta, documents, delete: applied, stale, not_cached, invalid
 //	coapgw_downlink_aws_mqtt_connected         1 while connected
 //	coapgw_downlink_aws_mqtt_connects_total    connections made

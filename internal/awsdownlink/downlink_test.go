@@ -267,6 +267,8 @@ func TestRefreshWithoutDocuments(t *testing.T) {
 	if due := d.dueRefreshes(now.Add(refreshDelay - time.Second)); len(due) != 0 {
 		t.Fatalf("refresh due before its delay: %v", due)
 	}
+	// A request after the due time, before the refresh was made, does not postpone it.
+	d.scheduleRefreshAt(t, "dev-1", now.Add(refreshDelay+time.Millisecond))
 	due := d.dueRefreshes(now.Add(refreshDelay + time.Second))
 	if len(due) != 1 || due[0] != "dev-1" {
 		t.Fatalf("due refreshes %v, want [dev-1] once", due)
@@ -290,6 +292,16 @@ func TestRefreshWithoutDocuments(t *testing.T) {
 	if due := d.dueRefreshes(now.Add(time.Hour)); len(due) != 0 {
 		t.Fatalf("refresh scheduled without a delta: %v", due)
 	}
+}
+
+// scheduleRefreshAt is what a request for name at now does to the refresh schedule.
+func (d *Downlink) scheduleRefreshAt(t *testing.T, name string, now time.Time) {
+	t.Helper()
+	_, ok, refresh := d.cache.get([]byte(name))
+	if !ok {
+		t.Fatalf("%s not cached", name)
+	}
+	d.scheduleRefresh([]byte(name), refresh, now)
 }
 
 // TestCacheBound: the cache stays within its bytes; evicted things are fetched again.

@@ -38,7 +38,9 @@ func (d *Downlink) scheduleRefresh(name []byte, e *atomic.Int64, now time.Time) 
 		return
 	}
 	d.ref.mu.Lock()
-	if len(d.ref.due) < maxRefreshes {
+	// One already waiting (its time passed, the tick has not come) keeps its time: pushing it
+	// back would let a device that talks often postpone its refresh for ever.
+	if _, waiting := d.ref.due[string(name)]; !waiting && len(d.ref.due) < maxRefreshes {
 		d.ref.due[string(name)] = now.Add(refreshDelay)
 	}
 	d.ref.mu.Unlock()

@@ -14,7 +14,9 @@
 // section's max_things goes to the device API; in local mode the device API also reads the
 // registry (its things with their types, a thing's reported state: ingest.Registry)
 // and is told how far the processor got after each batch, and max_properties goes to both
-// (local.go). Metrics:
+// (local.go). With --queue and iot-downlink-endpoint the device API's desired-state changes come
+// from AWS IoT (internal/awsdownlink, awsdownlink.go), an actor stopped after the transports.
+// Metrics:
 // the components' own, plus the Go and process collectors.
 package gateway
 
