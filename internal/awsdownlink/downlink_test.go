@@ -115,6 +115,22 @@ func TestFirstContactFetchesOnce(t *testing.T) {
 	_ = reg
 }
 
+// TestDeltaDoesNotAllocate: for a known thing, Delta is a lookup without allocation (the device
+// API calls it on the telemetry path), with a pending delta (its refresh already scheduled) or
+// without one.
+func TestDeltaDoesNotAllocate(t *testing.T) {
+	f := newFake()
+	f.docs["dev-1"] = awsShadow
+	d, _, _ := newTest(t, Config{}, f)
+	for _, name := range [][]byte{[]byte("dev-1"), []byte("no-shadow")} {
+		d.Delta(name)
+		d.Delta(name)
+		if n := testing.AllocsPerRun(100, func() { d.Delta(name) }); n != 0 {
+			t.Errorf("Delta(%s): %v allocations", name, n)
+		}
+	}
+}
+
 // TestSlowFetchDoesNotHoldTheAnswer: a GetThingShadow slower than the budget leaves the first
 // answer without the delta; when the call returns, observers are notified and the next answer
 // carries it.
