@@ -220,7 +220,11 @@ func (c *cache) evict() {
 			skipped++ // kept; its fetch ends soon
 			continue
 		}
-		c.order = append(c.order[:skipped], c.order[skipped+1:]...)
+		if skipped == 0 {
+			c.order = c.order[1:] // O(1); append reuses or regrows the array
+		} else {
+			c.order = append(c.order[:skipped], c.order[skipped+1:]...)
+		}
 		if e != nil {
 			c.remove(name, e)
 			c.met.evictions.Inc()

@@ -43,7 +43,7 @@ type Config struct {
 	// CertFile, KeyFile: the gateway's X.509 certificate and key (PEM); CAFile the CA
 	// certificates the endpoint's is checked against (empty: the system's).
 	CertFile, KeyFile, CAFile string
-	// CacheBytes bounds the delta cache (default 16 MiB).
+	// CacheBytes bounds the delta cache (default 64 MiB; TestCacheEstimate).
 	CacheBytes int64
 	// FetchBudget is the longest a device's answer waits for its first GetThingShadow
 	// (default 100ms; waitFetch).
@@ -91,7 +91,7 @@ func New(cfg Config, awsCfg aws.Config, onChange func(name string), log *slog.Lo
 		cfg.ShadowEndpoint = "https://" + host
 	}
 	if cfg.CacheBytes <= 0 {
-		cfg.CacheBytes = 16 << 20
+		cfg.CacheBytes = 64 << 20
 	}
 	if cfg.FetchBudget <= 0 {
 		cfg.FetchBudget = 100 * time.Millisecond

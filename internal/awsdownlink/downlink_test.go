@@ -2,9 +2,11 @@ package awsdownlink
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -434,5 +436,36 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
+	}
+}
+
+// TestCacheEstimate: the cache's estimate of its memory is within a factor of two of what its
+// entries take on the heap (things without a delta, the common case, and with one).
+func TestCacheEstimate(t *testing.T) {
+	for _, delta := range []map[string]any{nil, {"interval": json.Number("60"), "fw": map[string]any{"channel": "beta"}}} {
+		met := newMetrics(nil)
+		c := newCache(1<<40, 0, met)
+		const n = 20000
+		names := make([]string, n)
+		for i := range names {
+			names[i] = fmt.Sprintf("sensor-%08d", i)
+		}
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		now := time.Now()
+		for i, name := range names {
+			c.startFetch(name, now)
+			c.fetched(name, int64(i), delta, true)
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		heap := float64(after.HeapAlloc-before.HeapAlloc) / n
+		est := float64(c.bytes) / n
+		t.Logf("delta %v: %.0f bytes per thing on the heap, %.0f estimated", delta != nil, heap, est)
+		if est < heap/2 || est > 2*heap {
+			t.Errorf("estimate %.0f bytes per thing, heap %.0f", est, heap)
+		}
+		runtime.KeepAlive(c)
 	}
 }

@@ -20,7 +20,7 @@ type Downlink struct {
 }
 
 func defaultDownlink() Downlink {
-	return Downlink{CacheBytes: 16 * MiB, FetchBudget: 100 * time.Millisecond, FetchRate: 50}
+	return Downlink{CacheBytes: 64 * MiB, FetchBudget: 100 * time.Millisecond, FetchRate: 50}
 }
 
 // validateDownlink checks the downlink settings (serve).
