@@ -18,12 +18,19 @@ type entry struct {
 	state   []byte // the delta alone, to tell whether a message changed it
 	version int64  // the shadow version msg is at; 0 before anything is known
 	known   bool   // a GetThingShadow or a documents message gave the whole delta
+	checked int64  // Unix nanoseconds of the last GetThingShadow's answer (maxAge)
 	// fetching is closed when the GetThingShadow in flight ends; nil when none is.
 	fetching chan struct{}
 	cost     int64
 	// nextRefresh: the Unix nanoseconds before which no refresh is scheduled (refresh.go).
 	nextRefresh atomic.Int64
 }
+
+// maxAge is how long an entry is trusted without asking AWS again: a message AWS IoT could not
+// deliver (its per-connection rate exceeded, a session lost without the gateway noticing) would
+// otherwise leave a thing's delta wrong until the entry is evicted. One GetThingShadow per
+// talking thing per maxAge bounds that.
+const maxAge = 24 * time.Hour
 
 // entryOverhead is an entry's estimated memory besides its name and messages: the map slot,
 // the struct, the decoded delta's maps.
@@ -58,10 +65,10 @@ func newCache(maxBytes int64, rate float64, met *metrics) *cache {
 
 // get returns the message of a known entry without waiting, whether there is one, and the
 // entry's refresh time.
-func (c *cache) get(name []byte) (msg []byte, ok bool, refresh *atomic.Int64) {
+func (c *cache) get(name []byte, now int64) (msg []byte, ok bool, refresh *atomic.Int64) {
 	c.mu.RLock()
 	e := c.m[string(name)]
-	if e != nil && e.known && e.fetching == nil {
+	if e != nil && e.known && e.fetching == nil && now-e.checked < int64(maxAge) {
 		msg, ok, refresh = e.msg, true, &e.nextRefresh
 	}
 	c.mu.RUnlock()
@@ -92,7 +99,7 @@ func (c *cache) startFetch(name string, now time.Time) (wait chan struct{}, star
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e := c.m[name]
-	if e != nil && (e.known || e.fetching != nil) {
+	if e != nil && (e.fetching != nil || e.known && now.UnixNano()-e.checked < int64(maxAge)) {
 		return e.fetching, false
 	}
 	if !c.allow(now) {
@@ -140,6 +147,7 @@ func (c *cache) fetched(name string, version int64, delta map[string]any, ok boo
 		}
 		return false
 	}
+	e.checked = time.Now().UnixNano()
 	if version < e.version {
 		if e.known {
 			return false // a documents message told all of a later version while the call was in flight

@@ -27,6 +27,9 @@
 // the other devices at most FetchBudget at a time, and those past the share get their 2.04 at
 // once, without the delta.
 //
+// An entry is trusted for maxAge (24h): a message AWS could not deliver would otherwise leave it
+// wrong until evicted; the device's next request after that asks GetThingShadow again.
+//
 // Bounds. The cache is bounded by bytes (CacheBytes, an estimate per entry); beyond it the
 // oldest entries go and their things are fetched again on their next request. Notifications go
 // through a queue of 1024 names (beyond: dropped, counted); GetThingShadow calls through a

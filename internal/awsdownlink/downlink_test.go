@@ -133,6 +133,27 @@ func TestDeltaDoesNotAllocate(t *testing.T) {
 	}
 }
 
+// TestMaxAge: an entry older than maxAge is asked for again on the device's next request.
+func TestMaxAge(t *testing.T) {
+	f := newFake()
+	f.docs["dev-1"] = awsShadow
+	d, _, _ := newTest(t, Config{}, f)
+	d.Delta([]byte("dev-1"))
+	d.cache.mu.Lock()
+	d.cache.m["dev-1"].checked -= int64(maxAge + time.Minute)
+	d.cache.mu.Unlock()
+	f.mu.Lock()
+	f.docs["dev-1"] = `{"state":{"desired":{"interval":90},"reported":{"interval":60},"delta":{"interval":90}},"version":20}`
+	f.mu.Unlock()
+	if got := string(d.Delta([]byte("dev-1"))); got != `{"state":{"interval":90},"version":20}` || f.count("dev-1") != 2 {
+		t.Fatalf("after maxAge: %q, %d calls", got, f.count("dev-1"))
+	}
+	d.Delta([]byte("dev-1"))
+	if f.count("dev-1") != 2 {
+		t.Fatalf("%d calls: a fresh entry was asked for again", f.count("dev-1"))
+	}
+}
+
 // TestSlowFetchDoesNotHoldTheAnswer: a GetThingShadow slower than the budget leaves the first
 // answer without the delta; when the call returns, observers are notified and the next answer
 // carries it.
@@ -315,7 +336,7 @@ func TestRefreshWithoutDocuments(t *testing.T) {
 // scheduleRefreshAt is what a request for name at now does to the refresh schedule.
 func (d *Downlink) scheduleRefreshAt(t *testing.T, name string, now time.Time) {
 	t.Helper()
-	_, ok, refresh := d.cache.get([]byte(name))
+	_, ok, refresh := d.cache.get([]byte(name), now.UnixNano())
 	if !ok {
 		t.Fatalf("%s not cached", name)
 	}

@@ -116,19 +116,21 @@ func (d *Downlink) fetch(ctx context.Context, name string) {
 // Delta returns the pending change of the thing named name as the device gets it,
 // {"state":{<delta>},"version":N}, or nil (ingest.Deltas). For a thing already known it is a
 // map lookup under a read lock, without allocation. On a device's first request since the
-// start (or since its entry was evicted or the cache reset), it queues one GetThingShadow
+// start (or since its entry was evicted or the cache reset, or is older than maxAge: then the
+// answer falls back to the entry's delta if the call is late), it queues one GetThingShadow
 // (within the rate limit) and waits for it at most FetchBudget (waitFetch); past that, it
 // answers nil and the delta comes with the device's next request, or as an Observe
 // notification.
 func (d *Downlink) Delta(name []byte) []byte {
-	if msg, ok, refresh := d.cache.get(name); ok {
+	now := time.Now()
+	if msg, ok, refresh := d.cache.get(name, now.UnixNano()); ok {
 		if msg != nil && !d.cfg.Documents {
-			d.scheduleRefresh(name, refresh, time.Now())
+			d.scheduleRefresh(name, refresh, now)
 		}
 		return msg
 	}
 	n := string(name)
-	wait, start := d.cache.startFetch(n, time.Now())
+	wait, start := d.cache.startFetch(n, now)
 	if start {
 		select {
 		case d.fetchq <- n:
