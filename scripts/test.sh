@@ -8,6 +8,7 @@ need_apt=()
 command -v coap-client-notls >/dev/null 2>&1 || need_apt+=(libcoap3-bin)
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v npm >/dev/null 2>&1 || need_apt+=(nodejs npm)
+command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto) # the MQTT broker standing in for AWS IoT (downlink tests)
 if ((${#need_apt[@]})); then
   echo "== installing ${need_apt[*]}"
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi

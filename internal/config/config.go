@@ -68,6 +68,7 @@ type Config struct {
 	Log         Log
 	Compat      Compat
 	EMF         EMF
+	Downlink    Downlink // downlink from AWS IoT (downlink.go)
 }
 
 // CoAP configures the UDP server and its exchange layer (internal/coapserver).
@@ -278,9 +279,10 @@ func Default() Config {
 		IoT: IoT{ThingCacheSize: 100_000, ThingCacheBytes: 64 * MiB, Concurrency: 32},
 		HTTP: HTTP{Addr: "127.0.0.1:8080", ReadTimeout: 30 * time.Second, WriteTimeout: 60 * time.Second,
 			IdleTimeout: 60 * time.Second, MaxConns: 256},
-		Log:    Log{Level: "info", Format: "text"},
-		Compat: Compat{Device: "off", Envelope: "coapgw"},
-		EMF:    EMF{Namespace: "coapgw"},
+		Log:      Log{Level: "info", Format: "text"},
+		Compat:   Compat{Device: "off", Envelope: "coapgw"},
+		EMF:      EMF{Namespace: "coapgw"},
+		Downlink: defaultDownlink(),
 	}
 }
 

@@ -104,6 +104,15 @@ func (c *Config) options(role Role) []option {
 		{name: "queue-ack-timeout", roles: sp, help: "with --ack-after=queue: answer 5.03 if SQS has not accepted a record by then", ptr: &c.Forward.QueueAckTimeout},
 		{name: "queue-fifo", roles: sp, help: "treat the queue as FIFO (per-thing message groups, deduplication ids) even if its URL does not end in .fifo", ptr: &c.Forward.QueueFIFO},
 		{name: "queue-max-batch-bytes", roles: sp, help: "bytes per SQS SendMessageBatch request (256KiB–1MiB)", ptr: &c.Forward.QueueMaxBatch},
+		{name: "iot-downlink-endpoint", roles: sp, help: "with --queue: the account's AWS IoT data endpoint (host[:port], 8883) the gateway subscribes to for shadow deltas over MQTT (empty: no downlink from AWS)", ptr: &c.Downlink.Endpoint},
+		{name: "iot-downlink-client-id", roles: sp, help: "MQTT client id the gateway's IoT policy allows (empty: coapgw-<gateway-id>)", ptr: &c.Downlink.ClientID},
+		{name: "iot-downlink-cert-file", roles: sp, help: "the gateway's AWS IoT certificate (PEM)", ptr: &c.Downlink.CertFile},
+		{name: "iot-downlink-key-file", roles: sp, help: "the gateway's AWS IoT private key (PEM)", ptr: &c.Downlink.KeyFile},
+		{name: "iot-downlink-ca-file", roles: sp, help: "CA certificates for the IoT endpoint (PEM; empty: the system's)", ptr: &c.Downlink.CAFile},
+		{name: "iot-downlink-cache-bytes", roles: sp, help: "memory for the deltas of the things whose devices asked; beyond it the oldest go (fetched again)", ptr: &c.Downlink.CacheBytes},
+		{name: "iot-downlink-fetch-budget", roles: sp, help: "longest a device's answer waits for the GetThingShadow of its first request (0–2s)", ptr: &c.Downlink.FetchBudget},
+		{name: "iot-downlink-fetch-rate", roles: sp, help: "GetThingShadow calls a second at most (a device's first request after a start)", ptr: &c.Downlink.FetchRate},
+		{name: "iot-downlink-documents", roles: sp, help: "also subscribe to the shadows' update/documents: a report that clears a delta is known at once, but every shadow update of the account is a message to every gateway (billed); off: a pending delta is read again with GetThingShadow 10s after its device's request", ptr: &c.Downlink.Documents},
 		{name: "aws-endpoint", roles: all, help: "base URL for every AWS API (tests against an emulator only)", ptr: &c.AWS.Endpoint},
 
 		// Forwarder (serve with --queue)

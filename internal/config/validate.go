@@ -224,6 +224,7 @@ func (c *Config) validateServe(v *validator) {
 	}
 
 	c.validateQueueURL(v, false)
+	c.validateDownlink(v)
 	f := c.Forward
 	if f.AckAfter != "spool" && f.AckAfter != "queue" {
 		v.bad("ack-after %q: want spool or queue", f.AckAfter)

@@ -234,8 +234,12 @@ func iotResourceKind(action string) string {
 		return ":thingtype/"
 	case "iot:CreateThing", "iot:DescribeThing", "iot:UpdateThingShadow", "iot:GetThingShadow":
 		return ":thing/"
-	case "iot:Publish":
+	case "iot:Publish", "iot:Receive":
 		return ":topic/"
+	case "iot:Subscribe":
+		return ":topicfilter/"
+	case "iot:Connect":
+		return ":client/"
 	}
 	return ""
 }

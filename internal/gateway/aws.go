@@ -39,6 +39,9 @@ func (g *Gateway) openForward() error {
 	if err := g.raiseFreshSeq(time.Now()); err != nil {
 		return err
 	}
+	if err := g.openAWSDownlink(awsCfg); err != nil {
+		return err
+	}
 	fwd, err := forward.New(forwardConfig(g.cfg.Forward), g.spool, pub, g.log.With("component", "forward"), g.reg)
 	if err != nil {
 		return err

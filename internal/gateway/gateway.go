@@ -16,7 +16,9 @@
 // section's max_things goes to the device API; in local mode the device API also reads the
 // registry (its things with their types, a thing's reported state: ingest.Registry)
 // and is told how far the processor got after each batch, and max_properties goes to both
-// (local.go). Metrics:
+// (local.go). With --queue and iot-downlink-endpoint the device API's desired-state changes come
+// from AWS IoT (internal/awsdownlink, awsdownlink.go), an actor stopped after the transports.
+// Metrics:
 // the components' own, plus the Go and process collectors.
 package gateway
 
@@ -32,6 +34,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/coapgw/coapgw/internal/awsdownlink"
 	"github.com/coapgw/coapgw/internal/coapserver"
 	"github.com/coapgw/coapgw/internal/config"
 	"github.com/coapgw/coapgw/internal/credential"
@@ -74,6 +77,8 @@ type Gateway struct {
 	local   *local      // nil unless --process=local and no --queue
 	forward *forwarding // nil unless --queue
 	emf     *ops.EMF    // nil unless --emf-interval
+	// awsDownlink is the desired-state changes from AWS IoT (nil unless --iot-downlink-endpoint).
+	awsDownlink *awsdownlink.Downlink
 	// queueAcks logs the runs of --ack-after queue waits that failed (stage.go).
 	queueAcks *ops.FailureRun
 	started   time.Time

@@ -94,12 +94,16 @@ func (g *Gateway) ingestRegistry() ingest.Registry {
 	return ingestRegistry{reg: g.local.reg, gw: g.cfg.Ingest.GatewayID}
 }
 
-// deltas is the registry's desired-state changes for the device API (local mode; nil otherwise).
+// deltas is the desired-state changes for the device API: the registry's (local mode), the
+// shadows' in AWS IoT (--queue with --iot-downlink-endpoint), nil otherwise.
 func (g *Gateway) deltas() ingest.Deltas {
-	if g.local == nil {
-		return nil
+	switch {
+	case g.local != nil:
+		return g.local.reg
+	case g.awsDownlink != nil:
+		return g.awsDownlink
 	}
-	return g.local.reg
+	return nil
 }
 
 type ingestRegistry struct {

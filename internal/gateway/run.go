@@ -105,6 +105,10 @@ func (g *Gateway) Serve(ctx context.Context) error {
 	if g.emf != nil {
 		emf = gr.start("emf", g.emf.Run)
 	}
+	var downlink *actor // the downlink from AWS IoT
+	if g.awsDownlink != nil {
+		downlink = gr.start("aws-downlink", g.awsDownlink.Run)
+	}
 	g.log.Info("coapgw serving", "process", g.cfg.Local.Process, "queue", g.cfg.AWS.Queue, "ack_after", g.cfg.Forward.AckAfter, "coap", addrString(g.CoAPAddr()), "coaps", addrString(g.CoAPSAddr()), "http", g.HTTPAddr(), "data_dir", g.cfg.Spool.DataDir, "version", Version)
 	g.ready.Store(true) // after the start line, so that whoever saw /readyz 200 can read it
 
@@ -123,7 +127,7 @@ func (g *Gateway) Serve(ctx context.Context) error {
 		}
 	}
 	gr.stopping.Store(true)
-	g.shutdown(transports, stage, httpActor)
+	g.shutdown(transports, stage, httpActor, downlink)
 	emf.stop() // after the spool's close: its last document shows what the stop left
 	gr.wg.Wait()
 	return failure
@@ -138,7 +142,7 @@ func (g *Gateway) fail(err error) {
 }
 
 // shutdown stops the actors and closes the rest in dependency order.
-func (g *Gateway) shutdown(transports []*actor, stage, httpActor *actor) {
+func (g *Gateway) shutdown(transports []*actor, stage, httpActor, downlink *actor) {
 	g.log.Info("shutting down")
 	g.ready.Store(false)
 	g.ingest.Drain()
@@ -156,6 +160,7 @@ func (g *Gateway) shutdown(transports []*actor, stage, httpActor *actor) {
 	for _, a := range transports {
 		a.stop()
 	}
+	downlink.stop() // no device is answered any more
 	if err := stage.stop(); err != nil && !errors.Is(err, context.Canceled) {
 		g.log.Error("stop "+stage.name, "err", err)
 	}

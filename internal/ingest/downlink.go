@@ -6,7 +6,8 @@ import (
 	"github.com/coapgw/coapgw/internal/record"
 )
 
-// Deltas gives a thing's pending desired-state change (local mode: *registry.Registry).
+// Deltas gives a thing's pending desired-state change (local mode: *registry.Registry; AWS mode:
+// *awsdownlink.Downlink, whose first call for a thing may wait a short budget for AWS).
 type Deltas interface {
 	// Delta returns the message a device gets for the thing named name,
 	// {"state":{<delta>},"version":N}, or nil when the thing has no delta. It is called on the
@@ -29,8 +30,8 @@ type Deltas interface {
 // the answer. A delta longer than a block never rides in a 2.04: the device reads it with
 // GET /{type}/{id}.
 //
-// CBOR: a device that asks for Accept: 60 gets nothing here yet; the CBOR rendering of the delta
-// is to be added in this switch.
+// CBOR: a device that asks for Accept: 60 gets the same message in CBOR (deltacbor.go), under
+// the same bounds.
 func (h *Handler) downlink(next coapserver.Handler) coapserver.Handler {
 	if h.cfg.Deltas == nil {
 		return next
@@ -41,6 +42,12 @@ func (h *Handler) downlink(next coapserver.Handler) coapserver.Handler {
 			case record.FormatJSON:
 				if d := h.cfg.Deltas.Delta(r.Path(1)); d != nil {
 					h.attachDelta(w, r, d, a)
+				}
+			case record.FormatCBOR:
+				if d := h.cfg.Deltas.Delta(r.Path(1)); d != nil {
+					if c, err := deltaCBOR(d); err == nil {
+						h.attachDelta(w, r, c, a)
+					}
 				}
 			}
 		}

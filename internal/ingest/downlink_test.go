@@ -8,6 +8,7 @@ import (
 
 	"github.com/coapgw/coapgw/internal/coapmsg"
 	"github.com/coapgw/coapgw/internal/spool"
+	"github.com/fxamacker/cbor/v2"
 )
 
 // fakeDeltas is a Deltas with fixed messages by thing name.
@@ -31,8 +32,8 @@ func contentFormatOf(m *coapmsg.Message) (uint32, bool) {
 }
 
 // TestDeltaInTheAnswer: a report with Accept: 50 gets its thing's delta in the 2.04, with
-// Content-Format 50; without Accept, or for a thing without a delta, the 2.04 stays bare; a 5.03
-// never carries it.
+// Content-Format 50, with Accept: 60 in CBOR; without Accept, or for a thing without a delta,
+// the 2.04 stays bare; a 5.03 never carries it.
 func TestDeltaInTheAnswer(t *testing.T) {
 	const msg = `{"state":{"interval":60},"version":7}`
 	d := &fakeDeltas{m: map[string][]byte{"dev-1": []byte(msg)}}
@@ -47,10 +48,20 @@ func TestDeltaInTheAnswer(t *testing.T) {
 	if n, ok := contentFormatOf(resp); !ok || n != 50 {
 		t.Fatalf("Content-Format %d %v, want 50", n, ok)
 	}
+	// Accept: 60 gets the same message in CBOR.
+	resp = r.do(coapmsg.POST, append(pathOpts("sensor", "dev-1"), cf(50), accept(60)), payload)
+	var got struct {
+		State   map[string]any `cbor:"state"`
+		Version uint64         `cbor:"version"`
+	}
+	if n, _ := contentFormatOf(resp); resp.Code != coapmsg.Changed || n != 60 || cbor.Unmarshal(resp.Payload, &got) != nil ||
+		got.Version != 7 || len(got.State) != 1 || got.State["interval"] != uint64(60) {
+		t.Fatalf("Accept: 60: %v cf %d %x (%+v), want 2.04 with the delta in CBOR", resp.Code, n, resp.Payload, got)
+	}
 	for name, opts := range map[string][]coapmsg.Option{
-		"no Accept":       append(pathOpts("sensor", "dev-1"), cf(50)),
-		"other thing":     append(pathOpts("sensor", "dev-2"), cf(50), accept(50)),
-		"Accept: 60 CBOR": append(pathOpts("sensor", "dev-1"), cf(50), accept(60)),
+		"no Accept":               append(pathOpts("sensor", "dev-1"), cf(50)),
+		"other thing":             append(pathOpts("sensor", "dev-2"), cf(50), accept(50)),
+		"other thing, Accept: 60": append(pathOpts("sensor", "dev-2"), cf(50), accept(60)),
 	} {
 		resp := r.do(coapmsg.POST, opts, payload)
 		if resp.Code != coapmsg.Changed || len(resp.Payload) != 0 {

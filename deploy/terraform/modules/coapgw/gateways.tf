@@ -79,6 +79,7 @@ locals {
       COAPGW_EMF_NAMESPACE = local.metrics_namespace
       COAPGW_EMF_LOG_GROUP = aws_cloudwatch_log_group.gateway_metrics.name
     },
+    local.iot_downlink_env, # iot_downlink.tf
     var.gateway_environment,
   )
 
@@ -95,6 +96,7 @@ locals {
     lifecycle_env      = "COAPGW_ASG_NAME=${local.gateway_asg_name}\nCOAPGW_LIFECYCLE_HOOK=${local.drain_hook_name}\nAWS_REGION=${local.region}"
     eip_allocation_ids = join(" ", [for e in aws_eip.gateway : e.allocation_id])
     region             = local.region
+    iot_downlink       = local.iot_downlink_boot # iot_downlink.tf
   })
 }
 

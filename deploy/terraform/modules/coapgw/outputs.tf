@@ -62,3 +62,8 @@ output "iot_data_endpoint" {
   description = "The account's AWS IoT data endpoint (iot:Data-ATS) the processor uses."
   value       = data.aws_iot_endpoint.data.endpoint_address
 }
+
+output "iot_downlink_certificate_arn" {
+  description = "ARN of the gateways' AWS IoT certificate (iot_downlink), empty when off."
+  value       = var.iot_downlink ? aws_iot_certificate.gateway[0].arn : ""
+}

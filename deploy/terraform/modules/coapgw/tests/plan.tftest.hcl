@@ -321,3 +321,37 @@ run "rejects_short_retention" {
 
   expect_failures = [var.queue_message_retention_seconds]
 }
+
+run "iot_downlink" {
+  command = plan
+
+  variables {
+    iot_downlink = true
+  }
+
+  assert {
+    condition     = length(aws_iot_certificate.gateway) == 1 && length(aws_iot_policy_attachment.gateway) == 1 && length(aws_iam_role_policy.gateway_iot_downlink) == 1
+    error_message = "iot_downlink: a certificate for the gateways, its policy attached, the role's shadow and key access"
+  }
+  assert {
+    condition     = aws_ssm_parameter.iot_downlink_key[0].type == "SecureString"
+    error_message = "the gateways' IoT private key must be stored as an SSM SecureString"
+  }
+  assert {
+    condition     = strcontains(base64decode(aws_launch_template.gateway.user_data), "COAPGW_IOT_DOWNLINK_ENDPOINT=") && strcontains(base64decode(aws_launch_template.gateway.user_data), "/usr/local/sbin/coapgw-iot-downlink")
+    error_message = "the gateways' environment and boot must configure the downlink"
+  }
+  assert {
+    condition     = length(yamldecode(base64decode(aws_launch_template.gateway.user_data)).write_files) == 8 && contains(yamldecode(base64decode(aws_launch_template.gateway.user_data)).runcmd, ["/usr/local/sbin/coapgw-iot-downlink"])
+    error_message = "the cloud-init document must stay valid YAML with the certificate and the key script"
+  }
+}
+
+run "iot_downlink_off" {
+  command = plan
+
+  assert {
+    condition     = length(aws_iot_certificate.gateway) == 0 && !strcontains(base64decode(aws_launch_template.gateway.user_data), "IOT_DOWNLINK")
+    error_message = "without iot_downlink: no certificate and no downlink settings"
+  }
+}
