@@ -335,13 +335,16 @@ func (w *waiters) register(seq uint64, fn func(error)) error {
 	return nil
 }
 
-// resolve records the outcome of one record and calls its waiter, if any.
+// resolve records the outcome of one record and calls its waiter, if any. The outcome is kept
+// (until advance moves the watermark over it) even when a waiter was called, so that a waiter
+// registered between resolve and advance is answered at once rather than never.
 func (w *waiters) resolve(seq uint64, err error) {
 	w.mu.Lock()
 	fn, ok := w.fns[seq]
 	if ok {
 		delete(w.fns, seq)
-	} else {
+	}
+	if w.resolved != nil {
 		w.resolved[seq] = err
 	}
 	w.mu.Unlock()

@@ -696,3 +696,33 @@ func TestNewValidates(t *testing.T) {
 		t.Error("registering the metrics twice succeeded")
 	}
 }
+
+// TestWaiterBetweenResolveAndAdvance: a waiter registered for a record after its outcome is known
+// (resolve) but before the watermark moves over it (advance) is called at once. Before, the
+// outcome was kept only when nobody waited, so such a waiter was called only at stop.
+func TestWaiterBetweenResolveAndAdvance(t *testing.T) {
+	var w waiters
+	w.init(8)
+	var first, second atomic.Int32
+	if err := w.register(5, func(error) { first.Add(1) }); err != nil {
+		t.Fatal(err)
+	}
+	w.resolve(5, nil)
+	if first.Load() != 1 {
+		t.Fatalf("waiter registered before resolve called %d times, want 1", first.Load())
+	}
+	if err := w.register(5, func(err error) {
+		if err == nil {
+			second.Add(1)
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if second.Load() != 1 {
+		t.Fatalf("waiter registered between resolve and advance called %d times with nil, want 1", second.Load())
+	}
+	w.advance([]*item{{rec: record.Record{Seq: 5}}})
+	if len(w.resolved) != 0 || len(w.fns) != 0 {
+		t.Fatalf("after advance: %d outcomes, %d waiters kept, want none", len(w.resolved), len(w.fns))
+	}
+}
