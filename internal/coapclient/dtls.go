@@ -8,7 +8,7 @@ import (
 	"sync/atomic"
 	"syscall"
 
-	"github.com/pion/dtls/v3"
+	"github.com/coapgw/coapgw/third_party/pion-dtls"
 	"github.com/pion/logging"
 )
 

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pion/dtls/v3"
+	"github.com/coapgw/coapgw/third_party/pion-dtls"
 )
 
 // divert is the server's socket in these tests: pion uses it for the handshake; once taken,

@@ -4,7 +4,7 @@ import (
 	"bytes"
 	"testing"
 
-	"github.com/pion/dtls/v3"
+	"github.com/coapgw/coapgw/third_party/pion-dtls"
 )
 
 // fixedPair is a server's record layer and its client's, from a made-up state (no handshake).

@@ -7,7 +7,7 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/pion/dtls/v3"
+	"github.com/coapgw/coapgw/third_party/pion-dtls"
 
 	"github.com/coapgw/coapgw/internal/dtlsrecord"
 )

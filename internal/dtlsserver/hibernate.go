@@ -3,7 +3,7 @@ package dtlsserver
 import (
 	"time"
 
-	"github.com/pion/dtls/v3"
+	"github.com/coapgw/coapgw/third_party/pion-dtls"
 )
 
 // A session quiet for HibernateAfter is hibernated: its record layer drops the keys derived

@@ -4,7 +4,7 @@ import (
 	"crypto/sha256"
 	"time"
 
-	"github.com/pion/dtls/v3"
+	"github.com/coapgw/coapgw/third_party/pion-dtls"
 )
 
 // Revocation of live sessions (package doc, "Revocation"): Server.deliver asks recheckDue for

@@ -14,7 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/pion/dtls/v3"
+	"github.com/coapgw/coapgw/third_party/pion-dtls"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/coapgw/coapgw/internal/coapserver"

@@ -6,7 +6,7 @@ import (
 	"net"
 	"sync/atomic"
 
-	"github.com/pion/dtls/v3"
+	"github.com/coapgw/coapgw/third_party/pion-dtls"
 	"golang.org/x/sys/unix"
 
 	"github.com/coapgw/coapgw/internal/coapmsg"

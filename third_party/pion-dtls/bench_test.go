@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pion/dtls/v3/pkg/crypto/selfsign"
-	dtlsnet "github.com/pion/dtls/v3/pkg/net"
+	"github.com/coapgw/coapgw/third_party/pion-dtls/pkg/crypto/selfsign"
+	dtlsnet "github.com/coapgw/coapgw/third_party/pion-dtls/pkg/net"
 	"github.com/pion/logging"
 	"github.com/pion/transport/v5/dpipe"
 	"github.com/pion/transport/v5/test"

@@ -12,9 +12,9 @@ import (
 	"fmt"
 	"hash"
 
-	"github.com/pion/dtls/v3/internal/ciphersuite"
-	"github.com/pion/dtls/v3/pkg/crypto/clientcertificate"
-	"github.com/pion/dtls/v3/pkg/protocol/recordlayer"
+	"github.com/coapgw/coapgw/third_party/pion-dtls/internal/ciphersuite"
+	"github.com/coapgw/coapgw/third_party/pion-dtls/pkg/crypto/clientcertificate"
+	"github.com/coapgw/coapgw/third_party/pion-dtls/pkg/protocol/recordlayer"
 )
 
 // CipherSuiteID is an ID for our supported CipherSuites.

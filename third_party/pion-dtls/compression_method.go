@@ -3,7 +3,7 @@
 
 package dtls
 
-import "github.com/pion/dtls/v3/pkg/protocol"
+import "github.com/coapgw/coapgw/third_party/pion-dtls/pkg/protocol"
 
 func defaultCompressionMethods() []*protocol.CompressionMethod {
 	return []*protocol.CompressionMethod{

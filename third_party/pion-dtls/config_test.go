@@ -11,7 +11,7 @@ import (
 	"errors"
 	"testing"
 
-	"github.com/pion/dtls/v3/pkg/crypto/selfsign"
+	"github.com/coapgw/coapgw/third_party/pion-dtls/pkg/crypto/selfsign"
 	"github.com/stretchr/testify/assert"
 )
 

@@ -7,10 +7,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pion/dtls/v3/pkg/protocol"
-	"github.com/pion/dtls/v3/pkg/protocol/extension"
-	"github.com/pion/dtls/v3/pkg/protocol/handshake"
-	"github.com/pion/dtls/v3/pkg/protocol/recordlayer"
+	"github.com/coapgw/coapgw/third_party/pion-dtls/pkg/protocol"
+	"github.com/coapgw/coapgw/third_party/pion-dtls/pkg/protocol/extension"
+	"github.com/coapgw/coapgw/third_party/pion-dtls/pkg/protocol/handshake"
+	"github.com/coapgw/coapgw/third_party/pion-dtls/pkg/protocol/recordlayer"
 	"github.com/stretchr/testify/assert"
 )
 

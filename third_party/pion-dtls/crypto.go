@@ -16,11 +16,11 @@ import (
 	"math/big"
 	"time"
 
-	"github.com/pion/dtls/v3/pkg/crypto/clientcertificate"
-	"github.com/pion/dtls/v3/pkg/crypto/elliptic"
-	"github.com/pion/dtls/v3/pkg/crypto/hash"
-	"github.com/pion/dtls/v3/pkg/crypto/signature"
-	"github.com/pion/dtls/v3/pkg/crypto/signaturehash"
+	"github.com/coapgw/coapgw/third_party/pion-dtls/pkg/crypto/clientcertificate"
+	"github.com/coapgw/coapgw/third_party/pion-dtls/pkg/crypto/elliptic"
+	"github.com/coapgw/coapgw/third_party/pion-dtls/pkg/crypto/hash"
+	"github.com/coapgw/coapgw/third_party/pion-dtls/pkg/crypto/signature"
+	"github.com/coapgw/coapgw/third_party/pion-dtls/pkg/crypto/signaturehash"
 )
 
 type ecdsaSignature struct {

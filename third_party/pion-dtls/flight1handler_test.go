@@ -8,9 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pion/dtls/v3/internal/ciphersuite"
-	"github.com/pion/dtls/v3/pkg/protocol/alert"
-	"github.com/pion/dtls/v3/pkg/protocol/handshake"
+	"github.com/coapgw/coapgw/third_party/pion-dtls/internal/ciphersuite"
+	"github.com/coapgw/coapgw/third_party/pion-dtls/pkg/protocol/alert"
+	"github.com/coapgw/coapgw/third_party/pion-dtls/pkg/protocol/handshake"
 	"github.com/pion/logging"
 	"github.com/pion/transport/v5/test"
 	"github.com/stretchr/testify/assert"

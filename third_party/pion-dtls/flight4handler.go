@@ -12,16 +12,16 @@ import (
 	"crypto/subtle"
 	"crypto/x509"
 
-	"github.com/pion/dtls/v3/internal/ciphersuite"
-	"github.com/pion/dtls/v3/pkg/crypto/clientcertificate"
-	"github.com/pion/dtls/v3/pkg/crypto/elliptic"
-	"github.com/pion/dtls/v3/pkg/crypto/prf"
-	"github.com/pion/dtls/v3/pkg/crypto/signaturehash"
-	"github.com/pion/dtls/v3/pkg/protocol"
-	"github.com/pion/dtls/v3/pkg/protocol/alert"
-	"github.com/pion/dtls/v3/pkg/protocol/extension"
-	"github.com/pion/dtls/v3/pkg/protocol/handshake"
-	"github.com/pion/dtls/v3/pkg/protocol/recordlayer"
+	"github.com/coapgw/coapgw/third_party/pion-dtls/internal/ciphersuite"
+	"github.com/coapgw/coapgw/third_party/pion-dtls/pkg/crypto/clientcertificate"
+	"github.com/coapgw/coapgw/third_party/pion-dtls/pkg/crypto/elliptic"
+	"github.com/coapgw/coapgw/third_party/pion-dtls/pkg/crypto/prf"
+	"github.com/coapgw/coapgw/third_party/pion-dtls/pkg/crypto/signaturehash"
+	"github.com/coapgw/coapgw/third_party/pion-dtls/pkg/protocol"
+	"github.com/coapgw/coapgw/third_party/pion-dtls/pkg/protocol/alert"
+	"github.com/coapgw/coapgw/third_party/pion-dtls/pkg/protocol/extension"
+	"github.com/coapgw/coapgw/third_party/pion-dtls/pkg/protocol/handshake"
+	"github.com/coapgw/coapgw/third_party/pion-dtls/pkg/protocol/recordlayer"
 )
 
 //nolint:gocognit,gocyclo,lll,cyclop,maintidx

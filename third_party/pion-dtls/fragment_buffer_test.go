@@ -6,9 +6,9 @@ package dtls
 import (
 	"testing"
 
-	"github.com/pion/dtls/v3/pkg/protocol"
-	"github.com/pion/dtls/v3/pkg/protocol/handshake"
-	"github.com/pion/dtls/v3/pkg/protocol/recordlayer"
+	"github.com/coapgw/coapgw/third_party/pion-dtls/pkg/protocol"
+	"github.com/coapgw/coapgw/third_party/pion-dtls/pkg/protocol/handshake"
+	"github.com/coapgw/coapgw/third_party/pion-dtls/pkg/protocol/recordlayer"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )

@@ -7,10 +7,10 @@ import (
 	"bytes"
 	"sync"
 
-	"github.com/pion/dtls/v3/pkg/crypto/prf"
-	"github.com/pion/dtls/v3/pkg/protocol"
-	"github.com/pion/dtls/v3/pkg/protocol/handshake"
-	"github.com/pion/dtls/v3/pkg/protocol/recordlayer"
+	"github.com/coapgw/coapgw/third_party/pion-dtls/pkg/crypto/prf"
+	"github.com/coapgw/coapgw/third_party/pion-dtls/pkg/protocol"
+	"github.com/coapgw/coapgw/third_party/pion-dtls/pkg/protocol/handshake"
+	"github.com/coapgw/coapgw/third_party/pion-dtls/pkg/protocol/recordlayer"
 )
 
 // Bound payload storage and metadata, including empty messages. Allow room for

@@ -6,10 +6,10 @@ package dtls
 import (
 	"net"
 
-	"github.com/pion/dtls/v3/internal/net/udp"
-	dtlsnet "github.com/pion/dtls/v3/pkg/net"
-	"github.com/pion/dtls/v3/pkg/protocol"
-	"github.com/pion/dtls/v3/pkg/protocol/recordlayer"
+	"github.com/coapgw/coapgw/third_party/pion-dtls/internal/net/udp"
+	dtlsnet "github.com/coapgw/coapgw/third_party/pion-dtls/pkg/net"
+	"github.com/coapgw/coapgw/third_party/pion-dtls/pkg/protocol"
+	"github.com/coapgw/coapgw/third_party/pion-dtls/pkg/protocol/recordlayer"
 )
 
 // Listen creates a DTLS listener.

@@ -10,10 +10,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pion/dtls/v3/pkg/crypto/elliptic"
-	"github.com/pion/dtls/v3/pkg/crypto/selfsign"
-	dtlsnet "github.com/pion/dtls/v3/pkg/net"
-	"github.com/pion/dtls/v3/pkg/protocol"
+	"github.com/coapgw/coapgw/third_party/pion-dtls/pkg/crypto/elliptic"
+	"github.com/coapgw/coapgw/third_party/pion-dtls/pkg/crypto/selfsign"
+	dtlsnet "github.com/coapgw/coapgw/third_party/pion-dtls/pkg/net"
+	"github.com/coapgw/coapgw/third_party/pion-dtls/pkg/protocol"
 	"github.com/pion/transport/v5/dpipe"
 	"github.com/stretchr/testify/require"
 )

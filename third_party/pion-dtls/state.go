@@ -11,10 +11,10 @@ import (
 	"errors"
 	"sync/atomic"
 
-	"github.com/pion/dtls/v3/pkg/crypto/elliptic"
-	"github.com/pion/dtls/v3/pkg/crypto/prf"
-	"github.com/pion/dtls/v3/pkg/crypto/signaturehash"
-	"github.com/pion/dtls/v3/pkg/protocol/handshake"
+	"github.com/coapgw/coapgw/third_party/pion-dtls/pkg/crypto/elliptic"
+	"github.com/coapgw/coapgw/third_party/pion-dtls/pkg/crypto/prf"
+	"github.com/coapgw/coapgw/third_party/pion-dtls/pkg/crypto/signaturehash"
+	"github.com/coapgw/coapgw/third_party/pion-dtls/pkg/protocol/handshake"
 	"github.com/pion/transport/v5/replaydetector"
 )
 

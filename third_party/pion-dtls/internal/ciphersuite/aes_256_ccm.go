@@ -4,8 +4,8 @@
 package ciphersuite
 
 import (
-	"github.com/pion/dtls/v3/pkg/crypto/ciphersuite"
-	"github.com/pion/dtls/v3/pkg/crypto/clientcertificate"
+	"github.com/coapgw/coapgw/third_party/pion-dtls/pkg/crypto/ciphersuite"
+	"github.com/coapgw/coapgw/third_party/pion-dtls/pkg/crypto/clientcertificate"
 )
 
 // Aes256Ccm is a base class used by multiple AES-CCM Ciphers.

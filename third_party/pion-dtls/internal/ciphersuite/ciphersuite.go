@@ -9,8 +9,8 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/pion/dtls/v3/internal/ciphersuite/types"
-	"github.com/pion/dtls/v3/pkg/protocol"
+	"github.com/coapgw/coapgw/third_party/pion-dtls/internal/ciphersuite/types"
+	"github.com/coapgw/coapgw/third_party/pion-dtls/pkg/protocol"
 )
 
 //nolint:err113

@@ -4,7 +4,7 @@
 package ciphersuite
 
 import (
-	"github.com/pion/dtls/v3/pkg/crypto/clientcertificate"
+	"github.com/coapgw/coapgw/third_party/pion-dtls/pkg/crypto/clientcertificate"
 )
 
 // TLSEcdhePskWithChacha20Poly1305Sha256 represents a TLS_ECDHE_PSK_WITH_CHACHA20_POLY1305_SHA256 CipherSuite.

@@ -3,7 +3,7 @@
 
 package ciphersuite
 
-import "github.com/pion/dtls/v3/pkg/crypto/clientcertificate"
+import "github.com/coapgw/coapgw/third_party/pion-dtls/pkg/crypto/clientcertificate"
 
 // TLSEcdheRsaWithAes256GcmSha384 implements the TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384 CipherSuite.
 type TLSEcdheRsaWithAes256GcmSha384 struct {

@@ -24,8 +24,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	idtlsnet "github.com/pion/dtls/v3/internal/net"
-	dtlsnet "github.com/pion/dtls/v3/pkg/net"
+	idtlsnet "github.com/coapgw/coapgw/third_party/pion-dtls/internal/net"
+	dtlsnet "github.com/coapgw/coapgw/third_party/pion-dtls/pkg/net"
 	"github.com/pion/transport/v5/deadline"
 )
 

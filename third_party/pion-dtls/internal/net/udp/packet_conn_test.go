@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	dtlsnet "github.com/pion/dtls/v3/pkg/net"
+	dtlsnet "github.com/coapgw/coapgw/third_party/pion-dtls/pkg/net"
 	"github.com/pion/transport/v5/test"
 	"github.com/stretchr/testify/assert"
 )

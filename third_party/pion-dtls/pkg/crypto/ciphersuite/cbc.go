@@ -12,10 +12,10 @@ import (
 	"encoding/binary"
 	"hash"
 
-	"github.com/pion/dtls/v3/internal/util"
-	"github.com/pion/dtls/v3/pkg/crypto/prf"
-	"github.com/pion/dtls/v3/pkg/protocol"
-	"github.com/pion/dtls/v3/pkg/protocol/recordlayer"
+	"github.com/coapgw/coapgw/third_party/pion-dtls/internal/util"
+	"github.com/coapgw/coapgw/third_party/pion-dtls/pkg/crypto/prf"
+	"github.com/coapgw/coapgw/third_party/pion-dtls/pkg/protocol"
+	"github.com/coapgw/coapgw/third_party/pion-dtls/pkg/protocol/recordlayer"
 	"golang.org/x/crypto/cryptobyte"
 )
 

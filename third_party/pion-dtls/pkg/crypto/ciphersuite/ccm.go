@@ -6,8 +6,8 @@ package ciphersuite
 import (
 	"crypto/aes"
 
-	"github.com/pion/dtls/v3/pkg/crypto/ccm"
-	"github.com/pion/dtls/v3/pkg/protocol/recordlayer"
+	"github.com/coapgw/coapgw/third_party/pion-dtls/pkg/crypto/ccm"
+	"github.com/coapgw/coapgw/third_party/pion-dtls/pkg/protocol/recordlayer"
 )
 
 // CCMTagLen is the length of Authentication Tag.

@@ -7,7 +7,7 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 
-	"github.com/pion/dtls/v3/pkg/protocol/recordlayer"
+	"github.com/coapgw/coapgw/third_party/pion-dtls/pkg/protocol/recordlayer"
 )
 
 const (

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/pion/dtls/v3/pkg/crypto/elliptic"
+	"github.com/coapgw/coapgw/third_party/pion-dtls/pkg/crypto/elliptic"
 	"github.com/stretchr/testify/assert"
 )
 

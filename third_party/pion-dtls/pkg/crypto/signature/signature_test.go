@@ -6,7 +6,7 @@ package signature
 import (
 	"testing"
 
-	"github.com/pion/dtls/v3/pkg/crypto/hash"
+	"github.com/coapgw/coapgw/third_party/pion-dtls/pkg/crypto/hash"
 	"github.com/stretchr/testify/assert"
 )
 

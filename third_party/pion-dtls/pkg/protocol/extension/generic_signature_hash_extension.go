@@ -7,7 +7,7 @@ package extension
 import (
 	"crypto/tls"
 
-	"github.com/pion/dtls/v3/pkg/crypto/signaturehash"
+	"github.com/coapgw/coapgw/third_party/pion-dtls/pkg/crypto/signaturehash"
 	"golang.org/x/crypto/cryptobyte"
 )
 

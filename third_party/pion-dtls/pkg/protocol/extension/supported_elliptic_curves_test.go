@@ -6,7 +6,7 @@ package extension
 import (
 	"testing"
 
-	"github.com/pion/dtls/v3/pkg/crypto/elliptic"
+	"github.com/coapgw/coapgw/third_party/pion-dtls/pkg/crypto/elliptic"
 	"github.com/stretchr/testify/assert"
 )
 

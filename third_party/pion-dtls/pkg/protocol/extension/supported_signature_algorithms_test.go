@@ -6,9 +6,9 @@ package extension
 import (
 	"testing"
 
-	"github.com/pion/dtls/v3/pkg/crypto/hash"
-	"github.com/pion/dtls/v3/pkg/crypto/signature"
-	"github.com/pion/dtls/v3/pkg/crypto/signaturehash"
+	"github.com/coapgw/coapgw/third_party/pion-dtls/pkg/crypto/hash"
+	"github.com/coapgw/coapgw/third_party/pion-dtls/pkg/crypto/signature"
+	"github.com/coapgw/coapgw/third_party/pion-dtls/pkg/crypto/signaturehash"
 	"github.com/stretchr/testify/assert"
 )
 

@@ -5,9 +5,9 @@
 package handshake
 
 import (
-	"github.com/pion/dtls/v3/internal/ciphersuite/types"
-	"github.com/pion/dtls/v3/internal/util"
-	"github.com/pion/dtls/v3/pkg/protocol"
+	"github.com/coapgw/coapgw/third_party/pion-dtls/internal/ciphersuite/types"
+	"github.com/coapgw/coapgw/third_party/pion-dtls/internal/util"
+	"github.com/coapgw/coapgw/third_party/pion-dtls/pkg/protocol"
 )
 
 // Type is the unique identifier for each handshake message

@@ -4,7 +4,7 @@
 package handshake
 
 import (
-	"github.com/pion/dtls/v3/internal/util"
+	"github.com/coapgw/coapgw/third_party/pion-dtls/internal/util"
 )
 
 // MessageCertificate is a DTLS Handshake Message

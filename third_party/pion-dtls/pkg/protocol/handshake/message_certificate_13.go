@@ -6,8 +6,8 @@ package handshake
 import (
 	"encoding/binary"
 
-	"github.com/pion/dtls/v3/internal/util"
-	"github.com/pion/dtls/v3/pkg/protocol/extension"
+	"github.com/coapgw/coapgw/third_party/pion-dtls/internal/util"
+	"github.com/coapgw/coapgw/third_party/pion-dtls/pkg/protocol/extension"
 	"golang.org/x/crypto/cryptobyte"
 )
 

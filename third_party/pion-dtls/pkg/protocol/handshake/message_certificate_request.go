@@ -7,8 +7,8 @@ import (
 	"crypto/tls"
 	"encoding/binary"
 
-	"github.com/pion/dtls/v3/pkg/crypto/clientcertificate"
-	"github.com/pion/dtls/v3/pkg/crypto/signaturehash"
+	"github.com/coapgw/coapgw/third_party/pion-dtls/pkg/crypto/clientcertificate"
+	"github.com/coapgw/coapgw/third_party/pion-dtls/pkg/crypto/signaturehash"
 )
 
 /*

@@ -6,7 +6,7 @@ package handshake
 import (
 	"testing"
 
-	"github.com/pion/dtls/v3/internal/ciphersuite/types"
+	"github.com/coapgw/coapgw/third_party/pion-dtls/internal/ciphersuite/types"
 	"github.com/stretchr/testify/assert"
 )
 

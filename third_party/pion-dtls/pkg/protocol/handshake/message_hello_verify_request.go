@@ -4,7 +4,7 @@
 package handshake
 
 import (
-	"github.com/pion/dtls/v3/pkg/protocol"
+	"github.com/coapgw/coapgw/third_party/pion-dtls/pkg/protocol"
 )
 
 // MessageHelloVerifyRequest is as follows:

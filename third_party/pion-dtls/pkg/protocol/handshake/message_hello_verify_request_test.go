@@ -6,7 +6,7 @@ package handshake
 import (
 	"testing"
 
-	"github.com/pion/dtls/v3/pkg/protocol"
+	"github.com/coapgw/coapgw/third_party/pion-dtls/pkg/protocol"
 	"github.com/stretchr/testify/assert"
 )
 

@@ -7,11 +7,11 @@ import (
 	"crypto/tls"
 	"encoding/binary"
 
-	"github.com/pion/dtls/v3/internal/ciphersuite/types"
-	"github.com/pion/dtls/v3/pkg/crypto/elliptic"
-	"github.com/pion/dtls/v3/pkg/crypto/hash"
-	"github.com/pion/dtls/v3/pkg/crypto/signature"
-	"github.com/pion/dtls/v3/pkg/crypto/signaturehash"
+	"github.com/coapgw/coapgw/third_party/pion-dtls/internal/ciphersuite/types"
+	"github.com/coapgw/coapgw/third_party/pion-dtls/pkg/crypto/elliptic"
+	"github.com/coapgw/coapgw/third_party/pion-dtls/pkg/crypto/hash"
+	"github.com/coapgw/coapgw/third_party/pion-dtls/pkg/crypto/signature"
+	"github.com/coapgw/coapgw/third_party/pion-dtls/pkg/crypto/signaturehash"
 )
 
 // MessageServerKeyExchange supports ECDH and PSK.

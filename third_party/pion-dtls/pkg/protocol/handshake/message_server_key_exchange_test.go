@@ -6,10 +6,10 @@ package handshake
 import (
 	"testing"
 
-	"github.com/pion/dtls/v3/internal/ciphersuite/types"
-	"github.com/pion/dtls/v3/pkg/crypto/elliptic"
-	"github.com/pion/dtls/v3/pkg/crypto/hash"
-	"github.com/pion/dtls/v3/pkg/crypto/signature"
+	"github.com/coapgw/coapgw/third_party/pion-dtls/internal/ciphersuite/types"
+	"github.com/coapgw/coapgw/third_party/pion-dtls/pkg/crypto/elliptic"
+	"github.com/coapgw/coapgw/third_party/pion-dtls/pkg/crypto/hash"
+	"github.com/coapgw/coapgw/third_party/pion-dtls/pkg/crypto/signature"
 	"github.com/stretchr/testify/assert"
 )
 

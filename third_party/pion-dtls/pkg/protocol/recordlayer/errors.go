@@ -7,7 +7,7 @@ package recordlayer
 import (
 	"errors"
 
-	"github.com/pion/dtls/v3/pkg/protocol"
+	"github.com/coapgw/coapgw/third_party/pion-dtls/pkg/protocol"
 )
 
 var (

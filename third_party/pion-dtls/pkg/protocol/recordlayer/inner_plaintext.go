@@ -4,7 +4,7 @@
 package recordlayer
 
 import (
-	"github.com/pion/dtls/v3/pkg/protocol"
+	"github.com/coapgw/coapgw/third_party/pion-dtls/pkg/protocol"
 	"golang.org/x/crypto/cryptobyte"
 )
 
