@@ -65,6 +65,14 @@ func (f *fakeAWS) count(op string) int {
 	return f.calls[op]
 }
 
+// classic returns the calls of op on classic shadows so far (op counts named shadows' too; the
+// calls on a named shadow are counted as op@name).
+func (f *fakeAWS) classic(op string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.calls[op] - f.calls[op+"@"+RegistryShadow]
+}
+
 // controlPlane is the number of registry calls.
 func (f *fakeAWS) controlPlane() int {
 	return f.count("CreateThingType") + f.count("CreateThing") + f.count("DescribeThing") + f.count("DescribeEndpoint")
@@ -130,6 +138,9 @@ func (f *fakeAWS) GetThingShadow(ctx context.Context, in *GetThingShadowInput) (
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if in.ShadowName != "" {
+		f.calls["GetThingShadow@"+in.ShadowName]++
+	}
 	sh := f.shadows[shadowKey(in.ThingName, in.ShadowName)]
 	if sh == nil {
 		return nil, apiErr("ResourceNotFoundException")
@@ -160,6 +171,9 @@ func (f *fakeAWS) UpdateThingShadow(ctx context.Context, in *UpdateThingShadowIn
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if in.ShadowName != "" {
+		f.calls["UpdateThingShadow@"+in.ShadowName]++
+	}
 	key := shadowKey(in.ThingName, in.ShadowName)
 	sh := f.shadows[key]
 	if doc.Version != nil && (sh == nil || sh.version != *doc.Version) {
@@ -208,7 +222,8 @@ func mergePatch(dst, patch map[string]any) {
 	}
 }
 
-// state returns a thing's reported state without coapgw's key, as compact JSON ("" if none).
+// state returns a thing's classic reported state as it is (coapgw keeps nothing of its own
+// there), as compact JSON ("" if none).
 func (f *fakeAWS) state(thing string) string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -216,13 +231,7 @@ func (f *fakeAWS) state(thing string) string {
 	if sh == nil {
 		return ""
 	}
-	r := map[string]any{}
-	for k, v := range sh.reported {
-		if k != ReservedKey {
-			r[k] = v
-		}
-	}
-	b, _ := json.Marshal(r)
+	b, _ := json.Marshal(sh.reported)
 	return string(b)
 }
 

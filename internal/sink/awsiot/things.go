@@ -16,6 +16,8 @@ type thingState struct {
 	version int64          // its shadow's version; 0 = no shadow
 	doc     *processor.Doc // its reported state with coapgw's per-leaf times
 	desired int            // bytes of its desired state (compact JSON; 0 = none), as last read
+	reg     int64          // its registry shadow's version (RegistryShadow); 0 = none
+	legacy  bool           // its classic shadow still has an earlier version's reserved key
 }
 
 // thingCost estimates the heap a cached thing holds, in bytes: the cache's entry and state, and
