@@ -165,7 +165,7 @@ type Forward struct {
 	CommitInterval  time.Duration // forward-commit-interval
 	ShutdownGrace   time.Duration // forward-shutdown-grace
 	MaxWaiters      int           // forward-max-waiters
-	QueueFIFO       bool          // queue-fifo: treat the queue as FIFO even without ".fifo"
+	QueueFIFO       bool          // fifo-queue: treat the queue as FIFO even without ".fifo"
 	QueueMaxBatch   Size          // queue-max-batch-bytes: bytes per SendMessageBatch request
 }
 

@@ -94,7 +94,7 @@ func TestEveryDocumentedSettingLoads(t *testing.T) {
 		"processor-backoff-min": "1s", "processor-backoff-max": "2s",
 		"forward-concurrency": "2", "forward-max-pending": "100", "forward-linger": "-1ms", "forward-backoff-base": "1s",
 		"forward-backoff-max": "5s", "forward-max-rejects": "2", "forward-commit-interval": "1s",
-		"forward-shutdown-grace": "1s", "forward-max-waiters": "10", "queue-fifo": "true", "queue-max-batch-bytes": "256KiB",
+		"forward-shutdown-grace": "1s", "forward-max-waiters": "10", "fifo-queue": "true", "queue-max-batch-bytes": "256KiB",
 		"http-read-timeout": "5s", "http-write-timeout": "7s", "http-idle-timeout": "9s", "http-max-conns": "11",
 		"block-size": "256", "blockwise-max-bytes": "1MiB", "blockwise-per-peer": "2", "blockwise-timeout": "30s",
 	}

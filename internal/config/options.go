@@ -98,7 +98,7 @@ func (c *Config) options(role Role) []option {
 			roleHelp: map[Role]string{Process: "URL of the SQS queue the gateways forward to (required)"}, ptr: &c.AWS.Queue},
 		{name: "ack-after", roles: sp, help: "spool: 2.04 after the fsync; queue: 2.04 only after SQS accepted the record (needs --queue)", ptr: &c.Forward.AckAfter},
 		{name: "queue-ack-timeout", roles: sp, help: "with --ack-after=queue: answer 5.03 if SQS has not accepted a record by then", ptr: &c.Forward.QueueAckTimeout},
-		{name: "queue-fifo", roles: sp, help: "treat the queue as FIFO (per-thing message groups, deduplication ids) even if its URL does not end in .fifo", ptr: &c.Forward.QueueFIFO},
+		{name: "fifo-queue", roles: sp, help: "treat the queue as FIFO (per-thing message groups, deduplication ids) even if its URL does not end in .fifo (the same option as process's; was --queue-fifo)", ptr: &c.Forward.QueueFIFO},
 		{name: "queue-max-batch-bytes", roles: sp, help: "bytes per SQS SendMessageBatch request (256KiB–1MiB)", ptr: &c.Forward.QueueMaxBatch},
 		{name: "aws-endpoint", roles: all, help: "base URL for every AWS API (tests against an emulator only)", ptr: &c.AWS.Endpoint},
 
