@@ -33,7 +33,7 @@
 //
 // Metrics (registered on the Registerer given to New):
 //
-//	coapgw_processor_records_total{result="applied|duplicate|set_aside"}  counter
+//	coapgw_processor_records_total{result="applied|duplicate|set_aside|deferred"}
 //	coapgw_processor_batches_total     counter   batches applied
 //	coapgw_processor_batch_seconds     histogram payload decoding + apply (retries included)
 //	                                             per batch
@@ -210,10 +210,10 @@ func (p *Processor) process(ctx context.Context, b *Batch, decodeTime time.Durat
 		return nil, err
 	}
 	markRepeats(b, out)
-	var n [SetAside + 1]int
+	var n [Deferred + 1]int
 	first := -1 // the batch's first record set aside
 	for i, o := range out {
-		if o.Result <= SetAside {
+		if o.Result <= Deferred {
 			n[o.Result]++
 		}
 		if o.Result == SetAside {
@@ -235,6 +235,7 @@ func (p *Processor) process(ctx context.Context, b *Batch, decodeTime time.Durat
 	p.m.applied.Add(float64(n[Applied]))
 	p.m.duplicate.Add(float64(n[Duplicate]))
 	p.m.setAside.Add(float64(n[SetAside]))
+	p.m.deferred.Add(float64(n[Deferred]))
 	p.m.batches.Inc()
 	p.m.batchSeconds.Observe(p.cfg.Now().Sub(start).Seconds())
 	if !newest.IsZero() {
