@@ -121,7 +121,7 @@ func memoryDefaults(getenv func(string) string) (limit, cache int64) {
 // sinkConfig is the AWS IoT sink's part of the settings.
 func sinkConfig(c config.IoT) awsiot.Config {
 	return awsiot.Config{PublishTopic: c.PublishTopic, DataEndpoint: c.DataEndpoint, ThingCacheSize: c.ThingCacheSize, ThingCacheBytes: int(c.ThingCacheBytes), Concurrency: c.Concurrency,
-		Ordered: c.Ordered, AdoptThings: c.AdoptThings}
+		Ordered: c.Ordered, AdoptThings: c.AdoptThings, Consumers: c.Consumers, CreateThingRate: c.CreateThingRate, PublishPack: c.PublishPack}
 }
 
 // newHandler builds the processor on the AWS IoT sink, with credentials and region from the SDK

@@ -189,6 +189,9 @@ type IoT struct {
 	Concurrency     int    // iot-concurrency
 	Ordered         bool   // fifo-queue
 	AdoptThings     bool   // adopt-things
+	Consumers       int    // iot-consumers
+	CreateThingRate int    // iot-create-thing-rate
+	PublishPack     bool   // publish-pack
 }
 
 // AWS holds what every AWS client shares.
@@ -256,7 +259,7 @@ func Default() Config {
 			Sink: "awsiot", Pollers: 4, BatchSize: 1000, VisibilityTimeout: 60 * time.Second,
 			WaitTime: 20 * time.Second, BatchWait: 250 * time.Millisecond, StopTimeout: 15 * time.Second,
 		},
-		IoT: IoT{ThingCacheSize: 100_000, ThingCacheBytes: 64 * MiB, Concurrency: 32},
+		IoT: IoT{ThingCacheSize: 100_000, ThingCacheBytes: 64 * MiB, Concurrency: 32, Consumers: 1, CreateThingRate: 100},
 		HTTP: HTTP{Addr: "127.0.0.1:8080", ReadTimeout: 30 * time.Second, WriteTimeout: 60 * time.Second,
 			IdleTimeout: 60 * time.Second, MaxConns: 256},
 		Log: Log{Level: "info", Format: "text"},

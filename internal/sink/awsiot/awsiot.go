@@ -76,6 +76,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"log/slog"
+	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -87,6 +88,9 @@ import (
 
 	"github.com/coapgw/coapgw/internal/processor"
 )
+
+// ruleName is an IoT rule's name, as a Basic Ingest topic ($aws/rules/<rule>/…) names it.
+var ruleName = regexp.MustCompile(`^[a-zA-Z0-9_]{1,128}$`)
 
 // ReservedKey is the reported-state key where coapgw keeps its own data (the thing type and the
 // per-leaf times). Devices may not report a property of that name.
@@ -119,6 +123,10 @@ type Config struct {
 	// at least once); "{type}" and "{thing}" in it are replaced by the record's. A Basic Ingest
 	// topic ($aws/rules/<rule>) sends the records to a rule without a broker.
 	PublishTopic string
+	// PublishPack publishes one message per thing and batch holding {"records":[envelope,…]}
+	// (at most 128 KB, split beyond) instead of one per record: IoT's Publish API takes one
+	// message per call, and messaging is metered per message (in 5 KB units).
+	PublishPack bool
 	// DataEndpoint is the IoT data endpoint (host or URL) of the account, as DescribeEndpoint
 	// with iot:Data-ATS reports it. Empty: aws.Config.BaseEndpoint if set, else DescribeEndpoint.
 	DataEndpoint string
@@ -142,6 +150,14 @@ type Config struct {
 	// written blindly (one UpdateThingShadow per thing per batch, no read, nothing of coapgw's in
 	// the reported state); the thing's type is kept in its named shadow RegistryShadow.
 	Ordered bool
+	// CreateThingRate and CreateThingTypeRate are the account's rates for CreateThing and
+	// CreateThingType (calls/s; defaults 100 and 15, AWS IoT's), shared by Consumers consumers:
+	// each paces its calls to rate/Consumers (default 1). BudgetWait is the longest a thing's
+	// creation waits for this consumer's share within a batch (default 5s, and never past the
+	// batch's deadline); beyond, its records are deferred (processor.Deferred).
+	CreateThingRate, CreateThingTypeRate int
+	Consumers                            int
+	BudgetWait                           time.Duration
 	// AdoptThings makes a thing that already exists (with any type, or none: fleet provisioning
 	// and JITP create such things) usable as it is; its type is never changed, and records of
 	// any type are applied to it. Off: such a thing is a permanent error for records of another
@@ -168,6 +184,18 @@ func (c *Config) setDefaults() {
 	if c.ConflictRetries == 0 {
 		c.ConflictRetries = 5
 	}
+	if c.CreateThingRate == 0 {
+		c.CreateThingRate = 100
+	}
+	if c.CreateThingTypeRate == 0 {
+		c.CreateThingTypeRate = 15
+	}
+	if c.Consumers == 0 {
+		c.Consumers = 1
+	}
+	if c.BudgetWait == 0 {
+		c.BudgetWait = 5 * time.Second
+	}
 }
 
 // Validate reports every problem with c at once.
@@ -182,9 +210,18 @@ func (c Config) Validate() error {
 	if c.MaxAttempts < 0 || c.ConflictRetries < 0 {
 		errs = append(errs, errors.New("awsiot: attempts must not be negative"))
 	}
+	if c.CreateThingRate < 0 || c.CreateThingTypeRate < 0 || c.Consumers < 0 || c.BudgetWait < 0 {
+		errs = append(errs, errors.New("awsiot: control-plane rates, consumers and budget wait must not be negative"))
+	}
 	if t := c.PublishTopic; t != "" {
 		if strings.ContainsAny(t, "+#") || strings.HasPrefix(t, "/") || len(t) > 256 {
 			errs = append(errs, fmt.Errorf("awsiot: publish topic %q: no wildcards, no leading '/', at most 256 bytes", t))
+		}
+		if rest, ok := strings.CutPrefix(t, "$aws/rules/"); ok {
+			rule, _, _ := strings.Cut(rest, "/")
+			if !ruleName.MatchString(rule) {
+				errs = append(errs, fmt.Errorf("awsiot: publish topic %q: Basic Ingest wants $aws/rules/<rule name: letters, digits, _>/…", t))
+			}
 		}
 	}
 	return errors.Join(errs...)
@@ -205,6 +242,9 @@ type Sink struct {
 
 	flightMu sync.Mutex
 	flights  map[string]*flight // thing types being created
+
+	// This consumer's share of the account's control-plane rates (budget.go).
+	thingBudget, typeBudget *bucket
 
 	pubMu    sync.Mutex
 	pubBatch *processor.Batch // the batch published records belong to (retries reuse the batch)
@@ -274,7 +314,10 @@ func newSink(cfg Config, iotc iotAPI, data iotDataAPI, log *slog.Logger, reg pro
 		types:    newLRU[string, struct{}](cfg.TypeCacheSize),
 		flights:  make(map[string]*flight),
 		lockSeed: maphash.MakeSeed(),
-		now:      time.Now,
+
+		thingBudget: newBucket(float64(cfg.CreateThingRate) / float64(cfg.Consumers)),
+		typeBudget:  newBucket(float64(cfg.CreateThingTypeRate) / float64(cfg.Consumers)),
+		now:         time.Now,
 	}, nil
 }
 

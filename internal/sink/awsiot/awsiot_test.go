@@ -243,8 +243,9 @@ func TestSetAsideAndLimits(t *testing.T) {
 	}
 }
 
-// TestClassification: which AWS errors fail the batch (transient: retried) and which set its
-// records aside (permanent).
+// TestClassification: which AWS errors fail the batch (transient: retried), which defer the
+// thing's records (throttling: handed back with a delay, the rest of the batch applied) and which
+// set its records aside (permanent).
 func TestClassification(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
@@ -252,6 +253,7 @@ func TestClassification(t *testing.T) {
 		permanent bool
 	}{
 		{"throttling", apiErr("ThrottlingException"), false},
+		{"too many requests", apiErr("TooManyRequestsException"), false},
 		{"service unavailable", apiErr("ServiceUnavailableException"), false},
 		{"internal failure", apiErr("InternalFailureException"), false},
 		{"unauthorized", apiErr("UnauthorizedException"), false},
@@ -284,7 +286,11 @@ func TestClassification(t *testing.T) {
 				}
 				return
 			}
-			if err == nil {
+			if deferral(tc.err) != nil {
+				if err != nil || out[0].Result != processor.Deferred || out[0].After < 2*time.Second || out[1].Result != processor.SetAside {
+					t.Fatalf("throttled: err %v, out %+v; want dev deferred by 2s or more", err, out)
+				}
+			} else if err == nil {
 				t.Fatalf("transient error not returned: %+v", out)
 			}
 			// The retry of the batch succeeds once AWS recovers.
@@ -319,7 +325,7 @@ func transientPartialFailure(t *testing.T, ordered bool, updates int, want strin
 	s := newTestSink(t, f, Config{Ordered: ordered})
 	f.fail = func(op, thing string) error {
 		if op == "UpdateThingShadow" && thing == "dev-3" {
-			return apiErr("ThrottlingException")
+			return apiErr("ServiceUnavailableException")
 		}
 		return nil
 	}

@@ -29,6 +29,8 @@ type fakeAWS struct {
 	shadows map[string]*fakeShadow
 	calls   map[string]int
 	now     int64 // shadow timestamps, seconds
+	// published holds the payloads published, in order.
+	published []string
 
 	// fail, if set, is asked before every call; a non-nil error fails it.
 	fail func(op, thing string) error
@@ -197,6 +199,7 @@ func (f *fakeAWS) Publish(ctx context.Context, in *PublishInput) (*PublishOutput
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls["topic:"+in.Topic]++
+	f.published = append(f.published, string(in.Payload))
 	return &PublishOutput{}, nil
 }
 

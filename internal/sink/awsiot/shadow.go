@@ -38,7 +38,8 @@ func (s *Sink) write(ctx context.Context, b *processor.Batch, u *processor.Updat
 			out[i] = processor.Outcome{Result: processor.Duplicate}
 		}
 		s.m.unchanged.Inc()
-		return true, s.publish(ctx, b, live, pub)
+		_, err := s.publishLive(ctx, b, live, out, pub)
+		return err == nil, err
 	}
 	if reason := s.limits(next, th); reason != "" {
 		// Find the records that do not fit, one by one, from the state before this batch.
@@ -63,11 +64,12 @@ func (s *Sink) write(ctx context.Context, b *processor.Batch, u *processor.Updat
 			for _, i := range live {
 				out[i] = processor.Outcome{Result: processor.Duplicate}
 			}
-			return true, s.publish(ctx, b, live, pub)
+			_, err := s.publishLive(ctx, b, live, out, pub)
+			return err == nil, err
 		}
 	}
-	if err := s.publish(ctx, b, live, pub); err != nil {
-		return false, err
+	if rejected, err := s.publishLive(ctx, b, live, out, pub); err != nil || rejected {
+		return err == nil, err
 	}
 	version, known := th.version, true
 	if body, ok := s.updateBody(th, next); ok {

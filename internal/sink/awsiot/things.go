@@ -117,11 +117,16 @@ func (s *Sink) ensureType(ctx context.Context, typ string) error {
 	s.flights[typ] = f
 	s.flightMu.Unlock()
 
-	_, err := s.iot.CreateThingType(ctx, &iot.CreateThingTypeInput{ThingTypeName: aws.String(typ)})
-	s.m.call("CreateThingType", err)
+	err := s.pace(ctx, s.typeBudget, "CreateThingType "+typ)
+	if err == nil {
+		_, err = s.iot.CreateThingType(ctx, &iot.CreateThingTypeInput{ThingTypeName: aws.String(typ)})
+		s.m.call("CreateThingType", err)
+	}
 	switch {
 	case err == nil, hasCode(err, "ResourceAlreadyExistsException"):
 		s.types.Add(typ, struct{}{})
+	case deferral(err) != nil:
+		f.err = fmt.Errorf("create thing type %s: %w", typ, err)
 	default:
 		f.err = rejected("create thing type "+typ, err)
 	}
@@ -136,6 +141,9 @@ func (s *Sink) ensureType(ctx context.Context, typ string) error {
 // of a thing that already existed with another configuration.
 func (s *Sink) createThing(ctx context.Context, name, typ string) (string, error) {
 	for attempt := 0; ; attempt++ {
+		if err := s.pace(ctx, s.thingBudget, "CreateThing "+name); err != nil {
+			return "", err
+		}
 		_, err := s.iot.CreateThing(ctx, &iot.CreateThingInput{ThingName: aws.String(name), ThingTypeName: aws.String(typ)})
 		s.m.call("CreateThing", err)
 		switch {
