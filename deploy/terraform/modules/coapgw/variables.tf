@@ -429,3 +429,9 @@ variable "canary_identity" {
     error_message = "canary_identity must be empty or {type}/{id}, each 1-128 characters of letters, digits, ':', '_' and '-'."
   }
 }
+
+variable "iot_rule_example" {
+  description = "Create an example AWS IoT rule (iot_rule.tf) sending every accepted classic-shadow update to the CloudWatch Logs group /aws/iot/<name>-telemetry, so that telemetry visibly flows on from the shadows."
+  type        = bool
+  default     = false
+}
