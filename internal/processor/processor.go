@@ -6,7 +6,8 @@
 //
 // The core is sink- and source-independent: Process takes a batch of records (Input: a record
 // its driver decoded once, or the raw bytes of one it could not decode, with the reason) and
-// returns one Outcome per record (Applied, Duplicate or SetAside with a reason). Drivers move
+// returns one Outcome per record (Applied, Duplicate, SetAside with a reason, or Deferred: the sink
+// hands it back to be tried after Outcome.After). Drivers move
 // records in and acknowledge them: Run is the local one, consuming a Source (Next → Process →
 // Commit, the source acknowledged only after the sink succeeded; package spoolsource adapts the
 // spool to it); the SQS consumer and the Lambda handler (package consume) call Process and delete

@@ -5,23 +5,27 @@
 // design and its trade-offs.
 //
 // Registry. On the first sight of a thing (a miss in a bounded LRU cache) the sink reads its
-// shadow (GetThingShadow). A shadow coapgw wrote names the thing's type in coapgw's own key, so a
-// thing that any coapgw worker has seen before costs no control-plane call at all, after a
-// restart or in a fresh Lambda environment too. Otherwise the sink calls CreateThingType (once
+// shadows (GetThingShadow). coapgw's named shadow RegistryShadow ("coapgw") names the thing's
+// type, so a thing that any coapgw worker has seen before costs no control-plane call at all,
+// after a restart or in a fresh Lambda environment too. Otherwise the sink calls CreateThingType (once
 // per type, also cached) and CreateThing with the type; ResourceAlreadyExistsException counts as
 // success for a type, and for a thing it means "exists with another configuration": then
 // DescribeThing says which type it has. A thing that exists with another type (or none) is a
 // permanent error: its records are set aside with the reason "thing X exists with type Y".
 //
-// Shadow, order and redelivery (versioned mode, the default). The sink keeps, next to the properties, a reserved reported key
-// "_coapgw" = {"v":1,"type":T,"t":stamps} where stamps encode every leaf's received_at in
-// nanoseconds (and deletions), so that the processor's per-leaf last-writer-wins rule (see
-// processor.Doc) holds in AWS: each update is a read-modify-write of the cached document, sent as
-// a JSON merge patch of what changed, conditional on the shadow version the cache holds
-// (optimistic concurrency: a ConflictException makes the sink re-read the shadow and merge
-// again). A redelivered record or one older than what the shadow shows changes nothing and
-// costs no call (Outcome Duplicate). Records whose property "_coapgw" would clash with the
-// reserved key are set aside, and the reserved key counts toward the 8 KB limit.
+// Shadow, order and redelivery (versioned mode, the default). state.reported holds only the
+// devices' properties. The sink keeps, in the named shadow RegistryShadow,
+// {"v":1,"type":T,"t":stamps,"sv":V} where stamps encode every leaf's received_at in nanoseconds
+// (and deletions) for version V of the classic shadow, so that the processor's per-leaf
+// last-writer-wins rule (see processor.Doc) holds in AWS: each update is a read-modify-write of
+// the cached document, sent as a JSON merge patch of what changed, conditional on the shadow
+// version the cache holds (optimistic concurrency: a ConflictException makes the sink re-read
+// both shadows and merge again), followed by the stamps' update, conditional on the named
+// shadow's version. A reader whose stamps are for another version counts each property as
+// written at the later of stamp and metadata time. A redelivered record or one older than what
+// the shadow shows changes nothing and costs no call (Outcome Duplicate). A shadow of an earlier
+// version with coapgw's key ReservedKey ("_coapgw") in state.reported is read and the key removed
+// by the next update; device properties of that name are set aside.
 //
 // Ordered mode (Config.Ordered, for a FIFO queue with one message group per thing; see
 // ordered.go): a thing's batches reach one consumer at a time in queue order, so each batch is
@@ -37,11 +41,15 @@
 // Memory: the thing cache is bounded by count (ThingCacheSize) and by estimated bytes
 // (ThingCacheBytes, thingCost per thing).
 //
-// Errors. Throttling is retried by the SDK's adaptive retryer; what remains is transient
-// (throttling, 5xx, network, credentials, access denied: Apply returns an error and the processor
-// retries the batch) or permanent per thing (InvalidRequestException, RequestEntityTooLarge,
-// unsupported encoding, a thing/type conflict, a shadow over the limits: those records are set
-// aside with the reason).
+// Control-plane budget (budget.go): CreateThing and CreateThingType are paced per consumer to
+// CreateThingRate/CreateThingTypeRate over Consumers; a thing that cannot be created within
+// BudgetWait has its records deferred (processor.Deferred).
+//
+// Errors. Throttling is retried by the SDK's adaptive retryer; what remains is deferred per thing
+// (throttling, the batch's deadline), transient (5xx, network, credentials, access denied: Apply
+// returns an error and the processor retries the batch) or permanent per thing (InvalidRequestException, RequestEntityTooLarge,
+// unsupported encoding, a thing/type conflict, a shadow over the limits, a publish refused with a
+// 4xx: those records are set aside with the reason).
 //
 // The IoT data plane is called through a small built-in client (see dataplane.go) that uses the
 // SDK's middleware stack, retryer, signer and the config's credentials; its endpoint is
@@ -59,7 +67,10 @@
 //	coapgw_awsiot_shadow_unchanged_total                     updates skipped: already reflected
 //	coapgw_awsiot_set_aside_total{reason}                    records set aside by the sink:
 //	                                                         type_conflict, shadow_limit,
-//	                                                         reserved_key, rejected
+//	                                                         reserved_key, rejected,
+//	                                                         publish_rejected
+//	coapgw_awsiot_deferred_total{reason}                     records deferred: budget,
+//	                                                         throttled, deadline
 //
 // Configuration (Config; env COAPGW_* in cmd/coapgw process and cmd/coapgw-lambda):
 // PublishTopic (publish_topic, default "" = off; {type} and {thing} are replaced), DataEndpoint
@@ -67,7 +78,9 @@
 // (thing_cache_bytes, default 64 MiB; in Lambda a quarter of the function's memory), TypeCacheSize
 // (default 10000), Concurrency (iot_concurrency, things updated at once, default 32),
 // MaxAttempts (SDK attempts per call, default 5), Ordered (fifo_queue; `coapgw process` sets it
-// for a .fifo queue URL), AdoptThings (adopt_things).
+// for a .fifo queue URL), AdoptThings (adopt_things), PublishPack (publish_pack), Consumers
+// (iot_consumers, default 1), CreateThingRate (iot_create_thing_rate, default 100),
+// CreateThingTypeRate (default 15), BudgetWait (default 5s).
 package awsiot
 
 import (
