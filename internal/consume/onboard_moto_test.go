@@ -161,8 +161,8 @@ func TestMotoOnboardingThrottled(t *testing.T) {
 		typeRate, typeRateConfigured   = 5, 8
 		// The Lambda function's timeout and the queue's visibility timeout (6×, as AWS advises
 		// for event source mappings): a reported failure comes back after it.
-		lambdaTimeout = 5 * time.Second
-		visibility    = 30
+		lambdaTimeout = 6 * time.Second
+		visibility    = 36
 	)
 	m := awstest.Start(t)
 	ctx := t.Context()
@@ -209,7 +209,7 @@ func TestMotoOnboardingThrottled(t *testing.T) {
 		}
 		defer start(t, w)()
 	}
-	// Two Lambda handlers, each fed batches of up to 100 messages as an event source mapping does
+	// Two Lambda handlers, each fed batches of up to 10 messages as an event source mapping does
 	// (a deadline of lambdaTimeout per invocation; reported failures come back after the queue's
 	// visibility timeout).
 	lctx, stopLambdas := context.WithCancel(context.Background())
@@ -223,7 +223,7 @@ func TestMotoOnboardingThrottled(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for lctx.Err() == nil {
-				out, err := q.ReceiveMessage(lctx, &awssqs.ReceiveMessageInput{MaxNumberOfMessages: 100, WaitTimeSeconds: 1, VisibilityTimeout: visibility})
+				out, err := q.ReceiveMessage(lctx, &awssqs.ReceiveMessageInput{MaxNumberOfMessages: 10, WaitTimeSeconds: 1, VisibilityTimeout: visibility})
 				if err != nil || len(out.Messages) == 0 {
 					continue
 				}
