@@ -91,14 +91,7 @@ func (s *Sink) pace(ctx context.Context, b *bucket, what string) error {
 	if wait <= 0 {
 		return nil
 	}
-	t := time.NewTimer(wait)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return sleep(ctx, wait)
 }
 
 // throttleCodes are the error codes AWS answers a call over its rate with.

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/coapgw/coapgw/internal/jsonscan"
 	"github.com/coapgw/coapgw/internal/processor"
@@ -258,25 +259,46 @@ func reserved(d *processor.Doc) bool {
 // loadShadow reads a thing's classic shadow and its registry shadow into a thingState (type and
 // per-leaf times from the registry shadow, else from an earlier version's reserved key).
 func (s *Sink) loadShadow(ctx context.Context, name string) (*thingState, error) {
-	reg, err := s.getRegistry(ctx, name)
-	if err != nil {
-		return nil, err
+	for attempt := 0; ; attempt++ {
+		reg, err := s.getRegistry(ctx, name)
+		if err != nil {
+			return nil, err
+		}
+		out, err := s.data.GetThingShadow(ctx, &GetThingShadowInput{ThingName: name})
+		if err != nil && hasCode(err, "ResourceNotFoundException") {
+			s.m.call("GetThingShadow", nil)
+			// No classic shadow (yet): the stamps may still hold deletions.
+			return s.parseShadows([]byte(`{}`), reg)
+		}
+		s.m.call("GetThingShadow", err)
+		if err != nil {
+			return nil, fmt.Errorf("get shadow of %s: %w", name, classify(err))
+		}
+		th, err := s.parseShadows(out.Payload, reg)
+		if err != nil {
+			return nil, fmt.Errorf("shadow of %s: %w", name, err)
+		}
+		// Stamps of another version than the shadow: most likely a writer between its two
+		// updates (a few milliseconds). Read both again rather than fall back to the metadata
+		// times, which would take a newer record received before that write for an older one.
+		if !reg.stamps || reg.meta.SV == th.version || attempt >= 2 {
+			return th, nil
+		}
+		if err := sleep(ctx, time.Duration(attempt+1)*30*time.Millisecond); err != nil {
+			return nil, err
+		}
 	}
-	out, err := s.data.GetThingShadow(ctx, &GetThingShadowInput{ThingName: name})
-	if err != nil && hasCode(err, "ResourceNotFoundException") {
-		s.m.call("GetThingShadow", nil)
-		// No classic shadow (yet): the stamps may still hold deletions.
-		return s.parseShadows([]byte(`{}`), reg)
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
-	s.m.call("GetThingShadow", err)
-	if err != nil {
-		return nil, fmt.Errorf("get shadow of %s: %w", name, classify(err))
-	}
-	th, err := s.parseShadows(out.Payload, reg)
-	if err != nil {
-		return nil, fmt.Errorf("shadow of %s: %w", name, err)
-	}
-	return th, nil
 }
 
 // registry is what a registry shadow holds; version 0 if there is none.
