@@ -65,6 +65,7 @@ func TestThingCostEstimate(t *testing.T) {
 					apply(t, s, rec(names[i], 1, string(p)))
 					f.mu.Lock() // the fake's copy is not the cache's
 					delete(f.shadows, names[i])
+					delete(f.shadows, shadowKey(names[i], RegistryShadow))
 					delete(f.things, names[i])
 					f.mu.Unlock()
 				}
