@@ -149,7 +149,7 @@ func (p *rateProxy) String() string {
 // its shadow, nothing reaches the DLQ (maxReceiveCount 5, as deploy/terraform sets it), and the
 // consumers together stay under the account's rate: AWS throttles at most 1 % of their
 // CreateThing calls (before the budget, each consumer went at the control plane on its own and
-// drew 476 429s in the same run, which other clients of the account would have suffered too). AWS IoT is moto behind a rate-limiting
+// drew 151 and 476 429s in two runs, which other clients of the account would have suffered too). AWS IoT is moto behind a rate-limiting
 // proxy; the queue is the in-memory SQS of the unit tests (receive counts, visibility, redrive),
 // because moto's SQS slows down with thousands of messages in a queue (500 sends took 9 s, the
 // next 500 took 41 s).
