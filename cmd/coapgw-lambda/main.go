@@ -20,6 +20,10 @@
 //	COAPGW_THING_CACHE_BYTES   their memory, estimated (default a quarter of the function's memory)
 //	COAPGW_FIFO_QUEUE          the queue is FIFO, one message group per thing: blind writes
 //	COAPGW_ADOPT_THINGS        use existing things (fleet provisioning, JITP) as they are
+//	COAPGW_IOT_CONSUMERS       environments sharing the account's CreateThing rate (the mapping's
+//	                           maximum concurrency): each paces itself to 1/N (default 1)
+//	COAPGW_IOT_CREATE_THING_RATE  the account's CreateThing rate, calls/s (default 100)
+//	COAPGW_PUBLISH_PACK        one publish per thing and batch, {"records":[…]}
 //
 // Memory: unless GOMEMLIMIT is set, the Go runtime's soft limit is 90 % of the function's memory
 // (AWS_LAMBDA_FUNCTION_MEMORY_SIZE), so the collector works harder before the function is killed.
