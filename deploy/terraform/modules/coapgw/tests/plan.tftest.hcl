@@ -293,3 +293,33 @@ run "rejects_short_retention" {
 
   expect_failures = [var.queue_message_retention_seconds]
 }
+
+run "iot_rule_example" {
+  command = plan
+
+  variables {
+    iot_rule_example = true
+  }
+
+  assert {
+    condition     = length(aws_iot_topic_rule.telemetry) == 1 && strcontains(aws_iot_topic_rule.telemetry[0].sql, "FROM '$aws/things/+/shadow/update/accepted'")
+    error_message = "iot_rule_example: one rule on the classic shadows' update/accepted topic"
+  }
+  assert {
+    condition     = aws_cloudwatch_log_group.iot_rule[0].name == "/aws/iot/coapgw-telemetry"
+    error_message = "iot_rule_example: the rule's log group"
+  }
+  assert {
+    condition     = aws_lambda_function.processor.environment[0].variables["COAPGW_IOT_CONSUMERS"] == "20"
+    error_message = "the Lambda paces control-plane calls over the mapping's maximum concurrency"
+  }
+}
+
+run "no_iot_rule_by_default" {
+  command = plan
+
+  assert {
+    condition     = length(aws_iot_topic_rule.telemetry) == 0 && length(aws_cloudwatch_log_group.iot_rule) == 0 && length(aws_iam_role.iot_rule) == 0
+    error_message = "the example IoT rule is off by default"
+  }
+}
