@@ -20,6 +20,10 @@
 //	COAPGW_THING_CACHE_BYTES   their memory, estimated (default a quarter of the function's memory)
 //	COAPGW_FIFO_QUEUE          the queue is FIFO, one message group per thing: blind writes
 //	COAPGW_ADOPT_THINGS        use existing things (fleet provisioning, JITP) as they are
+//	COAPGW_IOT_CONSUMERS       environments sharing the account's CreateThing rate (the mapping's
+//	                           maximum concurrency): each paces itself to 1/N (default 1)
+//	COAPGW_IOT_CREATE_THING_RATE  the account's CreateThing rate, calls/s (default 100)
+//	COAPGW_PUBLISH_PACK        one publish per thing and batch, {"records":[…]}
 //
 // Memory: unless GOMEMLIMIT is set, the Go runtime's soft limit is 90 % of the function's memory
 // (AWS_LAMBDA_FUNCTION_MEMORY_SIZE), so the collector works harder before the function is killed.
@@ -121,7 +125,7 @@ func memoryDefaults(getenv func(string) string) (limit, cache int64) {
 // sinkConfig is the AWS IoT sink's part of the settings.
 func sinkConfig(c config.IoT) awsiot.Config {
 	return awsiot.Config{PublishTopic: c.PublishTopic, DataEndpoint: c.DataEndpoint, ThingCacheSize: c.ThingCacheSize, ThingCacheBytes: int(c.ThingCacheBytes), Concurrency: c.Concurrency,
-		Ordered: c.Ordered, AdoptThings: c.AdoptThings}
+		Ordered: c.Ordered, AdoptThings: c.AdoptThings, Consumers: c.Consumers, CreateThingRate: c.CreateThingRate, PublishPack: c.PublishPack}
 }
 
 // newHandler builds the processor on the AWS IoT sink, with credentials and region from the SDK

@@ -449,10 +449,22 @@ func logGatewayOnFailure(t *testing.T, g *gw) {
 // thing; `coapgw process` sees the .fifo URL and writes shadows in queue order), what a device
 // POSTs is, byte for byte, all that GetThingShadow shows in state.reported: nothing of coapgw's.
 // The thing's type is in its named shadow "coapgw".
-func TestAWSFIFOReportedIsTheDevices(t *testing.T) {
+func TestAWSFIFOReportedIsTheDevices(t *testing.T) { reportedIsTheDevices(t, true) }
+
+// TestAWSStandardReportedIsTheDevices is TestAWSFIFOReportedIsTheDevices on a standard queue
+// (versioned writes): state.reported is the device's too; the type and coapgw's per-property
+// times are in the named shadow "coapgw".
+func TestAWSStandardReportedIsTheDevices(t *testing.T) { reportedIsTheDevices(t, false) }
+
+func reportedIsTheDevices(t *testing.T, fifo bool) {
 	m := awstest.Start(t)
 	awsEnv(t)
-	queue := m.CreateQueue(t.Context(), "coapgw-e2e.fifo", map[string]string{"FifoQueue": "true"})
+	var queue string
+	if fifo {
+		queue = m.CreateQueue(t.Context(), "coapgw-e2e.fifo", map[string]string{"FifoQueue": "true"})
+	} else {
+		queue = m.CreateQueue(t.Context(), "coapgw-e2e", nil)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	code := make(chan int, 1)
 	go func() {
@@ -505,7 +517,7 @@ func TestAWSFIFOReportedIsTheDevices(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	if r, err := get("?name=" + awsiot.RegistryShadow); err != nil || fmt.Sprint(r) != "map[type:meter]" {
+	if r, err := get("?name=" + awsiot.RegistryShadow); err != nil || fifo && fmt.Sprint(r) != "map[type:meter]" || r["type"] != "meter" {
 		t.Fatalf("registry shadow reported = %v (%v)", r, err)
 	}
 	if err := g.stop(syscall.SIGTERM); err != nil {

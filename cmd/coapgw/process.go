@@ -43,7 +43,7 @@ func consumeConfig(c config.Config) consume.Config {
 // sinkConfig is the AWS IoT sink's part of the settings.
 func sinkConfig(c config.IoT) awsiot.Config {
 	return awsiot.Config{PublishTopic: c.PublishTopic, DataEndpoint: c.DataEndpoint, ThingCacheSize: c.ThingCacheSize, ThingCacheBytes: int(c.ThingCacheBytes), Concurrency: c.Concurrency,
-		Ordered: c.Ordered, AdoptThings: c.AdoptThings}
+		Ordered: c.Ordered, AdoptThings: c.AdoptThings, Consumers: c.Consumers, CreateThingRate: c.CreateThingRate, PublishPack: c.PublishPack}
 }
 
 // runProcess implements `coapgw process`: it consumes the SQS queue the gateways forward to and

@@ -168,7 +168,7 @@ type Forward struct {
 	CommitInterval  time.Duration // forward-commit-interval
 	ShutdownGrace   time.Duration // forward-shutdown-grace
 	MaxWaiters      int           // forward-max-waiters
-	QueueFIFO       bool          // queue-fifo: treat the queue as FIFO even without ".fifo"
+	QueueFIFO       bool          // fifo-queue: treat the queue as FIFO even without ".fifo"
 	QueueMaxBatch   Size          // queue-max-batch-bytes: bytes per SendMessageBatch request
 }
 
@@ -192,6 +192,9 @@ type IoT struct {
 	Concurrency     int    // iot-concurrency
 	Ordered         bool   // fifo-queue
 	AdoptThings     bool   // adopt-things
+	Consumers       int    // iot-consumers
+	CreateThingRate int    // iot-create-thing-rate
+	PublishPack     bool   // publish-pack
 }
 
 // AWS holds what every AWS client shares.
@@ -276,7 +279,7 @@ func Default() Config {
 			Sink: "awsiot", Pollers: 4, BatchSize: 1000, VisibilityTimeout: 60 * time.Second,
 			WaitTime: 20 * time.Second, BatchWait: 250 * time.Millisecond, StopTimeout: 15 * time.Second,
 		},
-		IoT: IoT{ThingCacheSize: 100_000, ThingCacheBytes: 64 * MiB, Concurrency: 32},
+		IoT: IoT{ThingCacheSize: 100_000, ThingCacheBytes: 64 * MiB, Concurrency: 32, Consumers: 1, CreateThingRate: 100},
 		HTTP: HTTP{Addr: "127.0.0.1:8080", ReadTimeout: 30 * time.Second, WriteTimeout: 60 * time.Second,
 			IdleTimeout: 60 * time.Second, MaxConns: 256},
 		Log:      Log{Level: "info", Format: "text"},

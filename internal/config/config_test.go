@@ -94,7 +94,7 @@ func TestEveryDocumentedSettingLoads(t *testing.T) {
 		"processor-backoff-min": "1s", "processor-backoff-max": "2s",
 		"forward-concurrency": "2", "forward-max-pending": "100", "forward-linger": "-1ms", "forward-backoff-base": "1s",
 		"forward-backoff-max": "5s", "forward-max-rejects": "2", "forward-commit-interval": "1s",
-		"forward-shutdown-grace": "1s", "forward-max-waiters": "10", "queue-fifo": "true", "queue-max-batch-bytes": "256KiB",
+		"forward-shutdown-grace": "1s", "forward-max-waiters": "10", "fifo-queue": "true", "queue-max-batch-bytes": "256KiB",
 		"http-read-timeout": "5s", "http-write-timeout": "7s", "http-idle-timeout": "9s", "http-max-conns": "11",
 		"block-size": "256", "blockwise-max-bytes": "1MiB", "blockwise-per-peer": "2", "blockwise-timeout": "30s",
 		"compat": "seed", "envelope": "seed", "seed-shadow": "true",
@@ -105,7 +105,8 @@ func TestEveryDocumentedSettingLoads(t *testing.T) {
 		"http-addr": "127.0.0.1:8", "log-level": "warn", "log-format": "json", "pollers": "2", "batch-size": "10",
 		"thing-cache-size": "5", "iot-concurrency": "3", "visibility-timeout": "30s", "wait-time": "1s",
 		"batch-wait": "10ms", "stop-timeout": "2s", "thing-cache-bytes": "8MiB", "fifo-queue": "true", "adopt-things": "true",
-		"seed-shadow": "true",
+		"seed-shadow":   "true",
+		"iot-consumers": "4", "iot-create-thing-rate": "50", "publish-pack": "true",
 	}
 	for role, settings := range map[Role]map[string]string{Serve: serve, Process: process} {
 		var args []string
@@ -133,8 +134,9 @@ func TestEveryDocumentedSettingLoads(t *testing.T) {
 		}
 	}
 	c, err := FromEnv(Lambda, env(map[string]string{"COAPGW_PUBLISH_TOPIC": "t/{type}", "COAPGW_IOT_DATA_ENDPOINT": "x.example",
-		"COAPGW_THING_CACHE_SIZE": "500", "COAPGW_IOT_CONCURRENCY": "8", "COAPGW_LOG_LEVEL": "debug", "COAPGW_AWS_ENDPOINT": "http://127.0.0.1:1"}))
-	if err != nil || c.IoT != (IoT{PublishTopic: "t/{type}", DataEndpoint: "x.example", ThingCacheSize: 500, ThingCacheBytes: 64 * MiB, Concurrency: 8}) ||
+		"COAPGW_THING_CACHE_SIZE": "500", "COAPGW_IOT_CONCURRENCY": "8", "COAPGW_LOG_LEVEL": "debug", "COAPGW_AWS_ENDPOINT": "http://127.0.0.1:1",
+		"COAPGW_IOT_CONSUMERS": "20"}))
+	if err != nil || c.IoT != (IoT{PublishTopic: "t/{type}", DataEndpoint: "x.example", ThingCacheSize: 500, ThingCacheBytes: 64 * MiB, Concurrency: 8, Consumers: 20, CreateThingRate: 100}) ||
 		c.Log.Level != "debug" || c.AWS.Endpoint != "http://127.0.0.1:1" {
 		t.Fatalf("lambda: %+v %v", c, err)
 	}

@@ -14,6 +14,11 @@
 //     queue's redrive policy moves it to the dead-letter queue after maxReceiveCount receives.
 //     Nothing waits for it: the records behind it are applied and deleted meanwhile. The reason
 //     is logged (with the receive count) and counted;
+//   - deferred (the sink could not apply it now: this consumer's share of the control-plane rate
+//     is spent, or AWS throttled it; the rest of the batch is applied): Worker:
+//     ChangeMessageVisibility to the delay the sink asked for (Outcome.After, spread by up to a
+//     quarter); Lambda: reported in batchItemFailures at once, back after the queue's visibility
+//     timeout. Every receive counts toward maxReceiveCount (docs/aws-processing.md, "Throttling");
 //   - not finished (the sink kept failing transiently until the batch's deadline, or the worker
 //     is stopping): Worker: ChangeMessageVisibility with exponential backoff by receive count
 //     (Config.BackoffMin·2^(n−1), capped at BackoffMax), or 0 when stopping so another worker
@@ -26,7 +31,8 @@
 //
 //	coapgw_consume_received_total                 messages received
 //	coapgw_consume_messages_total{result}         messages acknowledged, by result: deleted,
-//	                                              set_aside (left for the DLQ), retry (returned
+//	                                              set_aside (left for the DLQ), deferred
+//	                                              (throttled, returned), retry (returned
 //	                                              with backoff after a transient failure),
 //	                                              released (returned at once on stop)
 //	coapgw_consume_sqs_errors_total{operation}    failed SQS calls or entries: ReceiveMessage,

@@ -20,13 +20,14 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // policy (maxReceive; 0 = none) moving messages to dlq the way SQS does: on a receive after
 // maxReceive receives.
 type fakeSQS struct {
-	mu         sync.Mutex
-	msgs       []*fakeMsg
-	dlq        []*fakeMsg
-	maxReceive int
-	next       int
-	calls      map[string]int
-	visChanges []int32 // every visibility asked for in ChangeMessageVisibilityBatch
+	mu          sync.Mutex
+	msgs        []*fakeMsg
+	dlq         []*fakeMsg
+	maxReceive  int
+	next        int
+	calls       map[string]int
+	visChanges  []int32 // every visibility asked for in ChangeMessageVisibilityBatch
+	maxReceives int     // the most receives of one message
 
 	failDelete error // DeleteMessageBatch fails while set
 }
@@ -76,6 +77,7 @@ func (q *fakeSQS) ReceiveMessage(ctx context.Context, in *awssqs.ReceiveMessageI
 					continue
 				}
 				m.receives++
+				q.maxReceives = max(q.maxReceives, m.receives)
 				m.receipt = fmt.Sprintf("%s#%d", m.id, m.receives)
 				m.visibleAt = now.Add(time.Duration(in.VisibilityTimeout) * time.Second)
 				out = append(out, types.Message{

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -38,8 +39,9 @@ func NewHandler(proc Processor, log *slog.Logger) (*Handler, error) {
 
 // HandleSQSEvent processes the event's records and reports, in batchItemFailures, the messages
 // that must come back: the ones set aside (permanent failures, which the queue's redrive policy
-// moves to the DLQ after maxReceiveCount receives) and, if the sink kept failing transiently until
-// the deadline, every message not yet applied. It never returns an error, which would make the
+// moves to the DLQ after maxReceiveCount receives), the ones deferred (throttled: reported as soon
+// as the sink gives up on them, the rest of the batch applied) and, if the sink kept failing
+// transiently until the deadline, every message not yet applied. It never returns an error, which would make the
 // whole batch come back.
 func (h *Handler) HandleSQSEvent(ctx context.Context, ev events.SQSEvent) (events.SQSEventResponse, error) {
 	h.mu.Lock()
@@ -52,7 +54,14 @@ func (h *Handler) HandleSQSEvent(ctx context.Context, ev events.SQSEvent) (event
 	fail := func(m *events.SQSMessage) {
 		resp.BatchItemFailures = append(resp.BatchItemFailures, events.SQSBatchItemFailure{ItemIdentifier: m.MessageId})
 	}
-	for i := range ev.Records {
+	// Messages received more often first (see Worker.handle): records deferred before get the
+	// control-plane budget before fresh ones.
+	order := make([]int, len(ev.Records))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(a, b int) int { return lambdaReceives(&ev.Records[b]) - lambdaReceives(&ev.Records[a]) })
+	for _, i := range order {
 		m := &ev.Records[i]
 		in, err := decodeBody(m.Body)
 		if err != nil {
@@ -83,12 +92,22 @@ func (h *Handler) HandleSQSEvent(ctx context.Context, ev events.SQSEvent) (event
 		}
 		return resp, nil
 	}
+	deferred := 0
 	for i, o := range out {
-		if o.Result == processor.SetAside {
+		switch o.Result {
+		case processor.SetAside:
 			m := owners[i]
 			logSetAside(h.log, m.MessageId, lambdaReceives(m), o.Reason)
 			fail(m)
+		case processor.Deferred:
+			// Not applied and not tried further (throttled): back to the queue now, with the
+			// others of the batch applied and deleted.
+			fail(owners[i])
+			deferred++
 		}
+	}
+	if deferred > 0 {
+		h.log.Info("records deferred; they come back after the queue's visibility timeout", "records", deferred, "messages", len(ev.Records))
 	}
 	return resp, nil
 }

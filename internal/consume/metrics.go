@@ -18,7 +18,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		messages: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "coapgw_consume_messages_total",
-			Help: "SQS messages acknowledged, by result: deleted, set_aside (left for the DLQ), retry (returned with backoff after a transient failure), released (returned at once on stop).",
+			Help: "SQS messages acknowledged, by result: deleted, set_aside (left for the DLQ), deferred (throttled: returned to come back when AWS has room), retry (returned with backoff after a transient failure), released (returned at once on stop).",
 		}, []string{"result"}),
 		sqsErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "coapgw_consume_sqs_errors_total",
@@ -34,7 +34,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Messages received and not yet acknowledged.",
 		}),
 	}
-	for _, r := range []string{"deleted", "set_aside", "retry", "released"} {
+	for _, r := range []string{"deleted", "set_aside", "deferred", "retry", "released"} {
 		m.messages.WithLabelValues(r)
 	}
 	for _, op := range []string{"ReceiveMessage", "DeleteMessageBatch", "ChangeMessageVisibilityBatch"} {

@@ -209,7 +209,8 @@ func TestMotoWorker(t *testing.T) {
 	if got := e.calls.Total("DescribeThing", "DescribeEndpoint"); got != 0 {
 		t.Errorf("DescribeThing/Endpoint %d, want 0", got)
 	}
-	if u, touched := e.calls.Total("UpdateThingShadow"), p.touchedThings(); u > touched || u < 6 {
+	// Each write is two updates: the shadow and coapgw's times in its named shadow.
+	if u, touched := e.calls.Total("UpdateThingShadow"), p.touchedThings(); u > 2*touched || u < 12 {
 		t.Errorf("UpdateThingShadow %d for %d (thing, batch) pairs", u, touched)
 	}
 	for i := range 6 {
@@ -250,10 +251,10 @@ func TestMotoWorker(t *testing.T) {
 	if got := e.calls.Total(controlPlane...) - cp; got != 0 {
 		t.Errorf("control-plane calls for things already seen: %d (%v)", got, e.calls)
 	}
-	if got := e.calls.Total("GetThingShadow") - gets; got != 6 {
-		t.Errorf("GetThingShadow %d, want 6 (one per thing, cold cache)", got)
+	if got := e.calls.Total("GetThingShadow") - gets; got != 12 {
+		t.Errorf("GetThingShadow %d, want 12 (the shadow and the named shadow per thing, cold cache)", got)
 	}
-	if u := e.calls.Total("UpdateThingShadow") - updates; u > p2.touchedThings() {
+	if u := e.calls.Total("UpdateThingShadow") - updates; u > 2*p2.touchedThings() {
 		t.Errorf("UpdateThingShadow %d for %d (thing, batch) pairs", u, p2.touchedThings())
 	}
 	if got, _ := e.shadow(t, "dev-5"); !strings.Contains(got, `"n":129`) {
@@ -347,8 +348,8 @@ func TestMotoRedeliveryAndOrder(t *testing.T) {
 		motoRec("gw-c", "sensor", "c", 11, 50, `{"temp":6,"batt":3.3}`), // c: older, one new property
 	)
 	e.done(t, p, 7)
-	if got := e.calls.Total("UpdateThingShadow") - updates; got != 1 {
-		t.Errorf("UpdateThingShadow %d after redelivered and older records, want 1 (c's new property)", got)
+	if got := e.calls.Total("UpdateThingShadow") - updates; got != 2 {
+		t.Errorf("UpdateThingShadow %d after redelivered and older records, want 2 (c's new property: the shadow and its times)", got)
 	}
 	if got, v := e.shadow(t, "a"); got != `{"hum":40,"temp":21}` || v != va {
 		t.Errorf("a %s v%d (was v%d)", got, v, va)

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -295,6 +296,11 @@ func (w *Worker) handle(ctx context.Context, batch []*message) {
 		reasons  = make(map[*message]string)
 		oldest   = batch[0].received
 	)
+	// Messages received more often first: records deferred before (throttled) get this
+	// consumer's share of the control-plane budget before fresh ones, so a record is deferred a
+	// few times at most, however long the backlog. The order of a thing's records is the
+	// processor's (by received_at), whatever the order of the messages.
+	slices.SortStableFunc(batch, func(a, b *message) int { return b.receives - a.receives })
 	for _, m := range batch {
 		oldest = minTime(oldest, m.received)
 		if m.err != nil {
@@ -306,8 +312,10 @@ func (w *Worker) handle(ctx context.Context, batch []*message) {
 		owners = append(owners, m)
 	}
 	var (
-		deletes []*message
-		retry   []*message
+		deletes  []*message
+		retry    []*message
+		deferred []*message
+		after    = make(map[*message]time.Duration)
 	)
 	if len(inputs) > 0 {
 		// The batch must be done before its messages become visible again; on stop it gets
@@ -341,9 +349,14 @@ func (w *Worker) handle(ctx context.Context, batch []*message) {
 		default:
 			for i, o := range out {
 				m := owners[i]
-				if o.Result == processor.SetAside {
+				switch o.Result {
+				case processor.SetAside:
 					setAside = append(setAside, m)
 					reasons[m] = o.Reason
+					continue
+				case processor.Deferred:
+					deferred = append(deferred, m)
+					after[m] = o.After
 					continue
 				}
 				deletes = append(deletes, m)
@@ -367,6 +380,12 @@ func (w *Worker) handle(ctx context.Context, batch []*message) {
 		}
 		run(func() {
 			w.changeVisibility(ctx, setAside, func(*message) time.Duration { return w.cfg.SetAsideVisibility }, "set_aside")
+		})
+	}
+	if len(deferred) > 0 {
+		w.log.Info("records deferred (throttled); they come back when AWS has room", "records", len(deferred))
+		run(func() {
+			w.changeVisibility(ctx, deferred, func(m *message) time.Duration { return deferVisibility(after[m]) }, "deferred")
 		})
 	}
 	if len(retry) > 0 {
@@ -461,6 +480,14 @@ func (w *Worker) chunks(ms []*message, f func([]*message)) {
 		}()
 	}
 	wg.Wait()
+}
+
+// deferVisibility is the visibility of a deferred message whose sink asked for after: at least
+// after, in whole seconds (SQS's unit), plus up to a quarter more so that the deferred messages of
+// one batch come back spread out; at most the longest visibility.
+func deferVisibility(after time.Duration) time.Duration {
+	d := max(after.Round(time.Second)+time.Second, time.Second)
+	return min(d+rand.N(d/4+1), maxVisibility)
 }
 
 // backoff is min·2^attempt capped at max, drawn uniformly from [d/2, d].

@@ -43,6 +43,11 @@ const (
 	Applied   Result = iota + 1 // its properties are reflected in the sink
 	Duplicate                   // the sink had already applied it (redelivery)
 	SetAside                    // it failed permanently; Outcome.Reason says why
+	// Deferred: it could not be applied now and was not (its thing's control-plane budget is
+	// spent, or AWS throttled it); Outcome.After says when to try again. The driver hands it
+	// back to its source without counting it as a failure of the batch. Only the AWS sink
+	// defers.
+	Deferred
 )
 
 func (r Result) String() string {
@@ -53,6 +58,8 @@ func (r Result) String() string {
 		return "duplicate"
 	case SetAside:
 		return "set_aside"
+	case Deferred:
+		return "deferred"
 	}
 	return fmt.Sprintf("Result(%d)", uint8(r))
 }
@@ -60,7 +67,8 @@ func (r Result) String() string {
 // Outcome is the sink's verdict on one record.
 type Outcome struct {
 	Result Result
-	Reason string // for SetAside
+	Reason string        // for SetAside and Deferred
+	After  time.Duration // for Deferred: try again after this long
 }
 
 type thingKey struct{ typ, thing string }

@@ -20,17 +20,17 @@ func (c counter) Add(v float64) {
 func (c counter) Inc() { c.Add(1) }
 
 type metrics struct {
-	applied, duplicate, setAside, batches, retries counter
-	batchSeconds                                   prometheus.Histogram
+	applied, duplicate, setAside, deferred, batches, retries counter
+	batchSeconds                                             prometheus.Histogram
 
-	nApplied, nDuplicate, nSetAside, nBatches, nRetries atomic.Int64
+	nApplied, nDuplicate, nSetAside, nDeferred, nBatches, nRetries atomic.Int64
 }
 
 func newMetrics(reg prometheus.Registerer, lag func() float64) (*metrics, error) {
 	m := &metrics{}
 	records := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "coapgw_processor_records_total",
-		Help: "Records processed, by result: applied, duplicate (already applied) or set_aside (failed permanently).",
+		Help: "Records processed, by result: applied, duplicate (already applied), set_aside (failed permanently) or deferred (handed back to be tried later: throttled).",
 	}, []string{"result"})
 	batches := prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "coapgw_processor_batches_total",
@@ -52,6 +52,7 @@ func newMetrics(reg prometheus.Registerer, lag func() float64) (*metrics, error)
 	m.applied = counter{records.WithLabelValues("applied"), &m.nApplied}
 	m.duplicate = counter{records.WithLabelValues("duplicate"), &m.nDuplicate}
 	m.setAside = counter{records.WithLabelValues("set_aside"), &m.nSetAside}
+	m.deferred = counter{records.WithLabelValues("deferred"), &m.nDeferred}
 	m.batches = counter{batches, &m.nBatches}
 	m.retries = counter{retries, &m.nRetries}
 	if reg != nil {

@@ -6,7 +6,8 @@
 //
 // The core is sink- and source-independent: Process takes a batch of records (Input: a record
 // its driver decoded once, or the raw bytes of one it could not decode, with the reason) and
-// returns one Outcome per record (Applied, Duplicate or SetAside with a reason). Drivers move
+// returns one Outcome per record (Applied, Duplicate, SetAside with a reason, or Deferred: the sink
+// hands it back to be tried after Outcome.After). Drivers move
 // records in and acknowledge them: Run is the local one, consuming a Source (Next → Process →
 // Commit, the source acknowledged only after the sink succeeded; package spoolsource adapts the
 // spool to it); the SQS consumer and the Lambda handler (package consume) call Process and delete
@@ -36,7 +37,7 @@
 //
 // Metrics (registered on the Registerer given to New):
 //
-//	coapgw_processor_records_total{result="applied|duplicate|set_aside"}  counter
+//	coapgw_processor_records_total{result="applied|duplicate|set_aside|deferred"}
 //	coapgw_processor_batches_total     counter   batches applied
 //	coapgw_processor_batch_seconds     histogram payload decoding + apply (retries included)
 //	                                             per batch
@@ -226,9 +227,9 @@ func (p *Processor) process(ctx context.Context, b *Batch, decodeTime time.Durat
 		return nil, err
 	}
 	markRepeats(b, out)
-	var n [SetAside + 1]int
+	var n [Deferred + 1]int
 	for _, o := range out {
-		if o.Result <= SetAside {
+		if o.Result <= Deferred {
 			n[o.Result]++
 		}
 	}
@@ -236,6 +237,7 @@ func (p *Processor) process(ctx context.Context, b *Batch, decodeTime time.Durat
 	p.m.applied.Add(float64(n[Applied]))
 	p.m.duplicate.Add(float64(n[Duplicate]))
 	p.m.setAside.Add(float64(n[SetAside]))
+	p.m.deferred.Add(float64(n[Deferred]))
 	p.m.batches.Inc()
 	p.m.batchSeconds.Observe(p.cfg.Now().Sub(start).Seconds())
 	if !newest.IsZero() {

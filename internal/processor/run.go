@@ -72,11 +72,36 @@ func (p *Processor) Run(ctx context.Context, src Source) error {
 		if !ok {
 			return <-readErr
 		}
-		if _, err := p.process(ctx, pb.b, pb.decodeTime); err != nil {
+		if !p.processAll(ctx, pb) {
 			return nil // only ctx ends process: abandon the batch unacknowledged
 		}
 		if err := src.Commit(pb.last); err != nil {
 			p.log.Warn("acknowledge source", "seq", pb.last, "err", err)
+		}
+	}
+}
+
+// processAll processes pb until no record of it is deferred: a source with one cursor cannot
+// hand a record back, so a deferred record holds the batch (sinks used with Run do not defer).
+// It reports false if ctx ended.
+func (p *Processor) processAll(ctx context.Context, pb prepared) bool {
+	for decodeTime := pb.decodeTime; ; decodeTime = 0 {
+		out, err := p.process(ctx, pb.b, decodeTime)
+		if err != nil {
+			return false
+		}
+		var wait time.Duration
+		deferred := false
+		for _, o := range out {
+			if o.Result == Deferred {
+				deferred, wait = true, max(wait, o.After)
+			}
+		}
+		if !deferred {
+			return true
+		}
+		if p.cfg.Sleep(ctx, max(wait, p.cfg.BackoffMin)) != nil {
+			return false
 		}
 	}
 }

@@ -33,7 +33,7 @@
 // The package has no metrics of its own: the forwarder counts calls, their duration and outcomes.
 //
 // Configuration (flag, COAPGW_* variable and YAML key from internal/config): Config.QueueURL
-// (--queue), Config.FIFO (--queue-fifo), Config.MaxBatchBytes (--queue-max-batch-bytes, default
+// (--queue), Config.FIFO (--fifo-queue), Config.MaxBatchBytes (--queue-max-batch-bytes, default
 // 1 MiB), Config.Seed (--envelope seed).
 package sqs
 

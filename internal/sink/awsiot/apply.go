@@ -11,7 +11,9 @@ import (
 
 // Apply implements processor.Sink. Things are updated concurrently (Config.Concurrency); any
 // transient failure fails the call after the others finished, and what succeeded is remembered,
-// so the retry of the batch only redoes what failed.
+// so the retry of the batch only redoes what failed. Throttling and the context's deadline are
+// not failures of the batch: the records of the things concerned are deferred
+// (processor.Deferred), the others keep their outcomes.
 func (s *Sink) Apply(ctx context.Context, b *processor.Batch) ([]processor.Outcome, error) {
 	out := make([]processor.Outcome, len(b.Items))
 	for i := range b.Items {
@@ -42,8 +44,17 @@ func (s *Sink) Apply(ctx context.Context, b *processor.Batch) ([]processor.Outco
 		l := s.thingLock(name)
 		l.Lock()
 		defer l.Unlock()
-		for _, ui := range groups[name] {
+		ups := groups[name]
+		for k, ui := range ups {
 			if err := s.update(ctx, b, &b.Updates[ui], out, pub); err != nil {
+				if de := deferral(err); de != nil && ctx.Err() == nil {
+					// This thing's records go back to the queue; the batch goes on.
+					s.deferThing(b, ups[k:], out, de)
+					return
+				}
+				if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+					return // deferred below, with the things not started
+				}
 				mu.Lock()
 				if first == nil {
 					first = err
@@ -69,6 +80,15 @@ func (s *Sink) Apply(ctx context.Context, b *processor.Batch) ([]processor.Outco
 			}()
 		}
 		wg.Wait()
+	}
+	if first == nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		// Out of time (a Lambda invocation's deadline, a worker batch's): what was applied
+		// stays applied, the rest is handed back, so that only it comes back.
+		de := &deferredError{label: "deadline", reason: "the batch's deadline passed before this thing was written"}
+		for _, name := range order {
+			s.deferThing(b, groups[name], out, de)
+		}
+		return out, nil
 	}
 	if first == nil {
 		first = ctx.Err()

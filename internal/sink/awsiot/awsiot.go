@@ -5,23 +5,27 @@
 // design and its trade-offs.
 //
 // Registry. On the first sight of a thing (a miss in a bounded LRU cache) the sink reads its
-// shadow (GetThingShadow). A shadow coapgw wrote names the thing's type in coapgw's own key, so a
-// thing that any coapgw worker has seen before costs no control-plane call at all, after a
-// restart or in a fresh Lambda environment too. Otherwise the sink calls CreateThingType (once
+// shadows (GetThingShadow). coapgw's named shadow RegistryShadow ("coapgw") names the thing's
+// type, so a thing that any coapgw worker has seen before costs no control-plane call at all,
+// after a restart or in a fresh Lambda environment too. Otherwise the sink calls CreateThingType (once
 // per type, also cached) and CreateThing with the type; ResourceAlreadyExistsException counts as
 // success for a type, and for a thing it means "exists with another configuration": then
 // DescribeThing says which type it has. A thing that exists with another type (or none) is a
 // permanent error: its records are set aside with the reason "thing X exists with type Y".
 //
-// Shadow, order and redelivery (versioned mode, the default). The sink keeps, next to the properties, a reserved reported key
-// "_coapgw" = {"v":1,"type":T,"t":stamps} where stamps encode every leaf's received_at in
-// nanoseconds (and deletions), so that the processor's per-leaf last-writer-wins rule (see
-// processor.Doc) holds in AWS: each update is a read-modify-write of the cached document, sent as
-// a JSON merge patch of what changed, conditional on the shadow version the cache holds
-// (optimistic concurrency: a ConflictException makes the sink re-read the shadow and merge
-// again). A redelivered record or one older than what the shadow shows changes nothing and
-// costs no call (Outcome Duplicate). Records whose property "_coapgw" would clash with the
-// reserved key are set aside, and the reserved key counts toward the 8 KB limit.
+// Shadow, order and redelivery (versioned mode, the default). state.reported holds only the
+// devices' properties. The sink keeps, in the named shadow RegistryShadow,
+// {"v":1,"type":T,"t":stamps,"sv":V} where stamps encode every leaf's received_at in nanoseconds
+// (and deletions) for version V of the classic shadow, so that the processor's per-leaf
+// last-writer-wins rule (see processor.Doc) holds in AWS: each update is a read-modify-write of
+// the cached document, sent as a JSON merge patch of what changed, conditional on the shadow
+// version the cache holds (optimistic concurrency: a ConflictException makes the sink re-read
+// both shadows and merge again), followed by the stamps' update, conditional on the named
+// shadow's version. A reader whose stamps are for another version counts each property as
+// written at the later of stamp and metadata time. A redelivered record or one older than what
+// the shadow shows changes nothing and costs no call (Outcome Duplicate). A shadow of an earlier
+// version with coapgw's key ReservedKey ("_coapgw") in state.reported is read and the key removed
+// by the next update; device properties of that name are set aside.
 //
 // Ordered mode (Config.Ordered, for a FIFO queue with one message group per thing; see
 // ordered.go): a thing's batches reach one consumer at a time in queue order, so each batch is
@@ -37,11 +41,15 @@
 // Memory: the thing cache is bounded by count (ThingCacheSize) and by estimated bytes
 // (ThingCacheBytes, thingCost per thing).
 //
-// Errors. Throttling is retried by the SDK's adaptive retryer; what remains is transient
-// (throttling, 5xx, network, credentials, access denied: Apply returns an error and the processor
-// retries the batch) or permanent per thing (InvalidRequestException, RequestEntityTooLarge,
-// unsupported encoding, a thing/type conflict, a shadow over the limits: those records are set
-// aside with the reason).
+// Control-plane budget (budget.go): CreateThing and CreateThingType are paced per consumer to
+// CreateThingRate/CreateThingTypeRate over Consumers; a thing that cannot be created within
+// BudgetWait has its records deferred (processor.Deferred).
+//
+// Errors. Throttling is retried by the SDK's adaptive retryer; what remains is deferred per thing
+// (throttling, the batch's deadline), transient (5xx, network, credentials, access denied: Apply
+// returns an error and the processor retries the batch) or permanent per thing (InvalidRequestException, RequestEntityTooLarge,
+// unsupported encoding, a thing/type conflict, a shadow over the limits, a publish refused with a
+// 4xx: those records are set aside with the reason).
 //
 // The IoT data plane is called through a small built-in client (see dataplane.go) that uses the
 // SDK's middleware stack, retryer, signer and the config's credentials; its endpoint is
@@ -59,7 +67,10 @@
 //	coapgw_awsiot_shadow_unchanged_total                     updates skipped: already reflected
 //	coapgw_awsiot_set_aside_total{reason}                    records set aside by the sink:
 //	                                                         type_conflict, shadow_limit,
-//	                                                         reserved_key, rejected
+//	                                                         reserved_key, rejected,
+//	                                                         publish_rejected
+//	coapgw_awsiot_deferred_total{reason}                     records deferred: budget,
+//	                                                         throttled, deadline
 //
 // Configuration (Config; env COAPGW_* in cmd/coapgw process and cmd/coapgw-lambda):
 // PublishTopic (publish_topic, default "" = off; {type} and {thing} are replaced), DataEndpoint
@@ -68,7 +79,9 @@
 // (default 10000), Concurrency (iot_concurrency, things updated at once, default 32),
 // MaxAttempts (SDK attempts per call, default 5), Ordered (fifo_queue; `coapgw process` sets it
 // for a .fifo queue URL), AdoptThings (adopt_things), SeedShadow (seed_shadow: thing type
-// description and FirstSeen attribute as the 2018 processor wrote them; seedshadow.go).
+// description and FirstSeen attribute as the 2018 processor wrote them; seedshadow.go),
+// PublishPack (publish_pack), Consumers (iot_consumers, default 1), CreateThingRate
+// (iot_create_thing_rate, default 100), CreateThingTypeRate (default 15), BudgetWait (default 5s).
 package awsiot
 
 import (
@@ -77,6 +90,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"log/slog"
+	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -88,6 +102,9 @@ import (
 
 	"github.com/coapgw/coapgw/internal/processor"
 )
+
+// ruleName is an IoT rule's name, as a Basic Ingest topic ($aws/rules/<rule>/…) names it.
+var ruleName = regexp.MustCompile(`^[a-zA-Z0-9_]{1,128}$`)
 
 // ReservedKey is the reported-state key where coapgw keeps its own data (the thing type and the
 // per-leaf times). Devices may not report a property of that name.
@@ -120,6 +137,10 @@ type Config struct {
 	// at least once); "{type}" and "{thing}" in it are replaced by the record's. A Basic Ingest
 	// topic ($aws/rules/<rule>) sends the records to a rule without a broker.
 	PublishTopic string
+	// PublishPack publishes one message per thing and batch holding {"records":[envelope,…]}
+	// (at most 128 KB, split beyond) instead of one per record: IoT's Publish API takes one
+	// message per call, and messaging is metered per message (in 5 KB units).
+	PublishPack bool
 	// DataEndpoint is the IoT data endpoint (host or URL) of the account, as DescribeEndpoint
 	// with iot:Data-ATS reports it. Empty: aws.Config.BaseEndpoint if set, else DescribeEndpoint.
 	DataEndpoint string
@@ -143,6 +164,14 @@ type Config struct {
 	// written blindly (one UpdateThingShadow per thing per batch, no read, nothing of coapgw's in
 	// the reported state); the thing's type is kept in its named shadow RegistryShadow.
 	Ordered bool
+	// CreateThingRate and CreateThingTypeRate are the account's rates for CreateThing and
+	// CreateThingType (calls/s; defaults 100 and 15, AWS IoT's), shared by Consumers consumers:
+	// each paces its calls to rate/Consumers (default 1). BudgetWait is the longest a thing's
+	// creation waits for this consumer's share within a batch (default 5s, and never past the
+	// batch's deadline); beyond, its records are deferred (processor.Deferred).
+	CreateThingRate, CreateThingTypeRate int
+	Consumers                            int
+	BudgetWait                           time.Duration
 	// AdoptThings makes a thing that already exists (with any type, or none: fleet provisioning
 	// and JITP create such things) usable as it is; its type is never changed, and records of
 	// any type are applied to it. Off: such a thing is a permanent error for records of another
@@ -172,6 +201,18 @@ func (c *Config) setDefaults() {
 	if c.ConflictRetries == 0 {
 		c.ConflictRetries = 5
 	}
+	if c.CreateThingRate == 0 {
+		c.CreateThingRate = 100
+	}
+	if c.CreateThingTypeRate == 0 {
+		c.CreateThingTypeRate = 15
+	}
+	if c.Consumers == 0 {
+		c.Consumers = 1
+	}
+	if c.BudgetWait == 0 {
+		c.BudgetWait = 5 * time.Second
+	}
 }
 
 // Validate reports every problem with c at once.
@@ -186,9 +227,18 @@ func (c Config) Validate() error {
 	if c.MaxAttempts < 0 || c.ConflictRetries < 0 {
 		errs = append(errs, errors.New("awsiot: attempts must not be negative"))
 	}
+	if c.CreateThingRate < 0 || c.CreateThingTypeRate < 0 || c.Consumers < 0 || c.BudgetWait < 0 {
+		errs = append(errs, errors.New("awsiot: control-plane rates, consumers and budget wait must not be negative"))
+	}
 	if t := c.PublishTopic; t != "" {
 		if strings.ContainsAny(t, "+#") || strings.HasPrefix(t, "/") || len(t) > 256 {
 			errs = append(errs, fmt.Errorf("awsiot: publish topic %q: no wildcards, no leading '/', at most 256 bytes", t))
+		}
+		if rest, ok := strings.CutPrefix(t, "$aws/rules/"); ok {
+			rule, _, _ := strings.Cut(rest, "/")
+			if !ruleName.MatchString(rule) {
+				errs = append(errs, fmt.Errorf("awsiot: publish topic %q: Basic Ingest wants $aws/rules/<rule name: letters, digits, _>/…", t))
+			}
 		}
 	}
 	return errors.Join(errs...)
@@ -209,6 +259,9 @@ type Sink struct {
 
 	flightMu sync.Mutex
 	flights  map[string]*flight // thing types being created
+
+	// This consumer's share of the account's control-plane rates (budget.go).
+	thingBudget, typeBudget *bucket
 
 	pubMu    sync.Mutex
 	pubBatch *processor.Batch // the batch published records belong to (retries reuse the batch)
@@ -278,7 +331,10 @@ func newSink(cfg Config, iotc iotAPI, data iotDataAPI, log *slog.Logger, reg pro
 		types:    newLRU[string, struct{}](cfg.TypeCacheSize),
 		flights:  make(map[string]*flight),
 		lockSeed: maphash.MakeSeed(),
-		now:      time.Now,
+
+		thingBudget: newBucket(float64(cfg.CreateThingRate) / float64(cfg.Consumers)),
+		typeBudget:  newBucket(float64(cfg.CreateThingTypeRate) / float64(cfg.Consumers)),
+		now:         time.Now,
 	}, nil
 }
 

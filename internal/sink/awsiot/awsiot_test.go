@@ -66,8 +66,8 @@ func TestCoalescedUpdates(t *testing.T) {
 	if strings.Contains(results(out), "set_aside") {
 		t.Fatalf("outcomes %s", results(out))
 	}
-	if got := f.count("UpdateThingShadow"); got != 3 {
-		t.Errorf("UpdateThingShadow %d, want 3 (one per thing)", got)
+	if got, reg := f.classic("UpdateThingShadow"), f.count("UpdateThingShadow@coapgw"); got != 3 || reg != 3 {
+		t.Errorf("UpdateThingShadow %d and %d of the registry shadow, want 3 and 3 (one each per thing)", got, reg)
 	}
 	if ct, cth, d := f.count("CreateThingType"), f.count("CreateThing"), f.count("DescribeThing"); ct != 1 || cth != 3 || d != 0 {
 		t.Errorf("control plane: CreateThingType %d CreateThing %d DescribeThing %d, want 1 3 0", ct, cth, d)
@@ -81,8 +81,8 @@ func TestCoalescedUpdates(t *testing.T) {
 	if f.controlPlane() != cp || f.count("GetThingShadow") != gets {
 		t.Errorf("calls for things already seen: %v", f)
 	}
-	if got := f.count("UpdateThingShadow"); got != 5 {
-		t.Errorf("UpdateThingShadow %d, want 5", got)
+	if got, reg := f.classic("UpdateThingShadow"), f.count("UpdateThingShadow@coapgw"); got != 5 || reg != 5 {
+		t.Errorf("UpdateThingShadow %d and %d of the registry shadow, want 5 and 5", got, reg)
 	}
 }
 
@@ -130,7 +130,8 @@ func TestSinkConformance(t *testing.T) {
 }
 
 // TestColdCacheCalls: a second worker (empty cache) rebuilds a thing's document from its shadow
-// with one GetThingShadow and no control-plane call (the type is in the shadow). What it then
+// and its registry shadow (two GetThingShadow) with no control-plane call (the type is in the
+// registry shadow). What it then
 // makes of older records is in the conformance suite.
 func TestColdCacheCalls(t *testing.T) {
 	f := newFakeAWS()
@@ -142,7 +143,7 @@ func TestColdCacheCalls(t *testing.T) {
 	if results(out) != "duplicate,duplicate" {
 		t.Fatalf("older records on a cold worker: %s, state %s", results(out), f.state("dev"))
 	}
-	if f.controlPlane() != cp || f.count("GetThingShadow") != 2 {
+	if f.controlPlane() != cp || f.classic("GetThingShadow") != 2 || f.count("GetThingShadow@coapgw") != 2 {
 		t.Fatalf("calls: %v", f)
 	}
 }
@@ -163,7 +164,7 @@ func TestConcurrentWriters(t *testing.T) {
 		t.Fatalf("expected re-reads after conflicts: %v", f)
 	}
 	// A writer interleaving on every update: after ConflictRetries the batch fails transiently.
-	f.beforeUpdate = func(string) { f.setShadow("dev", `{"w":1}`) }
+	f.beforeUpdate = func(string) { f.setShadow("dev", `{"x":3,"w":1}`) }
 	_, err := a.Apply(context.Background(), processortest.Batch(t, rec("dev", 9, `{"x":9}`)))
 	if err == nil || !strings.Contains(err.Error(), "conflict") {
 		t.Fatalf("persistent conflicts: err %v", err)
@@ -224,19 +225,27 @@ func TestSetAsideAndLimits(t *testing.T) {
 	if !strings.Contains(out[2].Reason, "over the 8192-byte limit") || !strings.Contains(out[3].Reason, "reserved") {
 		t.Fatalf("reasons %q %q", out[2].Reason, out[3].Reason)
 	}
-	if f.count("UpdateThingShadow") != 1 {
-		t.Fatalf("updates %d", f.count("UpdateThingShadow"))
+	if f.classic("UpdateThingShadow") != 1 {
+		t.Fatalf("updates %d", f.classic("UpdateThingShadow"))
 	}
-	// A state that fits the processor's check but not with coapgw's key is refused too.
-	nearly := fmt.Sprintf(`{"n":"%s"}`, strings.Repeat("z", processor.MaxShadowBytes-8-20))
-	out = apply(t, s, rec("dev2", 1, nearly))
-	if out[0].Result != processor.SetAside || !strings.Contains(out[0].Reason, "coapgw") {
-		t.Fatalf("near the limit: %+v", out[0])
+	// A state just under the limit fits: nothing of coapgw's counts toward it (an earlier
+	// version's reserved key took about 1 KB of it); one byte more does not.
+	nearly := fmt.Sprintf(`{"n":"%s"}`, strings.Repeat("z", processor.MaxShadowBytes-8))
+	if out = apply(t, s, rec("dev2", 1, nearly)); out[0].Result != processor.Applied {
+		t.Fatalf("at the limit: %+v", out[0])
+	}
+	if got := len(f.state("dev2")); got != processor.MaxShadowBytes {
+		t.Fatalf("state of %d bytes, want %d", got, processor.MaxShadowBytes)
+	}
+	over := fmt.Sprintf(`{"n":"%s"}`, strings.Repeat("z", processor.MaxShadowBytes-7))
+	if out = apply(t, s, rec("dev3", 1, over)); out[0].Result != processor.SetAside || !strings.Contains(out[0].Reason, "over the 8192-byte limit") {
+		t.Fatalf("over the limit: %+v", out[0])
 	}
 }
 
-// TestClassification: which AWS errors fail the batch (transient: retried) and which set its
-// records aside (permanent).
+// TestClassification: which AWS errors fail the batch (transient: retried), which defer the
+// thing's records (throttling: handed back with a delay, the rest of the batch applied) and which
+// set its records aside (permanent).
 func TestClassification(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
@@ -244,6 +253,7 @@ func TestClassification(t *testing.T) {
 		permanent bool
 	}{
 		{"throttling", apiErr("ThrottlingException"), false},
+		{"too many requests", apiErr("TooManyRequestsException"), false},
 		{"service unavailable", apiErr("ServiceUnavailableException"), false},
 		{"internal failure", apiErr("InternalFailureException"), false},
 		{"unauthorized", apiErr("UnauthorizedException"), false},
@@ -276,7 +286,11 @@ func TestClassification(t *testing.T) {
 				}
 				return
 			}
-			if err == nil {
+			if deferral(tc.err) != nil {
+				if err != nil || out[0].Result != processor.Deferred || out[0].After < 2*time.Second || out[1].Result != processor.SetAside {
+					t.Fatalf("throttled: err %v, out %+v; want dev deferred by 2s or more", err, out)
+				}
+			} else if err == nil {
 				t.Fatalf("transient error not returned: %+v", out)
 			}
 			// The retry of the batch succeeds once AWS recovers.
@@ -297,7 +311,8 @@ func TestTransientPartialFailure(t *testing.T) {
 		updates int // on the retry
 		results string
 	}{
-		{false, 1, "duplicate,duplicate,duplicate,applied,duplicate,duplicate,duplicate,duplicate"},
+		// Versioned: dev-3's shadow and its registry shadow (its stamps).
+		{false, 2, "duplicate,duplicate,duplicate,applied,duplicate,duplicate,duplicate,duplicate"},
 		// Ordered: dev-3's registry shadow and its shadow; the others are not written again.
 		{true, 2, "applied,applied,applied,applied,applied,applied,applied,applied"},
 	} {
@@ -310,7 +325,7 @@ func transientPartialFailure(t *testing.T, ordered bool, updates int, want strin
 	s := newTestSink(t, f, Config{Ordered: ordered})
 	f.fail = func(op, thing string) error {
 		if op == "UpdateThingShadow" && thing == "dev-3" {
-			return apiErr("ThrottlingException")
+			return apiErr("ServiceUnavailableException")
 		}
 		return nil
 	}
@@ -359,7 +374,7 @@ func TestThingTypeCreatedOnce(t *testing.T) {
 }
 
 // TestCacheBounded: the thing cache holds at most ThingCacheSize things; an evicted thing costs
-// a GetThingShadow again but no control-plane call.
+// its shadow and registry shadow again (two GetThingShadow) but no control-plane call.
 func TestCacheBounded(t *testing.T) {
 	f := newFakeAWS()
 	s := newTestSink(t, f, Config{ThingCacheSize: 10})
@@ -371,7 +386,7 @@ func TestCacheBounded(t *testing.T) {
 	}
 	cp, gets := f.controlPlane(), f.count("GetThingShadow")
 	apply(t, s, rec("dev-0", 2, `{"a":2}`))
-	if f.controlPlane() != cp || f.count("GetThingShadow") != gets+1 {
+	if f.controlPlane() != cp || f.count("GetThingShadow") != gets+2 {
 		t.Fatalf("evicted thing: %v", f)
 	}
 	c := newLRU[string, int](2)

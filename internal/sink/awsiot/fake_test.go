@@ -29,6 +29,8 @@ type fakeAWS struct {
 	shadows map[string]*fakeShadow
 	calls   map[string]int
 	now     int64 // shadow timestamps, seconds
+	// published holds the payloads published, in order.
+	published []string
 
 	// fail, if set, is asked before every call; a non-nil error fails it.
 	fail func(op, thing string) error
@@ -63,6 +65,14 @@ func (f *fakeAWS) count(op string) int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.calls[op]
+}
+
+// classic returns the calls of op on classic shadows so far (op counts named shadows' too; the
+// calls on a named shadow are counted as op@name).
+func (f *fakeAWS) classic(op string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.calls[op] - f.calls[op+"@"+RegistryShadow]
 }
 
 // controlPlane is the number of registry calls.
@@ -130,6 +140,9 @@ func (f *fakeAWS) GetThingShadow(ctx context.Context, in *GetThingShadowInput) (
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if in.ShadowName != "" {
+		f.calls["GetThingShadow@"+in.ShadowName]++
+	}
 	sh := f.shadows[shadowKey(in.ThingName, in.ShadowName)]
 	if sh == nil {
 		return nil, apiErr("ResourceNotFoundException")
@@ -160,6 +173,9 @@ func (f *fakeAWS) UpdateThingShadow(ctx context.Context, in *UpdateThingShadowIn
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if in.ShadowName != "" {
+		f.calls["UpdateThingShadow@"+in.ShadowName]++
+	}
 	key := shadowKey(in.ThingName, in.ShadowName)
 	sh := f.shadows[key]
 	if doc.Version != nil && (sh == nil || sh.version != *doc.Version) {
@@ -183,6 +199,7 @@ func (f *fakeAWS) Publish(ctx context.Context, in *PublishInput) (*PublishOutput
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls["topic:"+in.Topic]++
+	f.published = append(f.published, string(in.Payload))
 	return &PublishOutput{}, nil
 }
 
@@ -208,7 +225,8 @@ func mergePatch(dst, patch map[string]any) {
 	}
 }
 
-// state returns a thing's reported state without coapgw's key, as compact JSON ("" if none).
+// state returns a thing's classic reported state as it is (coapgw keeps nothing of its own
+// there), as compact JSON ("" if none).
 func (f *fakeAWS) state(thing string) string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -216,13 +234,7 @@ func (f *fakeAWS) state(thing string) string {
 	if sh == nil {
 		return ""
 	}
-	r := map[string]any{}
-	for k, v := range sh.reported {
-		if k != ReservedKey {
-			r[k] = v
-		}
-	}
-	b, _ := json.Marshal(r)
+	b, _ := json.Marshal(sh.reported)
 	return string(b)
 }
 

@@ -7,6 +7,7 @@ type metrics struct {
 	cacheHit, cacheMiss  prometheus.Counter
 	conflicts, unchanged prometheus.Counter
 	setAside             *prometheus.CounterVec
+	deferred             *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -31,14 +32,21 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		setAside: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "coapgw_awsiot_set_aside_total",
-			Help: "Records the sink set aside, by reason: type_conflict, shadow_limit, reserved_key, rejected (by AWS).",
+			Help: "Records the sink set aside, by reason: type_conflict, shadow_limit, reserved_key, rejected (by AWS), publish_rejected (AWS refused the publish).",
 		}, []string{"reason"}),
 	}
-	for _, r := range []string{"type_conflict", "shadow_limit", "reserved_key", "rejected"} {
+	for _, r := range []string{"type_conflict", "shadow_limit", "reserved_key", "rejected", "publish_rejected"} {
 		m.setAside.WithLabelValues(r)
 	}
+	m.deferred = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "coapgw_awsiot_deferred_total",
+		Help: "Records handed back to be tried later, by reason: budget (this consumer's share of the control-plane rate is spent), throttled (by AWS, after the SDK's retries) or deadline (the batch ran out of time before its thing was written).",
+	}, []string{"reason"})
+	for _, r := range []string{"budget", "throttled", "deadline"} {
+		m.deferred.WithLabelValues(r)
+	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.calls, cache, m.conflicts, m.unchanged, m.setAside} {
+		for _, c := range []prometheus.Collector{m.calls, cache, m.conflicts, m.unchanged, m.setAside, m.deferred} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}

@@ -122,7 +122,7 @@ func (s *Sink) writeOrdered(ctx context.Context, b *processor.Batch, u *processo
 		s.m.setAside.WithLabelValues("shadow_limit").Add(float64(len(live)))
 		return nil
 	}
-	if err := s.publish(ctx, b, live, pub); err != nil {
+	if rejected, err := s.publishLive(ctx, b, live, out, pub); err != nil || rejected {
 		return err
 	}
 	bodies := make([][]byte, 0, 2)

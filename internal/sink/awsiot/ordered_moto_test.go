@@ -118,15 +118,17 @@ func TestMotoManyConsumersCallCount(t *testing.T) {
 // TestMotoManyConsumersStampedCallCount: the same with the versioned read-modify-write of a
 // standard queue (Config.Ordered off): correct with any number of consumers, but a consumer's
 // cache is stale whenever another wrote the thing last, and each such batch costs a 409 and a
-// re-read or a read. The figures are in docs/benchmarks.md; the test asserts the shadows and
-// that one consumer costs one call per (thing, batch), many at most 3 (409, read, update).
+// re-read or a read. Each write is two updates: the shadow, then coapgw's per-property times in
+// the registry shadow; a re-read reads both. The figures are in docs/benchmarks.md; the test
+// asserts the shadows and that one consumer costs two calls per (thing, batch), many at most 5
+// (409, two reads, two updates).
 func TestMotoManyConsumersStampedCallCount(t *testing.T) {
 	m := awstest.Start(t)
 	for _, n := range []int{1, 3, 13} {
 		t.Run(fmt.Sprint(n), func(t *testing.T) {
 			perPair, ctrl := manyConsumers(t, m, Config{}, n, 8, 160)
 			t.Logf("consumers %d: %.3f data-plane calls per (thing, batch), %d control-plane calls for known things", n, perPair, ctrl)
-			if ctrl != 0 || n == 1 && perPair > 1.02 || perPair > 3 {
+			if ctrl != 0 || n == 1 && perPair > 2.02 || perPair > 5 {
 				t.Fatalf("%.3f data-plane calls per (thing, batch), %d control-plane calls", perPair, ctrl)
 			}
 		})

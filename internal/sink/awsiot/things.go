@@ -16,6 +16,8 @@ type thingState struct {
 	version int64          // its shadow's version; 0 = no shadow
 	doc     *processor.Doc // its reported state with coapgw's per-leaf times
 	desired int            // bytes of its desired state (compact JSON; 0 = none), as last read
+	reg     int64          // its registry shadow's version (RegistryShadow); 0 = none
+	legacy  bool           // its classic shadow still has an earlier version's reserved key
 }
 
 // thingCost estimates the heap a cached thing holds, in bytes: the cache's entry and state, and
@@ -115,11 +117,16 @@ func (s *Sink) ensureType(ctx context.Context, typ string) error {
 	s.flights[typ] = f
 	s.flightMu.Unlock()
 
-	_, err := s.iot.CreateThingType(ctx, &iot.CreateThingTypeInput{ThingTypeName: aws.String(typ), ThingTypeProperties: s.typeProperties(typ)})
-	s.m.call("CreateThingType", err)
+	err := s.pace(ctx, s.typeBudget, "CreateThingType "+typ)
+	if err == nil {
+		_, err = s.iot.CreateThingType(ctx, &iot.CreateThingTypeInput{ThingTypeName: aws.String(typ), ThingTypeProperties: s.typeProperties(typ)})
+		s.m.call("CreateThingType", err)
+	}
 	switch {
 	case err == nil, hasCode(err, "ResourceAlreadyExistsException"):
 		s.types.Add(typ, struct{}{})
+	case deferral(err) != nil:
+		f.err = fmt.Errorf("create thing type %s: %w", typ, err)
 	default:
 		f.err = rejected("create thing type "+typ, err)
 	}
@@ -134,6 +141,9 @@ func (s *Sink) ensureType(ctx context.Context, typ string) error {
 // of a thing that already existed with another configuration.
 func (s *Sink) createThing(ctx context.Context, name, typ string) (string, error) {
 	for attempt := 0; ; attempt++ {
+		if err := s.pace(ctx, s.thingBudget, "CreateThing "+name); err != nil {
+			return "", err
+		}
 		_, err := s.iot.CreateThing(ctx, &iot.CreateThingInput{ThingName: aws.String(name), ThingTypeName: aws.String(typ), AttributePayload: s.thingAttributes()})
 		s.m.call("CreateThing", err)
 		switch {

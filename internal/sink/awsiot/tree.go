@@ -237,13 +237,15 @@ func readStamps(p []byte, d *processor.Doc, base int64, depth int) ([]byte, erro
 // fallback (the shadow's last update time), so that older records do not overwrite it while newer
 // ones do.
 func rebuild(stamps *processor.Doc, fields map[string]json.RawMessage, fallback int64) (*processor.Doc, error) {
-	return rebuildMeta(stamps, fields, nil, fallback)
+	return rebuildMeta(stamps, fields, nil, fallback, false)
 }
 
 // rebuildMeta is rebuild with the shadow's metadata.reported (nil if none): a value the stamps
 // do not explain counts as written at its own metadata timestamp (when AWS wrote it), and only
-// without one at fallback.
-func rebuildMeta(stamps *processor.Doc, fields, meta map[string]json.RawMessage, fallback int64) (*processor.Doc, error) {
+// without one at fallback. stale says the stamps may be older than the state (written for an
+// earlier version of the shadow): a stamped value then counts as written at the later of its
+// stamp and its metadata timestamp.
+func rebuildMeta(stamps *processor.Doc, fields, meta map[string]json.RawMessage, fallback int64, stale bool) (*processor.Doc, error) {
 	var st processor.Node // the zero Node, an empty object, stands for no stamps
 	if stamps != nil {
 		st = stamps.Root()
@@ -254,13 +256,14 @@ func rebuildMeta(stamps *processor.Doc, fields, meta map[string]json.RawMessage,
 	for _, raw := range fields {
 		size += len(raw)
 	}
-	r := rebuilder{fallback: fallback}
+	r := rebuilder{fallback: fallback, stale: stale}
 	r.vals.Grow(size)
 	return r.object(st, fields, meta)
 }
 
 type rebuilder struct {
 	fallback int64
+	stale    bool
 	vals     bytes.Buffer // the values of the document
 }
 
@@ -308,6 +311,9 @@ func (r *rebuilder) object(stamps processor.Node, fields, meta map[string]json.R
 			ts := r.fallback
 			if stamped && st.Kind() == processor.ValueNode {
 				ts = st.Time()
+				if t, ok := metaTime(meta[key]); ok && r.stale && t > ts {
+					ts = t
+				}
 			} else if t, ok := metaTime(meta[key]); ok {
 				ts = t
 			}

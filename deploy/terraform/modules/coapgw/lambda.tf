@@ -34,6 +34,9 @@ resource "aws_lambda_function" "processor" {
         COAPGW_PUBLISH_TOPIC     = var.publish_topic
         COAPGW_LOG_LEVEL         = "info"
         COAPGW_FIFO_QUEUE        = tostring(var.fifo_queue)
+        # The consumers sharing the account's CreateThing/CreateThingType rates: each Lambda
+        # environment paces itself to 1/N of them.
+        COAPGW_IOT_CONSUMERS = tostring(var.event_source_max_concurrency)
       },
       var.lambda_environment,
     )

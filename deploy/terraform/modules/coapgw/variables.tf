@@ -431,7 +431,7 @@ variable "canary_identity" {
 }
 
 # ---------------------------------------------------------------------------------------------
-# Scale-in drain (issue 14)
+# Scale-in drain
 # ---------------------------------------------------------------------------------------------
 
 variable "drain_timeout_seconds" {
@@ -465,6 +465,8 @@ variable "ingest_stopped_alarm_minutes" {
     condition     = var.ingest_stopped_alarm_minutes >= 0 && var.ingest_stopped_alarm_minutes <= 1440 && floor(var.ingest_stopped_alarm_minutes) == var.ingest_stopped_alarm_minutes
     error_message = "ingest_stopped_alarm_minutes must be a whole number of minutes from 0 to 1440."
   }
+}
+
 variable "iot_downlink" {
   description = "Give the gateways desired state from AWS IoT shadows (docs/downlink.md): an IoT certificate and policy for the gateways (MQTT subscribe to the shadow delta topics), its key in an SSM SecureString parameter, iot:GetThingShadow for a device's first request. See iot_downlink.tf."
   type        = bool
@@ -473,6 +475,12 @@ variable "iot_downlink" {
 
 variable "iot_downlink_documents" {
   description = "With iot_downlink: also subscribe to the shadows' update/documents, so that a report clearing a delta is known at once. AWS then delivers (and bills) one message to every gateway for every shadow update in the account, i.e. for every applied report; off, a gateway reads a pending delta again with GetThingShadow 10 s after its device's request. See docs/downlink.md for the costs."
+  type        = bool
+  default     = false
+}
+
+variable "iot_rule_example" {
+  description = "Create an example AWS IoT rule (iot_rule.tf) sending every accepted classic-shadow update to the CloudWatch Logs group /aws/iot/<name>-telemetry, so that telemetry visibly flows on from the shadows."
   type        = bool
   default     = false
 }

@@ -342,7 +342,7 @@ run "iot_downlink" {
     error_message = "the gateways' environment and boot must configure the downlink"
   }
   assert {
-    condition     = length(yamldecode(base64decode(aws_launch_template.gateway.user_data)).write_files) == 8 && contains(yamldecode(base64decode(aws_launch_template.gateway.user_data)).runcmd, ["/usr/local/sbin/coapgw-iot-downlink"])
+    condition     = contains([for f in yamldecode(base64decode(aws_launch_template.gateway.user_data)).write_files : f.path], "/etc/coapgw/iot/cert.pem") && contains([for f in yamldecode(base64decode(aws_launch_template.gateway.user_data)).write_files : f.path], "/usr/local/sbin/coapgw-iot-downlink") && contains(yamldecode(base64decode(aws_launch_template.gateway.user_data)).runcmd, ["/usr/local/sbin/coapgw-iot-downlink"])
     error_message = "the cloud-init document must stay valid YAML with the certificate and the key script"
   }
 }
@@ -353,5 +353,35 @@ run "iot_downlink_off" {
   assert {
     condition     = length(aws_iot_certificate.gateway) == 0 && !strcontains(base64decode(aws_launch_template.gateway.user_data), "IOT_DOWNLINK")
     error_message = "without iot_downlink: no certificate and no downlink settings"
+  }
+}
+
+run "iot_rule_example" {
+  command = plan
+
+  variables {
+    iot_rule_example = true
+  }
+
+  assert {
+    condition     = length(aws_iot_topic_rule.telemetry) == 1 && strcontains(aws_iot_topic_rule.telemetry[0].sql, "FROM '$aws/things/+/shadow/update/accepted'")
+    error_message = "iot_rule_example: one rule on the classic shadows' update/accepted topic"
+  }
+  assert {
+    condition     = aws_cloudwatch_log_group.iot_rule[0].name == "/aws/iot/coapgw-telemetry"
+    error_message = "iot_rule_example: the rule's log group"
+  }
+  assert {
+    condition     = aws_lambda_function.processor.environment[0].variables["COAPGW_IOT_CONSUMERS"] == "20"
+    error_message = "the Lambda paces control-plane calls over the mapping's maximum concurrency"
+  }
+}
+
+run "no_iot_rule_by_default" {
+  command = plan
+
+  assert {
+    condition     = length(aws_iot_topic_rule.telemetry) == 0 && length(aws_cloudwatch_log_group.iot_rule) == 0 && length(aws_iam_role.iot_rule) == 0
+    error_message = "the example IoT rule is off by default"
   }
 }
