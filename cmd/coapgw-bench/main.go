@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/coapgw/coapgw/internal/loadgen"
 )
@@ -33,6 +34,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	cfg := loadgen.DefaultConfig()
 	cfg.Flags(fs)
+	var cu cleanup
+	fs.StringVar(&cu.API, "clean-up", "", "after the run, delete the things it wrote (type --type, names --id-prefix*) through the gateway's HTTP API at this `address` (e.g. http://127.0.0.1:8080; local mode), once the gateway has applied them")
+	fs.StringVar(&cu.TokenFile, "api-token-file", "", "with --clean-up: `file` holding the gateway's HTTP API token (default: $COAPGW_HTTP_TOKEN)")
+	fs.DurationVar(&cu.Wait, "clean-up-wait", time.Minute, "with --clean-up: how long to wait for the gateway to apply what it acknowledged")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, `usage: coapgw-bench [flags]
 
@@ -66,6 +71,10 @@ handshake and RSS per session.
 		fmt.Fprintf(stderr, "coapgw-bench: %v\n", err)
 		return 2
 	}
+	if cu.API != "" && cfg.Path != "" {
+		fmt.Fprintln(stderr, "coapgw-bench: --clean-up deletes the things /{type}/{id-prefix}{n} wrote; it cannot be used with --path")
+		return 2
+	}
 	res, err := loadgen.Run(ctx, cfg)
 	if res != nil {
 		if cfg.JSON {
@@ -74,6 +83,13 @@ handshake and RSS per session.
 			}
 		} else {
 			res.WriteText(stdout)
+		}
+	}
+	if cu.API != "" && res != nil {
+		n, cerr := cu.run(ctx, cfg.Type, cfg.IDPrefix)
+		fmt.Fprintf(stderr, "coapgw-bench: clean-up: deleted %d things of type %s named %s*\n", n, cfg.Type, cfg.IDPrefix)
+		if cerr != nil && err == nil {
+			err = cerr
 		}
 	}
 	if err != nil {
