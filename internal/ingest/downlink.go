@@ -81,25 +81,40 @@ var noDelta = []byte(`{"state":{}}`)
 
 // getThing answers GET /{type}/{id} (after bind): 2.05 with the thing's pending change,
 // {"state":{<delta>},"version":N}, or {"state":{}} when it has none; to an unverified peer whose
-// request is too small for the answer, 4.01 with an Echo first (amplification.go).
+// request is too small for the answer, 4.01 with an Echo first (amplification.go). JSON, or CBOR
+// for a device that asks with Accept: 60 (deltaCBOR); any other Accept gets 4.06 (getOnly).
 //
 // With Observe 0 the device registers as an observer of its thing (RFC 7641; coapserver's
-// observe.go) and gets a notification whenever the delta changes (NotifyThing); a GET without
-// Observe, or with Observe 1, ends the observation of the same token. Beyond the exchange layer's
-// MaxObservers the answer is a plain one, without Observe.
+// observe.go) and gets a notification whenever the delta changes (NotifyThing), in the format
+// it asked for: a CBOR observer registers under the thing's name plus cborObserveKey. A GET
+// without Observe, or with Observe 1, ends the observation of the same token. Beyond the
+// exchange layer's MaxObservers the answer is a plain one, without Observe.
 func (h *Handler) getThing(w *coapserver.ResponseWriter, r *coapserver.Request) {
 	d := h.thingState(r.Path(1))
-	if r.Identity == "" && !h.verified(w, r, len(d), record.FormatJSON) {
+	cf, key := uint16(record.FormatJSON), string(r.Path(1))
+	if a, ok := r.Accept(); ok && a == record.FormatCBOR {
+		c, err := deltaCBOR(d)
+		if err != nil {
+			w.Respond(coapmsg.InternalServerError, []byte("delta not encodable as CBOR"))
+			return
+		}
+		d, cf, key = c, record.FormatCBOR, key+cborObserveKey
+	}
+	if r.Identity == "" && !h.verified(w, r, len(d), cf) {
 		return
 	}
 	if v, ok := r.Observe(); ok && v == 0 {
-		w.Observe(string(r.Path(1)), record.FormatJSON, d)
+		w.Observe(key, cf, d)
 	} else {
 		w.Unobserve()
 	}
-	w.SetUintOption(coapmsg.ContentFormat, uint32(record.FormatJSON))
+	w.SetUintOption(coapmsg.ContentFormat, uint32(cf))
 	w.Respond(coapmsg.Content, d)
 }
+
+// cborObserveKey follows a thing's name in the observation key of a device that observes it in
+// CBOR (a thing name never holds a slash).
+const cborObserveKey = "/cbor"
 
 // thingState is what GET /{type}/{id} returns for the thing named name.
 func (h *Handler) thingState(name []byte) []byte {
@@ -127,5 +142,12 @@ func (h *Handler) NotifyThing(name string) {
 	d := h.thingState([]byte(name))
 	for _, n := range h.notifiers {
 		n(name, record.FormatJSON, d)
+	}
+	c, err := deltaCBOR(d) // for CBOR observers; desired state changes seldom
+	if err != nil {
+		return
+	}
+	for _, n := range h.notifiers {
+		n(name+cborObserveKey, record.FormatCBOR, c)
 	}
 }

@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -188,5 +189,75 @@ func TestObserveThing(t *testing.T) {
 	}
 	if n := decode(t, out[0]); string(n.Payload) != `{"state":{"x":1},"version":4}` || string(n.Token) != "\x07\x07" {
 		t.Fatalf("notification %q token %x", n.Payload, n.Token)
+	}
+}
+
+// TestGetAndObserveCBOR: GET /{type}/{id} with Accept: 60 answers the delta in CBOR (before, it
+// got 4.06: the resource was JSON only), a CBOR observer is notified in CBOR while a JSON
+// observer of the same thing gets JSON, and an Accept the device API cannot give gets 4.06.
+func TestGetAndObserveCBOR(t *testing.T) {
+	d := &fakeDeltas{m: map[string][]byte{"dev-1": []byte(`{"state":{"interval":60},"version":2}`)}}
+	r := newRigWith(t, Config{GatewayID: "gw", Deltas: d})
+	r.h.AddNotifier(r.ep.Notify)
+	get := func(token byte, opts ...coapmsg.Option) *coapmsg.Message {
+		t.Helper()
+		r.mid++
+		all := append(opts, pathOpts("sensor", "dev-1")...)
+		slices.SortStableFunc(all, func(a, b coapmsg.Option) int { return int(a.Number) - int(b.Number) })
+		m := coapmsg.Message{Type: coapmsg.Confirmable, Code: coapmsg.GET, MID: r.mid, Token: []byte{token}, Options: all}
+		b, err := m.Append(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.ep.HandleSession(peer, peer, "sensor/dev-1", b)
+		out := r.take()
+		if len(out) != 1 {
+			t.Fatalf("%d answers", len(out))
+		}
+		return decode(t, out[0])
+	}
+	type msg struct {
+		State   map[string]int `cbor:"state"`
+		Version int            `cbor:"version"`
+	}
+	resp := get(1, accept(60))
+	var got msg
+	if n, _ := contentFormatOf(resp); resp.Code != coapmsg.Content || n != 60 || cbor.Unmarshal(resp.Payload, &got) != nil || got.State["interval"] != 60 || got.Version != 2 {
+		t.Fatalf("GET Accept 60: %v cf %d %x (%+v), want 2.05 with the delta in CBOR", resp.Code, n, resp.Payload, got)
+	}
+	if resp := get(2, accept(0)); resp.Code != coapmsg.NotAcceptable {
+		t.Fatalf("GET Accept 0: %v, want 4.06", resp.Code)
+	}
+	// Two observers: one in CBOR, one in JSON.
+	if resp := get(3, coapmsg.Option{Number: coapmsg.Observe}, accept(60)); resp.Code != coapmsg.Content {
+		t.Fatalf("observe in CBOR: %v", resp.Code)
+	}
+	if resp := get(4, coapmsg.Option{Number: coapmsg.Observe}); resp.Code != coapmsg.Content || r.ep.Observers() != 2 {
+		t.Fatalf("observe in JSON: %v, %d observers", resp.Code, r.ep.Observers())
+	}
+	d.mu.Lock()
+	d.m["dev-1"] = []byte(`{"state":{"interval":30},"version":3}`)
+	d.mu.Unlock()
+	r.h.NotifyThing("dev-1")
+	out := r.take()
+	if len(out) != 2 {
+		t.Fatalf("%d notifications, want 2", len(out))
+	}
+	for _, b := range out {
+		n := decode(t, b)
+		cf, _ := contentFormatOf(n)
+		switch n.Token[0] {
+		case 3:
+			var m msg
+			if cf != 60 || cbor.Unmarshal(n.Payload, &m) != nil || m.State["interval"] != 30 || m.Version != 3 {
+				t.Errorf("CBOR observer: cf %d %x", cf, n.Payload)
+			}
+		case 4:
+			if cf != 50 || string(n.Payload) != `{"state":{"interval":30},"version":3}` {
+				t.Errorf("JSON observer: cf %d %q", cf, n.Payload)
+			}
+		default:
+			t.Errorf("notification for token %x", n.Token)
+		}
 	}
 }

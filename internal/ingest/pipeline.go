@@ -54,7 +54,7 @@ func (h *Handler) pipeline() coapserver.Handler {
 		rt.getTelemetry = h.countGET(telemetry)
 	}
 	if h.cfg.Deltas != nil {
-		rt.thing = chain(getOnly(coapserver.HandlerFunc(h.getThing), record.FormatJSON),
+		rt.thing = chain(getOnly(coapserver.HandlerFunc(h.getThing), record.FormatJSON, record.FormatCBOR),
 			h.bind, // a device reads only its own thing, as it writes only its own
 		)
 	}
