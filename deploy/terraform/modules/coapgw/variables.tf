@@ -115,9 +115,9 @@ variable "event_source_batching_window_seconds" {
 }
 
 variable "fifo_queue" {
-  description = "Make the queue (and its DLQ) FIFO: one message group per thing, so the processor writes each batch as one blind shadow update and keeps nothing of its own in state.reported (docs/aws-processing.md, Two write modes). The event source mapping then takes at most 10 messages per batch, with no batching window."
+  description = "Make the queue (and its DLQ) FIFO (the default; false for a standard queue, which costs about three times as much in shadow operations: docs/deploy-aws.md): one message group per thing, so the processor writes each batch as one blind shadow update and keeps nothing of its own in state.reported (docs/aws-processing.md, Two write modes). The event source mapping then takes at most 10 messages per batch, with no batching window."
   type        = bool
-  default     = false
+  default     = true
 }
 
 variable "event_source_max_concurrency" {
