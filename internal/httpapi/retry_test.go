@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -130,31 +131,37 @@ func TestBrowserRetrySetAside(t *testing.T) {
 	if st, err := chromedp.Run(ctx, chromedp.Evaluate[float64](login, chromedp.EvalAwaitPromise)); err != nil || st != 204 {
 		t.Fatalf("login: %v %v", st, err)
 	}
-	retryGroup := chromedp.Click(chromedp.CSS(`#reasons tr[data-reason="` + conflict + `"] .retry`))
-	if err := chromedp.Do(ctx, retryGroup); err != nil {
-		t.Fatal(err)
+	// Clicked in the page, in one step: the list is re-rendered when things change (the event
+	// stream), and a node looked up by the driver first may be gone by the time it is clicked.
+	retryGroup := func() {
+		t.Helper()
+		clickWhenThere(t, ctx, `#reasons tr[data-reason="`+conflict+`"] .retry`)
 	}
+	retryGroup()
 	poll(t, ctx, "the failed retry", `document.querySelector('#reasons-msg').textContent === 'Retried 40 records: 0 applied, 40 set aside again.'`)
 	del := `fetch('api/things/dev-1', {method: 'DELETE'}).then(r => r.status)`
 	if st, err := chromedp.Run(ctx, chromedp.Evaluate[float64](del, chromedp.EvalAwaitPromise)); err != nil || st != 204 {
 		t.Fatalf("delete dev-1: %v %v", st, err)
 	}
-	if err := chromedp.Do(ctx, retryGroup); err != nil {
-		t.Fatal(err)
-	}
+	retryGroup()
 	poll(t, ctx, "the retry", `document.querySelector('#reasons-msg').textContent === 'Retried 40 records: 40 applied, 0 set aside again.' && document.querySelectorAll('#reasons tr[data-reason]').length === 1 && document.querySelectorAll('#errors tbody tr[data-seq]').length === 1`)
 	th, err := f.reg.Thing(t.Context(), "dev-1")
 	if err != nil || th.Type != "bench" || th.Messages != 40 {
 		t.Errorf("dev-1 after the retry: %+v, %v", th, err)
 	}
-	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`#errors tbody tr[data-seq] .retry-one`))); err != nil {
-		t.Fatal(err)
-	}
+	clickWhenThere(t, ctx, `#errors tbody tr[data-seq] .retry-one`)
 	poll(t, ctx, "the retry of one record", `document.querySelector('#reasons-msg').textContent === 'Retried 1 record: 0 applied, 1 set aside again.'`)
 	if c, _ := f.reg.Counts(t.Context()); c.SetAside != 1 || c.Messages != 40 {
 		t.Errorf("counts after the retries: %+v", c)
 	}
 	console.Check(t)
+}
+
+// clickWhenThere waits for the element sel selects and clicks it, in the page: looking it up and
+// clicking it are one step, so a re-render in between cannot leave a stale node.
+func clickWhenThere(t testing.TB, ctx context.Context, sel string) {
+	t.Helper()
+	poll(t, ctx, "a click on "+sel, fmt.Sprintf(`(() => { const e = document.querySelector(%q); if (!e) return false; e.click(); return true; })()`, sel))
 }
 
 // badReason is the reason the registry gave the bad record of seedConflict.
