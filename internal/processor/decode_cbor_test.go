@@ -61,9 +61,11 @@ var cborSeeds = []string{
 	"80",                                       // not a map
 	"a1616ba2616101616101",                     // a duplicate key in a nested map
 	"a1616b81a2616101616101",                   // a duplicate key in a map inside an array
-	"a1616bfbbff0000000000000",                 // -1.0
-	"a1616bfb8000000000000000",                 // -0.0
-	"a1616bfa4b800001",                         // a single above 2^24
+	// a duplicate 34-byte key that JSON escapes: the message shows 32 bytes of its JSON form
+	"a27822227878787878787878787878787878787878787878787878787878787878787878780178222278787878787878787878787878787878787878787878787878787878787878787802",
+	"a1616bfbbff0000000000000", // -1.0
+	"a1616bfb8000000000000000", // -0.0
+	"a1616bfa4b800001",         // a single above 2^24
 }
 
 func decodeBoth(t *testing.T, b []byte) {
