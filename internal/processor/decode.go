@@ -42,19 +42,6 @@ func DefaultDecoders() Decoders {
 	}
 }
 
-// DecodeCBOR decodes a payload that must be one CBOR map with a JSON form (record.CBORToJSON):
-// that JSON, decoded by DecodeJSON, so that the same object sent as JSON or as CBOR gives the
-// same document.
-func DecodeCBOR(payload []byte, ts int64) (*Doc, error) {
-	// The document keeps slices of the JSON form: one buffer, sized for a usual payload's form
-	// (text gains its quotes, small integers a digit or two).
-	js, err := record.CBORToJSON(make([]byte, 0, 2*len(payload)+16), payload, MaxShadowDepth)
-	if err != nil {
-		return nil, err
-	}
-	return DecodeJSON(js, ts)
-}
-
 // DecodeJSON decodes a payload that must be one JSON object (RFC 8259, UTF-8) nested at most
 // MaxShadowDepth levels that keeps the shadow rules (jsonscan's: numbers within float64's range,
 // no NUL, no unpaired surrogate, keys nonempty and unique in their object; breaking one is a

@@ -1,6 +1,6 @@
 // Package processor turns telemetry records into thing state: it decodes each record's payload
-// into properties by its Content-Format (decode.go: JSON, CBOR, SenML; a SenML pack's readings
-// keep the device's times, senml.go), coalesces the records of one thing in a batch into one
+// into properties by its Content-Format (decode.go: JSON, CBOR in decode_cbor.go, SenML; a SenML
+// pack's readings keep the device's times, senml.go), coalesces the records of one thing in a batch into one
 // update, hands the batch to a Sink (the local registry, later AWS IoT) and classifies what went
 // wrong.
 //

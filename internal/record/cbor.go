@@ -82,6 +82,7 @@ type cborWalk struct {
 	i        int
 	maxDepth int
 	check    bool // CheckCBOR's: only the keys are written
+	deepest  int  // the deepest level of a map or array read so far (CBORReader's)
 }
 
 var errCBORTruncated = errors.New("malformed CBOR: unexpected end")
@@ -144,7 +145,7 @@ func (w *cborWalk) item(dst []byte, depth int) ([]byte, error) {
 		case major < 2 || major == 7 && info >= 20 && info <= 22:
 			return dst, nil
 		case major == 3:
-			return w.text(dst, info, arg, false)
+			return w.text(dst, info, arg, textCheck)
 		case major == 7 && info >= 25 && info <= 27:
 			if !finite(cborFloat(info, arg)) {
 				return dst, errNonFinite
@@ -164,11 +165,12 @@ func (w *cborWalk) item(dst []byte, depth int) ([]byte, error) {
 	case 2:
 		return dst, errors.New("CBOR byte strings are not supported: send text")
 	case 3:
-		return w.text(dst, info, arg, true)
+		return w.text(dst, info, arg, textJSON)
 	case 4, 5:
 		if depth+1 > w.maxDepth {
 			return dst, fmt.Errorf("CBOR nested deeper than %d levels", w.maxDepth)
 		}
+		w.deepest = max(w.deepest, depth+1)
 		return w.container(dst, depth+1, major == 5, info == 31, arg)
 	case 6:
 		return dst, fmt.Errorf("CBOR tags are not supported (tag %d)", arg)
@@ -227,7 +229,7 @@ func (w *cborWalk) container(dst []byte, depth int, isMap, indef bool, n uint64)
 			if err != nil {
 				return dst, err
 			}
-			if dst, err = w.text(dst, info, arg, true); err != nil { // written even by check
+			if dst, err = w.text(dst, info, arg, textJSON); err != nil { // written even by check
 				return dst, err
 			}
 			if err := keys.add(dst, start, len(dst)); err != nil {
@@ -243,39 +245,50 @@ func (w *cborWalk) container(dst []byte, depth int, isMap, indef bool, n uint64)
 	return append(dst, closeCh), nil
 }
 
-// text appends a text string (definite, or indefinite: a sequence of definite chunks) as a JSON
-// string; when write is false, it only checks it.
-func (w *cborWalk) text(dst []byte, info byte, n uint64, write bool) ([]byte, error) {
-	if write {
+// textMode is what text does with a text string besides checking it.
+type textMode uint8
+
+const (
+	textCheck textMode = iota // nothing
+	textJSON                  // appends it as a JSON string
+	textRaw                   // appends its text (CBORReader's keys)
+)
+
+// text reads a text string (definite, or indefinite: a sequence of definite chunks), checks it
+// and appends it as its mode says.
+func (w *cborWalk) text(dst []byte, info byte, n uint64, mode textMode) ([]byte, error) {
+	if mode == textJSON {
 		dst = append(dst, '"')
 	}
-	if info != 31 {
-		s, err := w.take(n)
-		if err != nil {
-			return dst, err
-		}
-		if write {
-			dst = append(appendJSONString(dst, s), '"')
-		}
-		return dst, nil
-	}
-	for !w.isBreak() {
-		major, info, n, err := w.head()
-		if err != nil {
-			return dst, err
-		}
-		if major != 3 || info == 31 {
-			return dst, errors.New("malformed CBOR: bad text string chunk")
+	for chunked := info == 31; ; {
+		if chunked {
+			if w.isBreak() {
+				break
+			}
+			major, cinfo, cn, err := w.head()
+			if err != nil {
+				return dst, err
+			}
+			if major != 3 || cinfo == 31 {
+				return dst, errors.New("malformed CBOR: bad text string chunk")
+			}
+			n = cn
 		}
 		s, err := w.take(n)
 		if err != nil {
 			return dst, err
 		}
-		if write {
+		switch mode {
+		case textJSON:
 			dst = appendJSONString(dst, s)
+		case textRaw:
+			dst = append(dst, s...)
+		}
+		if !chunked {
+			break
 		}
 	}
-	if write {
+	if mode == textJSON {
 		dst = append(dst, '"')
 	}
 	return dst, nil

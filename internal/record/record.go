@@ -2,7 +2,7 @@
 // and the processor, its versioned, binary-safe encoding, and the rules its fields follow: the
 // AWS IoT name rule for type and id (ValidName), the Content-Format numbers it carries, and what
 // each payload format stands for in the JSON model the shadow rules apply to (ToJSON: CBOR maps
-// in cbor.go, SenML packs and their readings in senml.go, senml_json.go and senml_cbor.go).
+// in cbor.go, read a member at a time by CBORReader in cbor_reader.go, SenML packs and their readings in senml.go, senml_json.go and senml_cbor.go).
 //
 // Encoding, version 1 (all integers big-endian):
 //
