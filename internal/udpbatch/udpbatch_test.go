@@ -67,16 +67,7 @@ func TestQueueAndReader(t *testing.T) {
 // TestQueueHold: while the queue is held nothing is written; the last Release (holds nest)
 // writes everything queued meanwhile, and Sends after it go out at once again.
 func TestQueueHold(t *testing.T) {
-	src, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	dst, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dst.Close()
+	src, dst := loopbackPair(t)
 	q := NewQueue(4)
 	done := make(chan struct{})
 	go func() { defer close(done); q.Run(src, func(err error) { t.Error(err) }) }()
@@ -123,16 +114,7 @@ func TestQueueHold(t *testing.T) {
 // (a server stopped as it starts): Run still writes every datagram queued before Close, in
 // order (a repeat would show in the next round's), and returns.
 func TestQueueCloseAroundRun(t *testing.T) {
-	src, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	dst, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dst.Close()
+	src, dst := loopbackPair(t)
 	to := dst.LocalAddr().(*net.UDPAddr).AddrPort()
 	r := NewReader(dst, 16, 64)
 	for round := range 50 {
@@ -169,4 +151,17 @@ func TestQueueCloseAroundRun(t *testing.T) {
 			t.Fatalf("round %d: got %q, want %s", round, got, want)
 		}
 	}
+}
+
+// loopbackPair is two IPv4 loopback sockets, closed when the test ends.
+func loopbackPair(t *testing.T) (src, dst *net.UDPConn) {
+	t.Helper()
+	for _, c := range []**net.UDPConn{&src, &dst} {
+		var err error
+		if *c, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { (*c).Close() })
+	}
+	return src, dst
 }
