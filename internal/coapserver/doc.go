@@ -148,7 +148,10 @@
 // HandleOversized. Responses are copied into a queue (bounded at 65,536 datagrams; beyond that
 // they are dropped, as a congested network would) that one sender goroutine writes with
 // sendmmsg(2). Elsewhere than Linux, one datagram per system call. New does no I/O; Listen
-// binds; Serve runs until its context ends; StopReading and Close stop it.
+// binds; Serve runs until its context ends or Shutdown (which waits for the requests in flight)
+// or Close stops it. Either may be called from another goroutine while Serve is still starting
+// its goroutines: Serve starts them under the lock that Shutdown and Close take first, so they
+// wait for all of them, or Serve, coming second, starts none and returns nil.
 //
 // One gateway per port: before binding, Listen takes a lock on the UDP port (on Linux an
 // abstract unix socket "@coapgw-udp-<port>", which the kernel frees when the process ends, even

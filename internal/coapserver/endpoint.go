@@ -127,7 +127,9 @@ type Endpoint struct {
 	outstanding map[outKey]*ResponseWriter // separate CON responses awaiting ACK
 	wg          sync.WaitGroup
 	stop        chan struct{}
-	stopOnce    sync.Once
+	life        sync.Mutex // orders Start and Stop
+	started     bool       // under life
+	stopped     bool       // under life: stop is closed
 	inflight    inflightCounter
 
 	watch observers // Observe (observe.go)
@@ -170,15 +172,28 @@ func NewEndpoint(h Handler, out Sender, opts Options, log *slog.Logger, m *Metri
 }
 
 // Start runs the timer goroutine that sends empty ACKs for slow exchanges and retransmits separate
-// responses. Stop ends it.
+// responses. Stop ends it. Start after Stop, or a second Start, does nothing.
 func (e *Endpoint) Start() {
+	e.life.Lock()
+	defer e.life.Unlock()
+	if e.started || e.stopped {
+		return
+	}
+	e.started = true
 	e.wg.Add(1)
 	go e.timers()
 }
 
-// Stop ends the timer goroutine; it is idempotent.
+// Stop ends the timer goroutine; it is idempotent. Start and Stop are ordered by e.life, so that
+// they may come from goroutines not otherwise synchronised: a Stop waits for a timer goroutine a
+// Start before it began, and a Start after it begins none.
 func (e *Endpoint) Stop() {
-	e.stopOnce.Do(func() { close(e.stop) })
+	e.life.Lock()
+	if !e.stopped {
+		e.stopped = true
+		close(e.stop)
+	}
+	e.life.Unlock()
 	e.wg.Wait()
 }
 

@@ -182,15 +182,25 @@ func (s *Server) LocalAddr() netip.AddrPort {
 }
 
 // Serve runs the readers and the sender. It returns when ctx ends or Shutdown or Close is
-// called and the readers have stopped; responses still go out until Close.
+// called and the readers have stopped; responses still go out until Close. After Shutdown or
+// Close it returns nil at once, starting nothing.
+//
+// Serve starts its goroutines under s.mu, as stopReading (Shutdown, Close) takes it: a Shutdown
+// or Close that overlaps Serve either comes first, and Serve starts nothing, or after, and waits
+// for every goroutine Serve started (their WaitGroup.Add happened before its Wait).
 func (s *Server) Serve(ctx context.Context) error {
 	s.mu.Lock()
+	select {
+	case <-s.stopRead:
+		s.mu.Unlock()
+		return nil // shut down or closed before it started: nothing to serve
+	default:
+	}
 	if s.started || len(s.conns) == 0 {
 		s.mu.Unlock()
 		return errors.New("coapserver: Serve called twice or before Listen")
 	}
 	s.started = true
-	s.mu.Unlock()
 	s.ep.Start()
 	s.wg.Add(1)
 	go func() {
@@ -200,6 +210,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	for _, c := range s.conns {
 		s.readers.Go(func() { s.read(c) })
 	}
+	s.mu.Unlock()
 	select {
 	case <-ctx.Done():
 		s.stopReading()

@@ -138,7 +138,10 @@
 // it. Listen loads the file and removes it at once, and Serve restores them into the record
 // layer, hibernated: a device sends after a deploy without a new handshake. A saved
 // session must be resumed at most once (its record sequence numbers would repeat), hence the
-// removal; the file must never be copied to a second gateway.
+// removal; the file must never be copied to a second gateway. A Shutdown while Serve is still
+// starting (a gateway stopped as it starts) waits for Serve's setup, which holds the lock
+// Shutdown takes first; one before Serve keeps the loaded sessions for the next start, and
+// Serve then starts nothing.
 //
 // # Config
 //

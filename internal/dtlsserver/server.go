@@ -122,6 +122,12 @@ func (s *Server) LocalAddr() netip.AddrPort {
 }
 
 // Serve resumes the loaded sessions and routes datagrams until ctx ends or Shutdown is called.
+// After Shutdown it returns nil at once, starting nothing.
+//
+// Everything Serve sets up (outDone, the dispatchers, the restored sessions, the janitor's
+// s.wg.Add, the reader) is done under s.lmu, which Shutdown takes first: a Shutdown that
+// overlaps Serve either comes before, and Serve starts nothing, or after, and finds it all set
+// up, without relying on readDone alone to order it.
 func (s *Server) Serve(ctx context.Context) error {
 	s.lmu.Lock()
 	if s.shut {
@@ -135,7 +141,19 @@ func (s *Server) Serve(ctx context.Context) error {
 	s.started = true
 	loaded := s.loaded
 	s.loaded = nil
+	s.setUp(loaded)
 	s.lmu.Unlock()
+	select {
+	case <-ctx.Done():
+	case <-s.stop:
+	}
+	_ = s.conn.SetReadDeadline(time.Unix(1, 0))
+	<-s.readDone
+	return nil
+}
+
+// setUp starts what Serve runs and resumes the loaded sessions; s.lmu is held.
+func (s *Server) setUp(loaded []savedSession) {
 	s.ep.Start()
 	s.outDone = make(chan struct{})
 	go func() {
@@ -147,13 +165,6 @@ func (s *Server) Serve(ctx context.Context) error {
 	s.wg.Add(1)
 	go s.janitor()
 	go func() { defer close(s.readDone); s.read() }()
-	select {
-	case <-ctx.Done():
-	case <-s.stop:
-	}
-	_ = s.conn.SetReadDeadline(time.Unix(1, 0))
-	<-s.readDone
-	return nil
 }
 
 // Shutdown stops reading, lets requests in flight be answered (until ctx ends), saves the
