@@ -4,7 +4,8 @@
 // Start installs moto if needed (`python3 -m pip install --quiet 'moto[server]'`, once per test
 // binary, only when `python3 -c "import moto.server"` fails), starts moto's server on 127.0.0.1
 // and a free port (moto_server.py: `python3 -m moto.server` with shadow updates made atomic, as
-// AWS IoT's are) and waits until it answers. If moto cannot be installed or started the test is
+// AWS IoT's are, and SQS deletes that cannot lose a message sent meanwhile, as SQS's cannot) and
+// waits until it answers. If moto cannot be installed or started the test is
 // skipped, or fails when COAPGW_REQUIRE_PEERS is set (as the test command sets it), so CI
 // never passes by skipping.
 //
@@ -45,7 +46,8 @@ import (
 // Region is the region of every config AWSConfig returns.
 const Region = "us-east-1"
 
-// motoServer is moto's server with AWS IoT's atomic versioned shadow updates (see the script).
+// motoServer is moto's server with AWS IoT's atomic versioned shadow updates and SQS deletes
+// that keep concurrent sends (see the script).
 //
 //go:embed moto_server.py
 var motoServer string
