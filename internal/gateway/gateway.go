@@ -138,6 +138,7 @@ func New(cfg config.Config, log *slog.Logger) (*Gateway, error) {
 		DeviceRate: cfg.Ingest.DeviceRate, DeviceBurst: cfg.Ingest.DeviceBurst, DeviceLimitEntries: cfg.Ingest.DeviceRateDevices,
 		Credentials: g.creds, PlainPolicy: policy,
 		MaxThings: g.maxThings(), Registry: g.ingestRegistry(), MaxProperties: g.cfg.Local.MaxProperties,
+		SeedShadow: g.cfg.Compat.SeedShadow,
 		Deltas:     g.deltas(),
 		CompatSeed: cfg.Compat.Device == "seed", JSONOnly: cfg.Compat.Envelope == "seed",
 	}, sp, log.With("component", "ingest"), g.reg)

@@ -62,6 +62,7 @@ type budget struct {
 	pending     int            // records let through whose spool append has not answered
 	last        uint64         // spool sequence of the newest record stored
 	model       *processor.Doc // the state once every record let through is applied, or nil
+	seeded      bool           // with SeedShadow: the bounds count the seed keys
 }
 
 // maxModels is how many things may keep their state in memory (budget.model): about 10–40 KB
@@ -154,8 +155,15 @@ func (h *Handler) admitShadow(w *coapserver.ResponseWriter, r *coapserver.Reques
 	size, props := len(payload)+4*bytes.Count(payload, backslash), bytes.Count(payload, colon)
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if h.cfg.SeedShadow && !e.seeded {
+		// --seed-shadow: the processor adds online, uuid and type to the thing's state; counted
+		// once in the bounds (their values do not change), exactly in a decision below.
+		size += processor.SeedKeysBound(string(r.Path(1)), e.typ)
+		props += 3
+	}
 	if e.model == nil && e.size >= 0 && s.fits(e.size+size, e.props+props) {
 		e.size, e.props = e.size+size, e.props+props
+		e.seeded = true
 		e.pending++
 		return true
 	}
@@ -190,6 +198,9 @@ func (h *Handler) admitShadow(w *coapserver.ResponseWriter, r *coapserver.Reques
 		next = state.Clone() // it may not fit: keep state as it is
 	}
 	next.Merge(rec)
+	if h.cfg.SeedShadow {
+		processor.AddSeedKeys(next, string(r.Path(1)), e.typ, r.Received.UnixNano())
+	}
 	nsize, nprops := next.Size(), next.Properties()
 	switch {
 	case nsize > s.maxSize:
@@ -205,6 +216,7 @@ func (h *Handler) admitShadow(w *coapserver.ResponseWriter, r *coapserver.Reques
 		return false
 	}
 	e.size, e.props = nsize, nprops
+	e.seeded = h.cfg.SeedShadow // the exact figures count the seed keys
 	e.pending++
 	s.keep(e, next)
 	return true

@@ -417,3 +417,34 @@ func TestShadowModel(t *testing.T) {
 		t.Fatalf("%d registry reads, want 2", n)
 	}
 }
+
+// TestShadowSeedKeys: with --seed-shadow the processor adds online, uuid and type to a thing's
+// reported state, so the device API counts them: a first record that fits 8 KB alone but not
+// with those keys gets 4.13 (before, 2.04, and the registry set it aside); a smaller one gets
+// 2.04; a record that fits only without the keys is refused on a known thing too, after one
+// exact read.
+func TestShadowSeedKeys(t *testing.T) {
+	reg := &fakeRegistry{}
+	r := newLocalRig(t, Config{SeedShadow: true}, reg)
+	// {"a":"x…"} renders to n+8 bytes: 8,172 alone, 8,172 + 47 with the seed keys of sensor/dev-1.
+	tooBig := `{"a":"` + strings.Repeat("x", 8164) + `"}`
+	resp := r.do(coapmsg.POST, pathOpts("sensor", "dev-1"), tooBig)
+	if resp.Code != coapmsg.RequestEntityTooLarge || !strings.HasPrefix(string(resp.Payload), "shadow would be ") {
+		t.Fatalf("first record, 8,172 bytes + seed keys: %v %q, want 4.13", resp.Code, resp.Payload)
+	}
+	// The same again: still refused (the refusal must not leave the keys uncounted).
+	if resp := r.do(coapmsg.POST, pathOpts("sensor", "dev-1"), tooBig); resp.Code != coapmsg.RequestEntityTooLarge {
+		t.Fatalf("again: %v %q, want 4.13", resp.Code, resp.Payload)
+	}
+	if resp := r.do(coapmsg.POST, pathOpts("sensor", "dev-1"), `{"a":"`+strings.Repeat("x", 8000)+`"}`); resp.Code != coapmsg.Changed {
+		t.Fatalf("8,008 bytes + seed keys: %v %q, want 2.04", resp.Code, resp.Payload)
+	}
+	if n := r.sp.stored(); n != 1 {
+		t.Fatalf("%d records stored, want 1", n)
+	}
+	// Without the option the first record fits.
+	plain := newLocalRig(t, Config{}, &fakeRegistry{})
+	if resp := plain.do(coapmsg.POST, pathOpts("sensor", "dev-1"), tooBig); resp.Code != coapmsg.Changed {
+		t.Fatalf("without --seed-shadow: %v %q, want 2.04", resp.Code, resp.Payload)
+	}
+}

@@ -130,6 +130,9 @@ type Config struct {
 	// MaxProperties is --max-properties: the most properties a thing's reported state may have
 	// (with Registry; 0 = no cap).
 	MaxProperties int
+	// SeedShadow is --seed-shadow (with Registry): the processor adds online, uuid and type to
+	// every thing's reported state, so the shadow budget counts them (applicable.go).
+	SeedShadow bool
 	// Deltas, if set (local mode), gives each thing's pending desired-state change, which the
 	// 2.04 to a device that asks for it carries (downlink.go) and GET /{type}/{id} returns.
 	Deltas Deltas

@@ -33,10 +33,21 @@ func addSeedKeys(b *Batch) {
 	for i := range b.Updates {
 		u := &b.Updates[i]
 		// Items are in received_at order (Coalesce): the last is the newest.
-		ts := b.Items[u.Items[len(u.Items)-1]].Record.ReceivedAt.UnixNano()
-		vals := [len(seedKeys)][]byte{seedTrue, jsonscan.AppendQuoted(nil, u.Thing), jsonscan.AppendQuoted(nil, u.Type)}
-		for k, key := range seedKeys {
-			_ = u.Doc.SetValue(key, ts, vals[k]) // strings: never refused
-		}
+		AddSeedKeys(u.Doc, u.Thing, u.Type, b.Items[u.Items[len(u.Items)-1]].Record.ReceivedAt.UnixNano())
 	}
 }
+
+// AddSeedKeys sets the seed keys of the thing named thing, of type typ, in d, stamped ts (unix
+// nanoseconds): what the processor adds to each update with Config.SeedShadow. The device API
+// adds them to its prediction of a thing's state (ingest's shadow budget).
+func AddSeedKeys(d *Doc, thing, typ string, ts int64) {
+	vals := [len(seedKeys)][]byte{seedTrue, jsonscan.AppendQuoted(nil, thing), jsonscan.AppendQuoted(nil, typ)}
+	for k, key := range seedKeys {
+		_ = d.SetValue(key, ts, vals[k]) // strings: never refused
+	}
+}
+
+// SeedKeysBound is at least what the seed keys of a thing named thing, of type typ, add to its
+// rendered reported state: "online":"true","uuid":"<thing>","type":"<type>" with separators.
+// Names and types are made of characters JSON does not escape.
+func SeedKeysBound(thing, typ string) int { return 40 + len(thing) + len(typ) }
