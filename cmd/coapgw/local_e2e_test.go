@@ -368,6 +368,9 @@ func TestDashboardEndToEnd(t *testing.T) {
 	if resp, err := c.Post("/thermostat/dev-2", `{}`); err != nil || resp.Code != coapmsg.Changed {
 		t.Fatalf("post {}: %v %+v", err, resp)
 	}
+	// A 2.04 means the record will be applied, not that it has been: the page is opened once the
+	// registry has the thing (what this checks is the page of a thing with no shadow).
+	waitFor(t, "dev-2 in the registry", func() bool { return getJSON(t, g, "/api/things/dev-2", nil) == 200 })
 	if err := chromedp.Do(ctx, chromedp.Navigate(base+"/#/things/dev-2")); err != nil {
 		t.Fatal(err)
 	}
